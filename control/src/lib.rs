@@ -1,0 +1,3 @@
+//! wasmkube's control plane: the revisioned store and the Kubernetes-compatible apiserver.
+
+pub mod store;
