@@ -1,3 +1,4 @@
 //! wasmkube's control plane: the revisioned store and the Kubernetes-compatible apiserver.
 
+pub mod api;
 pub mod store;

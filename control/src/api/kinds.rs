@@ -1,0 +1,544 @@
+//! Defaulting and validation of each built-in kind, as Kubernetes' registry strategies do them, on the
+//! k8s-openapi types.
+
+use super::validation::{self, Cause};
+use k8s_openapi::api::apps::v1::{
+    DaemonSet, DaemonSetUpdateStrategy, Deployment, DeploymentStrategy, ReplicaSet, RollingUpdateDaemonSet,
+    RollingUpdateDeployment, RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, Endpoints, Event, Namespace, NamespaceSpec, NamespaceStatus, Node, Pod, PodSpec,
+    PodStatus, PodTemplateSpec, ResourceQuota, Secret, Service,
+};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use std::collections::BTreeMap;
+
+/// The per-kind rules the apiserver applies to every write.
+pub trait KindRules: Sized {
+    /// Whether the name must be a DNS-1123 label (no dots) rather than a subdomain.
+    const NAME_IS_LABEL: bool = false;
+
+    /// Fills in the defaults Kubernetes gives unset fields.
+    fn defaults(&mut self) {}
+
+    /// Prepares a new object before defaulting (e.g. a pod starts in phase Pending).
+    fn prepare_create(&mut self, _uid: &str) {}
+
+    /// The field errors of the object's own content.
+    fn validate(&self) -> Vec<Cause> {
+        Vec::new()
+    }
+
+    /// The field errors of changing `old` into `self` (immutable fields).
+    fn validate_update(&self, _old: &Self) -> Vec<Cause> {
+        Vec::new()
+    }
+}
+
+/// Kubernetes' image pull policy default: Always for `:latest` or untagged images, else IfNotPresent.
+fn default_pull_policy(image: &str) -> &'static str {
+    let name = image.rsplit('/').next().unwrap_or(image);
+    if image.contains('@') {
+        return "IfNotPresent";
+    }
+    match name.rsplit_once(':') {
+        Some((_, "latest")) | None => "Always",
+        Some(_) => "IfNotPresent",
+    }
+}
+
+fn default_container(container: &mut Container) {
+    if container.image_pull_policy.is_none() {
+        let policy = default_pull_policy(container.image.as_deref().unwrap_or_default());
+        container.image_pull_policy = Some(policy.to_owned());
+    }
+    container.termination_message_path.get_or_insert_with(|| "/dev/termination-log".to_owned());
+    container.termination_message_policy.get_or_insert_with(|| "File".to_owned());
+    for port in container.ports.iter_mut().flatten() {
+        port.protocol.get_or_insert_with(|| "TCP".to_owned());
+    }
+}
+
+/// Defaults of a pod spec, also applied to the templates of workload kinds.
+pub fn default_pod_spec(spec: &mut PodSpec) {
+    spec.restart_policy.get_or_insert_with(|| "Always".to_owned());
+    spec.termination_grace_period_seconds.get_or_insert(30);
+    spec.dns_policy.get_or_insert_with(|| "ClusterFirst".to_owned());
+    spec.scheduler_name.get_or_insert_with(|| "default-scheduler".to_owned());
+    spec.enable_service_links.get_or_insert(true);
+    spec.security_context.get_or_insert_with(Default::default);
+    spec.containers.iter_mut().for_each(default_container);
+    spec.init_containers.iter_mut().flatten().for_each(default_container);
+}
+
+fn default_template(template: &mut PodTemplateSpec) {
+    if let Some(spec) = template.spec.as_mut() {
+        default_pod_spec(spec);
+    }
+}
+
+fn validate_containers(field: &str, containers: &[Container], causes: &mut Vec<Cause>) {
+    let mut names = Vec::new();
+    for (i, container) in containers.iter().enumerate() {
+        let at = format!("{field}[{i}]");
+        match validation::dns1123_label(&container.name) {
+            _ if container.name.is_empty() => causes.push(Cause::required(format!("{at}.name"))),
+            Some(detail) => causes.push(Cause::invalid(format!("{at}.name"), &container.name, &detail)),
+            None if names.contains(&container.name.as_str()) => {
+                causes.push(Cause { reason: "FieldValueDuplicate", message: format!("{at}.name: Duplicate value: {:?}", container.name), field: format!("{at}.name") });
+            }
+            None => names.push(&container.name),
+        }
+        if container.image.as_deref().is_none_or(|i| i.trim().is_empty()) {
+            causes.push(Cause::required(format!("{at}.image")));
+        }
+        for (j, port) in container.ports.iter().flatten().enumerate() {
+            if !(1..=65535).contains(&port.container_port) {
+                causes.push(Cause::invalid(
+                    format!("{at}.ports[{j}].containerPort"),
+                    &port.container_port.to_string(),
+                    "must be between 1 and 65535, inclusive",
+                ));
+            }
+        }
+    }
+}
+
+/// Field errors of a pod spec under `field`.
+pub fn validate_pod_spec(field: &str, spec: &PodSpec, causes: &mut Vec<Cause>) {
+    if spec.containers.is_empty() {
+        causes.push(Cause::required(format!("{field}.containers")));
+    }
+    validate_containers(&format!("{field}.containers"), &spec.containers, causes);
+    validate_containers(&format!("{field}.initContainers"), spec.init_containers.as_deref().unwrap_or_default(), causes);
+    if let Some(policy) = spec.restart_policy.as_deref()
+        && !["Always", "OnFailure", "Never"].contains(&policy)
+    {
+        causes.push(Cause::not_supported(format!("{field}.restartPolicy"), policy, &["Always", "OnFailure", "Never"]));
+    }
+}
+
+fn selector_map(selector: &LabelSelector) -> super::selector::LabelSelector {
+    let value = serde_json::to_value(selector).unwrap_or_default();
+    super::selector::LabelSelector::from_object(&value).unwrap_or_default()
+}
+
+/// Validates a workload's selector and pod template: the selector must be non-empty and select the template.
+fn validate_workload(
+    selector: Option<&LabelSelector>,
+    template: &PodTemplateSpec,
+    allowed_restart: &[&str],
+    causes: &mut Vec<Cause>,
+) {
+    match selector {
+        Some(selector) if selector.match_labels.as_ref().is_some_and(|l| !l.is_empty())
+            || selector.match_expressions.as_ref().is_some_and(|e| !e.is_empty()) =>
+        {
+            let labels = template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+            if !selector_map(selector).matches(&labels) {
+                causes.push(Cause::invalid(
+                    "spec.template.metadata.labels",
+                    &format!("{labels:?}"),
+                    "`selector` does not match template `labels`",
+                ));
+            }
+        }
+        _ => causes.push(Cause::required("spec.selector")),
+    }
+    if let Some(labels) = template.metadata.as_ref().and_then(|m| m.labels.as_ref()) {
+        causes.extend(validation::labels("spec.template.metadata.labels", Some(labels)));
+    }
+    match &template.spec {
+        Some(spec) => {
+            validate_pod_spec("spec.template.spec", spec, causes);
+            if let Some(policy) = spec.restart_policy.as_deref()
+                && !allowed_restart.contains(&policy)
+            {
+                causes.push(Cause::not_supported("spec.template.spec.restartPolicy", policy, allowed_restart));
+            }
+        }
+        None => causes.push(Cause::required("spec.template.spec")),
+    }
+}
+
+fn immutable(field: &str, changed: bool, causes: &mut Vec<Cause>) {
+    if changed {
+        causes.push(Cause::invalid(field, "", "field is immutable"));
+    }
+}
+
+fn replicas_not_negative(replicas: Option<i32>, causes: &mut Vec<Cause>) {
+    if let Some(n) = replicas.filter(|n| *n < 0) {
+        causes.push(Cause::invalid("spec.replicas", &n.to_string(), "must be greater than or equal to 0"));
+    }
+}
+
+impl KindRules for Pod {
+    fn prepare_create(&mut self, _uid: &str) {
+        let status = self.status.get_or_insert_with(PodStatus::default);
+        status.phase.get_or_insert_with(|| "Pending".to_owned());
+        status.qos_class.get_or_insert_with(|| "BestEffort".to_owned());
+    }
+
+    fn defaults(&mut self) {
+        if let Some(spec) = self.spec.as_mut() {
+            default_pod_spec(spec);
+        }
+    }
+
+    fn validate(&self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        match &self.spec {
+            Some(spec) => validate_pod_spec("spec", spec, &mut causes),
+            None => causes.push(Cause::required("spec")),
+        }
+        causes
+    }
+
+    fn validate_update(&self, old: &Self) -> Vec<Cause> {
+        // Only images, activeDeadlineSeconds and tolerations may change in a pod's spec.
+        let mutable_cleared = |spec: &Option<PodSpec>| {
+            spec.clone().map(|mut spec| {
+                spec.containers.iter_mut().for_each(|c| c.image = None);
+                spec.init_containers.iter_mut().flatten().for_each(|c| c.image = None);
+                spec.active_deadline_seconds = None;
+                spec.tolerations = None;
+                spec
+            })
+        };
+        if mutable_cleared(&self.spec) != mutable_cleared(&old.spec) {
+            return vec![Cause::forbidden(
+                "spec",
+                "pod updates may not change fields other than `spec.containers[*].image`,\
+                 `spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to \
+                 existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was \
+                 previously negative)",
+            )];
+        }
+        Vec::new()
+    }
+}
+
+impl KindRules for Deployment {
+    fn defaults(&mut self) {
+        let spec = &mut self.spec;
+        spec.replicas.get_or_insert(1);
+        spec.revision_history_limit.get_or_insert(10);
+        spec.progress_deadline_seconds.get_or_insert(600);
+        let strategy = spec.strategy.get_or_insert_with(DeploymentStrategy::default);
+        let kind = strategy.type_.get_or_insert_with(|| "RollingUpdate".to_owned());
+        if kind == "RollingUpdate" {
+            let rolling = strategy.rolling_update.get_or_insert_with(RollingUpdateDeployment::default);
+            rolling.max_surge.get_or_insert_with(|| IntOrString::String("25%".to_owned()));
+            rolling.max_unavailable.get_or_insert_with(|| IntOrString::String("25%".to_owned()));
+        }
+        default_template(&mut spec.template);
+    }
+
+    fn validate(&self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        let spec = &self.spec;
+                replicas_not_negative(spec.replicas, &mut causes);
+                validate_workload(Some(&spec.selector), &spec.template, &["Always"], &mut causes);
+                if let Some(kind) = spec.strategy.as_ref().and_then(|s| s.type_.as_deref())
+                    && !["RollingUpdate", "Recreate"].contains(&kind)
+                {
+                    causes.push(Cause::not_supported("spec.strategy.type", kind, &["Recreate", "RollingUpdate"]));
+                }
+        causes
+    }
+
+    fn validate_update(&self, old: &Self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        let selector = |d: &Deployment| d.spec.selector.clone();
+        immutable("spec.selector", selector(self) != selector(old), &mut causes);
+        causes
+    }
+}
+
+impl KindRules for ReplicaSet {
+    fn defaults(&mut self) {
+        let spec = &mut self.spec;
+        spec.replicas.get_or_insert(1);
+        if let Some(template) = spec.template.as_mut() {
+            default_template(template);
+        }
+    }
+
+    fn validate(&self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        let spec = &self.spec;
+                replicas_not_negative(spec.replicas, &mut causes);
+                let template = spec.template.clone().unwrap_or_default();
+                validate_workload(Some(&spec.selector), &template, &["Always"], &mut causes);
+        causes
+    }
+
+    fn validate_update(&self, old: &Self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        let selector = |r: &ReplicaSet| r.spec.selector.clone();
+        immutable("spec.selector", selector(self) != selector(old), &mut causes);
+        causes
+    }
+}
+
+impl KindRules for DaemonSet {
+    fn defaults(&mut self) {
+        let spec = &mut self.spec;
+        spec.revision_history_limit.get_or_insert(10);
+        let strategy = spec.update_strategy.get_or_insert_with(DaemonSetUpdateStrategy::default);
+        if strategy.type_.get_or_insert_with(|| "RollingUpdate".to_owned()) == "RollingUpdate" {
+            let rolling = strategy.rolling_update.get_or_insert_with(RollingUpdateDaemonSet::default);
+            rolling.max_unavailable.get_or_insert(IntOrString::Int(1));
+            rolling.max_surge.get_or_insert(IntOrString::Int(0));
+        }
+        default_template(&mut spec.template);
+    }
+
+    fn validate(&self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        let spec = &self.spec;
+        validate_workload(Some(&spec.selector), &spec.template, &["Always"], &mut causes);
+        causes
+    }
+
+    fn validate_update(&self, old: &Self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        let selector = |d: &DaemonSet| d.spec.selector.clone();
+        immutable("spec.selector", selector(self) != selector(old), &mut causes);
+        causes
+    }
+}
+
+impl KindRules for StatefulSet {
+    fn defaults(&mut self) {
+        let spec = &mut self.spec;
+        spec.replicas.get_or_insert(1);
+        spec.revision_history_limit.get_or_insert(10);
+        spec.pod_management_policy.get_or_insert_with(|| "OrderedReady".to_owned());
+        let strategy = spec.update_strategy.get_or_insert_with(StatefulSetUpdateStrategy::default);
+        if strategy.type_.get_or_insert_with(|| "RollingUpdate".to_owned()) == "RollingUpdate" {
+            strategy.rolling_update.get_or_insert_with(RollingUpdateStatefulSetStrategy::default).partition.get_or_insert(0);
+        }
+        default_template(&mut spec.template);
+    }
+
+    fn validate(&self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        let spec = &self.spec;
+                replicas_not_negative(spec.replicas, &mut causes);
+                validate_workload(Some(&spec.selector), &spec.template, &["Always"], &mut causes);
+                if let Some(policy) = spec.pod_management_policy.as_deref()
+                    && !["OrderedReady", "Parallel"].contains(&policy)
+                {
+                    causes.push(Cause::not_supported("spec.podManagementPolicy", policy, &["OrderedReady", "Parallel"]));
+                }
+        causes
+    }
+
+    fn validate_update(&self, old: &Self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        let selector = |s: &StatefulSet| s.spec.selector.clone();
+        immutable("spec.selector", selector(self) != selector(old), &mut causes);
+        causes
+    }
+}
+
+impl KindRules for Job {
+    fn prepare_create(&mut self, uid: &str) {
+        // Like Kubernetes, a Job without manualSelector selects its pods by its own uid.
+        let name = self.metadata.name.clone().unwrap_or_default();
+        let Some(spec) = self.spec.as_mut() else { return };
+        if spec.manual_selector == Some(true) {
+            return;
+        }
+        let labels = BTreeMap::from([
+            ("batch.kubernetes.io/controller-uid".to_owned(), uid.to_owned()),
+            ("batch.kubernetes.io/job-name".to_owned(), name.clone()),
+            ("controller-uid".to_owned(), uid.to_owned()),
+            ("job-name".to_owned(), name),
+        ]);
+        spec.selector = Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "batch.kubernetes.io/controller-uid".to_owned(),
+                uid.to_owned(),
+            )])),
+            ..Default::default()
+        });
+        let metadata = spec.template.metadata.get_or_insert_with(Default::default);
+        metadata.labels.get_or_insert_with(BTreeMap::new).extend(labels);
+    }
+
+    fn defaults(&mut self) {
+        let Some(spec) = self.spec.as_mut() else { return };
+        if spec.completions.is_none() && spec.parallelism.is_none() {
+            spec.completions = Some(1);
+        }
+        spec.parallelism.get_or_insert(1);
+        spec.backoff_limit.get_or_insert(6);
+        spec.completion_mode.get_or_insert_with(|| "NonIndexed".to_owned());
+        spec.suspend.get_or_insert(false);
+        spec.manual_selector.get_or_insert(false);
+        spec.pod_replacement_policy.get_or_insert_with(|| "TerminatingOrFailed".to_owned());
+        default_template(&mut spec.template);
+    }
+
+    fn validate(&self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        match &self.spec {
+            Some(spec) => {
+                validate_workload(spec.selector.as_ref(), &spec.template, &["OnFailure", "Never"], &mut causes);
+                for (field, value) in [("spec.parallelism", spec.parallelism), ("spec.completions", spec.completions), ("spec.backoffLimit", spec.backoff_limit)] {
+                    if let Some(n) = value.filter(|n| *n < 0) {
+                        causes.push(Cause::invalid(field, &n.to_string(), "must be greater than or equal to 0"));
+                    }
+                }
+            }
+            None => causes.push(Cause::required("spec")),
+        }
+        causes
+    }
+
+    fn validate_update(&self, old: &Self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        let selector = |j: &Job| j.spec.as_ref().map(|s| s.selector.clone());
+        immutable("spec.selector", selector(self) != selector(old), &mut causes);
+        let completions = |j: &Job| j.spec.as_ref().map(|s| s.completions);
+        immutable("spec.completions", completions(self) != completions(old), &mut causes);
+        causes
+    }
+}
+
+impl KindRules for CronJob {
+    fn defaults(&mut self) {
+        let spec = &mut self.spec;
+        spec.concurrency_policy.get_or_insert_with(|| "Allow".to_owned());
+        spec.suspend.get_or_insert(false);
+        spec.successful_jobs_history_limit.get_or_insert(3);
+        spec.failed_jobs_history_limit.get_or_insert(1);
+        if let Some(template) = spec.job_template.spec.as_mut().and_then(|j| j.template.spec.as_mut()) {
+            default_pod_spec(template);
+        }
+    }
+
+    fn validate(&self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        let spec = &self.spec;
+                if spec.schedule.split_whitespace().count() != 5 && !spec.schedule.starts_with('@') {
+                    causes.push(Cause::invalid("spec.schedule", &spec.schedule, "must be a standard cron expression with 5 fields or a @macro"));
+                }
+                if let Some(policy) = spec.concurrency_policy.as_deref()
+                    && !["Allow", "Forbid", "Replace"].contains(&policy)
+                {
+                    causes.push(Cause::not_supported("spec.concurrencyPolicy", policy, &["Allow", "Forbid", "Replace"]));
+                }
+        causes
+    }
+}
+
+impl KindRules for Service {
+    const NAME_IS_LABEL: bool = true;
+
+    fn defaults(&mut self) {
+        let Some(spec) = self.spec.as_mut() else { return };
+        spec.type_.get_or_insert_with(|| "ClusterIP".to_owned());
+        spec.session_affinity.get_or_insert_with(|| "None".to_owned());
+        if spec.type_.as_deref() != Some("ExternalName") {
+            spec.internal_traffic_policy.get_or_insert_with(|| "Cluster".to_owned());
+        }
+        for port in spec.ports.iter_mut().flatten() {
+            port.protocol.get_or_insert_with(|| "TCP".to_owned());
+            port.target_port.get_or_insert(IntOrString::Int(port.port));
+        }
+    }
+
+    fn validate(&self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        let Some(spec) = &self.spec else {
+            return vec![Cause::required("spec")];
+        };
+        let kind = spec.type_.as_deref().unwrap_or("ClusterIP");
+        let kinds = ["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"];
+        if !kinds.contains(&kind) {
+            causes.push(Cause::not_supported("spec.type", kind, &kinds));
+        }
+        let headless = spec.cluster_ip.as_deref() == Some("None");
+        if kind != "ExternalName" && !headless && spec.ports.as_ref().is_none_or(Vec::is_empty) {
+            causes.push(Cause::required("spec.ports"));
+        }
+        for (i, port) in spec.ports.iter().flatten().enumerate() {
+            if !(1..=65535).contains(&port.port) {
+                causes.push(Cause::invalid(format!("spec.ports[{i}].port"), &port.port.to_string(), "must be between 1 and 65535, inclusive"));
+            }
+            if spec.ports.as_ref().is_some_and(|p| p.len() > 1) && port.name.as_deref().is_none_or(str::is_empty) {
+                causes.push(Cause::required(format!("spec.ports[{i}].name")));
+            }
+        }
+        causes
+    }
+}
+
+impl KindRules for Namespace {
+    const NAME_IS_LABEL: bool = true;
+
+    fn prepare_create(&mut self, _uid: &str) {
+        let name = self.metadata.name.clone().unwrap_or_default();
+        self.metadata.labels.get_or_insert_with(BTreeMap::new).insert("kubernetes.io/metadata.name".to_owned(), name);
+        self.spec.get_or_insert_with(NamespaceSpec::default).finalizers.get_or_insert_with(|| vec!["kubernetes".to_owned()]);
+        self.status.get_or_insert_with(NamespaceStatus::default).phase.get_or_insert_with(|| "Active".to_owned());
+    }
+}
+
+impl KindRules for Secret {
+    fn defaults(&mut self) {
+        self.type_.get_or_insert_with(|| "Opaque".to_owned());
+    }
+
+    fn validate(&self) -> Vec<Cause> {
+        config_keys(self.data.iter().flat_map(|d| d.keys()).chain(self.string_data.iter().flat_map(|d| d.keys())), "data")
+    }
+}
+
+impl KindRules for ConfigMap {
+    fn validate(&self) -> Vec<Cause> {
+        config_keys(self.data.iter().flat_map(|d| d.keys()).chain(self.binary_data.iter().flat_map(|d| d.keys())), "data")
+    }
+}
+
+fn config_keys<'a>(keys: impl Iterator<Item = &'a String>, field: &str) -> Vec<Cause> {
+    keys.filter(|k| k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)))
+        .map(|k| {
+            Cause::invalid(
+                format!("{field}[{k}]"),
+                k,
+                "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or \
+                 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')",
+            )
+        })
+        .collect()
+}
+
+impl KindRules for Node {}
+impl KindRules for Endpoints {}
+impl KindRules for Event {}
+impl KindRules for ResourceQuota {}
+impl KindRules for Lease {}
+impl KindRules for EndpointSlice {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_pull_policy_defaults_like_kubernetes() {
+        assert_eq!(default_pull_policy("hello.wasm"), "Always");
+        assert_eq!(default_pull_policy("registry:5000/app"), "Always");
+        assert_eq!(default_pull_policy("registry:5000/app:latest"), "Always");
+        assert_eq!(default_pull_policy("registry:5000/app:v1"), "IfNotPresent");
+        assert_eq!(default_pull_policy("app@sha256:abc"), "IfNotPresent");
+    }
+}

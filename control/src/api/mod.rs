@@ -1,0 +1,9 @@
+//! Pure API logic, free of IO: the served resource types, defaulting and validation, selectors, patches and
+//! tables.
+
+pub mod kinds;
+pub mod patch;
+pub mod resources;
+pub mod selector;
+pub mod table;
+pub mod validation;

@@ -1,0 +1,317 @@
+//! The resource types the apiserver serves: their names, scope and subresources, and how a write of each is
+//! decoded, defaulted and validated through its k8s-openapi type.
+
+use super::kinds::KindRules;
+use super::table::{self, TableSpec};
+use super::validation::{self, Cause};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Endpoints, Event, Namespace, Node, Pod, ResourceQuota, Secret, Service,
+};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::{Metadata, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+/// A subresource served under `<resource>/<name>/<subresource>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subresource {
+    /// `status`: writes change only `.status`.
+    Status,
+    /// `scale`: an autoscaling/v1 Scale view of `.spec.replicas`.
+    Scale,
+    /// `binding`: assigns a pod to a node.
+    Binding,
+    /// `log`: a pod's container output.
+    Log,
+}
+
+impl Subresource {
+    /// The path segment of the subresource.
+    pub fn name(self) -> &'static str {
+        match self {
+            Subresource::Status => "status",
+            Subresource::Scale => "scale",
+            Subresource::Binding => "binding",
+            Subresource::Log => "log",
+        }
+    }
+}
+
+/// A decoded, defaulted and validated object, ready to store.
+#[derive(Debug)]
+pub struct Admitted {
+    /// The object as stored (unknown fields dropped, defaults filled in).
+    pub object: Value,
+    /// Paths of the fields the kind does not have.
+    pub unknown_fields: Vec<String>,
+}
+
+/// Why a write was refused before it reached the store.
+#[derive(Debug)]
+pub enum AdmitError {
+    /// The body does not decode as the kind (wrong types, bad structure).
+    Malformed(String),
+    /// The object decodes but breaks the kind's rules.
+    Invalid(Vec<Cause>),
+}
+
+/// What the apiserver is asked to admit.
+pub struct AdmitRequest<'a> {
+    /// The object written.
+    pub object: Value,
+    /// The stored object an update replaces.
+    pub old: Option<&'a Value>,
+    /// For a create, the uid the new object gets.
+    pub new_uid: Option<&'a str>,
+}
+
+type AdmitFn = fn(AdmitRequest<'_>) -> Result<Admitted, AdmitError>;
+
+/// One served resource type.
+pub struct ResourceType {
+    /// API group, empty for core.
+    pub group: &'static str,
+    /// API version within the group.
+    pub version: &'static str,
+    /// The kind, e.g. `Deployment`.
+    pub kind: &'static str,
+    /// The plural resource name used in paths, e.g. `deployments`.
+    pub plural: &'static str,
+    /// The singular name, e.g. `deployment`.
+    pub singular: &'static str,
+    /// kubectl short names, e.g. `deploy`.
+    pub short_names: &'static [&'static str],
+    /// Whether objects live in a namespace.
+    pub namespaced: bool,
+    /// Whether `kubectl get all` includes it.
+    pub in_category_all: bool,
+    /// Subresources served besides the object itself.
+    pub subresources: &'static [Subresource],
+    /// Field selectors accepted besides metadata.name and metadata.namespace.
+    pub field_selectors: &'static [&'static str],
+    /// Whether a create keeps the status it is given (nodes report theirs when they register).
+    pub status_on_create: bool,
+    /// The table columns of `kubectl get`.
+    pub table: &'static TableSpec,
+    admit: AdmitFn,
+}
+
+impl ResourceType {
+    /// `v1` for core, `<group>/<version>` otherwise.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() { self.version.to_owned() } else { format!("{}/{}", self.group, self.version) }
+    }
+
+    /// Whether the type has this subresource.
+    pub fn has(&self, subresource: Subresource) -> bool {
+        self.subresources.contains(&subresource)
+    }
+
+    /// Decodes, defaults and validates an object of this type.
+    pub fn admit(&self, request: AdmitRequest<'_>) -> Result<Admitted, AdmitError> {
+        (self.admit)(request)
+    }
+
+    /// Every field selector this type accepts.
+    pub fn supported_field_selectors(&self) -> Vec<&'static str> {
+        let mut fields = vec!["metadata.name", "metadata.namespace"];
+        fields.extend(self.field_selectors);
+        fields
+    }
+}
+
+/// Whether a k8s-openapi scope is namespaced.
+trait Scope {
+    const NAMESPACED: bool;
+}
+
+impl Scope for k8s_openapi::NamespaceResourceScope {
+    const NAMESPACED: bool = true;
+}
+
+impl Scope for k8s_openapi::ClusterResourceScope {
+    const NAMESPACED: bool = false;
+}
+
+fn validate_metadata(meta: &ObjectMeta, name_is_label: bool, namespaced: bool) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    match meta.name.as_deref() {
+        None | Some("") => causes.push(Cause::required("metadata.name")),
+        Some(name) => {
+            let detail = if name_is_label { validation::dns1123_label(name) } else { validation::dns1123_subdomain(name) };
+            if let Some(detail) = detail {
+                causes.push(Cause::invalid("metadata.name", name, &detail));
+            }
+        }
+    }
+    if namespaced && meta.namespace.as_deref().is_none_or(str::is_empty) {
+        causes.push(Cause::required("metadata.namespace"));
+    }
+    causes.extend(validation::labels("metadata.labels", meta.labels.as_ref()));
+    for key in meta.annotations.iter().flat_map(|a| a.keys()) {
+        if !validation::is_qualified_name(key) {
+            causes.push(Cause::invalid("metadata.annotations", key, "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"));
+        }
+    }
+    causes
+}
+
+fn admit<K>(request: AdmitRequest<'_>) -> Result<Admitted, AdmitError>
+where
+    K: KindRules + Resource + Metadata<Ty = ObjectMeta> + Serialize + DeserializeOwned,
+    K::Scope: Scope,
+{
+    let mut unknown_fields = Vec::new();
+    let mut object: K = serde_ignored::deserialize(request.object, |path| {
+        // serde_ignored writes `?` for the Option layers it passes through.
+        let path = path.to_string();
+        unknown_fields.push(path.split('.').filter(|segment| *segment != "?").collect::<Vec<_>>().join("."));
+    })
+        .map_err(|e| AdmitError::Malformed(e.to_string()))?;
+    if let Some(uid) = request.new_uid {
+        object.prepare_create(uid);
+    }
+    object.defaults();
+    let mut causes = validate_metadata(object.metadata(), K::NAME_IS_LABEL, K::Scope::NAMESPACED);
+    causes.extend(object.validate());
+    if let Some(old) = request.old {
+        let old: K = serde_json::from_value(old.clone()).map_err(|e| AdmitError::Malformed(e.to_string()))?;
+        causes.extend(object.validate_update(&old));
+    }
+    if !causes.is_empty() {
+        return Err(AdmitError::Invalid(causes));
+    }
+    let object = serde_json::to_value(&object).map_err(|e| AdmitError::Malformed(e.to_string()))?;
+    Ok(Admitted { object, unknown_fields })
+}
+
+use Subresource::{Binding, Log, Scale, Status};
+
+macro_rules! resource {
+    ($ty:ty, $plural:literal, $singular:literal, [$($short:literal),*], all: $all:literal, [$($sub:expr),*], fields: [$($field:literal),*], table: $table:expr $(, status_on_create: $soc:literal)?) => {
+        ResourceType {
+            group: <$ty as Resource>::GROUP,
+            version: <$ty as Resource>::VERSION,
+            kind: <$ty as Resource>::KIND,
+            plural: $plural,
+            singular: $singular,
+            short_names: &[$($short),*],
+            namespaced: <<$ty as Resource>::Scope as Scope>::NAMESPACED,
+            in_category_all: $all,
+            subresources: &[$($sub),*],
+            field_selectors: &[$($field),*],
+            status_on_create: false $(|| $soc)?,
+            table: $table,
+            admit: admit::<$ty>,
+        }
+    };
+}
+
+/// Every resource type the apiserver serves.
+pub fn all() -> &'static [ResourceType] {
+    static ALL: std::sync::OnceLock<Vec<ResourceType>> = std::sync::OnceLock::new();
+    ALL.get_or_init(|| {
+        vec![
+            resource!(Namespace, "namespaces", "namespace", ["ns"], all: false, [Status], fields: ["status.phase"], table: &table::NAMESPACES),
+            resource!(Node, "nodes", "node", ["no"], all: false, [Status], fields: ["spec.unschedulable"], table: &table::NODES, status_on_create: true),
+            resource!(Pod, "pods", "pod", ["po"], all: true, [Status, Binding, Log], fields: ["spec.nodeName", "status.phase", "spec.restartPolicy", "spec.schedulerName", "status.podIP"], table: &table::PODS),
+            resource!(Service, "services", "service", ["svc"], all: true, [Status], fields: ["spec.clusterIP", "spec.type"], table: &table::SERVICES),
+            resource!(Endpoints, "endpoints", "endpoints", ["ep"], all: false, [], fields: [], table: &table::ENDPOINTS),
+            resource!(ConfigMap, "configmaps", "configmap", ["cm"], all: false, [], fields: [], table: &table::CONFIGMAPS),
+            resource!(Secret, "secrets", "secret", [], all: false, [], fields: ["type"], table: &table::SECRETS),
+            resource!(Event, "events", "event", ["ev"], all: false, [], fields: ["involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"], table: &table::EVENTS),
+            resource!(ResourceQuota, "resourcequotas", "resourcequota", ["quota"], all: false, [Status], fields: [], table: &table::RESOURCE_QUOTAS),
+            resource!(Deployment, "deployments", "deployment", ["deploy"], all: true, [Status, Scale], fields: [], table: &table::DEPLOYMENTS),
+            resource!(ReplicaSet, "replicasets", "replicaset", ["rs"], all: true, [Status, Scale], fields: [], table: &table::REPLICA_SETS),
+            resource!(DaemonSet, "daemonsets", "daemonset", ["ds"], all: true, [Status], fields: [], table: &table::DAEMON_SETS),
+            resource!(StatefulSet, "statefulsets", "statefulset", ["sts"], all: true, [Status, Scale], fields: [], table: &table::STATEFUL_SETS),
+            resource!(Job, "jobs", "job", [], all: true, [Status], fields: ["status.successful"], table: &table::JOBS),
+            resource!(CronJob, "cronjobs", "cronjob", ["cj"], all: true, [Status], fields: [], table: &table::CRON_JOBS),
+            resource!(Lease, "leases", "lease", [], all: false, [], fields: [], table: &table::LEASES),
+            resource!(EndpointSlice, "endpointslices", "endpointslice", [], all: false, [], fields: [], table: &table::ENDPOINT_SLICES),
+        ]
+    })
+}
+
+/// Finds a resource type by group, version and plural name.
+pub fn by_path(group: &str, version: &str, plural: &str) -> Option<&'static ResourceType> {
+    all().iter().find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// Finds a resource type by what a user types: plural, singular, short name or kind, any case, optionally
+/// qualified by group (`deployments.apps`).
+pub fn by_user_name(name: &str) -> Option<&'static ResourceType> {
+    let name = name.to_ascii_lowercase();
+    let (name, group) = match name.split_once('.') {
+        Some((n, g)) => (n.to_owned(), Some(g.to_owned())),
+        None => (name, None),
+    };
+    all().iter().find(|r| {
+        group.as_deref().is_none_or(|g| g == r.group || (g == "core" && r.group.is_empty()))
+            && (r.plural == name
+                || r.singular == name
+                || r.kind.eq_ignore_ascii_case(&name)
+                || r.short_names.contains(&name.as_str()))
+    })
+}
+
+/// Finds the resource type of an object's `apiVersion` and `kind`.
+pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static ResourceType> {
+    all().iter().find(|r| r.kind == kind && r.api_version() == api_version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn scope_comes_from_the_kubernetes_type() {
+        assert!(by_user_name("po").unwrap().namespaced);
+        assert!(!by_user_name("nodes").unwrap().namespaced);
+        assert!(!by_user_name("Namespace").unwrap().namespaced);
+        assert_eq!(by_user_name("deployments.apps").unwrap().kind, "Deployment");
+        assert!(by_user_name("deployments.batch").is_none());
+    }
+
+    #[test]
+    fn a_deployment_gets_kubernetes_defaults_and_unknown_fields_are_reported() {
+        let deployment = by_kind("apps/v1", "Deployment").unwrap();
+        let object = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"selector": {"matchLabels": {"app": "web"}}, "replicaz": 3,
+                     "template": {"metadata": {"labels": {"app": "web"}},
+                                  "spec": {"containers": [{"name": "web", "image": "hello.wasm"}]}}}
+        });
+        let admitted = deployment.admit(AdmitRequest { object, old: None, new_uid: Some("u") }).unwrap();
+        assert_eq!(admitted.unknown_fields, vec!["spec.replicaz".to_owned()]);
+        let spec = &admitted.object["spec"];
+        assert_eq!(spec["replicas"], 1);
+        assert_eq!(spec["strategy"]["rollingUpdate"]["maxSurge"], "25%");
+        assert_eq!(spec["template"]["spec"]["restartPolicy"], "Always");
+        assert_eq!(spec["template"]["spec"]["terminationGracePeriodSeconds"], 30);
+    }
+
+    #[test]
+    fn a_selector_that_misses_the_template_is_invalid() {
+        let deployment = by_kind("apps/v1", "Deployment").unwrap();
+        let object = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "other"}},
+                                  "spec": {"containers": [{"name": "web"}]}}}
+        });
+        let Err(AdmitError::Invalid(causes)) = deployment.admit(AdmitRequest { object, old: None, new_uid: None }) else {
+            panic!("must be invalid");
+        };
+        let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(fields, ["spec.template.metadata.labels", "spec.template.spec.containers[0].image"]);
+    }
+}

@@ -1,0 +1,605 @@
+//! The `kubectl get` columns of each kind, served as meta.k8s.io/v1 Tables like Kubernetes' printers do.
+
+use jiff::Timestamp;
+use serde_json::{Value, json};
+
+/// One table column.
+pub struct Column {
+    /// Header text.
+    pub name: &'static str,
+    /// OpenAPI type: `string`, `integer` or `date`.
+    pub kind: &'static str,
+    /// 0 = always shown, 1 = only with `-o wide`.
+    pub priority: u8,
+}
+
+/// The columns of a kind and how to fill a row.
+pub struct TableSpec {
+    /// Columns after NAME.
+    pub columns: &'static [Column],
+    /// The cells after NAME for one object.
+    pub row: fn(&Value, Timestamp) -> Vec<Value>,
+}
+
+const fn col(name: &'static str, kind: &'static str, priority: u8) -> Column {
+    Column { name, kind, priority }
+}
+
+fn s<'a>(v: &'a Value, path: &str) -> &'a str {
+    at(v, path).as_str().unwrap_or_default()
+}
+
+fn at<'a>(v: &'a Value, path: &str) -> &'a Value {
+    path.split('.').fold(v, |node, key| node.get(key).unwrap_or(&Value::Null))
+}
+
+fn n(v: &Value, path: &str) -> i64 {
+    at(v, path).as_i64().unwrap_or(0)
+}
+
+fn list<'a>(v: &'a Value, path: &str) -> &'a [Value] {
+    at(v, path).as_array().map(Vec::as_slice).unwrap_or_default()
+}
+
+/// Kubernetes' short human durations: `45s`, `3m20s`, `2h5m`, `3d4h`, `2y10d`.
+pub fn human_duration(seconds: i64) -> String {
+    if seconds < -1 {
+        return "<invalid>".into();
+    }
+    let seconds = seconds.max(0);
+    let (minutes, hours) = (seconds / 60, seconds / 3600);
+    let days = hours / 24;
+    match () {
+        _ if seconds < 120 => format!("{seconds}s"),
+        _ if minutes < 10 && seconds % 60 == 0 => format!("{minutes}m"),
+        _ if minutes < 10 => format!("{minutes}m{}s", seconds % 60),
+        _ if minutes < 180 => format!("{minutes}m"),
+        _ if hours < 8 && minutes % 60 == 0 => format!("{hours}h"),
+        _ if hours < 8 => format!("{hours}h{}m", minutes % 60),
+        _ if hours < 48 => format!("{hours}h"),
+        _ if hours < 192 && hours % 24 == 0 => format!("{days}d"),
+        _ if hours < 192 => format!("{days}d{}h", hours % 24),
+        _ if hours < 24 * 365 * 2 => format!("{days}d"),
+        _ if hours < 24 * 365 * 8 && days % 365 == 0 => format!("{}y", days / 365),
+        _ if hours < 24 * 365 * 8 => format!("{}y{}d", days / 365, days % 365),
+        _ => format!("{}y", days / 365),
+    }
+}
+
+/// The age of a timestamp field, or `<unknown>`.
+pub fn age(v: &Value, path: &str, now: Timestamp) -> Value {
+    match s(v, path).parse::<Timestamp>() {
+        Ok(t) => Value::String(human_duration(now.as_second() - t.as_second())),
+        Err(_) => Value::String("<unknown>".into()),
+    }
+}
+
+fn created(v: &Value, now: Timestamp) -> Value {
+    age(v, "metadata.creationTimestamp", now)
+}
+
+fn or_none(text: String) -> Value {
+    Value::String(if text.is_empty() { "<none>".into() } else { text })
+}
+
+fn selector_text(v: &Value, path: &str) -> Value {
+    let selector = at(v, path);
+    if selector.is_null() {
+        return "<none>".into();
+    }
+    let parsed = super::selector::LabelSelector::from_object(selector).unwrap_or_default();
+    or_none(parsed.render())
+}
+
+fn containers_and_images(v: &Value, template: &str) -> [Value; 2] {
+    let containers = list(v, &format!("{template}.containers"));
+    let names: Vec<&str> = containers.iter().map(|c| s(c, "name")).collect();
+    let images: Vec<&str> = containers.iter().map(|c| s(c, "image")).collect();
+    [names.join(",").into(), images.join(",").into()]
+}
+
+/// namespaces
+pub static NAMESPACES: TableSpec = TableSpec {
+    columns: &[col("Status", "string", 0), col("Age", "string", 0)],
+    row: |v, now| vec![s(v, "status.phase").into(), created(v, now)],
+};
+
+fn node_status(v: &Value) -> String {
+    let ready = list(v, "status.conditions").iter().find(|c| s(c, "type") == "Ready");
+    let mut status = match ready.map(|c| s(c, "status")) {
+        Some("True") => "Ready".to_owned(),
+        Some("False") => "NotReady".to_owned(),
+        _ => "Unknown".to_owned(),
+    };
+    if at(v, "spec.unschedulable").as_bool() == Some(true) {
+        status.push_str(",SchedulingDisabled");
+    }
+    status
+}
+
+fn node_address(v: &Value, kind: &str) -> Value {
+    let found = list(v, "status.addresses").iter().find(|a| s(a, "type") == kind).map(|a| s(a, "address"));
+    or_none(found.unwrap_or_default().to_owned())
+}
+
+/// nodes
+pub static NODES: TableSpec = TableSpec {
+    columns: &[
+        col("Status", "string", 0),
+        col("Roles", "string", 0),
+        col("Age", "string", 0),
+        col("Version", "string", 0),
+        col("Internal-IP", "string", 1),
+        col("External-IP", "string", 1),
+        col("OS-Image", "string", 1),
+        col("Kernel-Version", "string", 1),
+        col("Container-Runtime", "string", 1),
+    ],
+    row: |v, now| {
+        let roles: Vec<&str> = at(v, "metadata.labels")
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, _)| k.strip_prefix("node-role.kubernetes.io/"))
+            .collect();
+        vec![
+            node_status(v).into(),
+            or_none(roles.join(",")),
+            created(v, now),
+            s(v, "status.nodeInfo.kubeletVersion").into(),
+            node_address(v, "InternalIP"),
+            node_address(v, "ExternalIP"),
+            s(v, "status.nodeInfo.osImage").into(),
+            s(v, "status.nodeInfo.kernelVersion").into(),
+            s(v, "status.nodeInfo.containerRuntimeVersion").into(),
+        ]
+    },
+};
+
+/// The STATUS column of a pod, worked out as kubectl's printer does.
+fn pod_status(v: &Value) -> String {
+    let mut reason = match s(v, "status.reason") {
+        "" => s(v, "status.phase").to_owned(),
+        r => r.to_owned(),
+    };
+    let inits = list(v, "status.initContainerStatuses");
+    let init_count = list(v, "spec.initContainers").len();
+    let mut initializing = false;
+    for (i, status) in inits.iter().enumerate() {
+        let terminated = at(status, "state.terminated");
+        if !terminated.is_null() && n(terminated, "exitCode") == 0 {
+            continue;
+        }
+        initializing = true;
+        reason = if !terminated.is_null() {
+            match s(terminated, "reason") {
+                "" => format!("Init:ExitCode:{}", n(terminated, "exitCode")),
+                r => format!("Init:{r}"),
+            }
+        } else {
+            match s(status, "state.waiting.reason") {
+                "" | "PodInitializing" => format!("Init:{i}/{init_count}"),
+                r => format!("Init:{r}"),
+            }
+        };
+        break;
+    }
+    if !initializing {
+        let mut has_running = false;
+        for status in list(v, "status.containerStatuses").iter().rev() {
+            let waiting = s(status, "state.waiting.reason");
+            let terminated = at(status, "state.terminated");
+            if !waiting.is_empty() {
+                reason = waiting.to_owned();
+            } else if !terminated.is_null() {
+                reason = match s(terminated, "reason") {
+                    "" => format!("ExitCode:{}", n(terminated, "exitCode")),
+                    r => r.to_owned(),
+                };
+            } else if status.get("ready").and_then(Value::as_bool) == Some(true) {
+                has_running = true;
+            }
+        }
+        if reason == "Completed" && has_running {
+            reason = "Running".into();
+        }
+    }
+    if !at(v, "metadata.deletionTimestamp").is_null() {
+        reason = if s(v, "status.reason") == "NodeLost" { "Unknown".into() } else { "Terminating".into() };
+    }
+    reason
+}
+
+/// pods
+pub static PODS: TableSpec = TableSpec {
+    columns: &[
+        col("Ready", "string", 0),
+        col("Status", "string", 0),
+        col("Restarts", "string", 0),
+        col("Age", "string", 0),
+        col("IP", "string", 1),
+        col("Node", "string", 1),
+        col("Nominated Node", "string", 1),
+        col("Readiness Gates", "string", 1),
+    ],
+    row: |v, now| {
+        let statuses = list(v, "status.containerStatuses");
+        let total = list(v, "spec.containers").len();
+        let ready = statuses.iter().filter(|c| c.get("ready").and_then(Value::as_bool) == Some(true)).count();
+        let restarts: i64 = statuses.iter().map(|c| n(c, "restartCount")).sum();
+        vec![
+            format!("{ready}/{total}").into(),
+            pod_status(v).into(),
+            restarts.to_string().into(),
+            created(v, now),
+            or_none(s(v, "status.podIP").to_owned()),
+            or_none(s(v, "spec.nodeName").to_owned()),
+            or_none(s(v, "status.nominatedNodeName").to_owned()),
+            "<none>".into(),
+        ]
+    },
+};
+
+fn service_ports(v: &Value) -> String {
+    let ports: Vec<String> = list(v, "spec.ports")
+        .iter()
+        .map(|p| {
+            let node_port = n(p, "nodePort");
+            let proto = match s(p, "protocol") {
+                "" => "TCP",
+                p => p,
+            };
+            if node_port > 0 {
+                format!("{}:{}/{}", n(p, "port"), node_port, proto)
+            } else {
+                format!("{}/{}", n(p, "port"), proto)
+            }
+        })
+        .collect();
+    ports.join(",")
+}
+
+/// services
+pub static SERVICES: TableSpec = TableSpec {
+    columns: &[
+        col("Type", "string", 0),
+        col("Cluster-IP", "string", 0),
+        col("External-IP", "string", 0),
+        col("Port(s)", "string", 0),
+        col("Age", "string", 0),
+        col("Selector", "string", 1),
+    ],
+    row: |v, now| {
+        let selector: Vec<String> = at(v, "spec.selector")
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, val)| format!("{k}={}", val.as_str().unwrap_or_default()))
+            .collect();
+        let external = list(v, "spec.externalIPs").iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",");
+        vec![
+            s(v, "spec.type").into(),
+            or_none(s(v, "spec.clusterIP").to_owned()),
+            or_none(external),
+            or_none(service_ports(v)),
+            created(v, now),
+            or_none(selector.join(",")),
+        ]
+    },
+};
+
+/// endpoints
+pub static ENDPOINTS: TableSpec = TableSpec {
+    columns: &[col("Endpoints", "string", 0), col("Age", "string", 0)],
+    row: |v, now| {
+        let mut all = Vec::new();
+        for subset in list(v, "subsets") {
+            for address in list(subset, "addresses") {
+                for port in list(subset, "ports") {
+                    all.push(format!("{}:{}", s(address, "ip"), n(port, "port")));
+                }
+            }
+        }
+        let shown = if all.len() > 3 { format!("{} + {} more...", all[..3].join(","), all.len() - 3) } else { all.join(",") };
+        vec![or_none(shown), created(v, now)]
+    },
+};
+
+/// configmaps
+pub static CONFIGMAPS: TableSpec = TableSpec {
+    columns: &[col("Data", "integer", 0), col("Age", "string", 0)],
+    row: |v, now| {
+        let count = at(v, "data").as_object().map_or(0, |m| m.len()) + at(v, "binaryData").as_object().map_or(0, |m| m.len());
+        vec![count.into(), created(v, now)]
+    },
+};
+
+/// secrets
+pub static SECRETS: TableSpec = TableSpec {
+    columns: &[col("Type", "string", 0), col("Data", "integer", 0), col("Age", "string", 0)],
+    row: |v, now| {
+        vec![s(v, "type").into(), at(v, "data").as_object().map_or(0, |m| m.len()).into(), created(v, now)]
+    },
+};
+
+/// events
+pub static EVENTS: TableSpec = TableSpec {
+    columns: &[
+        col("Last Seen", "string", 0),
+        col("Type", "string", 0),
+        col("Reason", "string", 0),
+        col("Object", "string", 0),
+        col("Source", "string", 1),
+        col("Message", "string", 0),
+        col("First Seen", "string", 1),
+        col("Count", "integer", 1),
+    ],
+    row: |v, now| {
+        let last = if s(v, "lastTimestamp").is_empty() { "eventTime" } else { "lastTimestamp" };
+        let object = format!("{}/{}", s(v, "involvedObject.kind").to_ascii_lowercase(), s(v, "involvedObject.name"));
+        vec![
+            age(v, last, now),
+            s(v, "type").into(),
+            s(v, "reason").into(),
+            object.into(),
+            s(v, "source.component").into(),
+            s(v, "message").into(),
+            age(v, "firstTimestamp", now),
+            n(v, "count").into(),
+        ]
+    },
+};
+
+/// resourcequotas
+pub static RESOURCE_QUOTAS: TableSpec = TableSpec {
+    columns: &[col("Age", "string", 0), col("Request", "string", 0), col("Limit", "string", 0)],
+    row: |v, now| {
+        let usage = |prefix_limits: bool| {
+            let hard = at(v, "status.hard").as_object().cloned().unwrap_or_default();
+            let used = at(v, "status.used");
+            let parts: Vec<String> = hard
+                .iter()
+                .filter(|(k, _)| k.starts_with("limits.") == prefix_limits)
+                .map(|(k, h)| format!("{k}: {}/{}", used.get(k).and_then(Value::as_str).unwrap_or("0"), h.as_str().unwrap_or_default()))
+                .collect();
+            Value::String(parts.join(", "))
+        };
+        vec![created(v, now), usage(false), usage(true)]
+    },
+};
+
+/// deployments
+pub static DEPLOYMENTS: TableSpec = TableSpec {
+    columns: &[
+        col("Ready", "string", 0),
+        col("Up-to-date", "string", 0),
+        col("Available", "string", 0),
+        col("Age", "string", 0),
+        col("Containers", "string", 1),
+        col("Images", "string", 1),
+        col("Selector", "string", 1),
+    ],
+    row: |v, now| {
+        let [containers, images] = containers_and_images(v, "spec.template.spec");
+        vec![
+            format!("{}/{}", n(v, "status.readyReplicas"), n(v, "spec.replicas")).into(),
+            n(v, "status.updatedReplicas").into(),
+            n(v, "status.availableReplicas").into(),
+            created(v, now),
+            containers,
+            images,
+            selector_text(v, "spec.selector"),
+        ]
+    },
+};
+
+/// replicasets
+pub static REPLICA_SETS: TableSpec = TableSpec {
+    columns: &[
+        col("Desired", "integer", 0),
+        col("Current", "integer", 0),
+        col("Ready", "integer", 0),
+        col("Age", "string", 0),
+        col("Containers", "string", 1),
+        col("Images", "string", 1),
+        col("Selector", "string", 1),
+    ],
+    row: |v, now| {
+        let [containers, images] = containers_and_images(v, "spec.template.spec");
+        vec![
+            n(v, "spec.replicas").into(),
+            n(v, "status.replicas").into(),
+            n(v, "status.readyReplicas").into(),
+            created(v, now),
+            containers,
+            images,
+            selector_text(v, "spec.selector"),
+        ]
+    },
+};
+
+/// daemonsets
+pub static DAEMON_SETS: TableSpec = TableSpec {
+    columns: &[
+        col("Desired", "integer", 0),
+        col("Current", "integer", 0),
+        col("Ready", "integer", 0),
+        col("Up-to-date", "integer", 0),
+        col("Available", "integer", 0),
+        col("Node Selector", "string", 0),
+        col("Age", "string", 0),
+        col("Containers", "string", 1),
+        col("Images", "string", 1),
+        col("Selector", "string", 1),
+    ],
+    row: |v, now| {
+        let [containers, images] = containers_and_images(v, "spec.template.spec");
+        let node_selector: Vec<String> = at(v, "spec.template.spec.nodeSelector")
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, val)| format!("{k}={}", val.as_str().unwrap_or_default()))
+            .collect();
+        vec![
+            n(v, "status.desiredNumberScheduled").into(),
+            n(v, "status.currentNumberScheduled").into(),
+            n(v, "status.numberReady").into(),
+            n(v, "status.updatedNumberScheduled").into(),
+            n(v, "status.numberAvailable").into(),
+            or_none(node_selector.join(",")),
+            created(v, now),
+            containers,
+            images,
+            selector_text(v, "spec.selector"),
+        ]
+    },
+};
+
+/// statefulsets
+pub static STATEFUL_SETS: TableSpec = TableSpec {
+    columns: &[col("Ready", "string", 0), col("Age", "string", 0), col("Containers", "string", 1), col("Images", "string", 1)],
+    row: |v, now| {
+        let [containers, images] = containers_and_images(v, "spec.template.spec");
+        vec![format!("{}/{}", n(v, "status.readyReplicas"), n(v, "spec.replicas")).into(), created(v, now), containers, images]
+    },
+};
+
+fn job_status(v: &Value) -> &'static str {
+    let conditions = list(v, "status.conditions");
+    let has = |kind: &str| conditions.iter().any(|c| s(c, "type") == kind && s(c, "status") == "True");
+    if has("Complete") {
+        "Complete"
+    } else if has("Failed") {
+        "Failed"
+    } else if has("FailureTarget") {
+        "FailureTarget"
+    } else if has("Suspended") {
+        "Suspended"
+    } else {
+        "Running"
+    }
+}
+
+/// jobs
+pub static JOBS: TableSpec = TableSpec {
+    columns: &[
+        col("Status", "string", 0),
+        col("Completions", "string", 0),
+        col("Duration", "string", 0),
+        col("Age", "string", 0),
+        col("Containers", "string", 1),
+        col("Images", "string", 1),
+        col("Selector", "string", 1),
+    ],
+    row: |v, now| {
+        let [containers, images] = containers_and_images(v, "spec.template.spec");
+        let completions = match at(v, "spec.completions").as_i64() {
+            Some(c) => format!("{}/{c}", n(v, "status.succeeded")),
+            None => format!("{}/1 of {}", n(v, "status.succeeded"), n(v, "spec.parallelism")),
+        };
+        let start = s(v, "status.startTime").parse::<Timestamp>().ok();
+        let end = s(v, "status.completionTime").parse::<Timestamp>().ok().unwrap_or(now);
+        let duration = start.map_or(String::new(), |start| human_duration(end.as_second() - start.as_second()));
+        vec![job_status(v).into(), completions.into(), duration.into(), created(v, now), containers, images, selector_text(v, "spec.selector")]
+    },
+};
+
+/// cronjobs
+pub static CRON_JOBS: TableSpec = TableSpec {
+    columns: &[
+        col("Schedule", "string", 0),
+        col("Timezone", "string", 0),
+        col("Suspend", "boolean", 0),
+        col("Active", "integer", 0),
+        col("Last Schedule", "string", 0),
+        col("Age", "string", 0),
+        col("Containers", "string", 1),
+        col("Images", "string", 1),
+        col("Selector", "string", 1),
+    ],
+    row: |v, now| {
+        let [containers, images] = containers_and_images(v, "spec.jobTemplate.spec.template.spec");
+        let last = if s(v, "status.lastScheduleTime").is_empty() { "<none>".into() } else { age(v, "status.lastScheduleTime", now) };
+        vec![
+            s(v, "spec.schedule").into(),
+            or_none(s(v, "spec.timeZone").to_owned()),
+            at(v, "spec.suspend").as_bool().unwrap_or(false).into(),
+            list(v, "status.active").len().into(),
+            last,
+            created(v, now),
+            containers,
+            images,
+            selector_text(v, "spec.jobTemplate.spec.selector"),
+        ]
+    },
+};
+
+/// leases
+pub static LEASES: TableSpec = TableSpec {
+    columns: &[col("Holder", "string", 0), col("Age", "string", 0)],
+    row: |v, now| vec![s(v, "spec.holderIdentity").into(), created(v, now)],
+};
+
+/// endpointslices
+pub static ENDPOINT_SLICES: TableSpec = TableSpec {
+    columns: &[col("AddressType", "string", 0), col("Ports", "string", 0), col("Endpoints", "string", 0), col("Age", "string", 0)],
+    row: |v, now| {
+        let ports: Vec<String> = list(v, "ports").iter().map(|p| n(p, "port").to_string()).collect();
+        let addresses: Vec<&str> =
+            list(v, "endpoints").iter().flat_map(|e| list(e, "addresses")).filter_map(Value::as_str).collect();
+        vec![s(v, "addressType").into(), or_none(ports.join(",")), or_none(addresses.join(",")), created(v, now)]
+    },
+};
+
+/// Builds a Table of `objects` (already in their served form) with kubectl's columns for `spec`.
+pub fn build(spec: &TableSpec, objects: &[Value], resource_version: &str, continue_token: Option<&str>) -> Value {
+    let now = Timestamp::now();
+    let mut columns = vec![json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0})];
+    columns.extend(spec.columns.iter().map(|c| json!({"name": c.name, "type": c.kind, "format": "", "description": c.name, "priority": c.priority})));
+    let rows: Vec<Value> = objects
+        .iter()
+        .map(|object| {
+            let mut cells = vec![Value::String(s(object, "metadata.name").to_owned())];
+            cells.extend((spec.row)(object, now));
+            json!({
+                "cells": cells,
+                "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": object["metadata"]},
+            })
+        })
+        .collect();
+    let mut metadata = json!({"resourceVersion": resource_version});
+    if let Some(token) = continue_token {
+        metadata["continue"] = token.into();
+    }
+    json!({"kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": metadata, "columnDefinitions": columns, "rows": rows})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_kubectl() {
+        assert_eq!(human_duration(5), "5s");
+        assert_eq!(human_duration(119), "119s");
+        assert_eq!(human_duration(200), "3m20s");
+        assert_eq!(human_duration(600), "10m");
+        assert_eq!(human_duration(3 * 3600 + 5 * 60), "3h5m");
+        assert_eq!(human_duration(30 * 3600), "30h");
+        assert_eq!(human_duration(3 * 86400 + 4 * 3600), "3d4h");
+        assert_eq!(human_duration(40 * 86400), "40d");
+    }
+
+    #[test]
+    fn a_crashing_pod_shows_its_waiting_reason() {
+        let pod = json!({
+            "spec": {"containers": [{"name": "a"}]},
+            "status": {"phase": "Running", "containerStatuses": [{"ready": false, "restartCount": 4,
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}
+        });
+        let row = (PODS.row)(&pod, Timestamp::now());
+        assert_eq!(row[0], "0/1");
+        assert_eq!(row[1], "CrashLoopBackOff");
+        assert_eq!(row[2], "4");
+    }
+}
