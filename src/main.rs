@@ -1,1 +1,71 @@
-fn main() {}
+//! `wasmkube`: the whole cluster in one binary. `server` runs the control plane; the other subcommands are a
+//! kubectl-like client of it.
+
+mod cli;
+mod server;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "wasmkube", version, about = "A Kubernetes-style orchestrator whose containers are WebAssembly modules")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    client: cli::ClientArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the control plane: the store and the Kubernetes API.
+    Server(server::ServerConfig),
+    /// Create or update objects from YAML or JSON files (multi-document), a directory of them, or `-` for stdin.
+    Apply(cli::ApplyArgs),
+    /// List objects or show some, as a table or as yaml/json/name.
+    Get(cli::GetArgs),
+    /// Show objects in detail, with their events.
+    Describe(cli::DescribeArgs),
+    /// Delete objects by kind and name, by label, or as listed in files.
+    Delete(cli::DeleteArgs),
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,hyper=warn,kube=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async move {
+        match args.command {
+            Command::Server(config) => server::run(config).await,
+            Command::Apply(apply) => cli::apply(&args.client, apply).await,
+            Command::Get(get) => cli::get(&args.client, get).await,
+            Command::Describe(describe) => cli::describe(&args.client, describe).await,
+            Command::Delete(delete) => cli::delete(&args.client, delete).await,
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let chain: Vec<String> = error.chain().map(ToString::to_string).collect();
+            eprintln!("error: {}", chain.join(": "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Where a path argument points, for the data dir default.
+fn default_data_dir() -> PathBuf {
+    std::env::var_os("HOME").map_or_else(|| PathBuf::from(".wasmkube"), |home| PathBuf::from(home).join(".wasmkube"))
+}

@@ -22,7 +22,7 @@ pub struct LabelSelector(pub Vec<Requirement>);
 
 /// A selector that could not be parsed.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("unable to parse requirement: {0}")]
+#[error("{0}")]
 pub struct SelectorError(pub String);
 
 fn split_top_level(input: &str) -> Vec<&str> {

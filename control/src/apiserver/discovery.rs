@@ -1,0 +1,164 @@
+//! What clients read before they talk about objects: `/version`, legacy discovery (`/api`, `/apis`, resource
+//! lists) and OpenAPI v3 documents that declare server-side field validation.
+
+use crate::api::resources::{self, ResourceType, Subresource};
+use serde_json::{Value, json};
+
+/// The Kubernetes API version whose objects are served (k8s-openapi's newest).
+pub const KUBERNETES_MINOR: &str = "37";
+
+/// `GET /version`
+pub fn version() -> Value {
+    json!({
+        "major": "1", "minor": KUBERNETES_MINOR,
+        "gitVersion": format!("v1.{KUBERNETES_MINOR}.0-wasmkube.{}", env!("CARGO_PKG_VERSION")),
+        "gitCommit": "", "gitTreeState": "clean", "buildDate": "", "goVersion": "",
+        "compiler": "rustc", "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
+    })
+}
+
+/// `GET /api`
+pub fn api_versions() -> Value {
+    json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []})
+}
+
+fn groups() -> Vec<&'static str> {
+    let mut groups: Vec<&str> = resources::all().iter().map(|r| r.group).filter(|g| !g.is_empty()).collect();
+    groups.dedup();
+    groups
+}
+
+fn group_object(group: &str) -> Value {
+    let version = resources::all().iter().find(|r| r.group == group).map_or("v1", |r| r.version);
+    let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
+    json!({"name": group, "versions": [gv], "preferredVersion": gv})
+}
+
+/// `GET /apis`
+pub fn api_groups() -> Value {
+    let groups: Vec<Value> = groups().into_iter().map(group_object).collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+/// `GET /apis/<group>`, if the group is served.
+pub fn api_group(group: &str) -> Option<Value> {
+    groups().contains(&group).then(|| {
+        let mut object = group_object(group);
+        object["kind"] = "APIGroup".into();
+        object["apiVersion"] = "v1".into();
+        object
+    })
+}
+
+fn verbs(resource: &ResourceType) -> Vec<&'static str> {
+    let mut verbs = vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+    if resource.kind == "Namespace" {
+        verbs.retain(|v| *v != "deletecollection");
+    }
+    verbs
+}
+
+fn resource_entries(resource: &ResourceType) -> Vec<Value> {
+    let mut main = json!({
+        "name": resource.plural, "singularName": resource.singular, "namespaced": resource.namespaced,
+        "kind": resource.kind, "verbs": verbs(resource),
+    });
+    if !resource.short_names.is_empty() {
+        main["shortNames"] = json!(resource.short_names);
+    }
+    if resource.in_category_all {
+        main["categories"] = json!(["all"]);
+    }
+    let mut entries = vec![main];
+    for sub in resource.subresources {
+        let name = format!("{}/{}", resource.plural, sub.name());
+        let entry = match sub {
+            Subresource::Status => json!({"name": name, "singularName": "", "namespaced": resource.namespaced, "kind": resource.kind, "verbs": ["get", "patch", "update"]}),
+            Subresource::Scale => json!({"name": name, "singularName": "", "namespaced": resource.namespaced, "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}),
+            Subresource::Binding => json!({"name": name, "singularName": "", "namespaced": resource.namespaced, "kind": "Binding", "verbs": ["create"]}),
+        };
+        entries.push(entry);
+    }
+    entries
+}
+
+/// `GET /api/v1` or `/apis/<group>/<version>`, if served.
+pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    let entries: Vec<Value> = resources::all()
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .flat_map(resource_entries)
+        .collect();
+    let group_version = if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") };
+    (!entries.is_empty()).then(|| json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": entries}))
+}
+
+fn group_version_paths() -> Vec<(String, &'static str, &'static str)> {
+    let mut paths: Vec<(String, &str, &str)> = resources::all()
+        .iter()
+        .map(|r| {
+            let path = if r.group.is_empty() { format!("api/{}", r.version) } else { format!("apis/{}/{}", r.group, r.version) };
+            (path, r.group, r.version)
+        })
+        .collect();
+    paths.dedup();
+    paths
+}
+
+/// `GET /openapi/v3`: the index of group-version documents.
+pub fn openapi_index() -> Value {
+    let hash = env!("CARGO_PKG_VERSION");
+    let paths: serde_json::Map<String, Value> = group_version_paths()
+        .into_iter()
+        .map(|(path, _, _)| {
+            let url = format!("/openapi/v3/{path}?hash={hash}");
+            (path, json!({"serverRelativeURL": url}))
+        })
+        .collect();
+    json!({"paths": paths})
+}
+
+/// `GET /openapi/v3/<path>`: the operations of one group-version. It declares the `fieldValidation` parameter
+/// on every patch, so kubectl leaves validation to this server; it lists no strategic-merge media type, so
+/// kubectl computes strategic patches from its built-in knowledge of the kinds.
+pub fn openapi_document(path: &str) -> Option<Value> {
+    let (_, group, version) = group_version_paths().into_iter().find(|(p, _, _)| p == path)?;
+    let mut paths = serde_json::Map::new();
+    for resource in resources::all().iter().filter(|r| r.group == group && r.version == version) {
+        let base = if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") };
+        let item = if resource.namespaced {
+            format!("{base}/namespaces/{{namespace}}/{}/{{name}}", resource.plural)
+        } else {
+            format!("{base}/{}/{{name}}", resource.plural)
+        };
+        let gvk = json!({"group": group, "version": version, "kind": resource.kind});
+        let params = json!([
+            {"name": "dryRun", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+            {"name": "fieldManager", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+            {"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+            {"name": "force", "in": "query", "schema": {"type": "boolean", "uniqueItems": true}},
+        ]);
+        let body = json!({"content": {
+            "application/json-patch+json": {"schema": {"type": "object"}},
+            "application/merge-patch+json": {"schema": {"type": "object"}},
+            "application/apply-patch+yaml": {"schema": {"type": "object"}},
+        }});
+        let operation = |action: &str| {
+            json!({
+                "operationId": format!("{action}{}", resource.kind),
+                "parameters": params,
+                "requestBody": body,
+                "responses": {"200": {"description": "OK"}},
+                "x-kubernetes-action": action,
+                "x-kubernetes-group-version-kind": gvk,
+            })
+        };
+        paths.insert(item, json!({"patch": operation("patch"), "put": operation("put")}));
+    }
+    Some(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "wasmkube", "version": format!("v1.{KUBERNETES_MINOR}.0")},
+        "paths": paths,
+        "components": {"schemas": {}},
+    }))
+}

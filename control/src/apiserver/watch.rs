@@ -1,0 +1,147 @@
+//! Watches: a stream of `{"type": ..., "object": ...}` lines, from a resourceVersion or with the initial state
+//! first, filtered by selectors, with bookmarks and a timeout.
+
+use super::error::ApiError;
+use super::objects::{Filter, Query, prefix, served};
+use super::{ApiServer, Target};
+use crate::api::resources::ResourceType;
+use crate::api::table;
+use crate::store::{EventKind, Revision};
+use axum::body::Body;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// How often an idle watch with bookmarks enabled is told the current revision.
+const BOOKMARK_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a watch without timeoutSeconds lasts (Kubernetes picks 30-60 minutes).
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// How each event's object is rendered.
+#[derive(Clone, Copy)]
+pub enum Render {
+    /// The object itself.
+    Object,
+    /// A one-row meta.k8s.io/v1 Table, as `kubectl get -w` asks for.
+    Table,
+}
+
+fn line(kind: &str, object: Value) -> bytes::Bytes {
+    let mut text = json!({"type": kind, "object": object}).to_string();
+    text.push('\n');
+    text.into()
+}
+
+fn render(resource: &ResourceType, object: Value, how: Render, revision: Revision) -> Value {
+    match how {
+        Render::Object => object,
+        Render::Table => table::build(resource.table, &[object], &revision.to_string(), None),
+    }
+}
+
+fn bookmark(resource: &ResourceType, revision: Revision, initial_events_end: bool) -> Value {
+    let mut metadata = json!({"resourceVersion": revision.to_string()});
+    if initial_events_end {
+        metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    json!({"kind": resource.kind, "apiVersion": resource.api_version(), "metadata": metadata})
+}
+
+impl ApiServer {
+    /// Starts a watch and returns its streaming response.
+    pub fn watch(&self, target: &Target, query: &Query, how: Render) -> Result<Response, ApiError> {
+        let resource = target.resource;
+        let filter = Filter::new(resource, query)?;
+        let rv = query.resource_version.as_deref().filter(|rv| !rv.is_empty());
+        let bookmarks = query.allow_watch_bookmarks.unwrap_or(false);
+        let send_initial = query.send_initial_events.unwrap_or(false);
+        if send_initial && !bookmarks {
+            return Err(ApiError::Invalid {
+                kind: "ListOptions.meta.k8s.io".into(),
+                name: String::new(),
+                causes: vec![crate::api::validation::Cause::forbidden(
+                    "allowWatchBookmarks",
+                    "allowWatchBookmarks required when sendInitialEvents is true",
+                )],
+            });
+        }
+        // With no resourceVersion (or "0"), or when asked, the watch starts with the current state.
+        let initial_state = send_initial || matches!(rv, None | Some("0"));
+        let (initial, start) = if initial_state {
+            let (items, revision, _) = self.list(target, &Query { label_selector: query.label_selector.clone(), field_selector: query.field_selector.clone(), ..Query::default() })?;
+            (items, revision)
+        } else {
+            let rv = rv.unwrap_or("0");
+            let revision = rv.parse().map_err(|_| ApiError::BadRequest(format!("invalid resource version: {rv:?}")))?;
+            (Vec::new(), revision)
+        };
+        let (tx, rx) = mpsc::channel::<Result<bytes::Bytes, std::convert::Infallible>>(64);
+        let events = self.store.watch(&prefix(resource, target.namespace.as_deref()), start);
+        let timeout = query.timeout_seconds.map_or(DEFAULT_TIMEOUT, Duration::from_secs);
+        tokio::spawn(async move {
+            let deadline = tokio::time::sleep(timeout);
+            tokio::pin!(deadline);
+            let mut events = match events {
+                Ok(events) => events,
+                Err(e) => {
+                    let _ = tx.send(Ok(line("ERROR", ApiError::from(e).status()))).await;
+                    return;
+                }
+            };
+            for object in initial {
+                if tx.send(Ok(line("ADDED", render(resource, object, how, start)))).await.is_err() {
+                    return;
+                }
+            }
+            if send_initial && tx.send(Ok(line("BOOKMARK", bookmark(resource, start, true)))).await.is_err() {
+                return;
+            }
+            let mut last = start;
+            let mut ticker = tokio::time::interval(BOOKMARK_INTERVAL);
+            ticker.tick().await;
+            loop {
+                let event = tokio::select! {
+                    event = events.next() => event,
+                    _ = ticker.tick(), if bookmarks => {
+                        if tx.send(Ok(line("BOOKMARK", bookmark(resource, last, false)))).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    () = &mut deadline => return,
+                    () = tx.closed() => return,
+                };
+                let event = match event {
+                    Some(Ok(event)) => event,
+                    Some(Err(e)) => {
+                        let _ = tx.send(Ok(line("ERROR", ApiError::from(e).status()))).await;
+                        return;
+                    }
+                    None => return,
+                };
+                last = event.revision;
+                let Ok(object) = served(&event.value, event.revision) else { continue };
+                let now_matches = filter.matches(&object);
+                let before = event.prev.as_ref().and_then(|p| served(p, event.revision).ok());
+                let kind = match (event.kind, before.map(|b| filter.matches(&b)), now_matches) {
+                    (EventKind::Delete, _, true) => "DELETED",
+                    (EventKind::Put, None | Some(false), true) => "ADDED",
+                    (EventKind::Put, Some(true), true) => "MODIFIED",
+                    (EventKind::Put, Some(true), false) => "DELETED",
+                    _ => continue,
+                };
+                if tx.send(Ok(line(kind, render(resource, object, how, event.revision)))).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut response = Body::from_stream(ReceiverStream::new(rx)).into_response();
+        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+        Ok(response)
+    }
+}

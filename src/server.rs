@@ -1,0 +1,101 @@
+//! `wasmkube server`: opens the store, makes sure the system namespaces exist, serves the API and writes a
+//! kubeconfig for it.
+
+use anyhow::Context;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use wasmkube_control::api::resources;
+use wasmkube_control::apiserver::error::ApiError;
+use wasmkube_control::apiserver::objects::Query;
+use wasmkube_control::apiserver::{ApiServer, Target};
+use wasmkube_control::store::{RedbStore, RedbStoreConfig};
+
+/// The control plane's settings.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ServerConfig {
+    /// Where the store file and the kubeconfig live.
+    #[arg(long, default_value_os_t = crate::default_data_dir())]
+    pub data_dir: PathBuf,
+    /// The address the API listens on.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    pub listen: SocketAddr,
+    /// How long, in seconds, watches and paged lists can reach back in history.
+    #[arg(long, default_value_t = 300)]
+    pub history_window_seconds: u64,
+}
+
+const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// Runs the control plane until Ctrl-C or SIGTERM.
+pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let store_path = config.data_dir.join("store.redb");
+    let store_config = RedbStoreConfig {
+        history_window: Duration::from_secs(config.history_window_seconds),
+        // Compact at least twice per window, and at most every 30 seconds.
+        compaction_interval: Duration::from_millis(config.history_window_seconds.clamp(1, 60) * 500),
+    };
+    let store = RedbStore::open(&store_path, store_config)
+        .with_context(|| format!("cannot open the store {}", store_path.display()))?;
+    let api = ApiServer::new(Arc::new(store));
+    create_system_namespaces(&api).await?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let address = listener.local_addr()?;
+    let kubeconfig = write_kubeconfig(&config.data_dir, &format!("http://{address}"))?;
+    tracing::info!(%address, kubeconfig = %kubeconfig.display(), "control plane serving");
+    println!("wasmkube control plane listening on http://{address}");
+    println!("kubeconfig: {}  (export KUBECONFIG={})", kubeconfig.display(), kubeconfig.display());
+    let shutdown = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
+        }
+        tracing::info!("shutting down");
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, api.router()).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = stop_tx.send(());
+    });
+    // Open watches would hold a graceful shutdown for up to their timeout: give them two seconds.
+    tokio::select! {
+        result = server => result.context("the API server failed")?,
+        () = async { if stop_rx.await.is_ok() { tokio::time::sleep(Duration::from_secs(2)).await } else { std::future::pending().await } } => {},
+    }
+    Ok(())
+}
+
+async fn create_system_namespaces(api: &ApiServer) -> anyhow::Result<()> {
+    let namespaces = resources::by_path("", "v1", "namespaces").context("namespaces are not served")?;
+    let target = Target { resource: namespaces, namespace: None };
+    for name in SYSTEM_NAMESPACES {
+        let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+        match api.create(&target, object, &Query::default()).await {
+            Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(anyhow::anyhow!("cannot create namespace {name}: {e}")),
+        }
+    }
+    Ok(())
+}
+
+fn write_kubeconfig(data_dir: &std::path::Path, server: &str) -> anyhow::Result<PathBuf> {
+    let path = data_dir.join("kubeconfig");
+    let config = json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "wasmkube", "cluster": {"server": server}}],
+        "users": [{"name": "wasmkube-admin", "user": {}}],
+        "contexts": [{"name": "wasmkube", "context": {"cluster": "wasmkube", "user": "wasmkube-admin", "namespace": "default"}}],
+        "current-context": "wasmkube",
+        "preferences": {},
+    });
+    let text = serde_yaml::to_string(&config)?;
+    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(path)
+}
