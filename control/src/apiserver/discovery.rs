@@ -162,3 +162,18 @@ pub fn openapi_document(path: &str) -> Option<Value> {
         "components": {"schemas": {}},
     }))
 }
+
+/// `GET /openapi/v2`: an empty OpenAPI v2 document in gnostic's protobuf form, which is what kubectl before
+/// 1.27 asks for. With no definitions in it, kubectl leaves validation to the server and computes strategic
+/// patches from its built-in knowledge of the kinds.
+pub fn openapi_v2_protobuf() -> Vec<u8> {
+    fn field(number: u8, bytes: &[u8]) -> Vec<u8> {
+        // Length-delimited field: tag (number << 3 | 2), then a one-byte length (every part here is short).
+        let mut out = vec![(number << 3) | 2, bytes.len() as u8];
+        out.extend_from_slice(bytes);
+        out
+    }
+    let version = format!("v1.{KUBERNETES_MINOR}.0");
+    let info = [field(1, b"wasmkube"), field(2, version.as_bytes())].concat();
+    [field(1, b"2.0"), field(2, &info)].concat()
+}

@@ -50,6 +50,11 @@ impl ApiServer {
             .route("/readyz", get(|| async { "ok" }))
             .route("/api", get(|| async { json(StatusCode::OK, discovery::api_versions()) }))
             .route("/apis", get(|| async { json(StatusCode::OK, discovery::api_groups()) }))
+            .route("/openapi/v2", get(|| async {
+                let mut response = discovery::openapi_v2_protobuf().into_response();
+                response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+                response
+            }))
             .route("/openapi/v3", get(|| async { json(StatusCode::OK, discovery::openapi_index()) }))
             .route("/openapi/v3/{*path}", get(openapi_document))
             .route("/api/{*rest}", any(core_request))
