@@ -1,0 +1,67 @@
+//! The wasmkube CLI's kubectl-like verbs against a real server.
+
+mod common;
+
+use common::{Server, wasmkube};
+use std::path::Path;
+
+fn manifests() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests").display().to_string()
+}
+
+#[test]
+fn apply_get_describe_and_delete_work_like_kubectl() {
+    let server = Server::start();
+    let (ok, out, err) = wasmkube(&server, &["apply", "-f", &manifests()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("deployment.apps/hello created"), "{out}");
+    assert!(out.contains("configmap/hello-settings created"), "{out}");
+    let (ok, out, _) = wasmkube(&server, &["apply", "-f", &manifests()]);
+    assert!(ok);
+    assert!(out.contains("deployment.apps/hello unchanged"), "{out}");
+
+    let (ok, out, err) = wasmkube(&server, &["get", "deploy"]);
+    assert!(ok, "{err}");
+    let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows[0], ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]);
+    assert_eq!(&rows[1][..4], ["hello", "0/3", "0", "0"]);
+
+    let (_, out, _) = wasmkube(&server, &["get", "ns"]);
+    assert!(out.contains("kube-system") && out.contains("Active"), "{out}");
+    let (_, out, _) = wasmkube(&server, &["get", "configmaps", "-A", "-o", "wide"]);
+    assert!(out.starts_with("NAMESPACE"), "{out}");
+    let (_, out, _) = wasmkube(&server, &["get", "deployments.apps", "hello", "-o", "name"]);
+    assert_eq!(out.trim(), "deployment.apps/hello");
+    let (_, out, _) = wasmkube(&server, &["get", "cm", "hello-settings", "-o", "yaml"]);
+    assert!(out.contains("greeting: hello from a ConfigMap"), "{out}");
+    let (_, out, _) = wasmkube(&server, &["get", "svc", "-l", "app=nothing"]);
+    assert!(out.is_empty());
+
+    let (ok, out, _) = wasmkube(&server, &["describe", "deployment", "hello"]);
+    assert!(ok);
+    assert!(out.contains("Name:         hello") && out.contains("Events:       <none>"), "{out}");
+
+    let (ok, out, _) = wasmkube(&server, &["delete", "-f", &manifests()]);
+    assert!(ok);
+    assert!(out.contains("deployment.apps \"hello\" deleted"), "{out}");
+}
+
+#[test]
+fn bad_input_gets_a_one_line_error_and_a_failing_exit() {
+    let server = Server::start();
+    for args in [
+        &["get", "widgets"][..],
+        &["get", "deploy", "missing"],
+        &["apply", "-f", "/no/such/file.yaml"],
+        &["delete", "pods"],
+        &["get", "pods", "-o", "table-of-doom"],
+        &["get", "pods", "-l", "in ("],
+    ] {
+        let (ok, out, err) = wasmkube(&server, args);
+        assert!(!ok, "{args:?} must fail: {out}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("error: "), "{args:?}: {err}");
+    }
+    let (_, _, err) = wasmkube(&server, &["get", "deploy", "missing"]);
+    assert_eq!(err.trim(), "error: deployments.apps \"missing\" not found");
+}

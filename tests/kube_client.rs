@@ -1,0 +1,91 @@
+//! kube-rs, the Rust client our own components use, against the apiserver: typed CRUD, list and the watcher
+//! runtime (streaming lists and plain list+watch).
+
+mod common;
+
+use common::Server;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher::{self, Event};
+use kube::{Client, Config};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+fn client(server: &Server) -> Client {
+    Client::try_from(Config::new(server.url.parse().unwrap())).unwrap()
+}
+
+fn configmap(name: &str) -> ConfigMap {
+    ConfigMap {
+        metadata: kube::api::ObjectMeta { name: Some(name.into()), ..Default::default() },
+        data: Some(BTreeMap::from([("k".to_owned(), "v".to_owned())])),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn kube_rs_creates_lists_patches_and_reads_typed_objects() {
+    let server = Server::start();
+    let configmaps: Api<ConfigMap> = Api::namespaced(client(&server), "default");
+    configmaps.create(&PostParams::default(), &configmap("one")).await.unwrap();
+    configmaps.create(&PostParams::default(), &configmap("two")).await.unwrap();
+    let list = configmaps.list(&ListParams::default().limit(1)).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    assert!(list.metadata.continue_.is_some());
+    let patched = configmaps
+        .patch("two", &PatchParams::default(), &Patch::Merge(serde_json::json!({"data": {"k": "w"}})))
+        .await
+        .unwrap();
+    assert_eq!(patched.data.unwrap()["k"], "w");
+    let error = configmaps.get("three").await.unwrap_err();
+    assert!(matches!(error, kube::Error::Api(ref s) if s.code == 404 && s.reason == "NotFound"), "{error:?}");
+    let applied: Api<Deployment> = Api::namespaced(client(&server), "default");
+    let deployment: Deployment = serde_json::from_value(serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "hello.wasm"}]}}}
+    }))
+    .unwrap();
+    let created = applied.patch("web", &PatchParams::apply("test"), &Patch::Apply(&deployment)).await.unwrap();
+    assert_eq!(created.spec.replicas, Some(1));
+}
+
+async fn watcher_sees_initial_state_and_changes(config: watcher::Config) {
+    let server = Server::start();
+    let configmaps: Api<ConfigMap> = Api::namespaced(client(&server), "default");
+    configmaps.create(&PostParams::default(), &configmap("before")).await.unwrap();
+    let mut events = watcher::watcher(configmaps.clone(), config).boxed();
+    let mut initial = Vec::new();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), events.try_next()).await.unwrap().unwrap().unwrap() {
+            Event::Init => {}
+            Event::InitApply(cm) => initial.push(cm.metadata.name.unwrap()),
+            Event::InitDone => break,
+            other => panic!("unexpected {other:?} before InitDone"),
+        }
+    }
+    assert_eq!(initial, ["before"]);
+    configmaps.create(&PostParams::default(), &configmap("after")).await.unwrap();
+    configmaps.delete("before", &Default::default()).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        match tokio::time::timeout(Duration::from_secs(10), events.try_next()).await.unwrap().unwrap().unwrap() {
+            Event::Apply(cm) => seen.push(format!("apply {}", cm.metadata.name.unwrap())),
+            Event::Delete(cm) => seen.push(format!("delete {}", cm.metadata.name.unwrap())),
+            _ => {}
+        }
+    }
+    assert_eq!(seen, ["apply after", "delete before"]);
+}
+
+#[tokio::test]
+async fn the_kube_rs_watcher_follows_objects_with_list_then_watch() {
+    watcher_sees_initial_state_and_changes(watcher::Config::default()).await;
+}
+
+#[tokio::test]
+async fn the_kube_rs_watcher_follows_objects_with_streaming_lists() {
+    watcher_sees_initial_state_and_changes(watcher::Config::default().streaming_lists()).await;
+}
