@@ -96,19 +96,33 @@ struct Session {
 
 async fn session(args: &ClientArgs) -> anyhow::Result<Session> {
     let config = match (&args.server, &args.kubeconfig) {
-        (Some(server), _) => Config::new(server.parse().with_context(|| format!("invalid server URL {server:?}"))?),
+        (Some(server), _) => Config::new(
+            server
+                .parse()
+                .with_context(|| format!("invalid server URL {server:?}"))?,
+        ),
         (None, Some(path)) => {
-            let kubeconfig = Kubeconfig::read_from(path).with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            let kubeconfig = Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
             Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?
         }
-        (None, None) => Config::infer().await.context("no kubeconfig found: pass --kubeconfig or --server, or set KUBECONFIG")?,
+        (None, None) => Config::infer()
+            .await
+            .context("no kubeconfig found: pass --kubeconfig or --server, or set KUBECONFIG")?,
     };
-    let namespace = args.namespace.clone().unwrap_or_else(|| config.default_namespace.clone());
-    Ok(Session { client: Client::try_from(config)?, namespace })
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    Ok(Session {
+        client: Client::try_from(config)?,
+        namespace,
+    })
 }
 
 fn resource(name: &str) -> anyhow::Result<&'static ResourceType> {
-    resources::by_user_name(name).ok_or_else(|| anyhow!("the server doesn't have a resource type {name:?}"))
+    resources::by_user_name(name)
+        .ok_or_else(|| anyhow!("the server doesn't have a resource type {name:?}"))
 }
 
 fn collection_path(resource: &ResourceType, namespace: Option<&str>) -> String {
@@ -126,15 +140,35 @@ fn collection_path(resource: &ResourceType, namespace: Option<&str>) -> String {
 /// `deployment.apps`, or `pod` for core: how kubectl names a kind in its messages.
 fn display_kind(resource: &ResourceType) -> String {
     let kind = resource.kind.to_ascii_lowercase();
-    if resource.group.is_empty() { kind } else { format!("{kind}.{}", resource.group) }
+    if resource.group.is_empty() {
+        kind
+    } else {
+        format!("{kind}.{}", resource.group)
+    }
 }
 
 fn encode(value: &str) -> String {
-    value.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 impl Session {
-    async fn call(&self, method: &str, path: &str, accept: Option<&str>, content_type: Option<&str>, body: Option<&Value>) -> anyhow::Result<Value> {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        accept: Option<&str>,
+        content_type: Option<&str>,
+        body: Option<&Value>,
+    ) -> anyhow::Result<Value> {
         let mut request = http::Request::builder().method(method).uri(path);
         if let Some(accept) = accept {
             request = request.header(http::header::ACCEPT, accept);
@@ -144,7 +178,7 @@ impl Session {
         }
         let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
         let request = request.body(body)?;
-        Ok(self.client.request::<Value>(request).await.map_err(api_error)?)
+        self.client.request::<Value>(request).await.map_err(api_error)
     }
 }
 
@@ -161,7 +195,9 @@ fn read_objects(sources: &[String]) -> anyhow::Result<Vec<Value>> {
     for source in sources {
         let texts: Vec<(String, String)> = if source == "-" {
             let mut text = String::new();
-            std::io::stdin().read_to_string(&mut text).context("cannot read stdin")?;
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("cannot read stdin")?;
             vec![("stdin".into(), text)]
         } else {
             let path = Path::new(source);
@@ -169,7 +205,10 @@ fn read_objects(sources: &[String]) -> anyhow::Result<Vec<Value>> {
                 let mut files: Vec<PathBuf> = std::fs::read_dir(path)
                     .with_context(|| format!("cannot read directory {source}"))?
                     .filter_map(|e| e.ok().map(|e| e.path()))
-                    .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml" || e == "json"))
+                    .filter(|p| {
+                        p.extension()
+                            .is_some_and(|e| e == "yaml" || e == "yml" || e == "json")
+                    })
                     .collect();
                 files.sort();
                 files
@@ -179,14 +218,16 @@ fn read_objects(sources: &[String]) -> anyhow::Result<Vec<Value>> {
             files
                 .into_iter()
                 .map(|f| {
-                    let text = std::fs::read_to_string(&f).with_context(|| format!("cannot read {}", f.display()))?;
+                    let text = std::fs::read_to_string(&f)
+                        .with_context(|| format!("cannot read {}", f.display()))?;
                     Ok((f.display().to_string(), text))
                 })
                 .collect::<anyhow::Result<_>>()?
         };
         for (name, text) in texts {
             for document in serde_yaml::Deserializer::from_str(&text) {
-                let value: Value = serde::Deserialize::deserialize(document).with_context(|| format!("{name} is not valid YAML or JSON"))?;
+                let value: Value = serde::Deserialize::deserialize(document)
+                    .with_context(|| format!("{name} is not valid YAML or JSON"))?;
                 match value {
                     Value::Null => {}
                     Value::Object(_) if value["kind"] == "List" => {
@@ -201,7 +242,10 @@ fn read_objects(sources: &[String]) -> anyhow::Result<Vec<Value>> {
     Ok(objects)
 }
 
-fn object_target(session: &Session, object: &Value) -> anyhow::Result<(&'static ResourceType, String, Option<String>)> {
+fn object_target(
+    session: &Session,
+    object: &Value,
+) -> anyhow::Result<(&'static ResourceType, String, Option<String>)> {
     let api_version = object["apiVersion"].as_str().unwrap_or_default();
     let kind = object["kind"].as_str().unwrap_or_default();
     if api_version.is_empty() || kind.is_empty() {
@@ -209,8 +253,15 @@ fn object_target(session: &Session, object: &Value) -> anyhow::Result<(&'static 
     }
     let resource = resources::by_kind(api_version, kind)
         .ok_or_else(|| anyhow!("no matches for kind {kind:?} in version {api_version:?}"))?;
-    let name = object["metadata"]["name"].as_str().filter(|n| !n.is_empty()).ok_or_else(|| anyhow!("a {kind} has no metadata.name"))?;
-    let namespace = resource.namespaced.then(|| object["metadata"]["namespace"].as_str().map_or_else(|| session.namespace.clone(), str::to_owned));
+    let name = object["metadata"]["name"]
+        .as_str()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| anyhow!("a {kind} has no metadata.name"))?;
+    let namespace = resource.namespaced.then(|| {
+        object["metadata"]["namespace"]
+            .as_str()
+            .map_or_else(|| session.namespace.clone(), str::to_owned)
+    });
     Ok((resource, name.to_owned(), namespace))
 }
 
@@ -229,15 +280,33 @@ pub async fn apply(client: &ClientArgs, args: ApplyArgs) -> anyhow::Result<()> {
         match session.call("GET", &item, None, None, None).await {
             Ok(current) => {
                 let patched = session
-                    .call("PATCH", &format!("{item}?fieldManager=wasmkube&fieldValidation=Strict"), None, Some("application/strategic-merge-patch+json"), Some(&object))
+                    .call(
+                        "PATCH",
+                        &format!("{item}?fieldManager=wasmkube&fieldValidation=Strict"),
+                        None,
+                        Some("application/strategic-merge-patch+json"),
+                        Some(&object),
+                    )
                     .await
                     .with_context(|| format!("cannot apply {display}"))?;
-                let verb = if patched["metadata"]["resourceVersion"] == current["metadata"]["resourceVersion"] { "unchanged" } else { "configured" };
+                let verb = if patched["metadata"]["resourceVersion"]
+                    == current["metadata"]["resourceVersion"]
+                {
+                    "unchanged"
+                } else {
+                    "configured"
+                };
                 println!("{display} {verb}");
             }
             Err(e) if e.to_string().ends_with("not found") => {
                 session
-                    .call("POST", &format!("{collection}?fieldManager=wasmkube&fieldValidation=Strict"), None, Some("application/json"), Some(&object))
+                    .call(
+                        "POST",
+                        &format!("{collection}?fieldManager=wasmkube&fieldValidation=Strict"),
+                        None,
+                        Some("application/json"),
+                        Some(&object),
+                    )
                     .await
                     .with_context(|| format!("cannot create {display}"))?;
                 println!("{display} created");
@@ -258,20 +327,35 @@ fn list_query(selector: Option<&str>, field_selector: Option<&str>) -> String {
     if let Some(s) = field_selector {
         parts.push(format!("fieldSelector={}", encode(s)));
     }
-    if parts.is_empty() { String::new() } else { format!("?{}", parts.join("&")) }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", parts.join("&"))
+    }
 }
 
 /// Prints table rows aligned like kubectl: columns padded to their widest cell, three spaces apart.
 fn print_rows(rows: &[Vec<String>]) {
     let widths: Vec<usize> = (0..rows.first().map_or(0, Vec::len))
-        .map(|i| rows.iter().map(|r| r.get(i).map_or(0, |c| c.chars().count())).max().unwrap_or(0))
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     for row in rows {
         let last = row.len().saturating_sub(1);
         let line: Vec<String> = row
             .iter()
             .enumerate()
-            .map(|(i, cell)| if i == last { cell.clone() } else { format!("{cell:<width$}", width = widths[i]) })
+            .map(|(i, cell)| {
+                if i == last {
+                    cell.clone()
+                } else {
+                    format!("{cell:<width$}", width = widths[i])
+                }
+            })
             .collect();
         println!("{}", line.join("   ").trim_end());
     }
@@ -292,13 +376,32 @@ struct TableView {
 
 impl TableView {
     fn new(table: &Value, wide: bool, all_namespaces: bool) -> (Self, Vec<String>) {
-        let definitions = table["columnDefinitions"].as_array().cloned().unwrap_or_default();
-        let columns: Vec<usize> = (0..definitions.len()).filter(|i| wide || definitions[*i]["priority"].as_i64().unwrap_or(0) == 0).collect();
-        let mut header: Vec<String> = columns.iter().map(|i| definitions[*i]["name"].as_str().unwrap_or_default().to_ascii_uppercase()).collect();
+        let definitions = table["columnDefinitions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let columns: Vec<usize> = (0..definitions.len())
+            .filter(|i| wide || definitions[*i]["priority"].as_i64().unwrap_or(0) == 0)
+            .collect();
+        let mut header: Vec<String> = columns
+            .iter()
+            .map(|i| {
+                definitions[*i]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_ascii_uppercase()
+            })
+            .collect();
         if all_namespaces {
             header.insert(0, "NAMESPACE".into());
         }
-        (Self { columns, all_namespaces }, header)
+        (
+            Self {
+                columns,
+                all_namespaces,
+            },
+            header,
+        )
     }
 
     fn rows(&self, table: &Value) -> Vec<Vec<String>> {
@@ -308,9 +411,19 @@ impl TableView {
             .flatten()
             .map(|row| {
                 let cells = row["cells"].as_array().cloned().unwrap_or_default();
-                let mut line: Vec<String> = self.columns.iter().map(|i| cells.get(*i).map(cell_text).unwrap_or_default()).collect();
+                let mut line: Vec<String> = self
+                    .columns
+                    .iter()
+                    .map(|i| cells.get(*i).map(cell_text).unwrap_or_default())
+                    .collect();
                 if self.all_namespaces {
-                    line.insert(0, row["object"]["metadata"]["namespace"].as_str().unwrap_or_default().to_owned());
+                    line.insert(
+                        0,
+                        row["object"]["metadata"]["namespace"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    );
                 }
                 line
             })
@@ -326,22 +439,57 @@ pub async fn get(client: &ClientArgs, args: GetArgs) -> anyhow::Result<()> {
     let collection = collection_path(resource, namespace.as_deref());
     let output = args.output.as_deref().unwrap_or("");
     if !["", "wide", "yaml", "json", "name"].contains(&output) {
-        bail!("unable to match a printer suitable for the output format {output:?}, allowed formats are: json, name, wide, yaml");
+        bail!(
+            "unable to match a printer suitable for the output format {output:?}, allowed formats are: json, name, wide, yaml"
+        );
     }
     let query = list_query(args.selector.as_deref(), args.field_selector.as_deref());
     let objects_wanted = matches!(output, "yaml" | "json" | "name");
     let mut fetched = Vec::new();
     if args.names.is_empty() {
-        fetched.push(session.call("GET", &format!("{collection}{query}"), (!objects_wanted).then_some(TABLE), None, None).await?);
+        fetched.push(
+            session
+                .call(
+                    "GET",
+                    &format!("{collection}{query}"),
+                    (!objects_wanted).then_some(TABLE),
+                    None,
+                    None,
+                )
+                .await?,
+        );
     } else {
         for name in &args.names {
-            fetched.push(session.call("GET", &format!("{collection}/{}", encode(name)), (!objects_wanted).then_some(TABLE), None, None).await?);
+            fetched.push(
+                session
+                    .call(
+                        "GET",
+                        &format!("{collection}/{}", encode(name)),
+                        (!objects_wanted).then_some(TABLE),
+                        None,
+                        None,
+                    )
+                    .await?,
+            );
         }
     }
     match output {
         "yaml" | "json" => {
-            let items: Vec<Value> = fetched.iter().flat_map(|f| if f.get("items").is_some() { f["items"].as_array().cloned().unwrap_or_default() } else { vec![f.clone()] }).collect();
-            let shown = if args.names.len() == 1 { items.into_iter().next().unwrap_or(Value::Null) } else { json!({"apiVersion": "v1", "kind": "List", "items": items, "metadata": {"resourceVersion": ""}}) };
+            let items: Vec<Value> = fetched
+                .iter()
+                .flat_map(|f| {
+                    if f.get("items").is_some() {
+                        f["items"].as_array().cloned().unwrap_or_default()
+                    } else {
+                        vec![f.clone()]
+                    }
+                })
+                .collect();
+            let shown = if args.names.len() == 1 {
+                items.into_iter().next().unwrap_or(Value::Null)
+            } else {
+                json!({"apiVersion": "v1", "kind": "List", "items": items, "metadata": {"resourceVersion": ""}})
+            };
             if output == "json" {
                 println!("{}", serde_json::to_string_pretty(&shown)?);
             } else {
@@ -350,14 +498,24 @@ pub async fn get(client: &ClientArgs, args: GetArgs) -> anyhow::Result<()> {
         }
         "name" => {
             for fetched in &fetched {
-                let items = if fetched.get("items").is_some() { fetched["items"].as_array().cloned().unwrap_or_default() } else { vec![fetched.clone()] };
+                let items = if fetched.get("items").is_some() {
+                    fetched["items"].as_array().cloned().unwrap_or_default()
+                } else {
+                    vec![fetched.clone()]
+                };
                 for item in items {
-                    println!("{}/{}", display_kind(resource), item["metadata"]["name"].as_str().unwrap_or_default());
+                    println!(
+                        "{}/{}",
+                        display_kind(resource),
+                        item["metadata"]["name"].as_str().unwrap_or_default()
+                    );
                 }
             }
         }
         _ => {
-            let Some(first) = fetched.first() else { return Ok(()) };
+            let Some(first) = fetched.first() else {
+                return Ok(());
+            };
             let (view, header) = TableView::new(first, output == "wide", args.all_namespaces);
             let mut rows = vec![header.clone()];
             for table in &fetched {
@@ -365,21 +523,46 @@ pub async fn get(client: &ClientArgs, args: GetArgs) -> anyhow::Result<()> {
             }
             if rows.len() == 1 && !args.watch {
                 match &namespace {
-                    Some(ns) if resource.namespaced => eprintln!("No resources found in {ns} namespace."),
+                    Some(ns) if resource.namespaced => {
+                        eprintln!("No resources found in {ns} namespace.")
+                    }
                     _ => eprintln!("No resources found"),
                 }
             } else {
                 print_rows(&rows);
             }
             if args.watch {
-                let revision = first["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_owned();
-                let watch_query = format!("{}watch=1&resourceVersion={revision}", if query.is_empty() { "?".to_owned() } else { format!("{query}&") });
-                let request = http::Request::builder().uri(format!("{collection}{watch_query}")).header(http::header::ACCEPT, TABLE).body(Vec::new())?;
-                let mut lines = session.client.request_stream(request).await.map_err(api_error)?.lines();
+                let revision = first["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                let watch_query = format!(
+                    "{}watch=1&resourceVersion={revision}",
+                    if query.is_empty() {
+                        "?".to_owned()
+                    } else {
+                        format!("{query}&")
+                    }
+                );
+                let request = http::Request::builder()
+                    .uri(format!("{collection}{watch_query}"))
+                    .header(http::header::ACCEPT, TABLE)
+                    .body(Vec::new())?;
+                let mut lines = session
+                    .client
+                    .request_stream(request)
+                    .await
+                    .map_err(api_error)?
+                    .lines();
                 while let Some(line) = lines.next().await {
                     let event: Value = serde_json::from_str(&line?)?;
                     if event["type"] == "ERROR" {
-                        bail!("{}", event["object"]["message"].as_str().unwrap_or("the watch failed"));
+                        bail!(
+                            "{}",
+                            event["object"]["message"]
+                                .as_str()
+                                .unwrap_or("the watch failed")
+                        );
                     }
                     for row in view.rows(&event["object"]) {
                         print_rows(&[row]);
@@ -393,7 +576,11 @@ pub async fn get(client: &ClientArgs, args: GetArgs) -> anyhow::Result<()> {
 
 fn map_text(map: &Value) -> String {
     match map.as_object() {
-        Some(map) if !map.is_empty() => map.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join("\n              "),
+        Some(map) if !map.is_empty() => map
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+            .collect::<Vec<_>>()
+            .join("\n              "),
         _ => "<none>".into(),
     }
 }
@@ -404,12 +591,30 @@ pub async fn describe(client: &ClientArgs, args: DescribeArgs) -> anyhow::Result
     let resource = resource(&args.kind)?;
     let collection = collection_path(resource, Some(&session.namespace));
     let objects: Vec<Value> = if args.names.is_empty() {
-        let list = session.call("GET", &format!("{collection}{}", list_query(args.selector.as_deref(), None)), None, None, None).await?;
+        let list = session
+            .call(
+                "GET",
+                &format!("{collection}{}", list_query(args.selector.as_deref(), None)),
+                None,
+                None,
+                None,
+            )
+            .await?;
         list["items"].as_array().cloned().unwrap_or_default()
     } else {
         let mut objects = Vec::new();
         for name in &args.names {
-            objects.push(session.call("GET", &format!("{collection}/{}", encode(name)), None, None, None).await?);
+            objects.push(
+                session
+                    .call(
+                        "GET",
+                        &format!("{collection}/{}", encode(name)),
+                        None,
+                        None,
+                        None,
+                    )
+                    .await?,
+            );
         }
         objects
     };
@@ -420,15 +625,27 @@ pub async fn describe(client: &ClientArgs, args: DescribeArgs) -> anyhow::Result
             println!();
         }
         let meta = &object["metadata"];
-        println!("Name:         {}", meta["name"].as_str().unwrap_or_default());
+        println!(
+            "Name:         {}",
+            meta["name"].as_str().unwrap_or_default()
+        );
         if resource.namespaced {
-            println!("Namespace:    {}", meta["namespace"].as_str().unwrap_or_default());
+            println!(
+                "Namespace:    {}",
+                meta["namespace"].as_str().unwrap_or_default()
+            );
         }
         println!("Labels:       {}", map_text(&meta["labels"]));
         let mut annotations = meta["annotations"].clone();
-        annotations.as_object_mut().map(|a| a.remove("kubectl.kubernetes.io/last-applied-configuration"));
+        annotations
+            .as_object_mut()
+            .map(|a| a.remove("kubectl.kubernetes.io/last-applied-configuration"));
         println!("Annotations:  {}", map_text(&annotations));
-        println!("Created:      {} ({} ago)", meta["creationTimestamp"].as_str().unwrap_or_default(), cell_text(&age(object, "metadata.creationTimestamp", now)));
+        println!(
+            "Created:      {} ({} ago)",
+            meta["creationTimestamp"].as_str().unwrap_or_default(),
+            cell_text(&age(object, "metadata.creationTimestamp", now))
+        );
         for section in ["spec", "status"] {
             if let Some(value) = object.get(section).filter(|v| !v.is_null()) {
                 println!("{}:", if section == "spec" { "Spec" } else { "Status" });
@@ -444,20 +661,42 @@ pub async fn describe(client: &ClientArgs, args: DescribeArgs) -> anyhow::Result
             meta["uid"].as_str().unwrap_or_default()
         );
         let event_path = collection_path(events, meta["namespace"].as_str().or(Some("default")));
-        let list = session.call("GET", &format!("{event_path}{}", list_query(None, Some(&selector))), None, None, None).await?;
+        let list = session
+            .call(
+                "GET",
+                &format!("{event_path}{}", list_query(None, Some(&selector))),
+                None,
+                None,
+                None,
+            )
+            .await?;
         let items = list["items"].as_array().cloned().unwrap_or_default();
         if items.is_empty() {
             println!("Events:       <none>");
         } else {
             println!("Events:");
-            let mut rows = vec![vec!["  Type".to_owned(), "Reason".into(), "Age".into(), "From".into(), "Message".into()]];
+            let mut rows = vec![vec![
+                "  Type".to_owned(),
+                "Reason".into(),
+                "Age".into(),
+                "From".into(),
+                "Message".into(),
+            ]];
             for event in items {
-                let seen = if event["lastTimestamp"].is_string() { "lastTimestamp" } else { "eventTime" };
+                let seen = if event["lastTimestamp"].is_string() {
+                    "lastTimestamp"
+                } else {
+                    "eventTime"
+                };
                 rows.push(vec![
                     format!("  {}", event["type"].as_str().unwrap_or_default()),
                     event["reason"].as_str().unwrap_or_default().into(),
                     cell_text(&age(&event, seen, now)),
-                    event["source"]["component"].as_str().or(event["reportingComponent"].as_str()).unwrap_or_default().into(),
+                    event["source"]["component"]
+                        .as_str()
+                        .or(event["reportingComponent"].as_str())
+                        .unwrap_or_default()
+                        .into(),
                     event["message"].as_str().unwrap_or_default().into(),
                 ]);
             }
@@ -476,7 +715,8 @@ pub async fn delete(client: &ClientArgs, args: DeleteArgs) -> anyhow::Result<()>
         "orphan" | "false" => "Orphan",
         other => bail!("invalid --cascade {other:?}: must be background, foreground or orphan"),
     };
-    let mut options = json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": policy});
+    let mut options =
+        json!({"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": policy});
     if let Some(grace) = args.grace_period {
         options["gracePeriodSeconds"] = grace.into();
     }
@@ -486,24 +726,58 @@ pub async fn delete(client: &ClientArgs, args: DeleteArgs) -> anyhow::Result<()>
             targets.push(object_target(&session, &object)?);
         }
     } else {
-        let kind = args.kind.as_deref().ok_or_else(|| anyhow!("you must provide one or more resources by argument or filename"))?;
+        let kind = args.kind.as_deref().ok_or_else(|| {
+            anyhow!("you must provide one or more resources by argument or filename")
+        })?;
         let resource = resource(kind)?;
         let namespace = resource.namespaced.then(|| session.namespace.clone());
         if let Some(selector) = &args.selector {
             let collection = collection_path(resource, namespace.as_deref());
-            let list = session.call("GET", &format!("{collection}{}", list_query(Some(selector), None)), None, None, None).await?;
+            let list = session
+                .call(
+                    "GET",
+                    &format!("{collection}{}", list_query(Some(selector), None)),
+                    None,
+                    None,
+                    None,
+                )
+                .await?;
             for item in list["items"].as_array().into_iter().flatten() {
-                targets.push((resource, item["metadata"]["name"].as_str().unwrap_or_default().to_owned(), namespace.clone()));
+                targets.push((
+                    resource,
+                    item["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    namespace.clone(),
+                ));
             }
         } else if args.names.is_empty() {
             bail!("resource(s) were provided, but no name was specified");
         }
-        targets.extend(args.names.iter().map(|n| (resource, n.clone(), namespace.clone())));
+        targets.extend(
+            args.names
+                .iter()
+                .map(|n| (resource, n.clone(), namespace.clone())),
+        );
     }
     let mut failed = None;
     for (resource, name, namespace) in targets {
-        let path = format!("{}/{}", collection_path(resource, namespace.as_deref()), encode(&name));
-        match session.call("DELETE", &path, None, Some("application/json"), Some(&options)).await {
+        let path = format!(
+            "{}/{}",
+            collection_path(resource, namespace.as_deref()),
+            encode(&name)
+        );
+        match session
+            .call(
+                "DELETE",
+                &path,
+                None,
+                Some("application/json"),
+                Some(&options),
+            )
+            .await
+        {
             Ok(_) => println!("{} {name:?} deleted", display_kind(resource)),
             Err(e) => {
                 eprintln!("Error from server: {e}");

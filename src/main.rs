@@ -9,7 +9,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "wasmkube", version, about = "A Kubernetes-style orchestrator whose containers are WebAssembly modules")]
+#[command(
+    name = "wasmkube",
+    version,
+    about = "A Kubernetes-style orchestrator whose containers are WebAssembly modules"
+)]
 struct Args {
     #[command(subcommand)]
     command: Command,
@@ -35,7 +39,8 @@ fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,hyper=warn,kube=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,hyper=warn,kube=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -67,5 +72,8 @@ fn main() -> ExitCode {
 
 /// Where a path argument points, for the data dir default.
 fn default_data_dir() -> PathBuf {
-    std::env::var_os("HOME").map_or_else(|| PathBuf::from(".wasmkube"), |home| PathBuf::from(home).join(".wasmkube"))
+    std::env::var_os("HOME").map_or_else(
+        || PathBuf::from(".wasmkube"),
+        |home| PathBuf::from(home).join(".wasmkube"),
+    )
 }

@@ -37,7 +37,9 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let store_config = RedbStoreConfig {
         history_window: Duration::from_secs(config.history_window_seconds),
         // Compact at least twice per window, and at most every 30 seconds.
-        compaction_interval: Duration::from_millis(config.history_window_seconds.clamp(1, 60) * 500),
+        compaction_interval: Duration::from_millis(
+            config.history_window_seconds.clamp(1, 60) * 500,
+        ),
     };
     let store = RedbStore::open(&store_path, store_config)
         .with_context(|| format!("cannot open the store {}", store_path.display()))?;
@@ -50,9 +52,14 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let kubeconfig = write_kubeconfig(&config.data_dir, &format!("http://{address}"))?;
     tracing::info!(%address, kubeconfig = %kubeconfig.display(), "control plane serving");
     println!("wasmkube control plane listening on http://{address}");
-    println!("kubeconfig: {}  (export KUBECONFIG={})", kubeconfig.display(), kubeconfig.display());
+    println!(
+        "kubeconfig: {}  (export KUBECONFIG={})",
+        kubeconfig.display(),
+        kubeconfig.display()
+    );
     let shutdown = async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {},
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
@@ -73,8 +80,12 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
 }
 
 async fn create_system_namespaces(api: &ApiServer) -> anyhow::Result<()> {
-    let namespaces = resources::by_path("", "v1", "namespaces").context("namespaces are not served")?;
-    let target = Target { resource: namespaces, namespace: None };
+    let namespaces =
+        resources::by_path("", "v1", "namespaces").context("namespaces are not served")?;
+    let target = Target {
+        resource: namespaces,
+        namespace: None,
+    };
     for name in SYSTEM_NAMESPACES {
         let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
         match api.create(&target, object, &Query::default()).await {

@@ -15,10 +15,19 @@ struct Api {
 
 impl Api {
     fn new(server: &Server) -> Self {
-        Self { http: Client::new(), url: server.url.clone() }
+        Self {
+            http: Client::new(),
+            url: server.url.clone(),
+        }
     }
 
-    async fn send(&self, method: Method, path: &str, content_type: &str, body: Option<String>) -> (StatusCode, Value) {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Option<String>,
+    ) -> (StatusCode, Value) {
         let mut request = self.http.request(method, format!("{}{path}", self.url));
         if let Some(body) = body {
             request = request.header("content-type", content_type).body(body);
@@ -26,7 +35,10 @@ impl Api {
         let response = request.send().await.expect("request");
         let status = response.status();
         let text = response.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     async fn get(&self, path: &str) -> (StatusCode, Value) {
@@ -34,19 +46,38 @@ impl Api {
     }
 
     async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.send(Method::POST, path, "application/json", Some(body.to_string())).await
+        self.send(
+            Method::POST,
+            path,
+            "application/json",
+            Some(body.to_string()),
+        )
+        .await
     }
 
     async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.send(Method::PUT, path, "application/json", Some(body.to_string())).await
+        self.send(
+            Method::PUT,
+            path,
+            "application/json",
+            Some(body.to_string()),
+        )
+        .await
     }
 
     async fn patch(&self, path: &str, content_type: &str, body: Value) -> (StatusCode, Value) {
-        self.send(Method::PATCH, path, content_type, Some(body.to_string())).await
+        self.send(Method::PATCH, path, content_type, Some(body.to_string()))
+            .await
     }
 
     async fn delete(&self, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        self.send(Method::DELETE, path, "application/json", body.map(|b| b.to_string())).await
+        self.send(
+            Method::DELETE,
+            path,
+            "application/json",
+            body.map(|b| b.to_string()),
+        )
+        .await
     }
 }
 
@@ -67,7 +98,10 @@ fn deployment(name: &str) -> Value {
 }
 
 fn rv(object: &Value) -> u64 {
-    object["metadata"]["resourceVersion"].as_str().and_then(|r| r.parse().ok()).expect("resourceVersion")
+    object["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|r| r.parse().ok())
+        .expect("resourceVersion")
 }
 
 const CMS: &str = "/api/v1/namespaces/default/configmaps";
@@ -115,40 +149,113 @@ async fn every_kind_of_bad_request_gets_its_kubernetes_status() {
     let api = Api::new(&server);
     api.post(CMS, configmap("dup", json!({}))).await;
     let (status, body) = api.post(CMS, configmap("dup", json!({}))).await;
-    assert_eq!((status, body["reason"].as_str()), (StatusCode::CONFLICT, Some("AlreadyExists")));
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (StatusCode::CONFLICT, Some("AlreadyExists"))
+    );
     assert_eq!(body["message"], "configmaps \"dup\" already exists");
 
-    let (status, body) = api.send(Method::POST, CMS, "application/json", Some("{not json".into())).await;
-    assert_eq!((status, body["reason"].as_str()), (StatusCode::BAD_REQUEST, Some("BadRequest")));
+    let (status, body) = api
+        .send(
+            Method::POST,
+            CMS,
+            "application/json",
+            Some("{not json".into()),
+        )
+        .await;
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("BadRequest"))
+    );
 
-    let (status, body) = api.send(Method::POST, CMS, "application/vnd.kubernetes.protobuf", Some("x".into())).await;
-    assert_eq!((status, body["reason"].as_str()), (StatusCode::UNSUPPORTED_MEDIA_TYPE, Some("UnsupportedMediaType")));
+    let (status, body) = api
+        .send(
+            Method::POST,
+            CMS,
+            "application/vnd.kubernetes.protobuf",
+            Some("x".into()),
+        )
+        .await;
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Some("UnsupportedMediaType")
+        )
+    );
 
-    let (status, body) = api.post(CMS, json!({"apiVersion": "apps/v1", "kind": "ConfigMap", "metadata": {"name": "x"}})).await;
+    let (status, body) = api
+        .post(
+            CMS,
+            json!({"apiVersion": "apps/v1", "kind": "ConfigMap", "metadata": {"name": "x"}}),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("does not match the expected API version"));
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not match the expected API version")
+    );
 
-    let (status, body) = api.post(CMS, json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}})).await;
+    let (status, body) = api
+        .post(
+            CMS,
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}}),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 
-    let (status, body) = api.post("/api/v1/namespaces/nowhere/configmaps", configmap("x", json!({}))).await;
-    assert_eq!((status, body["message"].as_str()), (StatusCode::NOT_FOUND, Some("namespaces \"nowhere\" not found")));
+    let (status, body) = api
+        .post(
+            "/api/v1/namespaces/nowhere/configmaps",
+            configmap("x", json!({})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["message"].as_str()),
+        (
+            StatusCode::NOT_FOUND,
+            Some("namespaces \"nowhere\" not found")
+        )
+    );
 
-    let (status, body) = api.post(CMS, configmap("Not_A_Name", json!({"bad key": "x"}))).await;
-    assert_eq!((status, body["reason"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("Invalid")));
-    let fields: Vec<&str> = body["details"]["causes"].as_array().unwrap().iter().map(|c| c["field"].as_str().unwrap()).collect();
+    let (status, body) = api
+        .post(CMS, configmap("Not_A_Name", json!({"bad key": "x"})))
+        .await;
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("Invalid"))
+    );
+    let fields: Vec<&str> = body["details"]["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["field"].as_str().unwrap())
+        .collect();
     assert_eq!(fields, ["metadata.name", "metadata.labels"]);
-    assert!(body["message"].as_str().unwrap().starts_with("ConfigMap \"Not_A_Name\" is invalid: ["));
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("ConfigMap \"Not_A_Name\" is invalid: [")
+    );
 
     let huge = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big"}, "data": {"k": "x".repeat(4 << 20)}});
     // The server refuses before reading the whole body and drops the connection: use one of its own.
     let (status, body) = Api::new(&server).post(CMS, huge).await;
-    assert_eq!((status, body["reason"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("RequestEntityTooLarge")));
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (StatusCode::PAYLOAD_TOO_LARGE, Some("RequestEntityTooLarge"))
+    );
 
     let (status, _) = api.get("/apis/nope.example.com/v1/things").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, body) = api.get(&format!("{CMS}?labelSelector=in%20%28")).await;
-    assert_eq!((status, body["reason"].as_str()), (StatusCode::BAD_REQUEST, Some("BadRequest")));
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("BadRequest"))
+    );
     let (status, body) = api.get(&format!("{CMS}?fieldSelector=spec.nope%3Dx")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(body["message"], "field label not supported: spec.nope");
@@ -160,12 +267,28 @@ async fn strict_field_validation_rejects_unknown_fields_and_warn_reports_them() 
     let api = Api::new(&server);
     let mut object = configmap("strict", json!({}));
     object["dataa"] = json!({"x": "y"});
-    let (status, body) = api.post(&format!("{CMS}?fieldValidation=Strict"), object.clone()).await;
+    let (status, body) = api
+        .post(&format!("{CMS}?fieldValidation=Strict"), object.clone())
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
-    assert_eq!(body["message"], "strict decoding error: unknown field \"dataa\"");
-    let response = Client::new().post(format!("{}{CMS}", server.url)).json(&object).send().await.unwrap();
+    assert_eq!(
+        body["message"],
+        "strict decoding error: unknown field \"dataa\""
+    );
+    let response = Client::new()
+        .post(format!("{}{CMS}", server.url))
+        .json(&object)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::CREATED);
-    let warning = response.headers().get("warning").expect("a warning header").to_str().unwrap().to_owned();
+    let warning = response
+        .headers()
+        .get("warning")
+        .expect("a warning header")
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(warning, r#"299 - "unknown field \"dataa\"""#);
     let stored: Value = response.json().await.unwrap();
     assert!(stored.get("dataa").is_none());
@@ -185,10 +308,25 @@ async fn defaults_generation_and_immutable_fields_follow_kubernetes() {
     with_status["status"] = json!({"replicas": 2, "observedGeneration": 1});
     let (status, after_status) = api.put(&format!("{DEPLOYS}/web/status"), with_status).await;
     assert_eq!(status, StatusCode::OK, "{after_status}");
-    assert_eq!((after_status["metadata"]["generation"].as_i64(), after_status["status"]["replicas"].as_i64()), (Some(1), Some(2)));
-    let (_, scaled) = api.patch(&format!("{DEPLOYS}/web"), "application/merge-patch+json", json!({"spec": {"replicas": 5}, "status": {"replicas": 9}})).await;
+    assert_eq!(
+        (
+            after_status["metadata"]["generation"].as_i64(),
+            after_status["status"]["replicas"].as_i64()
+        ),
+        (Some(1), Some(2))
+    );
+    let (_, scaled) = api
+        .patch(
+            &format!("{DEPLOYS}/web"),
+            "application/merge-patch+json",
+            json!({"spec": {"replicas": 5}, "status": {"replicas": 9}}),
+        )
+        .await;
     assert_eq!(scaled["metadata"]["generation"], 2);
-    assert_eq!(scaled["status"]["replicas"], 2, "the main resource cannot write status");
+    assert_eq!(
+        scaled["status"]["replicas"], 2,
+        "the main resource cannot write status"
+    );
     let (status, body) = api
         .patch(&format!("{DEPLOYS}/web"), "application/merge-patch+json", json!({"spec": {"selector": {"matchLabels": {"app": "other"}}, "template": {"metadata": {"labels": {"app": "other"}}}}}))
         .await;
@@ -203,10 +341,14 @@ async fn defaults_generation_and_immutable_fields_follow_kubernetes() {
 async fn generate_name_makes_unique_names() {
     let server = Server::start();
     let api = Api::new(&server);
-    let object = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "gen-"}});
+    let object =
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "gen-"}});
     let (_, a) = api.post(CMS, object.clone()).await;
     let (_, b) = api.post(CMS, object).await;
-    let (a, b) = (a["metadata"]["name"].as_str().unwrap().to_owned(), b["metadata"]["name"].as_str().unwrap().to_owned());
+    let (a, b) = (
+        a["metadata"]["name"].as_str().unwrap().to_owned(),
+        b["metadata"]["name"].as_str().unwrap().to_owned(),
+    );
     assert!(a.starts_with("gen-") && a.len() == 9, "{a}");
     assert_ne!(a, b);
 }
@@ -219,21 +361,51 @@ async fn patches_merge_json_and_strategic() {
     d["spec"]["template"]["spec"]["containers"][0]["env"] = json!([{"name": "A", "value": "1"}]);
     api.post(DEPLOYS, d).await;
     let smp = json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "env": [{"name": "B", "value": "2"}]}]}}}});
-    let (status, patched) = api.patch(&format!("{DEPLOYS}/p"), "application/strategic-merge-patch+json", smp).await;
+    let (status, patched) = api
+        .patch(
+            &format!("{DEPLOYS}/p"),
+            "application/strategic-merge-patch+json",
+            smp,
+        )
+        .await;
     assert_eq!(status, StatusCode::OK, "{patched}");
     let env = &patched["spec"]["template"]["spec"]["containers"][0]["env"];
-    assert_eq!(env, &json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]));
+    assert_eq!(
+        env,
+        &json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}])
+    );
     let (_, patched) = api
-        .patch(&format!("{DEPLOYS}/p"), "application/json-patch+json", json!([{"op": "replace", "path": "/spec/replicas", "value": 7}]))
+        .patch(
+            &format!("{DEPLOYS}/p"),
+            "application/json-patch+json",
+            json!([{"op": "replace", "path": "/spec/replicas", "value": 7}]),
+        )
         .await;
     assert_eq!(patched["spec"]["replicas"], 7);
-    let (status, body) = api.patch(&format!("{DEPLOYS}/p"), "application/json-patch+json", json!([{"op": "test", "path": "/spec/replicas", "value": 1}])).await;
+    let (status, body) = api
+        .patch(
+            &format!("{DEPLOYS}/p"),
+            "application/json-patch+json",
+            json!([{"op": "test", "path": "/spec/replicas", "value": 1}]),
+        )
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    let (status, _) = api.patch(&format!("{DEPLOYS}/missing"), "application/merge-patch+json", json!({})).await;
+    let (status, _) = api
+        .patch(
+            &format!("{DEPLOYS}/missing"),
+            "application/merge-patch+json",
+            json!({}),
+        )
+        .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     // Server-side apply creates, then updates.
     let (status, applied) = api
-        .send(Method::PATCH, "/api/v1/namespaces/default/configmaps/ssa?fieldManager=test", "application/apply-patch+yaml", Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\ndata:\n  a: b\n".into()))
+        .send(
+            Method::PATCH,
+            "/api/v1/namespaces/default/configmaps/ssa?fieldManager=test",
+            "application/apply-patch+yaml",
+            Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\ndata:\n  a: b\n".into()),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{applied}");
     assert_eq!(applied["data"]["a"], "b");
@@ -246,16 +418,36 @@ async fn scale_and_binding_subresources() {
     api.post(DEPLOYS, deployment("s")).await;
     let (status, scale) = api.get(&format!("{DEPLOYS}/s/scale")).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!((scale["kind"].as_str(), scale["apiVersion"].as_str()), (Some("Scale"), Some("autoscaling/v1")));
-    assert_eq!((scale["spec"]["replicas"].as_i64(), scale["status"]["selector"].as_str()), (Some(2), Some("app=s")));
-    let (status, scale) = api.patch(&format!("{DEPLOYS}/s/scale"), "application/merge-patch+json", json!({"spec": {"replicas": 4}})).await;
-    assert_eq!((status, scale["spec"]["replicas"].as_i64()), (StatusCode::OK, Some(4)));
+    assert_eq!(
+        (scale["kind"].as_str(), scale["apiVersion"].as_str()),
+        (Some("Scale"), Some("autoscaling/v1"))
+    );
+    assert_eq!(
+        (
+            scale["spec"]["replicas"].as_i64(),
+            scale["status"]["selector"].as_str()
+        ),
+        (Some(2), Some("app=s"))
+    );
+    let (status, scale) = api
+        .patch(
+            &format!("{DEPLOYS}/s/scale"),
+            "application/merge-patch+json",
+            json!({"spec": {"replicas": 4}}),
+        )
+        .await;
+    assert_eq!(
+        (status, scale["spec"]["replicas"].as_i64()),
+        (StatusCode::OK, Some(4))
+    );
     let (_, deployment) = api.get(&format!("{DEPLOYS}/s")).await;
     assert_eq!(deployment["spec"]["replicas"], 4);
 
     api.post(PODS, pod("bind-me")).await;
     let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "bind-me"}, "target": {"kind": "Node", "name": "node-1"}});
-    let (status, _) = api.post(&format!("{PODS}/bind-me/binding"), binding.clone()).await;
+    let (status, _) = api
+        .post(&format!("{PODS}/bind-me/binding"), binding.clone())
+        .await;
     assert_eq!(status, StatusCode::CREATED);
     let (_, bound) = api.get(&format!("{PODS}/bind-me")).await;
     assert_eq!(bound["spec"]["nodeName"], "node-1");
@@ -274,16 +466,32 @@ async fn bound_pods_and_finalized_objects_are_deleted_gracefully() {
     let server = Server::start();
     let api = Api::new(&server);
     api.post(PODS, pod("graceful")).await;
-    api.post(&format!("{PODS}/graceful/binding"), json!({"target": {"name": "n1"}})).await;
+    api.post(
+        &format!("{PODS}/graceful/binding"),
+        json!({"target": {"name": "n1"}}),
+    )
+    .await;
     let (status, pending) = api.delete(&format!("{PODS}/graceful"), None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(pending["metadata"]["deletionTimestamp"].is_string());
     assert_eq!(pending["metadata"]["deletionGracePeriodSeconds"], 30);
     let (status, _) = api.get(&format!("{PODS}/graceful")).await;
-    assert_eq!(status, StatusCode::OK, "the node agent finishes a graceful deletion");
-    let (status, _) = api.delete(&format!("{PODS}/graceful"), Some(json!({"gracePeriodSeconds": 0}))).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the node agent finishes a graceful deletion"
+    );
+    let (status, _) = api
+        .delete(
+            &format!("{PODS}/graceful"),
+            Some(json!({"gracePeriodSeconds": 0})),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(api.get(&format!("{PODS}/graceful")).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        api.get(&format!("{PODS}/graceful")).await.0,
+        StatusCode::NOT_FOUND
+    );
 
     let mut held = configmap("held", json!({}));
     held["metadata"]["finalizers"] = json!(["example.com/hold"]);
@@ -291,14 +499,34 @@ async fn bound_pods_and_finalized_objects_are_deleted_gracefully() {
     let (_, marked) = api.delete(&format!("{CMS}/held"), None).await;
     assert!(marked["metadata"]["deletionTimestamp"].is_string());
     let (_, still) = api.get(&format!("{CMS}/held")).await;
-    let (status, _) = api.patch(&format!("{CMS}/held"), "application/merge-patch+json", json!({"metadata": {"finalizers": null}})).await;
+    let (status, _) = api
+        .patch(
+            &format!("{CMS}/held"),
+            "application/merge-patch+json",
+            json!({"metadata": {"finalizers": null}}),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(api.get(&format!("{CMS}/held")).await.0, StatusCode::NOT_FOUND, "{still}");
+    assert_eq!(
+        api.get(&format!("{CMS}/held")).await.0,
+        StatusCode::NOT_FOUND,
+        "{still}"
+    );
 
     api.post(CMS, configmap("pre", json!({}))).await;
-    let (status, body) = api.delete(&format!("{CMS}/pre"), Some(json!({"preconditions": {"uid": "not-the-uid"}}))).await;
+    let (status, body) = api
+        .delete(
+            &format!("{CMS}/pre"),
+            Some(json!({"preconditions": {"uid": "not-the-uid"}})),
+        )
+        .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert!(body["message"].as_str().unwrap().contains("Precondition failed: UID in precondition: not-the-uid"));
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("Precondition failed: UID in precondition: not-the-uid")
+    );
 }
 
 #[tokio::test]
@@ -308,17 +536,30 @@ async fn label_and_field_selectors_filter_lists_and_deletecollection() {
     for (name, tier) in [("a", "front"), ("b", "back"), ("c", "front")] {
         api.post(CMS, configmap(name, json!({"tier": tier}))).await;
     }
-    let names = |list: &Value| -> Vec<String> { list["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap().to_owned()).collect() };
+    let names = |list: &Value| -> Vec<String> {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["metadata"]["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
     let (_, list) = api.get(&format!("{CMS}?labelSelector=tier%3Dfront")).await;
     assert_eq!(names(&list), ["a", "c"]);
     assert_eq!(list["kind"], "ConfigMapList");
-    let (_, list) = api.get(&format!("{CMS}?labelSelector=tier%20notin%20(front)")).await;
+    let (_, list) = api
+        .get(&format!("{CMS}?labelSelector=tier%20notin%20(front)"))
+        .await;
     assert_eq!(names(&list), ["b"]);
-    let (_, list) = api.get(&format!("{CMS}?fieldSelector=metadata.name%21%3Da")).await;
+    let (_, list) = api
+        .get(&format!("{CMS}?fieldSelector=metadata.name%21%3Da"))
+        .await;
     assert_eq!(names(&list), ["b", "c"]);
     let (_, list) = api.get("/api/v1/configmaps?labelSelector=tier").await;
     assert_eq!(names(&list), ["a", "b", "c"], "all namespaces");
-    let (status, _) = api.delete(&format!("{CMS}?labelSelector=tier%3Dfront"), None).await;
+    let (status, _) = api
+        .delete(&format!("{CMS}?labelSelector=tier%3Dfront"), None)
+        .await;
     assert_eq!(status, StatusCode::OK);
     let (_, list) = api.get(CMS).await;
     assert_eq!(names(&list), ["b"]);
@@ -333,7 +574,10 @@ async fn paged_lists_hold_one_snapshot() {
     }
     let (_, first) = api.get(&format!("{CMS}?limit=3")).await;
     assert_eq!(first["items"].as_array().unwrap().len(), 3);
-    let token = first["metadata"]["continue"].as_str().expect("continue token").to_owned();
+    let token = first["metadata"]["continue"]
+        .as_str()
+        .expect("continue token")
+        .to_owned();
     api.post(CMS, configmap("cm99", json!({}))).await;
     api.delete(&format!("{CMS}/cm5"), None).await;
     let mut names = Vec::new();
@@ -341,8 +585,17 @@ async fn paged_lists_hold_one_snapshot() {
     while let Some(token) = next {
         let (status, page) = api.get(&format!("{CMS}?limit=3&continue={token}")).await;
         assert_eq!(status, StatusCode::OK, "{page}");
-        assert_eq!(page["metadata"]["resourceVersion"], first["metadata"]["resourceVersion"]);
-        names.extend(page["items"].as_array().unwrap().iter().map(|i| i["metadata"]["name"].as_str().unwrap().to_owned()));
+        assert_eq!(
+            page["metadata"]["resourceVersion"],
+            first["metadata"]["resourceVersion"]
+        );
+        names.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["metadata"]["name"].as_str().unwrap().to_owned()),
+        );
         next = page["metadata"]["continue"].as_str().map(str::to_owned);
     }
     assert_eq!(names, ["cm3", "cm4", "cm5", "cm6"]);
@@ -355,7 +608,11 @@ async fn read_events(response: reqwest::Response, count: usize) -> Vec<Value> {
     let mut buffer = Vec::new();
     let mut events = Vec::new();
     while events.len() < count {
-        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next()).await.expect("event in time").expect("stream open").unwrap();
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("event in time")
+            .expect("stream open")
+            .unwrap();
         buffer.extend_from_slice(&chunk);
         while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = buffer.drain(..=end).collect();
@@ -372,20 +629,55 @@ async fn watches_replay_from_a_resource_version_and_follow_selectors() {
     let (_, a) = api.post(CMS, configmap("a", json!({"app": "x"}))).await;
     api.post(CMS, configmap("b", json!({"app": "y"}))).await;
     let from = rv(&a);
-    let response = Client::new().get(format!("{}{CMS}?watch=1&resourceVersion={from}&labelSelector=app%3Dx", server.url)).send().await.unwrap();
+    let response = Client::new()
+        .get(format!(
+            "{}{CMS}?watch=1&resourceVersion={from}&labelSelector=app%3Dx",
+            server.url
+        ))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     // b moves into the selection, then a leaves it, then b is deleted.
-    api.patch(&format!("{CMS}/b"), "application/merge-patch+json", json!({"metadata": {"labels": {"app": "x"}}})).await;
-    api.patch(&format!("{CMS}/a"), "application/merge-patch+json", json!({"metadata": {"labels": {"app": "z"}}})).await;
+    api.patch(
+        &format!("{CMS}/b"),
+        "application/merge-patch+json",
+        json!({"metadata": {"labels": {"app": "x"}}}),
+    )
+    .await;
+    api.patch(
+        &format!("{CMS}/a"),
+        "application/merge-patch+json",
+        json!({"metadata": {"labels": {"app": "z"}}}),
+    )
+    .await;
     api.delete(&format!("{CMS}/b"), None).await;
     let events = read_events(response, 3).await;
-    let seen: Vec<(&str, &str)> = events.iter().map(|e| (e["type"].as_str().unwrap(), e["object"]["metadata"]["name"].as_str().unwrap())).collect();
+    let seen: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap(),
+                e["object"]["metadata"]["name"].as_str().unwrap(),
+            )
+        })
+        .collect();
     assert_eq!(seen, [("ADDED", "b"), ("DELETED", "a"), ("DELETED", "b")]);
 
     // Without a resourceVersion a watch starts with the current objects.
-    let response = Client::new().get(format!("{}{CMS}?watch=true", server.url)).send().await.unwrap();
+    let response = Client::new()
+        .get(format!("{}{CMS}?watch=true", server.url))
+        .send()
+        .await
+        .unwrap();
     let events = read_events(response, 1).await;
-    assert_eq!((events[0]["type"].as_str(), events[0]["object"]["metadata"]["name"].as_str()), (Some("ADDED"), Some("a")));
+    assert_eq!(
+        (
+            events[0]["type"].as_str(),
+            events[0]["object"]["metadata"]["name"].as_str()
+        ),
+        (Some("ADDED"), Some("a"))
+    );
 
     // The informer protocol: initial events, then a bookmark that marks their end.
     let response = Client::new()
@@ -396,7 +688,10 @@ async fn watches_replay_from_a_resource_version_and_follow_selectors() {
     let events = read_events(response, 2).await;
     assert_eq!(events[0]["type"], "ADDED");
     assert_eq!(events[1]["type"], "BOOKMARK");
-    assert_eq!(events[1]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"], "true");
+    assert_eq!(
+        events[1]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
 }
 
 #[tokio::test]
@@ -410,7 +705,11 @@ async fn a_watch_from_a_compacted_revision_gets_410_expired() {
     // Compaction runs in the background; a watch from revision 1 expires once it has.
     let mut expired = None;
     for _ in 0..200 {
-        let response = Client::new().get(format!("{}{CMS}?watch=1&resourceVersion=1", server.url)).send().await.unwrap();
+        let response = Client::new()
+            .get(format!("{}{CMS}?watch=1&resourceVersion=1", server.url))
+            .send()
+            .await
+            .unwrap();
         let events = read_events(response, 1).await;
         if events[0]["type"] == "ERROR" {
             expired = Some(events[0].clone());
@@ -430,13 +729,22 @@ async fn tables_carry_kubectl_columns() {
     api.post(DEPLOYS, deployment("t")).await;
     let response = Client::new()
         .get(format!("{}{DEPLOYS}", server.url))
-        .header("accept", "application/json;as=Table;v=v1;g=meta.k8s.io,application/json")
+        .header(
+            "accept",
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json",
+        )
         .send()
         .await
         .unwrap();
     let table: Value = response.json().await.unwrap();
     assert_eq!(table["kind"], "Table");
-    let columns: Vec<&str> = table["columnDefinitions"].as_array().unwrap().iter().filter(|c| c["priority"] == 0).map(|c| c["name"].as_str().unwrap()).collect();
+    let columns: Vec<&str> = table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["priority"] == 0)
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
     assert_eq!(columns, ["Name", "Ready", "Up-to-date", "Available", "Age"]);
     assert_eq!(table["rows"][0]["cells"][0], "t");
     assert_eq!(table["rows"][0]["cells"][1], "0/2");
@@ -448,36 +756,99 @@ async fn discovery_lists_every_resource_with_its_subresources() {
     let server = Server::start();
     let api = Api::new(&server);
     let (_, core) = api.get("/api/v1").await;
-    let names: Vec<&str> = core["resources"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
-    for expected in ["namespaces", "nodes", "pods", "pods/status", "pods/binding", "services", "endpoints", "configmaps", "secrets", "events", "resourcequotas"] {
-        assert!(names.contains(&expected), "{expected} missing from {names:?}");
+    let names: Vec<&str> = core["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "namespaces",
+        "nodes",
+        "pods",
+        "pods/status",
+        "pods/binding",
+        "services",
+        "endpoints",
+        "configmaps",
+        "secrets",
+        "events",
+        "resourcequotas",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
     }
     let (_, apps) = api.get("/apis/apps/v1").await;
-    let scale = apps["resources"].as_array().unwrap().iter().find(|r| r["name"] == "deployments/scale").expect("deployments/scale");
-    assert_eq!((scale["group"].as_str(), scale["kind"].as_str()), (Some("autoscaling"), Some("Scale")));
+    let scale = apps["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "deployments/scale")
+        .expect("deployments/scale");
+    assert_eq!(
+        (scale["group"].as_str(), scale["kind"].as_str()),
+        (Some("autoscaling"), Some("Scale"))
+    );
     let (_, groups) = api.get("/apis").await;
-    let groups: Vec<&str> = groups["groups"].as_array().unwrap().iter().map(|g| g["name"].as_str().unwrap()).collect();
-    assert_eq!(groups, ["apps", "batch", "coordination.k8s.io", "discovery.k8s.io"]);
+    let groups: Vec<&str> = groups["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        groups,
+        ["apps", "batch", "coordination.k8s.io", "discovery.k8s.io"]
+    );
     let (_, index) = api.get("/openapi/v3").await;
-    let url = index["paths"]["apis/apps/v1"]["serverRelativeURL"].as_str().unwrap().to_owned();
+    let url = index["paths"]["apis/apps/v1"]["serverRelativeURL"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let (status, document) = api.get(&url).await;
     assert_eq!(status, StatusCode::OK);
-    let patch = &document["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
-    assert_eq!(patch["x-kubernetes-group-version-kind"]["kind"], "Deployment");
-    assert!(patch["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"));
+    let patch =
+        &document["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
+    assert_eq!(
+        patch["x-kubernetes-group-version-kind"]["kind"],
+        "Deployment"
+    );
+    assert!(
+        patch["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["name"] == "fieldValidation")
+    );
 }
 
 #[tokio::test]
 async fn namespaces_with_content_terminate_and_refuse_new_objects() {
     let server = Server::start();
     let api = Api::new(&server);
-    api.post("/api/v1/namespaces", json!({"metadata": {"name": "dev"}})).await;
-    api.post("/api/v1/namespaces/dev/configmaps", configmap("x", json!({}))).await;
+    api.post("/api/v1/namespaces", json!({"metadata": {"name": "dev"}}))
+        .await;
+    api.post(
+        "/api/v1/namespaces/dev/configmaps",
+        configmap("x", json!({})),
+    )
+    .await;
     let (_, ns) = api.delete("/api/v1/namespaces/dev", None).await;
     assert_eq!(ns["status"]["phase"], "Terminating");
-    let (status, body) = api.post("/api/v1/namespaces/dev/configmaps", configmap("y", json!({}))).await;
+    let (status, body) = api
+        .post(
+            "/api/v1/namespaces/dev/configmaps",
+            configmap("y", json!({})),
+        )
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    api.post("/api/v1/namespaces", json!({"metadata": {"name": "empty"}})).await;
+    api.post("/api/v1/namespaces", json!({"metadata": {"name": "empty"}}))
+        .await;
     api.delete("/api/v1/namespaces/empty", None).await;
-    assert_eq!(api.get("/api/v1/namespaces/empty").await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        api.get("/api/v1/namespaces/empty").await.0,
+        StatusCode::NOT_FOUND
+    );
 }

@@ -6,7 +6,10 @@ use common::{Server, wasmkube};
 use std::path::Path;
 
 fn manifests() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests").display().to_string()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("manifests")
+        .display()
+        .to_string()
 }
 
 #[test]
@@ -22,12 +25,18 @@ fn apply_get_describe_and_delete_work_like_kubectl() {
 
     let (ok, out, err) = wasmkube(&server, &["get", "deploy"]);
     assert!(ok, "{err}");
-    let rows: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
     assert_eq!(rows[0], ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]);
     assert_eq!(&rows[1][..4], ["hello", "0/3", "0", "0"]);
 
     let (_, out, _) = wasmkube(&server, &["get", "ns"]);
-    assert!(out.contains("kube-system") && out.contains("Active"), "{out}");
+    assert!(
+        out.contains("kube-system") && out.contains("Active"),
+        "{out}"
+    );
     let (_, out, _) = wasmkube(&server, &["get", "configmaps", "-A", "-o", "wide"]);
     assert!(out.starts_with("NAMESPACE"), "{out}");
     let (_, out, _) = wasmkube(&server, &["get", "deployments.apps", "hello", "-o", "name"]);
@@ -39,7 +48,10 @@ fn apply_get_describe_and_delete_work_like_kubectl() {
 
     let (ok, out, _) = wasmkube(&server, &["describe", "deployment", "hello"]);
     assert!(ok);
-    assert!(out.contains("Name:         hello") && out.contains("Events:       <none>"), "{out}");
+    assert!(
+        out.contains("Name:         hello") && out.contains("Events:       <none>"),
+        "{out}"
+    );
 
     let (ok, out, _) = wasmkube(&server, &["delete", "-f", &manifests()]);
     assert!(ok);

@@ -47,18 +47,46 @@ async fn every_acknowledged_write_survives_a_kill_9_and_nothing_is_half_written(
     let acknowledged = acknowledged.lock().unwrap().clone();
 
     let server = Server::start_in(dir.path(), &[]);
-    let list: Value = reqwest::get(format!("{}{CMS}", server.url)).await.unwrap().json().await.unwrap();
+    let list: Value = reqwest::get(format!("{}{CMS}", server.url))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     let items = list["items"].as_array().unwrap();
-    let stored: BTreeSet<String> = items.iter().map(|i| i["metadata"]["name"].as_str().unwrap().to_owned()).collect();
+    let stored: BTreeSet<String> = items
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect();
     let lost: Vec<&String> = acknowledged.difference(&stored).collect();
-    assert!(lost.is_empty(), "acknowledged writes lost after kill -9: {lost:?}");
+    assert!(
+        lost.is_empty(),
+        "acknowledged writes lost after kill -9: {lost:?}"
+    );
     for item in items {
-        assert_eq!(item["data"]["payload"].as_str().map(str::len), Some(2000), "a half-written object: {item}");
+        assert_eq!(
+            item["data"]["payload"].as_str().map(str::len),
+            Some(2000),
+            "a half-written object: {item}"
+        );
     }
     // Writes after the restart continue the revision sequence.
-    let newest: u64 = list["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
-    let response = reqwest::Client::new().post(format!("{}{CMS}", server.url)).json(&json!({"metadata": {"name": "after"}})).send().await.unwrap();
+    let newest: u64 = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let response = reqwest::Client::new()
+        .post(format!("{}{CMS}", server.url))
+        .json(&json!({"metadata": {"name": "after"}}))
+        .send()
+        .await
+        .unwrap();
     let created: Value = response.json().await.unwrap();
-    let revision: u64 = created["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+    let revision: u64 = created["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert_eq!(revision, newest + 1);
 }

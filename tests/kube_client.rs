@@ -19,7 +19,10 @@ fn client(server: &Server) -> Client {
 
 fn configmap(name: &str) -> ConfigMap {
     ConfigMap {
-        metadata: kube::api::ObjectMeta { name: Some(name.into()), ..Default::default() },
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
         data: Some(BTreeMap::from([("k".to_owned(), "v".to_owned())])),
         ..Default::default()
     }
@@ -29,18 +32,34 @@ fn configmap(name: &str) -> ConfigMap {
 async fn kube_rs_creates_lists_patches_and_reads_typed_objects() {
     let server = Server::start();
     let configmaps: Api<ConfigMap> = Api::namespaced(client(&server), "default");
-    configmaps.create(&PostParams::default(), &configmap("one")).await.unwrap();
-    configmaps.create(&PostParams::default(), &configmap("two")).await.unwrap();
-    let list = configmaps.list(&ListParams::default().limit(1)).await.unwrap();
+    configmaps
+        .create(&PostParams::default(), &configmap("one"))
+        .await
+        .unwrap();
+    configmaps
+        .create(&PostParams::default(), &configmap("two"))
+        .await
+        .unwrap();
+    let list = configmaps
+        .list(&ListParams::default().limit(1))
+        .await
+        .unwrap();
     assert_eq!(list.items.len(), 1);
     assert!(list.metadata.continue_.is_some());
     let patched = configmaps
-        .patch("two", &PatchParams::default(), &Patch::Merge(serde_json::json!({"data": {"k": "w"}})))
+        .patch(
+            "two",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"data": {"k": "w"}})),
+        )
         .await
         .unwrap();
     assert_eq!(patched.data.unwrap()["k"], "w");
     let error = configmaps.get("three").await.unwrap_err();
-    assert!(matches!(error, kube::Error::Api(ref s) if s.code == 404 && s.reason == "NotFound"), "{error:?}");
+    assert!(
+        matches!(error, kube::Error::Api(ref s) if s.code == 404 && s.reason == "NotFound"),
+        "{error:?}"
+    );
     let applied: Api<Deployment> = Api::namespaced(client(&server), "default");
     let deployment: Deployment = serde_json::from_value(serde_json::json!({
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
@@ -48,18 +67,33 @@ async fn kube_rs_creates_lists_patches_and_reads_typed_objects() {
                  "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "hello.wasm"}]}}}
     }))
     .unwrap();
-    let created = applied.patch("web", &PatchParams::apply("test"), &Patch::Apply(&deployment)).await.unwrap();
+    let created = applied
+        .patch(
+            "web",
+            &PatchParams::apply("test"),
+            &Patch::Apply(&deployment),
+        )
+        .await
+        .unwrap();
     assert_eq!(created.spec.replicas, Some(1));
 }
 
 async fn watcher_sees_initial_state_and_changes(config: watcher::Config) {
     let server = Server::start();
     let configmaps: Api<ConfigMap> = Api::namespaced(client(&server), "default");
-    configmaps.create(&PostParams::default(), &configmap("before")).await.unwrap();
+    configmaps
+        .create(&PostParams::default(), &configmap("before"))
+        .await
+        .unwrap();
     let mut events = watcher::watcher(configmaps.clone(), config).boxed();
     let mut initial = Vec::new();
     loop {
-        match tokio::time::timeout(Duration::from_secs(10), events.try_next()).await.unwrap().unwrap().unwrap() {
+        match tokio::time::timeout(Duration::from_secs(10), events.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
             Event::Init => {}
             Event::InitApply(cm) => initial.push(cm.metadata.name.unwrap()),
             Event::InitDone => break,
@@ -67,11 +101,22 @@ async fn watcher_sees_initial_state_and_changes(config: watcher::Config) {
         }
     }
     assert_eq!(initial, ["before"]);
-    configmaps.create(&PostParams::default(), &configmap("after")).await.unwrap();
-    configmaps.delete("before", &Default::default()).await.unwrap();
+    configmaps
+        .create(&PostParams::default(), &configmap("after"))
+        .await
+        .unwrap();
+    configmaps
+        .delete("before", &Default::default())
+        .await
+        .unwrap();
     let mut seen = Vec::new();
     while seen.len() < 2 {
-        match tokio::time::timeout(Duration::from_secs(10), events.try_next()).await.unwrap().unwrap().unwrap() {
+        match tokio::time::timeout(Duration::from_secs(10), events.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
             Event::Apply(cm) => seen.push(format!("apply {}", cm.metadata.name.unwrap())),
             Event::Delete(cm) => seen.push(format!("delete {}", cm.metadata.name.unwrap())),
             _ => {}

@@ -16,7 +16,11 @@ fn current_kubectl() -> PathBuf {
 
 fn kubectl_1_20() -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/kubectl-1.20/usr/bin/kubectl");
-    assert!(path.exists(), "kubectl 1.20 is missing at {}: run scripts/setup-test-tools", path.display());
+    assert!(
+        path.exists(),
+        "kubectl 1.20 is missing at {}: run scripts/setup-test-tools",
+        path.display()
+    );
     path
 }
 
@@ -37,11 +41,20 @@ impl Kubectl<'_> {
             .spawn()
             .expect("run kubectl");
         if let Some(input) = stdin {
-            child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(input.as_bytes())
+                .expect("write stdin");
         }
         drop(child.stdin.take());
         let output = child.wait_with_output().expect("kubectl output");
-        (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
     }
 
     fn ok(&self, args: &[&str]) -> String {
@@ -52,11 +65,19 @@ impl Kubectl<'_> {
 }
 
 fn manifests() -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests").display().to_string()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("manifests")
+        .display()
+        .to_string()
 }
 
 async fn put_json(server: &Server, path: &str, body: &Value) -> Value {
-    let response = reqwest::Client::new().put(format!("{}{path}", server.url)).json(body).send().await.expect("put");
+    let response = reqwest::Client::new()
+        .put(format!("{}{path}", server.url))
+        .json(body)
+        .send()
+        .await
+        .expect("put");
     let status = response.status();
     let body: Value = response.json().await.expect("json");
     assert!(status.is_success(), "{path}: {body}");
@@ -64,7 +85,12 @@ async fn put_json(server: &Server, path: &str, body: &Value) -> Value {
 }
 
 async fn post_json(server: &Server, path: &str, body: &Value) -> Value {
-    let response = reqwest::Client::new().post(format!("{}{path}", server.url)).json(body).send().await.expect("post");
+    let response = reqwest::Client::new()
+        .post(format!("{}{path}", server.url))
+        .json(body)
+        .send()
+        .await
+        .expect("post");
     let status = response.status();
     let body: Value = response.json().await.expect("json");
     assert!(status.is_success(), "{path}: {body}");
@@ -72,7 +98,12 @@ async fn post_json(server: &Server, path: &str, body: &Value) -> Value {
 }
 
 async fn get_json(server: &Server, path: &str) -> Value {
-    reqwest::get(format!("{}{path}", server.url)).await.expect("get").json().await.expect("json")
+    reqwest::get(format!("{}{path}", server.url))
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json")
 }
 
 const DEPLOY: &str = "/apis/apps/v1/namespaces/default/deployments/hello";
@@ -81,28 +112,42 @@ const DEPLOY: &str = "/apis/apps/v1/namespaces/default/deployments/hello";
 /// (1.27+); older ones get the server's default, which keeps the object and warns.
 async fn kubectl_journey(binary: PathBuf, asks_strict_validation: bool) {
     let server = Server::start();
-    let kubectl = Kubectl { binary, server: &server };
+    let kubectl = Kubectl {
+        binary,
+        server: &server,
+    };
 
     let out = kubectl.ok(&["apply", "-f", &manifests()]);
     assert!(out.contains("deployment.apps/hello created"), "{out}");
     assert!(out.contains("service/hello created"), "{out}");
 
     let out = kubectl.ok(&["get", "deployments"]);
-    let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
-    assert_eq!(lines[0], ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"], "{out}");
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
+        "{out}"
+    );
     assert_eq!(&lines[1][..4], ["hello", "0/3", "0", "0"], "{out}");
     let out = kubectl.ok(&["get", "svc", "-o", "wide"]);
     assert!(out.lines().next().unwrap().contains("SELECTOR"), "{out}");
     assert!(out.contains("80/TCP"), "{out}");
 
     // Re-apply with a change: a strategic merge patch keeps what others wrote.
-    let text = std::fs::read_to_string(Path::new(&manifests()).join("hello-deployment.yaml")).unwrap();
+    let text =
+        std::fs::read_to_string(Path::new(&manifests()).join("hello-deployment.yaml")).unwrap();
     let changed = text.replace("replicas: 3", "replicas: 4");
     let (ok, out, err) = kubectl.run(&["apply", "-f", "-"], Some(&changed));
     assert!(ok, "{err}");
     assert!(out.contains("deployment.apps/hello configured"), "{out}");
     assert!(out.contains("service/hello unchanged"), "{out}");
-    assert_eq!(kubectl.ok(&["get", "deploy", "hello", "-o", "jsonpath={.spec.replicas}"]), "4");
+    assert_eq!(
+        kubectl.ok(&["get", "deploy", "hello", "-o", "jsonpath={.spec.replicas}"]),
+        "4"
+    );
 
     let out = kubectl.ok(&["scale", "deployment", "hello", "--replicas=2"]);
     assert!(out.contains("scaled"), "{out}");
@@ -117,7 +162,10 @@ async fn kubectl_journey(binary: PathBuf, asks_strict_validation: bool) {
     let bad = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bad\ndataa:\n  x: y\n";
     let (ok, _, err) = kubectl.run(&["apply", "-f", "-"], Some(bad));
     assert_eq!(ok, !asks_strict_validation, "{err}");
-    assert!(err.contains("unknown field") && err.contains("dataa"), "{err}");
+    assert!(
+        err.contains("unknown field") && err.contains("dataa"),
+        "{err}"
+    );
 
     // get -w prints changes as they happen.
     let mut watch = Command::new(&kubectl.binary)
@@ -129,18 +177,30 @@ async fn kubectl_journey(binary: PathBuf, asks_strict_validation: bool) {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    post_json(&server, "/api/v1/namespaces/default/configmaps", &json!({"metadata": {"name": "seen-by-watch"}, "data": {"a": "b"}})).await;
+    post_json(
+        &server,
+        "/api/v1/namespaces/default/configmaps",
+        &json!({"metadata": {"name": "seen-by-watch"}, "data": {"a": "b"}}),
+    )
+    .await;
     let stdout = watch.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         use std::io::BufRead;
-        std::io::BufReader::new(stdout).lines().map_while(Result::ok).find(|l| l.starts_with("seen-by-watch"))
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.starts_with("seen-by-watch"))
     });
     let deadline = Instant::now() + Duration::from_secs(10);
     while !reader.is_finished() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = watch.kill();
-    let line = reader.join().unwrap().expect("the watch printed the new configmap");
+    let _ = watch.wait();
+    let line = reader
+        .join()
+        .unwrap()
+        .expect("the watch printed the new configmap");
     assert!(line.split_whitespace().nth(1) == Some("1"), "{line}");
 
     // rollout status follows the Deployment's status as the controller writes it.
@@ -169,18 +229,25 @@ async fn kubectl_journey(binary: PathBuf, asks_strict_validation: bool) {
     }
     let mut deployment = get_json(&server, DEPLOY).await;
     deployment["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = "2".into();
-    deployment["spec"]["template"]["spec"]["containers"][0]["env"] = json!([{"name": "GREETING", "value": "new"}]);
+    deployment["spec"]["template"]["spec"]["containers"][0]["env"] =
+        json!([{"name": "GREETING", "value": "new"}]);
     put_json(&server, DEPLOY, &deployment).await;
     let out = kubectl.ok(&["rollout", "undo", "deployment/hello"]);
     assert!(out.contains("rolled back"), "{out}");
     let deployment = get_json(&server, DEPLOY).await;
-    assert_eq!(deployment["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"], "old");
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"],
+        "old"
+    );
 
     let out = kubectl.ok(&["delete", "-f", &manifests()]);
     assert!(out.contains("deployment.apps \"hello\" deleted"), "{out}");
     let (ok, _, err) = kubectl.run(&["get", "deployment", "hello"], None);
     assert!(!ok);
-    assert!(err.contains("deployments.apps \"hello\" not found"), "{err}");
+    assert!(
+        err.contains("deployments.apps \"hello\" not found"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -16,7 +16,10 @@ pub struct Server {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 impl Server {
@@ -40,7 +43,12 @@ impl Server {
             .stderr(Stdio::null())
             .spawn()
             .expect("start wasmkube server");
-        let server = Self { url: format!("http://127.0.0.1:{port}"), data_dir: data_dir.to_path_buf(), child, _dir: None };
+        let server = Self {
+            url: format!("http://127.0.0.1:{port}"),
+            data_dir: data_dir.to_path_buf(),
+            child,
+            _dir: None,
+        };
         server.wait_ready();
         server
     }
@@ -49,7 +57,9 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(20);
         let address = self.url.trim_start_matches("http://").to_owned();
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(&address).is_ok() && self.data_dir.join("kubeconfig").exists() {
+            if std::net::TcpStream::connect(&address).is_ok()
+                && self.data_dir.join("kubeconfig").exists()
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -86,5 +96,9 @@ pub fn wasmkube(server: &Server, args: &[&str]) -> (bool, String, String) {
         .args(args)
         .output()
         .expect("run wasmkube");
-    (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
 }

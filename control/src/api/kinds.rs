@@ -3,14 +3,15 @@
 
 use super::validation::{self, Cause};
 use k8s_openapi::api::apps::v1::{
-    DaemonSet, DaemonSetUpdateStrategy, Deployment, DeploymentStrategy, ReplicaSet, RollingUpdateDaemonSet,
-    RollingUpdateDeployment, RollingUpdateStatefulSetStrategy, StatefulSet, StatefulSetUpdateStrategy,
+    DaemonSet, DaemonSetUpdateStrategy, Deployment, DeploymentStrategy, ReplicaSet,
+    RollingUpdateDaemonSet, RollingUpdateDeployment, RollingUpdateStatefulSetStrategy, StatefulSet,
+    StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, Endpoints, Event, Namespace, NamespaceSpec, NamespaceStatus, Node, Pod, PodSpec,
-    PodStatus, PodTemplateSpec, ResourceQuota, Secret, Service,
+    ConfigMap, Container, Endpoints, Event, Namespace, NamespaceSpec, NamespaceStatus, Node, Pod,
+    PodSpec, PodStatus, PodTemplateSpec, ResourceQuota, Secret, Service,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -56,8 +57,12 @@ fn default_container(container: &mut Container) {
         let policy = default_pull_policy(container.image.as_deref().unwrap_or_default());
         container.image_pull_policy = Some(policy.to_owned());
     }
-    container.termination_message_path.get_or_insert_with(|| "/dev/termination-log".to_owned());
-    container.termination_message_policy.get_or_insert_with(|| "File".to_owned());
+    container
+        .termination_message_path
+        .get_or_insert_with(|| "/dev/termination-log".to_owned());
+    container
+        .termination_message_policy
+        .get_or_insert_with(|| "File".to_owned());
     for port in container.ports.iter_mut().flatten() {
         port.protocol.get_or_insert_with(|| "TCP".to_owned());
     }
@@ -65,14 +70,20 @@ fn default_container(container: &mut Container) {
 
 /// Defaults of a pod spec, also applied to the templates of workload kinds.
 pub fn default_pod_spec(spec: &mut PodSpec) {
-    spec.restart_policy.get_or_insert_with(|| "Always".to_owned());
+    spec.restart_policy
+        .get_or_insert_with(|| "Always".to_owned());
     spec.termination_grace_period_seconds.get_or_insert(30);
-    spec.dns_policy.get_or_insert_with(|| "ClusterFirst".to_owned());
-    spec.scheduler_name.get_or_insert_with(|| "default-scheduler".to_owned());
+    spec.dns_policy
+        .get_or_insert_with(|| "ClusterFirst".to_owned());
+    spec.scheduler_name
+        .get_or_insert_with(|| "default-scheduler".to_owned());
     spec.enable_service_links.get_or_insert(true);
     spec.security_context.get_or_insert_with(Default::default);
     spec.containers.iter_mut().for_each(default_container);
-    spec.init_containers.iter_mut().flatten().for_each(default_container);
+    spec.init_containers
+        .iter_mut()
+        .flatten()
+        .for_each(default_container);
 }
 
 fn default_template(template: &mut PodTemplateSpec) {
@@ -87,13 +98,25 @@ fn validate_containers(field: &str, containers: &[Container], causes: &mut Vec<C
         let at = format!("{field}[{i}]");
         match validation::dns1123_label(&container.name) {
             _ if container.name.is_empty() => causes.push(Cause::required(format!("{at}.name"))),
-            Some(detail) => causes.push(Cause::invalid(format!("{at}.name"), &container.name, &detail)),
+            Some(detail) => causes.push(Cause::invalid(
+                format!("{at}.name"),
+                &container.name,
+                &detail,
+            )),
             None if names.contains(&container.name.as_str()) => {
-                causes.push(Cause { reason: "FieldValueDuplicate", message: format!("{at}.name: Duplicate value: {:?}", container.name), field: format!("{at}.name") });
+                causes.push(Cause {
+                    reason: "FieldValueDuplicate",
+                    message: format!("{at}.name: Duplicate value: {:?}", container.name),
+                    field: format!("{at}.name"),
+                });
             }
             None => names.push(&container.name),
         }
-        if container.image.as_deref().is_none_or(|i| i.trim().is_empty()) {
+        if container
+            .image
+            .as_deref()
+            .is_none_or(|i| i.trim().is_empty())
+        {
             causes.push(Cause::required(format!("{at}.image")));
         }
         for (j, port) in container.ports.iter().flatten().enumerate() {
@@ -114,11 +137,19 @@ pub fn validate_pod_spec(field: &str, spec: &PodSpec, causes: &mut Vec<Cause>) {
         causes.push(Cause::required(format!("{field}.containers")));
     }
     validate_containers(&format!("{field}.containers"), &spec.containers, causes);
-    validate_containers(&format!("{field}.initContainers"), spec.init_containers.as_deref().unwrap_or_default(), causes);
+    validate_containers(
+        &format!("{field}.initContainers"),
+        spec.init_containers.as_deref().unwrap_or_default(),
+        causes,
+    );
     if let Some(policy) = spec.restart_policy.as_deref()
         && !["Always", "OnFailure", "Never"].contains(&policy)
     {
-        causes.push(Cause::not_supported(format!("{field}.restartPolicy"), policy, &["Always", "OnFailure", "Never"]));
+        causes.push(Cause::not_supported(
+            format!("{field}.restartPolicy"),
+            policy,
+            &["Always", "OnFailure", "Never"],
+        ));
     }
 }
 
@@ -135,10 +166,21 @@ fn validate_workload(
     causes: &mut Vec<Cause>,
 ) {
     match selector {
-        Some(selector) if selector.match_labels.as_ref().is_some_and(|l| !l.is_empty())
-            || selector.match_expressions.as_ref().is_some_and(|e| !e.is_empty()) =>
+        Some(selector)
+            if selector
+                .match_labels
+                .as_ref()
+                .is_some_and(|l| !l.is_empty())
+                || selector
+                    .match_expressions
+                    .as_ref()
+                    .is_some_and(|e| !e.is_empty()) =>
         {
-            let labels = template.metadata.as_ref().and_then(|m| m.labels.clone()).unwrap_or_default();
+            let labels = template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.labels.clone())
+                .unwrap_or_default();
             if !selector_map(selector).matches(&labels) {
                 causes.push(Cause::invalid(
                     "spec.template.metadata.labels",
@@ -150,7 +192,10 @@ fn validate_workload(
         _ => causes.push(Cause::required("spec.selector")),
     }
     if let Some(labels) = template.metadata.as_ref().and_then(|m| m.labels.as_ref()) {
-        causes.extend(validation::labels("spec.template.metadata.labels", Some(labels)));
+        causes.extend(validation::labels(
+            "spec.template.metadata.labels",
+            Some(labels),
+        ));
     }
     match &template.spec {
         Some(spec) => {
@@ -158,7 +203,11 @@ fn validate_workload(
             if let Some(policy) = spec.restart_policy.as_deref()
                 && !allowed_restart.contains(&policy)
             {
-                causes.push(Cause::not_supported("spec.template.spec.restartPolicy", policy, allowed_restart));
+                causes.push(Cause::not_supported(
+                    "spec.template.spec.restartPolicy",
+                    policy,
+                    allowed_restart,
+                ));
             }
         }
         None => causes.push(Cause::required("spec.template.spec")),
@@ -173,7 +222,11 @@ fn immutable(field: &str, changed: bool, causes: &mut Vec<Cause>) {
 
 fn replicas_not_negative(replicas: Option<i32>, causes: &mut Vec<Cause>) {
     if let Some(n) = replicas.filter(|n| *n < 0) {
-        causes.push(Cause::invalid("spec.replicas", &n.to_string(), "must be greater than or equal to 0"));
+        causes.push(Cause::invalid(
+            "spec.replicas",
+            &n.to_string(),
+            "must be greater than or equal to 0",
+        ));
     }
 }
 
@@ -181,7 +234,9 @@ impl KindRules for Pod {
     fn prepare_create(&mut self, _uid: &str) {
         let status = self.status.get_or_insert_with(PodStatus::default);
         status.phase.get_or_insert_with(|| "Pending".to_owned());
-        status.qos_class.get_or_insert_with(|| "BestEffort".to_owned());
+        status
+            .qos_class
+            .get_or_insert_with(|| "BestEffort".to_owned());
     }
 
     fn defaults(&mut self) {
@@ -204,7 +259,10 @@ impl KindRules for Pod {
         let mutable_cleared = |spec: &Option<PodSpec>| {
             spec.clone().map(|mut spec| {
                 spec.containers.iter_mut().for_each(|c| c.image = None);
-                spec.init_containers.iter_mut().flatten().for_each(|c| c.image = None);
+                spec.init_containers
+                    .iter_mut()
+                    .flatten()
+                    .for_each(|c| c.image = None);
                 spec.active_deadline_seconds = None;
                 spec.tolerations = None;
                 spec
@@ -229,12 +287,22 @@ impl KindRules for Deployment {
         spec.replicas.get_or_insert(1);
         spec.revision_history_limit.get_or_insert(10);
         spec.progress_deadline_seconds.get_or_insert(600);
-        let strategy = spec.strategy.get_or_insert_with(DeploymentStrategy::default);
-        let kind = strategy.type_.get_or_insert_with(|| "RollingUpdate".to_owned());
+        let strategy = spec
+            .strategy
+            .get_or_insert_with(DeploymentStrategy::default);
+        let kind = strategy
+            .type_
+            .get_or_insert_with(|| "RollingUpdate".to_owned());
         if kind == "RollingUpdate" {
-            let rolling = strategy.rolling_update.get_or_insert_with(RollingUpdateDeployment::default);
-            rolling.max_surge.get_or_insert_with(|| IntOrString::String("25%".to_owned()));
-            rolling.max_unavailable.get_or_insert_with(|| IntOrString::String("25%".to_owned()));
+            let rolling = strategy
+                .rolling_update
+                .get_or_insert_with(RollingUpdateDeployment::default);
+            rolling
+                .max_surge
+                .get_or_insert_with(|| IntOrString::String("25%".to_owned()));
+            rolling
+                .max_unavailable
+                .get_or_insert_with(|| IntOrString::String("25%".to_owned()));
         }
         default_template(&mut spec.template);
     }
@@ -242,20 +310,33 @@ impl KindRules for Deployment {
     fn validate(&self) -> Vec<Cause> {
         let mut causes = Vec::new();
         let spec = &self.spec;
-                replicas_not_negative(spec.replicas, &mut causes);
-                validate_workload(Some(&spec.selector), &spec.template, &["Always"], &mut causes);
-                if let Some(kind) = spec.strategy.as_ref().and_then(|s| s.type_.as_deref())
-                    && !["RollingUpdate", "Recreate"].contains(&kind)
-                {
-                    causes.push(Cause::not_supported("spec.strategy.type", kind, &["Recreate", "RollingUpdate"]));
-                }
+        replicas_not_negative(spec.replicas, &mut causes);
+        validate_workload(
+            Some(&spec.selector),
+            &spec.template,
+            &["Always"],
+            &mut causes,
+        );
+        if let Some(kind) = spec.strategy.as_ref().and_then(|s| s.type_.as_deref())
+            && !["RollingUpdate", "Recreate"].contains(&kind)
+        {
+            causes.push(Cause::not_supported(
+                "spec.strategy.type",
+                kind,
+                &["Recreate", "RollingUpdate"],
+            ));
+        }
         causes
     }
 
     fn validate_update(&self, old: &Self) -> Vec<Cause> {
         let mut causes = Vec::new();
         let selector = |d: &Deployment| d.spec.selector.clone();
-        immutable("spec.selector", selector(self) != selector(old), &mut causes);
+        immutable(
+            "spec.selector",
+            selector(self) != selector(old),
+            &mut causes,
+        );
         causes
     }
 }
@@ -272,16 +353,20 @@ impl KindRules for ReplicaSet {
     fn validate(&self) -> Vec<Cause> {
         let mut causes = Vec::new();
         let spec = &self.spec;
-                replicas_not_negative(spec.replicas, &mut causes);
-                let template = spec.template.clone().unwrap_or_default();
-                validate_workload(Some(&spec.selector), &template, &["Always"], &mut causes);
+        replicas_not_negative(spec.replicas, &mut causes);
+        let template = spec.template.clone().unwrap_or_default();
+        validate_workload(Some(&spec.selector), &template, &["Always"], &mut causes);
         causes
     }
 
     fn validate_update(&self, old: &Self) -> Vec<Cause> {
         let mut causes = Vec::new();
         let selector = |r: &ReplicaSet| r.spec.selector.clone();
-        immutable("spec.selector", selector(self) != selector(old), &mut causes);
+        immutable(
+            "spec.selector",
+            selector(self) != selector(old),
+            &mut causes,
+        );
         causes
     }
 }
@@ -290,9 +375,17 @@ impl KindRules for DaemonSet {
     fn defaults(&mut self) {
         let spec = &mut self.spec;
         spec.revision_history_limit.get_or_insert(10);
-        let strategy = spec.update_strategy.get_or_insert_with(DaemonSetUpdateStrategy::default);
-        if strategy.type_.get_or_insert_with(|| "RollingUpdate".to_owned()) == "RollingUpdate" {
-            let rolling = strategy.rolling_update.get_or_insert_with(RollingUpdateDaemonSet::default);
+        let strategy = spec
+            .update_strategy
+            .get_or_insert_with(DaemonSetUpdateStrategy::default);
+        if strategy
+            .type_
+            .get_or_insert_with(|| "RollingUpdate".to_owned())
+            == "RollingUpdate"
+        {
+            let rolling = strategy
+                .rolling_update
+                .get_or_insert_with(RollingUpdateDaemonSet::default);
             rolling.max_unavailable.get_or_insert(IntOrString::Int(1));
             rolling.max_surge.get_or_insert(IntOrString::Int(0));
         }
@@ -302,14 +395,23 @@ impl KindRules for DaemonSet {
     fn validate(&self) -> Vec<Cause> {
         let mut causes = Vec::new();
         let spec = &self.spec;
-        validate_workload(Some(&spec.selector), &spec.template, &["Always"], &mut causes);
+        validate_workload(
+            Some(&spec.selector),
+            &spec.template,
+            &["Always"],
+            &mut causes,
+        );
         causes
     }
 
     fn validate_update(&self, old: &Self) -> Vec<Cause> {
         let mut causes = Vec::new();
         let selector = |d: &DaemonSet| d.spec.selector.clone();
-        immutable("spec.selector", selector(self) != selector(old), &mut causes);
+        immutable(
+            "spec.selector",
+            selector(self) != selector(old),
+            &mut causes,
+        );
         causes
     }
 }
@@ -319,10 +421,21 @@ impl KindRules for StatefulSet {
         let spec = &mut self.spec;
         spec.replicas.get_or_insert(1);
         spec.revision_history_limit.get_or_insert(10);
-        spec.pod_management_policy.get_or_insert_with(|| "OrderedReady".to_owned());
-        let strategy = spec.update_strategy.get_or_insert_with(StatefulSetUpdateStrategy::default);
-        if strategy.type_.get_or_insert_with(|| "RollingUpdate".to_owned()) == "RollingUpdate" {
-            strategy.rolling_update.get_or_insert_with(RollingUpdateStatefulSetStrategy::default).partition.get_or_insert(0);
+        spec.pod_management_policy
+            .get_or_insert_with(|| "OrderedReady".to_owned());
+        let strategy = spec
+            .update_strategy
+            .get_or_insert_with(StatefulSetUpdateStrategy::default);
+        if strategy
+            .type_
+            .get_or_insert_with(|| "RollingUpdate".to_owned())
+            == "RollingUpdate"
+        {
+            strategy
+                .rolling_update
+                .get_or_insert_with(RollingUpdateStatefulSetStrategy::default)
+                .partition
+                .get_or_insert(0);
         }
         default_template(&mut spec.template);
     }
@@ -330,20 +443,33 @@ impl KindRules for StatefulSet {
     fn validate(&self) -> Vec<Cause> {
         let mut causes = Vec::new();
         let spec = &self.spec;
-                replicas_not_negative(spec.replicas, &mut causes);
-                validate_workload(Some(&spec.selector), &spec.template, &["Always"], &mut causes);
-                if let Some(policy) = spec.pod_management_policy.as_deref()
-                    && !["OrderedReady", "Parallel"].contains(&policy)
-                {
-                    causes.push(Cause::not_supported("spec.podManagementPolicy", policy, &["OrderedReady", "Parallel"]));
-                }
+        replicas_not_negative(spec.replicas, &mut causes);
+        validate_workload(
+            Some(&spec.selector),
+            &spec.template,
+            &["Always"],
+            &mut causes,
+        );
+        if let Some(policy) = spec.pod_management_policy.as_deref()
+            && !["OrderedReady", "Parallel"].contains(&policy)
+        {
+            causes.push(Cause::not_supported(
+                "spec.podManagementPolicy",
+                policy,
+                &["OrderedReady", "Parallel"],
+            ));
+        }
         causes
     }
 
     fn validate_update(&self, old: &Self) -> Vec<Cause> {
         let mut causes = Vec::new();
         let selector = |s: &StatefulSet| s.spec.selector.clone();
-        immutable("spec.selector", selector(self) != selector(old), &mut causes);
+        immutable(
+            "spec.selector",
+            selector(self) != selector(old),
+            &mut causes,
+        );
         causes
     }
 }
@@ -352,12 +478,17 @@ impl KindRules for Job {
     fn prepare_create(&mut self, uid: &str) {
         // Like Kubernetes, a Job without manualSelector selects its pods by its own uid.
         let name = self.metadata.name.clone().unwrap_or_default();
-        let Some(spec) = self.spec.as_mut() else { return };
+        let Some(spec) = self.spec.as_mut() else {
+            return;
+        };
         if spec.manual_selector == Some(true) {
             return;
         }
         let labels = BTreeMap::from([
-            ("batch.kubernetes.io/controller-uid".to_owned(), uid.to_owned()),
+            (
+                "batch.kubernetes.io/controller-uid".to_owned(),
+                uid.to_owned(),
+            ),
             ("batch.kubernetes.io/job-name".to_owned(), name.clone()),
             ("controller-uid".to_owned(), uid.to_owned()),
             ("job-name".to_owned(), name),
@@ -370,20 +501,27 @@ impl KindRules for Job {
             ..Default::default()
         });
         let metadata = spec.template.metadata.get_or_insert_with(Default::default);
-        metadata.labels.get_or_insert_with(BTreeMap::new).extend(labels);
+        metadata
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .extend(labels);
     }
 
     fn defaults(&mut self) {
-        let Some(spec) = self.spec.as_mut() else { return };
+        let Some(spec) = self.spec.as_mut() else {
+            return;
+        };
         if spec.completions.is_none() && spec.parallelism.is_none() {
             spec.completions = Some(1);
         }
         spec.parallelism.get_or_insert(1);
         spec.backoff_limit.get_or_insert(6);
-        spec.completion_mode.get_or_insert_with(|| "NonIndexed".to_owned());
+        spec.completion_mode
+            .get_or_insert_with(|| "NonIndexed".to_owned());
         spec.suspend.get_or_insert(false);
         spec.manual_selector.get_or_insert(false);
-        spec.pod_replacement_policy.get_or_insert_with(|| "TerminatingOrFailed".to_owned());
+        spec.pod_replacement_policy
+            .get_or_insert_with(|| "TerminatingOrFailed".to_owned());
         default_template(&mut spec.template);
     }
 
@@ -391,10 +529,23 @@ impl KindRules for Job {
         let mut causes = Vec::new();
         match &self.spec {
             Some(spec) => {
-                validate_workload(spec.selector.as_ref(), &spec.template, &["OnFailure", "Never"], &mut causes);
-                for (field, value) in [("spec.parallelism", spec.parallelism), ("spec.completions", spec.completions), ("spec.backoffLimit", spec.backoff_limit)] {
+                validate_workload(
+                    spec.selector.as_ref(),
+                    &spec.template,
+                    &["OnFailure", "Never"],
+                    &mut causes,
+                );
+                for (field, value) in [
+                    ("spec.parallelism", spec.parallelism),
+                    ("spec.completions", spec.completions),
+                    ("spec.backoffLimit", spec.backoff_limit),
+                ] {
                     if let Some(n) = value.filter(|n| *n < 0) {
-                        causes.push(Cause::invalid(field, &n.to_string(), "must be greater than or equal to 0"));
+                        causes.push(Cause::invalid(
+                            field,
+                            &n.to_string(),
+                            "must be greater than or equal to 0",
+                        ));
                     }
                 }
             }
@@ -406,9 +557,17 @@ impl KindRules for Job {
     fn validate_update(&self, old: &Self) -> Vec<Cause> {
         let mut causes = Vec::new();
         let selector = |j: &Job| j.spec.as_ref().map(|s| s.selector.clone());
-        immutable("spec.selector", selector(self) != selector(old), &mut causes);
+        immutable(
+            "spec.selector",
+            selector(self) != selector(old),
+            &mut causes,
+        );
         let completions = |j: &Job| j.spec.as_ref().map(|s| s.completions);
-        immutable("spec.completions", completions(self) != completions(old), &mut causes);
+        immutable(
+            "spec.completions",
+            completions(self) != completions(old),
+            &mut causes,
+        );
         causes
     }
 }
@@ -416,11 +575,17 @@ impl KindRules for Job {
 impl KindRules for CronJob {
     fn defaults(&mut self) {
         let spec = &mut self.spec;
-        spec.concurrency_policy.get_or_insert_with(|| "Allow".to_owned());
+        spec.concurrency_policy
+            .get_or_insert_with(|| "Allow".to_owned());
         spec.suspend.get_or_insert(false);
         spec.successful_jobs_history_limit.get_or_insert(3);
         spec.failed_jobs_history_limit.get_or_insert(1);
-        if let Some(template) = spec.job_template.spec.as_mut().and_then(|j| j.template.spec.as_mut()) {
+        if let Some(template) = spec
+            .job_template
+            .spec
+            .as_mut()
+            .and_then(|j| j.template.spec.as_mut())
+        {
             default_pod_spec(template);
         }
     }
@@ -428,14 +593,22 @@ impl KindRules for CronJob {
     fn validate(&self) -> Vec<Cause> {
         let mut causes = Vec::new();
         let spec = &self.spec;
-                if spec.schedule.split_whitespace().count() != 5 && !spec.schedule.starts_with('@') {
-                    causes.push(Cause::invalid("spec.schedule", &spec.schedule, "must be a standard cron expression with 5 fields or a @macro"));
-                }
-                if let Some(policy) = spec.concurrency_policy.as_deref()
-                    && !["Allow", "Forbid", "Replace"].contains(&policy)
-                {
-                    causes.push(Cause::not_supported("spec.concurrencyPolicy", policy, &["Allow", "Forbid", "Replace"]));
-                }
+        if spec.schedule.split_whitespace().count() != 5 && !spec.schedule.starts_with('@') {
+            causes.push(Cause::invalid(
+                "spec.schedule",
+                &spec.schedule,
+                "must be a standard cron expression with 5 fields or a @macro",
+            ));
+        }
+        if let Some(policy) = spec.concurrency_policy.as_deref()
+            && !["Allow", "Forbid", "Replace"].contains(&policy)
+        {
+            causes.push(Cause::not_supported(
+                "spec.concurrencyPolicy",
+                policy,
+                &["Allow", "Forbid", "Replace"],
+            ));
+        }
         causes
     }
 }
@@ -444,11 +617,15 @@ impl KindRules for Service {
     const NAME_IS_LABEL: bool = true;
 
     fn defaults(&mut self) {
-        let Some(spec) = self.spec.as_mut() else { return };
+        let Some(spec) = self.spec.as_mut() else {
+            return;
+        };
         spec.type_.get_or_insert_with(|| "ClusterIP".to_owned());
-        spec.session_affinity.get_or_insert_with(|| "None".to_owned());
+        spec.session_affinity
+            .get_or_insert_with(|| "None".to_owned());
         if spec.type_.as_deref() != Some("ExternalName") {
-            spec.internal_traffic_policy.get_or_insert_with(|| "Cluster".to_owned());
+            spec.internal_traffic_policy
+                .get_or_insert_with(|| "Cluster".to_owned());
         }
         for port in spec.ports.iter_mut().flatten() {
             port.protocol.get_or_insert_with(|| "TCP".to_owned());
@@ -472,9 +649,15 @@ impl KindRules for Service {
         }
         for (i, port) in spec.ports.iter().flatten().enumerate() {
             if !(1..=65535).contains(&port.port) {
-                causes.push(Cause::invalid(format!("spec.ports[{i}].port"), &port.port.to_string(), "must be between 1 and 65535, inclusive"));
+                causes.push(Cause::invalid(
+                    format!("spec.ports[{i}].port"),
+                    &port.port.to_string(),
+                    "must be between 1 and 65535, inclusive",
+                ));
             }
-            if spec.ports.as_ref().is_some_and(|p| p.len() > 1) && port.name.as_deref().is_none_or(str::is_empty) {
+            if spec.ports.as_ref().is_some_and(|p| p.len() > 1)
+                && port.name.as_deref().is_none_or(str::is_empty)
+            {
                 causes.push(Cause::required(format!("spec.ports[{i}].name")));
             }
         }
@@ -487,9 +670,18 @@ impl KindRules for Namespace {
 
     fn prepare_create(&mut self, _uid: &str) {
         let name = self.metadata.name.clone().unwrap_or_default();
-        self.metadata.labels.get_or_insert_with(BTreeMap::new).insert("kubernetes.io/metadata.name".to_owned(), name);
-        self.spec.get_or_insert_with(NamespaceSpec::default).finalizers.get_or_insert_with(|| vec!["kubernetes".to_owned()]);
-        self.status.get_or_insert_with(NamespaceStatus::default).phase.get_or_insert_with(|| "Active".to_owned());
+        self.metadata
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert("kubernetes.io/metadata.name".to_owned(), name);
+        self.spec
+            .get_or_insert_with(NamespaceSpec::default)
+            .finalizers
+            .get_or_insert_with(|| vec!["kubernetes".to_owned()]);
+        self.status
+            .get_or_insert_with(NamespaceStatus::default)
+            .phase
+            .get_or_insert_with(|| "Active".to_owned());
     }
 }
 
@@ -499,13 +691,25 @@ impl KindRules for Secret {
     }
 
     fn validate(&self) -> Vec<Cause> {
-        config_keys(self.data.iter().flat_map(|d| d.keys()).chain(self.string_data.iter().flat_map(|d| d.keys())), "data")
+        config_keys(
+            self.data
+                .iter()
+                .flat_map(|d| d.keys())
+                .chain(self.string_data.iter().flat_map(|d| d.keys())),
+            "data",
+        )
     }
 }
 
 impl KindRules for ConfigMap {
     fn validate(&self) -> Vec<Cause> {
-        config_keys(self.data.iter().flat_map(|d| d.keys()).chain(self.binary_data.iter().flat_map(|d| d.keys())), "data")
+        config_keys(
+            self.data
+                .iter()
+                .flat_map(|d| d.keys())
+                .chain(self.binary_data.iter().flat_map(|d| d.keys())),
+            "data",
+        )
     }
 }
 

@@ -16,9 +16,16 @@ enum ListStrategy {
 
 fn strategy(field: &str, items: &[Value]) -> ListStrategy {
     match field {
-        "containers" | "initContainers" | "ephemeralContainers" | "env" | "volumes" | "imagePullSecrets"
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets"
         | "resourceClaims" => ListStrategy::MergeByKey("name"),
-        "ports" if items.iter().any(|i| i.get("containerPort").is_some()) => ListStrategy::MergeByKey("containerPort"),
+        "ports" if items.iter().any(|i| i.get("containerPort").is_some()) => {
+            ListStrategy::MergeByKey("containerPort")
+        }
         "ports" => ListStrategy::MergeByKey("port"),
         "volumeMounts" => ListStrategy::MergeByKey("mountPath"),
         "volumeDevices" => ListStrategy::MergeByKey("devicePath"),
@@ -51,7 +58,10 @@ pub fn strategic_merge(target: &mut Value, patch: &Value) -> Result<(), PatchErr
     }
 }
 
-fn merge_object(target: &mut Map<String, Value>, patch: &Map<String, Value>) -> Result<(), PatchError> {
+fn merge_object(
+    target: &mut Map<String, Value>,
+    patch: &Map<String, Value>,
+) -> Result<(), PatchError> {
     if patch.get("$patch").and_then(Value::as_str) == Some("replace") {
         *target = patch.clone();
         target.remove("$patch");
@@ -72,7 +82,9 @@ fn merge_object(target: &mut Map<String, Value>, patch: &Map<String, Value>) -> 
             Value::Null => {
                 target.remove(key);
             }
-            Value::Object(inner) if inner.get("$patch").and_then(Value::as_str) == Some("delete") => {
+            Value::Object(inner)
+                if inner.get("$patch").and_then(Value::as_str) == Some("delete") =>
+            {
                 target.remove(key);
             }
             Value::Object(inner) => match target.get_mut(key) {
@@ -92,7 +104,10 @@ fn merge_object(target: &mut Map<String, Value>, patch: &Map<String, Value>) -> 
             }
         }
     }
-    for (key, order) in patch.iter().filter_map(|(k, v)| Some((k.strip_prefix("$setElementOrder/")?, v))) {
+    for (key, order) in patch
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("$setElementOrder/")?, v)))
+    {
         if let (Some(Value::Array(items)), Some(order)) = (target.get_mut(key), order.as_array()) {
             reorder(key, items, order);
         }
@@ -109,8 +124,15 @@ fn merge_list(field: &str, old: Option<Value>, patch: &[Value]) -> Result<Value,
         Some(Value::Array(items)) => items,
         _ => Vec::new(),
     };
-    if patch.iter().any(|p| p.get("$patch").and_then(Value::as_str) == Some("replace")) {
-        let kept = patch.iter().filter(|p| p.get("$patch").is_none()).cloned().collect();
+    if patch
+        .iter()
+        .any(|p| p.get("$patch").and_then(Value::as_str) == Some("replace"))
+    {
+        let kept = patch
+            .iter()
+            .filter(|p| p.get("$patch").is_none())
+            .cloned()
+            .collect();
         return Ok(Value::Array(kept));
     }
     match strategy(field, if old.is_empty() { patch } else { &old }) {
@@ -128,7 +150,9 @@ fn merge_list(field: &str, old: Option<Value>, patch: &[Value]) -> Result<Value,
             let mut merged = old;
             for item in patch {
                 let Some(key) = item.get(merge_key) else {
-                    return Err(PatchError(format!("map: {item} does not contain declared merge key: {merge_key}")));
+                    return Err(PatchError(format!(
+                        "map: {item} does not contain declared merge key: {merge_key}"
+                    )));
                 };
                 let position = merged.iter().position(|m| m.get(merge_key) == Some(key));
                 let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
@@ -153,9 +177,9 @@ fn merge_list(field: &str, old: Option<Value>, patch: &[Value]) -> Result<Value,
 fn reorder(field: &str, items: &mut [Value], order: &[Value]) {
     let rank = |item: &Value| -> usize {
         let position = match strategy(field, std::slice::from_ref(item)) {
-            ListStrategy::MergeByKey(key) => {
-                order.iter().position(|o| o.get(key).is_some() && o.get(key) == item.get(key))
-            }
+            ListStrategy::MergeByKey(key) => order
+                .iter()
+                .position(|o| o.get(key).is_some() && o.get(key) == item.get(key)),
             _ => order.iter().position(|o| o == item),
         };
         position.unwrap_or(usize::MAX)
@@ -178,9 +202,12 @@ mod tests {
             "$setElementOrder/containers": [{"name": "b"}, {"name": "a"}],
             "containers": [{"name": "a", "image": "a:2", "env": [{"name": "Y", "value": "2"}]}]}});
         strategic_merge(&mut target, &patch).unwrap();
-        assert_eq!(target, json!({"spec": {"containers": [
+        assert_eq!(
+            target,
+            json!({"spec": {"containers": [
             {"name": "b", "image": "b:1"},
-            {"name": "a", "image": "a:2", "env": [{"name": "X", "value": "1"}, {"name": "Y", "value": "2"}]}]}}));
+            {"name": "a", "image": "a:2", "env": [{"name": "X", "value": "1"}, {"name": "Y", "value": "2"}]}]}})
+        );
     }
 
     #[test]
@@ -192,8 +219,11 @@ mod tests {
             "spec": {"ports": [{"port": 80, "$patch": "delete"}],
                      "strategy": {"$retainKeys": ["type"], "type": "Recreate"}}});
         strategic_merge(&mut target, &patch).unwrap();
-        assert_eq!(target, json!({"metadata": {"labels": {"b": "2"}, "finalizers": ["y"]},
-            "spec": {"ports": [{"port": 443}], "strategy": {"type": "Recreate"}}}));
+        assert_eq!(
+            target,
+            json!({"metadata": {"labels": {"b": "2"}, "finalizers": ["y"]},
+            "spec": {"ports": [{"port": 443}], "strategy": {"type": "Recreate"}}})
+        );
     }
 
     #[test]

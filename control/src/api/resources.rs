@@ -101,7 +101,11 @@ pub struct ResourceType {
 impl ResourceType {
     /// `v1` for core, `<group>/<version>` otherwise.
     pub fn api_version(&self) -> String {
-        if self.group.is_empty() { self.version.to_owned() } else { format!("{}/{}", self.group, self.version) }
+        if self.group.is_empty() {
+            self.version.to_owned()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
     }
 
     /// Whether the type has this subresource.
@@ -140,7 +144,11 @@ fn validate_metadata(meta: &ObjectMeta, name_is_label: bool, namespaced: bool) -
     match meta.name.as_deref() {
         None | Some("") => causes.push(Cause::required("metadata.name")),
         Some(name) => {
-            let detail = if name_is_label { validation::dns1123_label(name) } else { validation::dns1123_subdomain(name) };
+            let detail = if name_is_label {
+                validation::dns1123_label(name)
+            } else {
+                validation::dns1123_subdomain(name)
+            };
             if let Some(detail) = detail {
                 causes.push(Cause::invalid("metadata.name", name, &detail));
             }
@@ -167,9 +175,14 @@ where
     let mut object: K = serde_ignored::deserialize(request.object, |path| {
         // serde_ignored writes `?` for the Option layers it passes through.
         let path = path.to_string();
-        unknown_fields.push(path.split('.').filter(|segment| *segment != "?").collect::<Vec<_>>().join("."));
+        unknown_fields.push(
+            path.split('.')
+                .filter(|segment| *segment != "?")
+                .collect::<Vec<_>>()
+                .join("."),
+        );
     })
-        .map_err(|e| AdmitError::Malformed(e.to_string()))?;
+    .map_err(|e| AdmitError::Malformed(e.to_string()))?;
     if let Some(uid) = request.new_uid {
         object.prepare_create(uid);
     }
@@ -177,14 +190,18 @@ where
     let mut causes = validate_metadata(object.metadata(), K::NAME_IS_LABEL, K::Scope::NAMESPACED);
     causes.extend(object.validate());
     if let Some(old) = request.old {
-        let old: K = serde_json::from_value(old.clone()).map_err(|e| AdmitError::Malformed(e.to_string()))?;
+        let old: K = serde_json::from_value(old.clone())
+            .map_err(|e| AdmitError::Malformed(e.to_string()))?;
         causes.extend(object.validate_update(&old));
     }
     if !causes.is_empty() {
         return Err(AdmitError::Invalid(causes));
     }
     let object = serde_json::to_value(&object).map_err(|e| AdmitError::Malformed(e.to_string()))?;
-    Ok(Admitted { object, unknown_fields })
+    Ok(Admitted {
+        object,
+        unknown_fields,
+    })
 }
 
 use Subresource::{Binding, Scale, Status};
@@ -237,7 +254,9 @@ pub fn all() -> &'static [ResourceType] {
 
 /// Finds a resource type by group, version and plural name.
 pub fn by_path(group: &str, version: &str, plural: &str) -> Option<&'static ResourceType> {
-    all().iter().find(|r| r.group == group && r.version == version && r.plural == plural)
+    all()
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
 }
 
 /// Finds a resource type by what a user types: plural, singular, short name or kind, any case, optionally
@@ -249,7 +268,9 @@ pub fn by_user_name(name: &str) -> Option<&'static ResourceType> {
         None => (name, None),
     };
     all().iter().find(|r| {
-        group.as_deref().is_none_or(|g| g == r.group || (g == "core" && r.group.is_empty()))
+        group
+            .as_deref()
+            .is_none_or(|g| g == r.group || (g == "core" && r.group.is_empty()))
             && (r.plural == name
                 || r.singular == name
                 || r.kind.eq_ignore_ascii_case(&name)
@@ -259,7 +280,9 @@ pub fn by_user_name(name: &str) -> Option<&'static ResourceType> {
 
 /// Finds the resource type of an object's `apiVersion` and `kind`.
 pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static ResourceType> {
-    all().iter().find(|r| r.kind == kind && r.api_version() == api_version)
+    all()
+        .iter()
+        .find(|r| r.kind == kind && r.api_version() == api_version)
 }
 
 #[cfg(test)]
@@ -286,13 +309,22 @@ mod tests {
                      "template": {"metadata": {"labels": {"app": "web"}},
                                   "spec": {"containers": [{"name": "web", "image": "hello.wasm"}]}}}
         });
-        let admitted = deployment.admit(AdmitRequest { object, old: None, new_uid: Some("u") }).unwrap();
+        let admitted = deployment
+            .admit(AdmitRequest {
+                object,
+                old: None,
+                new_uid: Some("u"),
+            })
+            .unwrap();
         assert_eq!(admitted.unknown_fields, vec!["spec.replicaz".to_owned()]);
         let spec = &admitted.object["spec"];
         assert_eq!(spec["replicas"], 1);
         assert_eq!(spec["strategy"]["rollingUpdate"]["maxSurge"], "25%");
         assert_eq!(spec["template"]["spec"]["restartPolicy"], "Always");
-        assert_eq!(spec["template"]["spec"]["terminationGracePeriodSeconds"], 30);
+        assert_eq!(
+            spec["template"]["spec"]["terminationGracePeriodSeconds"],
+            30
+        );
     }
 
     #[test]
@@ -305,10 +337,20 @@ mod tests {
                      "template": {"metadata": {"labels": {"app": "other"}},
                                   "spec": {"containers": [{"name": "web"}]}}}
         });
-        let Err(AdmitError::Invalid(causes)) = deployment.admit(AdmitRequest { object, old: None, new_uid: None }) else {
+        let Err(AdmitError::Invalid(causes)) = deployment.admit(AdmitRequest {
+            object,
+            old: None,
+            new_uid: None,
+        }) else {
             panic!("must be invalid");
         };
         let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
-        assert_eq!(fields, ["spec.template.metadata.labels", "spec.template.spec.containers[0].image"]);
+        assert_eq!(
+            fields,
+            [
+                "spec.template.metadata.labels",
+                "spec.template.spec.containers[0].image"
+            ]
+        );
     }
 }

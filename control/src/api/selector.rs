@@ -48,7 +48,9 @@ fn check_key(key: &str, whole: &str) -> Result<String, SelectorError> {
     if super::validation::is_qualified_name(key) {
         Ok(key.to_owned())
     } else {
-        Err(SelectorError(format!("invalid label key {key:?} in {whole:?}")))
+        Err(SelectorError(format!(
+            "invalid label key {key:?} in {whole:?}"
+        )))
     }
 }
 
@@ -56,7 +58,9 @@ fn check_value(value: &str, whole: &str) -> Result<String, SelectorError> {
     if super::validation::is_label_value(value) {
         Ok(value.to_owned())
     } else {
-        Err(SelectorError(format!("invalid label value {value:?} in {whole:?}")))
+        Err(SelectorError(format!(
+            "invalid label value {value:?} in {whole:?}"
+        )))
     }
 }
 
@@ -65,8 +69,15 @@ fn set_values(rest: &str, whole: &str) -> Result<Vec<String>, SelectorError> {
         .trim()
         .strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
-        .ok_or_else(|| SelectorError(format!("expected a parenthesised set of values in {whole:?}")))?;
-    inner.split(',').map(|v| check_value(v.trim(), whole)).collect()
+        .ok_or_else(|| {
+            SelectorError(format!(
+                "expected a parenthesised set of values in {whole:?}"
+            ))
+        })?;
+    inner
+        .split(',')
+        .map(|v| check_value(v.trim(), whole))
+        .collect()
 }
 
 impl LabelSelector {
@@ -81,9 +92,17 @@ impl LabelSelector {
             let requirement = if let Some(key) = part.strip_prefix('!') {
                 Requirement::DoesNotExist(check_key(key.trim(), part)?)
             } else if let Some((key, value)) = part.split_once("!=") {
-                Requirement::NotIn(check_key(key.trim(), part)?, vec![check_value(value.trim(), part)?])
-            } else if let Some((key, value)) = part.split_once("==").or_else(|| part.split_once('=')) {
-                Requirement::In(check_key(key.trim(), part)?, vec![check_value(value.trim(), part)?])
+                Requirement::NotIn(
+                    check_key(key.trim(), part)?,
+                    vec![check_value(value.trim(), part)?],
+                )
+            } else if let Some((key, value)) =
+                part.split_once("==").or_else(|| part.split_once('='))
+            {
+                Requirement::In(
+                    check_key(key.trim(), part)?,
+                    vec![check_value(value.trim(), part)?],
+                )
             } else if let Some((key, rest)) = part.split_once(" notin ") {
                 Requirement::NotIn(check_key(key.trim(), part)?, set_values(rest, part)?)
             } else if let Some((key, rest)) = part.split_once(" in ") {
@@ -101,11 +120,23 @@ impl LabelSelector {
         let mut requirements = Vec::new();
         if let Some(labels) = selector.get("matchLabels").and_then(Value::as_object) {
             for (key, value) in labels {
-                requirements.push(Requirement::In(key.clone(), vec![value.as_str().unwrap_or_default().to_owned()]));
+                requirements.push(Requirement::In(
+                    key.clone(),
+                    vec![value.as_str().unwrap_or_default().to_owned()],
+                ));
             }
         }
-        for expression in selector.get("matchExpressions").and_then(Value::as_array).into_iter().flatten() {
-            let key = expression.get("key").and_then(Value::as_str).unwrap_or_default().to_owned();
+        for expression in selector
+            .get("matchExpressions")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let key = expression
+                .get("key")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
             let values: Vec<String> = expression
                 .get("values")
                 .and_then(Value::as_array)
@@ -118,7 +149,11 @@ impl LabelSelector {
                 Some("NotIn") => Requirement::NotIn(key, values),
                 Some("Exists") => Requirement::Exists(key),
                 Some("DoesNotExist") => Requirement::DoesNotExist(key),
-                other => return Err(SelectorError(format!("{other:?} is not a valid label selector operator"))),
+                other => {
+                    return Err(SelectorError(format!(
+                        "{other:?} is not a valid label selector operator"
+                    )));
+                }
             };
             requirements.push(requirement);
         }
@@ -143,7 +178,9 @@ impl LabelSelector {
             .map(|requirement| match requirement {
                 Requirement::In(key, values) if values.len() == 1 => format!("{key}={}", values[0]),
                 Requirement::In(key, values) => format!("{key} in ({})", values.join(",")),
-                Requirement::NotIn(key, values) if values.len() == 1 => format!("{key}!={}", values[0]),
+                Requirement::NotIn(key, values) if values.len() == 1 => {
+                    format!("{key}!={}", values[0])
+                }
                 Requirement::NotIn(key, values) => format!("{key} notin ({})", values.join(",")),
                 Requirement::Exists(key) => key.clone(),
                 Requirement::DoesNotExist(key) => format!("!{key}"),
@@ -167,7 +204,9 @@ impl FieldSelector {
             } else if let Some((f, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
                 (f, true, v)
             } else {
-                return Err(SelectorError(format!("invalid field selector {part:?}: expected field=value")));
+                return Err(SelectorError(format!(
+                    "invalid field selector {part:?}: expected field=value"
+                )));
             };
             let field = field.trim();
             if !supported.contains(&field) {
@@ -200,16 +239,31 @@ mod tests {
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn equality_and_set_based_requirements_combine() {
-        let selector = LabelSelector::parse("app=web, tier in (front,edge),env notin (prod),!legacy,team").unwrap();
+        let selector =
+            LabelSelector::parse("app=web, tier in (front,edge),env notin (prod),!legacy,team")
+                .unwrap();
         assert!(selector.matches(&labels(&[("app", "web"), ("tier", "edge"), ("team", "a")])));
         assert!(!selector.matches(&labels(&[("app", "web"), ("tier", "back"), ("team", "a")])));
-        assert!(!selector.matches(&labels(&[("app", "web"), ("tier", "edge"), ("env", "prod"), ("team", "a")])));
-        assert!(!selector.matches(&labels(&[("app", "web"), ("tier", "edge"), ("legacy", ""), ("team", "a")])));
+        assert!(!selector.matches(&labels(&[
+            ("app", "web"),
+            ("tier", "edge"),
+            ("env", "prod"),
+            ("team", "a")
+        ])));
+        assert!(!selector.matches(&labels(&[
+            ("app", "web"),
+            ("tier", "edge"),
+            ("legacy", ""),
+            ("team", "a")
+        ])));
         assert!(!selector.matches(&labels(&[("app", "web"), ("tier", "edge")])));
     }
 
@@ -229,8 +283,11 @@ mod tests {
 
     #[test]
     fn field_selectors_read_nested_fields() {
-        let selector = FieldSelector::parse("spec.nodeName=n1,status.phase!=Failed", &["spec.nodeName", "status.phase"])
-            .unwrap();
+        let selector = FieldSelector::parse(
+            "spec.nodeName=n1,status.phase!=Failed",
+            &["spec.nodeName", "status.phase"],
+        )
+        .unwrap();
         let pod = serde_json::json!({"spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
         assert!(selector.matches(&pod));
         let unbound = serde_json::json!({"spec": {}});

@@ -22,7 +22,11 @@ pub struct TableSpec {
 }
 
 const fn col(name: &'static str, kind: &'static str, priority: u8) -> Column {
-    Column { name, kind, priority }
+    Column {
+        name,
+        kind,
+        priority,
+    }
 }
 
 fn s<'a>(v: &'a Value, path: &str) -> &'a str {
@@ -30,7 +34,8 @@ fn s<'a>(v: &'a Value, path: &str) -> &'a str {
 }
 
 fn at<'a>(v: &'a Value, path: &str) -> &'a Value {
-    path.split('.').fold(v, |node, key| node.get(key).unwrap_or(&Value::Null))
+    path.split('.')
+        .fold(v, |node, key| node.get(key).unwrap_or(&Value::Null))
 }
 
 fn n(v: &Value, path: &str) -> i64 {
@@ -38,7 +43,10 @@ fn n(v: &Value, path: &str) -> i64 {
 }
 
 fn list<'a>(v: &'a Value, path: &str) -> &'a [Value] {
-    at(v, path).as_array().map(Vec::as_slice).unwrap_or_default()
+    at(v, path)
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
 }
 
 /// Kubernetes' short human durations: `45s`, `3m20s`, `2h5m`, `3d4h`, `2y10d`.
@@ -79,7 +87,11 @@ fn created(v: &Value, now: Timestamp) -> Value {
 }
 
 fn or_none(text: String) -> Value {
-    Value::String(if text.is_empty() { "<none>".into() } else { text })
+    Value::String(if text.is_empty() {
+        "<none>".into()
+    } else {
+        text
+    })
 }
 
 fn selector_text(v: &Value, path: &str) -> Value {
@@ -105,7 +117,9 @@ pub static NAMESPACES: TableSpec = TableSpec {
 };
 
 fn node_status(v: &Value) -> String {
-    let ready = list(v, "status.conditions").iter().find(|c| s(c, "type") == "Ready");
+    let ready = list(v, "status.conditions")
+        .iter()
+        .find(|c| s(c, "type") == "Ready");
     let mut status = match ready.map(|c| s(c, "status")) {
         Some("True") => "Ready".to_owned(),
         Some("False") => "NotReady".to_owned(),
@@ -118,7 +132,10 @@ fn node_status(v: &Value) -> String {
 }
 
 fn node_address(v: &Value, kind: &str) -> Value {
-    let found = list(v, "status.addresses").iter().find(|a| s(a, "type") == kind).map(|a| s(a, "address"));
+    let found = list(v, "status.addresses")
+        .iter()
+        .find(|a| s(a, "type") == kind)
+        .map(|a| s(a, "address"));
     or_none(found.unwrap_or_default().to_owned())
 }
 
@@ -205,7 +222,11 @@ fn pod_status(v: &Value) -> String {
         }
     }
     if !at(v, "metadata.deletionTimestamp").is_null() {
-        reason = if s(v, "status.reason") == "NodeLost" { "Unknown".into() } else { "Terminating".into() };
+        reason = if s(v, "status.reason") == "NodeLost" {
+            "Unknown".into()
+        } else {
+            "Terminating".into()
+        };
     }
     reason
 }
@@ -225,7 +246,10 @@ pub static PODS: TableSpec = TableSpec {
     row: |v, now| {
         let statuses = list(v, "status.containerStatuses");
         let total = list(v, "spec.containers").len();
-        let ready = statuses.iter().filter(|c| c.get("ready").and_then(Value::as_bool) == Some(true)).count();
+        let ready = statuses
+            .iter()
+            .filter(|c| c.get("ready").and_then(Value::as_bool) == Some(true))
+            .count();
         let restarts: i64 = statuses.iter().map(|c| n(c, "restartCount")).sum();
         vec![
             format!("{ready}/{total}").into(),
@@ -276,7 +300,11 @@ pub static SERVICES: TableSpec = TableSpec {
             .flatten()
             .map(|(k, val)| format!("{k}={}", val.as_str().unwrap_or_default()))
             .collect();
-        let external = list(v, "spec.externalIPs").iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",");
+        let external = list(v, "spec.externalIPs")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(",");
         vec![
             s(v, "spec.type").into(),
             or_none(s(v, "spec.clusterIP").to_owned()),
@@ -300,7 +328,11 @@ pub static ENDPOINTS: TableSpec = TableSpec {
                 }
             }
         }
-        let shown = if all.len() > 3 { format!("{} + {} more...", all[..3].join(","), all.len() - 3) } else { all.join(",") };
+        let shown = if all.len() > 3 {
+            format!("{} + {} more...", all[..3].join(","), all.len() - 3)
+        } else {
+            all.join(",")
+        };
         vec![or_none(shown), created(v, now)]
     },
 };
@@ -309,16 +341,25 @@ pub static ENDPOINTS: TableSpec = TableSpec {
 pub static CONFIGMAPS: TableSpec = TableSpec {
     columns: &[col("Data", "integer", 0), col("Age", "string", 0)],
     row: |v, now| {
-        let count = at(v, "data").as_object().map_or(0, |m| m.len()) + at(v, "binaryData").as_object().map_or(0, |m| m.len());
+        let count = at(v, "data").as_object().map_or(0, |m| m.len())
+            + at(v, "binaryData").as_object().map_or(0, |m| m.len());
         vec![count.into(), created(v, now)]
     },
 };
 
 /// secrets
 pub static SECRETS: TableSpec = TableSpec {
-    columns: &[col("Type", "string", 0), col("Data", "integer", 0), col("Age", "string", 0)],
+    columns: &[
+        col("Type", "string", 0),
+        col("Data", "integer", 0),
+        col("Age", "string", 0),
+    ],
     row: |v, now| {
-        vec![s(v, "type").into(), at(v, "data").as_object().map_or(0, |m| m.len()).into(), created(v, now)]
+        vec![
+            s(v, "type").into(),
+            at(v, "data").as_object().map_or(0, |m| m.len()).into(),
+            created(v, now),
+        ]
     },
 };
 
@@ -335,8 +376,16 @@ pub static EVENTS: TableSpec = TableSpec {
         col("Count", "integer", 1),
     ],
     row: |v, now| {
-        let last = if s(v, "lastTimestamp").is_empty() { "eventTime" } else { "lastTimestamp" };
-        let object = format!("{}/{}", s(v, "involvedObject.kind").to_ascii_lowercase(), s(v, "involvedObject.name"));
+        let last = if s(v, "lastTimestamp").is_empty() {
+            "eventTime"
+        } else {
+            "lastTimestamp"
+        };
+        let object = format!(
+            "{}/{}",
+            s(v, "involvedObject.kind").to_ascii_lowercase(),
+            s(v, "involvedObject.name")
+        );
         vec![
             age(v, last, now),
             s(v, "type").into(),
@@ -352,15 +401,28 @@ pub static EVENTS: TableSpec = TableSpec {
 
 /// resourcequotas
 pub static RESOURCE_QUOTAS: TableSpec = TableSpec {
-    columns: &[col("Age", "string", 0), col("Request", "string", 0), col("Limit", "string", 0)],
+    columns: &[
+        col("Age", "string", 0),
+        col("Request", "string", 0),
+        col("Limit", "string", 0),
+    ],
     row: |v, now| {
         let usage = |prefix_limits: bool| {
-            let hard = at(v, "status.hard").as_object().cloned().unwrap_or_default();
+            let hard = at(v, "status.hard")
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
             let used = at(v, "status.used");
             let parts: Vec<String> = hard
                 .iter()
                 .filter(|(k, _)| k.starts_with("limits.") == prefix_limits)
-                .map(|(k, h)| format!("{k}: {}/{}", used.get(k).and_then(Value::as_str).unwrap_or("0"), h.as_str().unwrap_or_default()))
+                .map(|(k, h)| {
+                    format!(
+                        "{k}: {}/{}",
+                        used.get(k).and_then(Value::as_str).unwrap_or("0"),
+                        h.as_str().unwrap_or_default()
+                    )
+                })
                 .collect();
             Value::String(parts.join(", "))
         };
@@ -457,16 +519,30 @@ pub static DAEMON_SETS: TableSpec = TableSpec {
 
 /// statefulsets
 pub static STATEFUL_SETS: TableSpec = TableSpec {
-    columns: &[col("Ready", "string", 0), col("Age", "string", 0), col("Containers", "string", 1), col("Images", "string", 1)],
+    columns: &[
+        col("Ready", "string", 0),
+        col("Age", "string", 0),
+        col("Containers", "string", 1),
+        col("Images", "string", 1),
+    ],
     row: |v, now| {
         let [containers, images] = containers_and_images(v, "spec.template.spec");
-        vec![format!("{}/{}", n(v, "status.readyReplicas"), n(v, "spec.replicas")).into(), created(v, now), containers, images]
+        vec![
+            format!("{}/{}", n(v, "status.readyReplicas"), n(v, "spec.replicas")).into(),
+            created(v, now),
+            containers,
+            images,
+        ]
     },
 };
 
 fn job_status(v: &Value) -> &'static str {
     let conditions = list(v, "status.conditions");
-    let has = |kind: &str| conditions.iter().any(|c| s(c, "type") == kind && s(c, "status") == "True");
+    let has = |kind: &str| {
+        conditions
+            .iter()
+            .any(|c| s(c, "type") == kind && s(c, "status") == "True")
+    };
     if has("Complete") {
         "Complete"
     } else if has("Failed") {
@@ -495,12 +571,29 @@ pub static JOBS: TableSpec = TableSpec {
         let [containers, images] = containers_and_images(v, "spec.template.spec");
         let completions = match at(v, "spec.completions").as_i64() {
             Some(c) => format!("{}/{c}", n(v, "status.succeeded")),
-            None => format!("{}/1 of {}", n(v, "status.succeeded"), n(v, "spec.parallelism")),
+            None => format!(
+                "{}/1 of {}",
+                n(v, "status.succeeded"),
+                n(v, "spec.parallelism")
+            ),
         };
         let start = s(v, "status.startTime").parse::<Timestamp>().ok();
-        let end = s(v, "status.completionTime").parse::<Timestamp>().ok().unwrap_or(now);
-        let duration = start.map_or(String::new(), |start| human_duration(end.as_second() - start.as_second()));
-        vec![job_status(v).into(), completions.into(), duration.into(), created(v, now), containers, images, selector_text(v, "spec.selector")]
+        let end = s(v, "status.completionTime")
+            .parse::<Timestamp>()
+            .ok()
+            .unwrap_or(now);
+        let duration = start.map_or(String::new(), |start| {
+            human_duration(end.as_second() - start.as_second())
+        });
+        vec![
+            job_status(v).into(),
+            completions.into(),
+            duration.into(),
+            created(v, now),
+            containers,
+            images,
+            selector_text(v, "spec.selector"),
+        ]
     },
 };
 
@@ -519,7 +612,11 @@ pub static CRON_JOBS: TableSpec = TableSpec {
     ],
     row: |v, now| {
         let [containers, images] = containers_and_images(v, "spec.jobTemplate.spec.template.spec");
-        let last = if s(v, "status.lastScheduleTime").is_empty() { "<none>".into() } else { age(v, "status.lastScheduleTime", now) };
+        let last = if s(v, "status.lastScheduleTime").is_empty() {
+            "<none>".into()
+        } else {
+            age(v, "status.lastScheduleTime", now)
+        };
         vec![
             s(v, "spec.schedule").into(),
             or_none(s(v, "spec.timeZone").to_owned()),
@@ -542,19 +639,42 @@ pub static LEASES: TableSpec = TableSpec {
 
 /// endpointslices
 pub static ENDPOINT_SLICES: TableSpec = TableSpec {
-    columns: &[col("AddressType", "string", 0), col("Ports", "string", 0), col("Endpoints", "string", 0), col("Age", "string", 0)],
+    columns: &[
+        col("AddressType", "string", 0),
+        col("Ports", "string", 0),
+        col("Endpoints", "string", 0),
+        col("Age", "string", 0),
+    ],
     row: |v, now| {
-        let ports: Vec<String> = list(v, "ports").iter().map(|p| n(p, "port").to_string()).collect();
-        let addresses: Vec<&str> =
-            list(v, "endpoints").iter().flat_map(|e| list(e, "addresses")).filter_map(Value::as_str).collect();
-        vec![s(v, "addressType").into(), or_none(ports.join(",")), or_none(addresses.join(",")), created(v, now)]
+        let ports: Vec<String> = list(v, "ports")
+            .iter()
+            .map(|p| n(p, "port").to_string())
+            .collect();
+        let addresses: Vec<&str> = list(v, "endpoints")
+            .iter()
+            .flat_map(|e| list(e, "addresses"))
+            .filter_map(Value::as_str)
+            .collect();
+        vec![
+            s(v, "addressType").into(),
+            or_none(ports.join(",")),
+            or_none(addresses.join(",")),
+            created(v, now),
+        ]
     },
 };
 
 /// Builds a Table of `objects` (already in their served form) with kubectl's columns for `spec`.
-pub fn build(spec: &TableSpec, objects: &[Value], resource_version: &str, continue_token: Option<&str>) -> Value {
+pub fn build(
+    spec: &TableSpec,
+    objects: &[Value],
+    resource_version: &str,
+    continue_token: Option<&str>,
+) -> Value {
     let now = Timestamp::now();
-    let mut columns = vec![json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0})];
+    let mut columns = vec![
+        json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0}),
+    ];
     columns.extend(spec.columns.iter().map(|c| json!({"name": c.name, "type": c.kind, "format": "", "description": c.name, "priority": c.priority})));
     let rows: Vec<Value> = objects
         .iter()

@@ -18,19 +18,31 @@ impl Cause {
     /// A required field is missing.
     pub fn required(field: impl Into<String>) -> Self {
         let field = field.into();
-        Self { reason: "FieldValueRequired", message: format!("{field}: Required value"), field }
+        Self {
+            reason: "FieldValueRequired",
+            message: format!("{field}: Required value"),
+            field,
+        }
     }
 
     /// A field has a value that is not allowed.
     pub fn invalid(field: impl Into<String>, value: &str, detail: &str) -> Self {
         let field = field.into();
-        Self { reason: "FieldValueInvalid", message: format!("{field}: Invalid value: {value:?}: {detail}"), field }
+        Self {
+            reason: "FieldValueInvalid",
+            message: format!("{field}: Invalid value: {value:?}: {detail}"),
+            field,
+        }
     }
 
     /// A field may not be changed or set.
     pub fn forbidden(field: impl Into<String>, detail: &str) -> Self {
         let field = field.into();
-        Self { reason: "FieldValueForbidden", message: format!("{field}: Forbidden: {detail}"), field }
+        Self {
+            reason: "FieldValueForbidden",
+            message: format!("{field}: Forbidden: {detail}"),
+            field,
+        }
     }
 
     /// A field's value is not one of the supported ones.
@@ -39,7 +51,10 @@ impl Cause {
         let quoted: Vec<String> = supported.iter().map(|s| format!("{s:?}")).collect();
         Self {
             reason: "FieldValueNotSupported",
-            message: format!("{field}: Unsupported value: {value:?}: supported values: {}", quoted.join(", ")),
+            message: format!(
+                "{field}: Unsupported value: {value:?}: supported values: {}",
+                quoted.join(", ")
+            ),
             field,
         }
     }
@@ -81,7 +96,9 @@ fn qualified_name_part(value: &str) -> bool {
     let alnum = |c: char| c.is_ascii_alphanumeric();
     !value.is_empty()
         && value.len() <= 63
-        && value.chars().all(|c| alnum(c) || c == '-' || c == '_' || c == '.')
+        && value
+            .chars()
+            .all(|c| alnum(c) || c == '-' || c == '_' || c == '.')
         && value.starts_with(alnum)
         && value.ends_with(alnum)
 }

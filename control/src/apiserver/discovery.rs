@@ -23,13 +23,20 @@ pub fn api_versions() -> Value {
 }
 
 fn groups() -> Vec<&'static str> {
-    let mut groups: Vec<&str> = resources::all().iter().map(|r| r.group).filter(|g| !g.is_empty()).collect();
+    let mut groups: Vec<&str> = resources::all()
+        .iter()
+        .map(|r| r.group)
+        .filter(|g| !g.is_empty())
+        .collect();
     groups.dedup();
     groups
 }
 
 fn group_object(group: &str) -> Value {
-    let version = resources::all().iter().find(|r| r.group == group).map_or("v1", |r| r.version);
+    let version = resources::all()
+        .iter()
+        .find(|r| r.group == group)
+        .map_or("v1", |r| r.version);
     let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
     json!({"name": group, "versions": [gv], "preferredVersion": gv})
 }
@@ -51,7 +58,16 @@ pub fn api_group(group: &str) -> Option<Value> {
 }
 
 fn verbs(resource: &ResourceType) -> Vec<&'static str> {
-    let mut verbs = vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+    let mut verbs = vec![
+        "create",
+        "delete",
+        "deletecollection",
+        "get",
+        "list",
+        "patch",
+        "update",
+        "watch",
+    ];
     if resource.kind == "Namespace" {
         verbs.retain(|v| *v != "deletecollection");
     }
@@ -73,9 +89,15 @@ fn resource_entries(resource: &ResourceType) -> Vec<Value> {
     for sub in resource.subresources {
         let name = format!("{}/{}", resource.plural, sub.name());
         let entry = match sub {
-            Subresource::Status => json!({"name": name, "singularName": "", "namespaced": resource.namespaced, "kind": resource.kind, "verbs": ["get", "patch", "update"]}),
-            Subresource::Scale => json!({"name": name, "singularName": "", "namespaced": resource.namespaced, "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}),
-            Subresource::Binding => json!({"name": name, "singularName": "", "namespaced": resource.namespaced, "kind": "Binding", "verbs": ["create"]}),
+            Subresource::Status => {
+                json!({"name": name, "singularName": "", "namespaced": resource.namespaced, "kind": resource.kind, "verbs": ["get", "patch", "update"]})
+            }
+            Subresource::Scale => {
+                json!({"name": name, "singularName": "", "namespaced": resource.namespaced, "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]})
+            }
+            Subresource::Binding => {
+                json!({"name": name, "singularName": "", "namespaced": resource.namespaced, "kind": "Binding", "verbs": ["create"]})
+            }
         };
         entries.push(entry);
     }
@@ -89,7 +111,11 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         .filter(|r| r.group == group && r.version == version)
         .flat_map(resource_entries)
         .collect();
-    let group_version = if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") };
+    let group_version = if group.is_empty() {
+        version.to_owned()
+    } else {
+        format!("{group}/{version}")
+    };
     (!entries.is_empty()).then(|| json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": entries}))
 }
 
@@ -97,7 +123,11 @@ fn group_version_paths() -> Vec<(String, &'static str, &'static str)> {
     let mut paths: Vec<(String, &str, &str)> = resources::all()
         .iter()
         .map(|r| {
-            let path = if r.group.is_empty() { format!("api/{}", r.version) } else { format!("apis/{}/{}", r.group, r.version) };
+            let path = if r.group.is_empty() {
+                format!("api/{}", r.version)
+            } else {
+                format!("apis/{}/{}", r.group, r.version)
+            };
             (path, r.group, r.version)
         })
         .collect();
@@ -122,12 +152,24 @@ pub fn openapi_index() -> Value {
 /// on every patch, so kubectl leaves validation to this server; it lists no strategic-merge media type, so
 /// kubectl computes strategic patches from its built-in knowledge of the kinds.
 pub fn openapi_document(path: &str) -> Option<Value> {
-    let (_, group, version) = group_version_paths().into_iter().find(|(p, _, _)| p == path)?;
+    let (_, group, version) = group_version_paths()
+        .into_iter()
+        .find(|(p, _, _)| p == path)?;
     let mut paths = serde_json::Map::new();
-    for resource in resources::all().iter().filter(|r| r.group == group && r.version == version) {
-        let base = if group.is_empty() { format!("/api/{version}") } else { format!("/apis/{group}/{version}") };
+    for resource in resources::all()
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
+        let base = if group.is_empty() {
+            format!("/api/{version}")
+        } else {
+            format!("/apis/{group}/{version}")
+        };
         let item = if resource.namespaced {
-            format!("{base}/namespaces/{{namespace}}/{}/{{name}}", resource.plural)
+            format!(
+                "{base}/namespaces/{{namespace}}/{}/{{name}}",
+                resource.plural
+            )
         } else {
             format!("{base}/{}/{{name}}", resource.plural)
         };
@@ -153,7 +195,10 @@ pub fn openapi_document(path: &str) -> Option<Value> {
                 "x-kubernetes-group-version-kind": gvk,
             })
         };
-        paths.insert(item, json!({"patch": operation("patch"), "put": operation("put")}));
+        paths.insert(
+            item,
+            json!({"patch": operation("patch"), "put": operation("put")}),
+        );
     }
     Some(json!({
         "openapi": "3.0.0",

@@ -76,24 +76,41 @@ pub enum ApiError {
 fn render_causes(causes: &[Cause]) -> String {
     match causes {
         [one] => one.message.clone(),
-        many => format!("[{}]", many.iter().map(|c| c.message.as_str()).collect::<Vec<_>>().join(", ")),
+        many => format!(
+            "[{}]",
+            many.iter()
+                .map(|c| c.message.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }
 
 /// `deployments.apps`, or `pods` for core.
 pub fn qualified_resource(resource: &ResourceType) -> String {
-    if resource.group.is_empty() { resource.plural.to_owned() } else { format!("{}.{}", resource.plural, resource.group) }
+    if resource.group.is_empty() {
+        resource.plural.to_owned()
+    } else {
+        format!("{}.{}", resource.plural, resource.group)
+    }
 }
 
 /// `Deployment.apps`, or `Pod` for core.
 pub fn qualified_kind(resource: &ResourceType) -> String {
-    if resource.group.is_empty() { resource.kind.to_owned() } else { format!("{}.{}", resource.kind, resource.group) }
+    if resource.group.is_empty() {
+        resource.kind.to_owned()
+    } else {
+        format!("{}.{}", resource.kind, resource.group)
+    }
 }
 
 impl ApiError {
     /// A NotFound for one object of a type.
     pub fn not_found(resource: &ResourceType, name: &str) -> Self {
-        ApiError::NotFound { resource: qualified_resource(resource), name: name.to_owned() }
+        ApiError::NotFound {
+            resource: qualified_resource(resource),
+            name: name.to_owned(),
+        }
     }
 
     /// The HTTP code and Kubernetes reason.
@@ -106,7 +123,9 @@ impl ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "Forbidden"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed"),
-            ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType"),
+            ApiError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType")
+            }
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge"),
             ApiError::Expired(_) => (StatusCode::GONE, "Expired"),
             ApiError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "Timeout"),
@@ -161,9 +180,12 @@ impl ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Expired { requested, compacted } => {
-                ApiError::Expired(format!("too old resource version: {requested} ({compacted})"))
-            }
+            StoreError::Expired {
+                requested,
+                compacted,
+            } => ApiError::Expired(format!(
+                "too old resource version: {requested} ({compacted})"
+            )),
             StoreError::FutureRevision { requested, .. } => {
                 ApiError::Timeout(format!("Too large resource version: {requested}"))
             }

@@ -44,23 +44,47 @@ impl ApiServer {
     /// The HTTP routes.
     pub fn router(self) -> Router {
         Router::new()
-            .route("/version", get(|| async { json(StatusCode::OK, discovery::version()) }))
+            .route(
+                "/version",
+                get(|| async { json(StatusCode::OK, discovery::version()) }),
+            )
             .route("/healthz", get(|| async { "ok" }))
             .route("/livez", get(|| async { "ok" }))
             .route("/readyz", get(|| async { "ok" }))
-            .route("/api", get(|| async { json(StatusCode::OK, discovery::api_versions()) }))
-            .route("/apis", get(|| async { json(StatusCode::OK, discovery::api_groups()) }))
-            .route("/openapi/v2", get(|| async {
-                let mut response = discovery::openapi_v2_protobuf().into_response();
-                response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-                response
-            }))
-            .route("/openapi/v3", get(|| async { json(StatusCode::OK, discovery::openapi_index()) }))
+            .route(
+                "/api",
+                get(|| async { json(StatusCode::OK, discovery::api_versions()) }),
+            )
+            .route(
+                "/apis",
+                get(|| async { json(StatusCode::OK, discovery::api_groups()) }),
+            )
+            .route(
+                "/openapi/v2",
+                get(|| async {
+                    let mut response = discovery::openapi_v2_protobuf().into_response();
+                    response.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("application/octet-stream"),
+                    );
+                    response
+                }),
+            )
+            .route(
+                "/openapi/v3",
+                get(|| async { json(StatusCode::OK, discovery::openapi_index()) }),
+            )
             .route("/openapi/v3/{*path}", get(openapi_document))
             .route("/api/{*rest}", any(core_request))
             .route("/apis/{*rest}", any(group_request))
             .layer(axum::extract::DefaultBodyLimit::disable())
-            .fallback(|| async { ApiError::NotFound { resource: String::new(), name: String::new() }.with_message("the server could not find the requested resource") })
+            .fallback(|| async {
+                ApiError::NotFound {
+                    resource: String::new(),
+                    name: String::new(),
+                }
+                .with_message("the server could not find the requested resource")
+            })
             .with_state(self)
     }
 }
@@ -78,14 +102,21 @@ impl ApiError {
 
 fn json(code: StatusCode, body: Value) -> Response {
     let mut response = (code, body.to_string()).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
 
 async fn openapi_document(Path(path): Path<String>) -> Response {
     match discovery::openapi_document(&path) {
         Some(document) => json(StatusCode::OK, document),
-        None => ApiError::NotFound { resource: String::new(), name: String::new() }.with_message("the server could not find the requested resource"),
+        None => ApiError::NotFound {
+            resource: String::new(),
+            name: String::new(),
+        }
+        .with_message("the server could not find the requested resource"),
     }
 }
 
@@ -97,7 +128,14 @@ struct ApiRequest {
     body: Bytes,
 }
 
-async fn core_request(state: State<ApiServer>, Path(rest): Path<String>, method: Method, headers: HeaderMap, RawQuery(raw): RawQuery, body: Body) -> Response {
+async fn core_request(
+    state: State<ApiServer>,
+    Path(rest): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Body,
+) -> Response {
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     match segments.split_first() {
         Some((version, tail)) => route(&state, "", version, tail, method, headers, raw, body).await,
@@ -105,7 +143,14 @@ async fn core_request(state: State<ApiServer>, Path(rest): Path<String>, method:
     }
 }
 
-async fn group_request(state: State<ApiServer>, Path(rest): Path<String>, method: Method, headers: HeaderMap, RawQuery(raw): RawQuery, body: Body) -> Response {
+async fn group_request(
+    state: State<ApiServer>,
+    Path(rest): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Body,
+) -> Response {
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     match segments.as_slice() {
         [] => json(StatusCode::OK, discovery::api_groups()),
@@ -113,12 +158,18 @@ async fn group_request(state: State<ApiServer>, Path(rest): Path<String>, method
             Some(object) => json(StatusCode::OK, object),
             None => not_found_path(),
         },
-        [group, version, tail @ ..] => route(&state, group, version, tail, method, headers, raw, body).await,
+        [group, version, tail @ ..] => {
+            route(&state, group, version, tail, method, headers, raw, body).await
+        }
     }
 }
 
 fn not_found_path() -> Response {
-    ApiError::NotFound { resource: String::new(), name: String::new() }.with_message("the server could not find the requested resource")
+    ApiError::NotFound {
+        resource: String::new(),
+        name: String::new(),
+    }
+    .with_message("the server could not find the requested resource")
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -140,27 +191,44 @@ async fn route(
     }
     // /namespaces/{ns}/{resource}/... unless it is the namespace object's own subresource.
     let (namespace, rest) = match tail {
-        ["namespaces", ns, plural, rest @ ..] if !["status", "finalize"].contains(plural) => (Some(ns.to_string()), {
-            let mut r = vec![*plural];
-            r.extend_from_slice(rest);
-            r
-        }),
+        ["namespaces", ns, plural, rest @ ..] if !["status", "finalize"].contains(plural) => {
+            (Some(ns.to_string()), {
+                let mut r = vec![*plural];
+                r.extend_from_slice(rest);
+                r
+            })
+        }
         other => (None, other.to_vec()),
     };
-    let Some((plural, rest)) = rest.split_first() else { return not_found_path() };
-    let Some(resource) = resources::by_path(group, version, plural) else { return not_found_path() };
+    let Some((plural, rest)) = rest.split_first() else {
+        return not_found_path();
+    };
+    let Some(resource) = resources::by_path(group, version, plural) else {
+        return not_found_path();
+    };
     if namespace.is_some() && !resource.namespaced {
         return not_found_path();
     }
-    let query = match serde_urlencoded::from_str::<Query>(raw_query.as_deref().unwrap_or_default()) {
+    let query = match serde_urlencoded::from_str::<Query>(raw_query.as_deref().unwrap_or_default())
+    {
         Ok(query) => query,
-        Err(e) => return ApiError::BadRequest(format!("invalid query parameters: {e}")).into_response(),
+        Err(e) => {
+            return ApiError::BadRequest(format!("invalid query parameters: {e}")).into_response();
+        }
     };
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
         return ApiError::TooLarge(MAX_BODY).into_response();
     };
-    let target = Target { resource, namespace };
-    let request = ApiRequest { method, headers, query, body };
+    let target = Target {
+        resource,
+        namespace,
+    };
+    let request = ApiRequest {
+        method,
+        headers,
+        query,
+        body,
+    };
     let subresource = match rest {
         [] | [_] => None,
         [_, sub] => match resource.subresources.iter().find(|s| s.name() == *sub) {
@@ -177,7 +245,10 @@ async fn route(
 }
 
 fn wants_table(headers: &HeaderMap) -> bool {
-    headers.get(header::ACCEPT).and_then(|a| a.to_str().ok()).is_some_and(|a| a.contains("as=Table"))
+    headers
+        .get(header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(|a| a.contains("as=Table"))
 }
 
 fn written(code: StatusCode, written: Written) -> Response {
@@ -192,7 +263,9 @@ fn written(code: StatusCode, written: Written) -> Response {
 }
 
 fn content_type(headers: &HeaderMap) -> Option<&str> {
-    headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok())
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
 }
 
 fn delete_options(request: &ApiRequest) -> Result<Value, ApiError> {
@@ -202,59 +275,114 @@ fn delete_options(request: &ApiRequest) -> Result<Value, ApiError> {
     decode_body(content_type(&request.headers), &request.body)
 }
 
-async fn serve(server: &ApiServer, target: &Target, name: Option<&str>, subresource: Option<Subresource>, request: ApiRequest) -> Result<Response, ApiError> {
+async fn serve(
+    server: &ApiServer,
+    target: &Target,
+    name: Option<&str>,
+    subresource: Option<Subresource>,
+    request: ApiRequest,
+) -> Result<Response, ApiError> {
     let query = &request.query;
     let resource = target.resource;
     let table = wants_table(&request.headers);
     match (request.method.clone(), name, subresource) {
-        (Method::GET, None, None) if query.is_watch() => {
-            server.watch(target, query, if table { watch::Render::Table } else { watch::Render::Object })
-        }
+        (Method::GET, None, None) if query.is_watch() => server.watch(
+            target,
+            query,
+            if table {
+                watch::Render::Table
+            } else {
+                watch::Render::Object
+            },
+        ),
         (Method::GET, None, None) => {
             let (items, revision, token) = server.list(target, query)?;
-            Ok(json(StatusCode::OK, if table {
-                table::build(resource.table, &items, &revision.to_string(), token.as_deref())
-            } else {
-                list_object(resource, items, revision, token)
-            }))
+            Ok(json(
+                StatusCode::OK,
+                if table {
+                    table::build(
+                        resource.table,
+                        &items,
+                        &revision.to_string(),
+                        token.as_deref(),
+                    )
+                } else {
+                    list_object(resource, items, revision, token)
+                },
+            ))
         }
         (Method::GET, Some(name), None | Some(Subresource::Status)) => {
             let object = server.get(target, name)?;
-            Ok(json(StatusCode::OK, if table && subresource.is_none() {
-                let rv = object["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_owned();
-                table::build(resource.table, &[object], &rv, None)
-            } else {
-                object
-            }))
+            Ok(json(
+                StatusCode::OK,
+                if table && subresource.is_none() {
+                    let rv = object["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
+                    table::build(resource.table, &[object], &rv, None)
+                } else {
+                    object
+                },
+            ))
         }
-        (Method::GET, Some(name), Some(Subresource::Scale)) => Ok(json(StatusCode::OK, server.get_scale(target, name)?)),
+        (Method::GET, Some(name), Some(Subresource::Scale)) => {
+            Ok(json(StatusCode::OK, server.get_scale(target, name)?))
+        }
         (Method::POST, None, None) => {
             let object = decode_body(content_type(&request.headers), &request.body)?;
-            Ok(written(StatusCode::CREATED, server.create(target, object, query).await?))
+            Ok(written(
+                StatusCode::CREATED,
+                server.create(target, object, query).await?,
+            ))
         }
         (Method::POST, Some(name), Some(Subresource::Binding)) => {
             let binding = decode_body(content_type(&request.headers), &request.body)?;
-            Ok(json(StatusCode::CREATED, server.bind(target, name, binding).await?))
+            Ok(json(
+                StatusCode::CREATED,
+                server.bind(target, name, binding).await?,
+            ))
         }
         (Method::PUT, Some(name), None | Some(Subresource::Status)) => {
             let object = decode_body(content_type(&request.headers), &request.body)?;
-            Ok(written(StatusCode::OK, server.update(target, name, object, subresource, query).await?))
+            Ok(written(
+                StatusCode::OK,
+                server
+                    .update(target, name, object, subresource, query)
+                    .await?,
+            ))
         }
         (Method::PUT, Some(name), Some(Subresource::Scale)) => {
             let scale = decode_body(content_type(&request.headers), &request.body)?;
-            Ok(json(StatusCode::OK, server.update_scale(target, name, scale, query).await?))
+            Ok(json(
+                StatusCode::OK,
+                server.update_scale(target, name, scale, query).await?,
+            ))
         }
         (Method::PATCH, Some(name), None | Some(Subresource::Status | Subresource::Scale)) => {
-            let media = content_type(&request.headers).unwrap_or_default().to_owned();
-            Ok(written(StatusCode::OK, server.patch(target, name, &media, &request.body, subresource, query).await?))
+            let media = content_type(&request.headers)
+                .unwrap_or_default()
+                .to_owned();
+            Ok(written(
+                StatusCode::OK,
+                server
+                    .patch(target, name, &media, &request.body, subresource, query)
+                    .await?,
+            ))
         }
         (Method::DELETE, Some(name), None) => {
             let options = delete_options(&request)?;
-            Ok(json(StatusCode::OK, server.delete(target, name, &options, query).await?))
+            Ok(json(
+                StatusCode::OK,
+                server.delete(target, name, &options, query).await?,
+            ))
         }
         (Method::DELETE, None, None) => {
             let options = delete_options(&request)?;
-            Ok(json(StatusCode::OK, server.delete_collection(target, &options, query).await?))
+            Ok(json(
+                StatusCode::OK,
+                server.delete_collection(target, &options, query).await?,
+            ))
         }
         _ => Err(ApiError::MethodNotAllowed),
     }

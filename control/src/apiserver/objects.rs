@@ -32,8 +32,8 @@ pub fn prefix(resource: &ResourceType, namespace: Option<&str>) -> String {
 
 /// An object as served: the stored JSON with `metadata.resourceVersion` set to its revision.
 pub fn served(value: &[u8], revision: Revision) -> Result<Value, ApiError> {
-    let mut object: Value =
-        serde_json::from_slice(value).map_err(|e| ApiError::Internal(format!("stored object is corrupt: {e}")))?;
+    let mut object: Value = serde_json::from_slice(value)
+        .map_err(|e| ApiError::Internal(format!("stored object is corrupt: {e}")))?;
     object["metadata"]["resourceVersion"] = Value::String(revision.to_string());
     Ok(object)
 }
@@ -47,7 +47,10 @@ fn stored(object: &Value) -> Result<Vec<u8>, ApiError> {
 }
 
 fn now() -> String {
-    jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now()).to_string()
+    jiff::Timestamp::now()
+        .round(jiff::Unit::Second)
+        .unwrap_or_else(|_| jiff::Timestamp::now())
+        .to_string()
 }
 
 fn meta_str<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
@@ -55,7 +58,8 @@ fn meta_str<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
 }
 
 fn parse_revision(text: &str) -> Result<Revision, ApiError> {
-    text.parse().map_err(|_| ApiError::BadRequest(format!("invalid resource version: {text:?}")))
+    text.parse()
+        .map_err(|_| ApiError::BadRequest(format!("invalid resource version: {text:?}")))
 }
 
 /// Query parameters shared by the verbs.
@@ -115,9 +119,11 @@ impl Filter {
     pub fn new(resource: &ResourceType, query: &Query) -> Result<Self, ApiError> {
         let labels = LabelSelector::parse(query.label_selector.as_deref().unwrap_or_default())
             .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let fields =
-            FieldSelector::parse(query.field_selector.as_deref().unwrap_or_default(), &resource.supported_field_selectors())
-                .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let fields = FieldSelector::parse(
+            query.field_selector.as_deref().unwrap_or_default(),
+            &resource.supported_field_selectors(),
+        )
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
         Ok(Self { labels, fields })
     }
 
@@ -134,14 +140,36 @@ impl Filter {
 
 /// A body decoded by its Content-Type: JSON, or YAML as `kubectl` and users may send.
 pub fn decode_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, ApiError> {
-    let media = content_type.unwrap_or("application/json").split(';').next().unwrap_or_default().trim();
+    let media = content_type
+        .unwrap_or("application/json")
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim();
     let value: Value = match media {
-        "application/json" | "" | "*/*" | "application/merge-patch+json" | "application/json-patch+json"
-        | "application/strategic-merge-patch+json" => serde_json::from_slice(body)
-            .map_err(|e| ApiError::BadRequest(format!("the body of the request could not be decoded as JSON: {e}")))?,
+        "application/json"
+        | ""
+        | "*/*"
+        | "application/merge-patch+json"
+        | "application/json-patch+json"
+        | "application/strategic-merge-patch+json" => {
+            serde_json::from_slice(body).map_err(|e| {
+                ApiError::BadRequest(format!(
+                    "the body of the request could not be decoded as JSON: {e}"
+                ))
+            })?
+        }
         "application/yaml" | "application/apply-patch+yaml" => serde_yaml::from_slice(body)
-            .map_err(|e| ApiError::BadRequest(format!("the body of the request could not be decoded as YAML: {e}")))?,
-        _ => return Err(ApiError::UnsupportedMediaType("application/json, application/yaml")),
+            .map_err(|e| {
+                ApiError::BadRequest(format!(
+                    "the body of the request could not be decoded as YAML: {e}"
+                ))
+            })?,
+        _ => {
+            return Err(ApiError::UnsupportedMediaType(
+                "application/json, application/yaml",
+            ));
+        }
     };
     Ok(value)
 }
@@ -150,12 +178,18 @@ fn require_object(value: &Value) -> Result<(), ApiError> {
     if value.is_object() {
         Ok(())
     } else {
-        Err(ApiError::BadRequest("the body of the request must be a JSON object".into()))
+        Err(ApiError::BadRequest(
+            "the body of the request must be a JSON object".into(),
+        ))
     }
 }
 
 /// Checks the body's apiVersion, kind, namespace and name against the request, filling in what is missing.
-fn align_with_target(object: &mut Value, target: &Target, name: Option<&str>) -> Result<(), ApiError> {
+fn align_with_target(
+    object: &mut Value,
+    target: &Target,
+    name: Option<&str>,
+) -> Result<(), ApiError> {
     require_object(object)?;
     let resource = target.resource;
     let api_version = resource.api_version();
@@ -213,7 +247,10 @@ fn generated_name(prefix: &str) -> String {
     // Kubernetes' alphabet: no vowels (no words) and no look-alike characters.
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let bytes = uuid::Uuid::new_v4().into_bytes();
-    let suffix: String = bytes[..5].iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect();
+    let suffix: String = bytes[..5]
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect();
     format!("{prefix}{suffix}")
 }
 
@@ -233,14 +270,22 @@ fn admit(
     query: &Query,
 ) -> Result<(Value, Vec<String>), ApiError> {
     let name = meta_str(&object, "name").unwrap_or_default().to_owned();
-    match resource.admit(AdmitRequest { object, old, new_uid }) {
+    match resource.admit(AdmitRequest {
+        object,
+        old,
+        new_uid,
+    }) {
         Ok(admitted) => {
-            let unknown: Vec<String> =
-                admitted.unknown_fields.iter().map(|f| format!("unknown field {f:?}")).collect();
+            let unknown: Vec<String> = admitted
+                .unknown_fields
+                .iter()
+                .map(|f| format!("unknown field {f:?}"))
+                .collect();
             match query.field_validation.as_deref().unwrap_or("Warn") {
-                "Strict" if !unknown.is_empty() => {
-                    Err(ApiError::BadRequest(format!("strict decoding error: {}", unknown.join(", "))))
-                }
+                "Strict" if !unknown.is_empty() => Err(ApiError::BadRequest(format!(
+                    "strict decoding error: {}",
+                    unknown.join(", ")
+                ))),
                 "Ignore" => Ok((admitted.object, Vec::new())),
                 "Strict" | "Warn" => Ok((admitted.object, unknown)),
                 other => Err(ApiError::BadRequest(format!(
@@ -250,20 +295,27 @@ fn admit(
         }
         Err(AdmitError::Malformed(detail)) => Err(ApiError::BadRequest(format!(
             "{} in version {:?} cannot be handled as a {}: {detail}",
-            resource.kind,
-            resource.version,
-            resource.kind
+            resource.kind, resource.version, resource.kind
         ))),
-        Err(AdmitError::Invalid(causes)) => {
-            Err(ApiError::Invalid { kind: qualified_kind(resource), name, causes })
-        }
+        Err(AdmitError::Invalid(causes)) => Err(ApiError::Invalid {
+            kind: qualified_kind(resource),
+            name,
+            causes,
+        }),
     }
 }
 
 impl ApiServer {
     /// Reads one object as served, or NotFound.
-    pub fn read(&self, resource: &ResourceType, namespace: Option<&str>, name: &str) -> Result<KeyValue, ApiError> {
-        self.store.get(&key(resource, namespace, name))?.ok_or_else(|| ApiError::not_found(resource, name))
+    pub fn read(
+        &self,
+        resource: &ResourceType,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<KeyValue, ApiError> {
+        self.store
+            .get(&key(resource, namespace, name))?
+            .ok_or_else(|| ApiError::not_found(resource, name))
     }
 
     /// GET of one object.
@@ -273,7 +325,11 @@ impl ApiServer {
     }
 
     /// A list: the matching objects, the revision of the snapshot and the continue token of the next page.
-    pub fn list(&self, target: &Target, query: &Query) -> Result<(Vec<Value>, Revision, Option<String>), ApiError> {
+    pub fn list(
+        &self,
+        target: &Target,
+        query: &Query,
+    ) -> Result<(Vec<Value>, Revision, Option<String>), ApiError> {
         let filter = Filter::new(target.resource, query)?;
         let prefix = prefix(target.resource, target.namespace.as_deref());
         let (mut start_after, mut revision) = match &query.continue_token {
@@ -281,14 +337,19 @@ impl ApiServer {
             None => (None, None),
         };
         if revision.is_none()
-            && let Some(rv) = query.resource_version.as_deref().filter(|rv| !rv.is_empty() && *rv != "0")
+            && let Some(rv) = query
+                .resource_version
+                .as_deref()
+                .filter(|rv| !rv.is_empty() && *rv != "0")
             && query.continue_token.is_none()
         {
             // resourceVersionMatch=NotOlderThan semantics: the newest state is never older.
             let rv = parse_revision(rv)?;
             let current = self.store.current_revision();
             if rv > current {
-                return Err(ApiError::Timeout(format!("Too large resource version: {rv}, current: {current}")));
+                return Err(ApiError::Timeout(format!(
+                    "Too large resource version: {rv}, current: {current}"
+                )));
             }
         }
         let limit = query.limit.unwrap_or(0);
@@ -307,7 +368,9 @@ impl ApiServer {
                 if filter.matches(&object) {
                     items.push(object);
                     if limit > 0 && items.len() == limit {
-                        let more = page.more || kv.key != page.items.last().map(|l| l.key.clone()).unwrap_or_default();
+                        let more = page.more
+                            || kv.key
+                                != page.items.last().map(|l| l.key.clone()).unwrap_or_default();
                         let token = more.then(|| encode_continue(kv.key.as_str(), page.revision));
                         return Ok((items, page.revision, token));
                     }
@@ -321,10 +384,15 @@ impl ApiServer {
 
     /// The namespace must exist and not be terminating before anything is created in it.
     fn check_namespace(&self, target: &Target) -> Result<(), ApiError> {
-        let Some(ns) = target.namespace.as_deref().filter(|_| target.resource.namespaced) else {
+        let Some(ns) = target
+            .namespace
+            .as_deref()
+            .filter(|_| target.resource.namespaced)
+        else {
             return Ok(());
         };
-        let namespaces = resources::by_path("", "v1", "namespaces").ok_or_else(|| ApiError::Internal("no namespaces".into()))?;
+        let namespaces = resources::by_path("", "v1", "namespaces")
+            .ok_or_else(|| ApiError::Internal("no namespaces".into()))?;
         let kv = self.read(namespaces, None, ns)?;
         let namespace = served(&kv.value, kv.mod_revision)?;
         if namespace["status"]["phase"] == "Terminating" {
@@ -338,7 +406,12 @@ impl ApiServer {
     }
 
     /// POST: creates an object.
-    pub async fn create(&self, target: &Target, mut object: Value, query: &Query) -> Result<Written, ApiError> {
+    pub async fn create(
+        &self,
+        target: &Target,
+        mut object: Value,
+        query: &Query,
+    ) -> Result<Written, ApiError> {
         align_with_target(&mut object, target, None)?;
         if meta_str(&object, "name").is_none_or(str::is_empty)
             && let Some(prefix) = meta_str(&object, "generateName").map(str::to_owned)
@@ -348,7 +421,13 @@ impl ApiServer {
         self.check_namespace(target)?;
         let uid = uuid::Uuid::new_v4().to_string();
         if let Some(meta) = object["metadata"].as_object_mut() {
-            for field in ["resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "managedFields"] {
+            for field in [
+                "resourceVersion",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "selfLink",
+                "managedFields",
+            ] {
                 meta.remove(field);
             }
             meta.insert("uid".into(), uid.clone().into());
@@ -365,7 +444,11 @@ impl ApiServer {
         }
         let revision = self
             .store
-            .put(key(target.resource, target.namespace.as_deref(), &name), stored(&object)?, Expect::Absent)
+            .put(
+                key(target.resource, target.namespace.as_deref(), &name),
+                stored(&object)?,
+                Expect::Absent,
+            )
             .await
             .map_err(|e| ApiError::from_store(e, target.resource, &name))?;
         let mut object = object;
@@ -390,13 +473,18 @@ impl ApiServer {
         };
         if expected != current.mod_revision {
             return Err(ApiError::from_store(
-                crate::store::StoreError::Conflict { key: current.key, expected, actual: current.mod_revision },
+                crate::store::StoreError::Conflict {
+                    key: current.key,
+                    expected,
+                    actual: current.mod_revision,
+                },
                 target.resource,
                 name,
             ));
         }
         let old = served(&current.value, current.mod_revision)?;
-        self.replace(target, name, old, object, subresource, query).await
+        self.replace(target, name, old, object, subresource, query)
+            .await
     }
 
     /// Writes `new` over `old` (both as served), keeping what clients may not change.
@@ -428,7 +516,13 @@ impl ApiServer {
                 }
             }
         }
-        for field in ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+        for field in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+        ] {
             match old["metadata"].get(field) {
                 Some(value) => new["metadata"][field] = value.clone(),
                 None => {
@@ -436,7 +530,9 @@ impl ApiServer {
                 }
             }
         }
-        new["metadata"].as_object_mut().map(|m| m.remove("managedFields"));
+        new["metadata"]
+            .as_object_mut()
+            .map(|m| m.remove("managedFields"));
         let (mut new, warnings) = admit(resource, new, Some(&old), None, query)?;
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
         if spec_of(&new) != spec_of(&old) {
@@ -445,11 +541,16 @@ impl ApiServer {
         }
         let revision = parse_revision(meta_str(&old, "resourceVersion").unwrap_or("0"))?;
         if new == old || query.dry_run() {
-            return Ok(Written { object: new, warnings });
+            return Ok(Written {
+                object: new,
+                warnings,
+            });
         }
         let key = key(resource, target.namespace.as_deref(), name);
         let finalized = !new["metadata"]["deletionTimestamp"].is_null()
-            && new["metadata"]["finalizers"].as_array().is_none_or(Vec::is_empty);
+            && new["metadata"]["finalizers"]
+                .as_array()
+                .is_none_or(Vec::is_empty);
         if finalized {
             // The last finalizer of an object being deleted is gone: the object goes with it.
             let (deleted_at, _) = self
@@ -458,7 +559,10 @@ impl ApiServer {
                 .await
                 .map_err(|e| ApiError::from_store(e, resource, name))?;
             new["metadata"]["resourceVersion"] = deleted_at.to_string().into();
-            return Ok(Written { object: new, warnings });
+            return Ok(Written {
+                object: new,
+                warnings,
+            });
         }
         let written = self
             .store
@@ -466,7 +570,10 @@ impl ApiServer {
             .await
             .map_err(|e| ApiError::from_store(e, resource, name))?;
         new["metadata"]["resourceVersion"] = written.to_string().into();
-        Ok(Written { object: new, warnings })
+        Ok(Written {
+            object: new,
+            warnings,
+        })
     }
 
     /// PATCH of an object or its status or scale, by the patch's Content-Type; retried on conflict unless the
@@ -480,7 +587,12 @@ impl ApiServer {
         subresource: Option<Subresource>,
         query: &Query,
     ) -> Result<Written, ApiError> {
-        let media = content_type.split(';').next().unwrap_or_default().trim().to_owned();
+        let media = content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
         let patch = decode_body(Some(&media), body)?;
         for _attempt in 0..8 {
             let current = match self.read(target.resource, target.namespace.as_deref(), name) {
@@ -490,21 +602,27 @@ impl ApiServer {
                 other => other?,
             };
             let old = served(&current.value, current.mod_revision)?;
-            let base = if subresource == Some(Subresource::Scale) { scale_of(target.resource, &old)? } else { old.clone() };
+            let base = if subresource == Some(Subresource::Scale) {
+                scale_of(target.resource, &old)?
+            } else {
+                old.clone()
+            };
             let mut patched = base.clone();
             match media.as_str() {
                 "application/json-patch+json" => {
                     let operations: json_patch::Patch = serde_json::from_value(patch.clone())
                         .map_err(|e| ApiError::BadRequest(format!("invalid JSON patch: {e}")))?;
-                    json_patch::patch(&mut patched, &operations)
-                        .map_err(|e| ApiError::BadRequest(format!("the JSON patch could not be applied: {e}")))?;
+                    json_patch::patch(&mut patched, &operations).map_err(|e| {
+                        ApiError::BadRequest(format!("the JSON patch could not be applied: {e}"))
+                    })?;
                 }
                 "application/merge-patch+json" => {
                     require_object(&patch)?;
                     json_patch::merge(&mut patched, &patch);
                 }
                 "application/strategic-merge-patch+json" | "application/apply-patch+yaml" => {
-                    strategic_merge(&mut patched, &patch).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+                    strategic_merge(&mut patched, &patch)
+                        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
                 }
                 _ => {
                     return Err(ApiError::UnsupportedMediaType(
@@ -514,9 +632,16 @@ impl ApiServer {
                 }
             }
             let pinned = meta_str(&patched, "resourceVersion").map(str::to_owned);
-            if pinned.as_deref().is_some_and(|rv| rv != current.mod_revision.to_string()) {
+            if pinned
+                .as_deref()
+                .is_some_and(|rv| rv != current.mod_revision.to_string())
+            {
                 return Err(ApiError::from_store(
-                    crate::store::StoreError::Conflict { key: current.key, expected: 0, actual: current.mod_revision },
+                    crate::store::StoreError::Conflict {
+                        key: current.key,
+                        expected: 0,
+                        actual: current.mod_revision,
+                    },
                     target.resource,
                     name,
                 ));
@@ -527,10 +652,28 @@ impl ApiServer {
                 align_with_target(&mut patched, target, Some(name))?;
                 patched
             };
-            match self.replace(target, name, old, new, subresource.filter(|s| *s == Subresource::Status), query).await {
-                Err(ApiError::Conflict { .. }) if pinned.is_none() || pinned.as_deref() == Some(&current.mod_revision.to_string()) => continue,
+            match self
+                .replace(
+                    target,
+                    name,
+                    old,
+                    new,
+                    subresource.filter(|s| *s == Subresource::Status),
+                    query,
+                )
+                .await
+            {
+                Err(ApiError::Conflict { .. })
+                    if pinned.is_none()
+                        || pinned.as_deref() == Some(&current.mod_revision.to_string()) =>
+                {
+                    continue;
+                }
                 Ok(written) if subresource == Some(Subresource::Scale) => {
-                    return Ok(Written { object: scale_of(target.resource, &written.object)?, warnings: written.warnings });
+                    return Ok(Written {
+                        object: scale_of(target.resource, &written.object)?,
+                        warnings: written.warnings,
+                    });
                 }
                 other => return other,
             }
@@ -543,14 +686,24 @@ impl ApiServer {
     }
 
     /// PUT of the scale subresource.
-    pub async fn update_scale(&self, target: &Target, name: &str, scale: Value, query: &Query) -> Result<Value, ApiError> {
+    pub async fn update_scale(
+        &self,
+        target: &Target,
+        name: &str,
+        scale: Value,
+        query: &Query,
+    ) -> Result<Value, ApiError> {
         let current = self.read(target.resource, target.namespace.as_deref(), name)?;
         let old = served(&current.value, current.mod_revision)?;
         if let Some(rv) = meta_str(&scale, "resourceVersion").filter(|rv| !rv.is_empty())
             && parse_revision(rv)? != current.mod_revision
         {
             return Err(ApiError::from_store(
-                crate::store::StoreError::Conflict { key: current.key, expected: 0, actual: current.mod_revision },
+                crate::store::StoreError::Conflict {
+                    key: current.key,
+                    expected: 0,
+                    actual: current.mod_revision,
+                },
                 target.resource,
                 name,
             ));
@@ -566,14 +719,21 @@ impl ApiServer {
     }
 
     /// POST pods/{name}/binding: assigns an unbound pod to a node.
-    pub async fn bind(&self, target: &Target, name: &str, binding: Value) -> Result<Value, ApiError> {
-        let node = binding["target"]["name"].as_str().filter(|n| !n.is_empty()).map(str::to_owned).ok_or_else(|| {
-            ApiError::Invalid {
+    pub async fn bind(
+        &self,
+        target: &Target,
+        name: &str,
+        binding: Value,
+    ) -> Result<Value, ApiError> {
+        let node = binding["target"]["name"]
+            .as_str()
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| ApiError::Invalid {
                 kind: "Binding".into(),
                 name: name.to_owned(),
                 causes: vec![crate::api::validation::Cause::required("target.name")],
-            }
-        })?;
+            })?;
         let current = self.read(target.resource, target.namespace.as_deref(), name)?;
         let mut pod = served(&current.value, current.mod_revision)?;
         if let Some(bound) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) {
@@ -591,21 +751,39 @@ impl ApiServer {
             });
         }
         pod["spec"]["nodeName"] = node.into();
-        let conditions = pod["status"]["conditions"].as_array().cloned().unwrap_or_default();
-        let mut conditions: Vec<Value> = conditions.into_iter().filter(|c| c["type"] != "PodScheduled").collect();
+        let conditions = pod["status"]["conditions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mut conditions: Vec<Value> = conditions
+            .into_iter()
+            .filter(|c| c["type"] != "PodScheduled")
+            .collect();
         conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now()}));
         pod["status"]["conditions"] = Value::Array(conditions);
         let revision = self
             .store
-            .put(current.key, stored(&pod)?, Expect::Revision(current.mod_revision))
+            .put(
+                current.key,
+                stored(&pod)?,
+                Expect::Revision(current.mod_revision),
+            )
             .await
             .map_err(|e| ApiError::from_store(e, target.resource, name))?;
         tracing::debug!(pod = name, revision, "bound");
-        Ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}))
+        Ok(
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        )
     }
 
     /// DELETE of one object, honouring preconditions, graceful pod deletion, finalizers and propagation.
-    pub async fn delete(&self, target: &Target, name: &str, options: &Value, query: &Query) -> Result<Value, ApiError> {
+    pub async fn delete(
+        &self,
+        target: &Target,
+        name: &str,
+        options: &Value,
+        query: &Query,
+    ) -> Result<Value, ApiError> {
         let resource = target.resource;
         let current = self.read(resource, target.namespace.as_deref(), name)?;
         let mut object = served(&current.value, current.mod_revision)?;
@@ -634,15 +812,25 @@ impl ApiServer {
                 ),
             });
         }
-        let grace = options["gracePeriodSeconds"].as_i64().or(query.grace_period_seconds);
-        let policy = options["propagationPolicy"].as_str().or(query.propagation_policy.as_deref()).unwrap_or("Background");
+        let grace = options["gracePeriodSeconds"]
+            .as_i64()
+            .or(query.grace_period_seconds);
+        let policy = options["propagationPolicy"]
+            .as_str()
+            .or(query.propagation_policy.as_deref())
+            .unwrap_or("Background");
         if !["Background", "Foreground", "Orphan"].contains(&policy) {
-            return Err(ApiError::BadRequest(format!("propagationPolicy {policy:?} is not one of Background, Foreground, Orphan")));
+            return Err(ApiError::BadRequest(format!(
+                "propagationPolicy {policy:?} is not one of Background, Foreground, Orphan"
+            )));
         }
         if query.dry_run() {
             return Ok(object);
         }
-        let mut finalizers: Vec<Value> = object["metadata"]["finalizers"].as_array().cloned().unwrap_or_default();
+        let mut finalizers: Vec<Value> = object["metadata"]["finalizers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let propagation_finalizer = match policy {
             "Foreground" => Some("foregroundDeletion"),
             "Orphan" => Some("orphan"),
@@ -653,10 +841,18 @@ impl ApiServer {
         {
             finalizers.push(f.into());
         }
-        let bound_pod = resource.kind == "Pod" && object["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty());
-        let pod_phase_done = matches!(object["status"]["phase"].as_str(), Some("Succeeded" | "Failed"));
+        let bound_pod = resource.kind == "Pod"
+            && object["spec"]["nodeName"]
+                .as_str()
+                .is_some_and(|n| !n.is_empty());
+        let pod_phase_done = matches!(
+            object["status"]["phase"].as_str(),
+            Some("Succeeded" | "Failed")
+        );
         let pod_grace = if bound_pod && !pod_phase_done {
-            grace.or(object["spec"]["terminationGracePeriodSeconds"].as_i64()).unwrap_or(30)
+            grace
+                .or(object["spec"]["terminationGracePeriodSeconds"].as_i64())
+                .unwrap_or(30)
         } else {
             0
         };
@@ -666,7 +862,11 @@ impl ApiServer {
             // Deletion is pending: mark the object; its finalizers' owners (or the node agent) finish it.
             if object["metadata"]["deletionTimestamp"].is_null() {
                 let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(pod_grace);
-                object["metadata"]["deletionTimestamp"] = at.round(jiff::Unit::Second).unwrap_or(at).to_string().into();
+                object["metadata"]["deletionTimestamp"] = at
+                    .round(jiff::Unit::Second)
+                    .unwrap_or(at)
+                    .to_string()
+                    .into();
                 object["metadata"]["deletionGracePeriodSeconds"] = pod_grace.into();
             } else if pod_grace == 0 && finalizers.is_empty() && !namespace_busy {
                 return self.remove(target, name, current.mod_revision).await;
@@ -683,7 +883,11 @@ impl ApiServer {
             }
             let revision = self
                 .store
-                .put(current.key, stored(&object)?, Expect::Revision(current.mod_revision))
+                .put(
+                    current.key,
+                    stored(&object)?,
+                    Expect::Revision(current.mod_revision),
+                )
                 .await
                 .map_err(|e| ApiError::from_store(e, resource, name))?;
             object["metadata"]["resourceVersion"] = revision.to_string().into();
@@ -692,10 +896,18 @@ impl ApiServer {
         self.remove(target, name, current.mod_revision).await
     }
 
-    async fn remove(&self, target: &Target, name: &str, revision: Revision) -> Result<Value, ApiError> {
+    async fn remove(
+        &self,
+        target: &Target,
+        name: &str,
+        revision: Revision,
+    ) -> Result<Value, ApiError> {
         let (deleted_at, last) = self
             .store
-            .delete(key(target.resource, target.namespace.as_deref(), name), Expect::Revision(revision))
+            .delete(
+                key(target.resource, target.namespace.as_deref(), name),
+                Expect::Revision(revision),
+            )
             .await
             .map_err(|e| ApiError::from_store(e, target.resource, name))?;
         served(&last.value, deleted_at)
@@ -703,7 +915,11 @@ impl ApiServer {
 
     fn namespace_has_content(&self, namespace: &str) -> Result<bool, ApiError> {
         for resource in resources::all().iter().filter(|r| r.namespaced) {
-            let page = self.store.list(&ListRequest { prefix: prefix(resource, Some(namespace)), limit: 1, ..Default::default() })?;
+            let page = self.store.list(&ListRequest {
+                prefix: prefix(resource, Some(namespace)),
+                limit: 1,
+                ..Default::default()
+            })?;
             if !page.items.is_empty() {
                 return Ok(true);
             }
@@ -712,13 +928,28 @@ impl ApiServer {
     }
 
     /// DELETE of a collection: every object the selectors match.
-    pub async fn delete_collection(&self, target: &Target, options: &Value, query: &Query) -> Result<Value, ApiError> {
-        let (items, revision, _) = self.list(target, &Query { limit: None, continue_token: None, ..query_clone(query) })?;
+    pub async fn delete_collection(
+        &self,
+        target: &Target,
+        options: &Value,
+        query: &Query,
+    ) -> Result<Value, ApiError> {
+        let (items, revision, _) = self.list(
+            target,
+            &Query {
+                limit: None,
+                continue_token: None,
+                ..query_clone(query)
+            },
+        )?;
         let mut deleted = Vec::new();
         for item in items {
             let name = meta_str(&item, "name").unwrap_or_default().to_owned();
             let namespace = meta_str(&item, "namespace").map(str::to_owned);
-            let one = Target { resource: target.resource, namespace };
+            let one = Target {
+                resource: target.resource,
+                namespace,
+            };
             match self.delete(&one, &name, options, query).await {
                 Ok(object) => deleted.push(object),
                 Err(ApiError::NotFound { .. }) => {}
@@ -749,7 +980,8 @@ fn spec_of(object: &Value) -> Value {
 
 /// The autoscaling/v1 Scale view of a workload.
 fn scale_of(resource: &ResourceType, object: &Value) -> Result<Value, ApiError> {
-    let selector = LabelSelector::from_object(&object["spec"]["selector"]).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let selector = LabelSelector::from_object(&object["spec"]["selector"])
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     Ok(json!({
         "kind": "Scale", "apiVersion": "autoscaling/v1",
         "metadata": {
@@ -763,18 +995,25 @@ fn scale_of(resource: &ResourceType, object: &Value) -> Result<Value, ApiError> 
 }
 
 fn with_scale(object: &Value, scale: &Value) -> Result<Value, ApiError> {
-    let replicas = scale["spec"]["replicas"].as_i64().ok_or_else(|| ApiError::Invalid {
-        kind: "Scale.autoscaling".into(),
-        name: meta_str(object, "name").unwrap_or_default().to_owned(),
-        causes: vec![crate::api::validation::Cause::required("spec.replicas")],
-    })?;
+    let replicas = scale["spec"]["replicas"]
+        .as_i64()
+        .ok_or_else(|| ApiError::Invalid {
+            kind: "Scale.autoscaling".into(),
+            name: meta_str(object, "name").unwrap_or_default().to_owned(),
+            causes: vec![crate::api::validation::Cause::required("spec.replicas")],
+        })?;
     let mut object = object.clone();
     object["spec"]["replicas"] = replicas.into();
     Ok(object)
 }
 
 /// A `<Kind>List` object.
-pub fn list_object(resource: &ResourceType, items: Vec<Value>, revision: Revision, token: Option<String>) -> Value {
+pub fn list_object(
+    resource: &ResourceType,
+    items: Vec<Value>,
+    revision: Revision,
+    token: Option<String>,
+) -> Value {
     let mut metadata = json!({"resourceVersion": revision.to_string()});
     if let Some(token) = token {
         metadata["continue"] = token.into();
@@ -789,7 +1028,9 @@ fn encode_continue(key: &str, revision: Revision) -> String {
 
 fn decode_continue(token: &str) -> Result<(Option<String>, Option<Revision>), ApiError> {
     let bad = || ApiError::BadRequest(format!("continue key is not valid: {token:?}"));
-    let bytes = base64::engine::general_purpose::STANDARD.decode(token).map_err(|_| bad())?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(token)
+        .map_err(|_| bad())?;
     let value: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
     let start = value["start"].as_str().ok_or_else(bad)?.to_owned();
     let revision = value["rv"].as_u64().ok_or_else(bad)?;

@@ -56,7 +56,10 @@ impl ApiServer {
     pub fn watch(&self, target: &Target, query: &Query, how: Render) -> Result<Response, ApiError> {
         let resource = target.resource;
         let filter = Filter::new(resource, query)?;
-        let rv = query.resource_version.as_deref().filter(|rv| !rv.is_empty());
+        let rv = query
+            .resource_version
+            .as_deref()
+            .filter(|rv| !rv.is_empty());
         let bookmarks = query.allow_watch_bookmarks.unwrap_or(false);
         let send_initial = query.send_initial_events.unwrap_or(false);
         if send_initial && !bookmarks {
@@ -72,16 +75,29 @@ impl ApiServer {
         // With no resourceVersion (or "0"), or when asked, the watch starts with the current state.
         let initial_state = send_initial || matches!(rv, None | Some("0"));
         let (initial, start) = if initial_state {
-            let (items, revision, _) = self.list(target, &Query { label_selector: query.label_selector.clone(), field_selector: query.field_selector.clone(), ..Query::default() })?;
+            let (items, revision, _) = self.list(
+                target,
+                &Query {
+                    label_selector: query.label_selector.clone(),
+                    field_selector: query.field_selector.clone(),
+                    ..Query::default()
+                },
+            )?;
             (items, revision)
         } else {
             let rv = rv.unwrap_or("0");
-            let revision = rv.parse().map_err(|_| ApiError::BadRequest(format!("invalid resource version: {rv:?}")))?;
+            let revision = rv
+                .parse()
+                .map_err(|_| ApiError::BadRequest(format!("invalid resource version: {rv:?}")))?;
             (Vec::new(), revision)
         };
         let (tx, rx) = mpsc::channel::<Result<bytes::Bytes, std::convert::Infallible>>(64);
-        let events = self.store.watch(&prefix(resource, target.namespace.as_deref()), start);
-        let timeout = query.timeout_seconds.map_or(DEFAULT_TIMEOUT, Duration::from_secs);
+        let events = self
+            .store
+            .watch(&prefix(resource, target.namespace.as_deref()), start);
+        let timeout = query
+            .timeout_seconds
+            .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
         tokio::spawn(async move {
             let deadline = tokio::time::sleep(timeout);
             tokio::pin!(deadline);
@@ -93,11 +109,20 @@ impl ApiServer {
                 }
             };
             for object in initial {
-                if tx.send(Ok(line("ADDED", render(resource, object, how, start)))).await.is_err() {
+                if tx
+                    .send(Ok(line("ADDED", render(resource, object, how, start))))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
-            if send_initial && tx.send(Ok(line("BOOKMARK", bookmark(resource, start, true)))).await.is_err() {
+            if send_initial
+                && tx
+                    .send(Ok(line("BOOKMARK", bookmark(resource, start, true))))
+                    .await
+                    .is_err()
+            {
                 return;
             }
             let mut last = start;
@@ -124,9 +149,14 @@ impl ApiServer {
                     None => return,
                 };
                 last = event.revision;
-                let Ok(object) = served(&event.value, event.revision) else { continue };
+                let Ok(object) = served(&event.value, event.revision) else {
+                    continue;
+                };
                 let now_matches = filter.matches(&object);
-                let before = event.prev.as_ref().and_then(|p| served(p, event.revision).ok());
+                let before = event
+                    .prev
+                    .as_ref()
+                    .and_then(|p| served(p, event.revision).ok());
                 let kind = match (event.kind, before.map(|b| filter.matches(&b)), now_matches) {
                     (EventKind::Delete, _, true) => "DELETED",
                     (EventKind::Put, None | Some(false), true) => "ADDED",
@@ -134,14 +164,27 @@ impl ApiServer {
                     (EventKind::Put, Some(true), false) => "DELETED",
                     _ => continue,
                 };
-                if tx.send(Ok(line(kind, render(resource, object, how, event.revision)))).await.is_err() {
+                if tx
+                    .send(Ok(line(
+                        kind,
+                        render(resource, object, how, event.revision),
+                    )))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
         });
         let mut response = Body::from_stream(ReceiverStream::new(rx)).into_response();
-        response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache, private"));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response.headers_mut().insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-cache, private"),
+        );
         Ok(response)
     }
 }

@@ -137,11 +137,20 @@ pub type WatchStream = BoxStream<'static, Result<Event, StoreError>>;
 /// A revisioned key-value store with etcd semantics.
 pub trait Store: Send + Sync + 'static {
     /// Writes `value` at `key` if the key's state matches `expect`; returns the write's revision.
-    fn put(&self, key: String, value: Vec<u8>, expect: Expect) -> BoxFuture<'_, Result<Revision, StoreError>>;
+    fn put(
+        &self,
+        key: String,
+        value: Vec<u8>,
+        expect: Expect,
+    ) -> BoxFuture<'_, Result<Revision, StoreError>>;
 
     /// Removes `key` if its state matches `expect` (`Absent` is not meaningful here and behaves as `Present`);
     /// returns the revision of the delete and the value the key had.
-    fn delete(&self, key: String, expect: Expect) -> BoxFuture<'_, Result<(Revision, KeyValue), StoreError>>;
+    fn delete(
+        &self,
+        key: String,
+        expect: Expect,
+    ) -> BoxFuture<'_, Result<(Revision, KeyValue), StoreError>>;
 
     /// Reads one key at the newest revision.
     fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError>;

@@ -6,7 +6,8 @@
 //! its own revision and its own compare-and-swap check against the state left by the writes before it.
 
 use super::{
-    Event, EventKind, Expect, KeyValue, ListRequest, ListResult, Revision, Store, StoreError, WatchStream,
+    Event, EventKind, Expect, KeyValue, ListRequest, ListResult, Revision, Store, StoreError,
+    WatchStream,
 };
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -49,7 +50,10 @@ pub struct RedbStoreConfig {
 impl Default for RedbStoreConfig {
     fn default() -> Self {
         // Kubernetes' apiserver compacts etcd every 5 minutes.
-        Self { history_window: Duration::from_secs(300), compaction_interval: Duration::from_secs(30) }
+        Self {
+            history_window: Duration::from_secs(300),
+            compaction_interval: Duration::from_secs(30),
+        }
     }
 }
 
@@ -68,9 +72,21 @@ struct Shared {
 }
 
 enum WriteRequest {
-    Put { key: String, value: Vec<u8>, expect: Expect, reply: oneshot::Sender<Result<Revision, StoreError>> },
-    Delete { key: String, expect: Expect, reply: oneshot::Sender<Result<(Revision, KeyValue), StoreError>> },
-    Compact { upto: Revision, reply: oneshot::Sender<Result<(), StoreError>> },
+    Put {
+        key: String,
+        value: Vec<u8>,
+        expect: Expect,
+        reply: oneshot::Sender<Result<Revision, StoreError>>,
+    },
+    Delete {
+        key: String,
+        expect: Expect,
+        reply: oneshot::Sender<Result<(Revision, KeyValue), StoreError>>,
+    },
+    Compact {
+        upto: Revision,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
 }
 
 fn backend(e: impl std::fmt::Display) -> StoreError {
@@ -78,7 +94,10 @@ fn backend(e: impl std::fmt::Display) -> StoreError {
 }
 
 fn now_millis() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl RedbStore {
@@ -90,7 +109,10 @@ impl RedbStore {
             txn.open_table(KV).map_err(backend)?;
             txn.open_table(LOG).map_err(backend)?;
             let meta = txn.open_table(META).map_err(backend)?;
-            (read_counter(&meta, "revision")?, read_counter(&meta, "compacted")?)
+            (
+                read_counter(&meta, "revision")?,
+                read_counter(&meta, "compacted")?,
+            )
         };
         txn.commit().map_err(backend)?;
         let (events, _) = broadcast::channel(1024);
@@ -112,16 +134,29 @@ impl RedbStore {
     /// Discards history at or before `upto` (etcd's Compact).
     pub async fn compact(&self, upto: Revision) -> Result<(), StoreError> {
         let (reply, rx) = oneshot::channel();
-        self.writer.send(WriteRequest::Compact { upto, reply }).map_err(|_| StoreError::Closed)?;
+        self.writer
+            .send(WriteRequest::Compact { upto, reply })
+            .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 }
 
-fn read_counter(table: &impl ReadableTable<&'static str, u64>, name: &str) -> Result<u64, StoreError> {
-    Ok(table.get(name).map_err(backend)?.map(|v| v.value()).unwrap_or(0))
+fn read_counter(
+    table: &impl ReadableTable<&'static str, u64>,
+    name: &str,
+) -> Result<u64, StoreError> {
+    Ok(table
+        .get(name)
+        .map_err(backend)?
+        .map(|v| v.value())
+        .unwrap_or(0))
 }
 
-fn writer_loop(shared: &Shared, requests: &std_mpsc::Receiver<WriteRequest>, config: &RedbStoreConfig) {
+fn writer_loop(
+    shared: &Shared,
+    requests: &std_mpsc::Receiver<WriteRequest>,
+    config: &RedbStoreConfig,
+) {
     loop {
         let first = match requests.recv_timeout(config.compaction_interval) {
             Ok(request) => request,
@@ -144,9 +179,18 @@ fn writer_loop(shared: &Shared, requests: &std_mpsc::Receiver<WriteRequest>, con
 
 /// The outcome of one request inside a batch, sent once the batch is durable.
 enum Reply {
-    Put(oneshot::Sender<Result<Revision, StoreError>>, Result<Revision, StoreError>),
-    Delete(oneshot::Sender<Result<(Revision, KeyValue), StoreError>>, Result<(Revision, KeyValue), StoreError>),
-    Compact(oneshot::Sender<Result<(), StoreError>>, Result<(), StoreError>),
+    Put(
+        oneshot::Sender<Result<Revision, StoreError>>,
+        Result<Revision, StoreError>,
+    ),
+    Delete(
+        oneshot::Sender<Result<(Revision, KeyValue), StoreError>>,
+        Result<(Revision, KeyValue), StoreError>,
+    ),
+    Compact(
+        oneshot::Sender<Result<(), StoreError>>,
+        Result<(), StoreError>,
+    ),
 }
 
 impl Reply {
@@ -175,7 +219,11 @@ fn check(key: &str, current: Option<Revision>, expect: Expect) -> Result<(), Sto
         (Expect::Absent, None) => Ok(()),
         (Expect::Present | Expect::Revision(_), None) => Err(StoreError::NotFound(key.to_owned())),
         (Expect::Revision(expected), Some(actual)) if expected != actual => {
-            Err(StoreError::Conflict { key: key.to_owned(), expected, actual })
+            Err(StoreError::Conflict {
+                key: key.to_owned(),
+                expected,
+                actual,
+            })
         }
         (Expect::Present | Expect::Revision(_), Some(_)) => Ok(()),
     }
@@ -195,7 +243,12 @@ fn commit_batch(shared: &Shared, batch: Vec<WriteRequest>) {
             let now = now_millis();
             for request in batch {
                 match request {
-                    WriteRequest::Put { key, value, expect, reply } => {
+                    WriteRequest::Put {
+                        key,
+                        value,
+                        expect,
+                        reply,
+                    } => {
                         let current = kv.get(key.as_str()).map_err(backend)?.map(|g| {
                             let (rev, bytes) = g.value();
                             (rev, bytes.to_vec())
@@ -205,13 +258,24 @@ fn commit_batch(shared: &Shared, batch: Vec<WriteRequest>) {
                             continue;
                         }
                         revision += 1;
-                        kv.insert(key.as_str(), (revision, value.as_slice())).map_err(backend)?;
+                        kv.insert(key.as_str(), (revision, value.as_slice()))
+                            .map_err(backend)?;
                         let (prev_rev, prev) = match &current {
                             Some((rev, bytes)) => (*rev, Some(bytes.as_slice())),
                             None => (0, None),
                         };
-                        log.insert(revision, (key.as_str(), KIND_PUT, now, value.as_slice(), prev, prev_rev))
-                            .map_err(backend)?;
+                        log.insert(
+                            revision,
+                            (
+                                key.as_str(),
+                                KIND_PUT,
+                                now,
+                                value.as_slice(),
+                                prev,
+                                prev_rev,
+                            ),
+                        )
+                        .map_err(backend)?;
                         events.push(Event {
                             revision,
                             kind: EventKind::Put,
@@ -226,20 +290,45 @@ fn commit_batch(shared: &Shared, batch: Vec<WriteRequest>) {
                             let (rev, bytes) = g.value();
                             (rev, bytes.to_vec())
                         });
-                        let expect = if expect == Expect::Absent { Expect::Present } else { expect };
-                        let (prev_rev, prev) = match check(&key, current.as_ref().map(|c| c.0), expect) {
-                            Ok(()) => current.unwrap_or_default(),
-                            Err(e) => {
-                                replies.push(Reply::Delete(reply, Err(e)));
-                                continue;
-                            }
+                        let expect = if expect == Expect::Absent {
+                            Expect::Present
+                        } else {
+                            expect
                         };
+                        let (prev_rev, prev) =
+                            match check(&key, current.as_ref().map(|c| c.0), expect) {
+                                Ok(()) => current.unwrap_or_default(),
+                                Err(e) => {
+                                    replies.push(Reply::Delete(reply, Err(e)));
+                                    continue;
+                                }
+                            };
                         revision += 1;
                         kv.remove(key.as_str()).map_err(backend)?;
-                        log.insert(revision, (key.as_str(), KIND_DELETE, now, &[][..], Some(prev.as_slice()), prev_rev))
-                            .map_err(backend)?;
-                        let kept = KeyValue { key: key.clone(), value: prev.clone(), mod_revision: prev_rev };
-                        events.push(Event { revision, kind: EventKind::Delete, key, value: prev.into(), prev: None });
+                        log.insert(
+                            revision,
+                            (
+                                key.as_str(),
+                                KIND_DELETE,
+                                now,
+                                &[][..],
+                                Some(prev.as_slice()),
+                                prev_rev,
+                            ),
+                        )
+                        .map_err(backend)?;
+                        let kept = KeyValue {
+                            key: key.clone(),
+                            value: prev.clone(),
+                            mod_revision: prev_rev,
+                        };
+                        events.push(Event {
+                            revision,
+                            kind: EventKind::Delete,
+                            key,
+                            value: prev.into(),
+                            prev: None,
+                        });
                         replies.push(Reply::Delete(reply, Ok((revision, kept))));
                     }
                     WriteRequest::Compact { upto, reply } => {
@@ -296,7 +385,11 @@ fn compact_in(
     for rev in &doomed {
         log.remove(*rev).map_err(backend)?;
     }
-    let reached = if doomed.len() == COMPACT_CHUNK { doomed.last().copied().unwrap_or(upto) } else { upto };
+    let reached = if doomed.len() == COMPACT_CHUNK {
+        doomed.last().copied().unwrap_or(upto)
+    } else {
+        upto
+    };
     meta.insert("compacted", reached).map_err(backend)?;
     Ok(Some(reached))
 }
@@ -342,22 +435,27 @@ fn prefix_end(prefix: &str) -> Option<String> {
 impl Shared {
     /// Reads up to [`REPLAY_CHUNK`] changes after `after`; returns them with the highest revision read and
     /// whether the log had more.
-    fn read_log(&self, prefix: &str, after: Revision) -> Result<(Vec<Event>, Revision, bool), StoreError> {
+    fn read_log(
+        &self,
+        prefix: &str,
+        after: Revision,
+    ) -> Result<(Vec<Event>, Revision, bool), StoreError> {
         let txn = self.db.begin_read().map_err(backend)?;
         let meta = txn.open_table(META).map_err(backend)?;
         let compacted = read_counter(&meta, "compacted")?;
         if after < compacted {
-            return Err(StoreError::Expired { requested: after, compacted });
+            return Err(StoreError::Expired {
+                requested: after,
+                compacted,
+            });
         }
         let log = txn.open_table(LOG).map_err(backend)?;
         let mut events = Vec::new();
         let mut last = after;
-        let mut read = 0;
-        for entry in log.range(after + 1..).map_err(backend)? {
+        for (read, entry) in log.range(after + 1..).map_err(backend)?.enumerate() {
             if read == REPLAY_CHUNK {
                 return Ok((events, last, true));
             }
-            read += 1;
             let (rev, row) = entry.map_err(backend)?;
             let (key, kind, _, value, prev, _) = row.value();
             last = rev.value();
@@ -369,7 +467,13 @@ impl Shared {
             } else {
                 (EventKind::Put, value, prev.map(Into::into))
             };
-            events.push(Event { revision: last, kind, key: key.to_owned(), value: value.into(), prev });
+            events.push(Event {
+                revision: last,
+                kind,
+                key: key.to_owned(),
+                value: value.into(),
+                prev,
+            });
         }
         Ok((events, last, false))
     }
@@ -415,7 +519,9 @@ async fn run_watch(
                             continue;
                         }
                         last = event.revision;
-                        if event.key.starts_with(&prefix) && out.send(Ok(event.clone())).await.is_err() {
+                        if event.key.starts_with(&prefix)
+                            && out.send(Ok(event.clone())).await.is_err()
+                        {
                             return;
                         }
                     }
@@ -431,18 +537,36 @@ async fn run_watch(
 }
 
 impl Store for RedbStore {
-    fn put(&self, key: String, value: Vec<u8>, expect: Expect) -> BoxFuture<'_, Result<Revision, StoreError>> {
+    fn put(
+        &self,
+        key: String,
+        value: Vec<u8>,
+        expect: Expect,
+    ) -> BoxFuture<'_, Result<Revision, StoreError>> {
         Box::pin(async move {
             let (reply, rx) = oneshot::channel();
-            self.writer.send(WriteRequest::Put { key, value, expect, reply }).map_err(|_| StoreError::Closed)?;
+            self.writer
+                .send(WriteRequest::Put {
+                    key,
+                    value,
+                    expect,
+                    reply,
+                })
+                .map_err(|_| StoreError::Closed)?;
             rx.await.map_err(|_| StoreError::Closed)?
         })
     }
 
-    fn delete(&self, key: String, expect: Expect) -> BoxFuture<'_, Result<(Revision, KeyValue), StoreError>> {
+    fn delete(
+        &self,
+        key: String,
+        expect: Expect,
+    ) -> BoxFuture<'_, Result<(Revision, KeyValue), StoreError>> {
         Box::pin(async move {
             let (reply, rx) = oneshot::channel();
-            self.writer.send(WriteRequest::Delete { key, expect, reply }).map_err(|_| StoreError::Closed)?;
+            self.writer
+                .send(WriteRequest::Delete { key, expect, reply })
+                .map_err(|_| StoreError::Closed)?;
             rx.await.map_err(|_| StoreError::Closed)?
         })
     }
@@ -452,7 +576,11 @@ impl Store for RedbStore {
         let kv = txn.open_table(KV).map_err(backend)?;
         Ok(kv.get(key).map_err(backend)?.map(|g| {
             let (mod_revision, value) = g.value();
-            KeyValue { key: key.to_owned(), value: value.to_vec(), mod_revision }
+            KeyValue {
+                key: key.to_owned(),
+                value: value.to_vec(),
+                mod_revision,
+            }
         }))
     }
 
@@ -463,10 +591,16 @@ impl Store for RedbStore {
         let compacted = read_counter(&meta, "compacted")?;
         let revision = request.revision.unwrap_or(current);
         if revision > current {
-            return Err(StoreError::FutureRevision { requested: revision, current });
+            return Err(StoreError::FutureRevision {
+                requested: revision,
+                current,
+            });
         }
         if revision < compacted {
-            return Err(StoreError::Expired { requested: revision, compacted });
+            return Err(StoreError::Expired {
+                requested: revision,
+                compacted,
+            });
         }
         let start = match &request.start_after {
             Some(after) => format!("{after}\0"),
@@ -484,7 +618,11 @@ impl Store for RedbStore {
                 let (_, row) = entry.map_err(backend)?;
                 let (key, _, _, _, prev, prev_rev) = row.value();
                 if in_range(key) && !past.contains_key(key) {
-                    let before = prev.map(|v| KeyValue { key: key.to_owned(), value: v.to_vec(), mod_revision: prev_rev });
+                    let before = prev.map(|v| KeyValue {
+                        key: key.to_owned(),
+                        value: v.to_vec(),
+                        mod_revision: prev_rev,
+                    });
                     past.insert(key.to_owned(), before);
                 }
             }
@@ -499,11 +637,19 @@ impl Store for RedbStore {
         let mut now = range.map(|entry| {
             entry.map_err(backend).map(|(k, v)| {
                 let (mod_revision, value) = v.value();
-                KeyValue { key: k.value().to_owned(), value: value.to_vec(), mod_revision }
+                KeyValue {
+                    key: k.value().to_owned(),
+                    value: value.to_vec(),
+                    mod_revision,
+                }
             })
         });
         let mut then = past.into_iter().peekable();
-        let limit = if request.limit == 0 { usize::MAX } else { request.limit };
+        let limit = if request.limit == 0 {
+            usize::MAX
+        } else {
+            request.limit
+        };
         let mut items = Vec::new();
         let mut next_now = now.next().transpose()?;
         loop {
@@ -527,12 +673,20 @@ impl Store for RedbStore {
             };
             if let Some(item) = item {
                 if items.len() == limit {
-                    return Ok(ListResult { items, revision, more: true });
+                    return Ok(ListResult {
+                        items,
+                        revision,
+                        more: true,
+                    });
                 }
                 items.push(item);
             }
         }
-        Ok(ListResult { items, revision, more: false })
+        Ok(ListResult {
+            items,
+            revision,
+            more: false,
+        })
     }
 
     fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream, StoreError> {
@@ -540,10 +694,19 @@ impl Store for RedbStore {
         let live = self.shared.events.subscribe();
         let compacted = self.shared.compacted.load(Ordering::SeqCst);
         if after < compacted {
-            return Err(StoreError::Expired { requested: after, compacted });
+            return Err(StoreError::Expired {
+                requested: after,
+                compacted,
+            });
         }
         let (out, rx) = mpsc::channel(256);
-        tokio::spawn(run_watch(self.shared.clone(), prefix.to_owned(), after, live, out));
+        tokio::spawn(run_watch(
+            self.shared.clone(),
+            prefix.to_owned(),
+            after,
+            live,
+            out,
+        ));
         Ok(ReceiverStream::new(rx).boxed())
     }
 
