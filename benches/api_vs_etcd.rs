@@ -15,7 +15,10 @@ const WATCHERS: usize = 100;
 const WATCHED_WRITES: usize = 500;
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
 }
 
 struct Process(Child);
@@ -57,22 +60,52 @@ impl Target for Wasmkube {
     }
 
     async fn create(&self, client: &reqwest::Client, n: usize) {
-        let body = json!({"metadata": {"name": format!("cm-{n}")}, "data": {"payload": "x".repeat(256)}});
-        let response = client.post(format!("{}/api/v1/namespaces/default/configmaps", self.url)).json(&body).send().await.unwrap();
+        let body =
+            json!({"metadata": {"name": format!("cm-{n}")}, "data": {"payload": "x".repeat(256)}});
+        let response = client
+            .post(format!("{}/api/v1/namespaces/default/configmaps", self.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 201);
         response.bytes().await.unwrap();
     }
 
     async fn get(&self, client: &reqwest::Client, n: usize) {
-        let response = client.get(format!("{}/api/v1/namespaces/default/configmaps/cm-{n}", self.url)).send().await.unwrap();
+        let response = client
+            .get(format!(
+                "{}/api/v1/namespaces/default/configmaps/cm-{n}",
+                self.url
+            ))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
         response.bytes().await.unwrap();
     }
 
     async fn watch(&self, client: &reqwest::Client) -> reqwest::Response {
-        let rv: Value = client.get(format!("{}/api/v1/namespaces/watched/configmaps", self.url)).send().await.unwrap().json().await.unwrap();
-        let rv = rv["metadata"]["resourceVersion"].as_str().unwrap().to_owned();
-        client.get(format!("{}/api/v1/namespaces/watched/configmaps?watch=1&resourceVersion={rv}", self.url)).send().await.unwrap()
+        let rv: Value = client
+            .get(format!("{}/api/v1/namespaces/watched/configmaps", self.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let rv = rv["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        client
+            .get(format!(
+                "{}/api/v1/namespaces/watched/configmaps?watch=1&resourceVersion={rv}",
+                self.url
+            ))
+            .send()
+            .await
+            .unwrap()
     }
 
     fn count_events(&self, line: &Value) -> usize {
@@ -95,23 +128,40 @@ impl Target for Etcd {
 
     async fn create(&self, client: &reqwest::Client, n: usize) {
         // The same bytes a configmap of this size takes, written as one key.
-        let value = json!({"metadata": {"name": format!("cm-{n}")}, "data": {"payload": "x".repeat(256)}}).to_string();
+        let value =
+            json!({"metadata": {"name": format!("cm-{n}")}, "data": {"payload": "x".repeat(256)}})
+                .to_string();
         let body = json!({"key": b64(&format!("/registry/configmaps/default/cm-{n}")), "value": b64(&value)});
-        let response = client.post(format!("{}/v3/kv/put", self.url)).json(&body).send().await.unwrap();
+        let response = client
+            .post(format!("{}/v3/kv/put", self.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
         response.bytes().await.unwrap();
     }
 
     async fn get(&self, client: &reqwest::Client, n: usize) {
         let body = json!({"key": b64(&format!("/registry/configmaps/default/cm-{n}"))});
-        let response = client.post(format!("{}/v3/kv/range", self.url)).json(&body).send().await.unwrap();
+        let response = client
+            .post(format!("{}/v3/kv/range", self.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
         response.bytes().await.unwrap();
     }
 
     async fn watch(&self, client: &reqwest::Client) -> reqwest::Response {
         let body = json!({"create_request": {"key": b64("/registry/configmaps/watched/"), "range_end": b64("/registry/configmaps/watched0")}});
-        client.post(format!("{}/v3/watch", self.url)).json(&body).send().await.unwrap()
+        client
+            .post(format!("{}/v3/watch", self.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
     }
 
     fn count_events(&self, line: &Value) -> usize {
@@ -125,7 +175,13 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 }
 
 /// Runs `ops` operations split over `clients` concurrent clients; returns (ops/s, p50 ms, p99 ms).
-async fn measure<T: Target + 'static>(target: Arc<T>, clients: usize, ops: usize, offset: usize, create: bool) -> (f64, f64, f64) {
+async fn measure<T: Target + 'static>(
+    target: Arc<T>,
+    clients: usize,
+    ops: usize,
+    offset: usize,
+    create: bool,
+) -> (f64, f64, f64) {
     let started = Instant::now();
     let tasks: Vec<_> = (0..clients)
         .map(|c| {
@@ -152,11 +208,19 @@ async fn measure<T: Target + 'static>(target: Arc<T>, clients: usize, ops: usize
     }
     let elapsed = started.elapsed().as_secs_f64();
     latencies.sort();
-    (ops as f64 / elapsed, percentile(&latencies, 0.50), percentile(&latencies, 0.99))
+    (
+        ops as f64 / elapsed,
+        percentile(&latencies, 0.50),
+        percentile(&latencies, 0.99),
+    )
 }
 
 /// 100 watchers on one prefix; returns events delivered per second across all of them.
-async fn fan_out<T: Target + 'static>(target: Arc<T>, write: impl Fn(usize) -> Value + Send + Sync + 'static, writer_url: String) -> f64 {
+async fn fan_out<T: Target + 'static>(
+    target: Arc<T>,
+    write: impl Fn(usize) -> Value + Send + Sync + 'static,
+    writer_url: String,
+) -> f64 {
     let client = reqwest::Client::new();
     let mut streams = Vec::new();
     for _ in 0..WATCHERS {
@@ -187,10 +251,23 @@ async fn fan_out<T: Target + 'static>(target: Arc<T>, write: impl Fn(usize) -> V
     let writes: Vec<_> = (0..WATCHED_WRITES)
         .map(|i| {
             let (writer, body, url) = (writer.clone(), write(i), writer_url.clone());
-            async move { writer.post(url).json(&body).send().await.unwrap().bytes().await.unwrap() }
+            async move {
+                writer
+                    .post(url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap()
+            }
         })
         .collect();
-    futures::stream::iter(writes).buffer_unordered(16).collect::<Vec<_>>().await;
+    futures::stream::iter(writes)
+        .buffer_unordered(16)
+        .collect::<Vec<_>>()
+        .await;
     for reader in readers {
         reader.await.unwrap();
     }
@@ -202,9 +279,19 @@ async fn run<T: Target + 'static>(target: Arc<T>, results: &mut Vec<(String, f64
     for clients in CLIENTS {
         let ops = 1000 * clients.min(8);
         let (rate, p50, p99) = measure(target.clone(), clients, ops, offset, true).await;
-        results.push((format!("{} create c={clients}", target.name()), rate, p50, p99));
+        results.push((
+            format!("{} create c={clients}", target.name()),
+            rate,
+            p50,
+            p99,
+        ));
         let (rate, p50, p99) = measure(target.clone(), clients, ops, offset, false).await;
-        results.push((format!("{} get    c={clients}", target.name()), rate, p50, p99));
+        results.push((
+            format!("{} get    c={clients}", target.name()),
+            rate,
+            p50,
+            p99,
+        ));
         offset += ops;
     }
 }
@@ -227,7 +314,9 @@ fn main() {
             .spawn()
             .expect("start wasmkube"),
     );
-    let wasmkube = Arc::new(Wasmkube { url: format!("http://127.0.0.1:{api_port}") });
+    let wasmkube = Arc::new(Wasmkube {
+        url: format!("http://127.0.0.1:{api_port}"),
+    });
     wait_for(&format!("{}/healthz", wasmkube.url));
 
     let (client_port, peer_port) = (free_port(), free_port());
@@ -236,10 +325,24 @@ fn main() {
         Command::new("etcd")
             .arg("--data-dir")
             .arg(dir.path().join("etcd"))
-            .args(["--listen-client-urls", &etcd_url, "--advertise-client-urls", &etcd_url])
-            .args(["--listen-peer-urls", &format!("http://127.0.0.1:{peer_port}")])
-            .args(["--initial-advertise-peer-urls", &format!("http://127.0.0.1:{peer_port}")])
-            .args(["--initial-cluster", &format!("default=http://127.0.0.1:{peer_port}")])
+            .args([
+                "--listen-client-urls",
+                &etcd_url,
+                "--advertise-client-urls",
+                &etcd_url,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &format!("http://127.0.0.1:{peer_port}"),
+            ])
+            .args([
+                "--initial-advertise-peer-urls",
+                &format!("http://127.0.0.1:{peer_port}"),
+            ])
+            .args([
+                "--initial-cluster",
+                &format!("default=http://127.0.0.1:{peer_port}"),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -273,7 +376,10 @@ fn main() {
         (ours, theirs)
     });
 
-    println!("{:<24} {:>10} {:>9} {:>9}", "benchmark", "ops/s", "p50 ms", "p99 ms");
+    println!(
+        "{:<24} {:>10} {:>9} {:>9}",
+        "benchmark", "ops/s", "p50 ms", "p99 ms"
+    );
     for (name, rate, p50, p99) in &results {
         println!("{name:<24} {rate:>10.0} {p50:>9.2} {p99:>9.2}");
     }
@@ -282,8 +388,16 @@ fn main() {
     let half = results.len() / 2;
     for (ours, theirs) in results[..half].iter().zip(&results[half..]) {
         let label = ours.0.trim_start_matches("wasmkube ");
-        println!("{label:<16} ops/s {:>5.2}x   p50 {:>5.2}x   p99 {:>5.2}x", ours.1 / theirs.1, ours.2 / theirs.2, ours.3 / theirs.3);
+        println!(
+            "{label:<16} ops/s {:>5.2}x   p50 {:>5.2}x   p99 {:>5.2}x",
+            ours.1 / theirs.1,
+            ours.2 / theirs.2,
+            ours.3 / theirs.3
+        );
     }
     println!();
-    println!("watch fan-out, {WATCHERS} watchers x {WATCHED_WRITES} writes: wasmkube {ours:.0} events/s, etcd {theirs:.0} events/s, ratio {:.2}x", ours / theirs);
+    println!(
+        "watch fan-out, {WATCHERS} watchers x {WATCHED_WRITES} writes: wasmkube {ours:.0} events/s, etcd {theirs:.0} events/s, ratio {:.2}x",
+        ours / theirs
+    );
 }

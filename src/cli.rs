@@ -178,7 +178,10 @@ impl Session {
         }
         let body = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
         let request = request.body(body)?;
-        self.client.request::<Value>(request).await.map_err(api_error)
+        self.client
+            .request::<Value>(request)
+            .await
+            .map_err(api_error)
     }
 }
 

@@ -220,6 +220,12 @@ fn immutable(field: &str, changed: bool, causes: &mut Vec<Cause>) {
     }
 }
 
+fn immutable_selector(new: &LabelSelector, old: &LabelSelector) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    immutable("spec.selector", new != old, &mut causes);
+    causes
+}
+
 fn replicas_not_negative(replicas: Option<i32>, causes: &mut Vec<Cause>) {
     if let Some(n) = replicas.filter(|n| *n < 0) {
         causes.push(Cause::invalid(
@@ -330,14 +336,7 @@ impl KindRules for Deployment {
     }
 
     fn validate_update(&self, old: &Self) -> Vec<Cause> {
-        let mut causes = Vec::new();
-        let selector = |d: &Deployment| d.spec.selector.clone();
-        immutable(
-            "spec.selector",
-            selector(self) != selector(old),
-            &mut causes,
-        );
-        causes
+        immutable_selector(&self.spec.selector, &old.spec.selector)
     }
 }
 
@@ -360,14 +359,7 @@ impl KindRules for ReplicaSet {
     }
 
     fn validate_update(&self, old: &Self) -> Vec<Cause> {
-        let mut causes = Vec::new();
-        let selector = |r: &ReplicaSet| r.spec.selector.clone();
-        immutable(
-            "spec.selector",
-            selector(self) != selector(old),
-            &mut causes,
-        );
-        causes
+        immutable_selector(&self.spec.selector, &old.spec.selector)
     }
 }
 
@@ -405,14 +397,7 @@ impl KindRules for DaemonSet {
     }
 
     fn validate_update(&self, old: &Self) -> Vec<Cause> {
-        let mut causes = Vec::new();
-        let selector = |d: &DaemonSet| d.spec.selector.clone();
-        immutable(
-            "spec.selector",
-            selector(self) != selector(old),
-            &mut causes,
-        );
-        causes
+        immutable_selector(&self.spec.selector, &old.spec.selector)
     }
 }
 
@@ -463,14 +448,7 @@ impl KindRules for StatefulSet {
     }
 
     fn validate_update(&self, old: &Self) -> Vec<Cause> {
-        let mut causes = Vec::new();
-        let selector = |s: &StatefulSet| s.spec.selector.clone();
-        immutable(
-            "spec.selector",
-            selector(self) != selector(old),
-            &mut causes,
-        );
-        causes
+        immutable_selector(&self.spec.selector, &old.spec.selector)
     }
 }
 

@@ -113,6 +113,15 @@ impl ApiError {
         }
     }
 
+    /// A Conflict for a write based on an outdated resourceVersion.
+    pub fn stale(resource: &ResourceType, name: &str) -> Self {
+        ApiError::Conflict {
+            resource: qualified_resource(resource),
+            name: name.to_owned(),
+            detail: "the object has been modified; please apply your changes to the latest version and try again".into(),
+        }
+    }
+
     /// The HTTP code and Kubernetes reason.
     pub fn code_and_reason(&self) -> (StatusCode, &'static str) {
         match self {
@@ -162,16 +171,12 @@ impl ApiError {
     /// Maps a store error on one object of `resource` to its API error.
     pub fn from_store(error: StoreError, resource: &ResourceType, name: &str) -> Self {
         match error {
-            StoreError::AlreadyExists(_) => {
-                ApiError::AlreadyExists { resource: qualified_resource(resource), name: name.to_owned() }
-            }
-            StoreError::NotFound(_) => ApiError::not_found(resource, name),
-            StoreError::Conflict { .. } => ApiError::Conflict {
+            StoreError::AlreadyExists(_) => ApiError::AlreadyExists {
                 resource: qualified_resource(resource),
                 name: name.to_owned(),
-                detail: "the object has been modified; please apply your changes to the latest version and try again"
-                    .into(),
             },
+            StoreError::NotFound(_) => ApiError::not_found(resource, name),
+            StoreError::Conflict { .. } => ApiError::stale(resource, name),
             other => other.into(),
         }
     }

@@ -12,6 +12,7 @@ use crate::store::Store;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
+use axum::http::Uri;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -75,8 +76,10 @@ impl ApiServer {
                 get(|| async { json(StatusCode::OK, discovery::openapi_index()) }),
             )
             .route("/openapi/v3/{*path}", get(openapi_document))
-            .route("/api/{*rest}", any(core_request))
-            .route("/apis/{*rest}", any(group_request))
+            .route("/api", any(api_request))
+            .route("/api/{*rest}", any(api_request))
+            .route("/apis", any(api_request))
+            .route("/apis/{*rest}", any(api_request))
             .layer(axum::extract::DefaultBodyLimit::disable())
             .fallback(|| async {
                 ApiError::NotFound {
@@ -128,39 +131,30 @@ struct ApiRequest {
     body: Bytes,
 }
 
-async fn core_request(
+/// Every request under `/api` and `/apis`: discovery documents, or a resource path routed to its verb.
+async fn api_request(
     state: State<ApiServer>,
-    Path(rest): Path<String>,
+    uri: Uri,
     method: Method,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
     body: Body,
 ) -> Response {
-    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    match segments.split_first() {
-        Some((version, tail)) => route(&state, "", version, tail, method, headers, raw, body).await,
-        None => json(StatusCode::OK, discovery::api_versions()),
-    }
-}
-
-async fn group_request(
-    state: State<ApiServer>,
-    Path(rest): Path<String>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-    body: Body,
-) -> Response {
-    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
     match segments.as_slice() {
-        [] => json(StatusCode::OK, discovery::api_groups()),
-        [group] => match discovery::api_group(group) {
+        ["api"] => json(StatusCode::OK, discovery::api_versions()),
+        ["api", version, tail @ ..] => {
+            route(&state, "", version, tail, method, headers, raw, body).await
+        }
+        ["apis"] => json(StatusCode::OK, discovery::api_groups()),
+        ["apis", group] => match discovery::api_group(group) {
             Some(object) => json(StatusCode::OK, object),
             None => not_found_path(),
         },
-        [group, version, tail @ ..] => {
+        ["apis", group, version, tail @ ..] => {
             route(&state, group, version, tail, method, headers, raw, body).await
         }
+        _ => not_found_path(),
     }
 }
 

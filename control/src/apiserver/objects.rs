@@ -472,15 +472,7 @@ impl ApiServer {
             None => current.mod_revision,
         };
         if expected != current.mod_revision {
-            return Err(ApiError::from_store(
-                crate::store::StoreError::Conflict {
-                    key: current.key,
-                    expected,
-                    actual: current.mod_revision,
-                },
-                target.resource,
-                name,
-            ));
+            return Err(ApiError::stale(target.resource, name));
         }
         let old = served(&current.value, current.mod_revision)?;
         self.replace(target, name, old, object, subresource, query)
@@ -636,15 +628,7 @@ impl ApiServer {
                 .as_deref()
                 .is_some_and(|rv| rv != current.mod_revision.to_string())
             {
-                return Err(ApiError::from_store(
-                    crate::store::StoreError::Conflict {
-                        key: current.key,
-                        expected: 0,
-                        actual: current.mod_revision,
-                    },
-                    target.resource,
-                    name,
-                ));
+                return Err(ApiError::stale(target.resource, name));
             }
             let new = if subresource == Some(Subresource::Scale) {
                 with_scale(&old, &patched)?
@@ -698,15 +682,7 @@ impl ApiServer {
         if let Some(rv) = meta_str(&scale, "resourceVersion").filter(|rv| !rv.is_empty())
             && parse_revision(rv)? != current.mod_revision
         {
-            return Err(ApiError::from_store(
-                crate::store::StoreError::Conflict {
-                    key: current.key,
-                    expected: 0,
-                    actual: current.mod_revision,
-                },
-                target.resource,
-                name,
-            ));
+            return Err(ApiError::stale(target.resource, name));
         }
         let new = with_scale(&old, &scale)?;
         let written = self.replace(target, name, old, new, None, query).await?;
