@@ -83,8 +83,14 @@ fn the_server_shuts_down_cleanly_on_sigterm_even_with_open_watches() {
     let mut server = Server::start();
     let watch = std::net::TcpStream::connect(server.url.trim_start_matches("http://")).unwrap();
     use std::io::Write;
-    (&watch).write_all(b"GET /api/v1/namespaces?watch=1 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    (&watch)
+        .write_all(b"GET /api/v1/namespaces?watch=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(200));
     let exited = server.terminate(std::time::Duration::from_secs(10));
-    assert_eq!(exited, Some(true), "the server must exit 0 within 10 s of SIGTERM");
+    assert_eq!(
+        exited,
+        Some(true),
+        "the server must exit 0 within 10 s of SIGTERM"
+    );
 }

@@ -79,7 +79,10 @@ impl Server {
 
     /// Sends SIGTERM and waits up to `limit` for the process to exit; returns whether it exited cleanly.
     pub fn terminate(&mut self, limit: Duration) -> Option<bool> {
-        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill -TERM");
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
