@@ -94,6 +94,12 @@ struct Session {
     namespace: String,
 }
 
+/// A kube-rs client and namespace from `--server`, `--kubeconfig` or the usual kubeconfig rules.
+pub async fn client(args: &ClientArgs) -> anyhow::Result<(Client, String)> {
+    let session = session(args).await?;
+    Ok((session.client, session.namespace))
+}
+
 async fn session(args: &ClientArgs) -> anyhow::Result<Session> {
     let config = match (&args.server, &args.kubeconfig) {
         (Some(server), _) => Config::new(

@@ -25,6 +25,8 @@ struct Args {
 enum Command {
     /// Run the control plane: the store and the Kubernetes API.
     Server(server::ServerConfig),
+    /// Run a node agent: register this node and run the pods bound to it as WebAssembly.
+    Node(NodeArgs),
     /// Create or update objects from YAML or JSON files (multi-document), a directory of them, or `-` for stdin.
     Apply(cli::ApplyArgs),
     /// List objects or show some, as a table or as yaml/json/name.
@@ -54,6 +56,7 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async move {
         match args.command {
             Command::Server(config) => server::run(config).await,
+            Command::Node(node) => run_node(&args.client, node).await,
             Command::Apply(apply) => cli::apply(&args.client, apply).await,
             Command::Get(get) => cli::get(&args.client, get).await,
             Command::Describe(describe) => cli::describe(&args.client, describe).await,
@@ -68,6 +71,36 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `wasmkube node` arguments.
+#[derive(clap::Args)]
+struct NodeArgs {
+    /// The Node's name.
+    #[arg(long)]
+    name: String,
+    /// Where pod logs, volumes and compiled modules live.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The address other nodes reach this one at.
+    #[arg(long, default_value = "127.0.0.1")]
+    address: String,
+    /// The first CrashLoopBackOff delay in seconds (doubling up to 300).
+    #[arg(long, default_value_t = 10.0)]
+    crash_backoff_seconds: f64,
+}
+
+async fn run_node(client: &cli::ClientArgs, args: NodeArgs) -> anyhow::Result<()> {
+    let (client, _) = cli::client(client).await?;
+    let data_dir = args.data_dir.unwrap_or_else(|| default_data_dir().join("nodes").join(&args.name));
+    let initial = std::time::Duration::from_secs_f64(args.crash_backoff_seconds.max(0.0));
+    let config = wasmkube_node::agent::AgentConfig {
+        node_name: args.name,
+        data_dir,
+        address: args.address,
+        backoff: wasmkube_node::pod::Backoff { initial, max: std::time::Duration::from_secs(300).max(initial) },
+    };
+    wasmkube_node::agent::run(client, config).await
 }
 
 /// Where a path argument points, for the data dir default.

@@ -1,0 +1,249 @@
+//! The node agent: registers the Node, keeps its Lease and Ready condition fresh, and reconciles the pods bound
+//! to it (field selector `spec.nodeName`) against the pod workers it runs.
+
+use crate::pod::{Backoff, NodeContext, PodWorker, pod_dir};
+use crate::runtime::Runtime;
+use futures::StreamExt;
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo, Pod};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How often the Lease is renewed and the Ready condition refreshed.
+const HEARTBEAT: Duration = Duration::from_secs(10);
+/// The label that says a node runs WebAssembly.
+pub const RUNTIME_LABEL: &str = "wasmkube.io/runtime";
+
+/// The node agent's settings.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The Node's name.
+    pub node_name: String,
+    /// Where pod logs, volumes and the compilation cache live.
+    pub data_dir: PathBuf,
+    /// The address other nodes reach this one at.
+    pub address: String,
+    /// Container restart delays.
+    pub backoff: Backoff,
+}
+
+/// Agent failures.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    /// The apiserver refused or could not be reached.
+    #[error("apiserver request failed: {0}")]
+    Api(#[from] kube::Error),
+    /// A pod worker panicked while holding the worker table.
+    #[error("the pod worker table is poisoned")]
+    Poisoned,
+}
+
+struct Agent {
+    ctx: Arc<NodeContext>,
+    workers: Mutex<HashMap<String, PodWorker>>,
+}
+
+fn node_object(config: &AgentConfig) -> Node {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let memory = total_memory_bytes();
+    let resources = BTreeMap::from([
+        ("cpu".to_owned(), Quantity(cpus.to_string())),
+        ("memory".to_owned(), Quantity(format!("{}Ki", memory / 1024))),
+        ("pods".to_owned(), Quantity("110".into())),
+    ]);
+    let labels = BTreeMap::from([
+        ("kubernetes.io/hostname".to_owned(), config.node_name.clone()),
+        ("kubernetes.io/os".to_owned(), std::env::consts::OS.to_owned()),
+        ("kubernetes.io/arch".to_owned(), "wasm32".to_owned()),
+        (RUNTIME_LABEL.to_owned(), "wasmtime".to_owned()),
+    ]);
+    Node {
+        metadata: ObjectMeta { name: Some(config.node_name.clone()), labels: Some(labels), ..Default::default() },
+        spec: None,
+        status: Some(NodeStatus {
+            capacity: Some(resources.clone()),
+            allocatable: Some(resources),
+            addresses: Some(vec![
+                NodeAddress { type_: "InternalIP".into(), address: config.address.clone() },
+                NodeAddress { type_: "Hostname".into(), address: config.node_name.clone() },
+            ]),
+            conditions: Some(vec![ready_condition()]),
+            node_info: Some(NodeSystemInfo {
+                architecture: "wasm32".into(),
+                container_runtime_version: "wasmtime://48".into(),
+                kubelet_version: format!("v1.37.0-wasmkube.{}", env!("CARGO_PKG_VERSION")),
+                kube_proxy_version: String::new(),
+                operating_system: std::env::consts::OS.into(),
+                os_image: "WebAssembly (WASI 0.1, 0.2)".into(),
+                kernel_version: String::new(),
+                boot_id: String::new(),
+                machine_id: String::new(),
+                system_uuid: String::new(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+fn total_memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?.to_owned();
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(4 << 30, |kib| kib * 1024)
+}
+
+fn ready_condition() -> NodeCondition {
+    let now = Time(jiff::Timestamp::now());
+    NodeCondition {
+        type_: "Ready".into(),
+        status: "True".into(),
+        reason: Some("KubeletReady".into()),
+        message: Some("wasmkube node agent is posting ready status".into()),
+        last_heartbeat_time: Some(now.clone()),
+        last_transition_time: Some(now),
+    }
+}
+
+/// Creates the Node, or brings an existing one's status up to date.
+async fn register(client: &kube::Client, config: &AgentConfig) -> Result<(), AgentError> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node = node_object(config);
+    match nodes.create(&PostParams::default(), &node).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => return Err(e.into()),
+    }
+    let status = serde_json::json!({"status": node.status});
+    nodes.patch_status(&config.node_name, &PatchParams::default(), &Patch::Merge(&status)).await?;
+    Ok(())
+}
+
+/// Renews the Lease and the Ready heartbeat, forever.
+async fn heartbeat(client: kube::Client, node_name: String) {
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
+    let nodes: Api<Node> = Api::all(client);
+    loop {
+        let now = MicroTime(jiff::Timestamp::now());
+        let lease = Lease {
+            metadata: ObjectMeta { name: Some(node_name.clone()), ..Default::default() },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(node_name.clone()),
+                lease_duration_seconds: Some(40),
+                renew_time: Some(now),
+                ..Default::default()
+            }),
+        };
+        let patch = Patch::Merge(serde_json::to_value(&lease).unwrap_or_default());
+        let renewed = match leases.patch(&node_name, &PatchParams::default(), &patch).await {
+            Err(kube::Error::Api(e)) if e.code == 404 => leases.create(&PostParams::default(), &lease).await.map(|_| ()),
+            other => other.map(|_| ()),
+        };
+        if let Err(error) = renewed {
+            tracing::warn!(node = %node_name, %error, "cannot renew the node lease");
+        }
+        let status = serde_json::json!({"status": {"conditions": [ready_condition()]}});
+        if let Err(error) = nodes.patch_status(&node_name, &PatchParams::default(), &Patch::Strategic(&status)).await {
+            tracing::warn!(node = %node_name, %error, "cannot post node status");
+        }
+        tokio::time::sleep(HEARTBEAT).await;
+    }
+}
+
+async fn reconcile(pod: Arc<Pod>, agent: Arc<Agent>) -> Result<Action, AgentError> {
+    let uid = pod.uid().unwrap_or_default();
+    let (name, namespace) = (pod.name_any(), pod.namespace().unwrap_or_default());
+    if pod.metadata.deletion_timestamp.is_some() {
+        let worker = agent.workers.lock().ok().and_then(|mut w| w.remove(&uid));
+        if let Some(worker) = worker {
+            let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(30).max(0) as u64;
+            worker.stop(Duration::from_secs(grace)).await;
+            tracing::info!(pod = %name, namespace = %namespace, "stopped");
+        }
+        let pods: Api<Pod> = Api::namespaced(agent.ctx.client.clone(), &namespace);
+        let params = DeleteParams { grace_period_seconds: Some(0), preconditions: Some(Preconditions { uid: Some(uid.clone()), resource_version: None }), ..Default::default() };
+        match pods.delete(&name, &params).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+        let dir = pod_dir(&agent.ctx.data_dir, &namespace, &name, &uid);
+        let _ = tokio::fs::remove_dir_all(dir.join("volumes")).await;
+        return Ok(Action::await_change());
+    }
+    let mut workers = agent.workers.lock().map_err(|_| AgentError::Poisoned)?;
+    if !workers.contains_key(&uid) {
+        tracing::info!(pod = %name, namespace = %namespace, "starting");
+        workers.insert(uid, PodWorker::start((*pod).clone(), agent.ctx.clone()));
+    }
+    Ok(Action::await_change())
+}
+
+fn error_policy(_pod: Arc<Pod>, error: &AgentError, _agent: Arc<Agent>) -> Action {
+    tracing::warn!(%error, "pod reconcile failed");
+    Action::requeue(Duration::from_secs(2))
+}
+
+/// Runs the node agent until the process ends.
+pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let runtime = Arc::new(Runtime::new(&config.data_dir.join("cache"))?);
+    register(&client, &config).await?;
+    tracing::info!(node = %config.node_name, "registered");
+    tokio::spawn(heartbeat(client.clone(), config.node_name.clone()));
+    let ctx = Arc::new(NodeContext {
+        client: client.clone(),
+        runtime,
+        node_name: config.node_name.clone(),
+        address: config.address.clone(),
+        data_dir: config.data_dir.clone(),
+        backoff: config.backoff.clone(),
+    });
+    let agent = Arc::new(Agent { ctx, workers: Mutex::new(HashMap::new()) });
+    let pods: Api<Pod> = Api::all(client);
+    let selector = watcher::Config::default().fields(&format!("spec.nodeName={}", config.node_name));
+    let controller = Controller::new(pods, selector);
+    let store = controller.store();
+    tokio::spawn(sweep_removed_pods(store, agent.clone()));
+    controller
+        .run(reconcile, error_policy, agent)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "reconcile");
+            }
+        })
+        .await;
+    Ok(())
+}
+
+/// Stops the workers of pods that vanished from the API without a graceful deletion (force deletes).
+async fn sweep_removed_pods(store: kube::runtime::reflector::Store<Pod>, agent: Arc<Agent>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if store.wait_until_ready().await.is_err() {
+            continue;
+        }
+        let present: Vec<String> = store.state().iter().filter_map(|p| p.uid()).collect();
+        let gone: Vec<PodWorker> = match agent.workers.lock() {
+            Ok(mut workers) => {
+                let uids: Vec<String> = workers.keys().filter(|uid| !present.contains(uid)).cloned().collect();
+                uids.into_iter().filter_map(|uid| workers.remove(&uid)).collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        for worker in gone {
+            worker.stop(Duration::from_secs(1)).await;
+        }
+    }
+}

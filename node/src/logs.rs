@@ -1,0 +1,212 @@
+//! Container logs on disk in the CRI format kubelets use: one line per output line,
+//! `<RFC 3339 time> <stdout|stderr> <F|P> <text>` (P marks a line cut at the size limit and continued).
+//! Files are rotated at a size limit, keeping one older file.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use tokio::io::AsyncWrite;
+
+/// Largest log file before it is rotated to `<name>.1`.
+pub const MAX_LOG_BYTES: u64 = 10 << 20;
+/// Longest line kept whole; longer output is split into partial (`P`) lines.
+const MAX_LINE: usize = 16 << 10;
+
+struct LogFile {
+    path: PathBuf,
+    file: std::fs::File,
+    written: u64,
+    stdout_partial: Vec<u8>,
+    stderr_partial: Vec<u8>,
+}
+
+impl LogFile {
+    fn append(&mut self, stream: &str, text: &[u8], complete: bool) -> std::io::Result<()> {
+        let now = jiff::Timestamp::now();
+        let mut line = format!("{now} {stream} {} ", if complete { 'F' } else { 'P' }).into_bytes();
+        line.extend_from_slice(text);
+        line.push(b'\n');
+        if self.written + line.len() as u64 > MAX_LOG_BYTES {
+            self.rotate()?;
+        }
+        self.file.write_all(&line)?;
+        self.written += line.len() as u64;
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> std::io::Result<()> {
+        let mut older = self.path.clone().into_os_string();
+        older.push(".1");
+        std::fs::rename(&self.path, older)?;
+        self.file = std::fs::File::create(&self.path)?;
+        self.written = 0;
+        Ok(())
+    }
+
+    fn write(&mut self, stream: &'static str, bytes: &[u8]) -> std::io::Result<()> {
+        let mut pending = std::mem::take(if stream == "stdout" { &mut self.stdout_partial } else { &mut self.stderr_partial });
+        pending.extend_from_slice(bytes);
+        let mut start = 0;
+        while let Some(end) = pending[start..].iter().position(|b| *b == b'\n') {
+            let line = pending[start..start + end].to_vec();
+            self.append(stream, &line, true)?;
+            start += end + 1;
+        }
+        let mut rest = pending.split_off(start);
+        while rest.len() > MAX_LINE {
+            let tail = rest.split_off(MAX_LINE);
+            self.append(stream, &rest, false)?;
+            rest = tail;
+        }
+        *(if stream == "stdout" { &mut self.stdout_partial } else { &mut self.stderr_partial }) = rest;
+        Ok(())
+    }
+
+    fn flush_partial(&mut self) -> std::io::Result<()> {
+        for stream in ["stdout", "stderr"] {
+            let rest = std::mem::take(if stream == "stdout" { &mut self.stdout_partial } else { &mut self.stderr_partial });
+            if !rest.is_empty() {
+                self.append(stream, &rest, true)?;
+            }
+        }
+        self.file.flush()
+    }
+}
+
+/// One container run's log file, shared by its stdout and stderr.
+#[derive(Clone)]
+pub struct ContainerLog {
+    file: Arc<Mutex<LogFile>>,
+}
+
+impl ContainerLog {
+    /// Creates (truncating) the log file at `path`.
+    pub fn create(path: &Path) -> std::io::Result<Self> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let file = std::fs::File::create(path)?;
+        let log = LogFile { path: path.to_path_buf(), file, written: 0, stdout_partial: Vec::new(), stderr_partial: Vec::new() };
+        Ok(Self { file: Arc::new(Mutex::new(log)) })
+    }
+
+    /// The writer for one of the two streams.
+    pub fn stream(&self, stream: Stream) -> LogStream {
+        LogStream { log: self.clone(), stream: stream.name() }
+    }
+
+    /// Writes out an unfinished last line, when the run has ended.
+    pub fn finish(&self) {
+        if let Ok(mut file) = self.file.lock()
+            && let Err(error) = file.flush_partial()
+        {
+            tracing::warn!(%error, "cannot finish a container log");
+        }
+    }
+}
+
+/// Which output stream.
+#[derive(Debug, Clone, Copy)]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+impl Stream {
+    fn name(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// A guest's stdout or stderr, written into its container log.
+#[derive(Clone)]
+pub struct LogStream {
+    log: ContainerLog,
+    stream: &'static str,
+}
+
+impl AsyncWrite for LogStream {
+    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let result = match self.log.file.lock() {
+            Ok(mut file) => file.write(self.stream, buf).map(|()| buf.len()),
+            Err(_) => Err(std::io::Error::other("log file lock poisoned")),
+        };
+        Poll::Ready(result)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl wasmtime_wasi::cli::IsTerminal for LogStream {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl wasmtime_wasi::cli::StdoutStream for LogStream {
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+/// One parsed log line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// When it was written.
+    pub time: jiff::Timestamp,
+    /// The text, without the newline.
+    pub text: String,
+    /// Whether the line continues in the next entry.
+    pub partial: bool,
+}
+
+/// Parses a CRI log file's lines (unparsable lines are skipped).
+pub fn parse(contents: &str) -> Vec<LogLine> {
+    contents
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(4, ' ');
+            let time = parts.next()?.parse().ok()?;
+            let _stream = parts.next()?;
+            let partial = parts.next()? == "P";
+            Some(LogLine { time, text: parts.next().unwrap_or_default().to_owned(), partial })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_from_both_streams_are_framed_and_parsed_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c/0.log");
+        let log = ContainerLog::create(&path).unwrap();
+        let (mut out, mut err) = (log.stream(Stream::Stdout), log.stream(Stream::Stderr));
+        futures::executor::block_on(async {
+            use tokio::io::AsyncWriteExt;
+            out.write_all(b"hello\nwor").await.unwrap();
+            err.write_all(b"oops\n").await.unwrap();
+            out.write_all(b"ld\nunfinished").await.unwrap();
+        });
+        log.finish();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<String> = parse(&text).into_iter().map(|l| l.text).collect();
+        assert_eq!(lines, ["hello", "oops", "world", "unfinished"]);
+        assert!(text.lines().nth(1).unwrap().contains(" stderr F oops"));
+    }
+}

@@ -1,0 +1,362 @@
+//! One pod on this node: its containers run as Wasm, restarted per the pod's policy with Kubernetes'
+//! CrashLoopBackOff, and every change of their state written to the pod's status.
+
+use crate::logs::{ContainerLog, Stream};
+use crate::runtime::{Mount, RunSpec, Runtime};
+use crate::status::{self, Container, State};
+use k8s_openapi::api::core::v1::{ConfigMap, Container as ContainerSpec, Pod, Secret};
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+/// Restart backoff: Kubernetes' defaults are 10 s doubling to 5 minutes, reset after 10 minutes of running.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    /// The first delay.
+    pub initial: Duration,
+    /// The largest delay.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self { initial: Duration::from_secs(10), max: Duration::from_secs(300) }
+    }
+}
+
+/// What every pod worker of a node shares.
+pub struct NodeContext {
+    /// The Kubernetes client.
+    pub client: kube::Client,
+    /// The Wasm runtime.
+    pub runtime: Arc<Runtime>,
+    /// This node's name.
+    pub node_name: String,
+    /// This node's address.
+    pub address: String,
+    /// Where pods keep their logs and volumes.
+    pub data_dir: PathBuf,
+    /// Restart delays.
+    pub backoff: Backoff,
+}
+
+/// A running pod: stop it by dropping or calling [`PodWorker::stop`].
+pub struct PodWorker {
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl PodWorker {
+    /// Starts running a pod.
+    pub fn start(pod: Pod, ctx: Arc<NodeContext>) -> Self {
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(run_pod(pod, ctx, stopped));
+        Self { stop, task }
+    }
+
+    /// Stops the pod's containers, waiting at most `grace` for the worker to end.
+    pub async fn stop(self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let mut task = self.task;
+        if tokio::time::timeout(grace, &mut task).await.is_err() {
+            task.abort();
+        }
+    }
+
+    /// Whether the worker has ended (all containers done for good).
+    pub fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
+/// The directory of a pod's logs and volumes.
+pub fn pod_dir(data_dir: &Path, namespace: &str, name: &str, uid: &str) -> PathBuf {
+    data_dir.join("pods").join(format!("{namespace}_{name}_{uid}"))
+}
+
+/// The log file of one run of a container.
+pub fn log_path(pod_dir: &Path, container: &str, restart: i32) -> PathBuf {
+    pod_dir.join("logs").join(container).join(format!("{restart}.log"))
+}
+
+/// A change of one container, sent to the pod's status writer.
+struct Update {
+    index: usize,
+    container: Container,
+}
+
+async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, stopped: watch::Receiver<bool>) {
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let spec = pod.spec.clone().unwrap_or_default();
+    let restart_policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+    let dir = pod_dir(&ctx.data_dir, &namespace, &name, &uid);
+    let start_time = pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map_or_else(jiff::Timestamp::now, |t| t.0);
+    let previous_restarts = |container: &str| -> i32 {
+        pod.status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.name == container))
+            .map_or(0, |c| c.restart_count)
+    };
+    let mut containers: Vec<Container> = spec
+        .containers
+        .iter()
+        .map(|c| Container {
+            name: c.name.clone(),
+            image: c.image.clone().unwrap_or_default(),
+            image_id: String::new(),
+            state: State::Waiting { reason: "ContainerCreating".into(), message: None },
+            last_state: None,
+            restart_count: previous_restarts(&c.name),
+        })
+        .collect();
+    let (updates, mut changes) = mpsc::channel::<Update>(64);
+    for (index, container) in spec.containers.iter().enumerate() {
+        let worker = ContainerWorker {
+            pod: pod.clone(),
+            spec: container.clone(),
+            index,
+            restart_policy: restart_policy.clone(),
+            dir: dir.clone(),
+            ctx: ctx.clone(),
+            state: containers[index].clone(),
+            updates: updates.clone(),
+            stopped: stopped.clone(),
+        };
+        tokio::spawn(worker.run());
+    }
+    drop(updates);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut written = pod.status.clone();
+    loop {
+        let status = status::pod_status(&restart_policy, &containers, &ctx.address, start_time, written.as_ref());
+        if written.as_ref() != Some(&status) {
+            let patch = serde_json::json!({"status": status});
+            match pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                Ok(_) => written = Some(status),
+                Err(kube::Error::Api(e)) if e.code == 404 => return,
+                Err(error) => tracing::warn!(pod = %name, namespace = %namespace, %error, "cannot write pod status"),
+            }
+        }
+        match changes.recv().await {
+            Some(update) => containers[update.index] = update.container,
+            None => return,
+        }
+        // Take every change that is already waiting, so a burst is written once.
+        while let Ok(update) = changes.try_recv() {
+            containers[update.index] = update.container;
+        }
+    }
+}
+
+struct ContainerWorker {
+    pod: Pod,
+    spec: ContainerSpec,
+    index: usize,
+    restart_policy: String,
+    dir: PathBuf,
+    ctx: Arc<NodeContext>,
+    state: Container,
+    updates: mpsc::Sender<Update>,
+    stopped: watch::Receiver<bool>,
+}
+
+impl ContainerWorker {
+    async fn report(&mut self, state: State) {
+        self.state.state = state;
+        let _ = self.updates.send(Update { index: self.index, container: self.state.clone() }).await;
+    }
+
+    /// Sleeps, unless the pod is stopped first; returns whether it was stopped.
+    async fn wait_or_stop(&mut self, delay: Duration) -> bool {
+        tokio::select! {
+            () = tokio::time::sleep(delay) => false,
+            _ = self.stopped.wait_for(|stop| *stop) => true,
+        }
+    }
+
+    async fn run(mut self) {
+        let mut backoff = self.ctx.backoff.initial;
+        loop {
+            let started = jiff::Timestamp::now();
+            let ran = match self.prepare().await {
+                Ok((loaded, spec)) => {
+                    self.state.image_id = loaded.digest.clone();
+                    self.report(State::Running { started_at: started }).await;
+                    let mut stopped = self.stopped.clone();
+                    let outcome = tokio::select! {
+                        exit = self.ctx.runtime.run(&loaded, spec) => Some(exit),
+                        _ = stopped.wait_for(|stop| *stop) => None,
+                    };
+                    let finished = jiff::Timestamp::now();
+                    let terminated = match outcome {
+                        None => State::Terminated { exit_code: 137, reason: "Error".into(), message: Some("stopped".into()), started_at: started, finished_at: finished },
+                        Some(Ok(exit)) => State::Terminated { exit_code: exit.code, reason: exit.reason.into(), message: exit.message, started_at: started, finished_at: finished },
+                        Some(Err(error)) => State::Waiting { reason: "CreateContainerError".into(), message: Some(error.to_string()) },
+                    };
+                    self.report(terminated.clone()).await;
+                    if *self.stopped.borrow() {
+                        return;
+                    }
+                    match terminated {
+                        State::Terminated { exit_code, .. } => Some((exit_code, finished.as_second() - started.as_second())),
+                        _ => None,
+                    }
+                }
+                Err(waiting) => {
+                    self.report(waiting).await;
+                    None
+                }
+            };
+            let restart = match (&ran, self.restart_policy.as_str()) {
+                (None, _) => true,
+                (Some(_), "Always") => true,
+                (Some((code, _)), "OnFailure") => *code != 0,
+                (Some(_), _) => false,
+            };
+            if !restart {
+                return;
+            }
+            if let Some((_, seconds)) = ran {
+                if seconds > 600 {
+                    backoff = self.ctx.backoff.initial;
+                }
+                self.state.last_state = Some(self.state.state.clone());
+                self.state.restart_count += 1;
+                let message = format!("back-off {}s restarting failed container={} pod={}", backoff.as_secs(), self.spec.name, self.pod.metadata.name.as_deref().unwrap_or_default());
+                self.report(State::Waiting { reason: "CrashLoopBackOff".into(), message: Some(message) }).await;
+            }
+            if self.wait_or_stop(backoff).await {
+                return;
+            }
+            backoff = (backoff * 2).min(self.ctx.backoff.max);
+        }
+    }
+
+    /// Fetches and loads the image and builds the run's environment; a failure is the Waiting state to show.
+    async fn prepare(&mut self) -> Result<(crate::runtime::Loaded, RunSpec), State> {
+        let waiting = |reason: &str, message: String| State::Waiting { reason: reason.into(), message: Some(message) };
+        let image = self.spec.image.clone().unwrap_or_default();
+        let bytes = fetch_image(&image).await.map_err(|e| waiting("ErrImagePull", e))?;
+        let loaded = self.ctx.runtime.load(&bytes).map_err(|e| waiting("CreateContainerError", format!("{image}: {e}")))?;
+        let env = self.env().await.map_err(|e| waiting("CreateContainerConfigError", e))?;
+        let mounts = self.mounts().map_err(|e| waiting("CreateContainerConfigError", e))?;
+        let log = ContainerLog::create(&log_path(&self.dir, &self.spec.name, self.state.restart_count))
+            .map_err(|e| waiting("CreateContainerError", format!("cannot create the log file: {e}")))?;
+        let mut args: Vec<String> = self.spec.command.clone().unwrap_or_else(|| vec![self.spec.name.clone()]);
+        args.extend(self.spec.args.clone().unwrap_or_default());
+        let memory_limit = self
+            .spec
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref())
+            .and_then(|l| l.get("memory"))
+            .and_then(|q| parse_quantity(&q.0))
+            .map(|bytes| bytes as usize);
+        let spec = RunSpec { args, env, mounts, memory_limit, stdout: log.stream(Stream::Stdout), stderr: log.stream(Stream::Stderr) };
+        Ok((loaded, spec))
+    }
+
+    async fn env(&self) -> Result<Vec<(String, String)>, String> {
+        let namespace = self.pod.metadata.namespace.clone().unwrap_or_default();
+        let mut env = Vec::new();
+        for var in self.spec.env.iter().flatten() {
+            let value = match (&var.value, &var.value_from) {
+                (Some(value), _) => value.clone(),
+                (None, Some(from)) => {
+                    if let Some(field) = &from.field_ref {
+                        match field.field_path.as_str() {
+                            "metadata.name" => self.pod.metadata.name.clone().unwrap_or_default(),
+                            "metadata.namespace" => namespace.clone(),
+                            "metadata.uid" => self.pod.metadata.uid.clone().unwrap_or_default(),
+                            "spec.nodeName" => self.ctx.node_name.clone(),
+                            "status.podIP" | "status.hostIP" => self.ctx.address.clone(),
+                            other => return Err(format!("unsupported fieldRef {other:?} in env {}", var.name)),
+                        }
+                    } else if let Some(key) = &from.config_map_key_ref {
+                        let maps: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), &namespace);
+                        let map = maps.get(&key.name).await.map_err(|e| format!("configmap {:?} for env {}: {e}", key.name, var.name))?;
+                        map.data.and_then(|d| d.get(&key.key).cloned()).ok_or_else(|| format!("couldn't find key {} in ConfigMap {}/{}", key.key, namespace, key.name))?
+                    } else if let Some(key) = &from.secret_key_ref {
+                        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &namespace);
+                        let secret = secrets.get(&key.name).await.map_err(|e| format!("secret {:?} for env {}: {e}", key.name, var.name))?;
+                        let bytes = secret.data.and_then(|d| d.get(&key.key).cloned()).ok_or_else(|| format!("couldn't find key {} in Secret {}/{}", key.key, namespace, key.name))?;
+                        String::from_utf8_lossy(&bytes.0).into_owned()
+                    } else {
+                        return Err(format!("env {} has no supported valueFrom", var.name));
+                    }
+                }
+                (None, None) => String::new(),
+            };
+            env.push((var.name.clone(), value));
+        }
+        Ok(env)
+    }
+
+    fn mounts(&self) -> Result<Vec<Mount>, String> {
+        let volumes = self.pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default();
+        let mut mounts = Vec::new();
+        for mount in self.spec.volume_mounts.iter().flatten() {
+            let volume = volumes.iter().find(|v| v.name == mount.name).ok_or_else(|| format!("volume {:?} is not defined in the pod", mount.name))?;
+            let host_path = if let Some(host) = &volume.host_path {
+                PathBuf::from(&host.path)
+            } else if volume.empty_dir.is_some() {
+                let path = self.dir.join("volumes").join(&volume.name);
+                std::fs::create_dir_all(&path).map_err(|e| format!("cannot create emptyDir {}: {e}", volume.name))?;
+                path
+            } else {
+                return Err(format!("volume {:?}: only emptyDir and hostPath volumes are supported yet", volume.name));
+            };
+            mounts.push(Mount { host_path, guest_path: mount.mount_path.clone(), read_only: mount.read_only.unwrap_or(false) });
+        }
+        Ok(mounts)
+    }
+}
+
+/// Reads an image: a local path or a `file://` URL.
+async fn fetch_image(image: &str) -> Result<Vec<u8>, String> {
+    let path = image.strip_prefix("file://").unwrap_or(image);
+    if image.contains("://") && !image.starts_with("file://") {
+        return Err(format!("unsupported image reference {image:?}: use a local path or file:// URL"));
+    }
+    tokio::fs::read(path).await.map_err(|e| format!("cannot read image {image}: {e}"))
+}
+
+/// Parses a Kubernetes quantity of bytes (`64Mi`, `1G`, `500000`).
+pub fn parse_quantity(text: &str) -> Option<u64> {
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor: f64 = match suffix {
+        "" => 1.0,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0f64.powi(4),
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        _ => return None,
+    };
+    Some((number * factor) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_parse_binary_and_decimal_suffixes() {
+        assert_eq!(parse_quantity("64Mi"), Some(64 << 20));
+        assert_eq!(parse_quantity("1G"), Some(1_000_000_000));
+        assert_eq!(parse_quantity("1.5Ki"), Some(1536));
+        assert_eq!(parse_quantity("500"), Some(500));
+        assert_eq!(parse_quantity("12parsecs"), None);
+    }
+}

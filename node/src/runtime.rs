@@ -1,0 +1,296 @@
+//! The Wasm runtime of a node: one wasmtime Engine, each distinct binary compiled once (in memory by digest, on
+//! disk through wasmtime's compilation cache), and a fresh Store per run with memory limits and an epoch
+//! deadline that makes busy guests yield to the others.
+
+use crate::logs::LogStream;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wasmtime::component::{Component, ResourceTable};
+use wasmtime::{Engine, InstancePre, Linker, Module, ResourceLimiter, Store};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+/// How often the epoch advances; a guest runs at most this long before yielding to other tasks.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Why a binary cannot be run.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The bytes are not a WebAssembly module or component.
+    #[error("not a WebAssembly binary (no \\0asm header)")]
+    NotWasm,
+    /// wasmtime refused to compile it.
+    #[error("invalid WebAssembly: {0}")]
+    Invalid(String),
+    /// A core module without the `_start` export of a WASI command.
+    #[error("the module has no _start export: only WASI command modules (wasm32-wasip1 binaries) can run")]
+    NoStart,
+    /// It imports something the node does not provide.
+    #[error("unsupported import: {0}")]
+    UnknownImport(String),
+}
+
+/// The runtime could not be set up (engine, cache or linker).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot start the Wasm runtime: {0}")]
+pub struct InitError(String);
+
+fn init_error(error: impl std::fmt::Display) -> InitError {
+    InitError(error.to_string())
+}
+
+/// Why a run ended abnormally before the guest could exit.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Setting up the guest's environment failed (e.g. a volume path is missing).
+    #[error("cannot set up the container: {0}")]
+    Setup(String),
+}
+
+/// A compiled, linked binary, ready to instantiate many times.
+enum Program {
+    /// A wasm32-wasip1 command module.
+    Module(InstancePre<P1State>),
+    /// A WASI 0.2 command component (`wasi:cli/run`).
+    Command(CommandPre<P2State>),
+}
+
+/// A loaded binary, cheap to clone.
+#[derive(Clone)]
+pub struct Loaded {
+    program: Arc<Program>,
+    /// The sha256 of the binary, `sha256:<hex>`.
+    pub digest: String,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    /// The exit code (0 = success).
+    pub code: i32,
+    /// `Completed`, `Error` or `OOMKilled`, as Kubernetes reports terminated containers.
+    pub reason: &'static str,
+    /// What went wrong, for a trap.
+    pub message: Option<String>,
+}
+
+/// A directory shared with the guest.
+#[derive(Debug, Clone)]
+pub struct Mount {
+    /// The directory on the host.
+    pub host_path: PathBuf,
+    /// Where the guest sees it.
+    pub guest_path: String,
+    /// Whether the guest may only read.
+    pub read_only: bool,
+}
+
+/// Everything one run of a container needs.
+pub struct RunSpec {
+    /// argv, argv[0] first.
+    pub args: Vec<String>,
+    /// Environment variables.
+    pub env: Vec<(String, String)>,
+    /// Preopened directories.
+    pub mounts: Vec<Mount>,
+    /// Bytes of linear memory the guest may use, in all.
+    pub memory_limit: Option<usize>,
+    /// Where stdout goes.
+    pub stdout: LogStream,
+    /// Where stderr goes.
+    pub stderr: LogStream,
+}
+
+/// Caps linear memory growth and remembers whether it had to refuse.
+struct MemoryLimiter {
+    limit: Option<usize>,
+    refused: Arc<AtomicBool>,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let allowed = self.limit.is_none_or(|limit| desired <= limit) && maximum.is_none_or(|max| desired <= max);
+        if !allowed {
+            self.refused.store(true, Ordering::SeqCst);
+        }
+        Ok(allowed)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1_000_000 && maximum.is_none_or(|max| desired <= max))
+    }
+}
+
+struct P1State {
+    wasi: WasiP1Ctx,
+    limiter: MemoryLimiter,
+}
+
+struct P2State {
+    ctx: WasiCtx,
+    table: ResourceTable,
+    limiter: MemoryLimiter,
+}
+
+impl WasiView for P2State {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.ctx, table: &mut self.table }
+    }
+}
+
+/// The node's runtime: one Engine, linkers and the binaries loaded so far.
+pub struct Runtime {
+    engine: Engine,
+    p1: Linker<P1State>,
+    p2: wasmtime::component::Linker<P2State>,
+    loaded: Mutex<HashMap<String, Loaded>>,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Whether bytes start like a core module (`\0asm` version 1) or a component (`\0asm` layer 1).
+fn is_component(bytes: &[u8]) -> Result<bool, LoadError> {
+    match bytes.get(..8) {
+        Some([0, b'a', b's', b'm', 1, 0, 0, 0]) => Ok(false),
+        Some([0, b'a', b's', b'm', _, _, 1, 0]) => Ok(true),
+        _ => Err(LoadError::NotWasm),
+    }
+}
+
+fn link_error(error: wasmtime::Error) -> LoadError {
+    let text = format!("{error:#}");
+    if text.contains("unknown import") || text.contains("import") && text.contains("not") {
+        LoadError::UnknownImport(text)
+    } else {
+        LoadError::Invalid(text)
+    }
+}
+
+impl Runtime {
+    /// Creates the node's Engine, with compiled code cached under `cache_dir`.
+    pub fn new(cache_dir: &Path) -> Result<Self, InitError> {
+        let mut config = wasmtime::Config::new();
+        config.epoch_interruption(true);
+        let mut cache = wasmtime::CacheConfig::new();
+        cache.with_directory(cache_dir);
+        config.cache(Some(wasmtime::Cache::new(cache).map_err(init_error)?));
+        let engine = Engine::new(&config).map_err(init_error)?;
+        let mut p1 = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut p1, |state: &mut P1State| &mut state.wasi).map_err(init_error)?;
+        let mut p2 = wasmtime::component::Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut p2).map_err(init_error)?;
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        let (ticker_engine, stop) = (engine.clone(), stop_ticker.clone());
+        std::thread::Builder::new().name("wasm-epoch".into()).spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                std::thread::sleep(EPOCH_TICK);
+                ticker_engine.increment_epoch();
+            }
+        })
+        .map_err(init_error)?;
+        Ok(Self { engine, p1, p2, loaded: Mutex::new(HashMap::new()), stop_ticker })
+    }
+
+    /// Compiles and links a binary once per digest; later loads of the same bytes are free.
+    pub fn load(&self, bytes: &[u8]) -> Result<Loaded, LoadError> {
+        let digest = format!("sha256:{:x}", Sha256::digest(bytes));
+        if let Some(loaded) = self.loaded.lock().map_err(|_| LoadError::Invalid("runtime poisoned".into()))?.get(&digest) {
+            return Ok(loaded.clone());
+        }
+        let program = if is_component(bytes)? {
+            let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+            let pre = self.p2.instantiate_pre(&component).map_err(link_error)?;
+            Program::Command(CommandPre::new(pre).map_err(|e| LoadError::Invalid(format!("the component is not a WASI command (no wasi:cli/run export): {e:#}")))?)
+        } else {
+            let module = Module::new(&self.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+            if module.get_export("_start").is_none() {
+                return Err(LoadError::NoStart);
+            }
+            Program::Module(self.p1.instantiate_pre(&module).map_err(link_error)?)
+        };
+        let loaded = Loaded { program: Arc::new(program), digest: digest.clone() };
+        if let Ok(mut map) = self.loaded.lock() {
+            map.insert(digest, loaded.clone());
+        }
+        Ok(loaded)
+    }
+
+    /// Runs a loaded binary to its end.
+    pub async fn run(&self, loaded: &Loaded, spec: RunSpec) -> Result<Exit, RunError> {
+        let mut builder = WasiCtxBuilder::new();
+        builder.args(&spec.args).envs(&spec.env).stdout(spec.stdout).stderr(spec.stderr);
+        for mount in &spec.mounts {
+            let perms = if mount.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
+            builder
+                .preopened_dir(&mount.host_path, &mount.guest_path, perms)
+                .map_err(|e| RunError::Setup(format!("cannot mount {} at {}: {e}", mount.host_path.display(), mount.guest_path)))?;
+        }
+        let refused = Arc::new(AtomicBool::new(false));
+        let limiter = MemoryLimiter { limit: spec.memory_limit, refused: refused.clone() };
+        let outcome = match loaded.program.as_ref() {
+            Program::Module(pre) => {
+                let mut store = Store::new(&self.engine, P1State { wasi: builder.build_p1(), limiter });
+                store.limiter(|state| &mut state.limiter);
+                store.epoch_deadline_async_yield_and_update(1);
+                match pre.instantiate_async(&mut store).await {
+                    Ok(instance) => match instance.get_typed_func::<(), ()>(&mut store, "_start") {
+                        Ok(start) => start.call_async(&mut store, ()).await,
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                }
+            }
+            Program::Command(pre) => {
+                let mut store = Store::new(&self.engine, P2State { ctx: builder.build(), table: ResourceTable::new(), limiter });
+                store.limiter(|state| &mut state.limiter);
+                store.epoch_deadline_async_yield_and_update(1);
+                match pre.instantiate_async(&mut store).await {
+                    Ok(command) => match command.wasi_cli_run().call_run(&mut store).await {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(())) => Err(I32Exit(1).into()),
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        Ok(exit_of(outcome, refused.load(Ordering::SeqCst)))
+    }
+}
+
+fn exit_of(outcome: wasmtime::Result<()>, memory_refused: bool) -> Exit {
+    match outcome {
+        Ok(()) => Exit { code: 0, reason: "Completed", message: None },
+        Err(error) => match error.downcast_ref::<I32Exit>() {
+            Some(I32Exit(0)) => Exit { code: 0, reason: "Completed", message: None },
+            Some(I32Exit(code)) if memory_refused => Exit { code: *code, reason: "OOMKilled", message: None },
+            Some(I32Exit(code)) => Exit { code: *code, reason: "Error", message: None },
+            None if memory_refused => Exit { code: 137, reason: "OOMKilled", message: Some(format!("{error:#}")) },
+            // A trap: like a process killed by a signal, with the trap as the message.
+            None => Exit { code: 134, reason: "Error", message: Some(format!("{error:#}")) },
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_header_tells_modules_from_components() {
+        assert!(!is_component(b"\0asm\x01\0\0\0rest").unwrap());
+        assert!(is_component(b"\0asm\x0d\0\x01\0rest").unwrap());
+        assert!(matches!(is_component(b"#!/bin/sh\n"), Err(LoadError::NotWasm)));
+        assert!(matches!(is_component(b""), Err(LoadError::NotWasm)));
+    }
+}

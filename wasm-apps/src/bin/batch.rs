@@ -1,0 +1,15 @@
+//! A batch job: sums the squares of 1..=N (N from the first argument, default 1000000), prints the result and
+//! exits 0. With `EXIT_CODE` set it exits with that code instead, after printing.
+
+fn main() {
+    let n: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let sum = (1..=n).fold(0u64, |acc, i| acc.wrapping_add(i.wrapping_mul(i)));
+    println!("sum of squares 1..={n} = {sum}");
+    if let Some(name) = std::env::var("POD_NAME").ok() {
+        println!("running in pod {name}");
+    }
+    eprintln!("batch done");
+    if let Some(code) = std::env::var("EXIT_CODE").ok().and_then(|c| c.parse().ok()) {
+        std::process::exit(code);
+    }
+}
