@@ -92,13 +92,18 @@ struct NodeArgs {
 
 async fn run_node(client: &cli::ClientArgs, args: NodeArgs) -> anyhow::Result<()> {
     let (client, _) = cli::client(client).await?;
-    let data_dir = args.data_dir.unwrap_or_else(|| default_data_dir().join("nodes").join(&args.name));
+    let data_dir = args
+        .data_dir
+        .unwrap_or_else(|| default_data_dir().join("nodes").join(&args.name));
     let initial = std::time::Duration::from_secs_f64(args.crash_backoff_seconds.max(0.0));
     let config = wasmkube_node::agent::AgentConfig {
         node_name: args.name,
         data_dir,
         address: args.address,
-        backoff: wasmkube_node::pod::Backoff { initial, max: std::time::Duration::from_secs(300).max(initial) },
+        backoff: wasmkube_node::pod::Backoff {
+            initial,
+            max: std::time::Duration::from_secs(300).max(initial),
+        },
     };
     wasmkube_node::agent::run(client, config).await
 }

@@ -5,7 +5,9 @@ use crate::pod::{Backoff, NodeContext, PodWorker, pod_dir};
 use crate::runtime::Runtime;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo, Pod};
+use k8s_openapi::api::core::v1::{
+    Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo, Pod,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
@@ -56,24 +58,43 @@ fn node_object(config: &AgentConfig) -> Node {
     let memory = total_memory_bytes();
     let resources = BTreeMap::from([
         ("cpu".to_owned(), Quantity(cpus.to_string())),
-        ("memory".to_owned(), Quantity(format!("{}Ki", memory / 1024))),
+        (
+            "memory".to_owned(),
+            Quantity(format!("{}Ki", memory / 1024)),
+        ),
         ("pods".to_owned(), Quantity("110".into())),
     ]);
     let labels = BTreeMap::from([
-        ("kubernetes.io/hostname".to_owned(), config.node_name.clone()),
-        ("kubernetes.io/os".to_owned(), std::env::consts::OS.to_owned()),
+        (
+            "kubernetes.io/hostname".to_owned(),
+            config.node_name.clone(),
+        ),
+        (
+            "kubernetes.io/os".to_owned(),
+            std::env::consts::OS.to_owned(),
+        ),
         ("kubernetes.io/arch".to_owned(), "wasm32".to_owned()),
         (RUNTIME_LABEL.to_owned(), "wasmtime".to_owned()),
     ]);
     Node {
-        metadata: ObjectMeta { name: Some(config.node_name.clone()), labels: Some(labels), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(config.node_name.clone()),
+            labels: Some(labels),
+            ..Default::default()
+        },
         spec: None,
         status: Some(NodeStatus {
             capacity: Some(resources.clone()),
             allocatable: Some(resources),
             addresses: Some(vec![
-                NodeAddress { type_: "InternalIP".into(), address: config.address.clone() },
-                NodeAddress { type_: "Hostname".into(), address: config.node_name.clone() },
+                NodeAddress {
+                    type_: "InternalIP".into(),
+                    address: config.address.clone(),
+                },
+                NodeAddress {
+                    type_: "Hostname".into(),
+                    address: config.node_name.clone(),
+                },
             ]),
             conditions: Some(vec![ready_condition()]),
             node_info: Some(NodeSystemInfo {
@@ -98,7 +119,10 @@ fn total_memory_bytes() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|text| {
-            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?.to_owned();
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("MemTotal:"))?
+                .to_owned();
             line.split_whitespace().nth(1)?.parse::<u64>().ok()
         })
         .map_or(4 << 30, |kib| kib * 1024)
@@ -126,7 +150,13 @@ async fn register(client: &kube::Client, config: &AgentConfig) -> Result<(), Age
         Err(e) => return Err(e.into()),
     }
     let status = serde_json::json!({"status": node.status});
-    nodes.patch_status(&config.node_name, &PatchParams::default(), &Patch::Merge(&status)).await?;
+    nodes
+        .patch_status(
+            &config.node_name,
+            &PatchParams::default(),
+            &Patch::Merge(&status),
+        )
+        .await?;
     Ok(())
 }
 
@@ -137,7 +167,10 @@ async fn heartbeat(client: kube::Client, node_name: String) {
     loop {
         let now = MicroTime(jiff::Timestamp::now());
         let lease = Lease {
-            metadata: ObjectMeta { name: Some(node_name.clone()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(node_name.clone()),
+                ..Default::default()
+            },
             spec: Some(LeaseSpec {
                 holder_identity: Some(node_name.clone()),
                 lease_duration_seconds: Some(40),
@@ -146,15 +179,28 @@ async fn heartbeat(client: kube::Client, node_name: String) {
             }),
         };
         let patch = Patch::Merge(serde_json::to_value(&lease).unwrap_or_default());
-        let renewed = match leases.patch(&node_name, &PatchParams::default(), &patch).await {
-            Err(kube::Error::Api(e)) if e.code == 404 => leases.create(&PostParams::default(), &lease).await.map(|_| ()),
+        let renewed = match leases
+            .patch(&node_name, &PatchParams::default(), &patch)
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.code == 404 => leases
+                .create(&PostParams::default(), &lease)
+                .await
+                .map(|_| ()),
             other => other.map(|_| ()),
         };
         if let Err(error) = renewed {
             tracing::warn!(node = %node_name, %error, "cannot renew the node lease");
         }
         let status = serde_json::json!({"status": {"conditions": [ready_condition()]}});
-        if let Err(error) = nodes.patch_status(&node_name, &PatchParams::default(), &Patch::Strategic(&status)).await {
+        if let Err(error) = nodes
+            .patch_status(
+                &node_name,
+                &PatchParams::default(),
+                &Patch::Strategic(&status),
+            )
+            .await
+        {
             tracing::warn!(node = %node_name, %error, "cannot post node status");
         }
         tokio::time::sleep(HEARTBEAT).await;
@@ -167,12 +213,23 @@ async fn reconcile(pod: Arc<Pod>, agent: Arc<Agent>) -> Result<Action, AgentErro
     if pod.metadata.deletion_timestamp.is_some() {
         let worker = agent.workers.lock().ok().and_then(|mut w| w.remove(&uid));
         if let Some(worker) = worker {
-            let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(30).max(0) as u64;
+            let grace = pod
+                .metadata
+                .deletion_grace_period_seconds
+                .unwrap_or(30)
+                .max(0) as u64;
             worker.stop(Duration::from_secs(grace)).await;
             tracing::info!(pod = %name, namespace = %namespace, "stopped");
         }
         let pods: Api<Pod> = Api::namespaced(agent.ctx.client.clone(), &namespace);
-        let params = DeleteParams { grace_period_seconds: Some(0), preconditions: Some(Preconditions { uid: Some(uid.clone()), resource_version: None }), ..Default::default() };
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(uid.clone()),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
         match pods.delete(&name, &params).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
@@ -183,10 +240,10 @@ async fn reconcile(pod: Arc<Pod>, agent: Arc<Agent>) -> Result<Action, AgentErro
         return Ok(Action::await_change());
     }
     let mut workers = agent.workers.lock().map_err(|_| AgentError::Poisoned)?;
-    if !workers.contains_key(&uid) {
+    workers.entry(uid).or_insert_with(|| {
         tracing::info!(pod = %name, namespace = %namespace, "starting");
-        workers.insert(uid, PodWorker::start((*pod).clone(), agent.ctx.clone()));
-    }
+        PodWorker::start((*pod).clone(), agent.ctx.clone())
+    });
     Ok(Action::await_change())
 }
 
@@ -210,9 +267,13 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
         data_dir: config.data_dir.clone(),
         backoff: config.backoff.clone(),
     });
-    let agent = Arc::new(Agent { ctx, workers: Mutex::new(HashMap::new()) });
+    let agent = Arc::new(Agent {
+        ctx,
+        workers: Mutex::new(HashMap::new()),
+    });
     let pods: Api<Pod> = Api::all(client);
-    let selector = watcher::Config::default().fields(&format!("spec.nodeName={}", config.node_name));
+    let selector =
+        watcher::Config::default().fields(&format!("spec.nodeName={}", config.node_name));
     let controller = Controller::new(pods, selector);
     let store = controller.store();
     tokio::spawn(sweep_removed_pods(store, agent.clone()));
@@ -237,8 +298,14 @@ async fn sweep_removed_pods(store: kube::runtime::reflector::Store<Pod>, agent: 
         let present: Vec<String> = store.state().iter().filter_map(|p| p.uid()).collect();
         let gone: Vec<PodWorker> = match agent.workers.lock() {
             Ok(mut workers) => {
-                let uids: Vec<String> = workers.keys().filter(|uid| !present.contains(uid)).cloned().collect();
-                uids.into_iter().filter_map(|uid| workers.remove(&uid)).collect()
+                let uids: Vec<String> = workers
+                    .keys()
+                    .filter(|uid| !present.contains(uid))
+                    .cloned()
+                    .collect();
+                uids.into_iter()
+                    .filter_map(|uid| workers.remove(&uid))
+                    .collect()
             }
             Err(_) => Vec::new(),
         };

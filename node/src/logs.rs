@@ -46,7 +46,11 @@ impl LogFile {
     }
 
     fn write(&mut self, stream: &'static str, bytes: &[u8]) -> std::io::Result<()> {
-        let mut pending = std::mem::take(if stream == "stdout" { &mut self.stdout_partial } else { &mut self.stderr_partial });
+        let mut pending = std::mem::take(if stream == "stdout" {
+            &mut self.stdout_partial
+        } else {
+            &mut self.stderr_partial
+        });
         pending.extend_from_slice(bytes);
         let mut start = 0;
         while let Some(end) = pending[start..].iter().position(|b| *b == b'\n') {
@@ -60,13 +64,21 @@ impl LogFile {
             self.append(stream, &rest, false)?;
             rest = tail;
         }
-        *(if stream == "stdout" { &mut self.stdout_partial } else { &mut self.stderr_partial }) = rest;
+        *(if stream == "stdout" {
+            &mut self.stdout_partial
+        } else {
+            &mut self.stderr_partial
+        }) = rest;
         Ok(())
     }
 
     fn flush_partial(&mut self) -> std::io::Result<()> {
         for stream in ["stdout", "stderr"] {
-            let rest = std::mem::take(if stream == "stdout" { &mut self.stdout_partial } else { &mut self.stderr_partial });
+            let rest = std::mem::take(if stream == "stdout" {
+                &mut self.stdout_partial
+            } else {
+                &mut self.stderr_partial
+            });
             if !rest.is_empty() {
                 self.append(stream, &rest, true)?;
             }
@@ -88,13 +100,24 @@ impl ContainerLog {
             std::fs::create_dir_all(parent)?;
         }
         let file = std::fs::File::create(path)?;
-        let log = LogFile { path: path.to_path_buf(), file, written: 0, stdout_partial: Vec::new(), stderr_partial: Vec::new() };
-        Ok(Self { file: Arc::new(Mutex::new(log)) })
+        let log = LogFile {
+            path: path.to_path_buf(),
+            file,
+            written: 0,
+            stdout_partial: Vec::new(),
+            stderr_partial: Vec::new(),
+        };
+        Ok(Self {
+            file: Arc::new(Mutex::new(log)),
+        })
     }
 
     /// The writer for one of the two streams.
     pub fn stream(&self, stream: Stream) -> LogStream {
-        LogStream { log: self.clone(), stream: stream.name() }
+        LogStream {
+            log: self.clone(),
+            stream: stream.name(),
+        }
     }
 
     /// Writes out an unfinished last line, when the run has ended.
@@ -133,7 +156,11 @@ pub struct LogStream {
 }
 
 impl AsyncWrite for LogStream {
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         let result = match self.log.file.lock() {
             Ok(mut file) => file.write(self.stream, buf).map(|()| buf.len()),
             Err(_) => Err(std::io::Error::other("log file lock poisoned")),
@@ -182,7 +209,11 @@ pub fn parse(contents: &str) -> Vec<LogLine> {
             let time = parts.next()?.parse().ok()?;
             let _stream = parts.next()?;
             let partial = parts.next()? == "P";
-            Some(LogLine { time, text: parts.next().unwrap_or_default().to_owned(), partial })
+            Some(LogLine {
+                time,
+                text: parts.next().unwrap_or_default().to_owned(),
+                partial,
+            })
         })
         .collect()
 }

@@ -23,7 +23,10 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self { initial: Duration::from_secs(10), max: Duration::from_secs(300) }
+        Self {
+            initial: Duration::from_secs(10),
+            max: Duration::from_secs(300),
+        }
     }
 }
 
@@ -65,21 +68,21 @@ impl PodWorker {
             task.abort();
         }
     }
-
-    /// Whether the worker has ended (all containers done for good).
-    pub fn is_finished(&self) -> bool {
-        self.task.is_finished()
-    }
 }
 
 /// The directory of a pod's logs and volumes.
 pub fn pod_dir(data_dir: &Path, namespace: &str, name: &str, uid: &str) -> PathBuf {
-    data_dir.join("pods").join(format!("{namespace}_{name}_{uid}"))
+    data_dir
+        .join("pods")
+        .join(format!("{namespace}_{name}_{uid}"))
 }
 
 /// The log file of one run of a container.
 pub fn log_path(pod_dir: &Path, container: &str, restart: i32) -> PathBuf {
-    pod_dir.join("logs").join(container).join(format!("{restart}.log"))
+    pod_dir
+        .join("logs")
+        .join(container)
+        .join(format!("{restart}.log"))
 }
 
 /// A change of one container, sent to the pod's status writer.
@@ -93,9 +96,16 @@ async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, stopped: watch::Receiver<bool>
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let spec = pod.spec.clone().unwrap_or_default();
-    let restart_policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+    let restart_policy = spec
+        .restart_policy
+        .clone()
+        .unwrap_or_else(|| "Always".into());
     let dir = pod_dir(&ctx.data_dir, &namespace, &name, &uid);
-    let start_time = pod.status.as_ref().and_then(|s| s.start_time.as_ref()).map_or_else(jiff::Timestamp::now, |t| t.0);
+    let start_time = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.start_time.as_ref())
+        .map_or_else(jiff::Timestamp::now, |t| t.0);
     let previous_restarts = |container: &str| -> i32 {
         pod.status
             .as_ref()
@@ -110,7 +120,10 @@ async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, stopped: watch::Receiver<bool>
             name: c.name.clone(),
             image: c.image.clone().unwrap_or_default(),
             image_id: String::new(),
-            state: State::Waiting { reason: "ContainerCreating".into(), message: None },
+            state: State::Waiting {
+                reason: "ContainerCreating".into(),
+                message: None,
+            },
             last_state: None,
             restart_count: previous_restarts(&c.name),
         })
@@ -134,13 +147,24 @@ async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, stopped: watch::Receiver<bool>
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let mut written = pod.status.clone();
     loop {
-        let status = status::pod_status(&restart_policy, &containers, &ctx.address, start_time, written.as_ref());
+        let status = status::pod_status(
+            &restart_policy,
+            &containers,
+            &ctx.address,
+            start_time,
+            written.as_ref(),
+        );
         if written.as_ref() != Some(&status) {
             let patch = serde_json::json!({"status": status});
-            match pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            match pods
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
                 Ok(_) => written = Some(status),
                 Err(kube::Error::Api(e)) if e.code == 404 => return,
-                Err(error) => tracing::warn!(pod = %name, namespace = %namespace, %error, "cannot write pod status"),
+                Err(error) => {
+                    tracing::warn!(pod = %name, namespace = %namespace, %error, "cannot write pod status")
+                }
             }
         }
         match changes.recv().await {
@@ -169,7 +193,13 @@ struct ContainerWorker {
 impl ContainerWorker {
     async fn report(&mut self, state: State) {
         self.state.state = state;
-        let _ = self.updates.send(Update { index: self.index, container: self.state.clone() }).await;
+        let _ = self
+            .updates
+            .send(Update {
+                index: self.index,
+                container: self.state.clone(),
+            })
+            .await;
     }
 
     /// Sleeps, unless the pod is stopped first; returns whether it was stopped.
@@ -187,7 +217,10 @@ impl ContainerWorker {
             let ran = match self.prepare().await {
                 Ok((loaded, spec)) => {
                     self.state.image_id = loaded.digest.clone();
-                    self.report(State::Running { started_at: started }).await;
+                    self.report(State::Running {
+                        started_at: started,
+                    })
+                    .await;
                     let mut stopped = self.stopped.clone();
                     let outcome = tokio::select! {
                         exit = self.ctx.runtime.run(&loaded, spec) => Some(exit),
@@ -195,16 +228,33 @@ impl ContainerWorker {
                     };
                     let finished = jiff::Timestamp::now();
                     let terminated = match outcome {
-                        None => State::Terminated { exit_code: 137, reason: "Error".into(), message: Some("stopped".into()), started_at: started, finished_at: finished },
-                        Some(Ok(exit)) => State::Terminated { exit_code: exit.code, reason: exit.reason.into(), message: exit.message, started_at: started, finished_at: finished },
-                        Some(Err(error)) => State::Waiting { reason: "CreateContainerError".into(), message: Some(error.to_string()) },
+                        None => State::Terminated {
+                            exit_code: 137,
+                            reason: "Error".into(),
+                            message: Some("stopped".into()),
+                            started_at: started,
+                            finished_at: finished,
+                        },
+                        Some(Ok(exit)) => State::Terminated {
+                            exit_code: exit.code,
+                            reason: exit.reason.into(),
+                            message: exit.message,
+                            started_at: started,
+                            finished_at: finished,
+                        },
+                        Some(Err(error)) => State::Waiting {
+                            reason: "CreateContainerError".into(),
+                            message: Some(error.to_string()),
+                        },
                     };
                     self.report(terminated.clone()).await;
                     if *self.stopped.borrow() {
                         return;
                     }
                     match terminated {
-                        State::Terminated { exit_code, .. } => Some((exit_code, finished.as_second() - started.as_second())),
+                        State::Terminated { exit_code, .. } => {
+                            Some((exit_code, finished.as_second() - started.as_second()))
+                        }
                         _ => None,
                     }
                 }
@@ -228,8 +278,17 @@ impl ContainerWorker {
                 }
                 self.state.last_state = Some(self.state.state.clone());
                 self.state.restart_count += 1;
-                let message = format!("back-off {}s restarting failed container={} pod={}", backoff.as_secs(), self.spec.name, self.pod.metadata.name.as_deref().unwrap_or_default());
-                self.report(State::Waiting { reason: "CrashLoopBackOff".into(), message: Some(message) }).await;
+                let message = format!(
+                    "back-off {}s restarting failed container={} pod={}",
+                    backoff.as_secs(),
+                    self.spec.name,
+                    self.pod.metadata.name.as_deref().unwrap_or_default()
+                );
+                self.report(State::Waiting {
+                    reason: "CrashLoopBackOff".into(),
+                    message: Some(message),
+                })
+                .await;
             }
             if self.wait_or_stop(backoff).await {
                 return;
@@ -240,15 +299,42 @@ impl ContainerWorker {
 
     /// Fetches and loads the image and builds the run's environment; a failure is the Waiting state to show.
     async fn prepare(&mut self) -> Result<(crate::runtime::Loaded, RunSpec), State> {
-        let waiting = |reason: &str, message: String| State::Waiting { reason: reason.into(), message: Some(message) };
+        let waiting = |reason: &str, message: String| State::Waiting {
+            reason: reason.into(),
+            message: Some(message),
+        };
         let image = self.spec.image.clone().unwrap_or_default();
-        let bytes = fetch_image(&image).await.map_err(|e| waiting("ErrImagePull", e))?;
-        let loaded = self.ctx.runtime.load(&bytes).map_err(|e| waiting("CreateContainerError", format!("{image}: {e}")))?;
-        let env = self.env().await.map_err(|e| waiting("CreateContainerConfigError", e))?;
-        let mounts = self.mounts().map_err(|e| waiting("CreateContainerConfigError", e))?;
-        let log = ContainerLog::create(&log_path(&self.dir, &self.spec.name, self.state.restart_count))
-            .map_err(|e| waiting("CreateContainerError", format!("cannot create the log file: {e}")))?;
-        let mut args: Vec<String> = self.spec.command.clone().unwrap_or_else(|| vec![self.spec.name.clone()]);
+        let bytes = fetch_image(&image)
+            .await
+            .map_err(|e| waiting("ErrImagePull", e))?;
+        let loaded = self
+            .ctx
+            .runtime
+            .load(&bytes)
+            .map_err(|e| waiting("CreateContainerError", format!("{image}: {e}")))?;
+        let env = self
+            .env()
+            .await
+            .map_err(|e| waiting("CreateContainerConfigError", e))?;
+        let mounts = self
+            .mounts()
+            .map_err(|e| waiting("CreateContainerConfigError", e))?;
+        let log = ContainerLog::create(&log_path(
+            &self.dir,
+            &self.spec.name,
+            self.state.restart_count,
+        ))
+        .map_err(|e| {
+            waiting(
+                "CreateContainerError",
+                format!("cannot create the log file: {e}"),
+            )
+        })?;
+        let mut args: Vec<String> = self
+            .spec
+            .command
+            .clone()
+            .unwrap_or_else(|| vec![self.spec.name.clone()]);
         args.extend(self.spec.args.clone().unwrap_or_default());
         let memory_limit = self
             .spec
@@ -258,7 +344,14 @@ impl ContainerWorker {
             .and_then(|l| l.get("memory"))
             .and_then(|q| parse_quantity(&q.0))
             .map(|bytes| bytes as usize);
-        let spec = RunSpec { args, env, mounts, memory_limit, stdout: log.stream(Stream::Stdout), stderr: log.stream(Stream::Stderr) };
+        let spec = RunSpec {
+            args,
+            env,
+            mounts,
+            memory_limit,
+            stdout: log.stream(Stream::Stdout),
+            stderr: log.stream(Stream::Stderr),
+        };
         Ok((loaded, spec))
     }
 
@@ -276,16 +369,42 @@ impl ContainerWorker {
                             "metadata.uid" => self.pod.metadata.uid.clone().unwrap_or_default(),
                             "spec.nodeName" => self.ctx.node_name.clone(),
                             "status.podIP" | "status.hostIP" => self.ctx.address.clone(),
-                            other => return Err(format!("unsupported fieldRef {other:?} in env {}", var.name)),
+                            other => {
+                                return Err(format!(
+                                    "unsupported fieldRef {other:?} in env {}",
+                                    var.name
+                                ));
+                            }
                         }
                     } else if let Some(key) = &from.config_map_key_ref {
-                        let maps: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), &namespace);
-                        let map = maps.get(&key.name).await.map_err(|e| format!("configmap {:?} for env {}: {e}", key.name, var.name))?;
-                        map.data.and_then(|d| d.get(&key.key).cloned()).ok_or_else(|| format!("couldn't find key {} in ConfigMap {}/{}", key.key, namespace, key.name))?
+                        let maps: Api<ConfigMap> =
+                            Api::namespaced(self.ctx.client.clone(), &namespace);
+                        let map = maps.get(&key.name).await.map_err(|e| {
+                            format!("configmap {:?} for env {}: {e}", key.name, var.name)
+                        })?;
+                        map.data
+                            .and_then(|d| d.get(&key.key).cloned())
+                            .ok_or_else(|| {
+                                format!(
+                                    "couldn't find key {} in ConfigMap {}/{}",
+                                    key.key, namespace, key.name
+                                )
+                            })?
                     } else if let Some(key) = &from.secret_key_ref {
-                        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &namespace);
-                        let secret = secrets.get(&key.name).await.map_err(|e| format!("secret {:?} for env {}: {e}", key.name, var.name))?;
-                        let bytes = secret.data.and_then(|d| d.get(&key.key).cloned()).ok_or_else(|| format!("couldn't find key {} in Secret {}/{}", key.key, namespace, key.name))?;
+                        let secrets: Api<Secret> =
+                            Api::namespaced(self.ctx.client.clone(), &namespace);
+                        let secret = secrets.get(&key.name).await.map_err(|e| {
+                            format!("secret {:?} for env {}: {e}", key.name, var.name)
+                        })?;
+                        let bytes = secret
+                            .data
+                            .and_then(|d| d.get(&key.key).cloned())
+                            .ok_or_else(|| {
+                                format!(
+                                    "couldn't find key {} in Secret {}/{}",
+                                    key.key, namespace, key.name
+                                )
+                            })?;
                         String::from_utf8_lossy(&bytes.0).into_owned()
                     } else {
                         return Err(format!("env {} has no supported valueFrom", var.name));
@@ -299,20 +418,36 @@ impl ContainerWorker {
     }
 
     fn mounts(&self) -> Result<Vec<Mount>, String> {
-        let volumes = self.pod.spec.as_ref().and_then(|s| s.volumes.clone()).unwrap_or_default();
+        let volumes = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.clone())
+            .unwrap_or_default();
         let mut mounts = Vec::new();
         for mount in self.spec.volume_mounts.iter().flatten() {
-            let volume = volumes.iter().find(|v| v.name == mount.name).ok_or_else(|| format!("volume {:?} is not defined in the pod", mount.name))?;
+            let volume = volumes
+                .iter()
+                .find(|v| v.name == mount.name)
+                .ok_or_else(|| format!("volume {:?} is not defined in the pod", mount.name))?;
             let host_path = if let Some(host) = &volume.host_path {
                 PathBuf::from(&host.path)
             } else if volume.empty_dir.is_some() {
                 let path = self.dir.join("volumes").join(&volume.name);
-                std::fs::create_dir_all(&path).map_err(|e| format!("cannot create emptyDir {}: {e}", volume.name))?;
+                std::fs::create_dir_all(&path)
+                    .map_err(|e| format!("cannot create emptyDir {}: {e}", volume.name))?;
                 path
             } else {
-                return Err(format!("volume {:?}: only emptyDir and hostPath volumes are supported yet", volume.name));
+                return Err(format!(
+                    "volume {:?}: only emptyDir and hostPath volumes are supported yet",
+                    volume.name
+                ));
             };
-            mounts.push(Mount { host_path, guest_path: mount.mount_path.clone(), read_only: mount.read_only.unwrap_or(false) });
+            mounts.push(Mount {
+                host_path,
+                guest_path: mount.mount_path.clone(),
+                read_only: mount.read_only.unwrap_or(false),
+            });
         }
         Ok(mounts)
     }
@@ -322,14 +457,20 @@ impl ContainerWorker {
 async fn fetch_image(image: &str) -> Result<Vec<u8>, String> {
     let path = image.strip_prefix("file://").unwrap_or(image);
     if image.contains("://") && !image.starts_with("file://") {
-        return Err(format!("unsupported image reference {image:?}: use a local path or file:// URL"));
+        return Err(format!(
+            "unsupported image reference {image:?}: use a local path or file:// URL"
+        ));
     }
-    tokio::fs::read(path).await.map_err(|e| format!("cannot read image {image}: {e}"))
+    tokio::fs::read(path)
+        .await
+        .map_err(|e| format!("cannot read image {image}: {e}"))
 }
 
 /// Parses a Kubernetes quantity of bytes (`64Mi`, `1G`, `500000`).
 pub fn parse_quantity(text: &str) -> Option<u64> {
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
     let (number, suffix) = text.split_at(split);
     let number: f64 = number.parse().ok()?;
     let factor: f64 = match suffix {

@@ -28,7 +28,9 @@ pub enum LoadError {
     #[error("invalid WebAssembly: {0}")]
     Invalid(String),
     /// A core module without the `_start` export of a WASI command.
-    #[error("the module has no _start export: only WASI command modules (wasm32-wasip1 binaries) can run")]
+    #[error(
+        "the module has no _start export: only WASI command modules (wasm32-wasip1 binaries) can run"
+    )]
     NoStart,
     /// It imports something the node does not provide.
     #[error("unsupported import: {0}")]
@@ -113,15 +115,26 @@ struct MemoryLimiter {
 }
 
 impl ResourceLimiter for MemoryLimiter {
-    fn memory_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        let allowed = self.limit.is_none_or(|limit| desired <= limit) && maximum.is_none_or(|max| desired <= max);
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limit.is_none_or(|limit| desired <= limit)
+            && maximum.is_none_or(|max| desired <= max);
         if !allowed {
             self.refused.store(true, Ordering::SeqCst);
         }
         Ok(allowed)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 1_000_000 && maximum.is_none_or(|max| desired <= max))
     }
 }
@@ -139,7 +152,10 @@ struct P2State {
 
 impl WasiView for P2State {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.ctx, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.ctx,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -186,39 +202,62 @@ impl Runtime {
         config.cache(Some(wasmtime::Cache::new(cache).map_err(init_error)?));
         let engine = Engine::new(&config).map_err(init_error)?;
         let mut p1 = Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_async(&mut p1, |state: &mut P1State| &mut state.wasi).map_err(init_error)?;
+        wasmtime_wasi::p1::add_to_linker_async(&mut p1, |state: &mut P1State| &mut state.wasi)
+            .map_err(init_error)?;
         let mut p2 = wasmtime::component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut p2).map_err(init_error)?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let (ticker_engine, stop) = (engine.clone(), stop_ticker.clone());
-        std::thread::Builder::new().name("wasm-epoch".into()).spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                std::thread::sleep(EPOCH_TICK);
-                ticker_engine.increment_epoch();
-            }
+        std::thread::Builder::new()
+            .name("wasm-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticker_engine.increment_epoch();
+                }
+            })
+            .map_err(init_error)?;
+        Ok(Self {
+            engine,
+            p1,
+            p2,
+            loaded: Mutex::new(HashMap::new()),
+            stop_ticker,
         })
-        .map_err(init_error)?;
-        Ok(Self { engine, p1, p2, loaded: Mutex::new(HashMap::new()), stop_ticker })
     }
 
     /// Compiles and links a binary once per digest; later loads of the same bytes are free.
     pub fn load(&self, bytes: &[u8]) -> Result<Loaded, LoadError> {
         let digest = format!("sha256:{:x}", Sha256::digest(bytes));
-        if let Some(loaded) = self.loaded.lock().map_err(|_| LoadError::Invalid("runtime poisoned".into()))?.get(&digest) {
+        if let Some(loaded) = self
+            .loaded
+            .lock()
+            .map_err(|_| LoadError::Invalid("runtime poisoned".into()))?
+            .get(&digest)
+        {
             return Ok(loaded.clone());
         }
         let program = if is_component(bytes)? {
-            let component = Component::new(&self.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+            let component = Component::new(&self.engine, bytes)
+                .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
             let pre = self.p2.instantiate_pre(&component).map_err(link_error)?;
-            Program::Command(CommandPre::new(pre).map_err(|e| LoadError::Invalid(format!("the component is not a WASI command (no wasi:cli/run export): {e:#}")))?)
+            Program::Command(CommandPre::new(pre).map_err(|e| {
+                LoadError::Invalid(format!(
+                    "the component is not a WASI command (no wasi:cli/run export): {e:#}"
+                ))
+            })?)
         } else {
-            let module = Module::new(&self.engine, bytes).map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+            let module = Module::new(&self.engine, bytes)
+                .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
             if module.get_export("_start").is_none() {
                 return Err(LoadError::NoStart);
             }
             Program::Module(self.p1.instantiate_pre(&module).map_err(link_error)?)
         };
-        let loaded = Loaded { program: Arc::new(program), digest: digest.clone() };
+        let loaded = Loaded {
+            program: Arc::new(program),
+            digest: digest.clone(),
+        };
         if let Ok(mut map) = self.loaded.lock() {
             map.insert(digest, loaded.clone());
         }
@@ -228,18 +267,41 @@ impl Runtime {
     /// Runs a loaded binary to its end.
     pub async fn run(&self, loaded: &Loaded, spec: RunSpec) -> Result<Exit, RunError> {
         let mut builder = WasiCtxBuilder::new();
-        builder.args(&spec.args).envs(&spec.env).stdout(spec.stdout).stderr(spec.stderr);
+        builder
+            .args(&spec.args)
+            .envs(&spec.env)
+            .stdout(spec.stdout)
+            .stderr(spec.stderr);
         for mount in &spec.mounts {
-            let perms = if mount.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
+            let perms = if mount.read_only {
+                FsPerms::ReadOnly
+            } else {
+                FsPerms::ReadWrite
+            };
             builder
                 .preopened_dir(&mount.host_path, &mount.guest_path, perms)
-                .map_err(|e| RunError::Setup(format!("cannot mount {} at {}: {e}", mount.host_path.display(), mount.guest_path)))?;
+                .map_err(|e| {
+                    RunError::Setup(format!(
+                        "cannot mount {} at {}: {e}",
+                        mount.host_path.display(),
+                        mount.guest_path
+                    ))
+                })?;
         }
         let refused = Arc::new(AtomicBool::new(false));
-        let limiter = MemoryLimiter { limit: spec.memory_limit, refused: refused.clone() };
+        let limiter = MemoryLimiter {
+            limit: spec.memory_limit,
+            refused: refused.clone(),
+        };
         let outcome = match loaded.program.as_ref() {
             Program::Module(pre) => {
-                let mut store = Store::new(&self.engine, P1State { wasi: builder.build_p1(), limiter });
+                let mut store = Store::new(
+                    &self.engine,
+                    P1State {
+                        wasi: builder.build_p1(),
+                        limiter,
+                    },
+                );
                 store.limiter(|state| &mut state.limiter);
                 store.epoch_deadline_async_yield_and_update(1);
                 match pre.instantiate_async(&mut store).await {
@@ -251,7 +313,14 @@ impl Runtime {
                 }
             }
             Program::Command(pre) => {
-                let mut store = Store::new(&self.engine, P2State { ctx: builder.build(), table: ResourceTable::new(), limiter });
+                let mut store = Store::new(
+                    &self.engine,
+                    P2State {
+                        ctx: builder.build(),
+                        table: ResourceTable::new(),
+                        limiter,
+                    },
+                );
                 store.limiter(|state| &mut state.limiter);
                 store.epoch_deadline_async_yield_and_update(1);
                 match pre.instantiate_async(&mut store).await {
@@ -270,14 +339,38 @@ impl Runtime {
 
 fn exit_of(outcome: wasmtime::Result<()>, memory_refused: bool) -> Exit {
     match outcome {
-        Ok(()) => Exit { code: 0, reason: "Completed", message: None },
+        Ok(()) => Exit {
+            code: 0,
+            reason: "Completed",
+            message: None,
+        },
         Err(error) => match error.downcast_ref::<I32Exit>() {
-            Some(I32Exit(0)) => Exit { code: 0, reason: "Completed", message: None },
-            Some(I32Exit(code)) if memory_refused => Exit { code: *code, reason: "OOMKilled", message: None },
-            Some(I32Exit(code)) => Exit { code: *code, reason: "Error", message: None },
-            None if memory_refused => Exit { code: 137, reason: "OOMKilled", message: Some(format!("{error:#}")) },
+            Some(I32Exit(0)) => Exit {
+                code: 0,
+                reason: "Completed",
+                message: None,
+            },
+            Some(I32Exit(code)) if memory_refused => Exit {
+                code: *code,
+                reason: "OOMKilled",
+                message: None,
+            },
+            Some(I32Exit(code)) => Exit {
+                code: *code,
+                reason: "Error",
+                message: None,
+            },
+            None if memory_refused => Exit {
+                code: 137,
+                reason: "OOMKilled",
+                message: Some(format!("{error:#}")),
+            },
             // A trap: like a process killed by a signal, with the trap as the message.
-            None => Exit { code: 134, reason: "Error", message: Some(format!("{error:#}")) },
+            None => Exit {
+                code: 134,
+                reason: "Error",
+                message: Some(format!("{error:#}")),
+            },
         },
     }
 }
@@ -290,7 +383,10 @@ mod tests {
     fn the_header_tells_modules_from_components() {
         assert!(!is_component(b"\0asm\x01\0\0\0rest").unwrap());
         assert!(is_component(b"\0asm\x0d\0\x01\0rest").unwrap());
-        assert!(matches!(is_component(b"#!/bin/sh\n"), Err(LoadError::NotWasm)));
+        assert!(matches!(
+            is_component(b"#!/bin/sh\n"),
+            Err(LoadError::NotWasm)
+        ));
         assert!(matches!(is_component(b""), Err(LoadError::NotWasm)));
     }
 }

@@ -2,8 +2,8 @@
 //! statuses, computed the way the kubelet does.
 
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
-    PodCondition, PodStatus,
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    ContainerStatus, PodCondition, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -60,13 +60,25 @@ impl State {
         let time = |t: &jiff::Timestamp| Some(Time(*t));
         match self {
             State::Waiting { reason, message } => ContainerState {
-                waiting: Some(ContainerStateWaiting { reason: Some(reason.clone()), message: message.clone() }),
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some(reason.clone()),
+                    message: message.clone(),
+                }),
                 ..Default::default()
             },
-            State::Running { started_at } => {
-                ContainerState { running: Some(ContainerStateRunning { started_at: time(started_at) }), ..Default::default() }
-            }
-            State::Terminated { exit_code, reason, message, started_at, finished_at } => ContainerState {
+            State::Running { started_at } => ContainerState {
+                running: Some(ContainerStateRunning {
+                    started_at: time(started_at),
+                }),
+                ..Default::default()
+            },
+            State::Terminated {
+                exit_code,
+                reason,
+                message,
+                started_at,
+                finished_at,
+            } => ContainerState {
                 terminated: Some(ContainerStateTerminated {
                     exit_code: *exit_code,
                     reason: Some(reason.clone()),
@@ -90,10 +102,17 @@ pub fn phase(restart_policy: &str, containers: &[Container]) -> &'static str {
             _ => None,
         })
         .collect();
-    let running = containers.iter().any(|c| matches!(c.state, State::Running { .. }));
+    let running = containers
+        .iter()
+        .any(|c| matches!(c.state, State::Running { .. }));
     let all_ended = terminated.len() == containers.len() && !containers.is_empty();
     match restart_policy {
-        _ if all_ended && terminated.iter().all(|code| *code == 0) && restart_policy != "Always" => "Succeeded",
+        _ if all_ended
+            && terminated.iter().all(|code| *code == 0)
+            && restart_policy != "Always" =>
+        {
+            "Succeeded"
+        }
         "Never" if all_ended => "Failed",
         _ if running || containers.iter().any(|c| c.restart_count > 0) => "Running",
         _ => "Pending",
@@ -119,22 +138,47 @@ pub fn pod_status(
     previous: Option<&PodStatus>,
 ) -> PodStatus {
     let now = jiff::Timestamp::now();
-    let ready = !containers.is_empty() && containers.iter().all(|c| matches!(c.state, State::Running { .. }));
+    let ready = !containers.is_empty()
+        && containers
+            .iter()
+            .all(|c| matches!(c.state, State::Running { .. }));
     let phase = phase(restart_policy, containers);
     let finished = matches!(phase, "Succeeded" | "Failed");
     let keep_time = |kind: &str, ok: bool| -> jiff::Timestamp {
         previous
             .and_then(|p| p.conditions.as_ref())
-            .and_then(|cs| cs.iter().find(|c| c.type_ == kind && (c.status == "True") == ok))
+            .and_then(|cs| {
+                cs.iter()
+                    .find(|c| c.type_ == kind && (c.status == "True") == ok)
+            })
             .and_then(|c| c.last_transition_time.as_ref().map(|t| t.0))
             .unwrap_or(now)
     };
-    let not_ready_reason = if finished { "PodCompleted" } else { "ContainersNotReady" };
+    let not_ready_reason = if finished {
+        "PodCompleted"
+    } else {
+        "ContainersNotReady"
+    };
     let conditions = vec![
-        condition("PodReadyToStartContainers", true, None, keep_time("PodReadyToStartContainers", true)),
+        condition(
+            "PodReadyToStartContainers",
+            true,
+            None,
+            keep_time("PodReadyToStartContainers", true),
+        ),
         condition("Initialized", true, None, keep_time("Initialized", true)),
-        condition("Ready", ready, Some(not_ready_reason), keep_time("Ready", ready)),
-        condition("ContainersReady", ready, Some(not_ready_reason), keep_time("ContainersReady", ready)),
+        condition(
+            "Ready",
+            ready,
+            Some(not_ready_reason),
+            keep_time("Ready", ready),
+        ),
+        condition(
+            "ContainersReady",
+            ready,
+            Some(not_ready_reason),
+            keep_time("ContainersReady", ready),
+        ),
         condition("PodScheduled", true, None, keep_time("PodScheduled", true)),
     ];
     let statuses = containers
@@ -143,7 +187,8 @@ pub fn pod_status(
             name: c.name.clone(),
             image: c.image.clone(),
             image_id: c.image_id.clone(),
-            container_id: (!c.image_id.is_empty()).then(|| format!("wasmtime://{}/{}", c.name, c.restart_count)),
+            container_id: (!c.image_id.is_empty())
+                .then(|| format!("wasmtime://{}/{}", c.name, c.restart_count)),
             ready: matches!(c.state, State::Running { .. }),
             started: Some(matches!(c.state, State::Running { .. })),
             restart_count: c.restart_count,
@@ -169,23 +214,53 @@ mod tests {
     use super::*;
 
     fn container(state: State, restarts: i32) -> Container {
-        Container { name: "c".into(), image: "x.wasm".into(), image_id: String::new(), state, last_state: None, restart_count: restarts }
+        Container {
+            name: "c".into(),
+            image: "x.wasm".into(),
+            image_id: String::new(),
+            state,
+            last_state: None,
+            restart_count: restarts,
+        }
     }
 
     fn ended(code: i32) -> State {
         let t = jiff::Timestamp::now();
-        State::Terminated { exit_code: code, reason: "x".into(), message: None, started_at: t, finished_at: t }
+        State::Terminated {
+            exit_code: code,
+            reason: "x".into(),
+            message: None,
+            started_at: t,
+            finished_at: t,
+        }
     }
 
     #[test]
     fn phases_follow_the_restart_policy() {
-        let waiting = State::Waiting { reason: "ContainerCreating".into(), message: None };
+        let waiting = State::Waiting {
+            reason: "ContainerCreating".into(),
+            message: None,
+        };
         assert_eq!(phase("Always", &[container(waiting.clone(), 0)]), "Pending");
-        assert_eq!(phase("Always", &[container(State::Running { started_at: jiff::Timestamp::now() }, 0)]), "Running");
+        assert_eq!(
+            phase(
+                "Always",
+                &[container(
+                    State::Running {
+                        started_at: jiff::Timestamp::now()
+                    },
+                    0
+                )]
+            ),
+            "Running"
+        );
         assert_eq!(phase("Never", &[container(ended(0), 0)]), "Succeeded");
         assert_eq!(phase("OnFailure", &[container(ended(0), 2)]), "Succeeded");
         assert_eq!(phase("Never", &[container(ended(1), 0)]), "Failed");
-        assert_eq!(phase("Never", &[container(ended(0), 0), container(ended(2), 0)]), "Failed");
+        assert_eq!(
+            phase("Never", &[container(ended(0), 0), container(ended(2), 0)]),
+            "Failed"
+        );
         // Waiting to be restarted after a crash is still Running, as in Kubernetes.
         assert_eq!(phase("Always", &[container(waiting, 3)]), "Running");
         assert_eq!(phase("Always", &[container(ended(0), 0)]), "Pending");

@@ -4,13 +4,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::Duration;
 use wasmkube_node::logs::{ContainerLog, Stream, parse};
-use wasmkube_node::runtime::{LoadError, Runtime, RunSpec};
+use wasmkube_node::runtime::{LoadError, RunSpec, Runtime};
 
 fn app(target: &str, name: &str) -> Vec<u8> {
     static BUILD: Once = Once::new();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
     BUILD.call_once(|| {
-        let status = std::process::Command::new(root.join("scripts/build-wasm-apps")).status().expect("build wasm-apps");
+        let status = std::process::Command::new(root.join("scripts/build-wasm-apps"))
+            .status()
+            .expect("build wasm-apps");
         assert!(status.success(), "scripts/build-wasm-apps failed");
     });
     let path: PathBuf = root.join(format!("target/wasm-apps/{target}/release/{name}.wasm"));
@@ -22,14 +27,23 @@ struct Run {
     lines: Vec<String>,
 }
 
-async fn run(runtime: &Runtime, bytes: &[u8], args: &[&str], env: &[(&str, &str)], memory: Option<usize>) -> Run {
+async fn run(
+    runtime: &Runtime,
+    bytes: &[u8],
+    args: &[&str],
+    env: &[(&str, &str)],
+    memory: Option<usize>,
+) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("0.log");
     let log = ContainerLog::create(&log_path).unwrap();
     let loaded = runtime.load(bytes).expect("loads");
     let spec = RunSpec {
         args: args.iter().map(|a| a.to_string()).collect(),
-        env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        env: env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         mounts: Vec::new(),
         memory_limit: memory,
         stdout: log.stream(Stream::Stdout),
@@ -37,7 +51,10 @@ async fn run(runtime: &Runtime, bytes: &[u8], args: &[&str], env: &[(&str, &str)
     };
     let exit = runtime.run(&loaded, spec).await.expect("runs");
     log.finish();
-    let lines = parse(&std::fs::read_to_string(&log_path).unwrap()).into_iter().map(|l| l.text).collect();
+    let lines = parse(&std::fs::read_to_string(&log_path).unwrap())
+        .into_iter()
+        .map(|l| l.text)
+        .collect();
     Run { exit, lines }
 }
 
@@ -49,15 +66,36 @@ fn runtime() -> (Runtime, tempfile::TempDir) {
 #[tokio::test]
 async fn a_wasip1_command_module_runs_with_args_and_env_and_exits_zero() {
     let (runtime, _cache) = runtime();
-    let done = run(&runtime, &app("wasm32-wasip1", "batch"), &["batch", "10"], &[("POD_NAME", "job-1")], None).await;
+    let done = run(
+        &runtime,
+        &app("wasm32-wasip1", "batch"),
+        &["batch", "10"],
+        &[("POD_NAME", "job-1")],
+        None,
+    )
+    .await;
     assert_eq!((done.exit.code, done.exit.reason), (0, "Completed"));
-    assert_eq!(done.lines, ["sum of squares 1..=10 = 385", "running in pod job-1", "batch done"]);
+    assert_eq!(
+        done.lines,
+        [
+            "sum of squares 1..=10 = 385",
+            "running in pod job-1",
+            "batch done"
+        ]
+    );
 }
 
 #[tokio::test]
 async fn a_wasip2_command_component_runs_and_reports_its_exit_code() {
     let (runtime, _cache) = runtime();
-    let done = run(&runtime, &app("wasm32-wasip2", "batch"), &["batch", "3"], &[("EXIT_CODE", "3")], None).await;
+    let done = run(
+        &runtime,
+        &app("wasm32-wasip2", "batch"),
+        &["batch", "3"],
+        &[("EXIT_CODE", "3")],
+        None,
+    )
+    .await;
     assert_eq!(done.lines[0], "sum of squares 1..=3 = 14");
     // Rust's wasm32-wasip2 std exits through `wasi:cli/exit.exit(err)`, which carries failure but no number.
     assert_eq!((done.exit.code, done.exit.reason), (1, "Error"));
@@ -68,21 +106,52 @@ async fn crashes_and_traps_end_as_errors_with_their_output_kept() {
     let (runtime, _cache) = runtime();
     for target in ["wasm32-wasip1", "wasm32-wasip2"] {
         let crashed = run(&runtime, &app(target, "crash"), &["crash"], &[], None).await;
-        assert_eq!((crashed.exit.code, crashed.exit.reason), (1, "Error"), "{target}");
+        assert_eq!(
+            (crashed.exit.code, crashed.exit.reason),
+            (1, "Error"),
+            "{target}"
+        );
         assert_eq!(crashed.lines, ["about to crash"]);
-        let trapped = run(&runtime, &app(target, "crash"), &["crash", "trap"], &[], None).await;
+        let trapped = run(
+            &runtime,
+            &app(target, "crash"),
+            &["crash", "trap"],
+            &[],
+            None,
+        )
+        .await;
         assert_eq!(trapped.exit.reason, "Error", "{target}");
         assert_ne!(trapped.exit.code, 0);
-        assert!(trapped.exit.message.as_deref().unwrap_or_default().contains("wasm"), "{target}: {:?}", trapped.exit.message);
+        assert!(
+            trapped
+                .exit
+                .message
+                .as_deref()
+                .unwrap_or_default()
+                .contains("wasm"),
+            "{target}: {:?}",
+            trapped.exit.message
+        );
     }
 }
 
 #[tokio::test]
 async fn growing_past_the_memory_limit_ends_as_oomkilled() {
     let (runtime, _cache) = runtime();
-    let done = run(&runtime, &app("wasm32-wasip1", "memory-hog"), &["memory-hog"], &[], Some(64 << 20)).await;
+    let done = run(
+        &runtime,
+        &app("wasm32-wasip1", "memory-hog"),
+        &["memory-hog"],
+        &[],
+        Some(64 << 20),
+    )
+    .await;
     assert_eq!(done.exit.reason, "OOMKilled", "{:?}", done.exit);
-    let held: Vec<&String> = done.lines.iter().filter(|l| l.starts_with("holding")).collect();
+    let held: Vec<&String> = done
+        .lines
+        .iter()
+        .filter(|l| l.starts_with("holding"))
+        .collect();
     assert!(!held.is_empty() && held.len() <= 8, "{held:?}");
 }
 
@@ -97,9 +166,18 @@ async fn a_busy_loop_yields_so_other_guests_still_run() {
     };
     tokio::task::yield_now().await;
     // On a single-threaded executor the batch job can only finish if the hog yields.
-    let done = tokio::time::timeout(Duration::from_secs(30), run(&runtime, &app("wasm32-wasip1", "batch"), &["batch", "100"], &[], None))
-        .await
-        .expect("the batch job finished while the hog spun");
+    let done = tokio::time::timeout(
+        Duration::from_secs(30),
+        run(
+            &runtime,
+            &app("wasm32-wasip1", "batch"),
+            &["batch", "100"],
+            &[],
+            None,
+        ),
+    )
+    .await
+    .expect("the batch job finished while the hog spun");
     assert_eq!(done.exit.code, 0);
     hog.abort();
 }
@@ -107,15 +185,25 @@ async fn a_busy_loop_yields_so_other_guests_still_run() {
 #[tokio::test]
 async fn binaries_that_cannot_run_are_refused_with_a_reason() {
     let (runtime, _cache) = runtime();
-    assert!(matches!(runtime.load(b"#!/bin/sh\necho hi\n"), Err(LoadError::NotWasm)));
+    assert!(matches!(
+        runtime.load(b"#!/bin/sh\necho hi\n"),
+        Err(LoadError::NotWasm)
+    ));
     let no_start = wat_module("(module (func (export \"main\")))");
     assert!(matches!(runtime.load(&no_start), Err(LoadError::NoStart)));
-    let unknown = wat_module("(module (import \"env\" \"host_magic\" (func)) (func (export \"_start\")))");
-    let error = runtime.load(&unknown).err().expect("an unknown import is refused");
+    let unknown =
+        wat_module("(module (import \"env\" \"host_magic\" (func)) (func (export \"_start\")))");
+    let error = runtime
+        .load(&unknown)
+        .err()
+        .expect("an unknown import is refused");
     assert!(error.to_string().contains("host_magic"), "{error}");
     let mut truncated = app("wasm32-wasip1", "batch");
     truncated.truncate(1000);
-    assert!(matches!(runtime.load(&truncated), Err(LoadError::Invalid(_))));
+    assert!(matches!(
+        runtime.load(&truncated),
+        Err(LoadError::Invalid(_))
+    ));
 }
 
 fn wat_module(text: &str) -> Vec<u8> {

@@ -114,3 +114,83 @@ pub fn wasmkube(server: &Server, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// A running `wasmkube node` agent; killed when dropped.
+pub struct NodeAgent {
+    pub name: String,
+    pub data_dir: PathBuf,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl NodeAgent {
+    /// Starts an agent for `server` with a short crash backoff, and waits for its Node to be Ready.
+    pub fn start(server: &Server, name: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let child = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
+            .args([
+                "--server",
+                &server.url,
+                "node",
+                "--name",
+                name,
+                "--crash-backoff-seconds",
+                "0.5",
+                "--data-dir",
+            ])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start wasmkube node");
+        let agent = Self {
+            name: name.to_owned(),
+            data_dir: dir.path().to_path_buf(),
+            child,
+            _dir: dir,
+        };
+        let url = format!("{}/api/v1/nodes/{name}", server.url);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(node) =
+                reqwest::blocking::get(&url).and_then(|r| r.json::<serde_json::Value>())
+            {
+                let ready = node["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True");
+                if ready {
+                    return agent;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("node {name} did not become Ready");
+    }
+
+    /// Kills the agent at once (SIGKILL).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for NodeAgent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The path of a built example app, building wasm-apps/ once per test process.
+pub fn wasm_app(target: &str, name: &str) -> PathBuf {
+    static BUILD: std::sync::Once = std::sync::Once::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    BUILD.call_once(|| {
+        let status = Command::new(root.join("scripts/build-wasm-apps"))
+            .status()
+            .expect("build wasm-apps");
+        assert!(status.success(), "scripts/build-wasm-apps failed");
+    });
+    root.join(format!("target/wasm-apps/{target}/release/{name}.wasm"))
+}

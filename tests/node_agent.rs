@@ -1,0 +1,283 @@
+//! The node agent with real wasmtime: pods bound to its node run as Wasm, restart per their policy and show
+//! their true state in the API.
+
+mod common;
+
+use common::{NodeAgent, Server, wasm_app};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+const PODS: &str = "/api/v1/namespaces/default/pods";
+
+fn create_pod(server: &Server, pod: Value) {
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{}{PODS}", server.url))
+        .json(&pod)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().unwrap());
+}
+
+fn get_pod(server: &Server, name: &str) -> Option<Value> {
+    let response = reqwest::blocking::get(format!("{}{PODS}/{name}", server.url)).unwrap();
+    (response.status() == 200).then(|| response.json().unwrap())
+}
+
+/// Waits until the pod satisfies `check`, returning it; fails with the last state seen.
+fn wait_for(server: &Server, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = Value::Null;
+    while Instant::now() < deadline {
+        if let Some(pod) = get_pod(server, name) {
+            if check(&pod) {
+                return pod;
+            }
+            last = pod;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("pod {name} never became {what}: {}", last["status"]);
+}
+
+fn pod(name: &str, node: &str, image: &std::path::Path, restart: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+           "spec": {"nodeName": node, "restartPolicy": restart,
+                    "containers": [{"name": "main", "image": format!("file://{}", image.display())}]}})
+}
+
+fn container(pod: &Value) -> &Value {
+    &pod["status"]["containerStatuses"][0]
+}
+
+#[test]
+fn the_node_registers_with_capacity_labels_and_a_lease() {
+    let server = Server::start();
+    let _agent = NodeAgent::start(&server, "edge-1");
+    let node: Value = reqwest::blocking::get(format!("{}/api/v1/nodes/edge-1", server.url))
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        node["metadata"]["labels"]["wasmkube.io/runtime"],
+        "wasmtime"
+    );
+    assert_eq!(
+        node["metadata"]["labels"]["kubernetes.io/hostname"],
+        "edge-1"
+    );
+    assert_eq!(node["status"]["capacity"]["pods"], "110");
+    assert!(
+        node["status"]["allocatable"]["memory"]
+            .as_str()
+            .unwrap()
+            .ends_with("Ki")
+    );
+    let lease: Value = reqwest::blocking::get(format!(
+        "{}/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/edge-1",
+        server.url
+    ))
+    .unwrap()
+    .json()
+    .unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "edge-1");
+    assert!(lease["spec"]["renewTime"].is_string());
+}
+
+#[test]
+fn command_modules_and_components_run_to_completion() {
+    let server = Server::start();
+    let _agent = NodeAgent::start(&server, "n1");
+    create_pod(
+        &server,
+        pod("p1", "n1", &wasm_app("wasm32-wasip1", "batch"), "Never"),
+    );
+    create_pod(
+        &server,
+        pod("p2", "n1", &wasm_app("wasm32-wasip2", "batch"), "OnFailure"),
+    );
+    for name in ["p1", "p2"] {
+        let done = wait_for(&server, name, "Succeeded", |p| {
+            p["status"]["phase"] == "Succeeded"
+        });
+        let terminated = &container(&done)["state"]["terminated"];
+        assert_eq!(
+            (
+                terminated["exitCode"].as_i64(),
+                terminated["reason"].as_str()
+            ),
+            (Some(0), Some("Completed")),
+            "{name}"
+        );
+        assert!(
+            container(&done)["imageID"]
+                .as_str()
+                .unwrap()
+                .starts_with("sha256:")
+        );
+        let conditions: Vec<(&str, &str)> = done["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["type"].as_str().unwrap(), c["status"].as_str().unwrap()))
+            .collect();
+        assert!(
+            conditions.contains(&("Ready", "False"))
+                && conditions.contains(&("Initialized", "True")),
+            "{conditions:?}"
+        );
+        assert_eq!(done["status"]["hostIP"], "127.0.0.1");
+        assert!(done["status"]["startTime"].is_string());
+    }
+}
+
+#[test]
+fn a_crashing_container_restarts_with_backoff_and_a_failed_one_stays_failed() {
+    let server = Server::start();
+    let _agent = NodeAgent::start(&server, "n1");
+    let crash = wasm_app("wasm32-wasip1", "crash");
+    create_pod(&server, pod("loop", "n1", &crash, "Always"));
+    create_pod(&server, pod("once", "n1", &crash, "Never"));
+    let looping = wait_for(&server, "loop", "restarted twice", |p| {
+        container(p)["restartCount"].as_i64() >= Some(2)
+    });
+    assert_eq!(looping["status"]["phase"], "Running");
+    assert_eq!(
+        container(&looping)["lastState"]["terminated"]["exitCode"],
+        1
+    );
+    wait_for(&server, "loop", "in CrashLoopBackOff", |p| {
+        container(p)["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    });
+    let failed = wait_for(&server, "once", "Failed", |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    assert_eq!(container(&failed)["state"]["terminated"]["reason"], "Error");
+    assert_eq!(container(&failed)["restartCount"], 0);
+}
+
+#[test]
+fn bad_images_show_a_reason_a_user_can_act_on() {
+    let server = Server::start();
+    let _agent = NodeAgent::start(&server, "n1");
+    create_pod(
+        &server,
+        pod(
+            "text",
+            "n1",
+            std::path::Path::new("/etc/hostname"),
+            "Always",
+        ),
+    );
+    create_pod(
+        &server,
+        pod(
+            "missing",
+            "n1",
+            std::path::Path::new("/no/such/app.wasm"),
+            "Always",
+        ),
+    );
+    let text = wait_for(&server, "text", "CreateContainerError", |p| {
+        container(p)["state"]["waiting"]["reason"] == "CreateContainerError"
+    });
+    assert!(
+        container(&text)["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a WebAssembly binary")
+    );
+    let missing = wait_for(&server, "missing", "ErrImagePull", |p| {
+        container(p)["state"]["waiting"]["reason"] == "ErrImagePull"
+    });
+    assert!(
+        container(&missing)["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("/no/such/app.wasm")
+    );
+    // The node goes on running good pods.
+    create_pod(
+        &server,
+        pod("good", "n1", &wasm_app("wasm32-wasip1", "batch"), "Never"),
+    );
+    wait_for(&server, "good", "Succeeded", |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
+}
+
+#[test]
+fn growing_past_the_memory_limit_is_oomkilled() {
+    let server = Server::start();
+    let _agent = NodeAgent::start(&server, "n1");
+    let mut hog = pod(
+        "hog",
+        "n1",
+        &wasm_app("wasm32-wasip1", "memory-hog"),
+        "Never",
+    );
+    hog["spec"]["containers"][0]["resources"] = json!({"limits": {"memory": "64Mi"}});
+    create_pod(&server, hog);
+    let killed = wait_for(&server, "hog", "OOMKilled", |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    assert_eq!(
+        container(&killed)["state"]["terminated"]["reason"],
+        "OOMKilled"
+    );
+}
+
+#[test]
+fn deleting_a_running_pod_stops_it_and_removes_it() {
+    let server = Server::start();
+    let _agent = NodeAgent::start(&server, "n1");
+    create_pod(
+        &server,
+        pod(
+            "spin",
+            "n1",
+            &wasm_app("wasm32-wasip1", "cpu-hog"),
+            "Always",
+        ),
+    );
+    wait_for(&server, "spin", "Running", |p| {
+        container(p)["state"]["running"].is_object()
+    });
+    let response = reqwest::blocking::Client::new()
+        .delete(format!("{}{PODS}/spin", server.url))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while get_pod(&server, "spin").is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the agent did not finish the graceful deletion"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn pods_of_other_nodes_are_left_alone() {
+    let server = Server::start();
+    let _agent = NodeAgent::start(&server, "n1");
+    create_pod(
+        &server,
+        pod(
+            "elsewhere",
+            "n2",
+            &wasm_app("wasm32-wasip1", "batch"),
+            "Never",
+        ),
+    );
+    create_pod(
+        &server,
+        pod("here", "n1", &wasm_app("wasm32-wasip1", "batch"), "Never"),
+    );
+    wait_for(&server, "here", "Succeeded", |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
+    let elsewhere = get_pod(&server, "elsewhere").unwrap();
+    assert_eq!(elsewhere["status"]["phase"], "Pending");
+    assert!(elsewhere["status"]["containerStatuses"].is_null());
+}
