@@ -56,6 +56,31 @@ pub struct GetArgs {
     pub watch: bool,
 }
 
+/// `logs` arguments.
+#[derive(clap::Args, Debug)]
+pub struct LogsArgs {
+    /// The pod.
+    pub pod: String,
+    /// The container (needed when the pod has several).
+    #[arg(short = 'c', long)]
+    pub container: Option<String>,
+    /// Keep streaming new output.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Only the last N lines.
+    #[arg(long)]
+    pub tail: Option<usize>,
+    /// Only output of the last N seconds.
+    #[arg(long)]
+    pub since_seconds: Option<i64>,
+    /// Prefix lines with their time.
+    #[arg(long)]
+    pub timestamps: bool,
+    /// The previous run of the container.
+    #[arg(short = 'p', long)]
+    pub previous: bool,
+}
+
 /// `describe` arguments.
 #[derive(clap::Args, Debug)]
 pub struct DescribeArgs {
@@ -797,5 +822,53 @@ pub async fn delete(client: &ClientArgs, args: DeleteArgs) -> anyhow::Result<()>
     match failed {
         Some(e) => Err(e.context("not every object was deleted")),
         None => Ok(()),
+    }
+}
+
+/// `wasmkube logs POD`: a container's output, read through the apiserver from its node.
+pub async fn logs(client: &ClientArgs, args: LogsArgs) -> anyhow::Result<()> {
+    use futures::AsyncReadExt;
+    let session = session(client).await?;
+    let pods = resource("pods")?;
+    let mut query = Vec::new();
+    if let Some(container) = &args.container {
+        query.push(format!("container={}", encode(container)));
+    }
+    for (flag, name) in [
+        (args.follow, "follow"),
+        (args.timestamps, "timestamps"),
+        (args.previous, "previous"),
+    ] {
+        if flag {
+            query.push(format!("{name}=true"));
+        }
+    }
+    if let Some(tail) = args.tail {
+        query.push(format!("tailLines={tail}"));
+    }
+    if let Some(since) = args.since_seconds {
+        query.push(format!("sinceSeconds={since}"));
+    }
+    let path = format!(
+        "{}/{}/log?{}",
+        collection_path(pods, Some(&session.namespace)),
+        encode(&args.pod),
+        query.join("&")
+    );
+    let request = http::Request::builder().uri(path).body(Vec::new())?;
+    let mut stream = session
+        .client
+        .request_stream(request)
+        .await
+        .map_err(api_error)?;
+    let mut buffer = vec![0u8; 16 << 10];
+    let mut stdout = std::io::stdout();
+    loop {
+        let read = stream.read(&mut buffer).await?;
+        if read == 0 {
+            return Ok(());
+        }
+        std::io::Write::write_all(&mut stdout, &buffer[..read])?;
+        std::io::Write::flush(&mut stdout)?;
     }
 }

@@ -33,6 +33,8 @@ enum Command {
     Get(cli::GetArgs),
     /// Show objects in detail, with their events.
     Describe(cli::DescribeArgs),
+    /// Print a container's output (from its node, through the apiserver).
+    Logs(cli::LogsArgs),
     /// Delete objects by kind and name, by label, or as listed in files.
     Delete(cli::DeleteArgs),
 }
@@ -60,6 +62,7 @@ fn main() -> ExitCode {
             Command::Apply(apply) => cli::apply(&args.client, apply).await,
             Command::Get(get) => cli::get(&args.client, get).await,
             Command::Describe(describe) => cli::describe(&args.client, describe).await,
+            Command::Logs(logs) => cli::logs(&args.client, logs).await,
             Command::Delete(delete) => cli::delete(&args.client, delete).await,
         }
     });
@@ -85,6 +88,9 @@ struct NodeArgs {
     /// The address other nodes reach this one at.
     #[arg(long, default_value = "127.0.0.1")]
     address: String,
+    /// The port of the log endpoint the apiserver reaches (0 picks a free one).
+    #[arg(long, default_value_t = 10250)]
+    port: u16,
     /// The first CrashLoopBackOff delay in seconds (doubling up to 300).
     #[arg(long, default_value_t = 10.0)]
     crash_backoff_seconds: f64,
@@ -104,6 +110,7 @@ async fn run_node(client: &cli::ClientArgs, args: NodeArgs) -> anyhow::Result<()
             initial,
             max: std::time::Duration::from_secs(300).max(initial),
         },
+        port: args.port,
     };
     wasmkube_node::agent::run(client, config).await
 }

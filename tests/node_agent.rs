@@ -281,3 +281,87 @@ fn pods_of_other_nodes_are_left_alone() {
     assert_eq!(elsewhere["status"]["phase"], "Pending");
     assert!(elsewhere["status"]["containerStatuses"].is_null());
 }
+
+fn log(server: &Server, pod: &str, query: &str) -> (u16, String) {
+    let response =
+        reqwest::blocking::get(format!("{}{PODS}/{pod}/log?{query}", server.url)).unwrap();
+    (response.status().as_u16(), response.text().unwrap())
+}
+
+#[test]
+fn logs_are_served_through_the_apiserver_to_kubectl_and_wasmkube() {
+    let server = Server::start();
+    let _agent = NodeAgent::start(&server, "n1");
+    let settings = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}, "data": {"n": "4"}});
+    reqwest::blocking::Client::new()
+        .post(format!(
+            "{}/api/v1/namespaces/default/configmaps",
+            server.url
+        ))
+        .json(&settings)
+        .send()
+        .unwrap();
+    let mut batch = pod("job", "n1", &wasm_app("wasm32-wasip1", "batch"), "Never");
+    batch["spec"]["containers"][0]["args"] = json!(["$(N)"]);
+    batch["spec"]["containers"][0]["command"] = json!(["batch", "4"]);
+    batch["spec"]["containers"][0]["env"] =
+        json!([{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]);
+    create_pod(&server, batch);
+    wait_for(&server, "job", "Succeeded", |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
+    let (status, text) = log(&server, "job", "");
+    assert_eq!(status, 200);
+    assert_eq!(
+        text,
+        "sum of squares 1..=4 = 30\nrunning in pod job\nbatch done\n"
+    );
+    let (_, tail) = log(&server, "job", "tailLines=1&timestamps=true");
+    let (time, line) = tail.trim_end().split_once(' ').unwrap();
+    assert_eq!(line, "batch done");
+    assert!(time.parse::<jiff::Timestamp>().is_ok(), "{time}");
+    // A followed log of a finished container ends by itself.
+    let (_, followed) = log(&server, "job", "follow=true");
+    assert_eq!(followed, text);
+
+    create_pod(
+        &server,
+        pod(
+            "crashy",
+            "n1",
+            &wasm_app("wasm32-wasip1", "crash"),
+            "Always",
+        ),
+    );
+    wait_for(&server, "crashy", "restarted", |p| {
+        container(p)["restartCount"].as_i64() >= Some(1)
+    });
+    let (status, previous) = log(&server, "crashy", "previous=true");
+    assert_eq!((status, previous.as_str()), (200, "about to crash\n"));
+
+    let (status, body) = log(&server, "job", "container=nope");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("container nope is not valid for pod job"),
+        "{body}"
+    );
+    let (status, _) = log(&server, "ghost", "");
+    assert_eq!(status, 404);
+
+    let kubectl =
+        std::process::Command::new(std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()))
+            .args(["logs", "job", "--tail=2"])
+            .env("KUBECONFIG", server.kubeconfig())
+            .env("HOME", &server.data_dir)
+            .output()
+            .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&kubectl.stdout),
+        "running in pod job\nbatch done\n",
+        "{}",
+        String::from_utf8_lossy(&kubectl.stderr)
+    );
+    let (ok, out, err) = common::wasmkube(&server, &["logs", "job", "--tail", "1"]);
+    assert!(ok, "{err}");
+    assert_eq!(out, "batch done\n");
+}

@@ -6,7 +6,8 @@ use crate::runtime::Runtime;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
-    Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo, Pod,
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeStatus,
+    NodeSystemInfo, Pod,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
@@ -35,6 +36,8 @@ pub struct AgentConfig {
     pub address: String,
     /// Container restart delays.
     pub backoff: Backoff,
+    /// The port of the log endpoint the apiserver reaches (0 picks a free one).
+    pub port: u16,
 }
 
 /// Agent failures.
@@ -53,7 +56,7 @@ struct Agent {
     workers: Mutex<HashMap<String, PodWorker>>,
 }
 
-fn node_object(config: &AgentConfig) -> Node {
+fn node_object(config: &AgentConfig, port: u16) -> Node {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let memory = total_memory_bytes();
     let resources = BTreeMap::from([
@@ -97,6 +100,11 @@ fn node_object(config: &AgentConfig) -> Node {
                 },
             ]),
             conditions: Some(vec![ready_condition()]),
+            daemon_endpoints: Some(NodeDaemonEndpoints {
+                kubelet_endpoint: Some(DaemonEndpoint {
+                    port: i32::from(port),
+                }),
+            }),
             node_info: Some(NodeSystemInfo {
                 architecture: "wasm32".into(),
                 container_runtime_version: "wasmtime://48".into(),
@@ -141,9 +149,13 @@ fn ready_condition() -> NodeCondition {
 }
 
 /// Creates the Node, or brings an existing one's status up to date.
-async fn register(client: &kube::Client, config: &AgentConfig) -> Result<(), AgentError> {
+async fn register(
+    client: &kube::Client,
+    config: &AgentConfig,
+    port: u16,
+) -> Result<(), AgentError> {
     let nodes: Api<Node> = Api::all(client.clone());
-    let node = node_object(config);
+    let node = node_object(config, port);
     match nodes.create(&PostParams::default(), &node).await {
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 409 => {}
@@ -256,8 +268,16 @@ fn error_policy(_pod: Arc<Pod>, error: &AgentError, _agent: Arc<Agent>) -> Actio
 pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)?;
     let runtime = Arc::new(Runtime::new(&config.data_dir.join("cache"))?);
-    register(&client, &config).await?;
-    tracing::info!(node = %config.node_name, "registered");
+    let listener = tokio::net::TcpListener::bind((config.address.as_str(), config.port)).await?;
+    let port = listener.local_addr()?.port();
+    let logs = crate::log_server::router(config.data_dir.clone());
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, logs).await {
+            tracing::error!(%error, "the log endpoint failed");
+        }
+    });
+    register(&client, &config, port).await?;
+    tracing::info!(node = %config.node_name, port, "registered");
     tokio::spawn(heartbeat(client.clone(), config.node_name.clone()));
     let ctx = Arc::new(NodeContext {
         client: client.clone(),

@@ -120,11 +120,15 @@ impl ContainerLog {
         }
     }
 
-    /// Writes out an unfinished last line, when the run has ended.
+    /// Writes out an unfinished last line and marks the run as ended, so followers stop.
     pub fn finish(&self) {
-        if let Ok(mut file) = self.file.lock()
-            && let Err(error) = file.flush_partial()
-        {
+        let Ok(mut file) = self.file.lock() else {
+            return;
+        };
+        let marked = file
+            .flush_partial()
+            .and_then(|()| std::fs::write(crate::log_server::done_marker(&file.path), b""));
+        if let Err(error) = marked {
             tracing::warn!(%error, "cannot finish a container log");
         }
     }

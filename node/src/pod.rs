@@ -215,7 +215,7 @@ impl ContainerWorker {
         loop {
             let started = jiff::Timestamp::now();
             let ran = match self.prepare().await {
-                Ok((loaded, spec)) => {
+                Ok((loaded, spec, log)) => {
                     self.state.image_id = loaded.digest.clone();
                     self.report(State::Running {
                         started_at: started,
@@ -226,6 +226,7 @@ impl ContainerWorker {
                         exit = self.ctx.runtime.run(&loaded, spec) => Some(exit),
                         _ = stopped.wait_for(|stop| *stop) => None,
                     };
+                    log.finish();
                     let finished = jiff::Timestamp::now();
                     let terminated = match outcome {
                         None => State::Terminated {
@@ -298,7 +299,7 @@ impl ContainerWorker {
     }
 
     /// Fetches and loads the image and builds the run's environment; a failure is the Waiting state to show.
-    async fn prepare(&mut self) -> Result<(crate::runtime::Loaded, RunSpec), State> {
+    async fn prepare(&mut self) -> Result<(crate::runtime::Loaded, RunSpec, ContainerLog), State> {
         let waiting = |reason: &str, message: String| State::Waiting {
             reason: reason.into(),
             message: Some(message),
@@ -352,7 +353,7 @@ impl ContainerWorker {
             stdout: log.stream(Stream::Stdout),
             stderr: log.stream(Stream::Stderr),
         };
-        Ok((loaded, spec))
+        Ok((loaded, spec, log))
     }
 
     async fn env(&self) -> Result<Vec<(String, String)>, String> {

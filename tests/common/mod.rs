@@ -33,38 +33,49 @@ impl Server {
 
     /// Starts a server on an existing data dir with extra flags.
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Self {
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
-            .args(["server", "--data-dir"])
-            .arg(data_dir)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start wasmkube server");
-        let server = Self {
-            url: format!("http://127.0.0.1:{port}"),
-            data_dir: data_dir.to_path_buf(),
-            child,
-            _dir: None,
-        };
-        server.wait_ready();
-        server
+        // Another test may take the free port before this server binds it: then try another.
+        for _ in 0..5 {
+            let port = free_port();
+            let _ = std::fs::remove_file(data_dir.join("kubeconfig"));
+            let child = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
+                .args(["server", "--data-dir"])
+                .arg(data_dir)
+                .args(["--listen", &format!("127.0.0.1:{port}")])
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start wasmkube server");
+            let mut server = Self {
+                url: format!("http://127.0.0.1:{port}"),
+                data_dir: data_dir.to_path_buf(),
+                child,
+                _dir: None,
+            };
+            if server.wait_ready() {
+                return server;
+            }
+            server.kill();
+        }
+        panic!("wasmkube server did not start in {}", data_dir.display());
     }
 
-    fn wait_ready(&self) {
+    /// Waits until the server listens and has written its kubeconfig; false if it exited first.
+    fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(20);
         let address = self.url.trim_start_matches("http://").to_owned();
         while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return false;
+            }
             if std::net::TcpStream::connect(&address).is_ok()
                 && self.data_dir.join("kubeconfig").exists()
             {
-                return;
+                return true;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("wasmkube server at {} did not start", self.url);
+        false
     }
 
     pub fn kubeconfig(&self) -> PathBuf {
@@ -134,13 +145,15 @@ impl NodeAgent {
                 "node",
                 "--name",
                 name,
+                "--port",
+                "0",
                 "--crash-backoff-seconds",
                 "0.5",
                 "--data-dir",
             ])
             .arg(dir.path())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("agent.log")).expect("agent log"))
             .spawn()
             .expect("start wasmkube node");
         let agent = Self {
@@ -166,7 +179,8 @@ impl NodeAgent {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("node {name} did not become Ready");
+        let log = std::fs::read_to_string(agent.data_dir.join("agent.log")).unwrap_or_default();
+        panic!("node {name} did not become Ready; agent log:\n{log}");
     }
 
     /// Kills the agent at once (SIGKILL).

@@ -98,6 +98,9 @@ fn resource_entries(resource: &ResourceType) -> Vec<Value> {
             Subresource::Binding => {
                 json!({"name": name, "singularName": "", "namespaced": resource.namespaced, "kind": "Binding", "verbs": ["create"]})
             }
+            Subresource::Log => {
+                json!({"name": name, "singularName": "", "namespaced": resource.namespaced, "kind": resource.kind, "verbs": ["get"]})
+            }
         };
         entries.push(entry);
     }

@@ -68,6 +68,9 @@ pub enum ApiError {
     /// 504 Timeout: a resourceVersion from the future.
     #[error("{0}")]
     Timeout(String),
+    /// 503 ServiceUnavailable: a node agent could not be reached.
+    #[error("{0}")]
+    Unavailable(String),
     /// 500 InternalError: the store failed.
     #[error("{0}")]
     Internal(String),
@@ -138,6 +141,7 @@ impl ApiError {
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge"),
             ApiError::Expired(_) => (StatusCode::GONE, "Expired"),
             ApiError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "Timeout"),
+            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "InternalError"),
         }
     }

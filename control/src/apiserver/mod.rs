@@ -3,6 +3,7 @@
 
 mod discovery;
 pub mod error;
+mod logs;
 pub mod objects;
 mod watch;
 
@@ -25,6 +26,8 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct ApiServer {
     store: Arc<dyn Store>,
+    /// Reaches node agents (logs).
+    http: reqwest::Client,
 }
 
 /// Which objects a request is about: a resource type and, for namespaced types, maybe one namespace.
@@ -39,7 +42,10 @@ pub struct Target {
 impl ApiServer {
     /// An apiserver over a store.
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+        Self {
+            store,
+            http: reqwest::Client::new(),
+        }
     }
 
     /// The HTTP routes.
@@ -128,6 +134,7 @@ struct ApiRequest {
     method: Method,
     headers: HeaderMap,
     query: Query,
+    raw_query: String,
     body: Bytes,
 }
 
@@ -203,8 +210,8 @@ async fn route(
     if namespace.is_some() && !resource.namespaced {
         return not_found_path();
     }
-    let query = match serde_urlencoded::from_str::<Query>(raw_query.as_deref().unwrap_or_default())
-    {
+    let raw_query = raw_query.unwrap_or_default();
+    let query = match serde_urlencoded::from_str::<Query>(&raw_query) {
         Ok(query) => query,
         Err(e) => {
             return ApiError::BadRequest(format!("invalid query parameters: {e}")).into_response();
@@ -221,6 +228,7 @@ async fn route(
         method,
         headers,
         query,
+        raw_query,
         body,
     };
     let subresource = match rest {
@@ -319,6 +327,9 @@ async fn serve(
                     object
                 },
             ))
+        }
+        (Method::GET, Some(name), Some(Subresource::Log)) => {
+            server.logs(target, name, &request.raw_query).await
         }
         (Method::GET, Some(name), Some(Subresource::Scale)) => {
             Ok(json(StatusCode::OK, server.get_scale(target, name)?))

@@ -1,0 +1,121 @@
+//! `pods/{name}/log`: the apiserver finds the pod's node and streams the container's log from the node
+//! agent's log endpoint, as Kubernetes' apiserver does with a kubelet.
+
+use super::error::ApiError;
+use super::objects::served;
+use super::{ApiServer, Target};
+use crate::api::resources;
+use axum::body::Body;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::Value;
+
+/// The parameters of a log request (others, like `follow`, pass through to the node).
+#[derive(Debug, Default, Deserialize)]
+struct LogQuery {
+    container: Option<String>,
+}
+
+/// The parameters the node's log endpoint understands.
+const PASSED_ON: [&str; 5] = [
+    "follow",
+    "tailLines",
+    "sinceSeconds",
+    "timestamps",
+    "previous",
+];
+
+impl ApiServer {
+    /// Streams one container's log from the node it runs on.
+    pub async fn logs(
+        &self,
+        target: &Target,
+        name: &str,
+        raw_query: &str,
+    ) -> Result<Response, ApiError> {
+        let query: LogQuery = serde_urlencoded::from_str(raw_query)
+            .map_err(|e| ApiError::BadRequest(format!("invalid query parameters: {e}")))?;
+        let pod = self.get(target, name)?;
+        let containers: Vec<&str> = pod["spec"]["containers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        let container = match (&query.container, containers.as_slice()) {
+            (Some(c), _) if containers.contains(&c.as_str()) => c.clone(),
+            (Some(c), _) => {
+                return Err(ApiError::BadRequest(format!(
+                    "container {c} is not valid for pod {name}"
+                )));
+            }
+            (None, [only]) => (*only).to_owned(),
+            (None, many) => {
+                return Err(ApiError::BadRequest(format!(
+                    "a container name must be specified for pod {name}, choose one of: [{}]",
+                    many.join(" ")
+                )));
+            }
+        };
+        let node_name = pod["spec"]["nodeName"]
+            .as_str()
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!("pod {name} does not have a host assigned"))
+            })?;
+        let nodes = resources::by_path("", "v1", "nodes")
+            .ok_or_else(|| ApiError::Internal("nodes are not served".into()))?;
+        let kv = self.read(nodes, None, node_name)?;
+        let node = served(&kv.value, kv.mod_revision)?;
+        let url = log_url(
+            &node,
+            target.namespace.as_deref().unwrap_or("default"),
+            name,
+            &container,
+            raw_query,
+        )
+        .ok_or_else(|| {
+            ApiError::Unavailable(format!(
+                "node {node_name} reports no address and port for its agent"
+            ))
+        })?;
+        let response = self.http.get(&url).send().await.map_err(|e| {
+            ApiError::Unavailable(format!("cannot reach the agent of node {node_name}: {e}"))
+        })?;
+        if !response.status().is_success() {
+            let text = response.text().await.unwrap_or_default();
+            return Err(ApiError::BadRequest(text.trim().to_owned()));
+        }
+        let mut reply = Body::from_stream(response.bytes_stream()).into_response();
+        reply
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        Ok(reply)
+    }
+}
+
+fn log_url(
+    node: &Value,
+    namespace: &str,
+    pod: &str,
+    container: &str,
+    raw_query: &str,
+) -> Option<String> {
+    let addresses = node["status"]["addresses"].as_array()?;
+    let address = addresses
+        .iter()
+        .find(|a| a["type"] == "InternalIP")
+        .and_then(|a| a["address"].as_str())?;
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+        .as_i64()
+        .filter(|p| *p > 0)?;
+    let passed: Vec<&str> = raw_query
+        .split('&')
+        .filter(|pair| PASSED_ON.contains(&pair.split('=').next().unwrap_or_default()))
+        .collect();
+    Some(format!(
+        "http://{address}:{port}/containerLogs/{namespace}/{pod}/{container}?{}",
+        passed.join("&")
+    ))
+}
