@@ -365,3 +365,88 @@ fn logs_are_served_through_the_apiserver_to_kubectl_and_wasmkube() {
     assert!(ok, "{err}");
     assert_eq!(out, "batch done\n");
 }
+
+#[test]
+fn volumes_are_the_only_files_a_pod_sees_and_read_only_ones_stay_read_only() {
+    let server = Server::start();
+    let _agent = NodeAgent::start(&server, "n1");
+    let client = reqwest::blocking::Client::new();
+    let configmap = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "greetings"}, "data": {"greeting": "hello from a configmap"}});
+    client
+        .post(format!(
+            "{}/api/v1/namespaces/default/configmaps",
+            server.url
+        ))
+        .json(&configmap)
+        .send()
+        .unwrap();
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "token"}, "stringData": {"token": "s3cret"}, "data": {"token": "czNjcmV0"}});
+    client
+        .post(format!("{}/api/v1/namespaces/default/secrets", server.url))
+        .json(&secret)
+        .send()
+        .unwrap();
+    let mut batch = pod("files", "n1", &wasm_app("wasm32-wasip1", "batch"), "Never");
+    batch["spec"]["volumes"] = json!([
+        {"name": "config", "configMap": {"name": "greetings"}},
+        {"name": "token", "secret": {"secretName": "token"}},
+        {"name": "scratch", "emptyDir": {}},
+    ]);
+    batch["spec"]["containers"][0]["args"] = json!(["1"]);
+    batch["spec"]["containers"][0]["volumeMounts"] = json!([
+        {"name": "config", "mountPath": "/config"},
+        {"name": "token", "mountPath": "/var/run/token"},
+        {"name": "scratch", "mountPath": "/scratch"},
+    ]);
+    batch["spec"]["containers"][0]["env"] = json!([
+        {"name": "READ_FILE", "value": "/config/greeting,/var/run/token/token,/etc/passwd"},
+        {"name": "WRITE_FILE", "value": "/scratch/out,/config/greeting"},
+    ]);
+    create_pod(&server, batch);
+    wait_for(&server, "files", "Succeeded", |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
+    let (_, text) = log(&server, "files", "");
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines.contains(&"read /config/greeting: hello from a configmap"),
+        "{text}"
+    );
+    assert!(
+        lines.contains(&"read /var/run/token/token: s3cret"),
+        "{text}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("cannot read /etc/passwd")),
+        "{text}"
+    );
+    assert!(lines.contains(&"wrote /scratch/out"), "{text}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("cannot write /config/greeting")),
+        "{text}"
+    );
+
+    let mut missing = pod(
+        "no-config",
+        "n1",
+        &wasm_app("wasm32-wasip1", "batch"),
+        "Never",
+    );
+    missing["spec"]["volumes"] = json!([{"name": "config", "configMap": {"name": "absent"}}]);
+    missing["spec"]["containers"][0]["volumeMounts"] =
+        json!([{"name": "config", "mountPath": "/config"}]);
+    create_pod(&server, missing);
+    let waiting = wait_for(&server, "no-config", "CreateContainerConfigError", |p| {
+        container(p)["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+    });
+    assert!(
+        container(&waiting)["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("configmap \"absent\" not found")
+    );
+}

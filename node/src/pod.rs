@@ -319,6 +319,7 @@ impl ContainerWorker {
             .map_err(|e| waiting("CreateContainerConfigError", e))?;
         let mounts = self
             .mounts()
+            .await
             .map_err(|e| waiting("CreateContainerConfigError", e))?;
         let log = ContainerLog::create(&log_path(
             &self.dir,
@@ -418,40 +419,133 @@ impl ContainerWorker {
         Ok(env)
     }
 
-    fn mounts(&self) -> Result<Vec<Mount>, String> {
+    async fn mounts(&self) -> Result<Vec<Mount>, String> {
         let volumes = self
             .pod
             .spec
             .as_ref()
             .and_then(|s| s.volumes.clone())
             .unwrap_or_default();
+        let namespace = self.pod.metadata.namespace.clone().unwrap_or_default();
         let mut mounts = Vec::new();
         for mount in self.spec.volume_mounts.iter().flatten() {
             let volume = volumes
                 .iter()
                 .find(|v| v.name == mount.name)
                 .ok_or_else(|| format!("volume {:?} is not defined in the pod", mount.name))?;
-            let host_path = if let Some(host) = &volume.host_path {
-                PathBuf::from(&host.path)
+            let own_dir = self.dir.join("volumes").join(&volume.name);
+            let (host_path, forced_read_only) = if let Some(host) = &volume.host_path {
+                (PathBuf::from(&host.path), false)
             } else if volume.empty_dir.is_some() {
-                let path = self.dir.join("volumes").join(&volume.name);
-                std::fs::create_dir_all(&path)
+                std::fs::create_dir_all(&own_dir)
                     .map_err(|e| format!("cannot create emptyDir {}: {e}", volume.name))?;
-                path
+                (own_dir, false)
+            } else if let Some(source) = &volume.config_map {
+                let maps: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), &namespace);
+                let files = match maps
+                    .get_opt(&source.name)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    Some(map) => {
+                        let text = map
+                            .data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (k, v.into_bytes()));
+                        text.chain(
+                            map.binary_data
+                                .unwrap_or_default()
+                                .into_iter()
+                                .map(|(k, v)| (k, v.0)),
+                        )
+                        .collect()
+                    }
+                    None if source.optional == Some(true) => Vec::new(),
+                    None => return Err(format!("configmap {:?} not found", source.name)),
+                };
+                let items = source.items.clone().unwrap_or_default();
+                write_volume(
+                    &own_dir,
+                    files,
+                    &items
+                        .iter()
+                        .map(|i| (i.key.clone(), i.path.clone()))
+                        .collect::<Vec<_>>(),
+                )?;
+                (own_dir, true)
+            } else if let Some(source) = &volume.secret {
+                let name = source.secret_name.clone().unwrap_or_default();
+                let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &namespace);
+                let files = match secrets.get_opt(&name).await.map_err(|e| e.to_string())? {
+                    Some(secret) => secret
+                        .data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.0))
+                        .collect(),
+                    None if source.optional == Some(true) => Vec::new(),
+                    None => return Err(format!("secret {name:?} not found")),
+                };
+                let items = source.items.clone().unwrap_or_default();
+                write_volume(
+                    &own_dir,
+                    files,
+                    &items
+                        .iter()
+                        .map(|i| (i.key.clone(), i.path.clone()))
+                        .collect::<Vec<_>>(),
+                )?;
+                (own_dir, true)
             } else {
                 return Err(format!(
-                    "volume {:?}: only emptyDir and hostPath volumes are supported yet",
+                    "volume {:?}: only emptyDir, hostPath, configMap and secret volumes are supported",
                     volume.name
                 ));
             };
             mounts.push(Mount {
                 host_path,
                 guest_path: mount.mount_path.clone(),
-                read_only: mount.read_only.unwrap_or(false),
+                read_only: forced_read_only || mount.read_only.unwrap_or(false),
             });
         }
         Ok(mounts)
     }
+}
+
+/// Writes a configMap's or secret's keys as files: every key, or only `items` (key → relative path).
+fn write_volume(
+    dir: &Path,
+    files: Vec<(String, Vec<u8>)>,
+    items: &[(String, String)],
+) -> Result<(), String> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create volume {}: {e}", dir.display()))?;
+    for (key, bytes) in files {
+        let relative = if items.is_empty() {
+            key.clone()
+        } else {
+            match items.iter().find(|(k, _)| *k == key) {
+                Some((_, path)) => path.clone(),
+                None => continue,
+            }
+        };
+        if relative
+            .split('/')
+            .any(|part| part == ".." || part.is_empty())
+        {
+            return Err(format!("invalid volume item path {relative:?}"));
+        }
+        let path = dir.join(&relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        std::fs::write(&path, bytes)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Reads an image: a local path or a `file://` URL.

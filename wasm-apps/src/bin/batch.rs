@@ -1,5 +1,6 @@
 //! A batch job: sums the squares of 1..=N (N from the first argument, default 1000000), prints the result and
-//! exits 0. With `EXIT_CODE` set it exits with that code instead, after printing.
+//! exits 0. With `EXIT_CODE` set it exits with that code instead, after printing. `READ_FILE` and `WRITE_FILE`
+//! name files to read and write first, reporting what happened (for volume and sandbox tests).
 
 fn main() {
     let n: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
@@ -7,6 +8,18 @@ fn main() {
     println!("sum of squares 1..={n} = {sum}");
     if let Some(name) = std::env::var("POD_NAME").ok() {
         println!("running in pod {name}");
+    }
+    for path in std::env::var("READ_FILE").ok().into_iter().flat_map(|p| p.split(',').map(str::to_owned).collect::<Vec<_>>()) {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => println!("read {path}: {}", text.trim()),
+            Err(e) => println!("cannot read {path}: {e}"),
+        }
+    }
+    for path in std::env::var("WRITE_FILE").ok().into_iter().flat_map(|p| p.split(',').map(str::to_owned).collect::<Vec<_>>()) {
+        match std::fs::write(&path, "written") {
+            Ok(()) => println!("wrote {path}"),
+            Err(e) => println!("cannot write {path}: {e}"),
+        }
     }
     eprintln!("batch done");
     if let Some(code) = std::env::var("EXIT_CODE").ok().and_then(|c| c.parse().ok()) {
