@@ -380,7 +380,7 @@ fn volumes_are_the_only_files_a_pod_sees_and_read_only_ones_stay_read_only() {
         .json(&configmap)
         .send()
         .unwrap();
-    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "token"}, "stringData": {"token": "s3cret"}, "data": {"token": "czNjcmV0"}});
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "token"}, "stringData": {"token": "s3cret"}});
     client
         .post(format!("{}/api/v1/namespaces/default/secrets", server.url))
         .json(&secret)

@@ -666,6 +666,13 @@ impl KindRules for Namespace {
 impl KindRules for Secret {
     fn defaults(&mut self) {
         self.type_.get_or_insert_with(|| "Opaque".to_owned());
+        // stringData is write-only: the apiserver merges it into data, as Kubernetes does.
+        if let Some(strings) = self.string_data.take() {
+            let data = self.data.get_or_insert_with(BTreeMap::new);
+            for (key, value) in strings {
+                data.insert(key, k8s_openapi::ByteString(value.into_bytes()));
+            }
+        }
     }
 
     fn validate(&self) -> Vec<Cause> {
