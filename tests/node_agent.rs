@@ -450,3 +450,113 @@ fn volumes_are_the_only_files_a_pod_sees_and_read_only_ones_stay_read_only() {
             .contains("configmap \"absent\" not found")
     );
 }
+
+/// Serves a directory over HTTP on a free loopback port with Python's http.server.
+struct FileServer {
+    url: String,
+    child: std::process::Child,
+}
+
+impl FileServer {
+    fn start(dir: &std::path::Path) -> Self {
+        let port = common::free_port();
+        let child = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                &port.to_string(),
+                "--directory",
+            ])
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 -m http.server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "http.server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            url: format!("http://127.0.0.1:{port}"),
+            child,
+        }
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn url_pod(name: &str, image: &str, policy: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+           "spec": {"nodeName": "n1", "restartPolicy": "Never",
+                    "containers": [{"name": "main", "image": image, "imagePullPolicy": policy}]}})
+}
+
+#[test]
+fn images_come_from_http_urls_pinned_by_digest_and_honour_the_pull_policy() {
+    use sha2::{Digest, Sha256};
+    let server = Server::start();
+    let _agent = NodeAgent::start(&server, "n1");
+    let batch = wasm_app("wasm32-wasip1", "batch");
+    let files = FileServer::start(batch.parent().unwrap());
+    let digest = format!("{:x}", Sha256::digest(std::fs::read(&batch).unwrap()));
+    let url = format!("{}/batch.wasm", files.url);
+    create_pod(
+        &server,
+        url_pod("pinned", &format!("{url}@sha256:{digest}"), "IfNotPresent"),
+    );
+    let done = wait_for(&server, "pinned", "Succeeded", |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
+    assert_eq!(container(&done)["imageID"], format!("sha256:{digest}"));
+    create_pod(
+        &server,
+        url_pod(
+            "wrong",
+            &format!("{url}@sha256:{}", "0".repeat(64)),
+            "IfNotPresent",
+        ),
+    );
+    let wrong = wait_for(&server, "wrong", "ErrImagePull", |p| {
+        container(p)["state"]["waiting"]["reason"] == "ErrImagePull"
+    });
+    assert!(
+        container(&wrong)["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("has digest sha256:{digest}"))
+    );
+    create_pod(
+        &server,
+        url_pod("absent", &format!("{}/nothing.wasm", files.url), "Always"),
+    );
+    let absent = wait_for(&server, "absent", "ErrImagePull", |p| {
+        container(p)["state"]["waiting"]["reason"] == "ErrImagePull"
+    });
+    assert!(
+        container(&absent)["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("404")
+    );
+    // With the download kept on the node, Never runs it even once the server is gone.
+    drop(files);
+    create_pod(
+        &server,
+        url_pod("kept", &format!("{url}@sha256:{digest}"), "Never"),
+    );
+    wait_for(&server, "kept", "Succeeded", |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
+    create_pod(&server, url_pod("never", &format!("{url}?other"), "Never"));
+    wait_for(&server, "never", "ErrImageNeverPull", |p| {
+        container(p)["state"]["waiting"]["reason"] == "ErrImageNeverPull"
+    });
+}

@@ -286,6 +286,7 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
         address: config.address.clone(),
         data_dir: config.data_dir.clone(),
         backoff: config.backoff.clone(),
+        images: crate::images::Images::new(config.data_dir.join("images")),
     });
     let agent = Arc::new(Agent {
         ctx,

@@ -1,6 +1,7 @@
 //! wasmkube's node agent: runs the pods bound to its node as WebAssembly with wasmtime.
 
 pub mod agent;
+pub mod images;
 pub mod log_server;
 pub mod logs;
 pub mod pod;

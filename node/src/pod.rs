@@ -44,6 +44,8 @@ pub struct NodeContext {
     pub data_dir: PathBuf,
     /// Restart delays.
     pub backoff: Backoff,
+    /// Where images come from.
+    pub images: crate::images::Images,
 }
 
 /// A running pod: stop it by dropping or calling [`PodWorker::stop`].
@@ -305,9 +307,17 @@ impl ContainerWorker {
             message: Some(message),
         };
         let image = self.spec.image.clone().unwrap_or_default();
-        let bytes = fetch_image(&image)
+        let policy = self
+            .spec
+            .image_pull_policy
+            .as_deref()
+            .unwrap_or("IfNotPresent");
+        let bytes = self
+            .ctx
+            .images
+            .fetch(&image, policy)
             .await
-            .map_err(|e| waiting("ErrImagePull", e))?;
+            .map_err(|e| waiting(e.reason(), e.to_string()))?;
         let loaded = self
             .ctx
             .runtime
@@ -546,19 +556,6 @@ fn write_volume(
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     Ok(())
-}
-
-/// Reads an image: a local path or a `file://` URL.
-async fn fetch_image(image: &str) -> Result<Vec<u8>, String> {
-    let path = image.strip_prefix("file://").unwrap_or(image);
-    if image.contains("://") && !image.starts_with("file://") {
-        return Err(format!(
-            "unsupported image reference {image:?}: use a local path or file:// URL"
-        ));
-    }
-    tokio::fs::read(path)
-        .await
-        .map_err(|e| format!("cannot read image {image}: {e}"))
 }
 
 /// Parses a Kubernetes quantity of bytes (`64Mi`, `1G`, `500000`).
