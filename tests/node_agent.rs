@@ -560,3 +560,52 @@ fn images_come_from_http_urls_pinned_by_digest_and_honour_the_pull_policy() {
         container(p)["state"]["waiting"]["reason"] == "ErrImageNeverPull"
     });
 }
+
+#[test]
+fn a_restarted_agent_never_reruns_finished_pods_and_cleans_up_after_deleted_ones() {
+    let server = Server::start();
+    let mut agent = NodeAgent::start(&server, "n1");
+    create_pod(
+        &server,
+        pod(
+            "finished",
+            "n1",
+            &wasm_app("wasm32-wasip1", "batch"),
+            "Never",
+        ),
+    );
+    create_pod(
+        &server,
+        pod("doomed", "n1", &wasm_app("wasm32-wasip1", "batch"), "Never"),
+    );
+    let finished = wait_for(&server, "finished", "Succeeded", |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
+    wait_for(&server, "doomed", "Succeeded", |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
+    let pods_dir = agent.data_dir.join("pods");
+    assert_eq!(std::fs::read_dir(&pods_dir).unwrap().count(), 2);
+    agent.kill();
+    // Deleted while the agent is away: an unbound delete of a finished pod removes it at once.
+    let response = reqwest::blocking::Client::new()
+        .delete(format!("{}{PODS}/doomed", server.url))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    agent.restart(&server);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::fs::read_dir(&pods_dir).unwrap().count() != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the deleted pod's files were not cleaned up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let after = get_pod(&server, "finished").unwrap();
+    assert_eq!(
+        after["metadata"]["resourceVersion"], finished["metadata"]["resourceVersion"],
+        "a finished pod was run again"
+    );
+}

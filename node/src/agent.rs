@@ -251,6 +251,11 @@ async fn reconcile(pod: Arc<Pod>, agent: Arc<Agent>) -> Result<Action, AgentErro
         let _ = tokio::fs::remove_dir_all(dir.join("volumes")).await;
         return Ok(Action::await_change());
     }
+    // A pod that already ran to its end (seen again after an agent restart) is never run twice.
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    if matches!(phase, Some("Succeeded" | "Failed")) {
+        return Ok(Action::await_change());
+    }
     let mut workers = agent.workers.lock().map_err(|_| AgentError::Poisoned)?;
     workers.entry(uid).or_insert_with(|| {
         tracing::info!(pod = %name, namespace = %namespace, "starting");
@@ -332,6 +337,23 @@ async fn sweep_removed_pods(store: kube::runtime::reflector::Store<Pod>, agent: 
         };
         for worker in gone {
             worker.stop(Duration::from_secs(1)).await;
+        }
+        remove_dirs_of_deleted_pods(&agent.ctx.data_dir, &present).await;
+    }
+}
+
+/// Removes the logs and volumes of pods that no longer exist (deleted while the agent was away, or forced).
+async fn remove_dirs_of_deleted_pods(data_dir: &std::path::Path, present: &[String]) {
+    let Ok(mut entries) = tokio::fs::read_dir(data_dir.join("pods")).await else {
+        return;
+    };
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let uid = name.rsplit('_').next().unwrap_or_default();
+        if !present.iter().any(|p| p == uid) {
+            if let Err(error) = tokio::fs::remove_dir_all(entry.path()).await {
+                tracing::warn!(%error, dir = %name, "cannot remove a deleted pod's files");
+            }
         }
     }
 }

@@ -134,53 +134,79 @@ pub struct NodeAgent {
     _dir: tempfile::TempDir,
 }
 
+fn spawn_agent(server: &Server, name: &str, data_dir: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_wasmkube"))
+        .args([
+            "--server",
+            &server.url,
+            "node",
+            "--name",
+            name,
+            "--port",
+            "0",
+            "--crash-backoff-seconds",
+            "0.5",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(data_dir.join("agent.log")).expect("agent log"))
+        .spawn()
+        .expect("start wasmkube node")
+}
+
 impl NodeAgent {
     /// Starts an agent for `server` with a short crash backoff, and waits for its Node to be Ready.
     pub fn start(server: &Server, name: &str) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let child = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
-            .args([
-                "--server",
-                &server.url,
-                "node",
-                "--name",
-                name,
-                "--port",
-                "0",
-                "--crash-backoff-seconds",
-                "0.5",
-                "--data-dir",
-            ])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("agent.log")).expect("agent log"))
-            .spawn()
-            .expect("start wasmkube node");
+        let child = spawn_agent(server, name, dir.path());
         let agent = Self {
             name: name.to_owned(),
             data_dir: dir.path().to_path_buf(),
             child,
             _dir: dir,
         };
-        let url = format!("{}/api/v1/nodes/{name}", server.url);
+        agent.wait_registered(server, None);
+        agent
+    }
+
+    /// Kills the agent and starts it again on the same data dir; waits until it registered anew.
+    pub fn restart(&mut self, server: &Server) {
+        let before = self.registered_port(server);
+        self.kill();
+        self.child = spawn_agent(server, &self.name, &self.data_dir);
+        self.wait_registered(server, before);
+    }
+
+    /// The log port the Node reports, if it is Ready.
+    fn registered_port(&self, server: &Server) -> Option<i64> {
+        let url = format!("{}/api/v1/nodes/{}", server.url, self.name);
+        let node = reqwest::blocking::get(&url)
+            .and_then(|r| r.json::<serde_json::Value>())
+            .ok()?;
+        let ready = node["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True");
+        ready
+            .then(|| node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_i64())
+            .flatten()
+    }
+
+    /// Waits for a Ready node whose agent listens on another port than `previous` (a new process).
+    fn wait_registered(&self, server: &Server, previous: Option<i64>) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Ok(node) =
-                reqwest::blocking::get(&url).and_then(|r| r.json::<serde_json::Value>())
+            if let Some(port) = self.registered_port(server)
+                && Some(port) != previous
             {
-                let ready = node["status"]["conditions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|c| c["type"] == "Ready" && c["status"] == "True");
-                if ready {
-                    return agent;
-                }
+                return;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let log = std::fs::read_to_string(agent.data_dir.join("agent.log")).unwrap_or_default();
-        panic!("node {name} did not become Ready; agent log:\n{log}");
+        let log = std::fs::read_to_string(self.data_dir.join("agent.log")).unwrap_or_default();
+        panic!("node {} did not become Ready; agent log:\n{log}", self.name);
     }
 
     /// Kills the agent at once (SIGKILL).
