@@ -350,10 +350,10 @@ async fn remove_dirs_of_deleted_pods(data_dir: &std::path::Path, present: &[Stri
     while let Ok(Some(entry)) = entries.next_entry().await {
         let name = entry.file_name().to_string_lossy().into_owned();
         let uid = name.rsplit('_').next().unwrap_or_default();
-        if !present.iter().any(|p| p == uid) {
-            if let Err(error) = tokio::fs::remove_dir_all(entry.path()).await {
-                tracing::warn!(%error, dir = %name, "cannot remove a deleted pod's files");
-            }
+        if !present.iter().any(|p| p == uid)
+            && let Err(error) = tokio::fs::remove_dir_all(entry.path()).await
+        {
+            tracing::warn!(%error, dir = %name, "cannot remove a deleted pod's files");
         }
     }
 }
