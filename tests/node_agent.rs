@@ -609,3 +609,69 @@ fn a_restarted_agent_never_reruns_finished_pods_and_cleans_up_after_deleted_ones
         "a finished pod was run again"
     );
 }
+
+#[test]
+fn init_containers_run_in_order_before_the_others_and_a_failed_one_fails_the_pod() {
+    let server = Server::start();
+    let _agent = NodeAgent::start(&server, "n1");
+    let batch = format!("file://{}", wasm_app("wasm32-wasip1", "batch").display());
+    let crash = format!("file://{}", wasm_app("wasm32-wasip1", "crash").display());
+    let prepared = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "prepared"},
+        "spec": {"nodeName": "n1", "restartPolicy": "Never",
+                 "volumes": [{"name": "work", "emptyDir": {}}],
+                 "initContainers": [
+                    {"name": "first", "image": batch, "args": ["1"], "env": [{"name": "WRITE_FILE", "value": "/work/ready"}],
+                     "volumeMounts": [{"name": "work", "mountPath": "/work"}]},
+                    {"name": "second", "image": batch, "args": ["1"], "env": [{"name": "READ_FILE", "value": "/work/ready"}],
+                     "volumeMounts": [{"name": "work", "mountPath": "/work"}]}],
+                 "containers": [{"name": "main", "image": batch, "args": ["2"], "env": [{"name": "READ_FILE", "value": "/work/ready"}],
+                                 "volumeMounts": [{"name": "work", "mountPath": "/work"}]}]}});
+    create_pod(&server, prepared);
+    let done = wait_for(&server, "prepared", "Succeeded", |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
+    let inits = done["status"]["initContainerStatuses"].as_array().unwrap();
+    assert_eq!(inits.len(), 2);
+    assert!(
+        inits
+            .iter()
+            .all(|c| c["state"]["terminated"]["reason"] == "Completed")
+    );
+    let (_, second) = log(&server, "prepared", "container=second");
+    assert!(second.contains("read /work/ready: written"), "{second}");
+    let (_, main) = log(&server, "prepared", "container=main");
+    assert!(main.contains("read /work/ready: written"), "{main}");
+
+    let blocked = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "blocked"},
+        "spec": {"nodeName": "n1", "restartPolicy": "Never",
+                 "initContainers": [{"name": "setup", "image": crash}],
+                 "containers": [{"name": "main", "image": batch}]}});
+    create_pod(&server, blocked);
+    let failed = wait_for(&server, "blocked", "Failed", |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    assert_eq!(
+        container(&failed)["state"]["waiting"]["reason"],
+        "PodInitializing"
+    );
+    let initialized = failed["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Initialized")
+        .unwrap()
+        .clone();
+    assert_eq!(initialized["status"], "False");
+    let out =
+        std::process::Command::new(std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()))
+            .args(["get", "pod", "blocked"])
+            .env("KUBECONFIG", server.kubeconfig())
+            .env("HOME", &server.data_dir)
+            .output()
+            .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Init:Error"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -89,8 +89,42 @@ pub fn log_path(pod_dir: &Path, container: &str, restart: i32) -> PathBuf {
 
 /// A change of one container, sent to the pod's status writer.
 struct Update {
+    /// Whether it is one of the init containers.
+    init: bool,
     index: usize,
     container: Container,
+}
+
+/// The status entries of containers before they start: creating, or waiting for the init containers.
+fn initial_states(
+    pod: &Pod,
+    specs: &[ContainerSpec],
+    waiting_reason: &str,
+    init: bool,
+) -> Vec<Container> {
+    let previous = pod.status.as_ref().and_then(|s| {
+        if init {
+            s.init_container_statuses.as_ref()
+        } else {
+            s.container_statuses.as_ref()
+        }
+    });
+    specs
+        .iter()
+        .map(|c| Container {
+            name: c.name.clone(),
+            image: c.image.clone().unwrap_or_default(),
+            image_id: String::new(),
+            state: State::Waiting {
+                reason: waiting_reason.into(),
+                message: None,
+            },
+            last_state: None,
+            restart_count: previous
+                .and_then(|cs| cs.iter().find(|s| s.name == c.name))
+                .map_or(0, |s| s.restart_count),
+        })
+        .collect()
 }
 
 async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, stopped: watch::Receiver<bool>) {
@@ -108,49 +142,57 @@ async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, stopped: watch::Receiver<bool>
         .as_ref()
         .and_then(|s| s.start_time.as_ref())
         .map_or_else(jiff::Timestamp::now, |t| t.0);
-    let previous_restarts = |container: &str| -> i32 {
-        pod.status
-            .as_ref()
-            .and_then(|s| s.container_statuses.as_ref())
-            .and_then(|cs| cs.iter().find(|c| c.name == container))
-            .map_or(0, |c| c.restart_count)
+    let init_specs = spec.init_containers.clone().unwrap_or_default();
+    let main_waiting = if init_specs.is_empty() {
+        "ContainerCreating"
+    } else {
+        "PodInitializing"
     };
-    let mut containers: Vec<Container> = spec
-        .containers
-        .iter()
-        .map(|c| Container {
-            name: c.name.clone(),
-            image: c.image.clone().unwrap_or_default(),
-            image_id: String::new(),
-            state: State::Waiting {
-                reason: "ContainerCreating".into(),
-                message: None,
-            },
-            last_state: None,
-            restart_count: previous_restarts(&c.name),
-        })
-        .collect();
+    let mut containers = initial_states(&pod, &spec.containers, main_waiting, false);
+    let mut inits = initial_states(&pod, &init_specs, "PodInitializing", true);
     let (updates, mut changes) = mpsc::channel::<Update>(64);
-    for (index, container) in spec.containers.iter().enumerate() {
-        let worker = ContainerWorker {
+    let worker =
+        |spec: &ContainerSpec, index: usize, init: bool, state: &Container| ContainerWorker {
             pod: pod.clone(),
-            spec: container.clone(),
+            spec: spec.clone(),
             index,
+            init,
             restart_policy: restart_policy.clone(),
             dir: dir.clone(),
             ctx: ctx.clone(),
-            state: containers[index].clone(),
+            state: state.clone(),
             updates: updates.clone(),
             stopped: stopped.clone(),
         };
-        tokio::spawn(worker.run());
-    }
+    // Init containers run one after another, each to success, before the others start.
+    let init_workers: Vec<ContainerWorker> = init_specs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| worker(c, i, true, &inits[i]))
+        .collect();
+    let main_workers: Vec<ContainerWorker> = spec
+        .containers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| worker(c, i, false, &containers[i]))
+        .collect();
     drop(updates);
+    tokio::spawn(async move {
+        for init in init_workers {
+            if !init.run().await {
+                return;
+            }
+        }
+        for main in main_workers {
+            tokio::spawn(main.run());
+        }
+    });
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let mut written = pod.status.clone();
     loop {
         let status = status::pod_status(
             &restart_policy,
+            &inits,
             &containers,
             &ctx.address,
             start_time,
@@ -169,13 +211,19 @@ async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, stopped: watch::Receiver<bool>
                 }
             }
         }
-        match changes.recv().await {
-            Some(update) => containers[update.index] = update.container,
-            None => return,
-        }
+        let Some(first) = changes.recv().await else {
+            return;
+        };
         // Take every change that is already waiting, so a burst is written once.
-        while let Ok(update) = changes.try_recv() {
-            containers[update.index] = update.container;
+        let mut next = Some(first);
+        while let Some(update) = next {
+            let list = if update.init {
+                &mut inits
+            } else {
+                &mut containers
+            };
+            list[update.index] = update.container;
+            next = changes.try_recv().ok();
         }
     }
 }
@@ -184,6 +232,8 @@ struct ContainerWorker {
     pod: Pod,
     spec: ContainerSpec,
     index: usize,
+    /// An init container runs until it succeeds once.
+    init: bool,
     restart_policy: String,
     dir: PathBuf,
     ctx: Arc<NodeContext>,
@@ -195,13 +245,12 @@ struct ContainerWorker {
 impl ContainerWorker {
     async fn report(&mut self, state: State) {
         self.state.state = state;
-        let _ = self
-            .updates
-            .send(Update {
-                index: self.index,
-                container: self.state.clone(),
-            })
-            .await;
+        let update = Update {
+            init: self.init,
+            index: self.index,
+            container: self.state.clone(),
+        };
+        let _ = self.updates.send(update).await;
     }
 
     /// Sleeps, unless the pod is stopped first; returns whether it was stopped.
@@ -212,7 +261,9 @@ impl ContainerWorker {
         }
     }
 
-    async fn run(mut self) {
+    /// Runs the container through its restarts; returns whether its last run succeeded (an init container
+    /// returns as soon as one run succeeds).
+    async fn run(mut self) -> bool {
         let mut backoff = self.ctx.backoff.initial;
         loop {
             let started = jiff::Timestamp::now();
@@ -252,7 +303,7 @@ impl ContainerWorker {
                     };
                     self.report(terminated.clone()).await;
                     if *self.stopped.borrow() {
-                        return;
+                        return false;
                     }
                     match terminated {
                         State::Terminated { exit_code, .. } => {
@@ -268,12 +319,13 @@ impl ContainerWorker {
             };
             let restart = match (&ran, self.restart_policy.as_str()) {
                 (None, _) => true,
+                (Some((0, _)), _) if self.init => false,
                 (Some(_), "Always") => true,
                 (Some((code, _)), "OnFailure") => *code != 0,
                 (Some(_), _) => false,
             };
             if !restart {
-                return;
+                return ran.is_some_and(|(code, _)| code == 0);
             }
             if let Some((_, seconds)) = ran {
                 if seconds > 600 {
@@ -294,7 +346,7 @@ impl ContainerWorker {
                 .await;
             }
             if self.wait_or_stop(backoff).await {
-                return;
+                return false;
             }
             backoff = (backoff * 2).min(self.ctx.backoff.max);
         }

@@ -93,8 +93,19 @@ impl State {
     }
 }
 
-/// Pending, Running, Succeeded or Failed, from the containers and the restart policy.
-pub fn phase(restart_policy: &str, containers: &[Container]) -> &'static str {
+fn succeeded(container: &Container) -> bool {
+    matches!(container.state, State::Terminated { exit_code: 0, .. })
+}
+
+/// Pending, Running, Succeeded or Failed, from the init containers, the containers and the restart policy.
+pub fn phase(restart_policy: &str, inits: &[Container], containers: &[Container]) -> &'static str {
+    if !inits.iter().all(succeeded) {
+        let failed_for_good = restart_policy == "Never"
+            && inits
+                .iter()
+                .any(|c| matches!(c.state, State::Terminated { exit_code, .. } if exit_code != 0));
+        return if failed_for_good { "Failed" } else { "Pending" };
+    }
     let terminated: Vec<i32> = containers
         .iter()
         .filter_map(|c| match c.state {
@@ -132,6 +143,7 @@ fn condition(kind: &str, ok: bool, reason: Option<&str>, since: jiff::Timestamp)
 /// The full pod status to write. `previous` keeps condition transition times that did not change.
 pub fn pod_status(
     restart_policy: &str,
+    inits: &[Container],
     containers: &[Container],
     host_ip: &str,
     start_time: jiff::Timestamp,
@@ -142,7 +154,8 @@ pub fn pod_status(
         && containers
             .iter()
             .all(|c| matches!(c.state, State::Running { .. }));
-    let phase = phase(restart_policy, containers);
+    let phase = phase(restart_policy, inits, containers);
+    let initialized = inits.iter().all(succeeded);
     let finished = matches!(phase, "Succeeded" | "Failed");
     let keep_time = |kind: &str, ok: bool| -> jiff::Timestamp {
         previous
@@ -166,7 +179,12 @@ pub fn pod_status(
             None,
             keep_time("PodReadyToStartContainers", true),
         ),
-        condition("Initialized", true, None, keep_time("Initialized", true)),
+        condition(
+            "Initialized",
+            initialized,
+            Some("ContainersNotInitialized"),
+            keep_time("Initialized", initialized),
+        ),
         condition(
             "Ready",
             ready,
@@ -181,30 +199,34 @@ pub fn pod_status(
         ),
         condition("PodScheduled", true, None, keep_time("PodScheduled", true)),
     ];
-    let statuses = containers
-        .iter()
-        .map(|c| ContainerStatus {
-            name: c.name.clone(),
-            image: c.image.clone(),
-            image_id: c.image_id.clone(),
-            container_id: (!c.image_id.is_empty())
-                .then(|| format!("wasmtime://{}/{}", c.name, c.restart_count)),
-            ready: matches!(c.state, State::Running { .. }),
-            started: Some(matches!(c.state, State::Running { .. })),
-            restart_count: c.restart_count,
-            state: Some(c.state.to_k8s()),
-            last_state: Some(c.last_state.as_ref().map(State::to_k8s).unwrap_or_default()),
-            ..Default::default()
-        })
-        .collect();
+    let statuses = |containers: &[Container]| -> Vec<ContainerStatus> {
+        containers.iter().map(container_status).collect()
+    };
     PodStatus {
         phase: Some(phase.to_owned()),
         conditions: Some(conditions),
-        container_statuses: Some(statuses),
+        init_container_statuses: (!inits.is_empty()).then(|| statuses(inits)),
+        container_statuses: Some(statuses(containers)),
         host_ip: Some(host_ip.to_owned()),
         pod_ip: Some(host_ip.to_owned()),
         start_time: Some(Time(start_time)),
         qos_class: previous.and_then(|p| p.qos_class.clone()),
+        ..Default::default()
+    }
+}
+
+fn container_status(c: &Container) -> ContainerStatus {
+    ContainerStatus {
+        name: c.name.clone(),
+        image: c.image.clone(),
+        image_id: c.image_id.clone(),
+        container_id: (!c.image_id.is_empty())
+            .then(|| format!("wasmtime://{}/{}", c.name, c.restart_count)),
+        ready: matches!(c.state, State::Running { .. }),
+        started: Some(matches!(c.state, State::Running { .. })),
+        restart_count: c.restart_count,
+        state: Some(c.state.to_k8s()),
+        last_state: Some(c.last_state.as_ref().map(State::to_k8s).unwrap_or_default()),
         ..Default::default()
     }
 }
@@ -241,10 +263,14 @@ mod tests {
             reason: "ContainerCreating".into(),
             message: None,
         };
-        assert_eq!(phase("Always", &[container(waiting.clone(), 0)]), "Pending");
+        assert_eq!(
+            phase("Always", &[], &[container(waiting.clone(), 0)]),
+            "Pending"
+        );
         assert_eq!(
             phase(
                 "Always",
+                &[],
                 &[container(
                     State::Running {
                         started_at: jiff::Timestamp::now()
@@ -254,15 +280,42 @@ mod tests {
             ),
             "Running"
         );
-        assert_eq!(phase("Never", &[container(ended(0), 0)]), "Succeeded");
-        assert_eq!(phase("OnFailure", &[container(ended(0), 2)]), "Succeeded");
-        assert_eq!(phase("Never", &[container(ended(1), 0)]), "Failed");
+        assert_eq!(phase("Never", &[], &[container(ended(0), 0)]), "Succeeded");
         assert_eq!(
-            phase("Never", &[container(ended(0), 0), container(ended(2), 0)]),
+            phase("OnFailure", &[], &[container(ended(0), 2)]),
+            "Succeeded"
+        );
+        assert_eq!(phase("Never", &[], &[container(ended(1), 0)]), "Failed");
+        assert_eq!(
+            phase(
+                "Never",
+                &[],
+                &[container(ended(0), 0), container(ended(2), 0)]
+            ),
             "Failed"
         );
         // Waiting to be restarted after a crash is still Running, as in Kubernetes.
-        assert_eq!(phase("Always", &[container(waiting, 3)]), "Running");
-        assert_eq!(phase("Always", &[container(ended(0), 0)]), "Pending");
+        assert_eq!(phase("Always", &[], &[container(waiting, 3)]), "Running");
+        assert_eq!(phase("Always", &[], &[container(ended(0), 0)]), "Pending");
+    }
+
+    #[test]
+    fn init_containers_hold_the_pod_pending_until_they_succeed() {
+        let waiting = State::Waiting {
+            reason: "PodInitializing".into(),
+            message: None,
+        };
+        let main = [container(waiting.clone(), 0)];
+        assert_eq!(phase("Always", &[container(waiting, 0)], &main), "Pending");
+        assert_eq!(phase("Always", &[container(ended(1), 1)], &main), "Pending");
+        assert_eq!(phase("Never", &[container(ended(1), 0)], &main), "Failed");
+        assert_eq!(
+            phase(
+                "Never",
+                &[container(ended(0), 0)],
+                &[container(ended(0), 0)]
+            ),
+            "Succeeded"
+        );
     }
 }

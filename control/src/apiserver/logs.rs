@@ -37,14 +37,19 @@ impl ApiServer {
         let query: LogQuery = serde_urlencoded::from_str(raw_query)
             .map_err(|e| ApiError::BadRequest(format!("invalid query parameters: {e}")))?;
         let pod = self.get(target, name)?;
-        let containers: Vec<&str> = pod["spec"]["containers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|c| c["name"].as_str())
-            .collect();
+        let names = |field: &str| -> Vec<&str> {
+            pod["spec"][field]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c["name"].as_str())
+                .collect()
+        };
+        let (containers, inits) = (names("containers"), names("initContainers"));
         let container = match (&query.container, containers.as_slice()) {
-            (Some(c), _) if containers.contains(&c.as_str()) => c.clone(),
+            (Some(c), _) if containers.contains(&c.as_str()) || inits.contains(&c.as_str()) => {
+                c.clone()
+            }
             (Some(c), _) => {
                 return Err(ApiError::BadRequest(format!(
                     "container {c} is not valid for pod {name}"
