@@ -64,9 +64,10 @@ impl Kubectl<'_> {
     }
 }
 
+/// The hello Deployment and Service: objects kubectl can create and delete with no node or controller.
 fn manifests() -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("manifests")
+        .join("manifests/hello-deployment.yaml")
         .display()
         .to_string()
 }
@@ -137,8 +138,7 @@ async fn kubectl_journey(binary: PathBuf, asks_strict_validation: bool) {
     assert!(out.contains("80/TCP"), "{out}");
 
     // Re-apply with a change: a strategic merge patch keeps what others wrote.
-    let text =
-        std::fs::read_to_string(Path::new(&manifests()).join("hello-deployment.yaml")).unwrap();
+    let text = std::fs::read_to_string(manifests()).unwrap();
     let changed = text.replace("replicas: 3", "replicas: 4");
     let (ok, out, err) = kubectl.run(&["apply", "-f", "-"], Some(&changed));
     assert!(ok, "{err}");
