@@ -25,6 +25,8 @@ struct Args {
 enum Command {
     /// Run the control plane: the store and the Kubernetes API.
     Server(server::ServerConfig),
+    /// Run the scheduler on its own against an apiserver.
+    Scheduler,
     /// Run a node agent: register this node and run the pods bound to it as WebAssembly.
     Node(NodeArgs),
     /// Create or update objects from YAML or JSON files (multi-document), a directory of them, or `-` for stdin.
@@ -58,6 +60,11 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async move {
         match args.command {
             Command::Server(config) => server::run(config).await,
+            Command::Scheduler => {
+                let (client, _) = cli::client(&args.client).await?;
+                wasmkube_control::scheduler::run(client).await;
+                Ok(())
+            }
             Command::Node(node) => run_node(&args.client, node).await,
             Command::Apply(apply) => cli::apply(&args.client, apply).await,
             Command::Get(get) => cli::get(&args.client, get).await,

@@ -25,6 +25,9 @@ pub struct ServerConfig {
     /// How long, in seconds, watches and paged lists can reach back in history.
     #[arg(long, default_value_t = 300)]
     pub history_window_seconds: u64,
+    /// Do not run the scheduler in this process (run `wasmkube scheduler` elsewhere).
+    #[arg(long)]
+    pub no_scheduler: bool,
 }
 
 const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
@@ -50,6 +53,11 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let address = listener.local_addr()?;
     let kubeconfig = write_kubeconfig(&config.data_dir, &format!("http://{address}"))?;
+    if !config.no_scheduler {
+        let client =
+            kube::Client::try_from(kube::Config::new(format!("http://{address}").parse()?))?;
+        tokio::spawn(wasmkube_control::scheduler::run(client));
+    }
     tracing::info!(%address, kubeconfig = %kubeconfig.display(), "control plane serving");
     println!("wasmkube control plane listening on http://{address}");
     println!(

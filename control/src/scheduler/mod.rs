@@ -1,0 +1,244 @@
+//! The scheduler: binds pods without a node to the best node that fits them, through the binding subresource.
+//! It keeps watch-fed caches of nodes and pods (no list per pod), counts pods it bound but has not seen bound
+//! yet ("assumed"), and marks pods that fit nowhere as Unschedulable with Kubernetes' message.
+
+pub mod plugins;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Event, Node, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, ResourceExt};
+use plugins::Resources;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How often an unschedulable pod is tried again.
+const RETRY: Duration = Duration::from_secs(2);
+
+/// Scheduler failures.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    /// The apiserver refused or could not be reached.
+    #[error("apiserver request failed: {0}")]
+    Api(#[from] kube::Error),
+    /// The caches have not synced yet.
+    #[error("the node and pod caches are not ready yet")]
+    NotReady,
+}
+
+struct Context {
+    client: kube::Client,
+    nodes: Store<Node>,
+    pods: Store<Pod>,
+    /// Pods bound by this scheduler that the pod cache may not show bound yet: uid → (node, requests).
+    assumed: Mutex<HashMap<String, (String, Resources)>>,
+}
+
+fn running_on<'a>(pods: &'a [Arc<Pod>], node: &str) -> Vec<&'a Pod> {
+    pods.iter()
+        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
+        .filter(|p| {
+            !matches!(
+                p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            )
+        })
+        .map(|p| p.as_ref())
+        .collect()
+}
+
+/// Picks the node for a pod, or explains why none fits.
+fn choose(ctx: &Context, pod: &Pod) -> Result<String, String> {
+    let nodes = ctx.nodes.state();
+    let pods = ctx.pods.state();
+    let request = plugins::requests(pod);
+    let assumed = ctx.assumed.lock().map(|a| a.clone()).unwrap_or_default();
+    let mut reasons = Vec::new();
+    let mut best: Option<(i64, String)> = None;
+    for node in &nodes {
+        let name = node.name_any();
+        let on_node = running_on(&pods, &name);
+        let seen: Vec<String> = on_node.iter().filter_map(|p| p.uid()).collect();
+        let extra = assumed
+            .iter()
+            .filter(|(uid, (n, _))| *n == name && !seen.contains(uid))
+            .fold(Resources::default(), |sum, (_, (_, r))| sum + *r);
+        let used = on_node
+            .iter()
+            .fold(extra, |sum, p| sum + plugins::requests(p));
+        let total = plugins::allocatable(node);
+        let free = Resources {
+            cpu_milli: total.cpu_milli - used.cpu_milli,
+            memory: total.memory - used.memory,
+            pods: total.pods - used.pods,
+        };
+        let verdict = plugins::node_ready(node)
+            .and_then(|()| plugins::node_selector_matches(pod, node))
+            .and_then(|()| plugins::tolerates_taints(pod, node))
+            .and_then(|()| plugins::fits(request, free))
+            .and_then(|()| plugins::host_ports_free(pod, &on_node));
+        match verdict {
+            Err(reason) => reasons.push(reason),
+            Ok(()) => {
+                let score = plugins::score(pod, request, free, total, &on_node);
+                if best
+                    .as_ref()
+                    .is_none_or(|(s, n)| score > *s || (score == *s && name < *n))
+                {
+                    best = Some((score, name));
+                }
+            }
+        }
+    }
+    best.map(|(_, name)| name)
+        .ok_or_else(|| plugins::unschedulable_message(nodes.len(), &reasons))
+}
+
+async fn record_event(client: &kube::Client, pod: &Pod, kind: &str, reason: &str, message: &str) {
+    let namespace = pod.namespace().unwrap_or_default();
+    let now = jiff::Timestamp::now();
+    let event = Event {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}.", pod.name_any())),
+            namespace: Some(namespace.clone()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(pod.name_any()),
+            namespace: Some(namespace.clone()),
+            uid: pod.uid(),
+            ..Default::default()
+        },
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        type_: Some(kind.into()),
+        first_timestamp: Some(Time(now)),
+        last_timestamp: Some(Time(now)),
+        count: Some(1),
+        reporting_component: Some("default-scheduler".into()),
+        source: Some(k8s_openapi::api::core::v1::EventSource {
+            component: Some("default-scheduler".into()),
+            host: None,
+        }),
+        ..Default::default()
+    };
+    let events: Api<Event> = Api::namespaced(client.clone(), &namespace);
+    if let Err(error) = events.create(&PostParams::default(), &event).await {
+        tracing::warn!(%error, "cannot record an event");
+    }
+}
+
+async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, SchedulerError> {
+    let spec = pod.spec.as_ref();
+    let bound = spec
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty());
+    let ours = spec
+        .and_then(|s| s.scheduler_name.as_deref())
+        .is_none_or(|n| n == "default-scheduler");
+    if bound || !ours || pod.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let (nodes_ready, pods_ready) = (ctx.nodes.wait_until_ready(), ctx.pods.wait_until_ready());
+    if nodes_ready.await.is_err() || pods_ready.await.is_err() {
+        return Err(SchedulerError::NotReady);
+    }
+    let (name, namespace) = (pod.name_any(), pod.namespace().unwrap_or_default());
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    match choose(&ctx, &pod) {
+        Ok(node) => {
+            let binding = serde_json::json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name}, "target": {"kind": "Node", "name": node}});
+            match pods
+                .create_subresource::<serde_json::Value, serde_json::Value>(
+                    "binding",
+                    &name,
+                    &PostParams::default(),
+                    &binding,
+                )
+                .await
+            {
+                Ok(_) => {
+                    if let (Some(uid), Ok(mut assumed)) = (pod.uid(), ctx.assumed.lock()) {
+                        assumed.insert(uid, (node.clone(), plugins::requests(&pod)));
+                    }
+                    tracing::info!(pod = %name, namespace = %namespace, node = %node, "scheduled");
+                    record_event(
+                        &ctx.client,
+                        &pod,
+                        "Normal",
+                        "Scheduled",
+                        &format!("Successfully assigned {namespace}/{name} to {node}"),
+                    )
+                    .await;
+                }
+                // Bound meanwhile (by another scheduler run, or the pod went away): nothing to do.
+                Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+            Ok(Action::await_change())
+        }
+        Err(message) => {
+            let already = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| {
+                    cs.iter().any(|c| {
+                        c.type_ == "PodScheduled"
+                            && c.status == "False"
+                            && c.message.as_deref() == Some(message.as_str())
+                    })
+                });
+            if !already {
+                let status = serde_json::json!({"status": {"conditions": [{
+                    "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
+                    "lastTransitionTime": jiff::Timestamp::now().to_string(), "lastProbeTime": null,
+                }]}});
+                pods.patch_status(&name, &PatchParams::default(), &Patch::Strategic(&status))
+                    .await?;
+                record_event(&ctx.client, &pod, "Warning", "FailedScheduling", &message).await;
+            }
+            Ok(Action::requeue(RETRY))
+        }
+    }
+}
+
+fn error_policy(_pod: Arc<Pod>, error: &SchedulerError, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(%error, "scheduling failed");
+    Action::requeue(RETRY)
+}
+
+/// Runs the scheduler until the process ends.
+pub async fn run(client: kube::Client) {
+    let (nodes, node_writer) = reflector::store();
+    let node_events = reflector::reflector(
+        node_writer,
+        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
+    );
+    tokio::spawn(node_events.applied_objects().for_each(|_| async {}));
+    let (pods, pod_writer) = reflector::store();
+    let pod_events = reflector::reflector(
+        pod_writer,
+        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
+    );
+    tokio::spawn(pod_events.touched_objects().for_each(|_| async {}));
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        nodes,
+        pods,
+        assumed: Mutex::new(HashMap::new()),
+    });
+    let pending = watcher::Config::default().fields("spec.nodeName=");
+    tracing::info!("scheduler running");
+    Controller::new(Api::<Pod>::all(client), pending)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}

@@ -1,0 +1,335 @@
+//! The scheduler's filters and scores: pure functions of a pod, a node and the pods already on it.
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use std::collections::BTreeMap;
+
+/// Resource amounts in the units the scheduler compares: millicores and bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resources {
+    /// CPU in millicores.
+    pub cpu_milli: i64,
+    /// Memory in bytes.
+    pub memory: i64,
+    /// Pod count.
+    pub pods: i64,
+}
+
+impl std::ops::Add for Resources {
+    type Output = Resources;
+    fn add(self, other: Resources) -> Resources {
+        Resources {
+            cpu_milli: self.cpu_milli + other.cpu_milli,
+            memory: self.memory + other.memory,
+            pods: self.pods + other.pods,
+        }
+    }
+}
+
+/// Parses a Kubernetes quantity into a number of base units times `scale` (1000 for millicores).
+pub fn quantity(text: &str, scale: f64) -> i64 {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let number: f64 = number.parse().unwrap_or(0.0);
+    let factor = match suffix {
+        "m" => 0.001,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0f64.powi(3),
+        "Ti" => 1024.0f64.powi(4),
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        _ => 1.0,
+    };
+    (number * factor * scale).round() as i64
+}
+
+/// What a pod asks for: the sum of its containers' requests, and one pod.
+pub fn requests(pod: &Pod) -> Resources {
+    let mut total = Resources {
+        pods: 1,
+        ..Default::default()
+    };
+    for container in pod.spec.iter().flat_map(|s| s.containers.iter()) {
+        let requests = container
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref());
+        if let Some(cpu) = requests.and_then(|r| r.get("cpu")) {
+            total.cpu_milli += quantity(&cpu.0, 1000.0);
+        }
+        if let Some(memory) = requests.and_then(|r| r.get("memory")) {
+            total.memory += quantity(&memory.0, 1.0);
+        }
+    }
+    total
+}
+
+/// What a node offers to pods.
+pub fn allocatable(node: &Node) -> Resources {
+    let allocatable = node.status.as_ref().and_then(|s| s.allocatable.as_ref());
+    let get = |name: &str, scale: f64| {
+        allocatable
+            .and_then(|a| a.get(name))
+            .map_or(0, |q| quantity(&q.0, scale))
+    };
+    Resources {
+        cpu_milli: get("cpu", 1000.0),
+        memory: get("memory", 1.0),
+        pods: get("pods", 1.0),
+    }
+}
+
+/// Why a node cannot take a pod, worded as Kubernetes' scheduler words it.
+pub type Reason = String;
+
+/// The node is Ready and schedulable.
+pub fn node_ready(node: &Node) -> Result<(), Reason> {
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    if !ready {
+        return Err("node(s) were not ready".into());
+    }
+    if node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
+        return Err("node(s) were unschedulable".into());
+    }
+    Ok(())
+}
+
+/// The pod's requests fit what is left of the node.
+pub fn fits(request: Resources, free: Resources) -> Result<(), Reason> {
+    if request.pods > free.pods {
+        return Err("Too many pods".into());
+    }
+    if request.cpu_milli > free.cpu_milli {
+        return Err("Insufficient cpu".into());
+    }
+    if request.memory > free.memory {
+        return Err("Insufficient memory".into());
+    }
+    Ok(())
+}
+
+/// The node has every label of the pod's nodeSelector.
+pub fn node_selector_matches(pod: &Pod, node: &Node) -> Result<(), Reason> {
+    let selector = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_selector.clone())
+        .unwrap_or_default();
+    let labels: BTreeMap<String, String> = node.metadata.labels.clone().unwrap_or_default();
+    if selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+        Ok(())
+    } else {
+        Err("node(s) didn't match Pod's node affinity/selector".into())
+    }
+}
+
+/// Every NoSchedule/NoExecute taint of the node is tolerated by the pod.
+pub fn tolerates_taints(pod: &Pod, node: &Node) -> Result<(), Reason> {
+    let tolerations = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.tolerations.clone())
+        .unwrap_or_default();
+    for taint in node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default()
+    {
+        if taint.effect == "PreferNoSchedule" {
+            continue;
+        }
+        let tolerated = tolerations.iter().any(|t| {
+            let key_ok = t
+                .key
+                .as_deref()
+                .is_none_or(|k| k.is_empty() || k == taint.key);
+            let effect_ok = t
+                .effect
+                .as_deref()
+                .is_none_or(|e| e.is_empty() || e == taint.effect);
+            let value_ok = match t.operator.as_deref() {
+                Some("Exists") => true,
+                _ => {
+                    t.value.as_deref().unwrap_or_default()
+                        == taint.value.as_deref().unwrap_or_default()
+                }
+            };
+            key_ok && effect_ok && value_ok
+        });
+        if !tolerated {
+            let value = taint
+                .value
+                .as_deref()
+                .map(|v| format!(": {v}"))
+                .unwrap_or_default();
+            return Err(format!(
+                "node(s) had untolerated taint {{{}{value}}}",
+                taint.key
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The host ports the pod asks for are free on the node.
+pub fn host_ports_free(pod: &Pod, on_node: &[&Pod]) -> Result<(), Reason> {
+    let ports = |pod: &Pod| -> Vec<i32> {
+        pod.spec
+            .iter()
+            .flat_map(|s| s.containers.iter())
+            .flat_map(|c| c.ports.iter().flatten())
+            .filter_map(|p| p.host_port.filter(|h| *h > 0))
+            .collect()
+    };
+    let wanted = ports(pod);
+    if on_node
+        .iter()
+        .any(|other| ports(other).iter().any(|p| wanted.contains(p)))
+    {
+        return Err("node(s) didn't have free ports for the requested pod ports".into());
+    }
+    Ok(())
+}
+
+/// The controller owner of a pod (its ReplicaSet, Job, ...), for spreading.
+fn owner(pod: &Pod) -> Option<&str> {
+    pod.metadata
+        .owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .map(|o| o.uid.as_str())
+}
+
+/// A node's score out of 100: half for free capacity after placing the pod (least allocated), half for
+/// having fewer pods of the same owner (spread).
+pub fn score(
+    pod: &Pod,
+    request: Resources,
+    free: Resources,
+    total: Resources,
+    on_node: &[&Pod],
+) -> i64 {
+    let share = |free: i64, wanted: i64, total: i64| {
+        if total <= 0 {
+            0.0
+        } else {
+            (free - wanted).max(0) as f64 / total as f64
+        }
+    };
+    let least_allocated = (share(free.cpu_milli, request.cpu_milli, total.cpu_milli)
+        + share(free.memory, request.memory, total.memory))
+        / 2.0;
+    let siblings = owner(pod).map_or(0, |uid| {
+        on_node.iter().filter(|p| owner(p) == Some(uid)).count()
+    });
+    let spread = 1.0 / (1.0 + siblings as f64);
+    ((least_allocated * 50.0) + (spread * 50.0)).round() as i64
+}
+
+/// The message of an unschedulable pod: "0/3 nodes are available: 2 Insufficient memory, 1 node(s) were not
+/// ready."
+pub fn unschedulable_message(total_nodes: usize, reasons: &[Reason]) -> String {
+    if total_nodes == 0 {
+        return "no nodes available to schedule pods".into();
+    }
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for reason in reasons {
+        *counts.entry(reason.as_str()).or_default() += 1;
+    }
+    let parts: Vec<String> = counts
+        .iter()
+        .map(|(reason, n)| format!("{n} {reason}"))
+        .collect();
+    format!("0/{total_nodes} nodes are available: {}.", parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_become_millicores_and_bytes() {
+        assert_eq!(quantity("500m", 1000.0), 500);
+        assert_eq!(quantity("2", 1000.0), 2000);
+        assert_eq!(quantity("64Mi", 1.0), 64 << 20);
+        assert_eq!(quantity("1G", 1.0), 1_000_000_000);
+    }
+
+    #[test]
+    fn requests_that_do_not_fit_say_which_resource() {
+        let free = Resources {
+            cpu_milli: 1000,
+            memory: 1 << 30,
+            pods: 10,
+        };
+        assert!(
+            fits(
+                Resources {
+                    cpu_milli: 500,
+                    memory: 1 << 20,
+                    pods: 1
+                },
+                free
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            fits(
+                Resources {
+                    cpu_milli: 2000,
+                    memory: 0,
+                    pods: 1
+                },
+                free
+            )
+            .unwrap_err(),
+            "Insufficient cpu"
+        );
+        assert_eq!(
+            fits(
+                Resources {
+                    cpu_milli: 0,
+                    memory: 2 << 30,
+                    pods: 1
+                },
+                free
+            )
+            .unwrap_err(),
+            "Insufficient memory"
+        );
+        assert_eq!(
+            fits(
+                Resources {
+                    pods: 11,
+                    ..Default::default()
+                },
+                free
+            )
+            .unwrap_err(),
+            "Too many pods"
+        );
+    }
+
+    #[test]
+    fn the_message_counts_reasons_like_kubernetes() {
+        let reasons = vec![
+            "Insufficient memory".to_owned(),
+            "Insufficient memory".to_owned(),
+            "node(s) were not ready".to_owned(),
+        ];
+        assert_eq!(
+            unschedulable_message(3, &reasons),
+            "0/3 nodes are available: 2 Insufficient memory, 1 node(s) were not ready."
+        );
+    }
+}

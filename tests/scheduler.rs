@@ -1,0 +1,120 @@
+//! The scheduler inside `wasmkube server`, with real node agents: unbound pods are spread over the nodes that
+//! fit them and run; pods that fit nowhere say why.
+
+mod common;
+
+use common::{NodeAgent, Server, wasm_app};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+const PODS: &str = "/api/v1/namespaces/default/pods";
+
+fn create(server: &Server, pod: Value) {
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{}{PODS}", server.url))
+        .json(&pod)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().unwrap());
+}
+
+fn wait_for(server: &Server, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = Value::Null;
+    while Instant::now() < deadline {
+        let pod: Value = reqwest::blocking::get(format!("{}{PODS}/{name}", server.url))
+            .unwrap()
+            .json()
+            .unwrap();
+        if check(&pod) {
+            return pod;
+        }
+        last = pod;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("pod {name} never became {what}: {last}");
+}
+
+fn batch_pod(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+           "spec": {"restartPolicy": "Never",
+                    "containers": [{"name": "main", "image": format!("file://{}", wasm_app("wasm32-wasip1", "batch").display()),
+                                    "resources": {"requests": {"cpu": "100m", "memory": "16Mi"}}}]}})
+}
+
+#[test]
+fn unbound_pods_are_spread_over_the_nodes_and_run() {
+    let server = Server::start();
+    let _a = NodeAgent::start(&server, "n1");
+    let _b = NodeAgent::start(&server, "n2");
+    for i in 0..4 {
+        create(&server, batch_pod(&format!("p{i}")));
+    }
+    let mut nodes = Vec::new();
+    for i in 0..4 {
+        let done = wait_for(&server, &format!("p{i}"), "Succeeded", |p| {
+            p["status"]["phase"] == "Succeeded"
+        });
+        nodes.push(done["spec"]["nodeName"].as_str().unwrap().to_owned());
+    }
+    assert!(
+        nodes.contains(&"n1".to_owned()) && nodes.contains(&"n2".to_owned()),
+        "all on one node: {nodes:?}"
+    );
+    let events: Value = reqwest::blocking::get(format!(
+        "{}/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dp0",
+        server.url
+    ))
+    .unwrap()
+    .json()
+    .unwrap();
+    let reasons: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    assert!(reasons.contains(&"Scheduled"), "{reasons:?}");
+}
+
+#[test]
+fn node_selectors_pick_the_node_and_pods_that_fit_nowhere_are_unschedulable() {
+    let server = Server::start();
+    let _a = NodeAgent::start(&server, "n1");
+    let _b = NodeAgent::start(&server, "n2");
+    let mut pinned = batch_pod("pinned");
+    pinned["spec"]["nodeSelector"] = json!({"kubernetes.io/hostname": "n2"});
+    create(&server, pinned);
+    let done = wait_for(&server, "pinned", "Succeeded", |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
+    assert_eq!(done["spec"]["nodeName"], "n2");
+
+    let mut huge = batch_pod("huge");
+    huge["spec"]["containers"][0]["resources"]["requests"]["memory"] = json!("100Ti");
+    create(&server, huge);
+    let pending = wait_for(&server, "huge", "Unschedulable", |p| {
+        p["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "PodScheduled" && c["reason"] == "Unschedulable")
+    });
+    let condition = pending["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "PodScheduled")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        condition["message"],
+        "0/2 nodes are available: 2 Insufficient memory."
+    );
+    assert_eq!(pending["status"]["phase"], "Pending");
+    let events: Value = reqwest::blocking::get(format!("{}/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dhuge,reason%3DFailedScheduling", server.url)).unwrap().json().unwrap();
+    assert_eq!(
+        events["items"][0]["message"],
+        "0/2 nodes are available: 2 Insufficient memory."
+    );
+}
