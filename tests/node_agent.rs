@@ -3,41 +3,9 @@
 
 mod common;
 
-use common::{NodeAgent, Server, wasm_app};
+use common::{NodeAgent, PODS, Server, create_pod, get_pod, wait_for, wasm_app};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
-
-const PODS: &str = "/api/v1/namespaces/default/pods";
-
-fn create_pod(server: &Server, pod: Value) {
-    let response = reqwest::blocking::Client::new()
-        .post(format!("{}{PODS}", server.url))
-        .json(&pod)
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 201, "{}", response.text().unwrap());
-}
-
-fn get_pod(server: &Server, name: &str) -> Option<Value> {
-    let response = reqwest::blocking::get(format!("{}{PODS}/{name}", server.url)).unwrap();
-    (response.status() == 200).then(|| response.json().unwrap())
-}
-
-/// Waits until the pod satisfies `check`, returning it; fails with the last state seen.
-fn wait_for(server: &Server, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut last = Value::Null;
-    while Instant::now() < deadline {
-        if let Some(pod) = get_pod(server, name) {
-            if check(&pod) {
-                return pod;
-            }
-            last = pod;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("pod {name} never became {what}: {}", last["status"]);
-}
 
 fn pod(name: &str, node: &str, image: &std::path::Path, restart: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},

@@ -3,37 +3,8 @@
 
 mod common;
 
-use common::{NodeAgent, Server, wasm_app};
+use common::{NodeAgent, Server, create_pod, wait_for, wasm_app};
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
-
-const PODS: &str = "/api/v1/namespaces/default/pods";
-
-fn create(server: &Server, pod: Value) {
-    let response = reqwest::blocking::Client::new()
-        .post(format!("{}{PODS}", server.url))
-        .json(&pod)
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 201, "{}", response.text().unwrap());
-}
-
-fn wait_for(server: &Server, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut last = Value::Null;
-    while Instant::now() < deadline {
-        let pod: Value = reqwest::blocking::get(format!("{}{PODS}/{name}", server.url))
-            .unwrap()
-            .json()
-            .unwrap();
-        if check(&pod) {
-            return pod;
-        }
-        last = pod;
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("pod {name} never became {what}: {last}");
-}
 
 fn batch_pod(name: &str) -> Value {
     json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
@@ -48,7 +19,7 @@ fn unbound_pods_are_spread_over_the_nodes_and_run() {
     let _a = NodeAgent::start(&server, "n1");
     let _b = NodeAgent::start(&server, "n2");
     for i in 0..4 {
-        create(&server, batch_pod(&format!("p{i}")));
+        create_pod(&server, batch_pod(&format!("p{i}")));
     }
     let mut nodes = Vec::new();
     for i in 0..4 {
@@ -84,7 +55,7 @@ fn node_selectors_pick_the_node_and_pods_that_fit_nowhere_are_unschedulable() {
     let _b = NodeAgent::start(&server, "n2");
     let mut pinned = batch_pod("pinned");
     pinned["spec"]["nodeSelector"] = json!({"kubernetes.io/hostname": "n2"});
-    create(&server, pinned);
+    create_pod(&server, pinned);
     let done = wait_for(&server, "pinned", "Succeeded", |p| {
         p["status"]["phase"] == "Succeeded"
     });
@@ -92,7 +63,7 @@ fn node_selectors_pick_the_node_and_pods_that_fit_nowhere_are_unschedulable() {
 
     let mut huge = batch_pod("huge");
     huge["spec"]["containers"][0]["resources"]["requests"]["memory"] = json!("100Ti");
-    create(&server, huge);
+    create_pod(&server, huge);
     let pending = wait_for(&server, "huge", "Unschedulable", |p| {
         p["status"]["conditions"]
             .as_array()

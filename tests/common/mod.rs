@@ -234,3 +234,43 @@ pub fn wasm_app(target: &str, name: &str) -> PathBuf {
     });
     root.join(format!("target/wasm-apps/{target}/release/{name}.wasm"))
 }
+
+/// The pods of the default namespace.
+pub const PODS: &str = "/api/v1/namespaces/default/pods";
+
+/// Creates a pod in the default namespace, asserting 201.
+pub fn create_pod(server: &Server, pod: serde_json::Value) {
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{}{PODS}", server.url))
+        .json(&pod)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().unwrap());
+}
+
+/// A pod of the default namespace, if it exists.
+pub fn get_pod(server: &Server, name: &str) -> Option<serde_json::Value> {
+    let response = reqwest::blocking::get(format!("{}{PODS}/{name}", server.url)).unwrap();
+    (response.status() == 200).then(|| response.json().unwrap())
+}
+
+/// Waits until the pod satisfies `check`, returning it; fails with the last state seen.
+pub fn wait_for(
+    server: &Server,
+    name: &str,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = serde_json::Value::Null;
+    while Instant::now() < deadline {
+        if let Some(pod) = get_pod(server, name) {
+            if check(&pod) {
+                return pod;
+            }
+            last = pod;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("pod {name} never became {what}: {}", last["status"]);
+}
