@@ -4,7 +4,7 @@
 use crate::logs::{ContainerLog, Stream};
 use crate::runtime::{Mount, RunSpec, Runtime};
 use crate::status::{self, Container, State};
-use k8s_openapi::api::core::v1::{ConfigMap, Container as ContainerSpec, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container as ContainerSpec, KeyToPath, Pod, Secret};
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use std::path::{Path, PathBuf};
@@ -526,15 +526,7 @@ impl ContainerWorker {
                     None if source.optional == Some(true) => Vec::new(),
                     None => return Err(format!("configmap {:?} not found", source.name)),
                 };
-                let items = source.items.clone().unwrap_or_default();
-                write_volume(
-                    &own_dir,
-                    files,
-                    &items
-                        .iter()
-                        .map(|i| (i.key.clone(), i.path.clone()))
-                        .collect::<Vec<_>>(),
-                )?;
+                write_volume(&own_dir, files, source.items.as_deref().unwrap_or_default())?;
                 (own_dir, true)
             } else if let Some(source) = &volume.secret {
                 let name = source.secret_name.clone().unwrap_or_default();
@@ -549,15 +541,7 @@ impl ContainerWorker {
                     None if source.optional == Some(true) => Vec::new(),
                     None => return Err(format!("secret {name:?} not found")),
                 };
-                let items = source.items.clone().unwrap_or_default();
-                write_volume(
-                    &own_dir,
-                    files,
-                    &items
-                        .iter()
-                        .map(|i| (i.key.clone(), i.path.clone()))
-                        .collect::<Vec<_>>(),
-                )?;
+                write_volume(&own_dir, files, source.items.as_deref().unwrap_or_default())?;
                 (own_dir, true)
             } else {
                 return Err(format!(
@@ -579,7 +563,7 @@ impl ContainerWorker {
 fn write_volume(
     dir: &Path,
     files: Vec<(String, Vec<u8>)>,
-    items: &[(String, String)],
+    items: &[KeyToPath],
 ) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir)
@@ -588,8 +572,8 @@ fn write_volume(
         let relative = if items.is_empty() {
             key.clone()
         } else {
-            match items.iter().find(|(k, _)| *k == key) {
-                Some((_, path)) => path.clone(),
+            match items.iter().find(|item| item.key == key) {
+                Some(item) => item.path.clone(),
                 None => continue,
             }
         };
