@@ -27,6 +27,8 @@ enum Command {
     Server(server::ServerConfig),
     /// Run the scheduler on its own against an apiserver.
     Scheduler,
+    /// Run the controllers on their own against an apiserver.
+    ControllerManager(server::ControllerArgs),
     /// Run a node agent: register this node and run the pods bound to it as WebAssembly.
     Node(NodeArgs),
     /// Create or update objects from YAML or JSON files (multi-document), a directory of them, or `-` for stdin.
@@ -63,6 +65,12 @@ fn main() -> ExitCode {
             Command::Scheduler => {
                 let (client, _) = cli::client(&args.client).await?;
                 wasmkube_control::scheduler::run(client).await;
+                Ok(())
+            }
+            Command::ControllerManager(controllers) => {
+                let config = controllers.config()?;
+                let (client, _) = cli::client(&args.client).await?;
+                wasmkube_control::controllers::run(client, config).await;
                 Ok(())
             }
             Command::Node(node) => run_node(&args.client, node).await,

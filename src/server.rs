@@ -11,6 +11,7 @@ use wasmkube_control::api::resources;
 use wasmkube_control::apiserver::error::ApiError;
 use wasmkube_control::apiserver::objects::Query;
 use wasmkube_control::apiserver::{ApiServer, Target};
+use wasmkube_control::controllers::ControllersConfig;
 use wasmkube_control::store::{RedbStore, RedbStoreConfig};
 
 /// The control plane's settings.
@@ -28,12 +29,48 @@ pub struct ServerConfig {
     /// Do not run the scheduler in this process (run `wasmkube scheduler` elsewhere).
     #[arg(long)]
     pub no_scheduler: bool,
+    /// Do not run the controllers in this process (run `wasmkube controller-manager` elsewhere).
+    #[arg(long)]
+    pub no_controllers: bool,
+    /// Controller settings.
+    #[command(flatten)]
+    pub controllers: ControllerArgs,
+}
+
+/// Settings of the controllers, for `server` and `controller-manager`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ControllerArgs {
+    /// The range pod addresses come from; each node gets a slice of it. The default, in 127.0.0.0/8, needs no
+    /// setup on one machine; give nodes on several hosts a routed range such as 10.42.0.0/16.
+    #[arg(long, default_value = "127.42.0.0/16")]
+    pub cluster_cidr: ipnet::Ipv4Net,
+    /// The prefix length of each node's slice of the cluster CIDR.
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u8).range(8..=30))]
+    pub node_cidr_mask_size: u8,
+}
+
+impl ControllerArgs {
+    /// The controllers' configuration.
+    pub fn config(&self) -> anyhow::Result<ControllersConfig> {
+        if self.node_cidr_mask_size < self.cluster_cidr.prefix_len() {
+            anyhow::bail!(
+                "--node-cidr-mask-size {} is wider than --cluster-cidr {}",
+                self.node_cidr_mask_size,
+                self.cluster_cidr
+            );
+        }
+        Ok(ControllersConfig {
+            cluster_cidr: self.cluster_cidr.trunc(),
+            node_cidr_mask: self.node_cidr_mask_size,
+        })
+    }
 }
 
 const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// Runs the control plane until Ctrl-C or SIGTERM.
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
+    let controllers = config.controllers.config()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let store_path = config.data_dir.join("store.redb");
@@ -53,10 +90,12 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let address = listener.local_addr()?;
     let kubeconfig = write_kubeconfig(&config.data_dir, &format!("http://{address}"))?;
+    let client = kube::Client::try_from(kube::Config::new(format!("http://{address}").parse()?))?;
     if !config.no_scheduler {
-        let client =
-            kube::Client::try_from(kube::Config::new(format!("http://{address}").parse()?))?;
-        tokio::spawn(wasmkube_control::scheduler::run(client));
+        tokio::spawn(wasmkube_control::scheduler::run(client.clone()));
+    }
+    if !config.no_controllers {
+        tokio::spawn(wasmkube_control::controllers::run(client, controllers));
     }
     tracing::info!(%address, kubeconfig = %kubeconfig.display(), "control plane serving");
     println!("wasmkube control plane listening on http://{address}");

@@ -643,3 +643,82 @@ fn init_containers_run_in_order_before_the_others_and_a_failed_one_fails_the_pod
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+fn http_pod(name: &str, node: &str, port: u16) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+           "spec": {"nodeName": node, "containers": [{
+               "name": "hello",
+               "image": format!("file://{}", wasm_app("wasm32-wasip2", "hello_http").display()),
+               "ports": [{"containerPort": port}],
+               "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                       {"name": "MY_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]}]}})
+}
+
+#[test]
+fn http_components_serve_on_their_own_pod_address_so_two_pods_share_a_port() {
+    let server = Server::start();
+    let _agent = NodeAgent::start(&server, "web-node");
+    let node: Value = reqwest::blocking::get(format!("{}/api/v1/nodes/web-node", server.url))
+        .unwrap()
+        .json()
+        .unwrap();
+    let range: ipnet::Ipv4Net = node["spec"]["podCIDR"]
+        .as_str()
+        .expect("the node got a podCIDR")
+        .parse()
+        .unwrap();
+    create_pod(&server, http_pod("web-a", "web-node", 8080));
+    create_pod(&server, http_pod("web-b", "web-node", 8080));
+    let mut addresses = Vec::new();
+    for name in ["web-a", "web-b"] {
+        let running = wait_for(&server, name, "Ready", |p| {
+            p["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        });
+        let ip: std::net::Ipv4Addr = running["status"]["podIP"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(range.contains(&ip), "{ip} is in the node's {range}");
+        assert_eq!(running["status"]["podIPs"][0]["ip"], ip.to_string());
+        assert_eq!(running["status"]["hostIP"], "127.0.0.1");
+        let body = reqwest::blocking::get(format!("http://{ip}:8080/"))
+            .and_then(|r| r.text())
+            .expect("the pod serves on its address");
+        assert_eq!(body, format!("hello from {name}\n"));
+        addresses.push(ip);
+    }
+    assert_ne!(addresses[0], addresses[1]);
+    // A request that traps answers 500, lands in the pod's log, and the pod keeps serving.
+    let failed = reqwest::blocking::get(format!("http://{}:8080/panic", addresses[0])).unwrap();
+    assert_eq!(failed.status(), 500);
+    let (_, text) = log(&server, "web-a", "");
+    assert!(text.contains("asked to panic"), "{text}");
+    let pod = get_pod(&server, "web-a").unwrap();
+    assert_eq!(container(&pod)["restartCount"], 0);
+    assert!(container(&pod)["state"]["running"].is_object());
+}
+
+#[test]
+fn an_http_component_without_a_port_says_so() {
+    let server = Server::start();
+    let _agent = NodeAgent::start(&server, "web-node");
+    let mut pod = http_pod("portless", "web-node", 8080);
+    pod["spec"]["containers"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("ports");
+    create_pod(&server, pod);
+    let waiting = wait_for(&server, "portless", "CreateContainerError", |p| {
+        container(p)["state"]["waiting"]["reason"] == "CreateContainerError"
+    });
+    let message = container(&waiting)["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("needs a containerPort"), "{message}");
+}

@@ -83,7 +83,20 @@ fn node_selectors_pick_the_node_and_pods_that_fit_nowhere_are_unschedulable() {
         "0/2 nodes are available: 2 Insufficient memory."
     );
     assert_eq!(pending["status"]["phase"], "Pending");
-    let events: Value = reqwest::blocking::get(format!("{}/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dhuge,reason%3DFailedScheduling", server.url)).unwrap().json().unwrap();
+    // The event is recorded right after the condition is written.
+    let url = format!(
+        "{}/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dhuge,reason%3DFailedScheduling",
+        server.url
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut events: Value = Value::Null;
+    while std::time::Instant::now() < deadline {
+        events = reqwest::blocking::get(&url).unwrap().json().unwrap();
+        if events["items"][0].is_object() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     assert_eq!(
         events["items"][0]["message"],
         "0/2 nodes are available: 2 Insufficient memory."

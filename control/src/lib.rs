@@ -1,6 +1,9 @@
-//! wasmkube's control plane: the revisioned store, the Kubernetes-compatible apiserver and the scheduler.
+//! wasmkube's control plane: the revisioned store, the Kubernetes-compatible apiserver, the scheduler and the
+//! controllers.
 
 pub mod api;
 pub mod apiserver;
+pub mod controllers;
+pub mod events;
 pub mod scheduler;
 pub mod store;

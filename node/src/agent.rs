@@ -1,6 +1,7 @@
 //! The node agent: registers the Node, keeps its Lease and Ready condition fresh, and reconciles the pods bound
 //! to it (field selector `spec.nodeName`) against the pod workers it runs.
 
+use crate::addresses::PodAddresses;
 use crate::pod::{Backoff, NodeContext, PodWorker, pod_dir};
 use crate::runtime::Runtime;
 use futures::StreamExt;
@@ -46,6 +47,9 @@ pub enum AgentError {
     /// The apiserver refused or could not be reached.
     #[error("apiserver request failed: {0}")]
     Api(#[from] kube::Error),
+    /// The Node's podCIDR cannot be used.
+    #[error(transparent)]
+    Addresses(#[from] crate::addresses::AddressError),
     /// A pod worker panicked while holding the worker table.
     #[error("the pod worker table is poisoned")]
     Poisoned,
@@ -284,6 +288,9 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
     register(&client, &config, port).await?;
     tracing::info!(node = %config.node_name, port, "registered");
     tokio::spawn(heartbeat(client.clone(), config.node_name.clone()));
+    let pod_cidr = wait_for_pod_cidr(&client, &config.node_name).await?;
+    let addresses = PodAddresses::new(&pod_cidr)?;
+    tracing::info!(node = %config.node_name, pod_cidr = %addresses.range(), "pod addresses");
     let ctx = Arc::new(NodeContext {
         client: client.clone(),
         runtime,
@@ -292,6 +299,7 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
         data_dir: config.data_dir.clone(),
         backoff: config.backoff.clone(),
         images: crate::images::Images::new(config.data_dir.join("images")),
+        addresses,
     });
     let agent = Arc::new(Agent {
         ctx,
@@ -312,6 +320,24 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
         })
         .await;
     Ok(())
+}
+
+/// Waits until the control plane has given this Node its podCIDR, the range its pods' addresses come from.
+async fn wait_for_pod_cidr(client: &kube::Client, node_name: &str) -> Result<String, AgentError> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut attempt = 0u64;
+    loop {
+        attempt += 1;
+        let node = nodes.get(node_name).await?;
+        if let Some(cidr) = node.spec.and_then(|s| s.pod_cidr) {
+            return Ok(cidr);
+        }
+        // Every 5 s: 50 polls of 100 ms.
+        if attempt.is_multiple_of(50) {
+            tracing::warn!(node = %node_name, "waiting for the control plane to assign a podCIDR");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Stops the workers of pods that vanished from the API without a graceful deletion (force deletes).

@@ -1,6 +1,8 @@
 //! wasmkube's node agent: runs the pods bound to its node as WebAssembly with wasmtime.
 
+pub mod addresses;
 pub mod agent;
+mod http_serve;
 pub mod images;
 pub mod log_server;
 pub mod logs;

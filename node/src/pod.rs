@@ -2,7 +2,7 @@
 //! CrashLoopBackOff, and every change of their state written to the pod's status.
 
 use crate::logs::{ContainerLog, Stream};
-use crate::runtime::{Mount, RunSpec, Runtime};
+use crate::runtime::{Mount, PodNetwork, RunSpec, Runtime};
 use crate::status::{self, Container, State};
 use k8s_openapi::api::core::v1::{ConfigMap, Container as ContainerSpec, KeyToPath, Pod, Secret};
 use kube::Api;
@@ -46,10 +46,14 @@ pub struct NodeContext {
     pub backoff: Backoff,
     /// Where images come from.
     pub images: crate::images::Images,
+    /// The addresses of this node's pods.
+    pub addresses: crate::addresses::PodAddresses,
 }
 
 /// A running pod: stop it by dropping or calling [`PodWorker::stop`].
 pub struct PodWorker {
+    uid: String,
+    ctx: Arc<NodeContext>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -58,17 +62,24 @@ impl PodWorker {
     /// Starts running a pod.
     pub fn start(pod: Pod, ctx: Arc<NodeContext>) -> Self {
         let (stop, stopped) = watch::channel(false);
-        let task = tokio::spawn(run_pod(pod, ctx, stopped));
-        Self { stop, task }
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let task = tokio::spawn(run_pod(pod, ctx.clone(), stopped));
+        Self {
+            uid,
+            ctx,
+            stop,
+            task,
+        }
     }
 
-    /// Stops the pod's containers, waiting at most `grace` for the worker to end.
+    /// Stops the pod's containers, waiting at most `grace` for the worker to end, and frees its address.
     pub async fn stop(self, grace: Duration) {
         let _ = self.stop.send(true);
         let mut task = self.task;
         if tokio::time::timeout(grace, &mut task).await.is_err() {
             task.abort();
         }
+        self.ctx.addresses.release(&self.uid);
     }
 }
 
@@ -150,6 +161,43 @@ async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, stopped: watch::Receiver<bool>
     };
     let mut containers = initial_states(&pod, &spec.containers, main_waiting, false);
     let mut inits = initial_states(&pod, &init_specs, "PodInitializing", true);
+    let previous_ip = pod.status.as_ref().and_then(|s| s.pod_ip.as_deref());
+    let pod_ip = match ctx.addresses.assign(&uid, previous_ip) {
+        Ok(ip) => ip,
+        Err(error) => {
+            tracing::warn!(pod = %name, namespace = %namespace, %error, "no pod address");
+            for container in &mut containers {
+                container.state = State::Waiting {
+                    reason: "ContainerCreating".into(),
+                    message: Some(error.to_string()),
+                };
+            }
+            let status = status::pod_status(
+                &restart_policy,
+                &inits,
+                &containers,
+                &ctx.address,
+                None,
+                start_time,
+                pod.status.as_ref(),
+            );
+            let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+            let patch = serde_json::json!({"status": status});
+            let _ = pods
+                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await;
+            return;
+        }
+    };
+    let network = PodNetwork {
+        ip: pod_ip,
+        ports: spec
+            .containers
+            .iter()
+            .flat_map(|c| c.ports.iter().flatten())
+            .filter_map(|p| u16::try_from(p.container_port).ok())
+            .collect(),
+    };
     let (updates, mut changes) = mpsc::channel::<Update>(64);
     let worker =
         |spec: &ContainerSpec, index: usize, init: bool, state: &Container| ContainerWorker {
@@ -163,6 +211,7 @@ async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, stopped: watch::Receiver<bool>
             state: state.clone(),
             updates: updates.clone(),
             stopped: stopped.clone(),
+            network: network.clone(),
         };
     // Init containers run one after another, each to success, before the others start.
     let init_workers: Vec<ContainerWorker> = init_specs
@@ -195,6 +244,7 @@ async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, stopped: watch::Receiver<bool>
             &inits,
             &containers,
             &ctx.address,
+            Some(pod_ip),
             start_time,
             written.as_ref(),
         );
@@ -240,6 +290,7 @@ struct ContainerWorker {
     state: Container,
     updates: mpsc::Sender<Update>,
     stopped: watch::Receiver<bool>,
+    network: PodNetwork,
 }
 
 impl ContainerWorker {
@@ -268,7 +319,7 @@ impl ContainerWorker {
         loop {
             let started = jiff::Timestamp::now();
             let ran = match self.prepare().await {
-                Ok((loaded, spec, log)) => {
+                Ok((loaded, spec, listener, log)) => {
                     self.state.image_id = loaded.digest.clone();
                     self.report(State::Running {
                         started_at: started,
@@ -276,7 +327,7 @@ impl ContainerWorker {
                     .await;
                     let mut stopped = self.stopped.clone();
                     let outcome = tokio::select! {
-                        exit = self.ctx.runtime.run(&loaded, spec) => Some(exit),
+                        exit = self.ctx.runtime.run(&loaded, spec, listener) => Some(exit),
                         _ = stopped.wait_for(|stop| *stop) => None,
                     };
                     log.finish();
@@ -352,8 +403,19 @@ impl ContainerWorker {
         }
     }
 
-    /// Fetches and loads the image and builds the run's environment; a failure is the Waiting state to show.
-    async fn prepare(&mut self) -> Result<(crate::runtime::Loaded, RunSpec, ContainerLog), State> {
+    /// Fetches and loads the image, builds the run's environment and, for an HTTP component, listens on its
+    /// port; a failure is the Waiting state to show.
+    async fn prepare(
+        &mut self,
+    ) -> Result<
+        (
+            crate::runtime::Loaded,
+            RunSpec,
+            Option<tokio::net::TcpListener>,
+            ContainerLog,
+        ),
+        State,
+    > {
         let waiting = |reason: &str, message: String| State::Waiting {
             reason: reason.into(),
             message: Some(message),
@@ -415,8 +477,32 @@ impl ContainerWorker {
             memory_limit,
             stdout: log.stream(Stream::Stdout),
             stderr: log.stream(Stream::Stderr),
+            network: self.network.clone(),
         };
-        Ok((loaded, spec, log))
+        let listener = if loaded.serves_http() {
+            Some(self.listen().await.map_err(|message| {
+                waiting("CreateContainerError", format!("{image}: {message}"))
+            })?)
+        } else {
+            None
+        };
+        Ok((loaded, spec, listener, log))
+    }
+
+    /// Listens on the pod's address and the container's first declared TCP port, for an HTTP component.
+    async fn listen(&self) -> Result<tokio::net::TcpListener, String> {
+        let port = self
+            .spec
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.protocol.as_deref().unwrap_or("TCP") == "TCP")
+            .and_then(|p| u16::try_from(p.container_port).ok())
+            .ok_or("an HTTP component needs a containerPort to be served on")?;
+        let address = std::net::SocketAddr::new(self.network.ip, port);
+        tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|e| format!("cannot listen on {address}: {e}"))
     }
 
     async fn env(&self) -> Result<Vec<(String, String)>, String> {
@@ -432,7 +518,8 @@ impl ContainerWorker {
                             "metadata.namespace" => namespace.clone(),
                             "metadata.uid" => self.pod.metadata.uid.clone().unwrap_or_default(),
                             "spec.nodeName" => self.ctx.node_name.clone(),
-                            "status.podIP" | "status.hostIP" => self.ctx.address.clone(),
+                            "status.podIP" => self.network.ip.to_string(),
+                            "status.hostIP" => self.ctx.address.clone(),
                             other => {
                                 return Err(format!(
                                     "unsupported fieldRef {other:?} in env {}",

@@ -1,6 +1,6 @@
 //! The Wasm runtime of a node: one wasmtime Engine, each distinct binary compiled once (in memory by digest, on
-//! disk through wasmtime's compilation cache), and a fresh Store per run with memory limits and an epoch
-//! deadline that makes busy guests yield to the others.
+//! disk through wasmtime's compilation cache), and a fresh Store per run (or per HTTP request) with memory
+//! limits and an epoch deadline that makes busy guests yield to the others.
 
 use crate::logs::LogStream;
 use sha2::{Digest, Sha256};
@@ -13,7 +13,10 @@ use wasmtime::component::{Component, ResourceTable};
 use wasmtime::{Engine, InstancePre, Linker, Module, ResourceLimiter, Store};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::sockets::SocketAddrUse;
 use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// How often the epoch advances; a guest runs at most this long before yielding to other tasks.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -32,6 +35,11 @@ pub enum LoadError {
         "the module has no _start export: only WASI command modules (wasm32-wasip1 binaries) can run"
     )]
     NoStart,
+    /// A component that exports neither `wasi:cli/run` nor `wasi:http/incoming-handler`.
+    #[error(
+        "the component exports neither wasi:cli/run (a command) nor wasi:http/incoming-handler (an HTTP handler)"
+    )]
+    NoEntryPoint,
     /// It imports something the node does not provide.
     #[error("unsupported import: {0}")]
     UnknownImport(String),
@@ -60,6 +68,8 @@ enum Program {
     Module(InstancePre<P1State>),
     /// A WASI 0.2 command component (`wasi:cli/run`).
     Command(CommandPre<P2State>),
+    /// A WASI 0.2 HTTP component (`wasi:http/incoming-handler`): one instance per request.
+    Http(ProxyPre<P2State>),
 }
 
 /// A loaded binary, cheap to clone.
@@ -68,6 +78,13 @@ pub struct Loaded {
     program: Arc<Program>,
     /// The sha256 of the binary, `sha256:<hex>`.
     pub digest: String,
+}
+
+impl Loaded {
+    /// Whether it is an HTTP component, served on its container's port rather than run as a process.
+    pub fn serves_http(&self) -> bool {
+        matches!(self.program.as_ref(), Program::Http(_))
+    }
 }
 
 /// How a run ended.
@@ -92,7 +109,32 @@ pub struct Mount {
     pub read_only: bool,
 }
 
+/// The network a guest may use: its pod's address and declared ports.
+#[derive(Debug, Clone)]
+pub struct PodNetwork {
+    /// The pod's IP address.
+    pub ip: std::net::IpAddr,
+    /// The container ports its pod declares; a guest may listen only on these, on `ip`.
+    pub ports: Vec<u16>,
+}
+
+impl PodNetwork {
+    /// Whether a guest may use a socket address this way: it may listen only on its pod's address and declared
+    /// ports, and connect anywhere.
+    fn allows(&self, address: std::net::SocketAddr, usage: SocketAddrUse) -> bool {
+        match usage {
+            SocketAddrUse::TcpBind | SocketAddrUse::UdpBind => {
+                // An implicit bind before connect asks for the wildcard address and port 0.
+                address.port() == 0 && address.ip().is_unspecified()
+                    || address.ip() == self.ip && self.ports.contains(&address.port())
+            }
+            _ => true,
+        }
+    }
+}
+
 /// Everything one run of a container needs.
+#[derive(Clone)]
 pub struct RunSpec {
     /// argv, argv[0] first.
     pub args: Vec<String>,
@@ -106,6 +148,8 @@ pub struct RunSpec {
     pub stdout: LogStream,
     /// Where stderr goes.
     pub stderr: LogStream,
+    /// The pod's address and ports.
+    pub network: PodNetwork,
 }
 
 /// Caps linear memory growth and remembers whether it had to refuse.
@@ -144,10 +188,22 @@ struct P1State {
     limiter: MemoryLimiter,
 }
 
-struct P2State {
+/// The state of a component's Store: WASI, wasi:http and the limits.
+pub(crate) struct P2State {
     ctx: WasiCtx,
+    http: WasiHttpCtx,
     table: ResourceTable,
     limiter: MemoryLimiter,
+}
+
+impl WasiHttpView for P2State {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: Default::default(),
+        }
+    }
 }
 
 impl WasiView for P2State {
@@ -206,6 +262,7 @@ impl Runtime {
             .map_err(init_error)?;
         let mut p2 = wasmtime::component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut p2).map_err(init_error)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut p2).map_err(init_error)?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let (ticker_engine, stop) = (engine.clone(), stop_ticker.clone());
         std::thread::Builder::new()
@@ -241,11 +298,11 @@ impl Runtime {
             let component = Component::new(&self.engine, bytes)
                 .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
             let pre = self.p2.instantiate_pre(&component).map_err(link_error)?;
-            Program::Command(CommandPre::new(pre).map_err(|e| {
-                LoadError::Invalid(format!(
-                    "the component is not a WASI command (no wasi:cli/run export): {e:#}"
-                ))
-            })?)
+            if let Ok(proxy) = ProxyPre::new(pre.clone()) {
+                Program::Http(proxy)
+            } else {
+                Program::Command(CommandPre::new(pre).map_err(|_| LoadError::NoEntryPoint)?)
+            }
         } else {
             let module = Module::new(&self.engine, bytes)
                 .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
@@ -264,42 +321,24 @@ impl Runtime {
         Ok(loaded)
     }
 
-    /// Runs a loaded binary to its end.
-    pub async fn run(&self, loaded: &Loaded, spec: RunSpec) -> Result<Exit, RunError> {
-        let mut builder = WasiCtxBuilder::new();
-        builder
-            .args(&spec.args)
-            .envs(&spec.env)
-            .stdout(spec.stdout)
-            .stderr(spec.stderr);
-        for mount in &spec.mounts {
-            let perms = if mount.read_only {
-                FsPerms::ReadOnly
-            } else {
-                FsPerms::ReadWrite
-            };
-            builder
-                .preopened_dir(&mount.host_path, &mount.guest_path, perms)
-                .map_err(|e| {
-                    RunError::Setup(format!(
-                        "cannot mount {} at {}: {e}",
-                        mount.host_path.display(),
-                        mount.guest_path
-                    ))
-                })?;
-        }
+    /// Runs a loaded binary to its end; an HTTP component is served on `listener` until the future is dropped.
+    pub async fn run(
+        &self,
+        loaded: &Loaded,
+        spec: RunSpec,
+        listener: Option<tokio::net::TcpListener>,
+    ) -> Result<Exit, RunError> {
         let refused = Arc::new(AtomicBool::new(false));
-        let limiter = MemoryLimiter {
-            limit: spec.memory_limit,
-            refused: refused.clone(),
-        };
         let outcome = match loaded.program.as_ref() {
             Program::Module(pre) => {
                 let mut store = Store::new(
                     &self.engine,
                     P1State {
-                        wasi: builder.build_p1(),
-                        limiter,
+                        wasi: wasi_builder(&spec)?.build_p1(),
+                        limiter: MemoryLimiter {
+                            limit: spec.memory_limit,
+                            refused: refused.clone(),
+                        },
                     },
                 );
                 store.limiter(|state| &mut state.limiter);
@@ -313,16 +352,7 @@ impl Runtime {
                 }
             }
             Program::Command(pre) => {
-                let mut store = Store::new(
-                    &self.engine,
-                    P2State {
-                        ctx: builder.build(),
-                        table: ResourceTable::new(),
-                        limiter,
-                    },
-                );
-                store.limiter(|state| &mut state.limiter);
-                store.epoch_deadline_async_yield_and_update(1);
+                let mut store = p2_store(&self.engine, &spec, refused.clone())?;
                 match pre.instantiate_async(&mut store).await {
                     Ok(command) => match command.wasi_cli_run().call_run(&mut store).await {
                         Ok(Ok(())) => Ok(()),
@@ -332,9 +362,80 @@ impl Runtime {
                     Err(e) => Err(e),
                 }
             }
+            Program::Http(pre) => {
+                let listener = listener.ok_or_else(|| {
+                    RunError::Setup(
+                        "an HTTP component needs a containerPort to be served on".into(),
+                    )
+                })?;
+                let handler = crate::http_serve::Handler {
+                    pre: pre.clone(),
+                    spec,
+                };
+                crate::http_serve::serve(listener, Arc::new(handler)).await;
+                Ok(())
+            }
         };
         Ok(exit_of(outcome, refused.load(Ordering::SeqCst)))
     }
+}
+
+/// A fresh component Store for one run or one request, with the spec's limits and an epoch deadline.
+pub(crate) fn p2_store(
+    engine: &Engine,
+    spec: &RunSpec,
+    refused: Arc<AtomicBool>,
+) -> Result<Store<P2State>, RunError> {
+    let mut store = Store::new(
+        engine,
+        P2State {
+            ctx: wasi_builder(spec)?.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            limiter: MemoryLimiter {
+                limit: spec.memory_limit,
+                refused,
+            },
+        },
+    );
+    store.limiter(|state| &mut state.limiter);
+    store.epoch_deadline_async_yield_and_update(1);
+    Ok(store)
+}
+
+/// The guest's WASI world: argv, env, stdio into its log, its volumes and the network its pod allows.
+fn wasi_builder(spec: &RunSpec) -> Result<WasiCtxBuilder, RunError> {
+    let mut builder = WasiCtxBuilder::new();
+    builder
+        .args(&spec.args)
+        .envs(&spec.env)
+        .stdout(spec.stdout.clone())
+        .stderr(spec.stderr.clone())
+        .allow_tcp(true)
+        .allow_udp(true)
+        .allow_ip_name_lookup(true);
+    let network = spec.network.clone();
+    builder.socket_addr_check(move |address, usage| {
+        let allowed = network.allows(address, usage);
+        Box::pin(async move { allowed })
+    });
+    for mount in &spec.mounts {
+        let perms = if mount.read_only {
+            FsPerms::ReadOnly
+        } else {
+            FsPerms::ReadWrite
+        };
+        builder
+            .preopened_dir(&mount.host_path, &mount.guest_path, perms)
+            .map_err(|e| {
+                RunError::Setup(format!(
+                    "cannot mount {} at {}: {e}",
+                    mount.host_path.display(),
+                    mount.guest_path
+                ))
+            })?;
+    }
+    Ok(builder)
 }
 
 fn exit_of(outcome: wasmtime::Result<()>, memory_refused: bool) -> Exit {

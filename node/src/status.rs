@@ -146,6 +146,7 @@ pub fn pod_status(
     inits: &[Container],
     containers: &[Container],
     host_ip: &str,
+    pod_ip: Option<std::net::IpAddr>,
     start_time: jiff::Timestamp,
     previous: Option<&PodStatus>,
 ) -> PodStatus {
@@ -208,7 +209,8 @@ pub fn pod_status(
         init_container_statuses: (!inits.is_empty()).then(|| statuses(inits)),
         container_statuses: Some(statuses(containers)),
         host_ip: Some(host_ip.to_owned()),
-        pod_ip: Some(host_ip.to_owned()),
+        pod_ip: pod_ip.map(|ip| ip.to_string()),
+        pod_ips: pod_ip.map(|ip| vec![k8s_openapi::api::core::v1::PodIP { ip: ip.to_string() }]),
         start_time: Some(Time(start_time)),
         qos_class: previous.and_then(|p| p.qos_class.clone()),
         ..Default::default()

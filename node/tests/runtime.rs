@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::Duration;
 use wasmkube_node::logs::{ContainerLog, Stream, parse};
-use wasmkube_node::runtime::{LoadError, RunSpec, Runtime};
+use wasmkube_node::runtime::{LoadError, PodNetwork, RunSpec, Runtime};
 
 fn app(target: &str, name: &str) -> Vec<u8> {
     static BUILD: Once = Once::new();
@@ -48,14 +48,22 @@ async fn run(
         memory_limit: memory,
         stdout: log.stream(Stream::Stdout),
         stderr: log.stream(Stream::Stderr),
+        network: loopback(&[]),
     };
-    let exit = runtime.run(&loaded, spec).await.expect("runs");
+    let exit = runtime.run(&loaded, spec, None).await.expect("runs");
     log.finish();
     let lines = parse(&std::fs::read_to_string(&log_path).unwrap())
         .into_iter()
         .map(|l| l.text)
         .collect();
     Run { exit, lines }
+}
+
+fn loopback(ports: &[u16]) -> PodNetwork {
+    PodNetwork {
+        ip: std::net::Ipv4Addr::LOCALHOST.into(),
+        ports: ports.to_vec(),
+    }
 }
 
 fn runtime() -> (Runtime, tempfile::TempDir) {
@@ -218,4 +226,49 @@ async fn the_same_binary_is_compiled_once() {
     let second = runtime.load(&bytes).unwrap();
     assert_eq!(first.digest, second.digest);
     assert!(first.digest.starts_with("sha256:"));
+}
+
+#[tokio::test]
+async fn an_http_component_gets_a_fresh_instance_per_request_and_a_trap_costs_one_request() {
+    let (runtime, _cache) = runtime();
+    let loaded = runtime
+        .load(&app("wasm32-wasip2", "hello_http"))
+        .expect("loads");
+    assert!(loaded.serves_http());
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("0.log");
+    let log = ContainerLog::create(&log_path).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let spec = RunSpec {
+        args: vec!["hello".into()],
+        env: vec![("POD_NAME".into(), "hello-7f9c".into())],
+        mounts: Vec::new(),
+        memory_limit: Some(64 << 20),
+        stdout: log.stream(Stream::Stdout),
+        stderr: log.stream(Stream::Stderr),
+        network: loopback(&[]),
+    };
+    let server = tokio::spawn(async move { runtime.run(&loaded, spec, Some(listener)).await });
+    let client = reqwest::Client::new();
+    let get = |path: &str| client.get(format!("{url}{path}")).send();
+    let hello = get("/").await.expect("served");
+    assert_eq!(hello.status(), 200);
+    assert_eq!(hello.text().await.unwrap(), "hello from hello-7f9c\n");
+    let trapped = get("/panic").await.expect("answered");
+    assert_eq!(trapped.status(), 500);
+    assert_eq!(get("/healthz").await.unwrap().text().await.unwrap(), "ok\n");
+    assert_eq!(get("/nothing").await.unwrap().status(), 404);
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(text.contains("asked to panic"), "{text}");
+    assert!(text.contains("request failed"), "{text}");
+    assert!(!server.is_finished(), "the server keeps serving");
+    server.abort();
+}
+
+#[tokio::test]
+async fn a_component_with_no_entry_point_is_refused() {
+    let (runtime, _cache) = runtime();
+    let empty = wat::parse_str("(component)").unwrap();
+    assert!(matches!(runtime.load(&empty), Err(LoadError::NoEntryPoint)));
 }

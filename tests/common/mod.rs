@@ -33,6 +33,10 @@ impl Server {
 
     /// Starts a server on an existing data dir with extra flags.
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Self {
+        // Servers of one test process run side by side: each gets pod addresses of its own.
+        static SERVERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = SERVERS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let cluster_cidr = format!("127.{}.0.0/16", 50 + (std::process::id() + n * 7) % 200);
         // Another test may take the free port before this server binds it: then try another.
         for _ in 0..5 {
             let port = free_port();
@@ -41,6 +45,7 @@ impl Server {
                 .args(["server", "--data-dir"])
                 .arg(data_dir)
                 .args(["--listen", &format!("127.0.0.1:{port}")])
+                .args(["--cluster-cidr", &cluster_cidr])
                 .args(extra)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())

@@ -4,9 +4,9 @@
 
 pub mod plugins;
 
+use crate::events::{EventType, Recorder};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Event, Node, ObjectReference, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, Store};
@@ -33,6 +33,7 @@ pub enum SchedulerError {
 
 struct Context {
     client: kube::Client,
+    events: Recorder,
     nodes: Store<Node>,
     pods: Store<Pod>,
     /// Pods bound by this scheduler that the pod cache may not show bound yet: uid → (node, requests).
@@ -99,42 +100,6 @@ fn choose(ctx: &Context, pod: &Pod) -> Result<String, String> {
         .ok_or_else(|| plugins::unschedulable_message(nodes.len(), &reasons))
 }
 
-async fn record_event(client: &kube::Client, pod: &Pod, kind: &str, reason: &str, message: &str) {
-    let namespace = pod.namespace().unwrap_or_default();
-    let now = jiff::Timestamp::now();
-    let event = Event {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{}.", pod.name_any())),
-            namespace: Some(namespace.clone()),
-            ..Default::default()
-        },
-        involved_object: ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            name: Some(pod.name_any()),
-            namespace: Some(namespace.clone()),
-            uid: pod.uid(),
-            ..Default::default()
-        },
-        reason: Some(reason.into()),
-        message: Some(message.into()),
-        type_: Some(kind.into()),
-        first_timestamp: Some(Time(now)),
-        last_timestamp: Some(Time(now)),
-        count: Some(1),
-        reporting_component: Some("default-scheduler".into()),
-        source: Some(k8s_openapi::api::core::v1::EventSource {
-            component: Some("default-scheduler".into()),
-            host: None,
-        }),
-        ..Default::default()
-    };
-    let events: Api<Event> = Api::namespaced(client.clone(), &namespace);
-    if let Err(error) = events.create(&PostParams::default(), &event).await {
-        tracing::warn!(%error, "cannot record an event");
-    }
-}
-
 async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, SchedulerError> {
     let spec = pod.spec.as_ref();
     let bound = spec
@@ -169,14 +134,14 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Scheduler
                         assumed.insert(uid, (node.clone(), plugins::requests(&pod)));
                     }
                     tracing::info!(pod = %name, namespace = %namespace, node = %node, "scheduled");
-                    record_event(
-                        &ctx.client,
-                        &pod,
-                        "Normal",
-                        "Scheduled",
-                        &format!("Successfully assigned {namespace}/{name} to {node}"),
-                    )
-                    .await;
+                    ctx.events
+                        .record(
+                            pod.as_ref(),
+                            EventType::Normal,
+                            "Scheduled",
+                            &format!("Successfully assigned {namespace}/{name} to {node}"),
+                        )
+                        .await;
                 }
                 // Bound meanwhile (by another scheduler run, or the pod went away): nothing to do.
                 Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {}
@@ -203,7 +168,14 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Scheduler
                 }]}});
                 pods.patch_status(&name, &PatchParams::default(), &Patch::Strategic(&status))
                     .await?;
-                record_event(&ctx.client, &pod, "Warning", "FailedScheduling", &message).await;
+                ctx.events
+                    .record(
+                        pod.as_ref(),
+                        EventType::Warning,
+                        "FailedScheduling",
+                        &message,
+                    )
+                    .await;
             }
             Ok(Action::requeue(RETRY))
         }
@@ -231,6 +203,7 @@ pub async fn run(client: kube::Client) {
     tokio::spawn(pod_events.touched_objects().for_each(|_| async {}));
     let ctx = Arc::new(Context {
         client: client.clone(),
+        events: Recorder::new(client.clone(), "default-scheduler"),
         nodes,
         pods,
         assumed: Mutex::new(HashMap::new()),

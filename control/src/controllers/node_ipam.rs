@@ -1,0 +1,121 @@
+//! Node IPAM: gives every Node a podCIDR, a slice of the cluster's pod range, from which its agent hands out pod
+//! addresses (kube-controller-manager's `--allocate-node-cidrs`).
+
+use super::{ControllerError, ControllersConfig, drive, retry_after};
+use ipnet::Ipv4Net;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::Store;
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+struct Context {
+    client: kube::Client,
+    config: ControllersConfig,
+    nodes: Store<Node>,
+    /// Ranges this controller assigned that the cache may not show yet: node name → range. One lock, held
+    /// across choose-and-write, so two nodes never get the same range.
+    assigned: tokio::sync::Mutex<HashMap<String, Ipv4Net>>,
+}
+
+/// The first `mask`-sized slice of `cluster` not in `used`.
+pub fn next_free_range(cluster: Ipv4Net, mask: u8, used: &[Ipv4Net]) -> Option<Ipv4Net> {
+    cluster
+        .subnets(mask)
+        .ok()?
+        .find(|range| !used.iter().any(|u| u.contains(range) || range.contains(u)))
+}
+
+fn pod_cidr(node: &Node) -> Option<Ipv4Net> {
+    node.spec.as_ref()?.pod_cidr.as_deref()?.parse().ok()
+}
+
+async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, ControllerError> {
+    if pod_cidr(&node).is_some() || node.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    ctx.nodes
+        .wait_until_ready()
+        .await
+        .map_err(|_| ControllerError::NotReady)?;
+    let mut assigned = ctx.assigned.lock().await;
+    let nodes = ctx.nodes.state();
+    // Forget our own writes once the cache shows them (or the node is gone).
+    assigned.retain(|name, _| {
+        nodes
+            .iter()
+            .find(|n| n.name_any() == *name)
+            .is_some_and(|n| pod_cidr(n).is_none())
+    });
+    let used: Vec<Ipv4Net> = nodes
+        .iter()
+        .filter_map(|n| pod_cidr(n))
+        .chain(assigned.values().copied())
+        .collect();
+    let range = next_free_range(ctx.config.cluster_cidr, ctx.config.node_cidr_mask, &used)
+        .ok_or_else(|| {
+            ControllerError::Exhausted(format!(
+                "no free /{} range left in the cluster CIDR {} for node {}",
+                ctx.config.node_cidr_mask,
+                ctx.config.cluster_cidr,
+                node.name_any()
+            ))
+        })?;
+    let patch = serde_json::json!({"spec": {"podCIDR": range.to_string(), "podCIDRs": [range.to_string()]}});
+    Api::<Node>::all(ctx.client.clone())
+        .patch(
+            &node.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+    assigned.insert(node.name_any(), range);
+    tracing::info!(node = %node.name_any(), pod_cidr = %range, "assigned podCIDR");
+    Ok(Action::await_change())
+}
+
+fn error_policy(node: Arc<Node>, error: &ControllerError, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(node = %node.name_any(), %error, "cannot assign a podCIDR");
+    retry_after(error)
+}
+
+/// Runs the controller until the process ends.
+pub async fn run(client: kube::Client, config: ControllersConfig) {
+    let controller = Controller::new(Api::<Node>::all(client.clone()), watcher::Config::default());
+    let ctx = Arc::new(Context {
+        client,
+        config,
+        nodes: controller.store(),
+        assigned: tokio::sync::Mutex::new(HashMap::new()),
+    });
+    drive("node-ipam", controller.run(reconcile, error_policy, ctx)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_get_the_lowest_free_slice_of_the_cluster_range() {
+        let cluster: Ipv4Net = "127.42.0.0/16".parse().unwrap();
+        let used: Vec<Ipv4Net> = vec![
+            "127.42.0.0/24".parse().unwrap(),
+            "127.42.2.0/24".parse().unwrap(),
+        ];
+        assert_eq!(
+            next_free_range(cluster, 24, &used).unwrap().to_string(),
+            "127.42.1.0/24"
+        );
+        let small: Ipv4Net = "127.42.0.0/23".parse().unwrap();
+        assert_eq!(
+            next_free_range(small, 24, &used[..1]).unwrap().to_string(),
+            "127.42.1.0/24"
+        );
+        let full: Vec<Ipv4Net> = vec!["127.42.0.0/23".parse().unwrap()];
+        assert_eq!(next_free_range(small, 24, &full), None);
+        assert_eq!(next_free_range(small, 8, &[]), None);
+    }
+}
