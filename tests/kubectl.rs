@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::Server;
+use common::{NodeAgent, Server};
 use serde_json::{Value, json};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -64,46 +64,31 @@ impl Kubectl<'_> {
     }
 }
 
-/// The hello Deployment and Service: objects kubectl can create and delete with no node or controller.
+/// The hello Deployment and Service (its image path is relative to the repository, where the agent runs).
 fn manifests() -> String {
+    common::wasm_app("wasm32-wasip2", "hello_http");
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("manifests/hello-deployment.yaml")
         .display()
         .to_string()
 }
 
-async fn put_json(server: &Server, path: &str, body: &Value) -> Value {
-    let response = reqwest::Client::new()
-        .put(format!("{}{path}", server.url))
-        .json(body)
-        .send()
-        .await
-        .expect("put");
-    let status = response.status();
-    let body: Value = response.json().await.expect("json");
-    assert!(status.is_success(), "{path}: {body}");
-    body
-}
-
-async fn post_json(server: &Server, path: &str, body: &Value) -> Value {
-    let response = reqwest::Client::new()
+fn post_json(server: &Server, path: &str, body: &Value) -> Value {
+    let response = reqwest::blocking::Client::new()
         .post(format!("{}{path}", server.url))
         .json(body)
         .send()
-        .await
         .expect("post");
     let status = response.status();
-    let body: Value = response.json().await.expect("json");
+    let body: Value = response.json().expect("json");
     assert!(status.is_success(), "{path}: {body}");
     body
 }
 
-async fn get_json(server: &Server, path: &str) -> Value {
-    reqwest::get(format!("{}{path}", server.url))
-        .await
+fn get_json(server: &Server, path: &str) -> Value {
+    reqwest::blocking::get(format!("{}{path}", server.url))
         .expect("get")
         .json()
-        .await
         .expect("json")
 }
 
@@ -111,8 +96,9 @@ const DEPLOY: &str = "/apis/apps/v1/namespaces/default/deployments/hello";
 
 /// The same user journey, for any kubectl. `asks_strict_validation`: the kubectl sends fieldValidation=Strict
 /// (1.27+); older ones get the server's default, which keeps the object and warns.
-async fn kubectl_journey(binary: PathBuf, asks_strict_validation: bool) {
+fn kubectl_journey(binary: PathBuf, asks_strict_validation: bool) {
     let server = Server::start();
+    let _node = NodeAgent::start(&server, "kubectl-node");
     let kubectl = Kubectl {
         binary,
         server: &server,
@@ -132,7 +118,7 @@ async fn kubectl_journey(binary: PathBuf, asks_strict_validation: bool) {
         ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
         "{out}"
     );
-    assert_eq!(&lines[1][..4], ["hello", "0/3", "0", "0"], "{out}");
+    assert_eq!(lines[1][0], "hello", "{out}");
     let out = kubectl.ok(&["get", "svc", "-o", "wide"]);
     assert!(out.lines().next().unwrap().contains("SELECTOR"), "{out}");
     assert!(out.contains("80/TCP"), "{out}");
@@ -151,12 +137,22 @@ async fn kubectl_journey(binary: PathBuf, asks_strict_validation: bool) {
 
     let out = kubectl.ok(&["scale", "deployment", "hello", "--replicas=2"]);
     assert!(out.contains("scaled"), "{out}");
-    assert_eq!(get_json(&server, DEPLOY).await["spec"]["replicas"], 2);
+    assert_eq!(get_json(&server, DEPLOY)["spec"]["replicas"], 2);
+
+    let out = kubectl.ok(&["rollout", "status", "deployment/hello", "--timeout=60s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let out = kubectl.ok(&["get", "deployments"]);
+    assert!(
+        out.lines().nth(1).is_some_and(
+            |l| l.split_whitespace().collect::<Vec<_>>()[..4] == ["hello", "2/2", "2", "2"]
+        ),
+        "{out}"
+    );
 
     let out = kubectl.ok(&["describe", "deployment", "hello"]);
     assert!(out.contains("Name:") && out.contains("hello"), "{out}");
     assert!(out.contains("Replicas:"), "{out}");
-    assert!(out.contains("Events:"), "{out}");
+    assert!(out.contains("ScalingReplicaSet"), "{out}");
 
     // Unknown fields are refused (or warned about) with the server's message, without --validate=false.
     let bad = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bad\ndataa:\n  x: y\n";
@@ -181,8 +177,7 @@ async fn kubectl_journey(binary: PathBuf, asks_strict_validation: bool) {
         &server,
         "/api/v1/namespaces/default/configmaps",
         &json!({"metadata": {"name": "seen-by-watch"}, "data": {"a": "b"}}),
-    )
-    .await;
+    );
     let stdout = watch.stdout.take().unwrap();
     let reader = std::thread::spawn(move || {
         use std::io::BufRead;
@@ -203,41 +198,26 @@ async fn kubectl_journey(binary: PathBuf, asks_strict_validation: bool) {
         .expect("the watch printed the new configmap");
     assert!(line.split_whitespace().nth(1) == Some("1"), "{line}");
 
-    // rollout status follows the Deployment's status as the controller writes it.
-    let mut deployment = get_json(&server, DEPLOY).await;
-    let generation = deployment["metadata"]["generation"].clone();
-    deployment["status"] = json!({"observedGeneration": generation, "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 2,
-        "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
-                       {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}]});
-    put_json(&server, &format!("{DEPLOY}/status"), &deployment).await;
-    let out = kubectl.ok(&["rollout", "status", "deployment/hello", "--timeout=20s"]);
+    // A changed template rolls out as revision 2; undo brings revision 1's template back as revision 3.
+    let template_env = |d: &Value| d["spec"]["template"]["spec"]["containers"][0]["env"].clone();
+    let before = template_env(&get_json(&server, DEPLOY));
+    kubectl.ok(&["set", "env", "deployment/hello", "GREETING=new"]);
+    let out = kubectl.ok(&["rollout", "status", "deployment/hello", "--timeout=60s"]);
     assert!(out.contains("successfully rolled out"), "{out}");
-
-    // rollout undo goes back to the template of the previous revision's ReplicaSet.
-    let deployment = get_json(&server, DEPLOY).await;
-    let uid = deployment["metadata"]["uid"].as_str().unwrap().to_owned();
-    for (revision, greeting) in [("1", "old"), ("2", "new")] {
-        let mut template = deployment["spec"]["template"].clone();
-        template["metadata"]["labels"]["pod-template-hash"] = format!("h{revision}").into();
-        template["spec"]["containers"][0]["env"] = json!([{"name": "GREETING", "value": greeting}]);
-        let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
-            "metadata": {"name": format!("hello-h{revision}"), "labels": {"app": "hello", "pod-template-hash": format!("h{revision}")},
-                         "annotations": {"deployment.kubernetes.io/revision": revision},
-                         "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "hello", "uid": uid, "controller": true}]},
-            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "hello", "pod-template-hash": format!("h{revision}")}}, "template": template}});
-        post_json(&server, "/apis/apps/v1/namespaces/default/replicasets", &rs).await;
-    }
-    let mut deployment = get_json(&server, DEPLOY).await;
-    deployment["metadata"]["annotations"]["deployment.kubernetes.io/revision"] = "2".into();
-    deployment["spec"]["template"]["spec"]["containers"][0]["env"] =
-        json!([{"name": "GREETING", "value": "new"}]);
-    put_json(&server, DEPLOY, &deployment).await;
+    let out = kubectl.ok(&["rollout", "history", "deployment/hello"]);
+    assert!(
+        out.contains("REVISION") && out.lines().any(|l| l.starts_with('2')),
+        "{out}"
+    );
     let out = kubectl.ok(&["rollout", "undo", "deployment/hello"]);
     assert!(out.contains("rolled back"), "{out}");
-    let deployment = get_json(&server, DEPLOY).await;
+    let out = kubectl.ok(&["rollout", "status", "deployment/hello", "--timeout=60s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let deployment = get_json(&server, DEPLOY);
+    assert_eq!(template_env(&deployment), before);
     assert_eq!(
-        deployment["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"],
-        "old"
+        deployment["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "3"
     );
 
     let out = kubectl.ok(&["delete", "-f", &manifests()]);
@@ -250,12 +230,12 @@ async fn kubectl_journey(binary: PathBuf, asks_strict_validation: bool) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_current_kubectl_applies_gets_watches_scales_describes_rolls_out_and_deletes() {
-    kubectl_journey(current_kubectl(), true).await;
+#[test]
+fn the_current_kubectl_applies_gets_watches_scales_describes_rolls_out_and_deletes() {
+    kubectl_journey(current_kubectl(), true);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn kubectl_1_20_applies_gets_watches_scales_describes_rolls_out_and_deletes() {
-    kubectl_journey(kubectl_1_20(), false).await;
+#[test]
+fn kubectl_1_20_applies_gets_watches_scales_describes_rolls_out_and_deletes() {
+    kubectl_journey(kubectl_1_20(), false);
 }

@@ -32,20 +32,8 @@ fn unbound_pods_are_spread_over_the_nodes_and_run() {
         nodes.contains(&"n1".to_owned()) && nodes.contains(&"n2".to_owned()),
         "all on one node: {nodes:?}"
     );
-    let events: Value = reqwest::blocking::get(format!(
-        "{}/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dp0",
-        server.url
-    ))
-    .unwrap()
-    .json()
-    .unwrap();
-    let reasons: Vec<&str> = events["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["reason"].as_str())
-        .collect();
-    assert!(reasons.contains(&"Scheduled"), "{reasons:?}");
+    let reasons = common::event_reasons(&server, "p0");
+    assert!(reasons.iter().any(|r| r == "Scheduled"), "{reasons:?}");
 }
 
 #[test]

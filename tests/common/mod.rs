@@ -279,3 +279,20 @@ pub fn wait_for(
     }
     panic!("pod {name} never became {what}: {}", last["status"]);
 }
+
+/// The reasons of the Events about an object of the default namespace.
+pub fn event_reasons(server: &Server, name: &str) -> Vec<String> {
+    let url = format!(
+        "{}/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3D{name}",
+        server.url
+    );
+    let events: serde_json::Value = reqwest::blocking::get(url)
+        .and_then(|r| r.json())
+        .unwrap_or_default();
+    events["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e["reason"].as_str().map(str::to_owned))
+        .collect()
+}

@@ -2,12 +2,23 @@
 //! function run by kube-runtime's Controller (watch → deduplicating queue → reconcile → retry), talking to the
 //! rest of the cluster only through the apiserver.
 
+pub mod deployment;
 pub mod node_ipam;
+pub mod ownership;
+pub mod pods;
+pub mod replicaset;
+pub mod rollout;
 
 use futures::{Stream, StreamExt};
 use ipnet::Ipv4Net;
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Resource};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use std::time::Instant;
 
 /// The controllers' settings.
 #[derive(Debug, Clone)]
@@ -45,7 +56,128 @@ pub enum ControllerError {
 /// Runs every controller until the process ends.
 pub async fn run(client: kube::Client, config: ControllersConfig) {
     tracing::info!("controllers running");
-    node_ipam::run(client, config).await;
+    tokio::join!(
+        node_ipam::run(client.clone(), config),
+        replicaset::run(client.clone()),
+        deployment::run(client.clone()),
+    );
+}
+
+/// A cache of every object of one kind, and the stream of its changes (which keeps the cache current while a
+/// controller consumes it as a trigger).
+fn reflect<K>(
+    api: Api<K>,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let changes = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .touched_objects();
+    (store, changes)
+}
+
+/// The cached objects of one namespace, once the cache has synced.
+async fn cached_in<K>(store: &Store<K>, namespace: &str) -> Result<Vec<Arc<K>>, ControllerError>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    store
+        .wait_until_ready()
+        .await
+        .map_err(|_| ControllerError::NotReady)?;
+    Ok(store
+        .state()
+        .into_iter()
+        .filter(|o| o.meta().namespace.as_deref() == Some(namespace))
+        .collect())
+}
+
+/// Applies a JSON merge patch to one object.
+async fn merge_patch<K>(
+    api: &Api<K>,
+    name: &str,
+    patch: &serde_json::Value,
+) -> Result<K, kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.patch(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(patch),
+    )
+    .await
+}
+
+/// How long a controller waits for the cache to show its own writes before it acts again anyway.
+const EXPECTATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Writes a controller made that its cache has not shown yet, per owner key: it must not act on a cache that
+/// is behind its own writes (creating the same pods twice), as Kubernetes' controller expectations.
+#[derive(Default)]
+pub struct Expectations {
+    pending: Mutex<HashMap<String, Pending>>,
+}
+
+struct Pending {
+    created: HashSet<String>,
+    deleted: HashSet<String>,
+    since: Instant,
+}
+
+impl Expectations {
+    /// Remembers objects created for `key`, by name.
+    pub fn expect_created(&self, key: &str, names: Vec<String>) {
+        self.with(key, |p| p.created.extend(names));
+    }
+
+    /// Remembers objects deleted for `key`, by name.
+    pub fn expect_deleted(&self, key: &str, names: Vec<String>) {
+        self.with(key, |p| p.deleted.extend(names));
+    }
+
+    fn with(&self, key: &str, change: impl FnOnce(&mut Pending)) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = pending.entry(key.to_owned()).or_insert_with(|| Pending {
+            created: HashSet::new(),
+            deleted: HashSet::new(),
+            since: Instant::now(),
+        });
+        change(entry);
+    }
+
+    /// Whether the cache (`seen`, the objects of the owner's namespace) shows every write made for `key`: each
+    /// created object present, each deleted one gone or being deleted. Satisfied expectations are forgotten.
+    pub fn satisfied<K: Resource>(&self, key: &str, seen: &[Arc<K>]) -> bool {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(entry) = pending.get_mut(key) else {
+            return true;
+        };
+        let present = |name: &str| {
+            seen.iter()
+                .find(|o| o.meta().name.as_deref() == Some(name))
+                .map(|o| o.meta().deletion_timestamp.is_none())
+        };
+        entry.created.retain(|name| present(name).is_none());
+        entry.deleted.retain(|name| present(name) == Some(true));
+        let done = entry.created.is_empty() && entry.deleted.is_empty();
+        if done || entry.since.elapsed() > EXPECTATION_TIMEOUT {
+            pending.remove(key);
+            return true;
+        }
+        false
+    }
 }
 
 /// How soon a failed reconcile is tried again: conflicts (someone else wrote first) at once, others after a

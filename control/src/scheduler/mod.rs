@@ -36,9 +36,22 @@ struct Context {
     events: Recorder,
     nodes: Store<Node>,
     pods: Store<Pod>,
-    /// Pods bound by this scheduler that the pod cache may not show bound yet: uid → (node, requests).
-    assumed: Mutex<HashMap<String, (String, Resources)>>,
+    /// Pods placed by this scheduler that the pod cache may not show bound yet, by uid. Choosing a node and
+    /// assuming the pod there happen under this one lock, so pods scheduled at once see each other.
+    assumed: Mutex<HashMap<String, Assumed>>,
 }
+
+/// A pod placed on a node before the cache shows it bound.
+#[derive(Clone)]
+struct Assumed {
+    node: String,
+    requests: Resources,
+    owner: Option<String>,
+    since: std::time::Instant,
+}
+
+/// How long an assumption is kept if the cache never shows the pod bound (its binding failed or it was deleted).
+const ASSUME_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn running_on<'a>(pods: &'a [Arc<Pod>], node: &str) -> Vec<&'a Pod> {
     pods.iter()
@@ -53,25 +66,35 @@ fn running_on<'a>(pods: &'a [Arc<Pod>], node: &str) -> Vec<&'a Pod> {
         .collect()
 }
 
-/// Picks the node for a pod, or explains why none fits.
+/// Picks the node for a pod and assumes the pod there, or explains why none fits.
 fn choose(ctx: &Context, pod: &Pod) -> Result<String, String> {
     let nodes = ctx.nodes.state();
     let pods = ctx.pods.state();
     let request = plugins::requests(pod);
-    let assumed = ctx.assumed.lock().map(|a| a.clone()).unwrap_or_default();
+    let owner = plugins::owner(pod).map(str::to_owned);
+    let mut assumed = ctx.assumed.lock().unwrap_or_else(|e| e.into_inner());
+    // Forget assumptions the cache has caught up with (or that are too old to matter).
+    let bound: std::collections::HashSet<String> = pods
+        .iter()
+        .filter(|p| {
+            p.spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_deref())
+                .is_some_and(|n| !n.is_empty())
+        })
+        .filter_map(|p| p.uid())
+        .collect();
+    assumed.retain(|uid, a| !bound.contains(uid) && a.since.elapsed() < ASSUME_TIMEOUT);
     let mut reasons = Vec::new();
     let mut best: Option<(i64, String)> = None;
     for node in &nodes {
         let name = node.name_any();
         let on_node = running_on(&pods, &name);
-        let seen: Vec<String> = on_node.iter().filter_map(|p| p.uid()).collect();
-        let extra = assumed
-            .iter()
-            .filter(|(uid, (n, _))| *n == name && !seen.contains(uid))
-            .fold(Resources::default(), |sum, (_, (_, r))| sum + *r);
+        let extra: Vec<&Assumed> = assumed.values().filter(|a| a.node == name).collect();
         let used = on_node
             .iter()
-            .fold(extra, |sum, p| sum + plugins::requests(p));
+            .fold(Resources::default(), |sum, p| sum + plugins::requests(p));
+        let used = extra.iter().fold(used, |sum, a| sum + a.requests);
         let total = plugins::allocatable(node);
         let free = Resources {
             cpu_milli: total.cpu_milli - used.cpu_milli,
@@ -86,7 +109,17 @@ fn choose(ctx: &Context, pod: &Pod) -> Result<String, String> {
         match verdict {
             Err(reason) => reasons.push(reason),
             Ok(()) => {
-                let score = plugins::score(pod, request, free, total, &on_node);
+                let siblings = owner.as_deref().map_or(0, |uid| {
+                    on_node
+                        .iter()
+                        .filter(|p| plugins::owner(p) == Some(uid))
+                        .count()
+                        + extra
+                            .iter()
+                            .filter(|a| a.owner.as_deref() == Some(uid))
+                            .count()
+                });
+                let score = plugins::score(request, free, total, siblings);
                 if best
                     .as_ref()
                     .is_none_or(|(s, n)| score > *s || (score == *s && name < *n))
@@ -96,8 +129,27 @@ fn choose(ctx: &Context, pod: &Pod) -> Result<String, String> {
             }
         }
     }
-    best.map(|(_, name)| name)
-        .ok_or_else(|| plugins::unschedulable_message(nodes.len(), &reasons))
+    let (_, node) = best.ok_or_else(|| plugins::unschedulable_message(nodes.len(), &reasons))?;
+    if let Some(uid) = pod.uid() {
+        let placed = Assumed {
+            node: node.clone(),
+            requests: request,
+            owner,
+            since: std::time::Instant::now(),
+        };
+        assumed.insert(uid, placed);
+    }
+    Ok(node)
+}
+
+/// Drops the assumption of a pod whose binding failed.
+fn forget(ctx: &Context, pod: &Pod) {
+    if let Some(uid) = pod.uid() {
+        ctx.assumed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&uid);
+    }
 }
 
 async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, SchedulerError> {
@@ -130,9 +182,6 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Scheduler
                 .await
             {
                 Ok(_) => {
-                    if let (Some(uid), Ok(mut assumed)) = (pod.uid(), ctx.assumed.lock()) {
-                        assumed.insert(uid, (node.clone(), plugins::requests(&pod)));
-                    }
                     tracing::info!(pod = %name, namespace = %namespace, node = %node, "scheduled");
                     ctx.events
                         .record(
@@ -144,8 +193,11 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Scheduler
                         .await;
                 }
                 // Bound meanwhile (by another scheduler run, or the pod went away): nothing to do.
-                Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {}
-                Err(e) => return Err(e.into()),
+                Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => forget(&ctx, &pod),
+                Err(e) => {
+                    forget(&ctx, &pod);
+                    return Err(e.into());
+                }
             }
             Ok(Action::await_change())
         }

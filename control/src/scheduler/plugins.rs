@@ -200,8 +200,8 @@ pub fn host_ports_free(pod: &Pod, on_node: &[&Pod]) -> Result<(), Reason> {
     Ok(())
 }
 
-/// The controller owner of a pod (its ReplicaSet, Job, ...), for spreading.
-fn owner(pod: &Pod) -> Option<&str> {
+/// The uid of the pod's controller (its ReplicaSet, Job, ...).
+pub fn owner(pod: &Pod) -> Option<&str> {
     pod.metadata
         .owner_references
         .as_ref()?
@@ -211,14 +211,8 @@ fn owner(pod: &Pod) -> Option<&str> {
 }
 
 /// A node's score out of 100: half for free capacity after placing the pod (least allocated), half for
-/// having fewer pods of the same owner (spread).
-pub fn score(
-    pod: &Pod,
-    request: Resources,
-    free: Resources,
-    total: Resources,
-    on_node: &[&Pod],
-) -> i64 {
+/// having fewer pods of the same owner already (`siblings`, for spread).
+pub fn score(request: Resources, free: Resources, total: Resources, siblings: usize) -> i64 {
     let share = |free: i64, wanted: i64, total: i64| {
         if total <= 0 {
             0.0
@@ -229,9 +223,6 @@ pub fn score(
     let least_allocated = (share(free.cpu_milli, request.cpu_milli, total.cpu_milli)
         + share(free.memory, request.memory, total.memory))
         / 2.0;
-    let siblings = owner(pod).map_or(0, |uid| {
-        on_node.iter().filter(|p| owner(p) == Some(uid)).count()
-    });
     let spread = 1.0 / (1.0 + siblings as f64);
     ((least_allocated * 50.0) + (spread * 50.0)).round() as i64
 }

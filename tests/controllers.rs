@@ -1,0 +1,409 @@
+//! The controllers with a real server and real node agents: ReplicaSets and Deployments make Wasm pods that run.
+
+mod common;
+
+use common::{NodeAgent, Server};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+fn http() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::new()
+}
+
+fn get(server: &Server, path: &str) -> Value {
+    http()
+        .get(format!("{}{path}", server.url))
+        .send()
+        .and_then(|r| r.json())
+        .unwrap_or(Value::Null)
+}
+
+fn send(server: &Server, method: &str, path: &str, body: Value) -> Value {
+    let request = match method {
+        "POST" => http().post(format!("{}{path}", server.url)),
+        "PUT" => http().put(format!("{}{path}", server.url)),
+        "PATCH" => http()
+            .patch(format!("{}{path}", server.url))
+            .header("content-type", "application/merge-patch+json"),
+        "STRATEGIC" => http()
+            .patch(format!("{}{path}", server.url))
+            .header("content-type", "application/strategic-merge-patch+json"),
+        _ => http().delete(format!("{}{path}", server.url)),
+    };
+    let response = request.json(&body).send().unwrap();
+    let status = response.status();
+    let value: Value = response.json().unwrap_or(Value::Null);
+    assert!(status.is_success(), "{method} {path}: {status} {value}");
+    value
+}
+
+/// Waits until `check` holds for the object at `path`, returning it; fails with the last state seen.
+fn wait_until(server: &Server, path: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut last = Value::Null;
+    while Instant::now() < deadline {
+        last = get(server, path);
+        if check(&last) {
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{path} never became {what}: {last}");
+}
+
+const PODS: &str = "/api/v1/namespaces/default/pods";
+
+/// The pods with this label selector that are not being deleted.
+fn live_pods(server: &Server, selector: &str) -> Vec<Value> {
+    let list = get(server, &format!("{PODS}?labelSelector={selector}"));
+    list["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .collect()
+}
+
+fn running(pods: &[Value]) -> usize {
+    pods.iter()
+        .filter(|p| p["status"]["phase"] == "Running")
+        .count()
+}
+
+fn template(app: &str) -> Value {
+    json!({"metadata": {"labels": {"app": app}},
+           "spec": {"containers": [{"name": "web",
+               "image": format!("file://{}", common::wasm_app("wasm32-wasip2", "hello_http").display()),
+               "ports": [{"containerPort": 8080, "name": "http"}],
+               "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}]}})
+}
+
+#[test]
+fn a_replicaset_keeps_its_replicas_adopts_orphans_and_scales() {
+    let server = Server::start();
+    let _node = NodeAgent::start(&server, "rs-node");
+    // An orphan that matches the selector, made before the ReplicaSet: it is adopted, not duplicated.
+    let mut orphan = template("web");
+    orphan["metadata"]["name"] = json!("orphan");
+    orphan["apiVersion"] = json!("v1");
+    orphan["kind"] = json!("Pod");
+    send(&server, "POST", PODS, orphan);
+    let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "web"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}, "template": template("web")}});
+    send(
+        &server,
+        "POST",
+        "/apis/apps/v1/namespaces/default/replicasets",
+        rs,
+    );
+    let path = "/apis/apps/v1/namespaces/default/replicasets/web";
+    let ready = wait_until(&server, path, "3 ready", |rs| {
+        rs["status"]["readyReplicas"] == 3 && rs["status"]["availableReplicas"] == 3
+    });
+    assert_eq!(ready["status"]["replicas"], 3);
+    assert_eq!(
+        ready["status"]["observedGeneration"],
+        ready["metadata"]["generation"]
+    );
+    let pods = live_pods(&server, "app=web");
+    assert_eq!(pods.len(), 3, "{pods:?}");
+    assert_eq!(running(&pods), 3);
+    let uid = ready["metadata"]["uid"].clone();
+    for pod in &pods {
+        let owner = &pod["metadata"]["ownerReferences"][0];
+        assert_eq!((&owner["uid"], &owner["controller"]), (&uid, &json!(true)));
+    }
+    assert!(pods.iter().any(|p| p["metadata"]["name"] == "orphan"));
+
+    // A deleted pod is replaced.
+    let victim = pods[0]["metadata"]["name"].as_str().unwrap().to_owned();
+    send(&server, "DELETE", &format!("{PODS}/{victim}"), json!({}));
+    wait_until(&server, path, "3 ready again", |_| {
+        let pods = live_pods(&server, "app=web");
+        pods.len() == 3
+            && running(&pods) == 3
+            && pods
+                .iter()
+                .all(|p| p["metadata"]["name"] != victim.as_str())
+    });
+
+    // Scaling down through the scale subresource leaves one.
+    send(
+        &server,
+        "PATCH",
+        &format!("{path}/scale"),
+        json!({"spec": {"replicas": 1}}),
+    );
+    let scaled = wait_until(&server, path, "1 replica", |rs| {
+        rs["status"]["replicas"] == 1
+    });
+    assert_eq!(scaled["status"]["readyReplicas"], 1);
+    assert_eq!(live_pods(&server, "app=web").len(), 1);
+
+    // A pod relabelled out of the selector is released, and replaced.
+    let kept = live_pods(&server, "app=web")[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    send(
+        &server,
+        "PATCH",
+        &format!("{PODS}/{kept}"),
+        json!({"metadata": {"labels": {"app": "debug"}}}),
+    );
+    wait_until(&server, &format!("{PODS}/{kept}"), "released", |p| {
+        p["metadata"]["ownerReferences"]
+            .as_array()
+            .is_none_or(|r| r.is_empty())
+    });
+    wait_until(&server, path, "1 replica again", |_| {
+        live_pods(&server, "app=web").len() == 1
+    });
+    let reasons = common::event_reasons(&server, "web");
+    assert!(
+        reasons.iter().any(|r| r == "SuccessfulCreate"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r == "SuccessfulDelete"),
+        "{reasons:?}"
+    );
+}
+
+fn is_ready(pod: &Value) -> bool {
+    pod["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+/// Whether the Deployment's status says its rollout is complete, as `kubectl rollout status` decides.
+fn rolled_out(d: &Value, replicas: i64) -> bool {
+    let status = &d["status"];
+    status["observedGeneration"] == d["metadata"]["generation"]
+        && status["updatedReplicas"] == replicas
+        && status["replicas"] == replicas
+        && status["availableReplicas"] == replicas
+}
+
+#[test]
+fn a_deployment_spreads_rolls_within_surge_and_unavailability_and_rolls_back() {
+    let server = Server::start();
+    let nodes: Vec<NodeAgent> = (1..=3)
+        .map(|i| NodeAgent::start(&server, &format!("node-{i}")))
+        .collect();
+    let deployments = "/apis/apps/v1/namespaces/default/deployments";
+    let path = format!("{deployments}/web");
+    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"replicas": 10, "selector": {"matchLabels": {"app": "web"}}, "template": template("web"),
+                 "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 3, "maxUnavailable": 2}}}});
+    send(&server, "POST", deployments, deployment);
+    let up = wait_until(&server, &path, "rolled out", |d| rolled_out(d, 10));
+    assert_eq!(
+        up["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "1"
+    );
+    let pods = live_pods(&server, "app=web");
+    assert_eq!(running(&pods), 10);
+    for node in &nodes {
+        let on_node = pods
+            .iter()
+            .filter(|p| p["spec"]["nodeName"] == node.name.as_str())
+            .count();
+        assert!(
+            on_node >= 3,
+            "{} runs {on_node} of 10: not spread",
+            node.name
+        );
+    }
+    // Every replica serves on its own address.
+    for pod in &pods {
+        let url = format!("http://{}:8080/", pod["status"]["podIP"].as_str().unwrap());
+        let body = http().get(&url).send().and_then(|r| r.text()).unwrap();
+        assert_eq!(
+            body,
+            format!("hello from {}\n", pod["metadata"]["name"].as_str().unwrap())
+        );
+    }
+
+    // A new template rolls out; sampled all along, the pods stay within maxSurge and maxUnavailable.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (url, done) = (server.url.clone(), done.clone());
+        std::thread::spawn(move || {
+            let (mut most, mut fewest_ready, mut samples) = (0, usize::MAX, 0);
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let list: Value = http()
+                    .get(format!("{url}{PODS}?labelSelector=app%3Dweb"))
+                    .send()
+                    .and_then(|r| r.json())
+                    .unwrap_or(Value::Null);
+                let live: Vec<&Value> = list["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+                    .collect();
+                most = most.max(live.len());
+                fewest_ready = fewest_ready.min(live.iter().filter(|p| is_ready(p)).count());
+                samples += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            (most, fewest_ready, samples)
+        })
+    };
+    send(
+        &server,
+        "STRATEGIC",
+        &path,
+        json!({"spec": {"template": {"spec": {"containers": [
+        {"name": "web", "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                                {"name": "VERSION", "value": "2"}]}]}}}}),
+    );
+    let rolled = wait_until(&server, &path, "rolled out again", |d| {
+        d["metadata"]["generation"] == 2 && rolled_out(d, 10)
+    });
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (most, fewest_ready, samples) = sampler.join().unwrap();
+    assert!(
+        samples > 5,
+        "too few samples ({samples}) to judge the rollout"
+    );
+    assert!(
+        most <= 13,
+        "{most} pods at once: more than replicas + maxSurge"
+    );
+    assert!(
+        fewest_ready >= 8,
+        "only {fewest_ready} ready at once: fewer than replicas - maxUnavailable"
+    );
+    assert_eq!(
+        rolled["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "2"
+    );
+    let pods = live_pods(&server, "app=web");
+    assert_eq!(pods.len(), 10);
+    assert!(
+        pods.iter()
+            .all(|p| p["spec"]["containers"][0]["env"][1]["value"] == "2")
+    );
+    let sets = get(&server, "/apis/apps/v1/namespaces/default/replicasets");
+    let sizes: Vec<(String, i64)> = sets["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|rs| {
+            (
+                rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+                rs["spec"]["replicas"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        sizes.contains(&("1".into(), 0)) && sizes.contains(&("2".into(), 10)),
+        "{sizes:?}"
+    );
+
+    // Rolling back to revision 1's template reuses its ReplicaSet, as revision 3.
+    let old_template = sets["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|rs| rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "1")
+        .map(|rs| rs["spec"]["template"].clone())
+        .unwrap();
+    let mut template = old_template.clone();
+    template["metadata"]["labels"]
+        .as_object_mut()
+        .unwrap()
+        .remove("pod-template-hash");
+    let mut current = get(&server, &path);
+    current["spec"]["template"] = template;
+    send(&server, "PUT", &path, current);
+    let back = wait_until(&server, &path, "rolled back", |d| {
+        d["metadata"]["generation"] == 3 && rolled_out(d, 10)
+    });
+    assert_eq!(
+        back["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "3"
+    );
+    let pods = live_pods(&server, "app=web");
+    assert!(
+        pods.iter()
+            .all(|p| p["spec"]["containers"][0]["env"].as_array().unwrap().len() == 1)
+    );
+    assert!(
+        pods.iter()
+            .all(|p| p["metadata"]["labels"]["pod-template-hash"]
+                == old_template["metadata"]["labels"]["pod-template-hash"])
+    );
+}
+
+#[test]
+fn a_recreate_deployment_stops_every_old_pod_before_starting_new_ones() {
+    let server = Server::start();
+    let _node = NodeAgent::start(&server, "node-r");
+    let deployments = "/apis/apps/v1/namespaces/default/deployments";
+    let path = format!("{deployments}/db");
+    send(
+        &server,
+        "POST",
+        deployments,
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "db"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "db"}}, "template": template("db"),
+                 "strategy": {"type": "Recreate"}}}),
+    );
+    wait_until(&server, &path, "rolled out", |d| rolled_out(d, 3));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (url, done) = (server.url.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut mixed = false;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let list: Value = http()
+                    .get(format!("{url}{PODS}?labelSelector=app%3Ddb"))
+                    .send()
+                    .and_then(|r| r.json())
+                    .unwrap_or(Value::Null);
+                let hashes: std::collections::BTreeSet<String> = list["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| p["status"]["phase"] == "Running")
+                    .filter_map(|p| {
+                        p["metadata"]["labels"]["pod-template-hash"]
+                            .as_str()
+                            .map(str::to_owned)
+                    })
+                    .collect();
+                mixed |= hashes.len() > 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            mixed
+        })
+    };
+    send(
+        &server,
+        "PATCH",
+        &path,
+        json!({"spec": {"template": {"metadata": {"labels": {"app": "db", "v": "2"}}}}}),
+    );
+    wait_until(&server, &path, "recreated", |d| {
+        d["metadata"]["generation"] == 2 && rolled_out(d, 3)
+    });
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        !sampler.join().unwrap(),
+        "old and new pods ran at the same time"
+    );
+    assert!(
+        live_pods(&server, "app=db")
+            .iter()
+            .all(|p| p["metadata"]["labels"]["v"] == "2")
+    );
+}
