@@ -407,3 +407,135 @@ fn a_recreate_deployment_stops_every_old_pod_before_starting_new_ones() {
             .all(|p| p["metadata"]["labels"]["v"] == "2")
     );
 }
+
+fn exists(server: &Server, path: &str) -> bool {
+    http()
+        .get(format!("{}{path}", server.url))
+        .send()
+        .is_ok_and(|r| r.status() == 200)
+}
+
+fn names(server: &Server, path: &str) -> Vec<String> {
+    get(server, path)["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|o| o["metadata"]["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn deletion_cascades_in_the_background_and_foreground_and_orphans_stay() {
+    let server = Server::start();
+    let _node = NodeAgent::start(&server, "gc-node");
+    let deployments = "/apis/apps/v1/namespaces/default/deployments";
+    let replicasets = "/apis/apps/v1/namespaces/default/replicasets";
+    for app in ["bg", "fg", "keep"] {
+        send(
+            &server,
+            "POST",
+            deployments,
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": app},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": app}}, "template": template(app)}}),
+        );
+        wait_until(
+            &server,
+            &format!("{deployments}/{app}"),
+            "rolled out",
+            |d| rolled_out(d, 2),
+        );
+    }
+    // Background (the default): the Deployment goes at once, its ReplicaSet and pods after it.
+    send(&server, "DELETE", &format!("{deployments}/bg"), json!({}));
+    assert!(!exists(&server, &format!("{deployments}/bg")));
+    wait_until(&server, replicasets, "without bg's ReplicaSet", |_| {
+        !names(&server, replicasets)
+            .iter()
+            .any(|n| n.starts_with("bg-"))
+    });
+    wait_until(&server, PODS, "without bg's pods", |_| {
+        live_pods(&server, "app=bg").is_empty()
+    });
+
+    // Foreground: the Deployment stays, marked, until its dependents are gone.
+    let marked = send(
+        &server,
+        "DELETE",
+        &format!("{deployments}/fg"),
+        json!({"propagationPolicy": "Foreground"}),
+    );
+    assert!(
+        marked["metadata"]["finalizers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "foregroundDeletion"),
+        "{marked}"
+    );
+    wait_until(&server, PODS, "fg deleted last", |_| {
+        !exists(&server, &format!("{deployments}/fg"))
+    });
+    assert!(live_pods(&server, "app=fg").is_empty());
+    assert!(
+        !names(&server, replicasets)
+            .iter()
+            .any(|n| n.starts_with("fg-"))
+    );
+
+    // Orphan: the Deployment goes; its ReplicaSet stays, owned by nobody, and keeps its pods.
+    send(
+        &server,
+        "DELETE",
+        &format!("{deployments}/keep"),
+        json!({"propagationPolicy": "Orphan"}),
+    );
+    wait_until(&server, PODS, "keep deleted", |_| {
+        !exists(&server, &format!("{deployments}/keep"))
+    });
+    let kept = get(&server, &format!("{replicasets}?labelSelector=app%3Dkeep"));
+    let rs = &kept["items"][0];
+    assert!(
+        rs["metadata"]["ownerReferences"]
+            .as_array()
+            .is_none_or(|r| r.is_empty()),
+        "{rs}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(running(&live_pods(&server, "app=keep")), 2);
+}
+
+#[test]
+fn deleting_a_namespace_deletes_everything_in_it_then_the_namespace() {
+    let server = Server::start();
+    let _node = NodeAgent::start(&server, "ns-node");
+    send(
+        &server,
+        "POST",
+        "/api/v1/namespaces",
+        json!({"metadata": {"name": "team"}}),
+    );
+    let deployments = "/apis/apps/v1/namespaces/team/deployments";
+    send(
+        &server,
+        "POST",
+        deployments,
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "app"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "t"}}, "template": template("t")}}),
+    );
+    send(
+        &server,
+        "POST",
+        "/api/v1/namespaces/team/configmaps",
+        json!({"metadata": {"name": "settings"}, "data": {"a": "b"}}),
+    );
+    wait_until(&server, &format!("{deployments}/app"), "rolled out", |d| {
+        rolled_out(d, 2)
+    });
+    let terminating = send(&server, "DELETE", "/api/v1/namespaces/team", json!({}));
+    assert_eq!(terminating["status"]["phase"], "Terminating");
+    wait_until(&server, "/api/v1/namespaces", "without team", |_| {
+        !exists(&server, "/api/v1/namespaces/team")
+    });
+    assert!(names(&server, "/api/v1/namespaces/team/pods").is_empty());
+    assert!(names(&server, "/api/v1/namespaces/team/configmaps").is_empty());
+}

@@ -3,6 +3,8 @@
 //! rest of the cluster only through the apiserver.
 
 pub mod deployment;
+pub mod garbage_collector;
+pub mod namespace;
 pub mod node_ipam;
 pub mod ownership;
 pub mod pods;
@@ -60,6 +62,8 @@ pub async fn run(client: kube::Client, config: ControllersConfig) {
         node_ipam::run(client.clone(), config),
         replicaset::run(client.clone()),
         deployment::run(client.clone()),
+        garbage_collector::run(client.clone()),
+        namespace::run(client.clone()),
     );
 }
 
@@ -101,6 +105,17 @@ where
         .into_iter()
         .filter(|o| o.meta().namespace.as_deref() == Some(namespace))
         .collect())
+}
+
+/// The dynamic-API description of one of the served resource types.
+fn api_resource(resource: &crate::api::resources::ResourceType) -> kube::api::ApiResource {
+    kube::api::ApiResource {
+        group: resource.group.into(),
+        version: resource.version.into(),
+        api_version: resource.api_version(),
+        kind: resource.kind.into(),
+        plural: resource.plural.into(),
+    }
 }
 
 /// Applies a JSON merge patch to one object.

@@ -1,0 +1,474 @@
+//! The garbage collector: keeps a graph of every object's owner references, fed by watches of every kind, and
+//! plans from it, purely, what Kubernetes' collector does: dependents whose owners are all gone are deleted
+//! (background propagation), dangling references are dropped, an owner deleted with `Foreground` waits for its
+//! dependents to go first, and one deleted with `Orphan` lets them go free.
+
+use super::api_resource;
+use crate::api::resources::{self, ResourceType};
+use futures::{StreamExt, stream};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{DeleteParams, DynamicObject, Preconditions, PropagationPolicy};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, ResourceExt};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// The finalizer of an owner deleted with `propagationPolicy=Foreground`.
+pub const FOREGROUND: &str = "foregroundDeletion";
+/// The finalizer of an owner deleted with `propagationPolicy=Orphan`.
+pub const ORPHAN: &str = "orphan";
+
+/// How often the graph is looked at even without changes.
+const RESYNC: Duration = Duration::from_secs(5);
+/// An action is not repeated sooner than this while its effect has not reached the graph.
+const REPEAT_AFTER: Duration = Duration::from_secs(1);
+/// Actions carried out at once.
+const PARALLEL: usize = 32;
+
+/// One object as the collector sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// Index of its kind in [`resources::all`].
+    pub kind: usize,
+    /// Its namespace, for namespaced kinds.
+    pub namespace: Option<String>,
+    /// Its name.
+    pub name: String,
+    /// Its owner references.
+    pub owners: Vec<OwnerReference>,
+    /// Whether it has a deletionTimestamp.
+    pub deleting: bool,
+    /// Its finalizers.
+    pub finalizers: Vec<String>,
+}
+
+/// Every object of the cluster by uid, and which kinds have been listed completely.
+#[derive(Debug, Default)]
+pub struct Graph {
+    objects: HashMap<String, Node>,
+    synced: HashSet<usize>,
+    /// uids seen during a relist of a kind, to drop the ones that vanished meanwhile.
+    relisting: HashMap<usize, HashSet<String>>,
+}
+
+/// What the collector does to one object.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Action {
+    /// Delete it: all its owners are gone, or its owner is being deleted in the foreground.
+    Delete {
+        /// Its uid.
+        uid: String,
+        /// Delete its own dependents first (an owner's foreground deletion cascades).
+        foreground: bool,
+    },
+    /// Remove references to owners that are gone (or that orphan it).
+    DropOwners {
+        /// Its uid.
+        uid: String,
+        /// The owners to forget.
+        owners: Vec<String>,
+    },
+    /// Remove a propagation finalizer: its dependents are dealt with.
+    Finalize {
+        /// Its uid.
+        uid: String,
+        /// [`FOREGROUND`] or [`ORPHAN`].
+        finalizer: &'static str,
+    },
+}
+
+impl Graph {
+    /// Whether every kind has been listed once.
+    pub fn synced(&self) -> bool {
+        self.synced.len() == resources::all().len()
+    }
+
+    /// Takes one watch event of kind `kind`.
+    pub fn apply(&mut self, kind: usize, event: Event<DynamicObject>) {
+        match event {
+            Event::Init => {
+                self.relisting.insert(kind, HashSet::new());
+            }
+            Event::InitApply(object) => {
+                if let Some(seen) = self.relisting.get_mut(&kind) {
+                    seen.insert(object.uid().unwrap_or_default());
+                }
+                self.put(kind, &object);
+            }
+            Event::InitDone => {
+                let seen = self.relisting.remove(&kind).unwrap_or_default();
+                self.objects
+                    .retain(|uid, node| node.kind != kind || seen.contains(uid));
+                self.synced.insert(kind);
+            }
+            Event::Apply(object) => self.put(kind, &object),
+            Event::Delete(object) => {
+                self.objects.remove(&object.uid().unwrap_or_default());
+            }
+        }
+    }
+
+    fn put(&mut self, kind: usize, object: &DynamicObject) {
+        let Some(uid) = object.uid() else { return };
+        let node = Node {
+            kind,
+            namespace: object.namespace(),
+            name: object.name_any(),
+            owners: object.owner_references().to_vec(),
+            deleting: object.metadata.deletion_timestamp.is_some(),
+            finalizers: object.finalizers().to_vec(),
+        };
+        self.objects.insert(uid, node);
+    }
+
+    /// Inserts an object directly (for tests and tools).
+    pub fn insert(&mut self, uid: &str, node: Node) {
+        self.objects.insert(uid.to_owned(), node);
+    }
+
+    /// Marks every kind listed.
+    pub fn mark_synced(&mut self) {
+        self.synced = (0..resources::all().len()).collect();
+    }
+
+    fn get(&self, uid: &str) -> Option<&Node> {
+        self.objects.get(uid)
+    }
+}
+
+/// What the collector should do now, from the graph alone.
+pub fn plan(graph: &Graph) -> Vec<Action> {
+    if !graph.synced() {
+        return Vec::new();
+    }
+    let mut dependents: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (uid, node) in &graph.objects {
+        for owner in &node.owners {
+            dependents.entry(owner.uid.as_str()).or_default().push(uid);
+        }
+    }
+    let mut actions = Vec::new();
+    for (uid, node) in &graph.objects {
+        // Owners that are gone, or that sit in another namespace (a reference cannot cross namespaces).
+        let missing: Vec<String> = node
+            .owners
+            .iter()
+            .filter(|r| {
+                graph.get(&r.uid).is_none_or(|owner| {
+                    owner.namespace.is_some() && owner.namespace != node.namespace
+                })
+            })
+            .map(|r| r.uid.clone())
+            .collect();
+        if !node.owners.is_empty() && missing.len() == node.owners.len() {
+            if !node.deleting {
+                actions.push(Action::Delete {
+                    uid: uid.clone(),
+                    foreground: false,
+                });
+            }
+        } else if !missing.is_empty() {
+            actions.push(Action::DropOwners {
+                uid: uid.clone(),
+                owners: missing,
+            });
+        }
+        if !node.deleting {
+            continue;
+        }
+        let mine = dependents.get(uid.as_str()).cloned().unwrap_or_default();
+        if node.finalizers.iter().any(|f| f == ORPHAN) {
+            for dependent in &mine {
+                actions.push(Action::DropOwners {
+                    uid: (*dependent).to_owned(),
+                    owners: vec![uid.clone()],
+                });
+            }
+            if mine.is_empty() {
+                actions.push(Action::Finalize {
+                    uid: uid.clone(),
+                    finalizer: ORPHAN,
+                });
+            }
+        } else if node.finalizers.iter().any(|f| f == FOREGROUND) {
+            for dependent in &mine {
+                if graph.get(dependent).is_some_and(|d| !d.deleting) {
+                    actions.push(Action::Delete {
+                        uid: (*dependent).to_owned(),
+                        foreground: true,
+                    });
+                }
+            }
+            if mine.is_empty() {
+                actions.push(Action::Finalize {
+                    uid: uid.clone(),
+                    finalizer: FOREGROUND,
+                });
+            }
+        }
+    }
+    actions
+}
+
+fn api_for(
+    client: &kube::Client,
+    resource: &ResourceType,
+    namespace: Option<&str>,
+) -> Api<DynamicObject> {
+    let ar = api_resource(resource);
+    match namespace {
+        Some(ns) if resource.namespaced => Api::namespaced_with(client.clone(), ns, &ar),
+        _ => Api::all_with(client.clone(), &ar),
+    }
+}
+
+/// Whether an owner really is gone, asked of the apiserver (the graph may be behind).
+async fn owner_gone(
+    client: &kube::Client,
+    namespace: Option<&str>,
+    owner: &OwnerReference,
+) -> bool {
+    let Some(resource) = resources::by_kind(&owner.api_version, &owner.kind) else {
+        // A kind this cluster does not serve: leave the dependent alone.
+        return false;
+    };
+    match api_for(client, resource, namespace)
+        .get_opt(&owner.name)
+        .await
+    {
+        Ok(None) => true,
+        Ok(Some(found)) => found.uid().as_deref() != Some(owner.uid.as_str()),
+        Err(_) => false,
+    }
+}
+
+/// Carries out one action against the live object.
+async fn execute(
+    client: kube::Client,
+    node: Node,
+    uid: String,
+    action: Action,
+) -> Result<(), kube::Error> {
+    let resource = &resources::all()[node.kind];
+    let api = api_for(&client, resource, node.namespace.as_deref());
+    match action {
+        Action::Delete { foreground, .. } => {
+            if !foreground {
+                for owner in &node.owners {
+                    if !owner_gone(&client, node.namespace.as_deref(), owner).await {
+                        return Ok(());
+                    }
+                }
+            }
+            let params = DeleteParams {
+                propagation_policy: Some(if foreground {
+                    PropagationPolicy::Foreground
+                } else {
+                    PropagationPolicy::Background
+                }),
+                preconditions: Some(Preconditions {
+                    uid: Some(uid),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            tracing::info!(kind = resource.kind, namespace = ?node.namespace, name = %node.name, "deleting a dependent");
+            api.delete(&node.name, &params).await.map(|_| ())
+        }
+        Action::DropOwners { owners, .. } => {
+            let Some(live) = api.get_opt(&node.name).await? else {
+                return Ok(());
+            };
+            let kept: Vec<&OwnerReference> = live
+                .owner_references()
+                .iter()
+                .filter(|r| !owners.contains(&r.uid))
+                .collect();
+            let patch = serde_json::json!({"metadata": {"ownerReferences": kept, "resourceVersion": live.resource_version()}});
+            super::merge_patch(&api, &node.name, &patch)
+                .await
+                .map(|_| ())
+        }
+        Action::Finalize { finalizer, .. } => {
+            let Some(live) = api.get_opt(&node.name).await? else {
+                return Ok(());
+            };
+            let kept: Vec<&String> = live
+                .finalizers()
+                .iter()
+                .filter(|f| *f != finalizer)
+                .collect();
+            let patch = serde_json::json!({"metadata": {"finalizers": kept, "resourceVersion": live.resource_version()}});
+            super::merge_patch(&api, &node.name, &patch)
+                .await
+                .map(|_| ())
+        }
+    }
+}
+
+fn uid_of(action: &Action) -> &str {
+    match action {
+        Action::Delete { uid, .. }
+        | Action::DropOwners { uid, .. }
+        | Action::Finalize { uid, .. } => uid,
+    }
+}
+
+/// Runs the collector until the process ends.
+pub async fn run(client: kube::Client) {
+    let watches = resources::all().iter().enumerate().map(|(kind, resource)| {
+        watcher::watcher(
+            Api::<DynamicObject>::all_with(client.clone(), &api_resource(resource)),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .map(move |event| (kind, event))
+        .boxed()
+    });
+    let mut events = stream::select_all(watches);
+    let mut graph = Graph::default();
+    let mut issued: HashMap<Action, Instant> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let (mut dirty, mut last_scan) = (false, Instant::now());
+    loop {
+        tokio::select! {
+            Some((kind, event)) = events.next() => {
+                match event {
+                    Ok(event) => graph.apply(kind, event),
+                    Err(error) => tracing::debug!(%error, "garbage collector watch failed; retrying"),
+                }
+                dirty = true;
+            }
+            _ = tick.tick() => {
+                if !(dirty || last_scan.elapsed() > RESYNC) {
+                    continue;
+                }
+                (dirty, last_scan) = (false, Instant::now());
+                issued.retain(|_, at| at.elapsed() < REPEAT_AFTER);
+                let actions: Vec<(Node, Action)> = plan(&graph)
+                    .into_iter()
+                    .filter(|a| !issued.contains_key(a))
+                    .filter_map(|a| graph.get(uid_of(&a)).cloned().map(|n| (n, a)))
+                    .collect();
+                for (_, action) in &actions {
+                    issued.insert(action.clone(), Instant::now());
+                }
+                let client = client.clone();
+                tokio::spawn(stream::iter(actions).for_each_concurrent(PARALLEL, move |(node, action)| {
+                    let client = client.clone();
+                    async move {
+                        let uid = uid_of(&action).to_owned();
+                        match execute(client, node, uid, action).await {
+                            Ok(()) => {}
+                            Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => {}
+                            Err(error) => tracing::warn!(%error, "garbage collection step failed"),
+                        }
+                    }
+                }));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(name: &str) -> usize {
+        resources::all()
+            .iter()
+            .position(|r| r.kind == name)
+            .unwrap()
+    }
+
+    fn node(kind_name: &str, name: &str, owners: &[&str]) -> Node {
+        Node {
+            kind: kind(kind_name),
+            namespace: Some("default".into()),
+            name: name.into(),
+            owners: owners
+                .iter()
+                .map(|uid| OwnerReference {
+                    api_version: "apps/v1".into(),
+                    kind: "ReplicaSet".into(),
+                    name: "rs".into(),
+                    uid: (*uid).into(),
+                    controller: Some(true),
+                    block_owner_deletion: Some(true),
+                })
+                .collect(),
+            deleting: false,
+            finalizers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn nothing_happens_before_every_kind_is_listed() {
+        let mut graph = Graph::default();
+        graph.insert("p", node("Pod", "p", &["gone"]));
+        assert!(plan(&graph).is_empty());
+    }
+
+    #[test]
+    fn dependents_of_gone_owners_are_deleted_and_dangling_references_dropped() {
+        let mut graph = Graph::default();
+        graph.mark_synced();
+        graph.insert("rs", node("ReplicaSet", "rs", &[]));
+        graph.insert("orphaned", node("Pod", "a", &["gone"]));
+        graph.insert("half", node("Pod", "b", &["rs", "gone"]));
+        graph.insert("owned", node("Pod", "c", &["rs"]));
+        let mut actions = plan(&graph);
+        actions.sort_by_key(|a| uid_of(a).to_owned());
+        assert_eq!(
+            actions,
+            vec![
+                Action::DropOwners {
+                    uid: "half".into(),
+                    owners: vec!["gone".into()]
+                },
+                Action::Delete {
+                    uid: "orphaned".into(),
+                    foreground: false
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn foreground_owners_wait_for_their_dependents_and_orphaning_owners_free_them() {
+        let mut graph = Graph::default();
+        graph.mark_synced();
+        let mut fg = node("ReplicaSet", "fg", &[]);
+        fg.deleting = true;
+        fg.finalizers = vec![FOREGROUND.into()];
+        graph.insert("fg", fg.clone());
+        graph.insert("child", node("Pod", "a", &["fg"]));
+        let mut orphaning = node("ReplicaSet", "or", &[]);
+        orphaning.deleting = true;
+        orphaning.finalizers = vec![ORPHAN.into()];
+        graph.insert("or", orphaning);
+        graph.insert("freed", node("Pod", "b", &["or"]));
+        let actions = plan(&graph);
+        assert!(actions.contains(&Action::Delete {
+            uid: "child".into(),
+            foreground: true
+        }));
+        assert!(actions.contains(&Action::DropOwners {
+            uid: "freed".into(),
+            owners: vec!["or".into()]
+        }));
+        assert!(!actions.iter().any(|a| matches!(a, Action::Finalize { .. })));
+
+        let mut graph = Graph::default();
+        graph.mark_synced();
+        graph.insert("fg", fg);
+        assert_eq!(
+            plan(&graph),
+            vec![Action::Finalize {
+                uid: "fg".into(),
+                finalizer: FOREGROUND
+            }]
+        );
+    }
+}
