@@ -47,6 +47,10 @@ pub struct ControllerArgs {
     /// The prefix length of each node's slice of the cluster CIDR.
     #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u8).range(8..=30))]
     pub node_cidr_mask_size: u8,
+    /// Seconds a node's agent may be silent before the node is NotReady and its pods move elsewhere (agents
+    /// renew their Lease every 2 seconds).
+    #[arg(long, default_value_t = 10.0)]
+    pub node_monitor_grace_period_seconds: f64,
 }
 
 impl ControllerArgs {
@@ -59,9 +63,15 @@ impl ControllerArgs {
                 self.cluster_cidr
             );
         }
+        if self.node_monitor_grace_period_seconds.is_nan()
+            || self.node_monitor_grace_period_seconds < 1.0
+        {
+            anyhow::bail!("--node-monitor-grace-period-seconds must be at least 1");
+        }
         Ok(ControllersConfig {
             cluster_cidr: self.cluster_cidr.trunc(),
             node_cidr_mask: self.node_cidr_mask_size,
+            node_monitor_grace: Duration::from_secs_f64(self.node_monitor_grace_period_seconds),
         })
     }
 }

@@ -539,3 +539,201 @@ fn deleting_a_namespace_deletes_everything_in_it_then_the_namespace() {
     assert!(names(&server, "/api/v1/namespaces/team/pods").is_empty());
     assert!(names(&server, "/api/v1/namespaces/team/configmaps").is_empty());
 }
+
+/// The ready addresses an Endpoints object lists, as `ip:port`, sorted.
+fn endpoint_addresses(endpoints: &Value) -> Vec<String> {
+    let mut found: Vec<String> = endpoints["subsets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|subset| {
+            let port = subset["ports"][0]["port"].as_i64().unwrap_or_default();
+            subset["addresses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(move |a| format!("{}:{port}", a["ip"].as_str().unwrap_or_default()))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn a_services_endpoints_and_slices_follow_its_ready_pods() {
+    let server = Server::start();
+    let _node = NodeAgent::start(&server, "ep-node");
+    let deployments = "/apis/apps/v1/namespaces/default/deployments";
+    send(
+        &server,
+        "POST",
+        deployments,
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}, "template": template("web")}}),
+    );
+    send(
+        &server,
+        "POST",
+        "/api/v1/namespaces/default/services",
+        json!({"metadata": {"name": "web"},
+        "spec": {"selector": {"app": "web"}, "ports": [{"name": "http", "port": 80, "targetPort": "http", "appProtocol": "http"}]}}),
+    );
+    let endpoints_path = "/api/v1/namespaces/default/endpoints/web";
+    let endpoints = wait_until(&server, endpoints_path, "3 addresses", |e| {
+        endpoint_addresses(e).len() == 3
+    });
+    let mut expected: Vec<String> = live_pods(&server, "app=web")
+        .iter()
+        .map(|p| format!("{}:8080", p["status"]["podIP"].as_str().unwrap()))
+        .collect();
+    expected.sort();
+    assert_eq!(endpoint_addresses(&endpoints), expected);
+    assert_eq!(endpoints["subsets"][0]["ports"][0]["appProtocol"], "http");
+    let slices = get(
+        &server,
+        "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3Dweb",
+    );
+    let slice = &slices["items"][0];
+    assert_eq!(slice["endpoints"].as_array().unwrap().len(), 3, "{slice}");
+    assert_eq!(slice["ports"][0]["port"], 8080);
+    assert!(
+        slice["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["conditions"]["ready"] == true)
+    );
+
+    send(
+        &server,
+        "PATCH",
+        &format!("{deployments}/web/scale"),
+        json!({"spec": {"replicas": 1}}),
+    );
+    wait_until(&server, endpoints_path, "1 address", |e| {
+        endpoint_addresses(e).len() == 1
+    });
+
+    send(
+        &server,
+        "DELETE",
+        "/api/v1/namespaces/default/services/web",
+        json!({}),
+    );
+    wait_until(&server, endpoints_path, "gone with its Service", |e| {
+        e["kind"] == "Status"
+    });
+    wait_until(
+        &server,
+        "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
+        "no slices",
+        |l| l["items"].as_array().is_some_and(|i| i.is_empty()),
+    );
+}
+
+fn node_condition(node: &Value) -> String {
+    node["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Ready")
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn has_unreachable_taint(node: &Value) -> bool {
+    node["spec"]["taints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|t| t["key"] == "node.kubernetes.io/unreachable" && t["effect"] == "NoExecute")
+}
+
+#[test]
+fn a_lost_node_is_tainted_and_its_pods_replaced_then_it_recovers_and_a_deleted_node_loses_its_pods()
+{
+    let server = Server::start_with(&["--node-monitor-grace-period-seconds", "2"]);
+    let mut lost = NodeAgent::start(&server, "lost");
+    let _live = NodeAgent::start(&server, "live");
+    let deployments = "/apis/apps/v1/namespaces/default/deployments";
+    send(
+        &server,
+        "POST",
+        deployments,
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "web"}}, "template": template("web")}}),
+    );
+    wait_until(&server, &format!("{deployments}/web"), "rolled out", |d| {
+        rolled_out(d, 4)
+    });
+    let on_lost = live_pods(&server, "app=web")
+        .iter()
+        .filter(|p| p["spec"]["nodeName"] == "lost")
+        .count();
+    assert!(on_lost > 0, "the scheduler spread the pods");
+
+    lost.kill();
+    let node = wait_until(&server, "/api/v1/nodes/lost", "unreachable", |n| {
+        node_condition(n) == "Unknown" && has_unreachable_taint(n)
+    });
+    assert_eq!(
+        node["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Ready")
+            .unwrap()["reason"],
+        "NodeStatusUnknown"
+    );
+    wait_until(
+        &server,
+        &format!("{deployments}/web"),
+        "4 running on the live node",
+        |_| {
+            let pods = live_pods(&server, "app=web");
+            pods.len() == 4
+                && pods
+                    .iter()
+                    .all(|p| p["spec"]["nodeName"] == "live" && p["status"]["phase"] == "Running")
+        },
+    );
+    assert!(
+        common::event_reasons(&server, "lost")
+            .iter()
+            .any(|r| r == "NodeNotReady")
+    );
+
+    // The agent comes back: Ready again, untainted, and the pods evicted from it are gone for good.
+    lost.restart(&server);
+    wait_until(&server, "/api/v1/nodes/lost", "reachable", |n| {
+        node_condition(n) == "True" && !has_unreachable_taint(n)
+    });
+    wait_until(
+        &server,
+        PODS,
+        "no pods left on the recovered node",
+        |list| {
+            list["items"]
+                .as_array()
+                .is_some_and(|items| items.iter().all(|p| p["spec"]["nodeName"] != "lost"))
+        },
+    );
+
+    // A deleted node's pods are deleted with it.
+    send(
+        &server,
+        "POST",
+        PODS,
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "pinned"},
+        "spec": {"nodeName": "lost", "containers": template("pinned")["spec"]["containers"].clone()}}),
+    );
+    lost.kill();
+    send(&server, "DELETE", "/api/v1/nodes/lost", json!({}));
+    wait_until(
+        &server,
+        &format!("{PODS}/pinned"),
+        "deleted with its node",
+        |p| p["kind"] == "Status",
+    );
+}

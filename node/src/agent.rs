@@ -21,8 +21,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// How often the Lease is renewed and the Ready condition refreshed.
-const HEARTBEAT: Duration = Duration::from_secs(10);
+/// How often the Lease is renewed; the control plane declares a node lost after its grace period (10 s by
+/// default) without one.
+const LEASE_RENEWAL: Duration = Duration::from_secs(2);
+/// The Ready condition is refreshed every this many renewals (every 10 s).
+const STATUS_EVERY: u32 = 5;
 /// The label that says a node runs WebAssembly.
 pub const RUNTIME_LABEL: &str = "wasmkube.io/runtime";
 
@@ -180,6 +183,7 @@ async fn register(
 async fn heartbeat(client: kube::Client, node_name: String) {
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
     let nodes: Api<Node> = Api::all(client);
+    let mut beat = 0u32;
     loop {
         let now = MicroTime(jiff::Timestamp::now());
         let lease = Lease {
@@ -189,7 +193,7 @@ async fn heartbeat(client: kube::Client, node_name: String) {
             },
             spec: Some(LeaseSpec {
                 holder_identity: Some(node_name.clone()),
-                lease_duration_seconds: Some(40),
+                lease_duration_seconds: Some(10),
                 renew_time: Some(now),
                 ..Default::default()
             }),
@@ -208,18 +212,21 @@ async fn heartbeat(client: kube::Client, node_name: String) {
         if let Err(error) = renewed {
             tracing::warn!(node = %node_name, %error, "cannot renew the node lease");
         }
-        let status = serde_json::json!({"status": {"conditions": [ready_condition()]}});
-        if let Err(error) = nodes
-            .patch_status(
-                &node_name,
-                &PatchParams::default(),
-                &Patch::Strategic(&status),
-            )
-            .await
-        {
-            tracing::warn!(node = %node_name, %error, "cannot post node status");
+        if beat.is_multiple_of(STATUS_EVERY) {
+            let status = serde_json::json!({"status": {"conditions": [ready_condition()]}});
+            if let Err(error) = nodes
+                .patch_status(
+                    &node_name,
+                    &PatchParams::default(),
+                    &Patch::Strategic(&status),
+                )
+                .await
+            {
+                tracing::warn!(node = %node_name, %error, "cannot post node status");
+            }
         }
-        tokio::time::sleep(HEARTBEAT).await;
+        beat = beat.wrapping_add(1);
+        tokio::time::sleep(LEASE_RENEWAL).await;
     }
 }
 

@@ -25,8 +25,13 @@ pub fn free_port() -> u16 {
 impl Server {
     /// Starts a server with a fresh data dir.
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with a fresh data dir and extra flags.
+    pub fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut server = Self::start_in(dir.path(), &[]);
+        let mut server = Self::start_in(dir.path(), extra);
         server._dir = Some(dir);
         server
     }

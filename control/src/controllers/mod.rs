@@ -3,10 +3,13 @@
 //! rest of the cluster only through the apiserver.
 
 pub mod deployment;
+pub mod endpoints;
 pub mod garbage_collector;
 pub mod namespace;
 pub mod node_ipam;
+pub mod node_lifecycle;
 pub mod ownership;
+pub mod pod_gc;
 pub mod pods;
 pub mod replicaset;
 pub mod rollout;
@@ -29,6 +32,8 @@ pub struct ControllersConfig {
     pub cluster_cidr: Ipv4Net,
     /// The prefix length of each node's podCIDR (24: 254 addresses a node).
     pub node_cidr_mask: u8,
+    /// How long a node's agent may be silent before the node is NotReady and its pods are evicted.
+    pub node_monitor_grace: Duration,
 }
 
 impl Default for ControllersConfig {
@@ -37,6 +42,7 @@ impl Default for ControllersConfig {
             cluster_cidr: Ipv4Net::new(std::net::Ipv4Addr::new(127, 42, 0, 0), 16)
                 .unwrap_or_default(),
             node_cidr_mask: 24,
+            node_monitor_grace: Duration::from_secs(10),
         }
     }
 }
@@ -59,11 +65,14 @@ pub enum ControllerError {
 pub async fn run(client: kube::Client, config: ControllersConfig) {
     tracing::info!("controllers running");
     tokio::join!(
-        node_ipam::run(client.clone(), config),
+        node_ipam::run(client.clone(), config.clone()),
         replicaset::run(client.clone()),
         deployment::run(client.clone()),
         garbage_collector::run(client.clone()),
         namespace::run(client.clone()),
+        endpoints::run(client.clone()),
+        node_lifecycle::run(client.clone(), config.node_monitor_grace),
+        pod_gc::run(client.clone()),
     );
 }
 

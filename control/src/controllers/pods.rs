@@ -92,6 +92,7 @@ pub fn deletion_order(a: &Pod, b: &Pod) -> Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube::ResourceExt;
     use serde_json::json;
 
     fn pod(value: serde_json::Value) -> Pod {

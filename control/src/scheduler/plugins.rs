@@ -1,6 +1,6 @@
 //! The scheduler's filters and scores: pure functions of a pod, a node and the pods already on it.
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
 use std::collections::BTreeMap;
 
 /// Resource amounts in the units the scheduler compares: millicores and bytes.
@@ -131,6 +131,27 @@ pub fn node_selector_matches(pod: &Pod, node: &Node) -> Result<(), Reason> {
     }
 }
 
+/// Whether one toleration tolerates one taint (key, effect and value or `Exists`; an empty key with `Exists`
+/// tolerates everything).
+pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
+    let key_ok = toleration
+        .key
+        .as_deref()
+        .is_none_or(|k| k.is_empty() || k == taint.key);
+    let effect_ok = toleration
+        .effect
+        .as_deref()
+        .is_none_or(|e| e.is_empty() || e == taint.effect);
+    let value_ok = match toleration.operator.as_deref() {
+        Some("Exists") => true,
+        _ => {
+            toleration.value.as_deref().unwrap_or_default()
+                == taint.value.as_deref().unwrap_or_default()
+        }
+    };
+    key_ok && effect_ok && value_ok
+}
+
 /// Every NoSchedule/NoExecute taint of the node is tolerated by the pod.
 pub fn tolerates_taints(pod: &Pod, node: &Node) -> Result<(), Reason> {
     let tolerations = pod
@@ -147,24 +168,7 @@ pub fn tolerates_taints(pod: &Pod, node: &Node) -> Result<(), Reason> {
         if taint.effect == "PreferNoSchedule" {
             continue;
         }
-        let tolerated = tolerations.iter().any(|t| {
-            let key_ok = t
-                .key
-                .as_deref()
-                .is_none_or(|k| k.is_empty() || k == taint.key);
-            let effect_ok = t
-                .effect
-                .as_deref()
-                .is_none_or(|e| e.is_empty() || e == taint.effect);
-            let value_ok = match t.operator.as_deref() {
-                Some("Exists") => true,
-                _ => {
-                    t.value.as_deref().unwrap_or_default()
-                        == taint.value.as_deref().unwrap_or_default()
-                }
-            };
-            key_ok && effect_ok && value_ok
-        });
+        let tolerated = tolerations.iter().any(|t| tolerates(t, &taint));
         if !tolerated {
             let value = taint
                 .value

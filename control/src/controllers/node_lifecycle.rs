@@ -1,0 +1,284 @@
+//! Node lifecycle: a node whose agent stops renewing its Lease for the grace period becomes Ready=Unknown and
+//! gets the `node.kubernetes.io/unreachable` taints; pods on it that do not tolerate the NoExecute taint (or
+//! whose tolerationSeconds ran out) are evicted, so their owners replace them on live nodes. When the agent is
+//! back, the taints go.
+
+use super::{ControllerError, drive, reflect, retry_after};
+use crate::events::{EventType, Recorder};
+use crate::scheduler::plugins::tolerates;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Node, Pod, Taint};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The taint of a node whose agent went silent.
+pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
+
+struct Context {
+    client: kube::Client,
+    leases: Store<Lease>,
+    pods: Store<Pod>,
+    grace: Duration,
+    events: Recorder,
+}
+
+/// The last time the node's agent was heard from: its Lease renewal or its Ready heartbeat.
+fn last_heard(node: &Node, lease: Option<&Lease>) -> Option<jiff::Timestamp> {
+    let renewed = lease
+        .and_then(|l| l.spec.as_ref())
+        .and_then(|s| s.renew_time.as_ref())
+        .map(|t| t.0);
+    let heartbeat = ready_condition(node).and_then(|c| c.last_heartbeat_time.as_ref().map(|t| t.0));
+    renewed.max(heartbeat)
+}
+
+fn ready_condition(node: &Node) -> Option<&k8s_openapi::api::core::v1::NodeCondition> {
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
+}
+
+fn taints(node: &Node) -> Vec<Taint> {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default()
+}
+
+/// The node's taints with the unreachable ones added (`silent`) or removed.
+pub fn wanted_taints(current: &[Taint], silent: bool, now: jiff::Timestamp) -> Vec<Taint> {
+    let mut kept: Vec<Taint> = current
+        .iter()
+        .filter(|t| t.key != UNREACHABLE_TAINT)
+        .cloned()
+        .collect();
+    if silent {
+        for effect in ["NoSchedule", "NoExecute"] {
+            let existing = current
+                .iter()
+                .find(|t| t.key == UNREACHABLE_TAINT && t.effect == effect);
+            kept.push(existing.cloned().unwrap_or_else(|| Taint {
+                key: UNREACHABLE_TAINT.into(),
+                effect: effect.into(),
+                time_added: Some(Time(now)),
+                value: None,
+            }));
+        }
+    }
+    kept
+}
+
+/// When a pod must leave a node with these taints: now for an untolerated NoExecute taint, after its
+/// tolerationSeconds for a tolerated one, never if every NoExecute taint is tolerated without a limit.
+pub fn eviction_time(pod: &Pod, taints: &[Taint]) -> Option<jiff::Timestamp> {
+    let tolerations = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.tolerations.clone())
+        .unwrap_or_default();
+    taints
+        .iter()
+        .filter(|t| t.effect == "NoExecute")
+        .filter_map(|taint| {
+            let added = taint
+                .time_added
+                .as_ref()
+                .map_or(jiff::Timestamp::UNIX_EPOCH, |t| t.0);
+            let matching: Vec<_> = tolerations.iter().filter(|t| tolerates(t, taint)).collect();
+            if matching.is_empty() {
+                return Some(added);
+            }
+            // The most generous of the matching tolerations; one without a limit keeps the pod for good.
+            let limits: Option<Vec<i64>> = matching.iter().map(|t| t.toleration_seconds).collect();
+            let seconds = limits?.into_iter().max()?;
+            added
+                .checked_add(jiff::SignedDuration::from_secs(seconds.max(0)))
+                .ok()
+        })
+        .min()
+}
+
+async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, ControllerError> {
+    let name = node.name_any();
+    let lease = ctx
+        .leases
+        .get(&ObjectRef::new(&name).within("kube-node-lease"));
+    let now = jiff::Timestamp::now();
+    let heard = last_heard(&node, lease.as_deref());
+    let grace = jiff::SignedDuration::try_from(ctx.grace).unwrap_or_default();
+    let deadline = heard.and_then(|h| h.checked_add(grace).ok());
+    let silent = deadline.is_some_and(|d| d < now);
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let ready = ready_condition(&node).map(|c| c.status.clone());
+    if silent && ready.as_deref() != Some("Unknown") {
+        let message = "Kubelet stopped posting node status.";
+        let status = serde_json::json!({"status": {"conditions": [{
+            "type": "Ready", "status": "Unknown", "reason": "NodeStatusUnknown", "message": message,
+            "lastTransitionTime": now.to_string(),
+            "lastHeartbeatTime": heard.map(|h| h.to_string()),
+        }]}});
+        nodes
+            .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&status))
+            .await?;
+        tracing::warn!(node = %name, "node stopped renewing its lease: not ready");
+        ctx.events
+            .record(
+                node.as_ref(),
+                EventType::Normal,
+                "NodeNotReady",
+                &format!("Node {name} status is now: NodeNotReady"),
+            )
+            .await;
+    }
+    let current = taints(&node);
+    let reachable = !silent && ready.as_deref() == Some("True");
+    let wanted = if silent || reachable {
+        wanted_taints(&current, silent, now)
+    } else {
+        current.clone()
+    };
+    if wanted != current {
+        let patch = serde_json::json!({"spec": {"taints": wanted}, "metadata": {"resourceVersion": node.resource_version()}});
+        super::merge_patch(&nodes, &name, &patch).await?;
+    }
+    // Evict what must leave a tainted node.
+    let mut next = None;
+    for pod in ctx.pods.state() {
+        let on_node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str());
+        if !on_node || pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let Some(at) = eviction_time(&pod, &wanted) else {
+            continue;
+        };
+        if at > now {
+            next = Some(next.map_or(at, |n: jiff::Timestamp| n.min(at)));
+            continue;
+        }
+        let pods: Api<Pod> =
+            Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
+        match pods.delete(&pod.name_any(), &DeleteParams::default()).await {
+            Ok(_) => {
+                tracing::info!(pod = %pod.name_any(), namespace = ?pod.namespace(), node = %name, "evicted from an unreachable node");
+                ctx.events
+                    .record(
+                        pod.as_ref(),
+                        EventType::Normal,
+                        "TaintManagerEviction",
+                        "Marking for deletion Pod",
+                    )
+                    .await;
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    // Look again when the node would go silent, or when a toleration runs out.
+    let wake = if silent {
+        next
+    } else {
+        deadline.into_iter().chain(next).min()
+    };
+    Ok(match wake {
+        Some(at) => Action::requeue(
+            Duration::from_millis(
+                (at.as_millisecond() - now.as_millisecond())
+                    .max(0)
+                    .unsigned_abs(),
+            ) + Duration::from_millis(200),
+        ),
+        None => Action::requeue(ctx.grace),
+    })
+}
+
+fn error_policy(node: Arc<Node>, error: &ControllerError, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(node = %node.name_any(), %error, "node lifecycle check failed");
+    retry_after(error)
+}
+
+/// Runs the controller until the process ends; `grace` is how long a node may stay silent.
+pub async fn run(client: kube::Client, grace: Duration) {
+    let (leases, lease_changes) =
+        reflect(Api::<Lease>::namespaced(client.clone(), "kube-node-lease"));
+    let (pods, pod_changes) = reflect(Api::<Pod>::all(client.clone()));
+    let controller = Controller::new(Api::<Node>::all(client.clone()), watcher::Config::default())
+        .watches_stream(lease_changes, |lease: Lease| {
+            Some(ObjectRef::new(&lease.name_any()))
+        })
+        .watches_stream(pod_changes, |pod: Pod| {
+            pod.spec
+                .and_then(|s| s.node_name)
+                .filter(|n| !n.is_empty())
+                .map(|n| ObjectRef::new(&n))
+        });
+    let ctx = Arc::new(Context {
+        events: Recorder::new(client.clone(), "node-controller"),
+        client,
+        leases,
+        pods,
+        grace,
+    });
+    drive(
+        "node-lifecycle",
+        controller.run(reconcile, error_policy, ctx),
+    )
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn at(text: &str) -> jiff::Timestamp {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn silent_nodes_get_both_unreachable_taints_once_and_lose_them_when_back() {
+        let now = at("2026-01-01T00:00:00Z");
+        let own = Taint {
+            key: "dedicated".into(),
+            effect: "NoSchedule".into(),
+            value: Some("edge".into()),
+            time_added: None,
+        };
+        let tainted = wanted_taints(&[own.clone()], true, now);
+        assert_eq!(tainted.len(), 3);
+        assert_eq!(
+            wanted_taints(&tainted, true, at("2026-01-01T00:01:00Z")),
+            tainted,
+            "timeAdded is kept"
+        );
+        assert_eq!(wanted_taints(&tainted, false, now), vec![own]);
+    }
+
+    #[test]
+    fn pods_leave_at_once_unless_they_tolerate_and_then_after_their_seconds() {
+        let now = at("2026-01-01T00:00:00Z");
+        let taints = wanted_taints(&[], true, now);
+        let pod = |tolerations: serde_json::Value| -> Pod {
+            serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [], "tolerations": tolerations}})).unwrap()
+        };
+        assert_eq!(eviction_time(&pod(json!([])), &taints), Some(now));
+        let patient = pod(
+            json!([{"key": UNREACHABLE_TAINT, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 30}]),
+        );
+        assert_eq!(
+            eviction_time(&patient, &taints),
+            Some(at("2026-01-01T00:00:30Z"))
+        );
+        let forever = pod(json!([{"operator": "Exists"}]));
+        assert_eq!(eviction_time(&forever, &taints), None);
+        assert_eq!(eviction_time(&pod(json!([])), &[]), None);
+    }
+}
