@@ -171,6 +171,17 @@ fn a_replicaset_keeps_its_replicas_adopts_orphans_and_scales() {
     );
 }
 
+/// Creates a Deployment of the hello app whose pods carry `app: <name>`.
+fn create_deployment(server: &Server, deployments: &str, name: &str, replicas: i64) {
+    send(
+        server,
+        "POST",
+        deployments,
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}}, "template": template(name)}}),
+    );
+}
+
 fn is_ready(pod: &Value) -> bool {
     pod["status"]["conditions"]
         .as_array()
@@ -515,13 +526,7 @@ fn deleting_a_namespace_deletes_everything_in_it_then_the_namespace() {
         json!({"metadata": {"name": "team"}}),
     );
     let deployments = "/apis/apps/v1/namespaces/team/deployments";
-    send(
-        &server,
-        "POST",
-        deployments,
-        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "app"},
-        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "t"}}, "template": template("t")}}),
-    );
+    create_deployment(&server, deployments, "app", 2);
     send(
         &server,
         "POST",
@@ -564,13 +569,7 @@ fn a_services_endpoints_and_slices_follow_its_ready_pods() {
     let server = Server::start();
     let _node = NodeAgent::start(&server, "ep-node");
     let deployments = "/apis/apps/v1/namespaces/default/deployments";
-    send(
-        &server,
-        "POST",
-        deployments,
-        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
-        "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}, "template": template("web")}}),
-    );
+    create_deployment(&server, deployments, "web", 3);
     send(
         &server,
         "POST",
@@ -657,13 +656,7 @@ fn a_lost_node_is_tainted_and_its_pods_replaced_then_it_recovers_and_a_deleted_n
     let mut lost = NodeAgent::start(&server, "lost");
     let _live = NodeAgent::start(&server, "live");
     let deployments = "/apis/apps/v1/namespaces/default/deployments";
-    send(
-        &server,
-        "POST",
-        deployments,
-        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
-        "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "web"}}, "template": template("web")}}),
-    );
+    create_deployment(&server, deployments, "web", 4);
     wait_until(&server, &format!("{deployments}/web"), "rolled out", |d| {
         rolled_out(d, 4)
     });
