@@ -2,6 +2,7 @@
 //! kubectl-like client of it.
 
 mod cli;
+mod rollout;
 mod server;
 
 use clap::{Parser, Subcommand};
@@ -41,6 +42,10 @@ enum Command {
     Logs(cli::LogsArgs),
     /// Delete objects by kind and name, by label, or as listed in files.
     Delete(cli::DeleteArgs),
+    /// Set the replicas of a Deployment, ReplicaSet or StatefulSet.
+    Scale(rollout::ScaleArgs),
+    /// Follow, list, undo, restart, pause or resume a Deployment's rollout.
+    Rollout(rollout::RolloutArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +84,14 @@ fn main() -> ExitCode {
             Command::Describe(describe) => cli::describe(&args.client, describe).await,
             Command::Logs(logs) => cli::logs(&args.client, logs).await,
             Command::Delete(delete) => cli::delete(&args.client, delete).await,
+            Command::Scale(scale) => {
+                let (client, namespace) = cli::client(&args.client).await?;
+                rollout::scale(client, &namespace, scale).await
+            }
+            Command::Rollout(rollout) => {
+                let (client, namespace) = cli::client(&args.client).await?;
+                rollout::rollout(client, &namespace, rollout).await
+            }
         }
     });
     match outcome {

@@ -51,6 +51,9 @@ pub struct ControllerArgs {
     /// renew their Lease every 2 seconds).
     #[arg(long, default_value_t = 10.0)]
     pub node_monitor_grace_period_seconds: f64,
+    /// Seconds before a Job's pod is retried after a failure, doubling with each one (Kubernetes: 10).
+    #[arg(long, default_value_t = 10.0)]
+    pub job_backoff_seconds: f64,
 }
 
 impl ControllerArgs {
@@ -72,6 +75,8 @@ impl ControllerArgs {
             cluster_cidr: self.cluster_cidr.trunc(),
             node_cidr_mask: self.node_cidr_mask_size,
             node_monitor_grace: Duration::from_secs_f64(self.node_monitor_grace_period_seconds),
+            job_backoff: Duration::try_from_secs_f64(self.job_backoff_seconds)
+                .map_err(|_| anyhow::anyhow!("--job-backoff-seconds must be a positive number"))?,
         })
     }
 }

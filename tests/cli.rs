@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{Server, wasmkube};
+use common::{NodeAgent, Server, wasmkube};
 use std::path::Path;
 
 fn manifests() -> String {
@@ -93,4 +93,73 @@ fn the_server_shuts_down_cleanly_on_sigterm_even_with_open_watches() {
         Some(true),
         "the server must exit 0 within 10 s of SIGTERM"
     );
+}
+
+#[test]
+fn scale_and_rollout_status_history_restart_undo_pause_and_resume() {
+    let server = Server::start();
+    let _node = NodeAgent::start(&server, "cli-node");
+    common::wasm_app("wasm32-wasip2", "hello_http");
+    let hello = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/hello-deployment.yaml");
+    let (ok, _, err) = wasmkube(&server, &["apply", "-f", &hello.display().to_string()]);
+    assert!(ok, "{err}");
+    let status = |server: &Server| {
+        let (ok, out, err) = wasmkube(
+            server,
+            &["rollout", "status", "deployment/hello", "--timeout", "60s"],
+        );
+        assert!(ok, "{err}");
+        assert!(
+            out.trim_end()
+                .ends_with("deployment \"hello\" successfully rolled out"),
+            "{out}"
+        );
+    };
+    status(&server);
+
+    let (ok, out, err) = wasmkube(&server, &["scale", "deploy/hello", "--replicas", "1"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "deployment.apps/hello scaled");
+    status(&server);
+    let (_, out, _) = wasmkube(&server, &["get", "deploy", "hello"]);
+    assert!(
+        out.lines().nth(1).unwrap().split_whitespace().nth(1) == Some("1/1"),
+        "{out}"
+    );
+
+    let (ok, out, _) = wasmkube(&server, &["rollout", "restart", "deployment", "hello"]);
+    assert!(ok);
+    assert_eq!(out.trim(), "deployment.apps/hello restarted");
+    status(&server);
+    let history = |server: &Server| -> Vec<String> {
+        let (_, out, _) = wasmkube(server, &["rollout", "history", "deployment/hello"]);
+        out.lines()
+            .skip(2)
+            .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+            .collect()
+    };
+    assert_eq!(history(&server), ["1", "2"]);
+    let (ok, out, err) = wasmkube(&server, &["rollout", "undo", "deployment/hello"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "deployment.apps/hello rolled back");
+    status(&server);
+    assert_eq!(history(&server), ["2", "3"], "revision 1 came back as 3");
+
+    let (ok, out, _) = wasmkube(&server, &["rollout", "pause", "deployment/hello"]);
+    assert!(ok && out.trim() == "deployment.apps/hello paused", "{out}");
+    let (ok, out, _) = wasmkube(&server, &["rollout", "resume", "deployment/hello"]);
+    assert!(ok && out.trim() == "deployment.apps/hello resumed", "{out}");
+
+    for args in [
+        &["rollout", "status", "pod/hello"][..],
+        &["rollout", "undo", "deployment/hello", "--to-revision", "42"],
+        &["scale", "configmap/hello-settings", "--replicas", "2"],
+        &["scale", "deployment/missing", "--replicas", "2"],
+        &["rollout", "status", "deployment/hello", "--timeout", "soon"],
+    ] {
+        let (ok, _, err) = wasmkube(&server, args);
+        assert!(!ok, "{args:?} must fail");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("error: "), "{args:?}: {err}");
+    }
 }

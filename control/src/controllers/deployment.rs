@@ -426,7 +426,7 @@ pub async fn run(client: kube::Client) {
         replicasets,
     });
     let controller = controller.watches_stream(changes, move |rs| {
-        ownership::owners_of(&rs, &deployments, |d: &Deployment| &d.spec.selector)
+        ownership::owners_of(&rs, &deployments, |d: &Deployment| Some(&d.spec.selector))
     });
     drive("deployment", controller.run(reconcile, error_policy, ctx)).await;
 }

@@ -5,6 +5,7 @@
 pub mod deployment;
 pub mod endpoints;
 pub mod garbage_collector;
+pub mod job;
 pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
@@ -34,6 +35,8 @@ pub struct ControllersConfig {
     pub node_cidr_mask: u8,
     /// How long a node's agent may be silent before the node is NotReady and its pods are evicted.
     pub node_monitor_grace: Duration,
+    /// The delay before a Job's first retry after a failed pod (doubling after each failure).
+    pub job_backoff: Duration,
 }
 
 impl Default for ControllersConfig {
@@ -43,6 +46,7 @@ impl Default for ControllersConfig {
                 .unwrap_or_default(),
             node_cidr_mask: 24,
             node_monitor_grace: Duration::from_secs(10),
+            job_backoff: Duration::from_secs(10),
         }
     }
 }
@@ -73,6 +77,7 @@ pub async fn run(client: kube::Client, config: ControllersConfig) {
         endpoints::run(client.clone()),
         node_lifecycle::run(client.clone(), config.node_monitor_grace),
         pod_gc::run(client.clone()),
+        job::run(client.clone(), config.job_backoff),
     );
 }
 

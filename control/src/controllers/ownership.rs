@@ -100,7 +100,7 @@ where
 pub fn owners_of<O, C>(
     child: &C,
     owners: &Store<O>,
-    owner_selector: impl Fn(&O) -> &LabelSelector,
+    owner_selector: impl Fn(&O) -> Option<&LabelSelector>,
 ) -> Vec<ObjectRef<O>>
 where
     O: Resource<DynamicType = ()> + Clone,
@@ -118,7 +118,11 @@ where
         .state()
         .iter()
         .filter(|o| o.meta().namespace.as_deref() == Some(namespace.as_str()))
-        .filter(|o| selector(owner_selector(o)).is_some_and(|s| matches(&s, child.meta())))
+        .filter(|o| {
+            owner_selector(o)
+                .and_then(selector)
+                .is_some_and(|s| matches(&s, child.meta()))
+        })
         .map(|o| ObjectRef::from_obj(o.as_ref()))
         .collect()
 }

@@ -1,8 +1,124 @@
 //! What controllers need to know about pods: active, ready and available, and the order in which surplus pods
 //! go.
 
-use k8s_openapi::api::core::v1::Pod;
+use super::Expectations;
+use super::ownership::controller_reference;
+use crate::events::{EventType, Recorder};
+use futures::future::join_all;
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, Resource, ResourceExt};
 use std::cmp::Ordering;
+
+/// The most pods created at once; creation starts with one and doubles while it succeeds (Kubernetes' slow
+/// start), so a template that cannot work fails once, not a hundred times.
+const MAX_BURST: usize = 64;
+
+/// A pod from an owner's template, named `<owner>-<random>` and controlled by the owner.
+pub fn from_template<O: Resource<DynamicType = ()>>(
+    owner: &O,
+    template: Option<&PodTemplateSpec>,
+) -> Pod {
+    let template = template.cloned().unwrap_or_default();
+    let meta = template.metadata.unwrap_or_default();
+    Pod {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}-", owner.name_any())),
+            namespace: owner.namespace(),
+            labels: meta.labels,
+            annotations: meta.annotations,
+            owner_references: Some(vec![controller_reference(owner)]),
+            ..Default::default()
+        },
+        spec: template.spec,
+        status: None,
+    }
+}
+
+/// Creates and deletes one owner's pods: remembers them as expectations (under `key`) and records the events
+/// `describe` shows (SuccessfulCreate, FailedCreate, SuccessfulDelete).
+pub struct PodControl<'a, O> {
+    /// The pods of the owner's namespace.
+    pub api: &'a Api<Pod>,
+    /// The owner.
+    pub owner: &'a O,
+    /// The owner's expectations key.
+    pub key: &'a str,
+    /// The controller's expectations.
+    pub expectations: &'a Expectations,
+    /// The controller's event recorder.
+    pub events: &'a Recorder,
+}
+
+impl<O: Resource<DynamicType = ()>> PodControl<'_, O> {
+    /// Creates `count` pods from the owner's template.
+    pub async fn create(
+        &self,
+        template: Option<&PodTemplateSpec>,
+        count: usize,
+    ) -> Result<(), kube::Error> {
+        let pod = from_template(self.owner, template);
+        let (created, error) = create(self.api, &pod, count).await;
+        self.expectations.expect_created(self.key, created.clone());
+        if !created.is_empty() {
+            let message = format!("Created pod: {}", created.join(", "));
+            self.events
+                .record(self.owner, EventType::Normal, "SuccessfulCreate", &message)
+                .await;
+        }
+        match error {
+            Some(error) => {
+                let message = format!("Error creating: {error}");
+                self.events
+                    .record(self.owner, EventType::Warning, "FailedCreate", &message)
+                    .await;
+                Err(error)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Deletes pods by name (gracefully); ones already gone are fine.
+    pub async fn delete(&self, names: &[String]) -> Result<(), kube::Error> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let params = DeleteParams::default();
+        let results = join_all(names.iter().map(|n| self.api.delete(n, &params))).await;
+        self.expectations.expect_deleted(self.key, names.to_vec());
+        let message = format!("Deleted pod: {}", names.join(", "));
+        self.events
+            .record(self.owner, EventType::Normal, "SuccessfulDelete", &message)
+            .await;
+        results.into_iter().try_for_each(|r| match r {
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            other => other.map(|_| ()),
+        })
+    }
+}
+
+/// Creates `count` copies of `pod` in doubling batches; returns the names created and the first error.
+async fn create(api: &Api<Pod>, pod: &Pod, count: usize) -> (Vec<String>, Option<kube::Error>) {
+    let (mut created, mut batch) = (Vec::new(), 1);
+    while created.len() < count {
+        let size = batch.min(count - created.len());
+        let params = PostParams::default();
+        let results = join_all((0..size).map(|_| api.create(&params, pod))).await;
+        let mut failure = None;
+        for result in results {
+            match result {
+                Ok(pod) => created.push(pod.name_any()),
+                Err(error) => failure = Some(error),
+            }
+        }
+        if failure.is_some() {
+            return (created, failure);
+        }
+        batch = (batch * 2).min(MAX_BURST);
+    }
+    (created, None)
+}
 
 fn phase(pod: &Pod) -> &str {
     pod.status
@@ -92,7 +208,6 @@ pub fn deletion_order(a: &Pod, b: &Pod) -> Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kube::ResourceExt;
     use serde_json::json;
 
     fn pod(value: serde_json::Value) -> Pod {

@@ -1,25 +1,19 @@
 //! The ReplicaSet controller: keeps exactly `replicas` active pods matching each ReplicaSet, adopting orphans
 //! that match and releasing pods that stop matching, and reports replicas, ready and available counts.
 
-use super::ownership::{self, controller_reference};
+use super::ownership;
 use super::pods::{self, is_active};
 use super::{ControllerError, Expectations, cached_in, drive, reflect, retry_after};
-use crate::events::{EventType, Recorder};
-use futures::future::join_all;
+use crate::events::Recorder;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// The most pods created at once; creation starts with one and doubles while it succeeds (Kubernetes' slow
-/// start), so a template that cannot work fails once, not a hundred times.
-const MAX_BURST: usize = 64;
 
 struct Context {
     client: kube::Client,
@@ -90,52 +84,6 @@ pub fn status(rs: &ReplicaSet, owned: &[&Pod], now: jiff::Timestamp) -> ReplicaS
     }
 }
 
-/// The pod a ReplicaSet creates from its template.
-fn new_pod(rs: &ReplicaSet) -> Pod {
-    let template = rs.spec.template.clone().unwrap_or_default();
-    let meta = template.metadata.unwrap_or_default();
-    Pod {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{}-", rs.name_any())),
-            namespace: rs.namespace(),
-            labels: meta.labels,
-            annotations: meta.annotations,
-            owner_references: Some(vec![controller_reference(rs)]),
-            ..Default::default()
-        },
-        spec: template.spec,
-        status: None,
-    }
-}
-
-/// Creates `count` pods in doubling batches; returns the names created and the first error.
-async fn create_pods(
-    ctx: &Context,
-    rs: &ReplicaSet,
-    count: usize,
-) -> (Vec<String>, Option<kube::Error>) {
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &rs.namespace().unwrap_or_default());
-    let pod = new_pod(rs);
-    let (mut created, mut batch) = (Vec::new(), 1);
-    while created.len() < count {
-        let size = batch.min(count - created.len());
-        let params = PostParams::default();
-        let results = join_all((0..size).map(|_| api.create(&params, &pod))).await;
-        let mut failure = None;
-        for result in results {
-            match result {
-                Ok(pod) => created.push(pod.name_any()),
-                Err(error) => failure = Some(error),
-            }
-        }
-        if failure.is_some() {
-            return (created, failure);
-        }
-        batch = (batch * 2).min(MAX_BURST);
-    }
-    (created, None)
-}
-
 async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, ControllerError> {
     let key = format!("{}/{}", rs.namespace().unwrap_or_default(), rs.name_any());
     let namespace = rs.namespace().unwrap_or_default();
@@ -158,54 +106,19 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Con
     let mut failure = None;
     if rs.metadata.deletion_timestamp.is_none() && ctx.expectations.satisfied(&key, &in_namespace) {
         let replicas = rs.spec.replicas.unwrap_or(1);
-        let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-        match plan(replicas, &active) {
-            Change::None => {}
-            Change::Create(count) => {
-                let (created, error) = create_pods(&ctx, &rs, count).await;
-                ctx.expectations.expect_created(&key, created.clone());
-                if !created.is_empty() {
-                    ctx.events
-                        .record(
-                            rs.as_ref(),
-                            EventType::Normal,
-                            "SuccessfulCreate",
-                            &format!("Created pod: {}", created.join(", ")),
-                        )
-                        .await;
-                }
-                if let Some(error) = error {
-                    ctx.events
-                        .record(
-                            rs.as_ref(),
-                            EventType::Warning,
-                            "FailedCreate",
-                            &format!("Error creating: {error}"),
-                        )
-                        .await;
-                    failure = Some(error);
-                }
-            }
-            Change::Delete(names) => {
-                let params = DeleteParams::default();
-                let deletions = join_all(names.iter().map(|n| api.delete(n, &params))).await;
-                ctx.expectations.expect_deleted(&key, names.clone());
-                let gone = |r: &Result<_, kube::Error>| {
-                    r.is_ok() || matches!(r, Err(kube::Error::Api(e)) if e.code == 404)
-                };
-                if let Some(Err(error)) = deletions.into_iter().find(|r| !gone(r)) {
-                    failure = Some(error);
-                }
-                ctx.events
-                    .record(
-                        rs.as_ref(),
-                        EventType::Normal,
-                        "SuccessfulDelete",
-                        &format!("Deleted pod: {}", names.join(", ")),
-                    )
-                    .await;
-            }
+        let control = pods::PodControl {
+            api: &api,
+            owner: rs.as_ref(),
+            key: &key,
+            expectations: &ctx.expectations,
+            events: &ctx.events,
+        };
+        failure = match plan(replicas, &active) {
+            Change::None => Ok(()),
+            Change::Create(count) => control.create(rs.spec.template.as_ref(), count).await,
+            Change::Delete(names) => control.delete(&names).await,
         }
+        .err();
     }
     let now = jiff::Timestamp::now();
     let status = status(&rs, &owned_refs, now);
@@ -253,7 +166,9 @@ pub async fn run(client: kube::Client) {
         expectations: Expectations::default(),
     });
     let controller = controller.watches_stream(pod_changes, move |pod| {
-        ownership::owners_of(&pod, &replicasets, |rs: &ReplicaSet| &rs.spec.selector)
+        ownership::owners_of(&pod, &replicasets, |rs: &ReplicaSet| {
+            Some(&rs.spec.selector)
+        })
     });
     drive("replicaset", controller.run(reconcile, error_policy, ctx)).await;
 }

@@ -1,6 +1,7 @@
 //! A batch job: sums the squares of 1..=N (N from the first argument, default 1000000), prints the result and
 //! exits 0. With `EXIT_CODE` set it exits with that code instead, after printing. `READ_FILE` and `WRITE_FILE`
-//! name files to read and write first, reporting what happened (for volume and sandbox tests).
+//! name files to read and write first, reporting what happened (for volume and sandbox tests). `FAIL_ONCE`
+//! names a marker file: if it is missing, the run creates it and fails (exit 1), so a retry succeeds.
 
 fn main() {
     let n: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(1_000_000);
@@ -19,6 +20,13 @@ fn main() {
         match std::fs::write(&path, "written") {
             Ok(()) => println!("wrote {path}"),
             Err(e) => println!("cannot write {path}: {e}"),
+        }
+    }
+    if let Ok(marker) = std::env::var("FAIL_ONCE") {
+        if std::fs::metadata(&marker).is_err() {
+            let _ = std::fs::write(&marker, "failed once");
+            eprintln!("failing on purpose, once");
+            std::process::exit(1);
         }
     }
     eprintln!("batch done");
