@@ -730,3 +730,175 @@ fn a_lost_node_is_tainted_and_its_pods_replaced_then_it_recovers_and_a_deleted_n
         |p| p["kind"] == "Status",
     );
 }
+
+#[test]
+fn a_daemonset_runs_one_pod_per_node_follows_a_joining_node_and_rolls_a_new_template() {
+    let server = Server::start();
+    let _a = NodeAgent::start(&server, "ds-a");
+    let _b = NodeAgent::start(&server, "ds-b");
+    let daemonsets = "/apis/apps/v1/namespaces/default/daemonsets";
+    send(
+        &server,
+        "POST",
+        daemonsets,
+        json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "agent"},
+        "spec": {"selector": {"matchLabels": {"app": "agent"}}, "template": template("agent")}}),
+    );
+    let path = format!("{daemonsets}/agent");
+    let on_nodes = |server: &Server| -> Vec<String> {
+        let mut nodes: Vec<String> = live_pods(server, "app=agent")
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running")
+            .filter_map(|p| p["spec"]["nodeName"].as_str().map(str::to_owned))
+            .collect();
+        nodes.sort();
+        nodes
+    };
+    wait_until(&server, &path, "on both nodes", |ds| {
+        ds["status"]["numberReady"] == 2 && ds["status"]["desiredNumberScheduled"] == 2
+    });
+    assert_eq!(on_nodes(&server), ["ds-a", "ds-b"]);
+
+    let _c = NodeAgent::start(&server, "ds-c");
+    wait_until(&server, &path, "on the new node too", |ds| {
+        ds["status"]["numberReady"] == 3
+    });
+    assert_eq!(on_nodes(&server), ["ds-a", "ds-b", "ds-c"]);
+
+    send(
+        &server,
+        "PATCH",
+        &path,
+        json!({"spec": {"template": {"metadata": {"labels": {"app": "agent", "v": "2"}}}}}),
+    );
+    let rolled = wait_until(&server, &path, "rolled", |ds| {
+        ds["status"]["updatedNumberScheduled"] == 3
+            && ds["status"]["numberAvailable"] == 3
+            && ds["status"]["observedGeneration"] == ds["metadata"]["generation"]
+    });
+    assert_eq!(rolled["status"]["numberMisscheduled"], 0);
+    wait_until(&server, &path, "only new pods", |_| {
+        let pods = live_pods(&server, "app=agent");
+        pods.len() == 3 && pods.iter().all(|p| p["metadata"]["labels"]["v"] == "2")
+    });
+    assert_eq!(on_nodes(&server), ["ds-a", "ds-b", "ds-c"]);
+}
+
+/// Samples a StatefulSet's pods until `done`: returns every sample as (ordinal, ready) pairs.
+fn sample_ordinals(
+    url: String,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Vec<Vec<(i64, bool)>>> {
+    std::thread::spawn(move || {
+        let mut samples = Vec::new();
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            let list: Value = http()
+                .get(format!("{url}{PODS}?labelSelector=app%3Ddb"))
+                .send()
+                .and_then(|r| r.json())
+                .unwrap_or(Value::Null);
+            let mut sample: Vec<(i64, bool)> = list["items"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| {
+                    let ordinal = p["metadata"]["name"]
+                        .as_str()?
+                        .strip_prefix("db-")?
+                        .parse()
+                        .ok()?;
+                    Some((ordinal, is_ready(p)))
+                })
+                .collect();
+            sample.sort();
+            samples.push(sample);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        samples
+    })
+}
+
+#[test]
+fn a_statefulset_starts_in_order_stops_from_the_top_and_updates_from_the_top() {
+    let server = Server::start();
+    let _node = NodeAgent::start(&server, "sts-node");
+    let sets = "/apis/apps/v1/namespaces/default/statefulsets";
+    let path = format!("{sets}/db");
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = sample_ordinals(server.url.clone(), done.clone());
+    send(
+        &server,
+        "POST",
+        sets,
+        json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"},
+        "spec": {"replicas": 3, "serviceName": "db", "selector": {"matchLabels": {"app": "db"}}, "template": template("db")}}),
+    );
+    let up = wait_until(&server, &path, "3 ready", |s| {
+        s["status"]["readyReplicas"] == 3
+    });
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let samples = sampler.join().unwrap();
+    for sample in &samples {
+        for (ordinal, _) in sample.iter().filter(|(o, _)| *o > 0) {
+            assert!(
+                sample.contains(&(ordinal - 1, true)),
+                "db-{ordinal} existed before db-{} was ready: {sample:?}",
+                ordinal - 1
+            );
+        }
+    }
+    let pod = get(&server, &format!("{PODS}/db-1"));
+    assert_eq!(
+        (
+            pod["spec"]["hostname"].as_str(),
+            pod["spec"]["subdomain"].as_str()
+        ),
+        (Some("db-1"), Some("db"))
+    );
+    let first_revision = up["status"]["updateRevision"].as_str().unwrap().to_owned();
+    assert_eq!(up["status"]["currentRevision"], first_revision.as_str());
+
+    // A new template replaces the pods from the highest ordinal down; the names stay.
+    send(
+        &server,
+        "PATCH",
+        &path,
+        json!({"spec": {"template": {"metadata": {"labels": {"app": "db", "v": "2"}}}}}),
+    );
+    let updated = wait_until(&server, &path, "updated", |s| {
+        s["status"]["observedGeneration"] == s["metadata"]["generation"]
+            && s["status"]["updatedReplicas"] == 3
+            && s["status"]["readyReplicas"] == 3
+            && s["status"]["currentRevision"] == s["status"]["updateRevision"]
+    });
+    assert_ne!(updated["status"]["updateRevision"], first_revision.as_str());
+    let mut names: Vec<String> = live_pods(&server, "app=db")
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["db-0", "db-1", "db-2"]);
+
+    // Scaling down removes the highest ordinals, one after the other.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = sample_ordinals(server.url.clone(), done.clone());
+    send(
+        &server,
+        "PATCH",
+        &format!("{path}/scale"),
+        json!({"spec": {"replicas": 1}}),
+    );
+    wait_until(&server, &path, "1 replica", |s| {
+        s["status"]["replicas"] == 1 && live_pods(&server, "app=db").len() == 1
+    });
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    for sample in sampler.join().unwrap() {
+        let ordinals: Vec<i64> = sample.iter().map(|(o, _)| *o).collect();
+        assert_eq!(
+            ordinals,
+            (0..ordinals.len() as i64).collect::<Vec<_>>(),
+            "not a prefix: {sample:?}"
+        );
+    }
+    assert_eq!(live_pods(&server, "app=db")[0]["metadata"]["name"], "db-0");
+}

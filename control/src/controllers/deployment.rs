@@ -9,7 +9,7 @@ use super::rollout::{
     self, DESIRED_REPLICAS_ANNOTATION, MAX_REPLICAS_ANNOTATION, OldReplicaSet, REVISION_ANNOTATION,
     Step, TEMPLATE_HASH_LABEL, spec_replicas,
 };
-use super::{ControllerError, cached_in, drive, reflect, retry_after};
+use super::{ControllerError, cached_in, drive, reflect, retry_after, write_status};
 use crate::events::{EventType, Recorder};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, ReplicaSetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -383,13 +383,7 @@ async fn reconcile(
                 )
                 .await;
         }
-        let patch = serde_json::json!({"status": status});
-        api.patch_status(
-            &deployment.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await?;
+        write_status(&api, &deployment.name_any(), None, &status).await?;
     }
     // Look again when the rollout would time out.
     let mut with_status = (*deployment).clone();

@@ -3,12 +3,14 @@
 //! honours `suspend`, reports Complete or Failed, and deletes finished Jobs after `ttlSecondsAfterFinished`.
 
 use super::pods::{self, is_active};
-use super::{ControllerError, Expectations, cached_in, drive, ownership, reflect, retry_after};
+use super::{
+    ControllerError, Expectations, cached_in, drive, ownership, reflect, retry_after, write_status,
+};
 use crate::events::{EventType, Recorder};
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::DeleteParams;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
@@ -332,15 +334,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Controlle
         }
         Plan::Run(_) => {}
     }
-    if previous != Some(&status) {
-        let patch = serde_json::json!({"status": status});
-        jobs.patch_status(
-            &job.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await?;
-    }
+    write_status(&jobs, &job.name_any(), previous, &status).await?;
     // Wake up for the deadline too.
     let deadline = job
         .spec

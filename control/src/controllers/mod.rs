@@ -2,6 +2,7 @@
 //! function run by kube-runtime's Controller (watch → deduplicating queue → reconcile → retry), talking to the
 //! rest of the cluster only through the apiserver.
 
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod garbage_collector;
@@ -14,6 +15,7 @@ pub mod pod_gc;
 pub mod pods;
 pub mod replicaset;
 pub mod rollout;
+pub mod statefulset;
 
 use futures::{Stream, StreamExt};
 use ipnet::Ipv4Net;
@@ -78,6 +80,8 @@ pub async fn run(client: kube::Client, config: ControllersConfig) {
         node_lifecycle::run(client.clone(), config.node_monitor_grace),
         pod_gc::run(client.clone()),
         job::run(client.clone(), config.job_backoff),
+        daemonset::run(client.clone()),
+        statefulset::run(client.clone()),
     );
 }
 
@@ -130,6 +134,30 @@ fn api_resource(resource: &crate::api::resources::ResourceType) -> kube::api::Ap
         kind: resource.kind.into(),
         plural: resource.plural.into(),
     }
+}
+
+/// Writes an object's status when it differs from the one it shows.
+async fn write_status<K, S>(
+    api: &Api<K>,
+    name: &str,
+    shown: Option<&S>,
+    status: &S,
+) -> Result<(), kube::Error>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: PartialEq + serde::Serialize,
+{
+    if shown == Some(status) {
+        return Ok(());
+    }
+    let patch = serde_json::json!({ "status": status });
+    api.patch_status(
+        name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Applies a JSON merge patch to one object.

@@ -58,8 +58,13 @@ impl<O: Resource<DynamicType = ()>> PodControl<'_, O> {
         template: Option<&PodTemplateSpec>,
         count: usize,
     ) -> Result<(), kube::Error> {
-        let pod = from_template(self.owner, template);
-        let (created, error) = create(self.api, &pod, count).await;
+        self.create_copies(&from_template(self.owner, template), count)
+            .await
+    }
+
+    /// Creates `count` copies of a pod made for the owner.
+    pub async fn create_copies(&self, pod: &Pod, count: usize) -> Result<(), kube::Error> {
+        let (created, error) = create(self.api, pod, count).await;
         self.expectations.expect_created(self.key, created.clone());
         if !created.is_empty() {
             let message = format!("Created pod: {}", created.join(", "));

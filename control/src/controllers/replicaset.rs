@@ -3,11 +3,10 @@
 
 use super::ownership;
 use super::pods::{self, is_active};
-use super::{ControllerError, Expectations, cached_in, drive, reflect, retry_after};
+use super::{ControllerError, Expectations, cached_in, drive, reflect, retry_after, write_status};
 use crate::events::Recorder;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
@@ -122,16 +121,8 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Con
     }
     let now = jiff::Timestamp::now();
     let status = status(&rs, &owned_refs, now);
-    if rs.status.as_ref() != Some(&status) {
-        let patch = serde_json::json!({"status": status});
-        Api::<ReplicaSet>::namespaced(ctx.client.clone(), &namespace)
-            .patch_status(
-                &rs.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await?;
-    }
+    let sets: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &namespace);
+    write_status(&sets, &rs.name_any(), rs.status.as_ref(), &status).await?;
     if let Some(error) = failure {
         return Err(error.into());
     }

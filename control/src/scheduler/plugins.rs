@@ -116,7 +116,7 @@ pub fn fits(request: Resources, free: Resources) -> Result<(), Reason> {
     Ok(())
 }
 
-/// The node has every label of the pod's nodeSelector.
+/// The node has every label of the pod's nodeSelector and satisfies its required node affinity.
 pub fn node_selector_matches(pod: &Pod, node: &Node) -> Result<(), Reason> {
     let selector = pod
         .spec
@@ -124,10 +124,61 @@ pub fn node_selector_matches(pod: &Pod, node: &Node) -> Result<(), Reason> {
         .and_then(|s| s.node_selector.clone())
         .unwrap_or_default();
     let labels: BTreeMap<String, String> = node.metadata.labels.clone().unwrap_or_default();
-    if selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
+    let required = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.affinity.as_ref())
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|a| {
+            a.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
+    let name = node.metadata.name.clone().unwrap_or_default();
+    // The terms are ORed; within a term every expression must hold.
+    let affinity_ok = required.is_none_or(|r| {
+        r.node_selector_terms.iter().any(|term| {
+            let fields = term.match_fields.iter().flatten().all(|e| {
+                let value = (e.key == "metadata.name").then_some(name.as_str());
+                requirement_holds(&e.operator, value, e.values.as_deref().unwrap_or_default())
+            });
+            let expressions = term.match_expressions.iter().flatten().all(|e| {
+                let value = labels.get(&e.key).map(String::as_str);
+                requirement_holds(&e.operator, value, e.values.as_deref().unwrap_or_default())
+            });
+            let empty = term.match_fields.as_ref().is_none_or(Vec::is_empty)
+                && term.match_expressions.as_ref().is_none_or(Vec::is_empty);
+            !empty && fields && expressions
+        })
+    });
+    if affinity_ok && selector.iter().all(|(k, v)| labels.get(k) == Some(v)) {
         Ok(())
     } else {
         Err("node(s) didn't match Pod's node affinity/selector".into())
+    }
+}
+
+/// One node selector requirement on a label (or field) value: In, NotIn, Exists, DoesNotExist, Gt, Lt.
+fn requirement_holds(operator: &str, value: Option<&str>, values: &[String]) -> bool {
+    let number = |text: &str| text.parse::<i64>().ok();
+    match operator {
+        "In" => value.is_some_and(|v| values.iter().any(|x| x == v)),
+        "NotIn" => value.is_none_or(|v| !values.iter().any(|x| x == v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        "Gt" | "Lt" => {
+            let (Some(have), Some(bound)) = (
+                value.and_then(number),
+                values.first().and_then(|v| number(v)),
+            ) else {
+                return false;
+            };
+            if operator == "Gt" {
+                have > bound
+            } else {
+                have < bound
+            }
+        }
+        _ => false,
     }
 }
 
@@ -251,6 +302,35 @@ pub fn unschedulable_message(total_nodes: usize, reasons: &[Reason]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn required_node_affinity_terms_are_ored_and_their_expressions_anded() {
+        let node: Node = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "edge-1", "labels": {"zone": "a", "cores": "4"}}}))
+        .unwrap();
+        let pod = |terms: serde_json::Value| -> Pod {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}, "spec": {"containers": [],
+                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}}}))
+            .unwrap()
+        };
+        let fits = |terms| node_selector_matches(&pod(terms), &node).is_ok();
+        assert!(fits(
+            serde_json::json!([{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["edge-1"]}]}])
+        ));
+        assert!(!fits(
+            serde_json::json!([{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["edge-2"]}]}])
+        ));
+        assert!(fits(serde_json::json!([
+            {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["b"]}]},
+            {"matchExpressions": [{"key": "cores", "operator": "Gt", "values": ["2"]}, {"key": "gpu", "operator": "DoesNotExist"}]}])));
+        assert!(!fits(
+            serde_json::json!([{"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["a"]}]}])
+        ));
+        assert!(
+            !fits(serde_json::json!([{}])),
+            "an empty term matches nothing"
+        );
+    }
 
     #[test]
     fn quantities_become_millicores_and_bytes() {
