@@ -1,10 +1,12 @@
 //! The scheduler: binds pods without a node to the best node that fits them, through the binding subresource.
-//! It keeps watch-fed caches of nodes and pods (no list per pod), counts pods it bound but has not seen bound
-//! yet ("assumed"), and marks pods that fit nowhere as Unschedulable with Kubernetes' message.
+//! It keeps a watch-fed cache of nodes and of each node's load (no list per pod), counts pods it bound but has
+//! not seen bound yet ("assumed"), and marks pods that fit nowhere as Unschedulable with Kubernetes' message.
 
+pub mod cache;
 pub mod plugins;
 
 use crate::events::{EventType, Recorder};
+use cache::Cache;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Patch, PatchParams, PostParams};
@@ -12,13 +14,13 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
-use plugins::Resources;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How often an unschedulable pod is tried again.
 const RETRY: Duration = Duration::from_secs(2);
+/// Pods being scheduled (and bound) at once.
+const BINDINGS_IN_FLIGHT: u16 = 64;
 
 /// Scheduler failures.
 #[derive(Debug, thiserror::Error)]
@@ -35,90 +37,39 @@ struct Context {
     client: kube::Client,
     events: Recorder,
     nodes: Store<Node>,
-    pods: Store<Pod>,
-    /// Pods placed by this scheduler that the pod cache may not show bound yet, by uid. Choosing a node and
-    /// assuming the pod there happen under this one lock, so pods scheduled at once see each other.
-    assumed: Mutex<HashMap<String, Assumed>>,
-}
-
-/// A pod placed on a node before the cache shows it bound.
-#[derive(Clone)]
-struct Assumed {
-    node: String,
-    requests: Resources,
-    owner: Option<String>,
-    since: std::time::Instant,
-}
-
-/// How long an assumption is kept if the cache never shows the pod bound (its binding failed or it was deleted).
-const ASSUME_TIMEOUT: Duration = Duration::from_secs(30);
-
-fn running_on<'a>(pods: &'a [Arc<Pod>], node: &str) -> Vec<&'a Pod> {
-    pods.iter()
-        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
-        .filter(|p| {
-            !matches!(
-                p.status.as_ref().and_then(|s| s.phase.as_deref()),
-                Some("Succeeded" | "Failed")
-            )
-        })
-        .map(|p| p.as_ref())
-        .collect()
+    /// Each node's load, with the pods this scheduler placed but has not seen bound yet.
+    cache: Mutex<Cache>,
+    /// Whether the pod watch has listed every pod once.
+    pods_synced: tokio::sync::watch::Sender<bool>,
 }
 
 /// Picks the node for a pod and assumes the pod there, or explains why none fits.
 fn choose(ctx: &Context, pod: &Pod) -> Result<String, String> {
     let nodes = ctx.nodes.state();
-    let pods = ctx.pods.state();
     let request = plugins::requests(pod);
     let owner = plugins::owner(pod).map(str::to_owned);
-    let mut assumed = ctx.assumed.lock().unwrap_or_else(|e| e.into_inner());
-    // Forget assumptions the cache has caught up with (or that are too old to matter).
-    let bound: std::collections::HashSet<String> = pods
-        .iter()
-        .filter(|p| {
-            p.spec
-                .as_ref()
-                .and_then(|s| s.node_name.as_deref())
-                .is_some_and(|n| !n.is_empty())
-        })
-        .filter_map(|p| p.uid())
-        .collect();
-    assumed.retain(|uid, a| !bound.contains(uid) && a.since.elapsed() < ASSUME_TIMEOUT);
+    // Choosing and assuming under one lock: pods scheduled at once see each other.
+    let mut cache = ctx.cache.lock().unwrap_or_else(|e| e.into_inner());
     let mut reasons = Vec::new();
     let mut best: Option<(i64, String)> = None;
     for node in &nodes {
         let name = node.name_any();
-        let on_node = running_on(&pods, &name);
-        let extra: Vec<&Assumed> = assumed.values().filter(|a| a.node == name).collect();
-        let used = on_node
-            .iter()
-            .fold(Resources::default(), |sum, p| sum + plugins::requests(p));
-        let used = extra.iter().fold(used, |sum, a| sum + a.requests);
+        let load = cache.load(&name);
         let total = plugins::allocatable(node);
-        let free = Resources {
-            cpu_milli: total.cpu_milli - used.cpu_milli,
-            memory: total.memory - used.memory,
-            pods: total.pods - used.pods,
-        };
+        let free = total - load.requested;
         let verdict = plugins::node_ready(node)
             .and_then(|()| plugins::node_selector_matches(pod, node))
             .and_then(|()| plugins::tolerates_taints(pod, node))
             .and_then(|()| plugins::fits(request, free))
-            .and_then(|()| plugins::host_ports_free(pod, &on_node));
+            .and_then(|()| plugins::host_ports_free(pod, &load.host_ports));
         match verdict {
             Err(reason) => reasons.push(reason),
             Ok(()) => {
-                let siblings = owner.as_deref().map_or(0, |uid| {
-                    on_node
-                        .iter()
-                        .filter(|p| plugins::owner(p) == Some(uid))
-                        .count()
-                        + extra
-                            .iter()
-                            .filter(|a| a.owner.as_deref() == Some(uid))
-                            .count()
-                });
+                let siblings = owner
+                    .as_ref()
+                    .and_then(|uid| load.owners.get(uid))
+                    .copied()
+                    .unwrap_or(0);
                 let score = plugins::score(request, free, total, siblings);
                 if best
                     .as_ref()
@@ -131,13 +82,14 @@ fn choose(ctx: &Context, pod: &Pod) -> Result<String, String> {
     }
     let (_, node) = best.ok_or_else(|| plugins::unschedulable_message(nodes.len(), &reasons))?;
     if let Some(uid) = pod.uid() {
-        let placed = Assumed {
+        let placed = cache::Placed {
             node: node.clone(),
             requests: request,
             owner,
-            since: std::time::Instant::now(),
+            host_ports: plugins::host_ports(pod),
+            assumed: true,
         };
-        assumed.insert(uid, placed);
+        cache.assume(&uid, placed);
     }
     Ok(node)
 }
@@ -145,10 +97,10 @@ fn choose(ctx: &Context, pod: &Pod) -> Result<String, String> {
 /// Drops the assumption of a pod whose binding failed.
 fn forget(ctx: &Context, pod: &Pod) {
     if let Some(uid) = pod.uid() {
-        ctx.assumed
+        ctx.cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&uid);
+            .forget(&uid);
     }
 }
 
@@ -163,8 +115,8 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Scheduler
     if bound || !ours || pod.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let (nodes_ready, pods_ready) = (ctx.nodes.wait_until_ready(), ctx.pods.wait_until_ready());
-    if nodes_ready.await.is_err() || pods_ready.await.is_err() {
+    let mut pods_synced = ctx.pods_synced.subscribe();
+    if ctx.nodes.wait_until_ready().await.is_err() || pods_synced.wait_for(|s| *s).await.is_err() {
         return Err(SchedulerError::NotReady);
     }
     let (name, namespace) = (pod.name_any(), pod.namespace().unwrap_or_default());
@@ -247,22 +199,35 @@ pub async fn run(client: kube::Client) {
         watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
     );
     tokio::spawn(node_events.applied_objects().for_each(|_| async {}));
-    let (pods, pod_writer) = reflector::store();
-    let pod_events = reflector::reflector(
-        pod_writer,
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
-    );
-    tokio::spawn(pod_events.touched_objects().for_each(|_| async {}));
     let ctx = Arc::new(Context {
         client: client.clone(),
         events: Recorder::new(client.clone(), "default-scheduler"),
         nodes,
-        pods,
-        assumed: Mutex::new(HashMap::new()),
+        cache: Mutex::new(Cache::default()),
+        pods_synced: tokio::sync::watch::channel(false).0,
     });
+    let feed = ctx.clone();
+    let pod_events =
+        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).default_backoff();
+    tokio::spawn(pod_events.for_each(move |event| {
+        if let Ok(event) = event {
+            let synced = matches!(event, watcher::Event::InitDone);
+            feed.cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .apply(&event);
+            if synced {
+                feed.pods_synced.send_replace(true);
+            }
+        }
+        async {}
+    }));
     let pending = watcher::Config::default().fields("spec.nodeName=");
     tracing::info!("scheduler running");
+    // Decisions are serial (one cache lock); this many bindings may be in flight at once.
+    let config = kube::runtime::controller::Config::default().concurrency(BINDINGS_IN_FLIGHT);
     Controller::new(Api::<Pod>::all(client), pending)
+        .with_config(config)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
         .await;

@@ -25,6 +25,17 @@ impl std::ops::Add for Resources {
     }
 }
 
+impl std::ops::Sub for Resources {
+    type Output = Resources;
+    fn sub(self, other: Resources) -> Resources {
+        Resources {
+            cpu_milli: self.cpu_milli - other.cpu_milli,
+            memory: self.memory - other.memory,
+            pods: self.pods - other.pods,
+        }
+    }
+}
+
 /// Parses a Kubernetes quantity into a number of base units times `scale` (1000 for millicores).
 pub fn quantity(text: &str, scale: f64) -> i64 {
     let split = text
@@ -236,23 +247,21 @@ pub fn tolerates_taints(pod: &Pod, node: &Node) -> Result<(), Reason> {
 }
 
 /// The host ports the pod asks for are free on the node.
-pub fn host_ports_free(pod: &Pod, on_node: &[&Pod]) -> Result<(), Reason> {
-    let ports = |pod: &Pod| -> Vec<i32> {
-        pod.spec
-            .iter()
-            .flat_map(|s| s.containers.iter())
-            .flat_map(|c| c.ports.iter().flatten())
-            .filter_map(|p| p.host_port.filter(|h| *h > 0))
-            .collect()
-    };
-    let wanted = ports(pod);
-    if on_node
-        .iter()
-        .any(|other| ports(other).iter().any(|p| wanted.contains(p)))
-    {
+pub fn host_ports_free(pod: &Pod, in_use: &std::collections::HashSet<i32>) -> Result<(), Reason> {
+    if host_ports(pod).iter().any(|p| in_use.contains(p)) {
         return Err("node(s) didn't have free ports for the requested pod ports".into());
     }
     Ok(())
+}
+
+/// The host ports a pod's containers take.
+pub fn host_ports(pod: &Pod) -> Vec<i32> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| p.host_port.filter(|h| *h > 0))
+        .collect()
 }
 
 /// The uid of the pod's controller (its ReplicaSet, Job, ...).

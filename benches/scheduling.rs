@@ -1,0 +1,279 @@
+//! Benchmark: (1) the scheduler's throughput placing 10,000 pods on 100 nodes (Nodes registered as objects, no
+//! agents; the scheduler runs as its own process once every pod is pending); (2) end to end, the time from
+//! creating a 100-replica Deployment of the HTTP hello app on 3 real node agents to all replicas Running,
+//! available and answering on their pod addresses. Run with `cargo bench --bench scheduling`.
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const NODES: usize = 100;
+const PODS: usize = 10_000;
+const REPLICAS: usize = 100;
+const AGENTS: usize = 3;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wasmkube(args: &[&str]) -> Process {
+    Process(
+        Command::new(env!("CARGO_BIN_EXE_wasmkube"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start wasmkube"),
+    )
+}
+
+async fn wait_healthy(client: &reqwest::Client, url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if client
+            .get(format!("{url}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} did not come up");
+}
+
+async fn post(client: &reqwest::Client, url: &str, body: Value) {
+    let response = client.post(url).json(&body).send().await.expect("post");
+    assert!(
+        response.status().is_success(),
+        "{url}: {}",
+        response.text().await.unwrap_or_default()
+    );
+}
+
+async fn get(client: &reqwest::Client, url: &str) -> Value {
+    client
+        .get(url)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json")
+}
+
+/// 10,000 pending pods, 100 nodes, then the scheduler: pods bound per second.
+async fn scheduler_throughput(client: &reqwest::Client, dir: &Path) {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let data = dir.join("throughput");
+    let _server = wasmkube(&[
+        "server",
+        "--data-dir",
+        &data.display().to_string(),
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--no-scheduler",
+        "--no-controllers",
+    ]);
+    wait_healthy(client, &url).await;
+    for i in 0..NODES {
+        post(client, &format!("{url}/api/v1/nodes"), json!({"metadata": {"name": format!("node-{i:03}")},
+            "status": {"allocatable": {"cpu": "32", "memory": "64Gi", "pods": "110"}, "capacity": {"cpu": "32", "memory": "64Gi", "pods": "110"},
+                       "conditions": [{"type": "Ready", "status": "True"}]}})).await;
+    }
+    let created = Instant::now();
+    let pods_url = format!("{url}/api/v1/namespaces/default/pods");
+    let pods_url = &pods_url;
+    futures::stream::iter(0..PODS)
+        .for_each_concurrent(64, |i| async move {
+            post(client, pods_url, json!({"metadata": {"name": format!("pod-{i:05}")},
+                "spec": {"containers": [{"name": "c", "image": "app.wasm", "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]}})).await;
+        })
+        .await;
+    println!(
+        "created {PODS} pending pods in {:.1} s",
+        created.elapsed().as_secs_f64()
+    );
+    let started = Instant::now();
+    let _scheduler = wasmkube(&["--server", &url, "scheduler"]);
+    loop {
+        let pending = get(
+            client,
+            &format!("{url}/api/v1/namespaces/default/pods?fieldSelector=spec.nodeName%3D&limit=1"),
+        )
+        .await;
+        if pending["items"]
+            .as_array()
+            .is_some_and(|items| items.is_empty())
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(900),
+            "the scheduler did not finish in 15 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let pods = get(client, &format!("{url}/api/v1/namespaces/default/pods")).await;
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for pod in pods["items"].as_array().into_iter().flatten() {
+        *per_node
+            .entry(
+                pod["spec"]["nodeName"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            )
+            .or_default() += 1;
+    }
+    let (min, max) = (
+        per_node.values().min().copied().unwrap_or(0),
+        per_node.values().max().copied().unwrap_or(0),
+    );
+    println!(
+        "scheduler: {PODS} pods on {NODES} nodes in {elapsed:.1} s (process start included) = {:.0} pods/s; pods per node {min}..{max}",
+        PODS as f64 / elapsed
+    );
+}
+
+/// A 100-replica Deployment on 3 real agents: from create to every replica available and answering.
+async fn deployment_end_to_end(client: &reqwest::Client, dir: &Path) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let status = Command::new(root.join("scripts/build-wasm-apps"))
+        .status()
+        .expect("build wasm-apps");
+    assert!(status.success());
+    let image = root.join("target/wasm-apps/wasm32-wasip2/release/hello_http.wasm");
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let data = dir.join("e2e");
+    let _server = wasmkube(&[
+        "server",
+        "--data-dir",
+        &data.display().to_string(),
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    wait_healthy(client, &url).await;
+    let _agents: Vec<Process> = (0..AGENTS)
+        .map(|i| {
+            let node_dir = dir.join(format!("agent-{i}"));
+            wasmkube(&[
+                "--server",
+                &url,
+                "node",
+                "--name",
+                &format!("agent-{i}"),
+                "--port",
+                "0",
+                "--data-dir",
+                &node_dir.display().to_string(),
+            ])
+        })
+        .collect();
+    loop {
+        let nodes = get(client, &format!("{url}/api/v1/nodes")).await;
+        let ready = nodes["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| n["spec"]["podCIDR"].is_string())
+            .count();
+        if ready == AGENTS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Warm the agents' compilation caches with one pod each, as a cluster that already ran the app would be.
+    let deployments = format!("{url}/apis/apps/v1/namespaces/default/deployments");
+    let deployment = |name: &str, replicas: usize| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}}, "template": {"metadata": {"labels": {"app": name}},
+            "spec": {"containers": [{"name": "hello", "image": format!("file://{}", image.display()), "ports": [{"containerPort": 8080}],
+                "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}]}}}})
+    };
+    post(client, &deployments, deployment("warm", AGENTS)).await;
+    wait_available(client, &format!("{deployments}/warm"), AGENTS).await;
+    let started = Instant::now();
+    post(client, &deployments, deployment("hello", REPLICAS)).await;
+    wait_available(client, &format!("{deployments}/hello"), REPLICAS).await;
+    let available = started.elapsed().as_secs_f64();
+    let pods = get(
+        client,
+        &format!("{url}/api/v1/namespaces/default/pods?labelSelector=app%3Dhello"),
+    )
+    .await;
+    let addresses: Vec<String> = pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p["status"]["podIP"].as_str().map(str::to_owned))
+        .collect();
+    let answered = futures::stream::iter(addresses)
+        .map(|ip| async move {
+            client
+                .get(format!("http://{ip}:8080/"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .buffer_unordered(32)
+        .filter(|ok| futures::future::ready(*ok))
+        .count()
+        .await;
+    let serving = started.elapsed().as_secs_f64();
+    assert_eq!(answered, REPLICAS, "every replica answers");
+    println!(
+        "deployment: {REPLICAS} replicas on {AGENTS} agents available in {available:.2} s, all answering HTTP after {serving:.2} s"
+    );
+}
+
+async fn wait_available(client: &reqwest::Client, url: &str, replicas: usize) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let d = get(client, url).await;
+        if d["status"]["availableReplicas"].as_u64() == Some(replicas as u64)
+            && d["status"]["updatedReplicas"].as_u64() == Some(replicas as u64)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} not available: {}",
+            d["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let client = reqwest::Client::new();
+    runtime.block_on(async {
+        deployment_end_to_end(&client, dir.path()).await;
+        scheduler_throughput(&client, dir.path()).await;
+    });
+}
