@@ -2,33 +2,19 @@
 //! gateway) in the same run on the same machine: create and get throughput and latency at 1, 16 and 64
 //! concurrent clients, and watch fan-out to 100 watchers. Run with `cargo bench --bench api_vs_etcd`.
 
+mod common;
+
 use base64::Engine;
+use common::{Process, free_port};
 use futures::StreamExt;
 use serde_json::{Value, json};
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const CLIENTS: [usize; 3] = [1, 16, 64];
 const WATCHERS: usize = 100;
 const WATCHED_WRITES: usize = 500;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn wait_for(url: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -3,34 +3,20 @@
 //! creating a 100-replica Deployment of the HTTP hello app on 3 real node agents to all replicas Running,
 //! available and answering on their pod addresses. Run with `cargo bench --bench scheduling`.
 
+mod common;
+
+use common::{Process, free_port};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const NODES: usize = 100;
 const PODS: usize = 10_000;
 const REPLICAS: usize = 100;
 const AGENTS: usize = 3;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn wasmkube(args: &[&str]) -> Process {
     Process(
