@@ -165,3 +165,101 @@ fn a_job_fails_past_its_backoff_limit_or_its_deadline_and_goes_after_its_ttl() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+fn cronjob(server: &Server, name: &str, spec: Value) {
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{}/apis/batch/v1/namespaces/default/cronjobs", server.url))
+        .json(&json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": name}, "spec": spec}))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().unwrap());
+}
+
+/// The Jobs a CronJob owns (by name prefix), with whether each completed.
+fn cron_jobs(server: &Server, name: &str) -> Vec<(String, bool)> {
+    get(server, JOBS)["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|j| j["metadata"]["ownerReferences"][0]["name"] == name)
+        .map(|j| {
+            (
+                j["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                condition(j, "Complete").is_some(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_cronjob_starts_jobs_on_schedule_keeps_its_history_and_forbids_overlap() {
+    let server = Server::start();
+    let _node = NodeAgent::start(&server, "cron-node");
+    // Every 2 seconds (a leading seconds field: a wasmkube extension of the five-field schedule).
+    let template = |pod: Value| json!({"spec": {"template": {"spec": pod}}});
+    let mut quick = batch(json!([]));
+    quick["restartPolicy"] = json!("Never");
+    cronjob(
+        &server,
+        "tick",
+        json!({"schedule": "*/2 * * * * *", "successfulJobsHistoryLimit": 2, "jobTemplate": template(quick)}),
+    );
+    let hog = format!("file://{}", wasm_app("wasm32-wasip1", "cpu-hog").display());
+    cronjob(
+        &server,
+        "hog",
+        json!({"schedule": "*/2 * * * * *", "concurrencyPolicy": "Forbid",
+        "jobTemplate": template(json!({"restartPolicy": "Never", "containers": [{"name": "spin", "image": hog}]}))}),
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut seen = std::collections::BTreeSet::new();
+    loop {
+        for (name, _) in cron_jobs(&server, "tick") {
+            seen.insert(name);
+        }
+        let tick = get(&server, "/apis/batch/v1/namespaces/default/cronjobs/tick");
+        if seen.len() >= 4 && tick["status"]["lastSuccessfulTime"].is_string() {
+            assert!(tick["status"]["lastScheduleTime"].is_string(), "{tick}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {seen:?} ran: {tick}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let complete = cron_jobs(&server, "tick")
+        .iter()
+        .filter(|(_, done)| *done)
+        .count();
+    assert!(
+        complete <= 2,
+        "successfulJobsHistoryLimit 2 keeps at most 2 finished jobs, found {complete}"
+    );
+    // A schedule cron cannot read, or a time zone that does not exist, is refused with the field at fault.
+    for (schedule, zone, field) in [
+        ("every now and then", None, "spec.schedule"),
+        ("0 9 * * *", Some("Mars/Olympus"), "spec.timeZone"),
+    ] {
+        let response = reqwest::blocking::Client::new()
+            .post(format!("{}/apis/batch/v1/namespaces/default/cronjobs", server.url))
+            .json(&json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "bad"},
+                "spec": {"schedule": schedule, "timeZone": zone, "jobTemplate": template(batch(json!([])))}}))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 422);
+        let status: Value = response.json().unwrap();
+        assert_eq!(status["details"]["causes"][0]["field"], field, "{status}");
+    }
+    // The endless job blocks every later run.
+    let hogs = cron_jobs(&server, "hog");
+    assert_eq!(hogs.len(), 1, "Forbid: {hogs:?}");
+    let hog = get(&server, "/apis/batch/v1/namespaces/default/cronjobs/hog");
+    assert_eq!(
+        hog["status"]["active"].as_array().map(Vec::len),
+        Some(1),
+        "{hog}"
+    );
+}

@@ -571,12 +571,15 @@ impl KindRules for CronJob {
     fn validate(&self) -> Vec<Cause> {
         let mut causes = Vec::new();
         let spec = &self.spec;
-        if spec.schedule.split_whitespace().count() != 5 && !spec.schedule.starts_with('@') {
-            causes.push(Cause::invalid(
-                "spec.schedule",
-                &spec.schedule,
-                "must be a standard cron expression with 5 fields or a @macro",
-            ));
+        if let Err(message) =
+            crate::api::schedule::Schedule::new(&spec.schedule, spec.time_zone.as_deref())
+        {
+            let (field, value) = if message.starts_with("unknown time zone") {
+                ("spec.timeZone", spec.time_zone.clone().unwrap_or_default())
+            } else {
+                ("spec.schedule", spec.schedule.clone())
+            };
+            causes.push(Cause::invalid(field, &value, &message));
         }
         if let Some(policy) = spec.concurrency_policy.as_deref()
             && !["Allow", "Forbid", "Replace"].contains(&policy)

@@ -2,6 +2,7 @@
 //! function run by kube-runtime's Controller (watch → deduplicating queue → reconcile → retry), talking to the
 //! rest of the cluster only through the apiserver.
 
+pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
@@ -82,6 +83,7 @@ pub async fn run(client: kube::Client, config: ControllersConfig) {
         job::run(client.clone(), config.job_backoff),
         daemonset::run(client.clone()),
         statefulset::run(client.clone()),
+        cronjob::run(client.clone()),
     );
 }
 
