@@ -722,3 +722,58 @@ fn an_http_component_without_a_port_says_so() {
         .to_owned();
     assert!(message.contains("needs a containerPort"), "{message}");
 }
+
+fn echo_pod(name: &str, port: u16, listen: u16) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+           "spec": {"nodeName": "tcp-node", "restartPolicy": "Never", "containers": [{
+               "name": "echo",
+               "image": format!("file://{}", wasm_app("wasm32-wasip2", "tcp-echo").display()),
+               "args": [listen.to_string()],
+               "ports": [{"containerPort": port}],
+               "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}]}})
+}
+
+#[test]
+fn sockets_components_listen_on_their_pod_address_and_only_on_declared_ports() {
+    use std::io::{BufRead, BufReader, Write};
+    let server = Server::start();
+    let _agent = NodeAgent::start(&server, "tcp-node");
+    create_pod(&server, echo_pod("echo-a", 7000, 7000));
+    create_pod(&server, echo_pod("echo-b", 7000, 7000));
+    for name in ["echo-a", "echo-b"] {
+        let running = wait_for(&server, name, "Running", |p| {
+            container(p)["state"]["running"].is_object()
+        });
+        let ip = running["status"]["podIP"].as_str().unwrap().to_owned();
+        // 0.0.0.0 inside the pod is the pod's own address: connect there.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let stream = loop {
+            match std::net::TcpStream::connect((ip.as_str(), 7000)) {
+                Ok(stream) => break stream,
+                Err(_) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(50))
+                }
+                Err(e) => panic!("{name} does not listen on {ip}:7000: {e}"),
+            }
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert_eq!(line, format!("echo from {name}\n"));
+        (&stream).write_all(b"ping\n").unwrap();
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        assert_eq!(line, "ping\n");
+    }
+    // Listening on a port the pod does not declare is refused.
+    create_pod(&server, echo_pod("sneaky", 7000, 7001));
+    let failed = wait_for(&server, "sneaky", "Failed", |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    assert_eq!(container(&failed)["state"]["terminated"]["reason"], "Error");
+    let (_, text) = log(&server, "sneaky", "");
+    assert!(text.contains("cannot listen on port 7001"), "{text}");
+}

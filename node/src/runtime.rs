@@ -194,6 +194,8 @@ pub(crate) struct P2State {
     http: WasiHttpCtx,
     table: ResourceTable,
     limiter: MemoryLimiter,
+    /// The pod's address, which a bind to the unspecified address (0.0.0.0) means.
+    pod_ip: std::net::IpAddr,
 }
 
 impl WasiHttpView for P2State {
@@ -263,6 +265,7 @@ impl Runtime {
         let mut p2 = wasmtime::component::Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut p2).map_err(init_error)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut p2).map_err(init_error)?;
+        bind_on_pod_address(&mut p2).map_err(init_error)?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let (ticker_engine, stop) = (engine.clone(), stop_ticker.clone());
         std::thread::Builder::new()
@@ -380,6 +383,50 @@ impl Runtime {
     }
 }
 
+/// In a pod, listening on 0.0.0.0 means the pod's own address (as in a Linux pod's network namespace): the
+/// component Linker's `tcp-socket.start-bind` is replaced by one that maps the unspecified IPv4 address to the
+/// pod's IP before wasmtime-wasi binds, so two pods can both listen on 0.0.0.0:8080 and the socket check then
+/// sees the real address.
+fn bind_on_pod_address(linker: &mut wasmtime::component::Linker<P2State>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::p2::bindings::sockets::network::IpSocketAddress;
+    use wasmtime_wasi::p2::bindings::sockets::tcp::HostTcpSocket;
+    use wasmtime_wasi::sockets::WasiSocketsView;
+    type Params = (
+        wasmtime::component::Resource<wasmtime_wasi::p2::TcpSocket>,
+        wasmtime::component::Resource<wasmtime_wasi::p2::Network>,
+        IpSocketAddress,
+    );
+    linker.allow_shadowing(true);
+    linker.instance(TCP_INTERFACE)?.func_wrap_async(
+        "[method]tcp-socket.start-bind",
+        |mut store: wasmtime::StoreContextMut<'_, P2State>, (socket, network, address): Params| {
+            Box::new(async move {
+                let mut address = std::net::SocketAddr::from(address);
+                let pod_ip = store.data().pod_ip;
+                if address.ip() == std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)
+                    && pod_ip.is_ipv4()
+                {
+                    address.set_ip(pod_ip);
+                }
+                let mut sockets = store.data_mut().sockets();
+                let bound =
+                    HostTcpSocket::start_bind(&mut sockets, socket, network, address.into()).await;
+                // An ErrorCode goes back to the guest; anything else is a trap.
+                let result = match bound {
+                    Ok(()) => Ok(()),
+                    Err(error) => Err(error.downcast()?),
+                };
+                Ok((result,))
+            })
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// The wasi:sockets TCP interface as wasmtime-wasi registers it (older 0.2 imports resolve to it by semver).
+const TCP_INTERFACE: &str = "wasi:sockets/tcp@0.2.12";
+
 /// A fresh component Store for one run or one request, with the spec's limits and an epoch deadline.
 pub(crate) fn p2_store(
     engine: &Engine,
@@ -396,6 +443,7 @@ pub(crate) fn p2_store(
                 limit: spec.memory_limit,
                 refused,
             },
+            pod_ip: spec.network.ip,
         },
     );
     store.limiter(|state| &mut state.limiter);
