@@ -777,3 +777,64 @@ fn sockets_components_listen_on_their_pod_address_and_only_on_declared_ports() {
     let (_, text) = log(&server, "sneaky", "");
     assert!(text.contains("cannot listen on port 7001"), "{text}");
 }
+
+fn ready(pod: &Value) -> bool {
+    pod["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+#[test]
+fn probes_gate_readiness_and_restart_unhealthy_containers() {
+    let server = Server::start();
+    let _agent = NodeAgent::start(&server, "web-node");
+    let probe = |path: &str| json!({"httpGet": {"path": path, "port": "http"}, "periodSeconds": 1, "failureThreshold": 2});
+    let with = |name: &str, field: &str, probe: Value| {
+        let mut pod = http_pod(name, "web-node", 8080);
+        pod["spec"]["containers"][0]["ports"][0]["name"] = json!("http");
+        pod["spec"]["containers"][0][field] = probe;
+        pod
+    };
+    create_pod(
+        &server,
+        with("healthy", "readinessProbe", probe("/healthz")),
+    );
+    create_pod(
+        &server,
+        with("never-ready", "readinessProbe", probe("/missing")),
+    );
+    create_pod(
+        &server,
+        with("unhealthy", "livenessProbe", probe("/missing")),
+    );
+    let tcp = json!({"tcpSocket": {"port": 8080}, "periodSeconds": 1});
+    create_pod(&server, with("started", "startupProbe", tcp));
+
+    wait_for(&server, "healthy", "Ready", ready);
+    wait_for(&server, "started", "Ready after its startup probe", |p| {
+        ready(p) && container(p)["started"] == true
+    });
+    let restarted = wait_for(
+        &server,
+        "unhealthy",
+        "restarted by its liveness probe",
+        |p| container(p)["restartCount"].as_i64().unwrap_or(0) >= 1,
+    );
+    let last = &container(&restarted)["lastState"]["terminated"];
+    assert_eq!(last["exitCode"], 137);
+    assert!(
+        last["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("Liveness probe failed: HTTP probe failed with statuscode: 404"),
+        "{last}"
+    );
+    // Failing readiness keeps the pod running but out of Ready, without a restart.
+    let waiting = get_pod(&server, "never-ready").unwrap();
+    assert!(container(&waiting)["state"]["running"].is_object());
+    assert_eq!(container(&waiting)["ready"], false);
+    assert!(!ready(&waiting));
+    assert_eq!(container(&waiting)["restartCount"], 0);
+}

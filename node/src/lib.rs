@@ -7,5 +7,6 @@ pub mod images;
 pub mod log_server;
 pub mod logs;
 pub mod pod;
+pub mod probes;
 pub mod runtime;
 pub mod status;

@@ -2,6 +2,7 @@
 //! CrashLoopBackOff, and every change of their state written to the pod's status.
 
 use crate::logs::{ContainerLog, Stream};
+use crate::probes::{self, ProbeEvent};
 use crate::runtime::{Mount, PodNetwork, RunSpec, Runtime};
 use crate::status::{self, Container, State};
 use k8s_openapi::api::core::v1::{ConfigMap, Container as ContainerSpec, KeyToPath, Pod, Secret};
@@ -134,6 +135,8 @@ fn initial_states(
             restart_count: previous
                 .and_then(|cs| cs.iter().find(|s| s.name == c.name))
                 .map_or(0, |s| s.restart_count),
+            started: false,
+            ready: false,
         })
         .collect()
 }
@@ -293,9 +296,24 @@ struct ContainerWorker {
     network: PodNetwork,
 }
 
+/// How one run of a container ended.
+enum Ended {
+    /// The guest exited (or could not be set up).
+    Exited(Result<crate::runtime::Exit, crate::runtime::RunError>),
+    /// The pod is being stopped.
+    Stopped,
+    /// Its liveness or startup probe failed.
+    Unhealthy(String),
+}
+
 impl ContainerWorker {
     async fn report(&mut self, state: State) {
         self.state.state = state;
+        self.resend().await;
+    }
+
+    /// Sends the container's state to the pod's status writer.
+    async fn resend(&mut self) {
         let update = Update {
             init: self.init,
             index: self.index,
@@ -321,33 +339,64 @@ impl ContainerWorker {
             let ran = match self.prepare().await {
                 Ok((loaded, spec, listener, log)) => {
                     self.state.image_id = loaded.digest.clone();
+                    self.state.started = self.spec.startup_probe.is_none();
+                    self.state.ready = self.state.started && self.spec.readiness_probe.is_none();
                     self.report(State::Running {
                         started_at: started,
                     })
                     .await;
+                    let (probe_events, mut probe_verdicts) = mpsc::channel(4);
+                    let prober = tokio::spawn(probes::run(
+                        self.spec.clone(),
+                        self.network.ip,
+                        probe_events,
+                    ));
                     let mut stopped = self.stopped.clone();
-                    let outcome = tokio::select! {
-                        exit = self.ctx.runtime.run(&loaded, spec, listener) => Some(exit),
-                        _ = stopped.wait_for(|stop| *stop) => None,
+                    let runtime = self.ctx.runtime.clone();
+                    let run = runtime.run(&loaded, spec, listener);
+                    tokio::pin!(run);
+                    let outcome = loop {
+                        let verdict = tokio::select! {
+                            exit = &mut run => break Ended::Exited(exit),
+                            _ = stopped.wait_for(|stop| *stop) => break Ended::Stopped,
+                            Some(verdict) = probe_verdicts.recv() => verdict,
+                        };
+                        match verdict {
+                            ProbeEvent::Started => {
+                                self.state.started = true;
+                                self.state.ready = self.spec.readiness_probe.is_none();
+                            }
+                            ProbeEvent::Ready(ready) => self.state.ready = ready,
+                            ProbeEvent::Failed(message) => break Ended::Unhealthy(message),
+                        }
+                        self.resend().await;
                     };
+                    prober.abort();
+                    self.state.started = false;
+                    self.state.ready = false;
                     log.finish();
                     let finished = jiff::Timestamp::now();
+                    let killed = |message: String| State::Terminated {
+                        exit_code: 137,
+                        reason: "Error".into(),
+                        message: Some(message),
+                        started_at: started,
+                        finished_at: finished,
+                    };
                     let terminated = match outcome {
-                        None => State::Terminated {
-                            exit_code: 137,
-                            reason: "Error".into(),
-                            message: Some("stopped".into()),
-                            started_at: started,
-                            finished_at: finished,
-                        },
-                        Some(Ok(exit)) => State::Terminated {
+                        Ended::Stopped => killed("stopped".into()),
+                        Ended::Unhealthy(message) => {
+                            tracing::info!(pod = %self.pod.metadata.name.as_deref().unwrap_or_default(), container = %self.spec.name, %message, "restarting an unhealthy container");
+                            killed(message)
+                        }
+                        Ended::Exited(Ok(exit)) => State::Terminated {
                             exit_code: exit.code,
                             reason: exit.reason.into(),
                             message: exit.message,
                             started_at: started,
                             finished_at: finished,
                         },
-                        Some(Err(error)) => State::Waiting {
+                        Ended::Exited(Err(error)) => State::Waiting {
                             reason: "CreateContainerError".into(),
                             message: Some(error.to_string()),
                         },

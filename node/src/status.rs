@@ -53,6 +53,21 @@ pub struct Container {
     pub last_state: Option<State>,
     /// How often it restarted.
     pub restart_count: i32,
+    /// Whether its startup probe passed (true without one); it counts only while running.
+    pub started: bool,
+    /// Whether its readiness probe passes (true without one, once started); it counts only while running.
+    pub ready: bool,
+}
+
+impl Container {
+    fn running(&self) -> bool {
+        matches!(self.state, State::Running { .. })
+    }
+
+    /// Running, started and passing its readiness probe.
+    pub fn is_ready(&self) -> bool {
+        self.running() && self.started && self.ready
+    }
 }
 
 impl State {
@@ -151,10 +166,7 @@ pub fn pod_status(
     previous: Option<&PodStatus>,
 ) -> PodStatus {
     let now = jiff::Timestamp::now();
-    let ready = !containers.is_empty()
-        && containers
-            .iter()
-            .all(|c| matches!(c.state, State::Running { .. }));
+    let ready = !containers.is_empty() && containers.iter().all(Container::is_ready);
     let phase = phase(restart_policy, inits, containers);
     let initialized = inits.iter().all(succeeded);
     let finished = matches!(phase, "Succeeded" | "Failed");
@@ -224,8 +236,8 @@ fn container_status(c: &Container) -> ContainerStatus {
         image_id: c.image_id.clone(),
         container_id: (!c.image_id.is_empty())
             .then(|| format!("wasmtime://{}/{}", c.name, c.restart_count)),
-        ready: matches!(c.state, State::Running { .. }),
-        started: Some(matches!(c.state, State::Running { .. })),
+        ready: c.is_ready(),
+        started: Some(c.running() && c.started),
         restart_count: c.restart_count,
         state: Some(c.state.to_k8s()),
         last_state: Some(c.last_state.as_ref().map(State::to_k8s).unwrap_or_default()),
@@ -245,6 +257,8 @@ mod tests {
             state,
             last_state: None,
             restart_count: restarts,
+            started: true,
+            ready: true,
         }
     }
 
