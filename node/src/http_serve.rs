@@ -24,6 +24,8 @@ pub(crate) struct Handler {
     pub pre: ProxyPre<P2State>,
     /// The guest's environment, limits and logs.
     pub spec: RunSpec,
+    /// The container's CPU quota, shared by its requests.
+    pub cpu: Option<Arc<std::sync::Mutex<crate::cpu::Quota>>>,
 }
 
 /// Accepts connections until the future is dropped; dropping it also ends every open connection.
@@ -87,8 +89,9 @@ async fn instantiate_and_handle(
     request: hyper::Request<hyper::body::Incoming>,
 ) -> Result<hyper::Response<HyperOutgoingBody>, String> {
     let engine = handler.pre.engine();
-    let mut store = p2_store(engine, &handler.spec, Arc::new(AtomicBool::new(false)))
-        .map_err(|e| e.to_string())?;
+    let refused = Arc::new(AtomicBool::new(false));
+    let mut store =
+        p2_store(engine, &handler.spec, refused, handler.cpu.clone()).map_err(|e| e.to_string())?;
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let request = store
         .data_mut()

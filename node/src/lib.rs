@@ -2,6 +2,7 @@
 
 pub mod addresses;
 pub mod agent;
+pub mod cpu;
 mod http_serve;
 pub mod images;
 pub mod log_server;

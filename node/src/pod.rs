@@ -519,11 +519,19 @@ impl ContainerWorker {
             .and_then(|l| l.get("memory"))
             .and_then(|q| parse_quantity(&q.0))
             .map(|bytes| bytes as usize);
+        let cpu_limit = self
+            .spec
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref())
+            .and_then(|l| l.get("cpu"))
+            .and_then(|q| crate::cpu::millicores(&q.0));
         let spec = RunSpec {
             args,
             env,
             mounts,
             memory_limit,
+            cpu_limit,
             stdout: log.stream(Stream::Stdout),
             stderr: log.stream(Stream::Stderr),
             network: self.network.clone(),

@@ -144,6 +144,8 @@ pub struct RunSpec {
     pub mounts: Vec<Mount>,
     /// Bytes of linear memory the guest may use, in all.
     pub memory_limit: Option<usize>,
+    /// The CPU the guest may use, in millicores (its pod's `resources.limits.cpu`).
+    pub cpu_limit: Option<u64>,
     /// Where stdout goes.
     pub stdout: LogStream,
     /// Where stderr goes.
@@ -345,7 +347,7 @@ impl Runtime {
                     },
                 );
                 store.limiter(|state| &mut state.limiter);
-                store.epoch_deadline_async_yield_and_update(1);
+                crate::cpu::govern(&mut store, cpu_quota(&spec));
                 match pre.instantiate_async(&mut store).await {
                     Ok(instance) => match instance.get_typed_func::<(), ()>(&mut store, "_start") {
                         Ok(start) => start.call_async(&mut store, ()).await,
@@ -355,7 +357,7 @@ impl Runtime {
                 }
             }
             Program::Command(pre) => {
-                let mut store = p2_store(&self.engine, &spec, refused.clone())?;
+                let mut store = p2_store(&self.engine, &spec, refused.clone(), cpu_quota(&spec))?;
                 match pre.instantiate_async(&mut store).await {
                     Ok(command) => match command.wasi_cli_run().call_run(&mut store).await {
                         Ok(Ok(())) => Ok(()),
@@ -373,6 +375,7 @@ impl Runtime {
                 })?;
                 let handler = crate::http_serve::Handler {
                     pre: pre.clone(),
+                    cpu: cpu_quota(&spec),
                     spec,
                 };
                 crate::http_serve::serve(listener, Arc::new(handler)).await;
@@ -432,6 +435,7 @@ pub(crate) fn p2_store(
     engine: &Engine,
     spec: &RunSpec,
     refused: Arc<AtomicBool>,
+    cpu: Option<Arc<Mutex<crate::cpu::Quota>>>,
 ) -> Result<Store<P2State>, RunError> {
     let mut store = Store::new(
         engine,
@@ -447,8 +451,19 @@ pub(crate) fn p2_store(
         },
     );
     store.limiter(|state| &mut state.limiter);
-    store.epoch_deadline_async_yield_and_update(1);
+    crate::cpu::govern(&mut store, cpu);
     Ok(store)
+}
+
+/// The CPU quota of one run of a container (shared by all its requests, for an HTTP component).
+fn cpu_quota(spec: &RunSpec) -> Option<Arc<Mutex<crate::cpu::Quota>>> {
+    spec.cpu_limit.map(|millicores| {
+        Arc::new(Mutex::new(crate::cpu::Quota::new(
+            millicores,
+            EPOCH_TICK,
+            std::time::Instant::now(),
+        )))
+    })
 }
 
 /// The guest's WASI world: argv, env, stdio into its log, its volumes and the network its pod allows.

@@ -46,6 +46,7 @@ async fn run(
             .collect(),
         mounts: Vec::new(),
         memory_limit: memory,
+        cpu_limit: None,
         stdout: log.stream(Stream::Stdout),
         stderr: log.stream(Stream::Stderr),
         network: loopback(&[]),
@@ -245,6 +246,7 @@ async fn an_http_component_gets_a_fresh_instance_per_request_and_a_trap_costs_on
         env: vec![("POD_NAME".into(), "hello-7f9c".into())],
         mounts: Vec::new(),
         memory_limit: Some(64 << 20),
+        cpu_limit: None,
         stdout: log.stream(Stream::Stdout),
         stderr: log.stream(Stream::Stderr),
         network: loopback(&[]),
@@ -271,4 +273,46 @@ async fn a_component_with_no_entry_point_is_refused() {
     let (runtime, _cache) = runtime();
     let empty = wat::parse_str("(component)").unwrap();
     assert!(matches!(runtime.load(&empty), Err(LoadError::NoEntryPoint)));
+}
+
+/// Runs the cpu-hog (a heartbeat every 2 million iterations) for `time` with an optional CPU limit; returns
+/// how many heartbeats it printed.
+async fn heartbeats(
+    runtime: std::sync::Arc<Runtime>,
+    cpu_limit: Option<u64>,
+    time: Duration,
+) -> usize {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("0.log");
+    let log = ContainerLog::create(&log_path).unwrap();
+    let loaded = runtime.load(&app("wasm32-wasip1", "cpu-hog")).unwrap();
+    let spec = RunSpec {
+        args: vec!["cpu-hog".into(), "2000000".into()],
+        env: Vec::new(),
+        mounts: Vec::new(),
+        memory_limit: None,
+        cpu_limit,
+        stdout: log.stream(Stream::Stdout),
+        stderr: log.stream(Stream::Stderr),
+        network: loopback(&[]),
+    };
+    let _ = tokio::time::timeout(time, runtime.run(&loaded, spec, None)).await;
+    parse(&std::fs::read_to_string(&log_path).unwrap()).len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cpu_limit_holds_a_busy_loop_to_its_share() {
+    let (runtime, _cache) = runtime();
+    let runtime = std::sync::Arc::new(runtime);
+    // Side by side on two threads: one hog unlimited, one limited to a fifth of a CPU.
+    let time = Duration::from_secs(2);
+    let free = tokio::spawn(heartbeats(runtime.clone(), None, time));
+    let limited = tokio::spawn(heartbeats(runtime.clone(), Some(200), time));
+    let (free, limited) = (free.await.unwrap(), limited.await.unwrap());
+    assert!(free > 20, "the unlimited hog ran ({free} heartbeats)");
+    // 200m is a fifth of what the unlimited one gets at best; allow for a loaded machine.
+    assert!(
+        limited * 2 < free,
+        "the limited hog printed {limited} heartbeats, the unlimited one {free}"
+    );
 }
