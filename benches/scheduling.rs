@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Process, free_port};
+use common::{Process, free_port, get};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -52,17 +52,6 @@ async fn post(client: &reqwest::Client, url: &str, body: Value) {
         "{url}: {}",
         response.text().await.unwrap_or_default()
     );
-}
-
-async fn get(client: &reqwest::Client, url: &str) -> Value {
-    client
-        .get(url)
-        .send()
-        .await
-        .expect("get")
-        .json()
-        .await
-        .expect("json")
 }
 
 /// 10,000 pending pods, 100 nodes, then the scheduler: pods bound per second.

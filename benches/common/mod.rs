@@ -22,3 +22,15 @@ impl Drop for Process {
         let _ = self.0.wait();
     }
 }
+
+/// GETs a JSON document.
+pub async fn get(client: &reqwest::Client, url: &str) -> serde_json::Value {
+    client
+        .get(url)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json")
+}
