@@ -1,7 +1,8 @@
-//! `scale` and `rollout` (status, history, undo, restart, pause, resume), as kubectl does them for Deployments.
+//! `scale` and `rollout` (status, history, undo, restart, pause, resume), as kubectl does them for Deployments;
+//! `rollout status` also follows DaemonSets and StatefulSets.
 
 use anyhow::{Context, anyhow, bail};
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
@@ -29,9 +30,9 @@ pub struct RolloutArgs {
 /// What `rollout` does.
 #[derive(clap::Subcommand, Debug)]
 pub enum RolloutAction {
-    /// Wait until the rollout is done.
+    /// Wait until the rollout of a Deployment, DaemonSet or StatefulSet is done.
     Status {
-        /// `deployment/NAME` or `deployment NAME`.
+        /// `KIND/NAME` or `KIND NAME`.
         target: Vec<String>,
         /// Give up after this long (e.g. 90s, 5m); 0 waits forever.
         #[arg(long, default_value = "0s")]
@@ -194,6 +195,106 @@ pub fn rollout_state(deployment: &Deployment) -> anyhow::Result<(String, bool)> 
     })
 }
 
+/// kubectl's verdict on a DaemonSet's rollout.
+pub fn daemonset_state(set: &DaemonSet) -> anyhow::Result<(String, bool)> {
+    let name = set.name_any();
+    if set
+        .spec
+        .update_strategy
+        .as_ref()
+        .and_then(|s| s.type_.as_deref())
+        == Some("OnDelete")
+    {
+        bail!("rollout status is only available for RollingUpdate strategy type");
+    }
+    let status = set.status.clone().unwrap_or_default();
+    if set.metadata.generation.unwrap_or(0) > status.observed_generation.unwrap_or(0) {
+        return Ok((
+            "Waiting for daemon set spec update to be observed...".into(),
+            false,
+        ));
+    }
+    let desired = status.desired_number_scheduled;
+    let updated = status.updated_number_scheduled.unwrap_or(0);
+    let available = status.number_available.unwrap_or(0);
+    Ok(if updated < desired {
+        (
+            format!(
+                "Waiting for daemon set {name:?} rollout to finish: {updated} out of {desired} new pods have been updated..."
+            ),
+            false,
+        )
+    } else if available < desired {
+        (
+            format!(
+                "Waiting for daemon set {name:?} rollout to finish: {available} of {desired} updated pods are available..."
+            ),
+            false,
+        )
+    } else {
+        (format!("daemon set {name:?} successfully rolled out"), true)
+    })
+}
+
+/// kubectl's verdict on a StatefulSet's rolling update.
+pub fn statefulset_state(set: &StatefulSet) -> (String, bool) {
+    let status = set.status.clone().unwrap_or_default();
+    if set.metadata.generation.unwrap_or(0) > status.observed_generation.unwrap_or(0) {
+        return (
+            "Waiting for statefulset spec update to be observed...".into(),
+            false,
+        );
+    }
+    let replicas = set.spec.replicas.unwrap_or(1);
+    let ready = status.ready_replicas.unwrap_or(0);
+    if ready < replicas {
+        return (
+            format!("Waiting for {} pods to be ready...", replicas - ready),
+            false,
+        );
+    }
+    let updated = status.updated_replicas.unwrap_or(0);
+    let partition = set
+        .spec
+        .update_strategy
+        .as_ref()
+        .and_then(|s| s.rolling_update.as_ref())
+        .and_then(|r| r.partition);
+    if let Some(partition) = partition {
+        // As kubectl: with a partition, done once every ordinal at or above it runs the new revision.
+        let wanted = replicas - partition;
+        if updated < wanted {
+            return (
+                format!(
+                    "Waiting for partitioned roll out to finish: {updated} out of {wanted} new pods have been updated..."
+                ),
+                false,
+            );
+        }
+        return (
+            format!("partitioned roll out complete: {updated} new pods have been updated..."),
+            true,
+        );
+    }
+    let revision = status.update_revision.clone().unwrap_or_default();
+    if status.current_revision.as_deref() != Some(revision.as_str()) {
+        let updated = status.updated_replicas.unwrap_or(0);
+        return (
+            format!(
+                "waiting for statefulset rolling update to complete {updated} pods at revision {revision}..."
+            ),
+            false,
+        );
+    }
+    (
+        format!(
+            "statefulset rolling update complete {} pods at revision {revision}...",
+            status.current_replicas.unwrap_or(0)
+        ),
+        true,
+    )
+}
+
 fn parse_duration(text: &str) -> anyhow::Result<Duration> {
     let (number, unit) = text.split_at(
         text.find(|c: char| c.is_ascii_alphabetic())
@@ -267,13 +368,26 @@ pub async fn rollout(
     };
     match args.action {
         RolloutAction::Status { target, timeout } => {
-            let name = deployment(&target)?;
+            let (resource, name) = self::target(&target)?;
             let limit = parse_duration(&timeout)?;
             let started = Instant::now();
             let mut last = String::new();
             loop {
-                let current = api.get(&name).await.map_err(api_error)?;
-                let (message, done) = rollout_state(&current)?;
+                let (message, done) = match resource.kind {
+                    "Deployment" => rollout_state(&api.get(&name).await.map_err(api_error)?)?,
+                    "DaemonSet" => {
+                        let sets: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
+                        daemonset_state(&sets.get(&name).await.map_err(api_error)?)?
+                    }
+                    "StatefulSet" => {
+                        let sets: Api<StatefulSet> = Api::namespaced(client.clone(), namespace);
+                        statefulset_state(&sets.get(&name).await.map_err(api_error)?)
+                    }
+                    _ => bail!(
+                        "rollout status supports deployments, daemonsets and statefulsets, not {}",
+                        resource.plural
+                    ),
+                };
                 if message != last {
                     println!("{message}");
                     last = message;

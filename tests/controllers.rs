@@ -782,6 +782,33 @@ fn a_daemonset_runs_one_pod_per_node_follows_a_joining_node_and_rolls_a_new_temp
         pods.len() == 3 && pods.iter().all(|p| p["metadata"]["labels"]["v"] == "2")
     });
     assert_eq!(on_nodes(&server), ["ds-a", "ds-b", "ds-c"]);
+    assert_rolled_out(
+        &server,
+        "daemonset/agent",
+        "daemon set \"agent\" successfully rolled out",
+    );
+}
+
+/// Both `wasmkube rollout status` and the machine's kubectl agree that the rollout is done.
+fn assert_rolled_out(server: &Server, target: &str, message: &str) {
+    let (ok, out, err) =
+        common::wasmkube(server, &["rollout", "status", target, "--timeout", "30s"]);
+    assert!(ok, "{err}");
+    assert!(out.trim_end().ends_with(message), "{out}");
+    let kubectl =
+        std::process::Command::new(std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()))
+            .args(["rollout", "status", target, "--timeout=30s"])
+            .env("KUBECONFIG", server.kubeconfig())
+            .env("HOME", &server.data_dir)
+            .output()
+            .expect("run kubectl");
+    let out = String::from_utf8_lossy(&kubectl.stdout);
+    assert!(
+        kubectl.status.success(),
+        "kubectl: {}{out}",
+        String::from_utf8_lossy(&kubectl.stderr)
+    );
+    assert!(out.trim_end().ends_with(message), "kubectl: {out}");
 }
 
 /// Samples a StatefulSet's pods until `done`: returns every sample as (ordinal, ready) pairs.
@@ -872,6 +899,12 @@ fn a_statefulset_starts_in_order_stops_from_the_top_and_updates_from_the_top() {
             && s["status"]["currentRevision"] == s["status"]["updateRevision"]
     });
     assert_ne!(updated["status"]["updateRevision"], first_revision.as_str());
+    // The apiserver defaults partition to 0, as Kubernetes does, so kubectl reports a partitioned rollout.
+    assert_rolled_out(
+        &server,
+        "statefulset/db",
+        "partitioned roll out complete: 3 new pods have been updated...",
+    );
     let mut names: Vec<String> = live_pods(&server, "app=db")
         .iter()
         .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
