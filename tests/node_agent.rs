@@ -838,3 +838,29 @@ fn probes_gate_readiness_and_restart_unhealthy_containers() {
     assert!(!ready(&waiting));
     assert_eq!(container(&waiting)["restartCount"], 0);
 }
+
+#[test]
+fn a_finished_pod_gives_its_address_back() {
+    // A /30 per node: a single address for pods.
+    let server = Server::start_with(&["--node-cidr-mask-size", "30"]);
+    let _agent = NodeAgent::start(&server, "tiny");
+    let batch = wasm_app("wasm32-wasip1", "batch");
+    let mut addresses = Vec::new();
+    for name in ["first", "second"] {
+        create_pod(&server, pod(name, "tiny", &batch, "Never"));
+        let done = wait_for(&server, name, "Succeeded", |p| {
+            p["status"]["phase"] == "Succeeded"
+        });
+        addresses.push(
+            done["status"]["podIP"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        );
+    }
+    assert_eq!(
+        addresses[0], addresses[1],
+        "the second pod reused the only address"
+    );
+    assert!(!addresses[0].is_empty());
+}

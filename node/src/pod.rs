@@ -251,6 +251,10 @@ async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, stopped: watch::Receiver<bool>
             start_time,
             written.as_ref(),
         );
+        if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+            // Nothing of the pod runs any more: its address can go to another pod (its status keeps it).
+            ctx.addresses.release(&uid);
+        }
         if written.as_ref() != Some(&status) {
             let patch = serde_json::json!({"status": status});
             match pods
