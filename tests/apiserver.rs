@@ -110,7 +110,7 @@ const DEPLOYS: &str = "/apis/apps/v1/namespaces/default/deployments";
 
 #[tokio::test]
 async fn create_get_update_delete_round_trip_with_resource_versions() {
-    let server = Server::start();
+    let server = Server::api_only();
     let api = Api::new(&server);
     let (status, created) = api.post(CMS, configmap("a", json!({}))).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
@@ -145,7 +145,7 @@ async fn create_get_update_delete_round_trip_with_resource_versions() {
 
 #[tokio::test]
 async fn every_kind_of_bad_request_gets_its_kubernetes_status() {
-    let server = Server::start();
+    let server = Server::api_only();
     let api = Api::new(&server);
     api.post(CMS, configmap("dup", json!({}))).await;
     let (status, body) = api.post(CMS, configmap("dup", json!({}))).await;
@@ -263,7 +263,7 @@ async fn every_kind_of_bad_request_gets_its_kubernetes_status() {
 
 #[tokio::test]
 async fn strict_field_validation_rejects_unknown_fields_and_warn_reports_them() {
-    let server = Server::start();
+    let server = Server::api_only();
     let api = Api::new(&server);
     let mut object = configmap("strict", json!({}));
     object["dataa"] = json!({"x": "y"});
@@ -296,7 +296,7 @@ async fn strict_field_validation_rejects_unknown_fields_and_warn_reports_them() 
 
 #[tokio::test]
 async fn defaults_generation_and_immutable_fields_follow_kubernetes() {
-    let server = Server::start();
+    let server = Server::api_only();
     let api = Api::new(&server);
     let (status, created) = api.post(DEPLOYS, deployment("web")).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
@@ -339,7 +339,7 @@ async fn defaults_generation_and_immutable_fields_follow_kubernetes() {
 
 #[tokio::test]
 async fn generate_name_makes_unique_names() {
-    let server = Server::start();
+    let server = Server::api_only();
     let api = Api::new(&server);
     let object =
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "gen-"}});
@@ -355,7 +355,7 @@ async fn generate_name_makes_unique_names() {
 
 #[tokio::test]
 async fn patches_merge_json_and_strategic() {
-    let server = Server::start();
+    let server = Server::api_only();
     let api = Api::new(&server);
     let mut d = deployment("p");
     d["spec"]["template"]["spec"]["containers"][0]["env"] = json!([{"name": "A", "value": "1"}]);
@@ -413,7 +413,7 @@ async fn patches_merge_json_and_strategic() {
 
 #[tokio::test]
 async fn scale_and_binding_subresources() {
-    let server = Server::start();
+    let server = Server::api_only();
     let api = Api::new(&server);
     api.post(DEPLOYS, deployment("s")).await;
     let (status, scale) = api.get(&format!("{DEPLOYS}/s/scale")).await;
@@ -463,7 +463,7 @@ async fn scale_and_binding_subresources() {
 
 #[tokio::test]
 async fn bound_pods_and_finalized_objects_are_deleted_gracefully() {
-    let server = Server::start();
+    let server = Server::api_only();
     let api = Api::new(&server);
     api.post(PODS, pod("graceful")).await;
     api.post(
@@ -531,7 +531,7 @@ async fn bound_pods_and_finalized_objects_are_deleted_gracefully() {
 
 #[tokio::test]
 async fn label_and_field_selectors_filter_lists_and_deletecollection() {
-    let server = Server::start();
+    let server = Server::api_only();
     let api = Api::new(&server);
     for (name, tier) in [("a", "front"), ("b", "back"), ("c", "front")] {
         api.post(CMS, configmap(name, json!({"tier": tier}))).await;
@@ -567,7 +567,7 @@ async fn label_and_field_selectors_filter_lists_and_deletecollection() {
 
 #[tokio::test]
 async fn paged_lists_hold_one_snapshot() {
-    let server = Server::start();
+    let server = Server::api_only();
     let api = Api::new(&server);
     for i in 0..7 {
         api.post(CMS, configmap(&format!("cm{i}"), json!({}))).await;
@@ -624,7 +624,7 @@ async fn read_events(response: reqwest::Response, count: usize) -> Vec<Value> {
 
 #[tokio::test]
 async fn watches_replay_from_a_resource_version_and_follow_selectors() {
-    let server = Server::start();
+    let server = Server::api_only();
     let api = Api::new(&server);
     let (_, a) = api.post(CMS, configmap("a", json!({"app": "x"}))).await;
     api.post(CMS, configmap("b", json!({"app": "y"}))).await;
@@ -724,7 +724,7 @@ async fn a_watch_from_a_compacted_revision_gets_410_expired() {
 
 #[tokio::test]
 async fn tables_carry_kubectl_columns() {
-    let server = Server::start();
+    let server = Server::api_only();
     let api = Api::new(&server);
     api.post(DEPLOYS, deployment("t")).await;
     let response = Client::new()
@@ -753,7 +753,7 @@ async fn tables_carry_kubectl_columns() {
 
 #[tokio::test]
 async fn discovery_lists_every_resource_with_its_subresources() {
-    let server = Server::start();
+    let server = Server::api_only();
     let api = Api::new(&server);
     let (_, core) = api.get("/api/v1").await;
     let names: Vec<&str> = core["resources"]
@@ -826,7 +826,7 @@ async fn discovery_lists_every_resource_with_its_subresources() {
 
 #[tokio::test]
 async fn namespaces_with_content_terminate_and_refuse_new_objects() {
-    let server = Server::start();
+    let server = Server::api_only();
     let api = Api::new(&server);
     api.post("/api/v1/namespaces", json!({"metadata": {"name": "dev"}}))
         .await;

@@ -30,7 +30,7 @@ fn configmap(name: &str) -> ConfigMap {
 
 #[tokio::test]
 async fn kube_rs_creates_lists_patches_and_reads_typed_objects() {
-    let server = Server::start();
+    let server = Server::api_only();
     let configmaps: Api<ConfigMap> = Api::namespaced(client(&server), "default");
     configmaps
         .create(&PostParams::default(), &configmap("one"))
@@ -79,7 +79,7 @@ async fn kube_rs_creates_lists_patches_and_reads_typed_objects() {
 }
 
 async fn watcher_sees_initial_state_and_changes(config: watcher::Config) {
-    let server = Server::start();
+    let server = Server::api_only();
     let configmaps: Api<ConfigMap> = Api::namespaced(client(&server), "default");
     configmaps
         .create(&PostParams::default(), &configmap("before"))

@@ -8,7 +8,7 @@ use std::process::Command;
 
 #[test]
 fn the_official_python_client_creates_lists_scales_and_watches() {
-    let server = Server::start();
+    let server = Server::api_only();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/official_client.py");
     let output = Command::new("python3")
         .arg(&script)

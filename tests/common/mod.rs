@@ -28,6 +28,11 @@ impl Server {
         Self::start_with(&[])
     }
 
+    /// Starts a server that only serves the API (no scheduler, no controllers acting on what a test writes).
+    pub fn api_only() -> Self {
+        Self::start_with(&["--no-scheduler", "--no-controllers"])
+    }
+
     /// Starts a server with a fresh data dir and extra flags.
     pub fn start_with(extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
