@@ -90,3 +90,37 @@ fn node_selectors_pick_the_node_and_pods_that_fit_nowhere_are_unschedulable() {
         "0/2 nodes are available: 2 Insufficient memory."
     );
 }
+
+#[test]
+fn an_unschedulable_pod_is_placed_as_soon_as_a_node_changes_to_fit_it() {
+    let server = Server::start();
+    let _node = NodeAgent::start(&server, "plain");
+    let mut picky = batch_pod("picky");
+    picky["spec"]["nodeSelector"] = json!({"disk": "ssd"});
+    create_pod(&server, picky);
+    wait_for(&server, "picky", "Unschedulable", |p| {
+        p["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "PodScheduled" && c["reason"] == "Unschedulable")
+    });
+    // The periodic retry is 10 s away: a bind within 5 s comes from the node's change.
+    let labelled = std::time::Instant::now();
+    let response = reqwest::blocking::Client::new()
+        .patch(format!("{}/api/v1/nodes/plain", server.url))
+        .header("content-type", "application/merge-patch+json")
+        .body(r#"{"metadata": {"labels": {"disk": "ssd"}}}"#)
+        .send()
+        .unwrap();
+    assert!(response.status().is_success());
+    let bound = wait_for(&server, "picky", "bound", |p| {
+        p["spec"]["nodeName"] == "plain"
+    });
+    assert!(
+        labelled.elapsed() < std::time::Duration::from_secs(5),
+        "bound only after {:?}",
+        labelled.elapsed()
+    );
+    assert_eq!(bound["spec"]["nodeName"], "plain");
+}

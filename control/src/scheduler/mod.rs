@@ -11,14 +11,14 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// How often an unschedulable pod is tried again.
-const RETRY: Duration = Duration::from_secs(2);
+/// How often an unschedulable pod is tried again even if nothing changed.
+const RETRY: Duration = Duration::from_secs(10);
 /// Pods being scheduled (and bound) at once.
 const BINDINGS_IN_FLIGHT: u16 = 64;
 
@@ -92,6 +92,17 @@ fn choose(ctx: &Context, pod: &Pod) -> Result<String, String> {
         cache.assume(&uid, placed);
     }
     Ok(node)
+}
+
+/// Whether the pod waits with PodScheduled=False.
+fn is_unschedulable(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "PodScheduled" && c.status == "False")
+        })
 }
 
 /// Drops the assumption of a pod whose binding failed.
@@ -198,7 +209,13 @@ pub async fn run(client: kube::Client) {
         node_writer,
         watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
     );
-    tokio::spawn(node_events.applied_objects().for_each(|_| async {}));
+    // Unschedulable pods are tried again when a node changes or a pod frees room, and every RETRY anyway.
+    let (wake, woken) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let wake_on_node = wake.clone();
+    tokio::spawn(node_events.applied_objects().for_each(move |_| {
+        let _ = wake_on_node.send(());
+        async {}
+    }));
     let ctx = Arc::new(Context {
         client: client.clone(),
         events: Recorder::new(client.clone(), "default-scheduler"),
@@ -212,6 +229,21 @@ pub async fn run(client: kube::Client) {
     tokio::spawn(pod_events.for_each(move |event| {
         if let Ok(event) = event {
             let synced = matches!(event, watcher::Event::InitDone);
+            let frees_room = match &event {
+                watcher::Event::Delete(_) => true,
+                watcher::Event::Apply(pod) => {
+                    cache::placed(pod).is_none()
+                        && pod
+                            .spec
+                            .as_ref()
+                            .and_then(|s| s.node_name.as_deref())
+                            .is_some_and(|n| !n.is_empty())
+                }
+                _ => false,
+            };
+            if frees_room {
+                let _ = wake.send(());
+            }
             feed.cache
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -226,8 +258,19 @@ pub async fn run(client: kube::Client) {
     tracing::info!("scheduler running");
     // Decisions are serial (one cache lock); this many bindings may be in flight at once.
     let config = kube::runtime::controller::Config::default().concurrency(BINDINGS_IN_FLIGHT);
-    Controller::new(Api::<Pod>::all(client), pending)
-        .with_config(config)
+    let controller = Controller::new(Api::<Pod>::all(client), pending).with_config(config);
+    let waiting = controller.store();
+    let retries = tokio_stream::wrappers::UnboundedReceiverStream::new(woken).flat_map(move |()| {
+        let unschedulable: Vec<ObjectRef<Pod>> = waiting
+            .state()
+            .iter()
+            .filter(|pod| is_unschedulable(pod))
+            .map(|pod| ObjectRef::from_obj(pod.as_ref()))
+            .collect();
+        futures::stream::iter(unschedulable)
+    });
+    controller
+        .reconcile_on(retries)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
         .await;
