@@ -935,3 +935,38 @@ fn a_statefulset_starts_in_order_stops_from_the_top_and_updates_from_the_top() {
     }
     assert_eq!(live_pods(&server, "app=db")[0]["metadata"]["name"], "db-0");
 }
+
+#[test]
+fn the_scheduler_and_controllers_also_run_as_their_own_processes() {
+    let server = Server::start_with(&["--no-scheduler", "--no-controllers"]);
+    let spawn = |args: &[&str]| {
+        common::Killed(
+            std::process::Command::new(env!("CARGO_BIN_EXE_wasmkube"))
+                .args(["--server", &server.url])
+                .args(args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start wasmkube"),
+        )
+    };
+    // 127.250/16 is outside the ranges the test servers use.
+    let _processes = [
+        spawn(&["scheduler"]),
+        spawn(&["controller-manager", "--cluster-cidr", "127.250.0.0/16"]),
+    ];
+    let _node = NodeAgent::start(&server, "apart");
+    let deployments = "/apis/apps/v1/namespaces/default/deployments";
+    create_deployment(&server, deployments, "web", 2);
+    wait_until(&server, &format!("{deployments}/web"), "rolled out", |d| {
+        rolled_out(d, 2)
+    });
+    let pods = live_pods(&server, "app=web");
+    assert!(pods.iter().all(|p| p["spec"]["nodeName"] == "apart"));
+    assert!(pods.iter().all(|p| {
+        p["status"]["podIP"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("127.250.")
+    }));
+}

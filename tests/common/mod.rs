@@ -306,3 +306,13 @@ pub fn event_reasons(server: &Server, name: &str) -> Vec<String> {
         .filter_map(|e| e["reason"].as_str().map(str::to_owned))
         .collect()
 }
+
+/// A child process, killed when dropped (also when a test fails).
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
