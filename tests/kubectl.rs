@@ -219,6 +219,29 @@ fn kubectl_journey(binary: PathBuf, asks_strict_validation: bool) {
         deployment["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
         "3"
     );
+    // pause, resume and restart (kubectl 1.20 has all three).
+    assert!(
+        kubectl
+            .ok(&["rollout", "pause", "deployment/hello"])
+            .contains("paused")
+    );
+    assert_eq!(get_json(&server, DEPLOY)["spec"]["paused"], true);
+    assert!(
+        kubectl
+            .ok(&["rollout", "resume", "deployment/hello"])
+            .contains("resumed")
+    );
+    assert!(
+        kubectl
+            .ok(&["rollout", "restart", "deployment/hello"])
+            .contains("restarted")
+    );
+    let out = kubectl.ok(&["rollout", "status", "deployment/hello", "--timeout=60s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    assert_eq!(
+        get_json(&server, DEPLOY)["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "4"
+    );
 
     let out = kubectl.ok(&["delete", "-f", &manifests()]);
     assert!(out.contains("deployment.apps \"hello\" deleted"), "{out}");
