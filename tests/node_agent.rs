@@ -864,3 +864,101 @@ fn a_finished_pod_gives_its_address_back() {
     );
     assert!(!addresses[0].is_empty());
 }
+
+/// Debian's docker-registry on a free port with its storage in `dir`, until dropped.
+fn registry(dir: &std::path::Path) -> (common::Killed, String) {
+    let port = common::free_port();
+    let config = dir.join("registry.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.join("storage").display()
+        ),
+    )
+    .unwrap();
+    let process = common::Killed(
+        std::process::Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("docker-registry (scripts/setup-test-tools installs it)"),
+    );
+    let address = format!("127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !reqwest::blocking::get(format!("http://{address}/v2/")).is_ok_and(|r| r.status() == 200)
+    {
+        assert!(Instant::now() < deadline, "the registry did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (process, address)
+}
+
+#[test]
+fn images_are_pulled_from_an_oci_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_registry, address) = registry(dir.path());
+    let image = format!("{address}/wasm/hello:v1");
+    let bytes = std::fs::read(wasm_app("wasm32-wasip2", "hello_http")).unwrap();
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
+        let client = oci_client::Client::new(ClientConfig {
+            protocol: ClientProtocol::Http,
+            ..Default::default()
+        });
+        let layer = ImageLayer::new(
+            bytes,
+            oci_client::manifest::WASM_LAYER_MEDIA_TYPE.into(),
+            None,
+        );
+        let config = Config::new(
+            b"{}".to_vec(),
+            oci_client::manifest::WASM_CONFIG_MEDIA_TYPE.into(),
+            None,
+        );
+        client
+            .push(
+                &image.parse().unwrap(),
+                &[layer],
+                config,
+                &oci_client::secrets::RegistryAuth::Anonymous,
+                None,
+            )
+            .await
+            .expect("push the hello app");
+    });
+
+    let server = Server::start();
+    let _agent = NodeAgent::start(&server, "web-node");
+    let mut from_registry = http_pod("pulled", "web-node", 8080);
+    from_registry["spec"]["containers"][0]["image"] = json!(image);
+    create_pod(&server, from_registry);
+    let running = wait_for(&server, "pulled", "Ready", |p| {
+        container(p)["ready"] == true
+    });
+    let ip = running["status"]["podIP"].as_str().unwrap();
+    let body = reqwest::blocking::get(format!("http://{ip}:8080/"))
+        .and_then(|r| r.text())
+        .unwrap();
+    assert_eq!(body, "hello from pulled\n");
+    assert!(
+        container(&running)["imageID"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+
+    let mut missing = http_pod("missing-tag", "web-node", 8081);
+    missing["spec"]["containers"][0]["image"] = json!(format!("{address}/wasm/hello:v9"));
+    create_pod(&server, missing);
+    let failed = wait_for(&server, "missing-tag", "ErrImagePull", |p| {
+        container(p)["state"]["waiting"]["reason"] == "ErrImagePull"
+    });
+    let message = container(&failed)["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(message.contains("hello:v9"), "{message}");
+}

@@ -1,6 +1,8 @@
-//! Where container images come from: a local path, a `file://` URL, or an `http(s)://` URL optionally pinned
-//! by digest (`https://host/app.wasm@sha256:<hex>`). Downloads are kept per URL, so `IfNotPresent` does not
-//! fetch again, and `Never` only uses what is kept.
+//! Where container images come from: a local path (ending in `.wasm`, or absolute), a `file://` URL, an
+//! `http(s)://` URL optionally pinned by digest (`https://host/app.wasm@sha256:<hex>`), or else an OCI reference
+//! to a Wasm artifact (`registry/repo:tag` or `@sha256:`), pulled with oci-client; registries on localhost and
+//! 127.0.0.0/8 are spoken to over plain HTTP, as Docker does. Downloads are kept per reference, so
+//! `IfNotPresent` does not fetch again, and `Never` only uses what is kept.
 
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
@@ -38,8 +40,10 @@ pub enum ImageError {
     /// imagePullPolicy Never and the image is not on the node.
     #[error("image {0} is not present on the node and imagePullPolicy is Never")]
     NeverPull(String),
-    /// A scheme the node cannot fetch from.
-    #[error("unsupported image reference {0:?}: use a path, file://, http:// or https:// URL")]
+    /// A scheme the node cannot fetch from, or a reference that does not parse.
+    #[error(
+        "unsupported image reference {0:?}: use a path, file://, http:// or https:// URL, or an OCI reference"
+    )]
     Unsupported(String),
 }
 
@@ -74,17 +78,20 @@ impl Images {
 
     /// The bytes of an image under a pull policy (`Always`, `IfNotPresent` or `Never`).
     pub async fn fetch(&self, image: &str, policy: &str) -> Result<Vec<u8>, ImageError> {
-        if !image.starts_with("http://") && !image.starts_with("https://") {
+        let web = image.starts_with("http://") || image.starts_with("https://");
+        if !web {
             if image.contains("://") && !image.starts_with("file://") {
                 return Err(ImageError::Unsupported(image.to_owned()));
             }
             let path = image.strip_prefix("file://").unwrap_or(image);
-            return tokio::fs::read(path)
-                .await
-                .map_err(|source| ImageError::Read {
-                    image: image.to_owned(),
-                    source,
-                });
+            if image.starts_with("file://") || is_path(path) {
+                return tokio::fs::read(path)
+                    .await
+                    .map_err(|source| ImageError::Read {
+                        image: image.to_owned(),
+                        source,
+                    });
+            }
         }
         let (url, pinned) = match image.rsplit_once("@sha256:") {
             Some((url, digest)) => (url, Some(digest.to_ascii_lowercase())),
@@ -103,6 +110,11 @@ impl Images {
             image: image.to_owned(),
             detail,
         };
+        if !web {
+            let bytes = pull_oci(image).await.map_err(download)?;
+            self.keep(&kept, image, &bytes).await;
+            return Ok(bytes);
+        }
         let response = self
             .http
             .get(url)
@@ -127,13 +139,71 @@ impl Images {
                 });
             }
         }
+        self.keep(&kept, image, &bytes).await;
+        Ok(bytes)
+    }
+
+    /// Keeps a download for later `IfNotPresent` and `Never` pulls.
+    async fn keep(&self, kept: &std::path::Path, image: &str, bytes: &[u8]) {
         let stored = async {
             tokio::fs::create_dir_all(&self.dir).await?;
-            tokio::fs::write(&kept, &bytes).await
+            tokio::fs::write(kept, bytes).await
         };
         if let Err(error) = stored.await {
             tracing::warn!(%error, image, "cannot keep a downloaded image");
         }
-        Ok(bytes)
     }
+}
+
+/// Whether an image names a file on the node rather than an OCI reference.
+fn is_path(image: &str) -> bool {
+    image.ends_with(".wasm")
+        || image.starts_with('/')
+        || image.starts_with("./")
+        || image.starts_with("../")
+}
+
+/// The layer media types that hold a Wasm binary (wasm-to-oci, the OCI Wasm artifact layout, plain wasm).
+const WASM_LAYERS: [&str; 3] = [
+    oci_client::manifest::WASM_LAYER_MEDIA_TYPE,
+    "application/vnd.module.wasm.content.layer.v1+wasm",
+    "application/wasm",
+];
+
+/// Pulls the Wasm layer of an OCI artifact, anonymously.
+async fn pull_oci(image: &str) -> Result<Vec<u8>, String> {
+    let reference: oci_client::Reference = image
+        .parse()
+        .map_err(|e| format!("not an OCI reference: {e}"))?;
+    let registry = reference.resolve_registry().to_owned();
+    let host = registry
+        .rsplit_once(':')
+        .map_or(registry.as_str(), |(host, _)| host);
+    let local = host == "localhost"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    let config = oci_client::client::ClientConfig {
+        protocol: if local {
+            oci_client::client::ClientProtocol::Http
+        } else {
+            oci_client::client::ClientProtocol::Https
+        },
+        ..Default::default()
+    };
+    let client = oci_client::Client::new(config);
+    let pulled = client
+        .pull(
+            &reference,
+            &oci_client::secrets::RegistryAuth::Anonymous,
+            WASM_LAYERS.to_vec(),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    pulled
+        .layers
+        .into_iter()
+        .next()
+        .map(|layer| layer.data.to_vec())
+        .ok_or_else(|| "the artifact has no Wasm layer".to_owned())
 }
