@@ -163,3 +163,14 @@ fn scale_and_rollout_status_history_restart_undo_pause_and_resume() {
         assert!(err.starts_with("error: "), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn the_misbehaving_examples_are_valid_manifests() {
+    let server = Server::api_only();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/misbehaving");
+    let (ok, out, err) = wasmkube(&server, &["apply", "-f", &dir.display().to_string()]);
+    assert!(ok, "{err}");
+    for pod in ["crash", "cpu-hog", "memory-hog", "log-flood"] {
+        assert!(out.contains(&format!("pod/{pod} created")), "{out}");
+    }
+}
