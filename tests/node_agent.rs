@@ -962,3 +962,52 @@ fn images_are_pulled_from_an_oci_registry() {
         .to_owned();
     assert!(message.contains("hello:v9"), "{message}");
 }
+
+#[test]
+fn relative_paths_resolve_against_the_working_dir() {
+    let server = Server::start();
+    let _agent = NodeAgent::start(&server, "wd-node");
+    let response = reqwest::blocking::Client::new()
+        .post(format!(
+            "{}/api/v1/namespaces/default/configmaps",
+            server.url
+        ))
+        .json(&json!({"metadata": {"name": "settings"}, "data": {"greeting": "hello"}}))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let mut in_volume = pod(
+        "in-volume",
+        "wd-node",
+        &wasm_app("wasm32-wasip1", "batch"),
+        "Never",
+    );
+    in_volume["spec"]["volumes"] = json!([{"name": "settings", "configMap": {"name": "settings"}}]);
+    in_volume["spec"]["containers"][0]["volumeMounts"] =
+        json!([{"name": "settings", "mountPath": "/config"}]);
+    in_volume["spec"]["containers"][0]["workingDir"] = json!("/config");
+    in_volume["spec"]["containers"][0]["env"] = json!([{"name": "READ_FILE", "value": "greeting"}]);
+    create_pod(&server, in_volume);
+    let mut own = pod(
+        "own-dir",
+        "wd-node",
+        &wasm_app("wasm32-wasip2", "batch"),
+        "Never",
+    );
+    own["spec"]["containers"][0]["workingDir"] = json!("/app");
+    own["spec"]["containers"][0]["env"] =
+        json!([{"name": "WRITE_FILE", "value": "made.txt,/app/also.txt"}]);
+    create_pod(&server, own);
+    for (name, expected) in [
+        ("in-volume", "read greeting: hello"),
+        ("own-dir", "wrote made.txt"),
+    ] {
+        wait_for(&server, name, "Succeeded", |p| {
+            p["status"]["phase"] == "Succeeded"
+        });
+        let (_, text) = log(&server, name, "");
+        assert!(text.contains(expected), "{name}: {text}");
+    }
+    let (_, text) = log(&server, "own-dir", "");
+    assert!(text.contains("wrote /app/also.txt"), "{text}");
+}

@@ -494,10 +494,16 @@ impl ContainerWorker {
             .env()
             .await
             .map_err(|e| waiting("CreateContainerConfigError", e))?;
-        let mounts = self
+        let mut mounts = self
             .mounts()
             .await
             .map_err(|e| waiting("CreateContainerConfigError", e))?;
+        if let Some(dir) = self.spec.working_dir.as_deref().filter(|d| !d.is_empty()) {
+            let own = self.dir.join("workdir").join(&self.spec.name);
+            let working = working_dir(dir, &mounts, &own)
+                .map_err(|e| waiting("CreateContainerConfigError", e))?;
+            mounts.extend(working);
+        }
         let log = ContainerLog::create(&log_path(
             &self.dir,
             &self.spec.name,
@@ -707,6 +713,49 @@ impl ContainerWorker {
     }
 }
 
+/// The preopens that make `dir` the container's working directory. WASI has no current directory: relative
+/// paths resolve against a preopen named ".", so the directory is preopened there too. Inside a volume it is
+/// that volume's directory; elsewhere it is a directory of the container's own (`own`), mounted at `dir`.
+fn working_dir(dir: &str, mounts: &[Mount], own: &Path) -> Result<Vec<Mount>, String> {
+    if !dir.starts_with('/') || dir.split('/').any(|part| part == "..") {
+        return Err(format!(
+            "workingDir {dir:?} must be an absolute path without .."
+        ));
+    }
+    let inside = mounts
+        .iter()
+        .filter_map(|m| {
+            let rest = dir.strip_prefix(m.guest_path.trim_end_matches('/'))?;
+            (rest.is_empty() || rest.starts_with('/')).then_some((m, rest.trim_start_matches('/')))
+        })
+        .max_by_key(|(m, _)| m.guest_path.len());
+    let (host_path, read_only, extra) = match inside {
+        Some((mount, rest)) => (mount.host_path.join(rest), mount.read_only, None),
+        None => {
+            let own_mount = Mount {
+                host_path: own.to_path_buf(),
+                guest_path: dir.to_owned(),
+                read_only: false,
+            };
+            (own.to_path_buf(), false, Some(own_mount))
+        }
+    };
+    if !read_only {
+        std::fs::create_dir_all(&host_path)
+            .map_err(|e| format!("cannot create workingDir {dir}: {e}"))?;
+    } else if !host_path.is_dir() {
+        return Err(format!(
+            "workingDir {dir} does not exist in its read-only volume"
+        ));
+    }
+    let dot = Mount {
+        host_path,
+        guest_path: ".".into(),
+        read_only,
+    };
+    Ok(extra.into_iter().chain(std::iter::once(dot)).collect())
+}
+
 /// Writes a configMap's or secret's keys as files: every key, or only `items` (key → relative path).
 fn write_volume(
     dir: &Path,
@@ -767,6 +816,36 @@ pub fn parse_quantity(text: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_working_dir_is_preopened_as_dot_inside_its_volume_or_on_its_own() {
+        let data = Mount {
+            host_path: "/host/vol".into(),
+            guest_path: "/data".into(),
+            read_only: true,
+        };
+        let scratch = tempfile::tempdir().unwrap();
+        let own = scratch.path().join("own");
+        let inside = working_dir("/data", std::slice::from_ref(&data), &own);
+        assert!(
+            inside.is_err(),
+            "a read-only volume's missing dir is an error"
+        );
+        let writable = Mount {
+            host_path: scratch.path().join("vol"),
+            guest_path: "/data".into(),
+            read_only: false,
+        };
+        let mounts = working_dir("/data/work", std::slice::from_ref(&writable), &own).unwrap();
+        assert_eq!(mounts.len(), 1);
+        assert_eq!(mounts[0].guest_path, ".");
+        assert_eq!(mounts[0].host_path, scratch.path().join("vol/work"));
+        let mounts = working_dir("/app", &[writable], &own).unwrap();
+        let guest: Vec<&str> = mounts.iter().map(|m| m.guest_path.as_str()).collect();
+        assert_eq!(guest, ["/app", "."]);
+        assert!(own.is_dir());
+        assert!(working_dir("relative", &[], &own).is_err());
+    }
 
     #[test]
     fn quantities_parse_binary_and_decimal_suffixes() {
