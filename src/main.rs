@@ -122,6 +122,9 @@ struct NodeArgs {
     /// The first CrashLoopBackOff delay in seconds (doubling up to 300).
     #[arg(long, default_value_t = 10.0)]
     crash_backoff_seconds: f64,
+    /// Wasm instances kept ready in wasmtime's pooling allocator (0: allocate each on demand).
+    #[arg(long, default_value_t = 1000)]
+    instance_pool: u32,
 }
 
 async fn run_node(client: &cli::ClientArgs, args: NodeArgs) -> anyhow::Result<()> {
@@ -139,6 +142,7 @@ async fn run_node(client: &cli::ClientArgs, args: NodeArgs) -> anyhow::Result<()
             max: std::time::Duration::from_secs(300).max(initial),
         },
         port: args.port,
+        instance_pool: args.instance_pool,
     };
     wasmkube_node::agent::run(client, config).await
 }

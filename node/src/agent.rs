@@ -42,6 +42,8 @@ pub struct AgentConfig {
     pub backoff: Backoff,
     /// The port of the log endpoint the apiserver reaches (0 picks a free one).
     pub port: u16,
+    /// Instance slots of the pooling allocator (0: allocate on demand).
+    pub instance_pool: u32,
 }
 
 /// Agent failures.
@@ -283,7 +285,10 @@ fn error_policy(_pod: Arc<Pod>, error: &AgentError, _agent: Arc<Agent>) -> Actio
 /// Runs the node agent until the process ends.
 pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)?;
-    let runtime = Arc::new(Runtime::new(&config.data_dir.join("cache"))?);
+    let runtime = Arc::new(Runtime::new(
+        &config.data_dir.join("cache"),
+        config.instance_pool,
+    )?);
     let listener = tokio::net::TcpListener::bind((config.address.as_str(), config.port)).await?;
     let port = listener.local_addr()?.port();
     let logs = crate::log_server::router(config.data_dir.clone());

@@ -69,7 +69,8 @@ fn loopback(ports: &[u16]) -> PodNetwork {
 
 fn runtime() -> (Runtime, tempfile::TempDir) {
     let cache = tempfile::tempdir().unwrap();
-    (Runtime::new(cache.path()).unwrap(), cache)
+    // A small pool, as the agent uses one by default.
+    (Runtime::new(cache.path(), 50).unwrap(), cache)
 }
 
 #[tokio::test]
