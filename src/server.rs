@@ -10,6 +10,7 @@ use std::time::Duration;
 use wasmkube_control::api::resources;
 use wasmkube_control::apiserver::error::ApiError;
 use wasmkube_control::apiserver::objects::Query;
+use wasmkube_control::apiserver::service_network::ServiceNetwork;
 use wasmkube_control::apiserver::{ApiServer, Target};
 use wasmkube_control::controllers::ControllersConfig;
 use wasmkube_control::store::{RedbStore, RedbStoreConfig};
@@ -26,6 +27,13 @@ pub struct ServerConfig {
     /// How long, in seconds, watches and paged lists can reach back in history.
     #[arg(long, default_value_t = 300)]
     pub history_window_seconds: u64,
+    /// The range Services' cluster IPs come from. The default, in 127.0.0.0/8, needs no setup on one machine:
+    /// every node agent's proxy listens on the cluster IPs of all Services.
+    #[arg(long, default_value = "127.43.0.0/16")]
+    pub service_cluster_ip_range: ipnet::Ipv4Net,
+    /// The ports NodePort Services get, as FIRST-LAST.
+    #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
+    pub service_node_port_range: std::ops::RangeInclusive<u16>,
     /// Do not run the scheduler in this process (run `wasmkube scheduler` elsewhere).
     #[arg(long)]
     pub no_scheduler: bool,
@@ -81,6 +89,24 @@ impl ControllerArgs {
     }
 }
 
+fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let (first, last) = text
+        .split_once('-')
+        .ok_or_else(|| format!("{text:?} is not a port range such as 30000-32767"))?;
+    let port = |p: &str| {
+        p.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("{p:?} is not a port number (1-65535)"))
+    };
+    let (first, last) = (port(first)?, port(last)?);
+    if first > last {
+        return Err(format!("the range {text:?} ends before it starts"));
+    }
+    Ok(first..=last)
+}
+
 const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// Runs the control plane until Ctrl-C or SIGTERM.
@@ -98,7 +124,11 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     };
     let store = RedbStore::open(&store_path, store_config)
         .with_context(|| format!("cannot open the store {}", store_path.display()))?;
-    let api = ApiServer::new(Arc::new(store));
+    let service_network = ServiceNetwork {
+        cluster_ip_range: config.service_cluster_ip_range.trunc(),
+        node_ports: config.service_node_port_range.clone(),
+    };
+    let api = ApiServer::new(Arc::new(store), service_network);
     create_system_namespaces(&api).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -852,3 +852,104 @@ async fn namespaces_with_content_terminate_and_refuse_new_objects() {
         StatusCode::NOT_FOUND
     );
 }
+
+#[tokio::test]
+async fn services_get_cluster_ips_and_node_ports_that_are_checked_kept_and_freed() {
+    let server = Server::start_with(&[
+        "--no-scheduler",
+        "--no-controllers",
+        "--service-cluster-ip-range",
+        "127.77.0.0/29",
+        "--service-node-port-range",
+        "30100-30101",
+    ]);
+    let api = Api::new(&server);
+    let path = "/api/v1/namespaces/default/services";
+    let service = |name: &str, spec: Value| json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name}, "spec": spec});
+    let ports = json!([{"port": 80, "targetPort": 8080}]);
+    let (code, web) = api
+        .post(path, service("web", json!({"ports": ports})))
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{web}");
+    let ip = web["spec"]["clusterIP"].as_str().unwrap().to_owned();
+    let last_octet: u8 = ip.strip_prefix("127.77.0.").unwrap().parse().unwrap();
+    assert!((2..=6).contains(&last_octet), "{ip}");
+    assert_eq!(web["spec"]["clusterIPs"], json!([ip]));
+    assert_eq!(web["spec"]["ipFamilies"], json!(["IPv4"]));
+
+    // The same address asked for again, or one outside the range, is refused as Kubernetes words it.
+    let (code, status) = api
+        .post(
+            path,
+            service("copy", json!({"ports": ports, "clusterIP": ip})),
+        )
+        .await;
+    assert_invalid(code, &status, "provided IP is already allocated");
+    let (code, status) = api
+        .post(
+            path,
+            service("far", json!({"ports": ports, "clusterIP": "10.0.0.1"})),
+        )
+        .await;
+    assert_invalid(code, &status, "The range of valid IPs is 127.77.0.0/29");
+
+    // A replace without the address keeps it; a changed one is refused.
+    let mut replaced = service("web", json!({"ports": ports}));
+    replaced["metadata"]["resourceVersion"] = web["metadata"]["resourceVersion"].clone();
+    let (code, kept) = api.put(&format!("{path}/web"), replaced).await;
+    assert_eq!(code, StatusCode::OK, "{kept}");
+    assert_eq!(kept["spec"]["clusterIP"], ip.as_str());
+    let (code, status) = api
+        .put(
+            &format!("{path}/web"),
+            service("web", json!({"ports": ports, "clusterIP": "127.77.0.1"})),
+        )
+        .await;
+    assert_invalid(code, &status, "may not change once set");
+
+    // NodePort: one port each from 30100-30101, then the range is full; deleting a Service frees its port.
+    let node_port = |name: &str| service(name, json!({"type": "NodePort", "ports": ports}));
+    let (code, a) = api.post(path, node_port("a")).await;
+    assert_eq!(code, StatusCode::CREATED, "{a}");
+    let (code, b) = api.post(path, node_port("b")).await;
+    assert_eq!(code, StatusCode::CREATED, "{b}");
+    let mut taken = [
+        a["spec"]["ports"][0]["nodePort"].as_i64().unwrap(),
+        b["spec"]["ports"][0]["nodePort"].as_i64().unwrap(),
+    ];
+    taken.sort();
+    assert_eq!(taken, [30100, 30101]);
+    let (code, status) = api.post(path, node_port("c")).await;
+    assert_invalid(code, &status, "range is full");
+    let (code, _) = api.delete(&format!("{path}/a"), None).await;
+    assert_eq!(code, StatusCode::OK);
+    let (code, c) = api.post(path, node_port("c")).await;
+    assert_eq!(code, StatusCode::CREATED, "{c}");
+    assert_eq!(
+        c["spec"]["ports"][0]["nodePort"],
+        a["spec"]["ports"][0]["nodePort"]
+    );
+
+    // Headless Services get no address.
+    let (code, headless) = api
+        .post(
+            path,
+            service("db", json!({"clusterIP": "None", "ports": ports})),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{headless}");
+    assert_eq!(headless["spec"]["clusterIP"], "None");
+}
+
+/// A 422 Invalid Status whose message contains `text`.
+fn assert_invalid(code: StatusCode, status: &Value, text: &str) {
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "{status}");
+    assert_eq!(status["reason"], "Invalid");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(text),
+        "{status}"
+    );
+}

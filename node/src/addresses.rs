@@ -68,6 +68,11 @@ impl PodAddresses {
             .remove(uid);
     }
 
+    /// The node's own address in the range (its first host address), where it serves NodePorts too.
+    pub fn node_address(&self) -> Option<Ipv4Addr> {
+        self.range.hosts().next()
+    }
+
     /// The addresses pods may get: the range's hosts but the first (the node's own).
     fn host_addresses(&self) -> impl Iterator<Item = Ipv4Addr> + '_ {
         self.range.hosts().skip(1)

@@ -3,6 +3,7 @@
 
 use crate::addresses::PodAddresses;
 use crate::pod::{Backoff, NodeContext, PodWorker, pod_dir};
+use crate::proxy::Proxy;
 use crate::runtime::Runtime;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -303,6 +304,14 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
     let pod_cidr = wait_for_pod_cidr(&client, &config.node_name).await?;
     let addresses = PodAddresses::new(&pod_cidr)?;
     tracing::info!(node = %config.node_name, pod_cidr = %addresses.range(), "pod addresses");
+    let (services, service_changes) = crate::services::watch(&client);
+    let mut node_ips: Vec<std::net::IpAddr> = config.address.parse().into_iter().collect();
+    node_ips.extend(addresses.node_address().map(std::net::IpAddr::from));
+    tokio::spawn(crate::proxy::run(
+        Proxy::new(node_ips),
+        services.clone(),
+        service_changes,
+    ));
     let ctx = Arc::new(NodeContext {
         client: client.clone(),
         runtime,
@@ -312,6 +321,7 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
         backoff: config.backoff.clone(),
         images: crate::images::Images::new(config.data_dir.join("images")),
         addresses,
+        services,
     });
     let agent = Arc::new(Agent {
         ctx,

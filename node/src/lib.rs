@@ -9,5 +9,7 @@ pub mod log_server;
 pub mod logs;
 pub mod pod;
 pub mod probes;
+pub mod proxy;
 pub mod runtime;
+pub mod services;
 pub mod status;

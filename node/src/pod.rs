@@ -4,6 +4,7 @@
 use crate::logs::{ContainerLog, Stream};
 use crate::probes::{self, ProbeEvent};
 use crate::runtime::{Mount, PodNetwork, RunSpec, Runtime};
+use crate::services::{PodNames, ServiceView};
 use crate::status::{self, Container, State};
 use k8s_openapi::api::core::v1::{ConfigMap, Container as ContainerSpec, KeyToPath, Pod, Secret};
 use kube::Api;
@@ -12,6 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+
+/// How long a container start waits for the Service watch to have listed once (for its service links).
+const SERVICES_READY: Duration = Duration::from_secs(10);
 
 /// Restart backoff: Kubernetes' defaults are 10 s doubling to 5 minutes, reset after 10 minutes of running.
 #[derive(Debug, Clone)]
@@ -49,6 +53,8 @@ pub struct NodeContext {
     pub images: crate::images::Images,
     /// The addresses of this node's pods.
     pub addresses: crate::addresses::PodAddresses,
+    /// The cluster's Services.
+    pub services: ServiceView,
 }
 
 /// A running pod: stop it by dropping or calling [`PodWorker::stop`].
@@ -200,6 +206,10 @@ async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, stopped: watch::Receiver<bool>
             .flat_map(|c| c.ports.iter().flatten())
             .filter_map(|p| u16::try_from(p.container_port).ok())
             .collect(),
+        names: Some(Arc::new(PodNames {
+            view: ctx.services.clone(),
+            namespace: namespace.clone(),
+        })),
     };
     let (updates, mut changes) = mpsc::channel::<Update>(64);
     let worker =
@@ -575,6 +585,35 @@ impl ContainerWorker {
     async fn env(&self) -> Result<Vec<(String, String)>, String> {
         let namespace = self.pod.metadata.namespace.clone().unwrap_or_default();
         let mut env = Vec::new();
+        let service_links = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.enable_service_links)
+            .unwrap_or(true);
+        if service_links {
+            if !self.ctx.services.wait_ready(SERVICES_READY).await {
+                return Err(
+                    "services have not yet been read at least once, cannot construct envvars"
+                        .to_owned(),
+                );
+            }
+            // The container's own variables win over the Services' of the same name.
+            let own: Vec<&str> = self
+                .spec
+                .env
+                .iter()
+                .flatten()
+                .map(|v| v.name.as_str())
+                .collect();
+            env.extend(
+                self.ctx
+                    .services
+                    .environment(&namespace)
+                    .into_iter()
+                    .filter(|(name, _)| !own.contains(&name.as_str())),
+            );
+        }
         for var in self.spec.env.iter().flatten() {
             let value = match (&var.value, &var.value_from) {
                 (Some(value), _) => value.clone(),

@@ -109,6 +109,12 @@ pub struct Mount {
     pub read_only: bool,
 }
 
+/// Answers the names a guest looks up before the host's resolver does (the cluster's Service names).
+pub trait NameLookup: Send + Sync + std::fmt::Debug {
+    /// The addresses of `name`; None lets the host resolve it.
+    fn lookup(&self, name: &str) -> Option<Vec<std::net::IpAddr>>;
+}
+
 /// The network a guest may use: its pod's address and declared ports.
 #[derive(Debug, Clone)]
 pub struct PodNetwork {
@@ -116,6 +122,8 @@ pub struct PodNetwork {
     pub ip: std::net::IpAddr,
     /// The container ports its pod declares; a guest may listen only on these, on `ip`.
     pub ports: Vec<u16>,
+    /// The names the cluster answers for the guest.
+    pub names: Option<Arc<dyn NameLookup>>,
 }
 
 impl PodNetwork {
@@ -198,6 +206,8 @@ pub(crate) struct P2State {
     limiter: MemoryLimiter,
     /// The pod's address, which a bind to the unspecified address (0.0.0.0) means.
     pod_ip: std::net::IpAddr,
+    /// The names the cluster answers.
+    names: Option<Arc<dyn NameLookup>>,
 }
 
 impl WasiHttpView for P2State {
@@ -280,6 +290,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut p2).map_err(init_error)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut p2).map_err(init_error)?;
         bind_on_pod_address(&mut p2).map_err(init_error)?;
+        answer_cluster_names(&mut p2).map_err(init_error)?;
         let stop_ticker = Arc::new(AtomicBool::new(false));
         let (ticker_engine, stop) = (engine.clone(), stop_ticker.clone());
         std::thread::Builder::new()
@@ -441,6 +452,41 @@ fn bind_on_pod_address(linker: &mut wasmtime::component::Linker<P2State>) -> was
 
 /// The wasi:sockets TCP interface as wasmtime-wasi registers it (older 0.2 imports resolve to it by semver).
 const TCP_INTERFACE: &str = "wasi:sockets/tcp@0.2.12";
+/// The wasi:sockets name lookup interface, likewise.
+const NAME_LOOKUP_INTERFACE: &str = "wasi:sockets/ip-name-lookup@0.2.12";
+
+/// Service names resolve inside pods: `ip-name-lookup.resolve-addresses` is replaced by one that asks the
+/// pod's [`NameLookup`] first and hands wasmtime-wasi the address it answers (an IP literal resolves to
+/// itself), so the guest's resolver gets the Service's address; other names go to the host's resolver.
+fn answer_cluster_names(linker: &mut wasmtime::component::Linker<P2State>) -> wasmtime::Result<()> {
+    use wasmtime_wasi::p2::bindings::sockets::ip_name_lookup::Host;
+    use wasmtime_wasi::p2::bindings::sockets::network::ErrorCode;
+    use wasmtime_wasi::sockets::WasiSocketsView;
+    type Params = (
+        wasmtime::component::Resource<wasmtime_wasi::p2::Network>,
+        String,
+    );
+    linker.allow_shadowing(true);
+    linker.instance(NAME_LOOKUP_INTERFACE)?.func_wrap(
+        "resolve-addresses",
+        |mut store: wasmtime::StoreContextMut<'_, P2State>, (network, name): Params| {
+            let answer = store.data().names.as_ref().and_then(|n| n.lookup(&name));
+            let name = match answer.as_deref() {
+                Some([first, ..]) => first.to_string(),
+                Some([]) => return Ok((Err(ErrorCode::NameUnresolvable),)),
+                None => name,
+            };
+            let mut sockets = store.data_mut().sockets();
+            let result = match Host::resolve_addresses(&mut sockets, network, name) {
+                Ok(stream) => Ok(stream),
+                Err(error) => Err(error.downcast()?),
+            };
+            Ok((result,))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
 
 /// A fresh component Store for one run or one request, with the spec's limits and an epoch deadline.
 pub(crate) fn p2_store(
@@ -460,6 +506,7 @@ pub(crate) fn p2_store(
                 refused,
             },
             pod_ip: spec.network.ip,
+            names: spec.network.names.clone(),
         },
     );
     store.limiter(|state| &mut state.limiter);

@@ -64,6 +64,7 @@ fn loopback(ports: &[u16]) -> PodNetwork {
     PodNetwork {
         ip: std::net::Ipv4Addr::LOCALHOST.into(),
         ports: ports.to_vec(),
+        names: None,
     }
 }
 

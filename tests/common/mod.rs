@@ -43,10 +43,14 @@ impl Server {
 
     /// Starts a server on an existing data dir with extra flags.
     pub fn start_in(data_dir: &Path, extra: &[&str]) -> Self {
-        // Servers of one test process run side by side: each gets pod addresses of its own.
+        // Servers of one test process run side by side: each gets pod addresses, cluster IPs and node ports of
+        // its own.
         static SERVERS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = SERVERS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let cluster_cidr = format!("127.{}.0.0/16", 50 + (std::process::id() + n * 7) % 200);
+        let slot = (std::process::id() + n * 7) % 200;
+        let cluster_cidr = format!("127.{}.0.0/17", 50 + slot);
+        let service_range = format!("127.{}.128.0/17", 50 + slot);
+        let node_ports = format!("{}-{}", 30000 + slot * 10, 30009 + slot * 10);
         // Another test may take the free port before this server binds it: then try another.
         for _ in 0..5 {
             let port = free_port();
@@ -55,7 +59,14 @@ impl Server {
                 .args(["server", "--data-dir"])
                 .arg(data_dir)
                 .args(["--listen", &format!("127.0.0.1:{port}")])
-                .args(["--cluster-cidr", &cluster_cidr])
+                .args(defaults_not_in(
+                    extra,
+                    &[
+                        ("--cluster-cidr", &cluster_cidr),
+                        ("--service-cluster-ip-range", &service_range),
+                        ("--service-node-port-range", &node_ports),
+                    ],
+                ))
                 .args(extra)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -118,6 +129,15 @@ impl Server {
         }
         None
     }
+}
+
+/// The flags of `defaults` that `extra` does not set itself.
+fn defaults_not_in(extra: &[&str], defaults: &[(&str, &str)]) -> Vec<String> {
+    defaults
+        .iter()
+        .filter(|(flag, _)| !extra.contains(flag))
+        .flat_map(|(flag, value)| [flag.to_string(), value.to_string()])
+        .collect()
 }
 
 impl Drop for Server {

@@ -5,6 +5,7 @@ mod discovery;
 pub mod error;
 mod logs;
 pub mod objects;
+pub mod service_network;
 mod watch;
 
 use crate::api::resources::{self, ResourceType, Subresource};
@@ -20,6 +21,7 @@ use axum::routing::{any, get};
 use error::ApiError;
 use objects::{MAX_BODY, Query, Written, decode_body, list_object};
 use serde_json::Value;
+use service_network::ServiceNetwork;
 use std::sync::Arc;
 
 /// The apiserver's shared state: a cheap handle to the store.
@@ -28,6 +30,10 @@ pub struct ApiServer {
     store: Arc<dyn Store>,
     /// Reaches node agents (logs).
     http: reqwest::Client,
+    /// The ranges Services get cluster IPs and node ports from.
+    service_network: Arc<ServiceNetwork>,
+    /// Held from reading which addresses are taken to writing the Service that takes one.
+    service_writes: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Which objects a request is about: a resource type and, for namespaced types, maybe one namespace.
@@ -40,11 +46,13 @@ pub struct Target {
 }
 
 impl ApiServer {
-    /// An apiserver over a store.
-    pub fn new(store: Arc<dyn Store>) -> Self {
+    /// An apiserver over a store, giving Services addresses from `service_network`.
+    pub fn new(store: Arc<dyn Store>, service_network: ServiceNetwork) -> Self {
         Self {
             store,
             http: reqwest::Client::new(),
+            service_network: Arc::new(service_network),
+            service_writes: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 

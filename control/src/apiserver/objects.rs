@@ -2,12 +2,14 @@
 //! binding subresources.
 
 use super::error::{ApiError, qualified_kind};
+use super::service_network::Taken;
 use super::{ApiServer, Target};
 use crate::api::patch::strategic_merge;
 use crate::api::resources::{self, AdmitError, AdmitRequest, ResourceType, Subresource};
 use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::store::{Expect, KeyValue, ListRequest, Revision};
 use base64::Engine;
+use k8s_openapi::api::core::v1::Service;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -306,6 +308,69 @@ fn admit(
 }
 
 impl ApiServer {
+    /// For a write of a Service: holds off other Service writes until this one is stored, so two Services
+    /// never take the same address.
+    async fn lock_service_writes(
+        &self,
+        resource: &ResourceType,
+    ) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        if resource.kind == "Service" && resource.group.is_empty() {
+            Some(self.service_writes.lock().await)
+        } else {
+            None
+        }
+    }
+
+    /// Gives a Service its cluster IP and node ports from what the other Services do not hold.
+    fn allocate_service_addresses(
+        &self,
+        resource: &ResourceType,
+        object: &mut Value,
+        old: Option<&Value>,
+    ) -> Result<(), ApiError> {
+        if resource.kind != "Service" || !resource.group.is_empty() {
+            return Ok(());
+        }
+        let typed = |value: &Value| {
+            serde_json::from_value::<Service>(value.clone())
+                .map_err(|e| ApiError::Internal(format!("admitted Service is malformed: {e}")))
+        };
+        let mut service = typed(object)?;
+        let old = old.map(typed).transpose()?;
+        let page = self.store.list(&ListRequest {
+            prefix: prefix(resource, None),
+            ..Default::default()
+        })?;
+        let mut taken = Taken::default();
+        let this = (
+            service.metadata.namespace.clone(),
+            service.metadata.name.clone(),
+        );
+        for kv in &page.items {
+            let other: Service = serde_json::from_slice(&kv.value)
+                .map_err(|e| ApiError::Internal(format!("stored object is corrupt: {e}")))?;
+            if (
+                other.metadata.namespace.clone(),
+                other.metadata.name.clone(),
+            ) != this
+            {
+                taken.add(&other);
+            }
+        }
+        self.service_network
+            .allocate(&mut service, old.as_ref(), &taken)
+            .map_err(|causes| ApiError::Invalid {
+                kind: qualified_kind(resource),
+                name: this.1.unwrap_or_default(),
+                causes,
+            })?;
+        let mut allocated =
+            serde_json::to_value(&service).map_err(|e| ApiError::Internal(e.to_string()))?;
+        allocated["metadata"] = object["metadata"].take();
+        *object = allocated;
+        Ok(())
+    }
+
     /// Reads one object as served, or NotFound.
     pub fn read(
         &self,
@@ -437,7 +502,9 @@ impl ApiServer {
         if !target.resource.status_on_create && target.resource.has(Subresource::Status) {
             object.as_object_mut().map(|o| o.remove("status"));
         }
-        let (object, warnings) = admit(target.resource, object, None, Some(&uid), query)?;
+        let _service_writes = self.lock_service_writes(target.resource).await;
+        let (mut object, warnings) = admit(target.resource, object, None, Some(&uid), query)?;
+        self.allocate_service_addresses(target.resource, &mut object, None)?;
         let name = meta_str(&object, "name").unwrap_or_default().to_owned();
         if query.dry_run() {
             return Ok(Written { object, warnings });
@@ -451,7 +518,6 @@ impl ApiServer {
             )
             .await
             .map_err(|e| ApiError::from_store(e, target.resource, &name))?;
-        let mut object = object;
         object["metadata"]["resourceVersion"] = revision.to_string().into();
         Ok(Written { object, warnings })
     }
@@ -525,7 +591,11 @@ impl ApiServer {
         new["metadata"]
             .as_object_mut()
             .map(|m| m.remove("managedFields"));
+        let _service_writes = self.lock_service_writes(resource).await;
         let (mut new, warnings) = admit(resource, new, Some(&old), None, query)?;
+        if subresource != Some(Subresource::Status) {
+            self.allocate_service_addresses(resource, &mut new, Some(&old))?;
+        }
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
         if spec_of(&new) != spec_of(&old) {
             let generation = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;

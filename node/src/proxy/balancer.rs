@@ -1,0 +1,292 @@
+//! One frontend's endpoints and how the next one is chosen: round robin or least requests, ClientIP affinity,
+//! and passive health: an endpoint that cannot be reached is taken out until a connection to it succeeds again.
+
+use super::table::{Balance, Behaviour};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+/// How often an endpoint that is out is tried again.
+const RECHECK: Duration = Duration::from_millis(500);
+/// How long a health check's connection attempt may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// One endpoint and what the proxy knows of it.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// Where it listens.
+    pub address: SocketAddr,
+    /// Requests (HTTP) or connections (TCP) in flight.
+    in_flight: AtomicUsize,
+    /// Whether it is out after a failure.
+    down: AtomicBool,
+}
+
+/// A chosen endpoint; counts as in flight until dropped.
+#[derive(Debug)]
+pub struct Lease {
+    endpoint: Arc<Endpoint>,
+}
+
+impl Lease {
+    /// The endpoint's address.
+    pub fn address(&self) -> SocketAddr {
+        self.endpoint.address
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The endpoints of one frontend.
+#[derive(Debug)]
+pub struct Backends {
+    behaviour: Behaviour,
+    endpoints: RwLock<Arc<Vec<Arc<Endpoint>>>>,
+    next: AtomicUsize,
+    affinity: Mutex<HashMap<IpAddr, (SocketAddr, Instant)>>,
+}
+
+impl Backends {
+    /// Backends with the given endpoints.
+    pub fn new(behaviour: Behaviour, addresses: &[SocketAddr]) -> Arc<Self> {
+        let backends = Arc::new(Self {
+            behaviour,
+            endpoints: RwLock::new(Arc::new(Vec::new())),
+            next: AtomicUsize::new(0),
+            affinity: Mutex::new(HashMap::new()),
+        });
+        backends.update(addresses);
+        backends
+    }
+
+    /// How the frontend behaves.
+    pub fn behaviour(&self) -> &Behaviour {
+        &self.behaviour
+    }
+
+    fn snapshot(&self) -> Arc<Vec<Arc<Endpoint>>> {
+        self.endpoints
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The endpoint addresses now in use.
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        self.snapshot().iter().map(|e| e.address).collect()
+    }
+
+    /// Replaces the endpoints, keeping what is known of those that stay. Requests already sent to a removed
+    /// endpoint finish there (they hold their own connection).
+    pub fn update(&self, addresses: &[SocketAddr]) {
+        let current = self.snapshot();
+        let endpoints: Vec<Arc<Endpoint>> = addresses
+            .iter()
+            .map(|address| {
+                current
+                    .iter()
+                    .find(|e| e.address == *address)
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        Arc::new(Endpoint {
+                            address: *address,
+                            in_flight: AtomicUsize::new(0),
+                            down: AtomicBool::new(false),
+                        })
+                    })
+            })
+            .collect();
+        *self.endpoints.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(endpoints);
+    }
+
+    /// Chooses an endpoint for a client, skipping those already `tried`; endpoints that are out are used only
+    /// when no other is left.
+    pub fn pick(&self, client: IpAddr, tried: &[SocketAddr]) -> Option<Lease> {
+        let endpoints = self.snapshot();
+        let untried: Vec<&Arc<Endpoint>> = endpoints
+            .iter()
+            .filter(|e| !tried.contains(&e.address))
+            .collect();
+        let up: Vec<&Arc<Endpoint>> = untried
+            .iter()
+            .copied()
+            .filter(|e| !e.down.load(Ordering::Relaxed))
+            .collect();
+        let candidates = if up.is_empty() { untried } else { up };
+        if candidates.is_empty() {
+            return None;
+        }
+        let chosen = self
+            .sticky(client, &candidates)
+            .unwrap_or_else(|| self.choose(&candidates));
+        if let Some(timeout) = self.behaviour.affinity {
+            let mut table = self.affinity.lock().unwrap_or_else(|e| e.into_inner());
+            table.insert(client, (chosen.address, Instant::now() + timeout));
+        }
+        chosen.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some(Lease {
+            endpoint: chosen.clone(),
+        })
+    }
+
+    fn sticky<'a>(
+        &self,
+        client: IpAddr,
+        candidates: &[&'a Arc<Endpoint>],
+    ) -> Option<&'a Arc<Endpoint>> {
+        self.behaviour.affinity?;
+        let mut table = self.affinity.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        table.retain(|_, (_, until)| *until > now);
+        let (address, _) = table.get(&client)?;
+        candidates.iter().copied().find(|e| e.address == *address)
+    }
+
+    fn choose<'a>(&self, candidates: &[&'a Arc<Endpoint>]) -> &'a Arc<Endpoint> {
+        let turn = self.next.fetch_add(1, Ordering::Relaxed);
+        let first = candidates[turn % candidates.len()];
+        match self.behaviour.balance {
+            Balance::RoundRobin => first,
+            // The fewest in flight; ties go round robin, so an idle service still spreads its requests.
+            Balance::LeastRequests => (0..candidates.len())
+                .map(|i| candidates[(turn + i) % candidates.len()])
+                .min_by_key(|e| e.in_flight.load(Ordering::Relaxed))
+                .unwrap_or(first),
+        }
+    }
+
+    /// Takes an endpoint out after a failed connection, and puts it back once a connection to it succeeds.
+    pub fn mark_down(self: &Arc<Self>, address: SocketAddr) {
+        let Some(endpoint) = self
+            .snapshot()
+            .iter()
+            .find(|e| e.address == address)
+            .cloned()
+        else {
+            return;
+        };
+        if endpoint.down.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        tracing::info!(service = %self.behaviour.service, endpoint = %address, "endpoint out after a failed connection");
+        let watched: Weak<Endpoint> = Arc::downgrade(&endpoint);
+        let service = self.behaviour.service.clone();
+        drop(endpoint);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(RECHECK).await;
+                // Stop checking once the endpoint is no longer part of the service.
+                let Some(endpoint) = watched.upgrade() else {
+                    return;
+                };
+                let answered = tokio::time::timeout(
+                    CHECK_TIMEOUT,
+                    tokio::net::TcpStream::connect(endpoint.address),
+                )
+                .await;
+                if matches!(answered, Ok(Ok(_))) {
+                    endpoint.down.store(false, Ordering::Relaxed);
+                    tracing::info!(%service, endpoint = %endpoint.address, "endpoint back");
+                    return;
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy::table::Mode;
+
+    fn behaviour(balance: Balance, affinity: Option<Duration>) -> Behaviour {
+        Behaviour {
+            service: "default/web:80".into(),
+            mode: Mode::Http,
+            balance,
+            affinity,
+        }
+    }
+
+    fn addresses(n: u8) -> Vec<SocketAddr> {
+        (1..=n)
+            .map(|i| SocketAddr::from(([127, 42, 0, i], 8080)))
+            .collect()
+    }
+
+    const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    #[test]
+    fn round_robin_takes_every_endpoint_in_turn() {
+        let backends = Backends::new(behaviour(Balance::RoundRobin, None), &addresses(3));
+        let picked: Vec<SocketAddr> = (0..6)
+            .map(|_| backends.pick(CLIENT, &[]).unwrap().address())
+            .collect();
+        assert_eq!(picked[..3], addresses(3)[..]);
+        assert_eq!(picked[3..], addresses(3)[..]);
+    }
+
+    #[test]
+    fn least_requests_avoids_the_busy_endpoint() {
+        let backends = Backends::new(behaviour(Balance::LeastRequests, None), &addresses(2));
+        let busy = backends.pick(CLIENT, &[]).unwrap();
+        for _ in 0..4 {
+            let lease = backends.pick(CLIENT, &[]).unwrap();
+            assert_ne!(lease.address(), busy.address());
+        }
+    }
+
+    #[test]
+    fn tried_endpoints_are_skipped_and_none_is_left_after_all() {
+        let backends = Backends::new(behaviour(Balance::RoundRobin, None), &addresses(2));
+        let all = addresses(2);
+        assert_eq!(backends.pick(CLIENT, &all[..1]).unwrap().address(), all[1]);
+        assert!(backends.pick(CLIENT, &all).is_none());
+    }
+
+    #[test]
+    fn client_ip_affinity_keeps_a_client_on_one_endpoint() {
+        let backends = Backends::new(
+            behaviour(Balance::RoundRobin, Some(Duration::from_secs(60))),
+            &addresses(3),
+        );
+        let first = backends.pick(CLIENT, &[]).unwrap().address();
+        for _ in 0..5 {
+            assert_eq!(backends.pick(CLIENT, &[]).unwrap().address(), first);
+        }
+        let other: IpAddr = "127.0.0.2".parse().unwrap();
+        assert_ne!(backends.pick(other, &[]).unwrap().address(), first);
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_that_failed_is_out_until_it_answers() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let alive = listener.local_addr().unwrap();
+        let dead = SocketAddr::from(([127, 0, 0, 1], {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        }));
+        let backends = Backends::new(behaviour(Balance::RoundRobin, None), &[alive, dead]);
+        backends.mark_down(dead);
+        for _ in 0..4 {
+            assert_eq!(backends.pick(CLIENT, &[]).unwrap().address(), alive);
+        }
+        // Only the failed one left untried: it is still used rather than refusing the client.
+        assert_eq!(backends.pick(CLIENT, &[alive]).unwrap().address(), dead);
+        // It comes back once it accepts connections again.
+        backends.mark_down(alive);
+        let _revived = tokio::net::TcpListener::bind(dead).await.unwrap();
+        tokio::time::sleep(RECHECK * 3).await;
+        assert!(
+            (0..4).any(|_| backends.pick(CLIENT, &[]).unwrap().address() == dead),
+            "the endpoint came back"
+        );
+        drop(listener);
+    }
+}

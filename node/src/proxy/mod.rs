@@ -1,0 +1,154 @@
+//! Our kube-proxy, inside every node agent: a userspace load balancer listening on every Service's cluster IP
+//! (and, for NodePorts, on the node's addresses), following Services and EndpointSlices through the apiserver
+//! and reprogramming itself on every change, without a restart.
+//!
+//! Every agent listens on every cluster IP with SO_REUSEPORT, so several agents on one machine share the
+//! addresses (the kernel spreads connections over them) and each agent on its own host serves them alone. A TCP
+//! port with no endpoint is not listened on, so clients are refused at once; an HTTP one answers 503.
+
+pub mod balancer;
+pub mod http;
+pub mod table;
+pub mod tcp;
+
+use crate::services::ServiceView;
+use balancer::Backends;
+use futures::{FutureExt, Stream, StreamExt};
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use table::{Behaviour, Frontend, Mode};
+
+/// How long changes are gathered before the proxy is reprogrammed once for all of them.
+const SETTLE: Duration = Duration::from_millis(20);
+/// How often the proxy is checked against the view even without changes (retrying listeners that failed).
+const RESYNC: Duration = Duration::from_secs(5);
+
+/// A frontend being served: dropping it stops accepting (connections under way finish).
+struct Running {
+    behaviour: Behaviour,
+    backends: Arc<Backends>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The frontends this node serves.
+pub struct Proxy {
+    node_ips: Vec<IpAddr>,
+    running: HashMap<SocketAddr, Running>,
+    client: http::UpstreamClient,
+    /// Listen addresses that failed, so the failure is logged once.
+    failed: HashMap<SocketAddr, String>,
+}
+
+impl Proxy {
+    /// A proxy serving NodePorts on `node_ips`.
+    pub fn new(node_ips: Vec<IpAddr>) -> Self {
+        Self {
+            node_ips,
+            running: HashMap::new(),
+            client: http::upstream_client(),
+            failed: HashMap::new(),
+        }
+    }
+
+    /// Brings the listeners and their endpoints in line with the view.
+    pub fn sync(&mut self, view: &ServiceView) {
+        let desired = table::frontends(&view.services(), &view.slices(), &self.node_ips);
+        self.apply(desired);
+    }
+
+    fn apply(&mut self, desired: BTreeMap<SocketAddr, Frontend>) {
+        let listened = |f: &Frontend| f.behaviour.mode == Mode::Http || !f.endpoints.is_empty();
+        self.running.retain(|address, running| {
+            desired
+                .get(address)
+                .is_some_and(|f| f.behaviour == running.behaviour && listened(f))
+        });
+        self.failed
+            .retain(|address, _| desired.contains_key(address));
+        for (address, frontend) in desired {
+            if !listened(&frontend) {
+                continue;
+            }
+            if let Some(running) = self.running.get(&address) {
+                if running.backends.addresses() != frontend.endpoints {
+                    running.backends.update(&frontend.endpoints);
+                    tracing::debug!(service = %frontend.behaviour.service, endpoints = frontend.endpoints.len(), "endpoints changed");
+                }
+                continue;
+            }
+            match listen(address) {
+                Ok(listener) => {
+                    self.failed.remove(&address);
+                    let backends = Backends::new(frontend.behaviour.clone(), &frontend.endpoints);
+                    let task = match frontend.behaviour.mode {
+                        Mode::Tcp => tokio::spawn(tcp::serve(listener, backends.clone())),
+                        Mode::Http => tokio::spawn(http::serve(
+                            listener,
+                            backends.clone(),
+                            self.client.clone(),
+                        )),
+                    };
+                    tracing::info!(service = %frontend.behaviour.service, %address, mode = ?frontend.behaviour.mode, endpoints = frontend.endpoints.len(), "serving");
+                    self.running.insert(
+                        address,
+                        Running {
+                            behaviour: frontend.behaviour,
+                            backends,
+                            task,
+                        },
+                    );
+                }
+                Err(error) => {
+                    let error = error.to_string();
+                    if self.failed.get(&address) != Some(&error) {
+                        tracing::warn!(service = %frontend.behaviour.service, %address, %error, "cannot listen");
+                        self.failed.insert(address, error);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A listener that other agents on this machine may share.
+fn listen(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = match address {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
+    socket.bind(address)?;
+    socket.listen(1024)
+}
+
+/// Runs the proxy until the process ends: reprograms it after every change of the view.
+pub async fn run(mut proxy: Proxy, view: ServiceView, changes: impl Stream<Item = ()> + Send) {
+    let mut changes = std::pin::pin!(changes);
+    let mut resync = tokio::time::interval(RESYNC);
+    loop {
+        tokio::select! {
+            change = changes.next() => {
+                if change.is_none() {
+                    return;
+                }
+                tokio::time::sleep(SETTLE).await;
+                // Take every change that came in meanwhile.
+                while let Some(Some(())) = changes.next().now_or_never() {}
+            }
+            _ = resync.tick() => {}
+        }
+        // Until both watches have listed once, the view would drop Services that exist.
+        if view.is_ready() {
+            proxy.sync(&view);
+        }
+    }
+}

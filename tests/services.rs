@@ -1,0 +1,413 @@
+//! Services through the node agents' proxies, with real agents and Wasm pods: cluster IPs and NodePorts on every
+//! node, L7 balancing across replicas on two nodes, scaling and deletion under load, TCP mode, Service names and
+//! environment variables inside pods.
+
+mod common;
+
+use common::{NodeAgent, Server, create_pod, get_pod, wait_for, wasm_app, wasmkube};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+fn post(server: &Server, path: &str, body: &Value) -> Value {
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{}{path}", server.url))
+        .json(body)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().unwrap());
+    response.json().unwrap()
+}
+
+fn get(server: &Server, path: &str) -> Value {
+    reqwest::blocking::get(format!("{}{path}", server.url))
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+fn hello_deployment(replicas: u32) -> Value {
+    let image = format!(
+        "file://{}",
+        wasm_app("wasm32-wasip2", "hello_http").display()
+    );
+    json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "hello"},
+           "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "hello"}},
+                    "template": {"metadata": {"labels": {"app": "hello"}},
+                                 "spec": {"containers": [{"name": "hello", "image": image,
+                                     "ports": [{"name": "http", "containerPort": 8080}],
+                                     "readinessProbe": {"httpGet": {"path": "/healthz", "port": "http"},
+                                                        "periodSeconds": 1},
+                                     "env": [{"name": "POD_NAME",
+                                              "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}]}}}})
+}
+
+fn hello_service() -> Value {
+    json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "hello"},
+           "spec": {"type": "NodePort", "selector": {"app": "hello"},
+                    "ports": [{"name": "http", "port": 80, "targetPort": "http", "appProtocol": "http"}]}})
+}
+
+/// The pod each of `count` GETs through one keep-alive client reached, and how many failed.
+fn tally(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    count: u32,
+) -> (BTreeMap<String, u32>, u32) {
+    let mut reached = BTreeMap::new();
+    let mut failed = 0;
+    for _ in 0..count {
+        match client
+            .get(url)
+            .send()
+            .and_then(|r| r.error_for_status())
+            .and_then(|r| r.text())
+        {
+            Ok(body) => {
+                let pod = body.trim().trim_start_matches("hello from ").to_owned();
+                *reached.entry(pod).or_insert(0) += 1;
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    (reached, failed)
+}
+
+/// Every replica got its even share of `total` within ±25%.
+fn assert_even(reached: &BTreeMap<String, u32>, replicas: u32, total: u32) {
+    assert_eq!(
+        reached.len() as u32,
+        replicas,
+        "replicas reached: {reached:?}"
+    );
+    let even = f64::from(total) / f64::from(replicas);
+    for (pod, count) in reached {
+        let share = f64::from(*count);
+        assert!(
+            (share - even).abs() <= even * 0.25,
+            "{pod} got {count} of {total} requests (even: {even}): {reached:?}"
+        );
+    }
+}
+
+/// Waits until requests through `url` reach `replicas` distinct pods (the proxies have the endpoints).
+fn wait_for_replicas(client: &reqwest::blocking::Client, url: &str, replicas: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = BTreeMap::new();
+    while Instant::now() < deadline {
+        let (reached, _) = tally(client, url, 3 * replicas as u32);
+        if reached.len() == replicas {
+            return;
+        }
+        last = reached;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("requests to {url} never reached {replicas} replicas: {last:?}");
+}
+
+fn rolled_out(server: &Server) {
+    let (ok, out, err) = wasmkube(
+        server,
+        &["rollout", "status", "deployment/hello", "--timeout", "60s"],
+    );
+    assert!(ok, "{out}{err}");
+}
+
+fn pod_log(server: &Server, name: &str) -> String {
+    reqwest::blocking::get(format!(
+        "{}/api/v1/namespaces/default/pods/{name}/log",
+        server.url
+    ))
+    .and_then(|r| r.text())
+    .unwrap()
+}
+
+/// The first host address of a node's podCIDR: the node's own address, where NodePorts are served too.
+fn node_gateway(server: &Server, node: &str) -> String {
+    let node = get(server, &format!("/api/v1/nodes/{node}"));
+    let range: ipnet::Ipv4Net = node["spec"]["podCIDR"].as_str().unwrap().parse().unwrap();
+    range.hosts().next().unwrap().to_string()
+}
+
+/// A server, two agents (`PREFIX-1`, `PREFIX-2`) and the hello Deployment (3 replicas) rolled out behind its
+/// NodePort Service; returns the Service.
+fn hello_on_two_nodes(prefix: &str) -> (Server, [NodeAgent; 2], Value) {
+    let server = Server::start();
+    let nodes = [
+        NodeAgent::start(&server, &format!("{prefix}-1")),
+        NodeAgent::start(&server, &format!("{prefix}-2")),
+    ];
+    post(
+        &server,
+        "/apis/apps/v1/namespaces/default/deployments",
+        &hello_deployment(3),
+    );
+    let service = post(
+        &server,
+        "/api/v1/namespaces/default/services",
+        &hello_service(),
+    );
+    rolled_out(&server);
+    (server, nodes, service)
+}
+
+#[test]
+fn a_service_balances_requests_over_replicas_on_two_nodes_from_clients_and_pods() {
+    let (server, _nodes, service) = hello_on_two_nodes("svc-node");
+    let cluster_ip = service["spec"]["clusterIP"].as_str().unwrap().to_owned();
+    let node_port = service["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
+    let pods = get(
+        &server,
+        "/api/v1/namespaces/default/pods?labelSelector=app%3Dhello",
+    );
+    let nodes: std::collections::BTreeSet<&str> = pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["spec"]["nodeName"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes.len(), 2, "the replicas run on both nodes: {nodes:?}");
+
+    // 600 requests over one keep-alive connection: each request is balanced on its own.
+    let client = reqwest::blocking::Client::new();
+    let url = format!("http://{cluster_ip}/");
+    wait_for_replicas(&client, &url, 3);
+    let (reached, failed) = tally(&client, &url, 600);
+    assert_eq!(failed, 0);
+    assert_even(&reached, 3, 600);
+
+    // The NodePort answers on every node's address.
+    for node in ["svc-node-1", "svc-node-2"] {
+        let gateway = node_gateway(&server, node);
+        let body = client
+            .get(format!("http://{gateway}:{node_port}/"))
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_else(|e| panic!("NodePort {node_port} on {node} ({gateway}): {e}"));
+        assert!(body.starts_with("hello from hello-"), "{body}");
+    }
+
+    // From a Wasm pod, by the Service's name: the same even spread.
+    create_pod(
+        &server,
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "load"},
+               "spec": {"restartPolicy": "Never", "containers": [{"name": "load",
+                   "image": format!("file://{}", wasm_app("wasm32-wasip2", "http-get").display()),
+                   "args": ["hello:80", "600"]}]}}),
+    );
+    wait_for(&server, "load", "Succeeded", |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
+    let log = pod_log(&server, "load");
+    assert!(log.contains("done: 600 ok, 0 failed"), "{log}");
+    let mut from_pod = BTreeMap::new();
+    for line in log.lines().filter_map(|l| l.strip_prefix("hello from ")) {
+        *from_pod.entry(line.to_owned()).or_insert(0) += 1;
+    }
+    assert_even(&from_pod, 3, 600);
+
+    // The fully qualified name resolves too, and pods get the Service's variables.
+    create_pod(
+        &server,
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "fqdn"},
+               "spec": {"restartPolicy": "Never", "containers": [{"name": "load",
+                   "image": format!("file://{}", wasm_app("wasm32-wasip2", "http-get").display()),
+                   "args": ["hello.default.svc.cluster.local:80", "3"]}]}}),
+    );
+    create_pod(
+        &server,
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "env"},
+               "spec": {"restartPolicy": "Never", "containers": [{"name": "env",
+                   "image": format!("file://{}", wasm_app("wasm32-wasip1", "batch").display()),
+                   "args": ["1"], "env": [{"name": "PRINT_ENV", "value": "HELLO_"}]}]}}),
+    );
+    for pod in ["fqdn", "env"] {
+        wait_for(&server, pod, "Succeeded", |p| {
+            p["status"]["phase"] == "Succeeded"
+        });
+    }
+    let log = pod_log(&server, "fqdn");
+    assert!(log.contains("done: 3 ok, 0 failed"), "{log}");
+    let log = pod_log(&server, "env");
+    for expected in [
+        format!("HELLO_SERVICE_HOST={cluster_ip}"),
+        "HELLO_SERVICE_PORT=80".to_owned(),
+        "HELLO_SERVICE_PORT_HTTP=80".to_owned(),
+        format!("HELLO_PORT=tcp://{cluster_ip}:80"),
+    ] {
+        assert!(log.lines().any(|l| l == expected), "{expected} in {log}");
+    }
+}
+
+#[test]
+fn replicas_come_and_go_under_load_without_a_failed_request() {
+    let (server, _nodes, service) = hello_on_two_nodes("load-node");
+    let url = format!("http://{}/", service["spec"]["clusterIP"].as_str().unwrap());
+    let client = reqwest::blocking::Client::new();
+    wait_for_replicas(&client, &url, 3);
+
+    // Load from a client of its own while a replica is deleted and replaced.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, failures) = (Arc::new(AtomicU32::new(0)), Arc::new(AtomicU32::new(0)));
+    let load = {
+        let (stop, sent, failures, url) =
+            (stop.clone(), sent.clone(), failures.clone(), url.clone());
+        std::thread::spawn(move || {
+            let client = reqwest::blocking::Client::new();
+            let mut errors = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                sent.fetch_add(1, Ordering::SeqCst);
+                match client.get(&url).send().and_then(|r| r.error_for_status()) {
+                    Ok(_) => {}
+                    Err(e) => {
+                        failures.fetch_add(1, Ordering::SeqCst);
+                        errors.push(e.to_string());
+                    }
+                }
+            }
+            errors
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let pods = get(
+        &server,
+        "/api/v1/namespaces/default/pods?labelSelector=app%3Dhello",
+    );
+    let victim = pods["items"][0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (ok, out, err) = wasmkube(&server, &["delete", "pod", &victim]);
+    assert!(ok, "{out}{err}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get_pod(&server, &victim).is_some() {
+        assert!(Instant::now() < deadline, "{victim} was never removed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    rolled_out(&server);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    let errors = load.join().unwrap();
+    let sent = sent.load(Ordering::SeqCst);
+    assert!(sent > 100, "only {sent} requests were sent");
+    assert_eq!(
+        failures.load(Ordering::SeqCst),
+        0,
+        "{sent} sent: {errors:?}"
+    );
+
+    // Scaling to 6: the new replicas get their share within seconds.
+    let (ok, out, err) = wasmkube(&server, &["scale", "deployment/hello", "--replicas", "6"]);
+    assert!(ok, "{out}{err}");
+    rolled_out(&server);
+    wait_for_replicas(&client, &url, 6);
+    let (reached, failed) = tally(&client, &url, 600);
+    assert_eq!(failed, 0);
+    assert_even(&reached, 6, 600);
+}
+
+fn echo_pod(name: &str, node: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "echo"}},
+           "spec": {"nodeName": node, "containers": [{
+               "name": "echo",
+               "image": format!("file://{}", wasm_app("wasm32-wasip2", "tcp-echo").display()),
+               "args": ["7000"],
+               "ports": [{"containerPort": 7000}],
+               "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}]}})
+}
+
+/// Connects through the Service, returns the greeting and checks the echo.
+fn echo_through(address: &str) -> std::io::Result<String> {
+    let stream = std::net::TcpStream::connect(address)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut greeting = String::new();
+    reader.read_line(&mut greeting)?;
+    (&stream).write_all(b"ping\n")?;
+    let mut echo = String::new();
+    reader.read_line(&mut echo)?;
+    assert_eq!(echo, "ping\n");
+    Ok(greeting.trim().to_owned())
+}
+
+#[test]
+fn tcp_services_spread_connections_and_refuse_at_once_without_endpoints() {
+    let server = Server::start();
+    let _node = NodeAgent::start(&server, "echo-node");
+    let service = post(
+        &server,
+        "/api/v1/namespaces/default/services",
+        &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "echo"},
+                "spec": {"selector": {"app": "echo"}, "ports": [{"port": 7000}]}}),
+    );
+    let address = format!("{}:7000", service["spec"]["clusterIP"].as_str().unwrap());
+    // No endpoint yet: the connection is refused, not left hanging.
+    let started = Instant::now();
+    let refused = std::net::TcpStream::connect(&address).unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    assert!(started.elapsed() < Duration::from_secs(1));
+
+    create_pod(&server, echo_pod("echo-a", "echo-node"));
+    create_pod(&server, echo_pod("echo-b", "echo-node"));
+    for name in ["echo-a", "echo-b"] {
+        wait_for(&server, name, "Running", |p| {
+            p["status"]["phase"] == "Running"
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut greetings = std::collections::BTreeSet::new();
+    while greetings.len() < 2 {
+        assert!(Instant::now() < deadline, "only reached {greetings:?}");
+        if let Ok(greeting) = echo_through(&address) {
+            greetings.insert(greeting);
+        } else {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    assert_eq!(
+        greetings.into_iter().collect::<Vec<_>>(),
+        ["echo from echo-a", "echo from echo-b"]
+    );
+
+    // Both pods gone: refused again within a second or so.
+    for name in ["echo-a", "echo-b"] {
+        let (ok, out, err) = wasmkube(&server, &["delete", "pod", name]);
+        assert!(ok, "{out}{err}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match std::net::TcpStream::connect(&address) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+            _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            other => panic!("still connecting to {address} after its pods went: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn an_http_service_without_ready_endpoints_answers_503_at_once() {
+    let server = Server::start();
+    let _node = NodeAgent::start(&server, "empty-node");
+    let service = post(
+        &server,
+        "/api/v1/namespaces/default/services",
+        &hello_service(),
+    );
+    let url = format!("http://{}/", service["spec"]["clusterIP"].as_str().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let response = loop {
+        match reqwest::blocking::get(&url) {
+            Ok(response) => break response,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("the proxy never listened on {url}: {e}"),
+        }
+    };
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response.text().unwrap(),
+        "no endpoints available for service \"default/hello:http\"\n"
+    );
+}
