@@ -298,7 +298,27 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
             tracing::error!(%error, "the log endpoint failed");
         }
     });
-    register(&client, &config, port).await?;
+    // The control plane may not be up yet (or be restarting): keep trying rather than give up.
+    let mut attempt = 0u32;
+    loop {
+        let error = match register(&client, &config, port).await {
+            Ok(()) => break,
+            // The apiserver answered and refused: trying again will not help.
+            Err(AgentError::Api(kube::Error::Api(status))) => {
+                return Err(anyhow::anyhow!(
+                    "cannot register node {}: {}",
+                    config.node_name,
+                    status.message
+                ));
+            }
+            Err(error) => error,
+        };
+        attempt += 1;
+        if attempt == 1 || attempt.is_multiple_of(10) {
+            tracing::warn!(node = %config.node_name, %error, "cannot register the node yet; retrying");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     tracing::info!(node = %config.node_name, port, "registered");
     tokio::spawn(heartbeat(client.clone(), config.node_name.clone()));
     let pod_cidr = wait_for_pod_cidr(&client, &config.node_name).await?;

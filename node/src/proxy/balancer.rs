@@ -18,6 +18,8 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 pub struct Endpoint {
     /// Where it listens.
     pub address: SocketAddr,
+    /// The same, as the authority of request URIs.
+    authority: ::http::uri::Authority,
     /// Requests (HTTP) or connections (TCP) in flight.
     in_flight: AtomicUsize,
     /// Whether it is out after a failure.
@@ -34,6 +36,11 @@ impl Lease {
     /// The endpoint's address.
     pub fn address(&self) -> SocketAddr {
         self.endpoint.address
+    }
+
+    /// The endpoint's address as a URI authority.
+    pub fn authority(&self) -> &::http::uri::Authority {
+        &self.endpoint.authority
     }
 }
 
@@ -96,6 +103,8 @@ impl Backends {
                     .unwrap_or_else(|| {
                         Arc::new(Endpoint {
                             address: *address,
+                            authority: ::http::uri::Authority::try_from(address.to_string())
+                                .unwrap_or_else(|_| ::http::uri::Authority::from_static("invalid")),
                             in_flight: AtomicUsize::new(0),
                             down: AtomicBool::new(false),
                         })
@@ -109,22 +118,27 @@ impl Backends {
     /// when no other is left.
     pub fn pick(&self, client: IpAddr, tried: &[SocketAddr]) -> Option<Lease> {
         let endpoints = self.snapshot();
-        let untried: Vec<&Arc<Endpoint>> = endpoints
+        let untried = |e: &&Arc<Endpoint>| !tried.contains(&e.address);
+        let any_up = endpoints
             .iter()
-            .filter(|e| !tried.contains(&e.address))
-            .collect();
-        let up: Vec<&Arc<Endpoint>> = untried
-            .iter()
-            .copied()
-            .filter(|e| !e.down.load(Ordering::Relaxed))
-            .collect();
-        let candidates = if up.is_empty() { untried } else { up };
-        if candidates.is_empty() {
+            .filter(untried)
+            .any(|e| !e.down.load(Ordering::Relaxed));
+        // Without allocating on the hot path: the candidates are the untried endpoints, up ones if any.
+        let candidates = || {
+            endpoints
+                .iter()
+                .filter(untried)
+                .filter(move |e| !any_up || !e.down.load(Ordering::Relaxed))
+        };
+        let count = candidates().count();
+        if count == 0 {
             return None;
         }
-        let chosen = self
-            .sticky(client, &candidates)
-            .unwrap_or_else(|| self.choose(&candidates));
+        let chosen = match self.sticky(client) {
+            Some(address) => candidates().find(|e| e.address == address),
+            None => None,
+        }
+        .or_else(|| self.choose(candidates, count))?;
         if let Some(timeout) = self.behaviour.affinity {
             let mut table = self.affinity.lock().unwrap_or_else(|e| e.into_inner());
             table.insert(client, (chosen.address, Instant::now() + timeout));
@@ -135,29 +149,25 @@ impl Backends {
         })
     }
 
-    fn sticky<'a>(
-        &self,
-        client: IpAddr,
-        candidates: &[&'a Arc<Endpoint>],
-    ) -> Option<&'a Arc<Endpoint>> {
+    /// The endpoint a client is pinned to by ClientIP affinity, if any.
+    fn sticky(&self, client: IpAddr) -> Option<SocketAddr> {
         self.behaviour.affinity?;
         let mut table = self.affinity.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         table.retain(|_, (_, until)| *until > now);
-        let (address, _) = table.get(&client)?;
-        candidates.iter().copied().find(|e| e.address == *address)
+        table.get(&client).map(|(address, _)| *address)
     }
 
-    fn choose<'a>(&self, candidates: &[&'a Arc<Endpoint>]) -> &'a Arc<Endpoint> {
-        let turn = self.next.fetch_add(1, Ordering::Relaxed);
-        let first = candidates[turn % candidates.len()];
+    fn choose<'a, I>(&self, candidates: impl Fn() -> I, count: usize) -> Option<&'a Arc<Endpoint>>
+    where
+        I: Iterator<Item = &'a Arc<Endpoint>>,
+    {
+        let turn = self.next.fetch_add(1, Ordering::Relaxed) % count;
+        let mut in_turn = candidates().skip(turn).chain(candidates().take(turn));
         match self.behaviour.balance {
-            Balance::RoundRobin => first,
+            Balance::RoundRobin => in_turn.next(),
             // The fewest in flight; ties go round robin, so an idle service still spreads its requests.
-            Balance::LeastRequests => (0..candidates.len())
-                .map(|i| candidates[(turn + i) % candidates.len()])
-                .min_by_key(|e| e.in_flight.load(Ordering::Relaxed))
-                .unwrap_or(first),
+            Balance::LeastRequests => in_turn.min_by_key(|e| e.in_flight.load(Ordering::Relaxed)),
         }
     }
 

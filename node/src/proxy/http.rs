@@ -4,11 +4,12 @@
 //! endpoint, only idempotent ones); with no endpoint left the client gets a 503 at once.
 
 use super::balancer::{Backends, Lease};
+use ::http::uri::{PathAndQuery, Scheme};
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::{Method, Request, Response, StatusCode, header};
+use hyper::{Method, Request, Response, StatusCode, Uri, header};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -105,8 +106,8 @@ async fn forward(
     let path = parts
         .uri
         .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let mut tried = Vec::new();
     loop {
         let Some(lease) = backends.pick(peer, &tried) else {
@@ -139,7 +140,11 @@ async fn forward(
         let mut upstream = Request::new(body);
         *upstream.method_mut() = parts.method.clone();
         *upstream.headers_mut() = parts.headers.clone();
-        match format!("http://{address}{path}").parse() {
+        let mut uri = ::http::uri::Parts::default();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(lease.authority().clone());
+        uri.path_and_query = Some(path.clone());
+        match Uri::from_parts(uri) {
             Ok(uri) => *upstream.uri_mut() = uri,
             Err(_) => {
                 return Ok(answer(

@@ -6,6 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 
+/// Bytes copied per read in each direction.
+const COPY_BUFFER: usize = 256 * 1024;
+
 /// How long connecting to one endpoint may take before the next is tried.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -38,8 +41,8 @@ async fn join(mut client: TcpStream, peer: std::net::IpAddr, backends: &Arc<Back
                 let _ = tokio::io::copy_bidirectional_with_sizes(
                     &mut client,
                     &mut upstream,
-                    64 * 1024,
-                    64 * 1024,
+                    COPY_BUFFER,
+                    COPY_BUFFER,
                 )
                 .await;
                 return;
