@@ -4,12 +4,10 @@
 
 mod common;
 
-use common::{Process, free_port, get};
+use common::{get, hello_image, spawn_wasmkube, start_server};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -35,43 +33,10 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    assert!(
-        Command::new(root.join("scripts/build-wasm-apps"))
-            .status()
-            .expect("build wasm-apps")
-            .success()
-    );
-    let image = format!(
-        "file://{}",
-        root.join("target/wasm-apps/wasm32-wasip2/release/hello_http.wasm")
-            .display()
-    );
+    let image = hello_image();
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let binary = env!("CARGO_BIN_EXE_wasmkube");
-    let spawn = |args: &[&str]| {
-        Process(
-            Command::new(binary)
-                .args(args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start wasmkube"),
-        )
-    };
-    let data = dir.path().join("server").display().to_string();
     // A /20 per node: room for 1,000 pod addresses on one node.
-    let _server = spawn(&[
-        "server",
-        "--data-dir",
-        &data,
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--node-cidr-mask-size",
-        "20",
-    ]);
+    let (url, _server) = start_server(dir.path(), &["--node-cidr-mask-size", "20"]);
     let node_dir = dir.path().join("node").display().to_string();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let client = reqwest::Client::new();
@@ -82,7 +47,7 @@ fn main() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
-    let agent = spawn(&[
+    let agent = spawn_wasmkube(&[
         "--server",
         &url,
         "node",

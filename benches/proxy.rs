@@ -6,10 +6,9 @@
 
 mod common;
 
-use common::{Process, free_port, get};
+use common::{Process, free_port, get, hello_image, spawn_wasmkube, start_server};
 use serde_json::json;
 use std::io::{Read, Write};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -106,40 +105,9 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    assert!(
-        Command::new(root.join("scripts/build-wasm-apps"))
-            .status()
-            .expect("build wasm-apps")
-            .success()
-    );
-    let image = format!(
-        "file://{}",
-        root.join("target/wasm-apps/wasm32-wasip2/release/hello_http.wasm")
-            .display()
-    );
+    let image = hello_image();
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let binary = env!("CARGO_BIN_EXE_wasmkube");
-    let spawn = |args: &[&str]| {
-        Process(
-            Command::new(binary)
-                .args(args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start wasmkube"),
-        )
-    };
-    let data = dir.path().join("server").display().to_string();
-    let _server = spawn(&[
-        "server",
-        "--data-dir",
-        &data,
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-    ]);
+    let (url, _server) = start_server(dir.path(), &[]);
     let node_dir = dir.path().join("node").display().to_string();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let client = reqwest::Client::new();
@@ -150,7 +118,7 @@ fn main() {
             assert!(Instant::now() < deadline, "server did not start");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let agent = spawn(&["--server", &url, "node", "--name", "bench", "--port", "0", "--data-dir", &node_dir]);
+        let agent = spawn_wasmkube(&["--server", &url, "node", "--name", "bench", "--port", "0", "--data-dir", &node_dir]);
         // Pods bound to a node that is not registered yet would be collected as orphans.
         while !get(&client, &format!("{url}/api/v1/nodes/bench")).await["spec"]["podCIDR"].is_string() {
             assert!(Instant::now() < deadline, "the node did not register");

@@ -62,6 +62,9 @@ pub struct ControllerArgs {
     /// Seconds before a Job's pod is retried after a failure, doubling with each one (Kubernetes: 10).
     #[arg(long, default_value_t = 10.0)]
     pub job_backoff_seconds: f64,
+    /// Seconds a node must be missing before the pods bound to it are deleted (Kubernetes: 40).
+    #[arg(long, default_value_t = 40.0)]
+    pub pod_gc_quarantine_seconds: f64,
 }
 
 impl ControllerArgs {
@@ -85,6 +88,10 @@ impl ControllerArgs {
             node_monitor_grace: Duration::from_secs_f64(self.node_monitor_grace_period_seconds),
             job_backoff: Duration::try_from_secs_f64(self.job_backoff_seconds)
                 .map_err(|_| anyhow::anyhow!("--job-backoff-seconds must be a positive number"))?,
+            pod_gc_quarantine: Duration::try_from_secs_f64(self.pod_gc_quarantine_seconds)
+                .map_err(|_| {
+                    anyhow::anyhow!("--pod-gc-quarantine-seconds must be a positive number")
+                })?,
         })
     }
 }

@@ -652,7 +652,12 @@ fn has_unreachable_taint(node: &Value) -> bool {
 #[test]
 fn a_lost_node_is_tainted_and_its_pods_replaced_then_it_recovers_and_a_deleted_node_loses_its_pods()
 {
-    let server = Server::start_with(&["--node-monitor-grace-period-seconds", "2"]);
+    let server = Server::start_with(&[
+        "--node-monitor-grace-period-seconds",
+        "2",
+        "--pod-gc-quarantine-seconds",
+        "1",
+    ]);
     let mut lost = NodeAgent::start(&server, "lost");
     let _live = NodeAgent::start(&server, "live");
     let deployments = "/apis/apps/v1/namespaces/default/deployments";

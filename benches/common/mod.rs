@@ -34,3 +34,41 @@ pub async fn get(client: &reqwest::Client, url: &str) -> serde_json::Value {
         .await
         .expect("json")
 }
+
+/// Builds wasm-apps/ and returns the file:// image of the HTTP hello app.
+pub fn hello_image() -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        std::process::Command::new(root.join("scripts/build-wasm-apps"))
+            .status()
+            .expect("build wasm-apps")
+            .success()
+    );
+    format!(
+        "file://{}",
+        root.join("target/wasm-apps/wasm32-wasip2/release/hello_http.wasm")
+            .display()
+    )
+}
+
+/// Starts `wasmkube ARGS`, its output discarded.
+pub fn spawn_wasmkube(args: &[&str]) -> Process {
+    Process(
+        std::process::Command::new(env!("CARGO_BIN_EXE_wasmkube"))
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start wasmkube"),
+    )
+}
+
+/// Starts `wasmkube server` on a free port with its data in `dir`, plus `extra` flags; returns its URL.
+pub fn start_server(dir: &std::path::Path, extra: &[&str]) -> (String, Process) {
+    let port = free_port();
+    let data = dir.join("server").display().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec!["server", "--data-dir", &data, "--listen", &listen];
+    args.extend_from_slice(extra);
+    (format!("http://{listen}"), spawn_wasmkube(&args))
+}

@@ -40,6 +40,8 @@ pub struct ControllersConfig {
     pub node_monitor_grace: Duration,
     /// The delay before a Job's first retry after a failed pod (doubling after each failure).
     pub job_backoff: Duration,
+    /// How long a node must be missing before the pods bound to it are deleted.
+    pub pod_gc_quarantine: Duration,
 }
 
 impl Default for ControllersConfig {
@@ -50,6 +52,7 @@ impl Default for ControllersConfig {
             node_cidr_mask: 24,
             node_monitor_grace: Duration::from_secs(10),
             job_backoff: Duration::from_secs(10),
+            pod_gc_quarantine: Duration::from_secs(40),
         }
     }
 }
@@ -79,7 +82,7 @@ pub async fn run(client: kube::Client, config: ControllersConfig) {
         namespace::run(client.clone()),
         endpoints::run(client.clone()),
         node_lifecycle::run(client.clone(), config.node_monitor_grace),
-        pod_gc::run(client.clone()),
+        pod_gc::run(client.clone(), config.pod_gc_quarantine),
         job::run(client.clone(), config.job_backoff),
         daemonset::run(client.clone()),
         statefulset::run(client.clone()),
