@@ -8,6 +8,7 @@ use http_body_util::{BodyExt, Full};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use tokio::io::AsyncWriteExt;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::io::TokioIo;
@@ -28,8 +29,28 @@ pub(crate) struct Handler {
     pub cpu: Option<Arc<std::sync::Mutex<crate::cpu::Quota>>>,
 }
 
-/// Accepts connections until the future is dropped; dropping it also ends every open connection.
-pub(crate) async fn serve(listener: tokio::net::TcpListener, handler: Arc<Handler>) {
+/// Where an HTTP component is served, and the signal to drain it.
+pub struct Serving {
+    /// The pod's listener on its container port.
+    pub listener: tokio::net::TcpListener,
+    /// Turns true when the pod stops: no new connections, requests under way finish, idle connections close.
+    pub drain: watch::Receiver<bool>,
+}
+
+/// Resolves once draining is asked for (never, if the sender is gone without asking).
+async fn draining(drain: &mut watch::Receiver<bool>) {
+    if drain.wait_for(|drain| *drain).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Accepts connections until draining is asked for, then returns once every request under way has finished.
+/// Dropping the future ends every open connection at once.
+pub(crate) async fn serve(serving: Serving, handler: Arc<Handler>) {
+    let Serving {
+        listener,
+        mut drain,
+    } = serving;
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_REQUESTS));
     let mut connections = JoinSet::new();
     loop {
@@ -37,7 +58,7 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, handler: Arc<Handle
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let _ = stream.set_nodelay(true);
-                    let (handler, slots) = (handler.clone(), slots.clone());
+                    let (handler, slots, mut drain) = (handler.clone(), slots.clone(), drain.clone());
                     connections.spawn(async move {
                         let service = hyper::service::service_fn(move |request| {
                             let (handler, slots) = (handler.clone(), slots.clone());
@@ -46,10 +67,17 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, handler: Arc<Handle
                                 Ok::<_, std::convert::Infallible>(handle(&handler, request).await)
                             }
                         });
-                        let _ = hyper::server::conn::http1::Builder::new()
+                        let connection = hyper::server::conn::http1::Builder::new()
                             .keep_alive(true)
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
+                            .serve_connection(TokioIo::new(stream), service);
+                        tokio::pin!(connection);
+                        tokio::select! {
+                            _ = connection.as_mut() => {}
+                            () = draining(&mut drain) => {
+                                connection.as_mut().graceful_shutdown();
+                                let _ = connection.await;
+                            }
+                        }
                     });
                 }
                 Err(error) => {
@@ -58,8 +86,11 @@ pub(crate) async fn serve(listener: tokio::net::TcpListener, handler: Arc<Handle
                 }
             },
             Some(_) = connections.join_next() => {}
+            () = draining(&mut drain) => break,
         }
     }
+    drop(listener);
+    while connections.join_next().await.is_some() {}
 }
 
 /// Runs one request in a fresh instance; any failure becomes a 500 and a line in the container's stderr.

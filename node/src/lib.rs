@@ -3,7 +3,7 @@
 pub mod addresses;
 pub mod agent;
 pub mod cpu;
-mod http_serve;
+pub mod http_serve;
 pub mod images;
 pub mod log_server;
 pub mod logs;

@@ -1,6 +1,7 @@
 //! One pod on this node: its containers run as Wasm, restarted per the pod's policy with Kubernetes'
 //! CrashLoopBackOff, and every change of their state written to the pod's status.
 
+use crate::http_serve::Serving;
 use crate::logs::{ContainerLog, Stream};
 use crate::probes::{self, ProbeEvent};
 use crate::runtime::{Mount, PodNetwork, RunSpec, Runtime};
@@ -367,12 +368,23 @@ impl ContainerWorker {
                     ));
                     let mut stopped = self.stopped.clone();
                     let runtime = self.ctx.runtime.clone();
-                    let run = runtime.run(&loaded, spec, listener);
+                    let serving = listener.map(|listener| Serving {
+                        listener,
+                        drain: self.stopped.clone(),
+                    });
+                    let run = runtime.run(&loaded, spec, serving);
                     tokio::pin!(run);
                     let outcome = loop {
                         let verdict = tokio::select! {
                             exit = &mut run => break Ended::Exited(exit),
-                            _ = stopped.wait_for(|stop| *stop) => break Ended::Stopped,
+                            _ = async { stopped.wait_for(|stop| *stop).await.is_ok() } => {
+                                // An HTTP component drains: its requests under way finish (within the grace
+                                // period, which the worker's stop enforces).
+                                if loaded.serves_http() {
+                                    let _ = (&mut run).await;
+                                }
+                                break Ended::Stopped;
+                            }
                             Some(verdict) = probe_verdicts.recv() => verdict,
                         };
                         match verdict {

@@ -359,12 +359,13 @@ impl Runtime {
         Ok(loaded)
     }
 
-    /// Runs a loaded binary to its end; an HTTP component is served on `listener` until the future is dropped.
+    /// Runs a loaded binary to its end; an HTTP component is served as `serving` says until it has drained (or
+    /// the future is dropped).
     pub async fn run(
         &self,
         loaded: &Loaded,
         spec: RunSpec,
-        listener: Option<tokio::net::TcpListener>,
+        serving: Option<crate::http_serve::Serving>,
     ) -> Result<Exit, RunError> {
         let refused = Arc::new(AtomicBool::new(false));
         let outcome = match loaded.program.as_ref() {
@@ -401,7 +402,7 @@ impl Runtime {
                 }
             }
             Program::Http(pre) => {
-                let listener = listener.ok_or_else(|| {
+                let serving = serving.ok_or_else(|| {
                     RunError::Setup(
                         "an HTTP component needs a containerPort to be served on".into(),
                     )
@@ -411,7 +412,7 @@ impl Runtime {
                     cpu: cpu_quota(&spec),
                     spec,
                 };
-                crate::http_serve::serve(listener, Arc::new(handler)).await;
+                crate::http_serve::serve(serving, Arc::new(handler)).await;
                 Ok(())
             }
         };

@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::Duration;
+use wasmkube_node::http_serve::Serving;
 use wasmkube_node::logs::{ContainerLog, Stream, parse};
 use wasmkube_node::runtime::{LoadError, PodNetwork, RunSpec, Runtime};
 
@@ -253,7 +254,12 @@ async fn an_http_component_gets_a_fresh_instance_per_request_and_a_trap_costs_on
         stderr: log.stream(Stream::Stderr),
         network: loopback(&[]),
     };
-    let server = tokio::spawn(async move { runtime.run(&loaded, spec, Some(listener)).await });
+    let (drain, draining) = tokio::sync::watch::channel(false);
+    let serving = Serving {
+        listener,
+        drain: draining,
+    };
+    let server = tokio::spawn(async move { runtime.run(&loaded, spec, Some(serving)).await });
     let client = reqwest::Client::new();
     let get = |path: &str| client.get(format!("{url}{path}")).send();
     let hello = get("/").await.expect("served");
@@ -267,7 +273,13 @@ async fn an_http_component_gets_a_fresh_instance_per_request_and_a_trap_costs_on
     assert!(text.contains("asked to panic"), "{text}");
     assert!(text.contains("request failed"), "{text}");
     assert!(!server.is_finished(), "the server keeps serving");
-    server.abort();
+    // Draining (the pod is stopping) closes the listener and ends the run once the open connections are done.
+    drain.send(true).unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the run ends after draining");
+    assert_eq!(ended.unwrap().unwrap().code, 0);
+    assert!(get("/").await.is_err(), "no new connection after draining");
 }
 
 #[tokio::test]
