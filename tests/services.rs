@@ -1,6 +1,6 @@
 //! Services through the node agents' proxies, with real agents and Wasm pods: cluster IPs and NodePorts on every
-//! node, L7 balancing across replicas on two nodes, scaling and deletion under load, TCP mode, Service names and
-//! environment variables inside pods.
+//! node, L7 balancing across replicas on two nodes, scaling and deletion under load, TCP mode, Service names
+//! (wasi:sockets lookups and outgoing wasi:http requests) and environment variables inside pods.
 
 mod common;
 
@@ -231,6 +231,30 @@ fn a_service_balances_requests_over_replicas_on_two_nodes_from_clients_and_pods(
     }
     let log = pod_log(&server, "fqdn");
     assert!(log.contains("done: 3 ok, 0 failed"), "{log}");
+
+    // An HTTP component's outgoing wasi:http request to the Service's name reaches a replica.
+    create_pod(
+        &server,
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "fetcher"},
+               "spec": {"containers": [{"name": "fetcher",
+                   "image": format!("file://{}", wasm_app("wasm32-wasip2", "hello_http").display()),
+                   "ports": [{"containerPort": 8080}]}]}}),
+    );
+    let fetcher = wait_for(&server, "fetcher", "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    let fetcher_ip = fetcher["status"]["podIP"].as_str().unwrap();
+    for name in ["hello", "hello.default.svc.cluster.local"] {
+        let body = client
+            .get(format!("http://{fetcher_ip}:8080/fetch?to={name}"))
+            .send()
+            .and_then(|r| r.text())
+            .unwrap();
+        assert!(
+            body.starts_with("fetched 200: hello from hello-"),
+            "{name}: {body}"
+        );
+    }
     let log = pod_log(&server, "env");
     for expected in [
         format!("HELLO_SERVICE_HOST={cluster_ip}"),

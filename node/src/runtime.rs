@@ -213,6 +213,8 @@ pub(crate) struct P2State {
     pod_ip: std::net::IpAddr,
     /// The names the cluster answers.
     names: Option<Arc<dyn NameLookup>>,
+    /// Outgoing wasi:http requests, with Service names resolved.
+    http_hooks: PodHttpHooks,
 }
 
 impl WasiHttpView for P2State {
@@ -220,8 +222,60 @@ impl WasiHttpView for P2State {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: Default::default(),
+            hooks: &mut self.http_hooks,
         }
+    }
+}
+
+/// The wasi:http hooks of a pod: an outgoing request to a Service name goes to the Service's address (the Host
+/// header keeps the name); everything else is wasmtime-wasi-http's default client.
+struct PodHttpHooks {
+    names: Option<Arc<dyn NameLookup>>,
+}
+
+impl PodHttpHooks {
+    /// The request's URI with a Service name replaced by its address, if the host is one.
+    fn service_uri(&self, uri: &http::Uri) -> Option<http::Uri> {
+        let host = uri.host()?;
+        let ip = *self.names.as_ref()?.lookup(host)?.first()?;
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme() == Some(&http::uri::Scheme::HTTPS) {
+                443
+            } else {
+                80
+            });
+        let mut parts = uri.clone().into_parts();
+        parts.authority = std::net::SocketAddr::new(ip, port).to_string().parse().ok();
+        http::Uri::from_parts(parts).ok()
+    }
+}
+
+type HttpResult<T> = wasmtime_wasi_http::Result<T>;
+type IoFuture = Box<dyn Future<Output = HttpResult<()>> + Send>;
+
+impl wasmtime_wasi_http::WasiHttpHooks for PodHttpHooks {
+    fn send_request(
+        &mut self,
+        mut request: http::Request<wasmtime_wasi_http::WasiBody>,
+        options: Option<wasmtime_wasi_http::RequestOptions>,
+        fut: IoFuture,
+    ) -> Box<
+        dyn Future<Output = HttpResult<(http::Response<wasmtime_wasi_http::WasiBody>, IoFuture)>>
+            + Send,
+    > {
+        if let Some(uri) = self.service_uri(request.uri()) {
+            *request.uri_mut() = uri;
+        }
+        _ = fut;
+        Box::new(async move {
+            use http_body_util::BodyExt;
+            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            Ok((
+                response.map(BodyExt::boxed_unsync),
+                Box::new(io) as IoFuture,
+            ))
+        })
     }
 }
 
@@ -518,6 +572,9 @@ pub(crate) fn p2_store(
             },
             pod_ip: spec.network.ip,
             names: spec.network.names.clone(),
+            http_hooks: PodHttpHooks {
+                names: spec.network.names.clone(),
+            },
         },
     );
     store.limiter(|state| &mut state.limiter);
