@@ -5,29 +5,17 @@
 
 mod common;
 
-use common::{Process, free_port, get};
+use common::{Process, get, hello_image, spawn_wasmkube, start_server};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const NODES: usize = 100;
 const PODS: usize = 10_000;
 const REPLICAS: usize = 100;
 const AGENTS: usize = 3;
-
-fn wasmkube(args: &[&str]) -> Process {
-    Process(
-        Command::new(env!("CARGO_BIN_EXE_wasmkube"))
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start wasmkube"),
-    )
-}
 
 async fn wait_healthy(client: &reqwest::Client, url: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -56,18 +44,10 @@ async fn post(client: &reqwest::Client, url: &str, body: Value) {
 
 /// 10,000 pending pods, 100 nodes, then the scheduler: pods bound per second.
 async fn scheduler_throughput(client: &reqwest::Client, dir: &Path) {
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let data = dir.join("throughput");
-    let _server = wasmkube(&[
-        "server",
-        "--data-dir",
-        &data.display().to_string(),
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-        "--no-scheduler",
-        "--no-controllers",
-    ]);
+    let (url, _server) = start_server(
+        &dir.join("throughput"),
+        &["--no-scheduler", "--no-controllers"],
+    );
     wait_healthy(client, &url).await;
     for i in 0..NODES {
         post(client, &format!("{url}/api/v1/nodes"), json!({"metadata": {"name": format!("node-{i:03}")},
@@ -88,7 +68,7 @@ async fn scheduler_throughput(client: &reqwest::Client, dir: &Path) {
         created.elapsed().as_secs_f64()
     );
     let started = Instant::now();
-    let _scheduler = wasmkube(&["--server", &url, "scheduler"]);
+    let _scheduler = spawn_wasmkube(&["--server", &url, "scheduler"]);
     loop {
         let pending = get(
             client,
@@ -132,27 +112,13 @@ async fn scheduler_throughput(client: &reqwest::Client, dir: &Path) {
 
 /// A 100-replica Deployment on 3 real agents: from create to every replica available and answering.
 async fn deployment_end_to_end(client: &reqwest::Client, dir: &Path) {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let status = Command::new(root.join("scripts/build-wasm-apps"))
-        .status()
-        .expect("build wasm-apps");
-    assert!(status.success());
-    let image = root.join("target/wasm-apps/wasm32-wasip2/release/hello_http.wasm");
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
-    let data = dir.join("e2e");
-    let _server = wasmkube(&[
-        "server",
-        "--data-dir",
-        &data.display().to_string(),
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-    ]);
+    let image = hello_image();
+    let (url, _server) = start_server(&dir.join("e2e"), &[]);
     wait_healthy(client, &url).await;
     let _agents: Vec<Process> = (0..AGENTS)
         .map(|i| {
             let node_dir = dir.join(format!("agent-{i}"));
-            wasmkube(&[
+            spawn_wasmkube(&[
                 "--server",
                 &url,
                 "node",
@@ -183,7 +149,7 @@ async fn deployment_end_to_end(client: &reqwest::Client, dir: &Path) {
     let deployment = |name: &str, replicas: usize| {
         json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name},
         "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}}, "template": {"metadata": {"labels": {"app": name}},
-            "spec": {"containers": [{"name": "hello", "image": format!("file://{}", image.display()), "ports": [{"containerPort": 8080}],
+            "spec": {"containers": [{"name": "hello", "image": image, "ports": [{"containerPort": 8080}],
                 "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}]}}}})
     };
     post(client, &deployments, deployment("warm", AGENTS)).await;
