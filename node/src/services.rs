@@ -45,11 +45,10 @@ pub fn watch(client: &kube::Client) -> (ServiceView, impl Stream<Item = ()> + Se
         service_events.map(|event| event.map(|_| ())),
         slice_events.map(|event| event.map(|_| ())),
     )
-    .filter_map(|event| async move {
+    .map(|event| {
         if let Err(error) = event {
             tracing::warn!(%error, "watching Services and EndpointSlices");
         }
-        Some(())
     });
     (ServiceView { services, slices }, changes)
 }
@@ -122,7 +121,7 @@ impl ServiceView {
                 slice.namespace().as_deref() == Some(service_namespace)
                     && slice
                         .labels()
-                        .get("kubernetes.io/service-name")
+                        .get(crate::proxy::table::SERVICE_NAME_LABEL)
                         .map(String::as_str)
                         == Some(labels[0])
             })

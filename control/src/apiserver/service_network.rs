@@ -213,7 +213,6 @@ impl ServiceNetwork {
                 .and_then(|p| p.node_port)
         };
         let mut own: HashSet<u16> = HashSet::new();
-        let mut changed_type = false;
         for (i, port) in spec.ports.iter_mut().flatten().enumerate() {
             let field = format!("spec.ports[{i}].nodePort");
             if !wants_node_ports {
@@ -228,7 +227,6 @@ impl ServiceNetwork {
                     ));
                 }
                 port.node_port = None;
-                changed_type = true;
                 continue;
             }
             let previous = old_node_port(port);
@@ -265,7 +263,7 @@ impl ServiceNetwork {
         if wants_node_ports {
             spec.external_traffic_policy
                 .get_or_insert_with(|| "Cluster".to_owned());
-        } else if changed_type {
+        } else {
             spec.external_traffic_policy = None;
         }
     }

@@ -14,7 +14,7 @@ pub const MODE_ANNOTATION: &str = "wasmkube.io/proxy-mode";
 /// The annotation that picks the balancing of a Service: `round-robin` (default) or `least-requests`.
 pub const BALANCE_ANNOTATION: &str = "wasmkube.io/load-balancer";
 /// The label that ties an EndpointSlice to its Service.
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 /// Kubernetes' default ClientIP affinity timeout: three hours.
 const DEFAULT_AFFINITY: Duration = Duration::from_secs(10800);
 
