@@ -1,4 +1,4 @@
-//! The kubectl-like verbs: apply, get, describe, delete, talking to the apiserver through kube-rs.
+//! The kubectl-like verbs: apply, get, describe, delete, logs, talking to the apiserver through kube-rs.
 
 use anyhow::{Context, anyhow, bail};
 use futures::{AsyncBufReadExt, StreamExt};
@@ -216,7 +216,7 @@ impl Session {
     }
 }
 
-fn api_error(error: kube::Error) -> anyhow::Error {
+pub fn api_error(error: kube::Error) -> anyhow::Error {
     match error {
         kube::Error::Api(status) => anyhow!("{}", status.message),
         other => anyhow!(other),
@@ -312,6 +312,9 @@ pub async fn apply(client: &ClientArgs, args: ApplyArgs) -> anyhow::Result<()> {
         let item = format!("{collection}/{}", encode(&name));
         let display = format!("{}/{name}", display_kind(resource));
         match session.call("GET", &item, None, None, None).await {
+            // Everything the manifest says is already so: nothing to write (controllers may have changed other
+            // fields meanwhile, which is no change of the user's).
+            Ok(current) if contains(&current, &object) => println!("{display} unchanged"),
             Ok(current) => {
                 let patched = session
                     .call(
@@ -349,6 +352,19 @@ pub async fn apply(client: &ClientArgs, args: ApplyArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether every field `wanted` sets has that value in `current` (lists element by element).
+fn contains(current: &Value, wanted: &Value) -> bool {
+    match (current, wanted) {
+        (Value::Object(current), Value::Object(wanted)) => wanted
+            .iter()
+            .all(|(key, value)| current.get(key).is_some_and(|c| contains(c, value))),
+        (Value::Array(current), Value::Array(wanted)) => {
+            current.len() == wanted.len() && current.iter().zip(wanted).all(|(c, w)| contains(c, w))
+        }
+        (current, wanted) => current == wanted,
+    }
 }
 
 const TABLE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json";
@@ -870,5 +886,24 @@ pub async fn logs(client: &ClientArgs, args: LogsArgs) -> anyhow::Result<()> {
         }
         std::io::Write::write_all(&mut stdout, &buffer[..read])?;
         std::io::Write::flush(&mut stdout)?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn a_manifest_is_contained_when_every_field_it_sets_matches() {
+        let current = json!({"metadata": {"name": "a", "resourceVersion": "7",
+            "annotations": {"deployment.kubernetes.io/revision": "1"}},
+            "spec": {"replicas": 2, "ports": [{"port": 80, "protocol": "TCP"}]}});
+        let manifest =
+            json!({"metadata": {"name": "a"}, "spec": {"replicas": 2, "ports": [{"port": 80}]}});
+        assert!(super::contains(&current, &manifest));
+        let scaled = json!({"metadata": {"name": "a"}, "spec": {"replicas": 3}});
+        assert!(!super::contains(&current, &scaled));
+        let more_ports = json!({"spec": {"ports": [{"port": 80}, {"port": 81}]}});
+        assert!(!super::contains(&current, &more_ports));
     }
 }

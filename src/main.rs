@@ -2,9 +2,11 @@
 //! kubectl-like client of it.
 
 mod cli;
+mod port_forward;
 mod rollout;
 mod server;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -40,6 +42,8 @@ enum Command {
     Describe(cli::DescribeArgs),
     /// Print a container's output (from its node, through the apiserver).
     Logs(cli::LogsArgs),
+    /// Forward local ports to a pod (or a Service's or Deployment's pod) through the apiserver.
+    PortForward(port_forward::PortForwardArgs),
     /// Delete objects by kind and name, by label, or as listed in files.
     Delete(cli::DeleteArgs),
     /// Set the replicas of a Deployment, ReplicaSet or StatefulSet.
@@ -52,8 +56,9 @@ fn main() -> ExitCode {
     let args = Args::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,hyper=warn,kube=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                "info,hyper=warn,kube=warn,kube_client::client::builder=off".into()
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -83,6 +88,9 @@ fn main() -> ExitCode {
             Command::Get(get) => cli::get(&args.client, get).await,
             Command::Describe(describe) => cli::describe(&args.client, describe).await,
             Command::Logs(logs) => cli::logs(&args.client, logs).await,
+            Command::PortForward(forward) => {
+                port_forward::port_forward(&args.client, forward).await
+            }
             Command::Delete(delete) => cli::delete(&args.client, delete).await,
             Command::Scale(scale) => {
                 let (client, namespace) = cli::client(&args.client).await?;
@@ -132,6 +140,9 @@ async fn run_node(client: &cli::ClientArgs, args: NodeArgs) -> anyhow::Result<()
     let data_dir = args
         .data_dir
         .unwrap_or_else(|| default_data_dir().join("nodes").join(&args.name));
+    // wasmtime's compilation cache needs an absolute path; a relative --data-dir is the user's working dir's.
+    let data_dir = std::path::absolute(&data_dir)
+        .with_context(|| format!("invalid data dir {}", data_dir.display()))?;
     let initial = std::time::Duration::from_secs_f64(args.crash_backoff_seconds.max(0.0));
     let config = wasmkube_node::agent::AgentConfig {
         node_name: args.name,

@@ -4,23 +4,15 @@
 
 mod common;
 
-use common::{NodeAgent, Server, create_pod, get_pod, wait_for, wasm_app, wasmkube};
+use common::{
+    NodeAgent, Server, create_pod, echo_pod, get_pod, post, wait_for, wasm_app, wasmkube,
+};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
-
-fn post(server: &Server, path: &str, body: &Value) -> Value {
-    let response = reqwest::blocking::Client::new()
-        .post(format!("{}{path}", server.url))
-        .json(body)
-        .send()
-        .unwrap();
-    assert_eq!(response.status(), 201, "{}", response.text().unwrap());
-    response.json().unwrap()
-}
 
 fn get(server: &Server, path: &str) -> Value {
     reqwest::blocking::get(format!("{}{path}", server.url))
@@ -331,16 +323,6 @@ fn replicas_come_and_go_under_load_without_a_failed_request() {
     let (reached, failed) = tally(&client, &url, 600);
     assert_eq!(failed, 0);
     assert_even(&reached, 6, 600);
-}
-
-fn echo_pod(name: &str, node: &str) -> Value {
-    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "echo"}},
-           "spec": {"nodeName": node, "containers": [{
-               "name": "echo",
-               "image": format!("file://{}", wasm_app("wasm32-wasip2", "tcp-echo").display()),
-               "args": ["7000"],
-               "ports": [{"containerPort": 7000}],
-               "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}]}})
 }
 
 /// Connects through the Service, returns the greeting and checks the echo.

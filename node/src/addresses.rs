@@ -60,6 +60,12 @@ impl PodAddresses {
         Ok(IpAddr::V4(ip))
     }
 
+    /// The address a pod has, if it runs here.
+    pub fn of(&self, uid: &str) -> Option<IpAddr> {
+        let taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
+        taken.get(uid).map(|ip| IpAddr::V4(*ip))
+    }
+
     /// Gives a pod's address back.
     pub fn release(&self, uid: &str) {
         self.taken

@@ -3,6 +3,7 @@
 
 use crate::addresses::PodAddresses;
 use crate::pod::{Backoff, NodeContext, PodWorker, pod_dir};
+use crate::port_forward::PodAddressBook;
 use crate::proxy::Proxy;
 use crate::runtime::Runtime;
 use futures::StreamExt;
@@ -292,10 +293,12 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
     )?);
     let listener = tokio::net::TcpListener::bind((config.address.as_str(), config.port)).await?;
     let port = listener.local_addr()?.port();
-    let logs = crate::log_server::router(config.data_dir.clone());
+    let pod_addresses = PodAddressBook::default();
+    let endpoint = crate::log_server::router(config.data_dir.clone())
+        .merge(crate::port_forward::router(pod_addresses.clone()));
     tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, logs).await {
-            tracing::error!(%error, "the log endpoint failed");
+        if let Err(error) = axum::serve(listener, endpoint).await {
+            tracing::error!(%error, "the agent endpoint (logs, port-forward) failed");
         }
     });
     // The control plane may not be up yet (or be restarting): keep trying rather than give up.
@@ -322,7 +325,9 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
     tracing::info!(node = %config.node_name, port, "registered");
     tokio::spawn(heartbeat(client.clone(), config.node_name.clone()));
     let pod_cidr = wait_for_pod_cidr(&client, &config.node_name).await?;
-    let addresses = PodAddresses::new(&pod_cidr)?;
+    let addresses = Arc::new(PodAddresses::new(&pod_cidr)?);
+    // Set once per process: the podCIDR is fixed for the Node's life.
+    let _ = pod_addresses.set(addresses.clone());
     tracing::info!(node = %config.node_name, pod_cidr = %addresses.range(), "pod addresses");
     let (services, service_changes) = crate::services::watch(&client);
     let mut node_ips: Vec<std::net::IpAddr> = config.address.parse().into_iter().collect();

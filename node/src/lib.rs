@@ -8,6 +8,7 @@ pub mod images;
 pub mod log_server;
 pub mod logs;
 pub mod pod;
+pub mod port_forward;
 pub mod probes;
 pub mod proxy;
 pub mod runtime;

@@ -53,7 +53,7 @@ pub struct NodeContext {
     /// Where images come from.
     pub images: crate::images::Images,
     /// The addresses of this node's pods.
-    pub addresses: crate::addresses::PodAddresses,
+    pub addresses: Arc<crate::addresses::PodAddresses>,
     /// The cluster's Services.
     pub services: ServiceView,
 }

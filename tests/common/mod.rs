@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 pub struct Server {
     pub url: String,
     pub data_dir: PathBuf,
+    /// The flags it was started with (but `--listen`), for a restart.
+    args: Vec<String>,
     child: Child,
     _dir: Option<tempfile::TempDir>,
 }
@@ -51,39 +53,57 @@ impl Server {
         let cluster_cidr = format!("127.{}.0.0/17", 50 + slot);
         let service_range = format!("127.{}.128.0/17", 50 + slot);
         let node_ports = format!("{}-{}", 30000 + slot * 10, 30009 + slot * 10);
+        let mut args = defaults_not_in(
+            extra,
+            &[
+                ("--cluster-cidr", &cluster_cidr),
+                ("--service-cluster-ip-range", &service_range),
+                ("--service-node-port-range", &node_ports),
+            ],
+        );
+        args.extend(extra.iter().map(|a| a.to_string()));
         // Another test may take the free port before this server binds it: then try another.
         for _ in 0..5 {
-            let port = free_port();
-            let _ = std::fs::remove_file(data_dir.join("kubeconfig"));
-            let child = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
-                .args(["server", "--data-dir"])
-                .arg(data_dir)
-                .args(["--listen", &format!("127.0.0.1:{port}")])
-                .args(defaults_not_in(
-                    extra,
-                    &[
-                        ("--cluster-cidr", &cluster_cidr),
-                        ("--service-cluster-ip-range", &service_range),
-                        ("--service-node-port-range", &node_ports),
-                    ],
-                ))
-                .args(extra)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("start wasmkube server");
-            let mut server = Self {
-                url: format!("http://127.0.0.1:{port}"),
-                data_dir: data_dir.to_path_buf(),
-                child,
-                _dir: None,
-            };
-            if server.wait_ready() {
+            let url = format!("http://127.0.0.1:{}", free_port());
+            if let Some(server) = Self::spawn(data_dir, &url, &args) {
                 return server;
             }
-            server.kill();
         }
         panic!("wasmkube server did not start in {}", data_dir.display());
+    }
+
+    fn spawn(data_dir: &Path, url: &str, args: &[String]) -> Option<Self> {
+        let _ = std::fs::remove_file(data_dir.join("kubeconfig"));
+        let child = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
+            .args(["server", "--data-dir"])
+            .arg(data_dir)
+            .args(["--listen", url.trim_start_matches("http://")])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start wasmkube server");
+        let mut server = Self {
+            url: url.to_owned(),
+            data_dir: data_dir.to_path_buf(),
+            args: args.to_vec(),
+            child,
+            _dir: None,
+        };
+        if server.wait_ready() {
+            return Some(server);
+        }
+        server.kill();
+        None
+    }
+
+    /// Starts the server again (after `kill`) on the same data dir, address and flags.
+    pub fn restart(&mut self) {
+        let dir = self._dir.take();
+        let mut again = Self::spawn(&self.data_dir, &self.url, &self.args)
+            .unwrap_or_else(|| panic!("wasmkube server did not restart on {}", self.url));
+        again._dir = dir;
+        *self = again;
     }
 
     /// Waits until the server listens and has written its kubeconfig; false if it exited first.
@@ -273,14 +293,45 @@ pub fn wasm_app(target: &str, name: &str) -> PathBuf {
 /// The pods of the default namespace.
 pub const PODS: &str = "/api/v1/namespaces/default/pods";
 
-/// Creates a pod in the default namespace, asserting 201.
-pub fn create_pod(server: &Server, pod: serde_json::Value) {
+/// A TCP echo pod (wasm-apps tcp-echo on port 7000, greeting "echo from NAME"), labelled app=echo.
+pub fn echo_pod(name: &str, node: &str) -> serde_json::Value {
+    serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "echo"}},
+           "spec": {"nodeName": node, "containers": [{
+               "name": "echo",
+               "image": format!("file://{}", wasm_app("wasm32-wasip2", "tcp-echo").display()),
+               "args": ["7000"],
+               "ports": [{"containerPort": 7000}],
+               "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}]}})
+}
+
+/// Creates an object through the API path of its collection, asserting 201; returns it as stored.
+pub fn post(server: &Server, path: &str, body: &serde_json::Value) -> serde_json::Value {
     let response = reqwest::blocking::Client::new()
-        .post(format!("{}{PODS}", server.url))
-        .json(&pod)
+        .post(format!("{}{path}", server.url))
+        .json(body)
         .send()
         .unwrap();
     assert_eq!(response.status(), 201, "{}", response.text().unwrap());
+    response.json().unwrap()
+}
+
+/// Creates a pod in the default namespace, asserting 201.
+pub fn create_pod(server: &Server, pod: serde_json::Value) {
+    post(server, PODS, &pod);
+}
+
+/// Runs python3 with `args` and the server's kubeconfig in KUBECONFIG; asserts success and that stdout has
+/// `expected`.
+pub fn python(server: &Server, args: &[&std::ffi::OsStr], expected: &str) {
+    let output = Command::new("python3")
+        .args(args)
+        .env("KUBECONFIG", server.kubeconfig())
+        .output()
+        .expect("python3 runs (scripts/setup-test-tools installs the kubernetes package)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains(expected), "{stdout}{stderr}");
 }
 
 /// A pod of the default namespace, if it exists.

@@ -28,6 +28,8 @@ pub enum Subresource {
     Binding,
     /// `log`: a pod's container output, read from its node.
     Log,
+    /// `portforward`: a connection upgraded to a stream to the pod's ports, through its node.
+    PortForward,
 }
 
 impl Subresource {
@@ -38,6 +40,7 @@ impl Subresource {
             Subresource::Scale => "scale",
             Subresource::Binding => "binding",
             Subresource::Log => "log",
+            Subresource::PortForward => "portforward",
         }
     }
 }
@@ -207,7 +210,7 @@ where
     })
 }
 
-use Subresource::{Binding, Log, Scale, Status};
+use Subresource::{Binding, Log, PortForward, Scale, Status};
 
 macro_rules! resource {
     ($ty:ty, $plural:literal, $singular:literal, [$($short:literal),*], all: $all:literal, [$($sub:expr),*], fields: [$($field:literal),*], table: $table:expr $(, status_on_create: $soc:literal)?) => {
@@ -236,7 +239,7 @@ pub fn all() -> &'static [ResourceType] {
         vec![
             resource!(Namespace, "namespaces", "namespace", ["ns"], all: false, [Status], fields: ["status.phase"], table: &table::NAMESPACES),
             resource!(Node, "nodes", "node", ["no"], all: false, [Status], fields: ["spec.unschedulable"], table: &table::NODES, status_on_create: true),
-            resource!(Pod, "pods", "pod", ["po"], all: true, [Status, Binding, Log], fields: ["spec.nodeName", "status.phase", "spec.restartPolicy", "spec.schedulerName", "status.podIP"], table: &table::PODS),
+            resource!(Pod, "pods", "pod", ["po"], all: true, [Status, Binding, Log, PortForward], fields: ["spec.nodeName", "status.phase", "spec.restartPolicy", "spec.schedulerName", "status.podIP"], table: &table::PODS),
             resource!(Service, "services", "service", ["svc"], all: true, [Status], fields: ["spec.clusterIP", "spec.type"], table: &table::SERVICES),
             resource!(Endpoints, "endpoints", "endpoints", ["ep"], all: false, [], fields: [], table: &table::ENDPOINTS),
             resource!(ConfigMap, "configmaps", "configmap", ["cm"], all: false, [], fields: [], table: &table::CONFIGMAPS),

@@ -101,6 +101,9 @@ fn resource_entries(resource: &ResourceType) -> Vec<Value> {
             Subresource::Log => {
                 json!({"name": name, "singularName": "", "namespaced": resource.namespaced, "kind": resource.kind, "verbs": ["get"]})
             }
+            Subresource::PortForward => {
+                json!({"name": name, "singularName": "", "namespaced": resource.namespaced, "kind": "PodPortForwardOptions", "verbs": ["create", "get"]})
+            }
         };
         entries.push(entry);
     }

@@ -2,14 +2,11 @@
 //! agent's log endpoint, as Kubernetes' apiserver does with a kubelet.
 
 use super::error::ApiError;
-use super::objects::served;
 use super::{ApiServer, Target};
-use crate::api::resources;
 use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::Value;
 
 /// The parameters of a log request (others, like `follow`, pass through to the node).
 #[derive(Debug, Default, Deserialize)]
@@ -63,28 +60,16 @@ impl ApiServer {
                 )));
             }
         };
-        let node_name = pod["spec"]["nodeName"]
-            .as_str()
-            .filter(|n| !n.is_empty())
-            .ok_or_else(|| {
-                ApiError::BadRequest(format!("pod {name} does not have a host assigned"))
-            })?;
-        let nodes = resources::by_path("", "v1", "nodes")
-            .ok_or_else(|| ApiError::Internal("nodes are not served".into()))?;
-        let kv = self.read(nodes, None, node_name)?;
-        let node = served(&kv.value, kv.mod_revision)?;
-        let url = log_url(
-            &node,
-            target.namespace.as_deref().unwrap_or("default"),
-            name,
-            &container,
-            raw_query,
-        )
-        .ok_or_else(|| {
-            ApiError::Unavailable(format!(
-                "node {node_name} reports no address and port for its agent"
-            ))
-        })?;
+        let (node_name, agent) = self.agent_of(&pod, name)?;
+        let namespace = target.namespace.as_deref().unwrap_or("default");
+        let passed: Vec<&str> = raw_query
+            .split('&')
+            .filter(|pair| PASSED_ON.contains(&pair.split('=').next().unwrap_or_default()))
+            .collect();
+        let url = format!(
+            "{agent}/containerLogs/{namespace}/{name}/{container}?{}",
+            passed.join("&")
+        );
         let response = self.http.get(&url).send().await.map_err(|e| {
             ApiError::Unavailable(format!("cannot reach the agent of node {node_name}: {e}"))
         })?;
@@ -98,29 +83,4 @@ impl ApiServer {
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         Ok(reply)
     }
-}
-
-fn log_url(
-    node: &Value,
-    namespace: &str,
-    pod: &str,
-    container: &str,
-    raw_query: &str,
-) -> Option<String> {
-    let addresses = node["status"]["addresses"].as_array()?;
-    let address = addresses
-        .iter()
-        .find(|a| a["type"] == "InternalIP")
-        .and_then(|a| a["address"].as_str())?;
-    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
-        .as_i64()
-        .filter(|p| *p > 0)?;
-    let passed: Vec<&str> = raw_query
-        .split('&')
-        .filter(|pair| PASSED_ON.contains(&pair.split('=').next().unwrap_or_default()))
-        .collect();
-    Some(format!(
-        "http://{address}:{port}/containerLogs/{namespace}/{pod}/{container}?{}",
-        passed.join("&")
-    ))
 }

@@ -4,7 +4,9 @@
 mod discovery;
 pub mod error;
 mod logs;
+mod node_agent;
 pub mod objects;
+mod portforward;
 pub mod service_network;
 mod watch;
 
@@ -13,8 +15,7 @@ use crate::api::table;
 use crate::store::Store;
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, RawQuery, State};
-use axum::http::Uri;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
@@ -141,33 +142,37 @@ async fn openapi_document(Path(path): Path<String>) -> Response {
 struct ApiRequest {
     method: Method,
     headers: HeaderMap,
+    /// The connection's upgrade, for subresources that take it over (portforward).
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
     query: Query,
     raw_query: String,
     body: Bytes,
 }
 
 /// Every request under `/api` and `/apis`: discovery documents, or a resource path routed to its verb.
-async fn api_request(
-    state: State<ApiServer>,
-    uri: Uri,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-    body: Body,
-) -> Response {
+async fn api_request(state: State<ApiServer>, request: axum::extract::Request) -> Response {
+    let (mut parts, body) = request.into_parts();
+    let (uri, method, headers) = (parts.uri, parts.method, parts.headers);
+    let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+    let raw = uri.query().map(str::to_owned);
+    let connection = Connection {
+        method,
+        headers,
+        upgrade,
+        raw_query: raw,
+        body,
+    };
     let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
     match segments.as_slice() {
         ["api"] => json(StatusCode::OK, discovery::api_versions()),
-        ["api", version, tail @ ..] => {
-            route(&state, "", version, tail, method, headers, raw, body).await
-        }
+        ["api", version, tail @ ..] => route(&state, "", version, tail, connection).await,
         ["apis"] => json(StatusCode::OK, discovery::api_groups()),
         ["apis", group] => match discovery::api_group(group) {
             Some(object) => json(StatusCode::OK, object),
             None => not_found_path(),
         },
         ["apis", group, version, tail @ ..] => {
-            route(&state, group, version, tail, method, headers, raw, body).await
+            route(&state, group, version, tail, connection).await
         }
         _ => not_found_path(),
     }
@@ -181,17 +186,29 @@ fn not_found_path() -> Response {
     .with_message("the server could not find the requested resource")
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A request as it arrived, before its path is resolved.
+struct Connection {
+    method: Method,
+    headers: HeaderMap,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+    raw_query: Option<String>,
+    body: Body,
+}
+
 async fn route(
     server: &ApiServer,
     group: &str,
     version: &str,
     tail: &[&str],
-    method: Method,
-    headers: HeaderMap,
-    raw_query: Option<String>,
-    body: Body,
+    connection: Connection,
 ) -> Response {
+    let Connection {
+        method,
+        headers,
+        upgrade,
+        raw_query,
+        body,
+    } = connection;
     if tail.is_empty() {
         return match discovery::resource_list(group, version) {
             Some(list) => json(StatusCode::OK, list),
@@ -235,6 +252,7 @@ async fn route(
     let request = ApiRequest {
         method,
         headers,
+        upgrade,
         query,
         raw_query,
         body,
@@ -338,6 +356,17 @@ async fn serve(
         }
         (Method::GET, Some(name), Some(Subresource::Log)) => {
             server.logs(target, name, &request.raw_query).await
+        }
+        (Method::GET | Method::POST, Some(name), Some(Subresource::PortForward)) => {
+            server
+                .port_forward(
+                    target,
+                    name,
+                    &request.headers,
+                    &request.raw_query,
+                    request.upgrade,
+                )
+                .await
         }
         (Method::GET, Some(name), Some(Subresource::Scale)) => {
             Ok(json(StatusCode::OK, server.get_scale(target, name)?))

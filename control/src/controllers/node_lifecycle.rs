@@ -14,7 +14,8 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The taint of a node whose agent went silent.
@@ -26,6 +27,35 @@ struct Context {
     pods: Store<Pod>,
     grace: Duration,
     events: Recorder,
+    /// When this controller last saw each node's agent report in, by node name.
+    observed: Mutex<HashMap<String, Observation>>,
+}
+
+/// A node's last report as this controller saw it. Silence is measured from when a report was *observed*, not
+/// from the time written in it, as Kubernetes' node controller does: a control plane that was down itself
+/// (or a skewed clock) must not declare every node lost the moment it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observation {
+    /// The report: the later of the Lease renewal and the Ready heartbeat.
+    pub heard: jiff::Timestamp,
+    /// When this controller first saw that report.
+    pub seen_at: jiff::Timestamp,
+}
+
+/// The observation after looking at a node's report `heard` at `now`: a new report (or the first look) starts
+/// the grace period again; the same report keeps when it was first seen.
+pub fn observe(
+    previous: Option<Observation>,
+    heard: jiff::Timestamp,
+    now: jiff::Timestamp,
+) -> Observation {
+    match previous {
+        Some(seen) if seen.heard == heard => seen,
+        _ => Observation {
+            heard,
+            seen_at: now,
+        },
+    }
 }
 
 /// The last time the node's agent was heard from: its Lease renewal or its Ready heartbeat.
@@ -114,8 +144,15 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, Control
         .get(&ObjectRef::new(&name).within("kube-node-lease"));
     let now = jiff::Timestamp::now();
     let heard = last_heard(&node, lease.as_deref());
+    let observation = heard.map(|heard| {
+        let mut observed = ctx.observed.lock().unwrap_or_else(|e| e.into_inner());
+        let observation = observe(observed.get(&name).copied(), heard, now);
+        observed.insert(name.clone(), observation);
+        observation
+    });
     let grace = jiff::SignedDuration::try_from(ctx.grace).unwrap_or_default();
-    let deadline = heard.and_then(|h| h.checked_add(grace).ok());
+    // A node that never reported (registered by hand) is left alone.
+    let deadline = observation.and_then(|o| o.seen_at.checked_add(grace).ok());
     let silent = deadline.is_some_and(|d| d < now);
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let ready = ready_condition(&node).map(|c| c.status.clone());
@@ -226,6 +263,7 @@ pub async fn run(client: kube::Client, grace: Duration) {
         leases,
         pods,
         grace,
+        observed: Mutex::new(HashMap::new()),
     });
     drive(
         "node-lifecycle",
@@ -241,6 +279,21 @@ mod tests {
 
     fn at(text: &str) -> jiff::Timestamp {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn silence_counts_from_when_a_report_was_seen_not_from_its_timestamp() {
+        let old_report = at("2026-01-01T00:00:00Z");
+        // A control plane starting an hour later sees the old report for the first time: a fresh start.
+        let start = at("2026-01-01T01:00:00Z");
+        let first = observe(None, old_report, start);
+        assert_eq!(first.seen_at, start);
+        // Looking again without a new report keeps the first sighting; the grace runs from it.
+        let later = at("2026-01-01T01:00:30Z");
+        assert_eq!(observe(Some(first), old_report, later), first);
+        // A new report restarts the grace period.
+        let renewed = at("2026-01-01T01:00:02Z");
+        assert_eq!(observe(Some(first), renewed, later).seen_at, later);
     }
 
     #[test]

@@ -1,0 +1,42 @@
+//! Where the apiserver reaches a pod's node agent, for the subresources a node serves (log, portforward), as
+//! Kubernetes' apiserver reaches a kubelet: the Node's InternalIP and its kubelet endpoint port.
+
+use super::ApiServer;
+use super::error::ApiError;
+use super::objects::served;
+use crate::api::resources;
+use serde_json::Value;
+
+impl ApiServer {
+    /// The node a pod is bound to and the base URL of that node's agent (`http://ADDRESS:PORT`).
+    pub(super) fn agent_of(&self, pod: &Value, name: &str) -> Result<(String, String), ApiError> {
+        let node_name = pod["spec"]["nodeName"]
+            .as_str()
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!("pod {name} does not have a host assigned"))
+            })?;
+        let nodes = resources::by_path("", "v1", "nodes")
+            .ok_or_else(|| ApiError::Internal("nodes are not served".into()))?;
+        let kv = self.read(nodes, None, node_name)?;
+        let node = served(&kv.value, kv.mod_revision)?;
+        let base = agent_base(&node).ok_or_else(|| {
+            ApiError::Unavailable(format!(
+                "node {node_name} reports no address and port for its agent"
+            ))
+        })?;
+        Ok((node_name.to_owned(), base))
+    }
+}
+
+fn agent_base(node: &Value) -> Option<String> {
+    let address = node["status"]["addresses"]
+        .as_array()?
+        .iter()
+        .find(|a| a["type"] == "InternalIP")
+        .and_then(|a| a["address"].as_str())?;
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+        .as_i64()
+        .filter(|p| *p > 0)?;
+    Some(format!("http://{address}:{port}"))
+}

@@ -1,0 +1,225 @@
+//! The agent's port-forward endpoint, which the apiserver relays `pods/{name}/portforward` to, as it does to a
+//! kubelet: `GET /portForward/{namespace}/{pod}/{uid}?ports=P[,P...]`, upgraded to a WebSocket that speaks
+//! Kubernetes' `v4.channel.k8s.io` subprotocol.
+//!
+//! Each requested port `i` has a data channel `2i` and an error channel `2i+1`; every binary message starts
+//! with its channel byte. The first message on each channel from the agent carries the port (2 bytes, little
+//! endian). Bytes the client sends on a data channel go to one TCP connection to the pod's address and port;
+//! what the pod answers comes back on the same channel. A port that cannot be reached gets one message on its
+//! error channel.
+
+use crate::addresses::PodAddresses;
+use axum::Router;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::mpsc;
+
+/// The WebSocket subprotocol of port forwarding.
+pub const PROTOCOL: &str = "v4.channel.k8s.io";
+/// How long connecting to a pod's port may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The most bytes one message carries from a pod.
+const CHUNK: usize = 32 * 1024;
+
+/// The addresses of this node's pods, known once the node has its podCIDR.
+pub type PodAddressBook = Arc<OnceLock<Arc<PodAddresses>>>;
+
+/// The routes of the port-forward endpoint.
+pub fn router(pods: PodAddressBook) -> Router {
+    Router::new()
+        .route("/portForward/{namespace}/{pod}/{uid}", any(port_forward))
+        .with_state(pods)
+}
+
+/// The ports of a request: `ports=80,8080` or `ports=80&ports=8080`, as the apiserver passes them on.
+pub fn parse_ports(raw_query: &str) -> Result<Vec<u16>, String> {
+    let ports: Vec<u16> = serde_urlencoded::from_str::<Vec<(String, String)>>(raw_query)
+        .map_err(|e| format!("invalid query: {e}"))?
+        .into_iter()
+        .filter(|(key, _)| key == "ports")
+        .flat_map(|(_, value)| {
+            value
+                .split(',')
+                .map(|p| p.trim().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .map(|p| match p.parse::<u16>() {
+            Ok(port) if port > 0 => Ok(port),
+            _ => Err(format!(
+                "invalid port {p:?}: must be a number from 1 to 65535"
+            )),
+        })
+        .collect::<Result<_, _>>()?;
+    if ports.is_empty() {
+        return Err("at least one port must be given (ports=N)".into());
+    }
+    if ports.len() > 127 {
+        return Err("at most 127 ports can be forwarded at once".into());
+    }
+    Ok(ports)
+}
+
+async fn port_forward(
+    State(pods): State<PodAddressBook>,
+    Path((namespace, pod, uid)): Path<(String, String, String)>,
+    RawQuery(raw_query): RawQuery,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let ports = match parse_ports(raw_query.as_deref().unwrap_or_default()) {
+        Ok(ports) => ports,
+        Err(message) => return (StatusCode::BAD_REQUEST, message).into_response(),
+    };
+    let Some(ip) = pods.get().and_then(|addresses| addresses.of(&uid)) else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("pod {namespace}/{pod} (uid {uid}) is not running on this node"),
+        )
+            .into_response();
+    };
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade.protocols([PROTOCOL]),
+        Err(rejection) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("port forwarding needs a WebSocket upgrade: {rejection}"),
+            )
+                .into_response();
+        }
+    };
+    if upgrade.selected_protocol().is_none() {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("port forwarding speaks only the {PROTOCOL} WebSocket subprotocol"),
+        )
+            .into_response();
+    }
+    let target = format!("{namespace}/{pod}");
+    upgrade.on_upgrade(move |socket| forward(socket, target, ip, ports))
+}
+
+fn framed(channel: u8, payload: &[u8]) -> Message {
+    let mut bytes = Vec::with_capacity(payload.len() + 1);
+    bytes.push(channel);
+    bytes.extend_from_slice(payload);
+    Message::Binary(Bytes::from(bytes))
+}
+
+/// Runs one forwarding session until the client closes it or every pod connection has ended.
+async fn forward(socket: WebSocket, target: String, ip: IpAddr, ports: Vec<u16>) {
+    let (mut sink, mut stream) = socket.split();
+    let (outgoing, mut to_send) = mpsc::channel::<Message>(64);
+    let mut writers: Vec<Option<OwnedWriteHalf>> = Vec::with_capacity(ports.len());
+    let mut readers = tokio::task::JoinSet::new();
+    for (index, port) in ports.iter().enumerate() {
+        let data = (2 * index) as u8;
+        let port_bytes = port.to_le_bytes();
+        for channel in [data, data + 1] {
+            if sink.send(framed(channel, &port_bytes)).await.is_err() {
+                return;
+            }
+        }
+        let address = SocketAddr::new(ip, *port);
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await;
+        match connected {
+            Ok(Ok(connection)) => {
+                let (mut read, write) = connection.into_split();
+                writers.push(Some(write));
+                let outgoing = outgoing.clone();
+                readers.spawn(async move {
+                    let mut buffer = vec![0u8; CHUNK];
+                    while let Ok(n) = read.read(&mut buffer).await
+                        && n > 0
+                    {
+                        if outgoing.send(framed(data, &buffer[..n])).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            failed => {
+                let reason = match failed {
+                    Ok(Err(error)) => error.to_string(),
+                    _ => "timed out".to_owned(),
+                };
+                tracing::info!(pod = %target, port, %reason, "port-forward cannot reach the pod");
+                let message = format!(
+                    "error forwarding port {port} to pod {target}: cannot connect to {address}: {reason}"
+                );
+                writers.push(None);
+                if sink
+                    .send(framed(data + 1, message.as_bytes()))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+    drop(outgoing);
+    loop {
+        tokio::select! {
+            message = to_send.recv() => match message {
+                Some(message) => if sink.send(message).await.is_err() { break },
+                // Every pod connection has ended: nothing more can come back.
+                None => break,
+            },
+            message = stream.next() => match message {
+                Some(Ok(Message::Binary(bytes))) if bytes.len() > 1 => {
+                    let channel = usize::from(bytes[0]);
+                    // Data channels are even; the client writes nothing meaningful on error channels.
+                    if channel % 2 == 0
+                        && let Some(Some(writer)) = writers.get_mut(channel / 2)
+                        && writer.write_all(&bytes[1..]).await.is_err()
+                    {
+                        writers[channel / 2] = None;
+                    }
+                }
+                Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    readers.abort_all();
+    let _ = sink.send(Message::Close(None)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ports;
+
+    #[test]
+    fn ports_come_comma_separated_or_repeated() {
+        assert_eq!(parse_ports("ports=80%2C8080"), Ok(vec![80, 8080]));
+        assert_eq!(parse_ports("ports=80&ports=8080"), Ok(vec![80, 8080]));
+        assert_eq!(parse_ports("&ports=80"), Ok(vec![80]));
+    }
+
+    #[test]
+    fn bad_ports_are_refused_with_a_reason() {
+        assert!(parse_ports("").unwrap_err().contains("at least one port"));
+        assert!(parse_ports("ports=0").unwrap_err().contains("invalid port"));
+        assert!(
+            parse_ports("ports=http")
+                .unwrap_err()
+                .contains("invalid port")
+        );
+        assert!(
+            parse_ports("ports=70000")
+                .unwrap_err()
+                .contains("invalid port")
+        );
+    }
+}
