@@ -121,6 +121,18 @@ fn a_crashing_container_restarts_with_backoff_and_a_failed_one_stays_failed() {
     });
     assert_eq!(container(&failed)["state"]["terminated"]["reason"], "Error");
     assert_eq!(container(&failed)["restartCount"], 0);
+    // What the agent did shows as the kubelet's Events, in describe too.
+    common::wait_for_events(
+        &server,
+        "loop",
+        &["Pulled", "Created", "Started", "BackOff"],
+    );
+    let (ok, described, err) = common::wasmkube(&server, &["describe", "pod", "loop"]);
+    assert!(ok, "{err}");
+    assert!(
+        described.contains("Back-off restarting failed container main"),
+        "{described}"
+    );
 }
 
 #[test]
@@ -163,6 +175,8 @@ fn bad_images_show_a_reason_a_user_can_act_on() {
             .unwrap()
             .contains("/no/such/app.wasm")
     );
+    common::wait_for_events(&server, "text", &["Failed"]);
+    common::wait_for_events(&server, "missing", &["Failed"]);
     // The node goes on running good pods.
     create_pod(
         &server,
@@ -837,6 +851,8 @@ fn probes_gate_readiness_and_restart_unhealthy_containers() {
     assert_eq!(container(&waiting)["ready"], false);
     assert!(!ready(&waiting));
     assert_eq!(container(&waiting)["restartCount"], 0);
+    common::wait_for_events(&server, "never-ready", &["Unhealthy"]);
+    common::wait_for_events(&server, "unhealthy", &["Unhealthy", "Killing"]);
 }
 
 #[test]

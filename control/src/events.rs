@@ -10,6 +10,7 @@ use kube::{Api, Resource, ResourceExt};
 pub struct Recorder {
     client: kube::Client,
     component: &'static str,
+    host: Option<String>,
 }
 
 /// Whether an Event reports something normal or something that needs attention.
@@ -24,7 +25,17 @@ pub enum EventType {
 impl Recorder {
     /// A recorder for one component.
     pub fn new(client: kube::Client, component: &'static str) -> Self {
-        Self { client, component }
+        Self {
+            client,
+            component,
+            host: None,
+        }
+    }
+
+    /// The same recorder, naming the node it reports from (as a kubelet's Events do).
+    pub fn on_host(mut self, host: impl Into<String>) -> Self {
+        self.host = Some(host.into());
+        self
     }
 
     /// Records an Event about `object`; a failure to record is only logged.
@@ -56,9 +67,10 @@ impl Recorder {
             last_timestamp: Some(now),
             count: Some(1),
             reporting_component: Some(self.component.into()),
+            reporting_instance: self.host.clone(),
             source: Some(EventSource {
                 component: Some(self.component.into()),
-                host: None,
+                host: self.host.clone(),
             }),
             ..Default::default()
         };

@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use wasmkube_control::events::Recorder;
 
 /// How often the Lease is renewed; the control plane declares a node lost after its grace period (10 s by
 /// default) without one.
@@ -347,6 +348,7 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
         images: crate::images::Images::new(config.data_dir.join("images")),
         addresses,
         services,
+        events: Recorder::new(client.clone(), "kubelet").on_host(config.node_name.clone()),
     });
     let agent = Arc::new(Agent {
         ctx,

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+use wasmkube_control::events::EventType::{Normal, Warning};
+use wasmkube_control::events::{EventType, Recorder};
 
 /// How long a container start waits for the Service watch to have listed once (for its service links).
 const SERVICES_READY: Duration = Duration::from_secs(10);
@@ -56,6 +58,8 @@ pub struct NodeContext {
     pub addresses: Arc<crate::addresses::PodAddresses>,
     /// The cluster's Services.
     pub services: ServiceView,
+    /// Records Events about pods, as the kubelet of this node.
+    pub events: Recorder,
 }
 
 /// A running pod: stop it by dropping or calling [`PodWorker::stop`].
@@ -322,6 +326,12 @@ enum Ended {
 }
 
 impl ContainerWorker {
+    /// Records an Event about the pod without holding up the container.
+    fn event(&self, kind: EventType, reason: &'static str, message: String) {
+        let (events, pod) = (self.ctx.events.clone(), self.pod.clone());
+        tokio::spawn(async move { events.record(&pod, kind, reason, &message).await });
+    }
+
     async fn report(&mut self, state: State) {
         self.state.state = state;
         self.resend().await;
@@ -356,6 +366,9 @@ impl ContainerWorker {
                     self.state.image_id = loaded.digest.clone();
                     self.state.started = self.spec.startup_probe.is_none();
                     self.state.ready = self.state.started && self.spec.readiness_probe.is_none();
+                    let name = &self.spec.name;
+                    self.event(Normal, "Created", format!("Created container: {name}"));
+                    self.event(Normal, "Started", format!("Started container {name}"));
                     self.report(State::Running {
                         started_at: started,
                     })
@@ -392,7 +405,12 @@ impl ContainerWorker {
                                 self.state.started = true;
                                 self.state.ready = self.spec.readiness_probe.is_none();
                             }
-                            ProbeEvent::Ready(ready) => self.state.ready = ready,
+                            ProbeEvent::Readiness(readiness) => {
+                                if let Err(message) = &readiness {
+                                    self.event(Warning, "Unhealthy", message.clone());
+                                }
+                                self.state.ready = readiness.is_ok();
+                            }
                             ProbeEvent::Failed(message) => break Ended::Unhealthy(message),
                         }
                         self.resend().await;
@@ -409,10 +427,25 @@ impl ContainerWorker {
                         started_at: started,
                         finished_at: finished,
                     };
+                    let name = &self.spec.name;
                     let terminated = match outcome {
-                        Ended::Stopped => killed("stopped".into()),
+                        Ended::Stopped => {
+                            self.event(Normal, "Killing", format!("Stopping container {name}"));
+                            killed("stopped".into())
+                        }
                         Ended::Unhealthy(message) => {
-                            tracing::info!(pod = %self.pod.metadata.name.as_deref().unwrap_or_default(), container = %self.spec.name, %message, "restarting an unhealthy container");
+                            tracing::info!(pod = %self.pod.metadata.name.as_deref().unwrap_or_default(), container = %name, %message, "restarting an unhealthy container");
+                            let probe = if message.starts_with("Startup") {
+                                "startup"
+                            } else {
+                                "liveness"
+                            };
+                            self.event(Warning, "Unhealthy", message.clone());
+                            self.event(
+                                Normal,
+                                "Killing",
+                                format!("Container {name} failed {probe} probe, will be restarted"),
+                            );
                             killed(message)
                         }
                         Ended::Exited(Ok(exit)) => State::Terminated {
@@ -439,6 +472,16 @@ impl ContainerWorker {
                     }
                 }
                 Err(waiting) => {
+                    if let State::Waiting { reason, message } = &waiting {
+                        let message = message.clone().unwrap_or_default();
+                        let image = self.spec.image.as_deref().unwrap_or_default();
+                        let text = if reason.starts_with("ErrImage") {
+                            format!("Failed to pull image {image:?}: {message}")
+                        } else {
+                            format!("Error: {message}")
+                        };
+                        self.event(Warning, "Failed", text);
+                    }
                     self.report(waiting).await;
                     None
                 }
@@ -470,6 +513,11 @@ impl ContainerWorker {
                     message: Some(message),
                 })
                 .await;
+                self.event(
+                    Warning,
+                    "BackOff",
+                    format!("Back-off restarting failed container {}", self.spec.name),
+                );
             }
             if self.wait_or_stop(backoff).await {
                 return false;
@@ -501,12 +549,22 @@ impl ContainerWorker {
             .image_pull_policy
             .as_deref()
             .unwrap_or("IfNotPresent");
+        let pulling = std::time::Instant::now();
         let bytes = self
             .ctx
             .images
             .fetch(&image, policy)
             .await
             .map_err(|e| waiting(e.reason(), e.to_string()))?;
+        self.event(
+            Normal,
+            "Pulled",
+            format!(
+                "Image {image:?} ready ({} KiB) in {} ms",
+                bytes.len() / 1024,
+                pulling.elapsed().as_millis()
+            ),
+        );
         let loaded = self
             .ctx
             .runtime

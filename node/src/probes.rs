@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 pub enum ProbeEvent {
     /// The startup probe passed: liveness and readiness probes begin.
     Started,
-    /// The readiness probe's verdict changed.
-    Ready(bool),
+    /// The readiness probe's verdict changed: ready, or not with the failed check's reason.
+    Readiness(Result<(), String>),
     /// The liveness (or startup) probe failed failureThreshold times: the container must be restarted.
     Failed(String),
 }
@@ -187,11 +187,18 @@ pub async fn run(container: Container, ip: IpAddr, events: mpsc::Sender<ProbeEve
         tokio::time::sleep(initial_delay(&probe)).await;
         let mut counts = Thresholds::default();
         loop {
-            let passed = check(&probe, ip, &ports).await.is_ok();
-            if let Some(verdict) = counts.record(&probe, passed)
-                && events.send(ProbeEvent::Ready(verdict)).await.is_err()
-            {
-                break;
+            let result = check(&probe, ip, &ports).await;
+            if let Some(verdict) = counts.record(&probe, result.is_ok()) {
+                let readiness = match (verdict, result) {
+                    (true, _) => Ok(()),
+                    (false, result) => Err(format!(
+                        "Readiness probe failed: {}",
+                        result.err().unwrap_or_default()
+                    )),
+                };
+                if events.send(ProbeEvent::Readiness(readiness)).await.is_err() {
+                    break;
+                }
             }
             tokio::time::sleep(period(&probe)).await;
         }

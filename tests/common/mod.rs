@@ -378,6 +378,22 @@ pub fn event_reasons(server: &Server, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// Waits until the Events about an object of the default namespace include every one of `reasons`.
+pub fn wait_for_events(server: &Server, name: &str, reasons: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let seen = event_reasons(server, name);
+        if reasons.iter().all(|r| seen.iter().any(|s| s == r)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "events of {name}: wanted {reasons:?}, have {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A child process, killed when dropped (also when a test fails).
 pub struct Killed(pub Child);
 
