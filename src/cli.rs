@@ -720,7 +720,14 @@ pub async fn describe(client: &ClientArgs, args: DescribeArgs) -> anyhow::Result
                 None,
             )
             .await?;
-        let items = list["items"].as_array().cloned().unwrap_or_default();
+        let mut items = list["items"].as_array().cloned().unwrap_or_default();
+        // Oldest first, as kubectl shows them.
+        items.sort_by_key(|e| {
+            e["lastTimestamp"]
+                .as_str()
+                .or(e["eventTime"].as_str())
+                .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+        });
         if items.is_empty() {
             println!("Events:       <none>");
         } else {

@@ -2,6 +2,7 @@
 //! kubectl-like client of it.
 
 mod cli;
+mod local_cluster;
 mod port_forward;
 mod rollout;
 mod server;
@@ -26,6 +27,10 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start a local cluster (a control plane and N node agents on this machine) and wait until it is Ready.
+    Up(local_cluster::UpArgs),
+    /// Stop a local cluster; with --purge also remove its data and kubeconfig context.
+    Down(local_cluster::DownArgs),
     /// Run the control plane: the store and the Kubernetes API.
     Server(server::ServerConfig),
     /// Run the scheduler on its own against an apiserver.
@@ -71,6 +76,8 @@ fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(async move {
         match args.command {
+            Command::Up(up) => local_cluster::up(up).await,
+            Command::Down(down) => local_cluster::down(down).await,
             Command::Server(config) => server::run(config).await,
             Command::Scheduler => {
                 let (client, _) = cli::client(&args.client).await?;

@@ -136,6 +136,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         node_ports: config.service_node_port_range.clone(),
     };
     let api = ApiServer::new(Arc::new(store), service_network);
+    let watches = api.clone();
     create_system_namespaces(&api).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -143,11 +144,12 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let address = listener.local_addr()?;
     let kubeconfig = write_kubeconfig(&config.data_dir, &format!("http://{address}"))?;
     let client = kube::Client::try_from(kube::Config::new(format!("http://{address}").parse()?))?;
+    let mut in_process = tokio::task::JoinSet::new();
     if !config.no_scheduler {
-        tokio::spawn(wasmkube_control::scheduler::run(client.clone()));
+        in_process.spawn(wasmkube_control::scheduler::run(client.clone()));
     }
     if !config.no_controllers {
-        tokio::spawn(wasmkube_control::controllers::run(client, controllers));
+        in_process.spawn(wasmkube_control::controllers::run(client, controllers));
     }
     tracing::info!(%address, kubeconfig = %kubeconfig.display(), "control plane serving");
     println!("wasmkube control plane listening on http://{address}");
@@ -156,7 +158,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         kubeconfig.display(),
         kubeconfig.display()
     );
-    let shutdown = async {
+    let shutdown = async move {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         tokio::select! {
@@ -164,6 +166,9 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
         }
         tracing::info!("shutting down");
+        in_process.abort_all();
+        // Open watches would hold the graceful shutdown open.
+        watches.close_watches();
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = axum::serve(listener, api.router()).with_graceful_shutdown(async move {

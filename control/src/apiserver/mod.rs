@@ -35,6 +35,8 @@ pub struct ApiServer {
     service_network: Arc<ServiceNetwork>,
     /// Held from reading which addresses are taken to writing the Service that takes one.
     service_writes: Arc<tokio::sync::Mutex<()>>,
+    /// Set when the server shuts down: open watches end.
+    closing: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 /// Which objects a request is about: a resource type and, for namespaced types, maybe one namespace.
@@ -54,7 +56,14 @@ impl ApiServer {
             http: reqwest::Client::new(),
             service_network: Arc::new(service_network),
             service_writes: Arc::new(tokio::sync::Mutex::new(())),
+            closing: Arc::new(tokio::sync::watch::Sender::new(false)),
         }
+    }
+
+    /// Ends every open watch (clients resume them elsewhere or after a restart), so a graceful shutdown need
+    /// not wait for them.
+    pub fn close_watches(&self) {
+        self.closing.send_replace(true);
     }
 
     /// The HTTP routes.

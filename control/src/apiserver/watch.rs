@@ -98,9 +98,14 @@ impl ApiServer {
         let timeout = query
             .timeout_seconds
             .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
+        let mut closing = self.closing.subscribe();
         tokio::spawn(async move {
             let deadline = tokio::time::sleep(timeout);
             tokio::pin!(deadline);
+            let closed = async move {
+                let _ = closing.wait_for(|closed| *closed).await;
+            };
+            tokio::pin!(closed);
             let mut events = match events {
                 Ok(events) => events,
                 Err(e) => {
@@ -139,6 +144,7 @@ impl ApiServer {
                     }
                     () = &mut deadline => return,
                     () = tx.closed() => return,
+                    () = &mut closed => return,
                 };
                 let event = match event {
                     Some(Ok(event)) => event,

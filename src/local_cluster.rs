@@ -1,0 +1,699 @@
+//! `wasmkube up` and `wasmkube down`: a whole cluster on this machine, the control plane and N node agents as
+//! separate processes of this binary, each with its own data dir, log file and loopback addresses.
+//!
+//! A cluster is a record in `$WASMKUBE_HOME/clusters/NAME/cluster.json` (default home: `~/.wasmkube`). Its
+//! slot, the lowest one no other cluster holds, gives it a /16 of loopback addresses of its own, so named
+//! clusters run side by side with Kubernetes' default ports: the API on `127.S.255.254:6443`, node `i` on
+//! `127.S.192.i` (agent endpoint on 10250, NodePorts 30000-32767), pods from `127.S.0.0/17` and Services from
+//! `127.S.128.0/18`, where S is 100 + slot.
+
+use anyhow::{Context, anyhow, bail};
+use k8s_openapi::api::core::v1::Node;
+use kube::config::{Cluster, Context as KubeContext, Kubeconfig, NamedCluster, NamedContext};
+use kube::{Api, Client, Config};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The first loopback /16 clusters take (127.100.0.0/16 for slot 0).
+const FIRST_OCTET: u8 = 100;
+/// How many clusters can exist at once.
+const SLOTS: u8 = 155;
+/// How long `up` waits for the nodes to be Ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `up` arguments.
+#[derive(clap::Args, Debug)]
+pub struct UpArgs {
+    /// The cluster's name (its kubeconfig context is `wasmkube-NAME`).
+    #[arg(long, default_value = "wasmkube")]
+    pub name: String,
+    /// How many node agents to run (default: 3 for a new cluster, the cluster's own count on a restart).
+    #[arg(long)]
+    pub nodes: Option<u32>,
+    /// Where the cluster keeps its store, node data and logs (default: its directory in $WASMKUBE_HOME).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `down` arguments.
+#[derive(clap::Args, Debug)]
+pub struct DownArgs {
+    /// The cluster's name.
+    #[arg(long, default_value = "wasmkube")]
+    pub name: String,
+    /// Also remove its data (objects, logs) and its kubeconfig context.
+    #[arg(long)]
+    pub purge: bool,
+}
+
+/// What `up` keeps about a cluster between runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterRecord {
+    /// The cluster's name.
+    pub name: String,
+    /// Its slot: which loopback /16 it owns.
+    pub slot: u8,
+    /// How many node agents it runs.
+    pub nodes: u32,
+    /// Where its data lives.
+    pub data_dir: PathBuf,
+    /// The directory it was created in, where its processes run: relative image paths resolve against it.
+    pub working_dir: PathBuf,
+}
+
+impl ClusterRecord {
+    fn octet(&self) -> u8 {
+        FIRST_OCTET + self.slot
+    }
+
+    /// The API's address.
+    pub fn api_address(&self) -> String {
+        format!("127.{}.255.254:6443", self.octet())
+    }
+
+    /// The API's URL.
+    pub fn api_url(&self) -> String {
+        format!("http://{}", self.api_address())
+    }
+
+    /// The range pod addresses come from.
+    pub fn cluster_cidr(&self) -> String {
+        format!("127.{}.0.0/17", self.octet())
+    }
+
+    /// The range Service cluster IPs come from.
+    pub fn service_range(&self) -> String {
+        format!("127.{}.128.0/18", self.octet())
+    }
+
+    /// The name of node `i` (from 1).
+    pub fn node_name(&self, i: u32) -> String {
+        format!("{}-node-{i}", self.name)
+    }
+
+    /// The address of node `i` (from 1).
+    pub fn node_address(&self, i: u32) -> Ipv4Addr {
+        Ipv4Addr::new(127, self.octet(), 192, u8::try_from(i).unwrap_or(u8::MAX))
+    }
+
+    /// The kubeconfig context (and cluster and user entry) name.
+    pub fn context(&self) -> String {
+        format!("wasmkube-{}", self.name)
+    }
+
+    fn server_dir(&self) -> PathBuf {
+        self.data_dir.join("server")
+    }
+
+    fn node_dir(&self, i: u32) -> PathBuf {
+        self.data_dir.join("nodes").join(self.node_name(i))
+    }
+
+    fn logs_dir(&self) -> PathBuf {
+        self.data_dir.join("logs")
+    }
+
+    fn pid_file(&self, process: &str) -> PathBuf {
+        self.data_dir.join("run").join(format!("{process}.pid"))
+    }
+
+    /// The processes of the cluster: the server, then the nodes.
+    fn processes(&self) -> Vec<String> {
+        std::iter::once("server".to_owned())
+            .chain((1..=self.nodes).map(|i| self.node_name(i)))
+            .collect()
+    }
+}
+
+/// The lowest slot none of `taken` holds.
+pub fn free_slot(taken: &[u8]) -> Option<u8> {
+    (0..SLOTS).find(|slot| !taken.contains(slot))
+}
+
+/// A cluster name must be usable in node names, kubeconfig entries and directories.
+pub fn check_name(name: &str) -> anyhow::Result<()> {
+    let valid = !name.is_empty()
+        && name.len() <= 40
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-');
+    if !valid {
+        bail!(
+            "invalid cluster name {name:?}: use at most 40 lowercase letters, digits and '-', starting and ending with a letter or digit"
+        );
+    }
+    Ok(())
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("WASMKUBE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(crate::default_data_dir)
+}
+
+fn record_dir(name: &str) -> PathBuf {
+    home().join("clusters").join(name)
+}
+
+fn record_path(name: &str) -> PathBuf {
+    record_dir(name).join("cluster.json")
+}
+
+fn read_record(name: &str) -> anyhow::Result<Option<ClusterRecord>> {
+    let path = record_path(name);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .with_context(|| format!("{} is corrupt", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn all_records() -> Vec<ClusterRecord> {
+    let Ok(entries) = std::fs::read_dir(home().join("clusters")) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| read_record(&e.file_name().to_string_lossy()).ok().flatten())
+        .collect()
+}
+
+fn write_record(record: &ClusterRecord) -> anyhow::Result<()> {
+    let path = record_path(&record.name);
+    std::fs::create_dir_all(record_dir(&record.name))?;
+    let temporary = path.with_extension("json.tmp");
+    std::fs::write(&temporary, serde_json::to_vec_pretty(record)?)?;
+    std::fs::rename(&temporary, &path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The pid of one of the cluster's processes, if it is still running (and is still that process: its command
+/// line names the cluster's data dir).
+fn running_pid(record: &ClusterRecord, process: &str) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(record.pid_file(process))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    let dir = record.data_dir.to_string_lossy();
+    cmdline.contains(dir.as_ref()).then_some(pid)
+}
+
+fn spawn(record: &ClusterRecord, process: &str, args: &[String]) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let log_path = record.logs_dir().join(format!("{process}.log"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    let child = Command::new(std::env::current_exe().context("cannot find this executable")?)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .current_dir(&record.working_dir)
+        // Its own process group: the cluster outlives the terminal `up` ran in.
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("cannot start the {process} process"))?;
+    std::fs::write(record.pid_file(process), child.id().to_string())?;
+    Ok(())
+}
+
+fn server_args(record: &ClusterRecord) -> Vec<String> {
+    vec![
+        "server".into(),
+        "--data-dir".into(),
+        record.server_dir().display().to_string(),
+        "--listen".into(),
+        record.api_address(),
+        "--cluster-cidr".into(),
+        record.cluster_cidr(),
+        "--service-cluster-ip-range".into(),
+        record.service_range(),
+    ]
+}
+
+fn node_args(record: &ClusterRecord, i: u32) -> Vec<String> {
+    vec![
+        "--server".into(),
+        record.api_url(),
+        "node".into(),
+        "--name".into(),
+        record.node_name(i),
+        "--data-dir".into(),
+        record.node_dir(i).display().to_string(),
+        "--address".into(),
+        record.node_address(i).to_string(),
+        "--port".into(),
+        "10250".into(),
+    ]
+}
+
+fn step(started: Instant, text: &str) {
+    println!(" ✓ {text} ({:.2}s)", started.elapsed().as_secs_f64());
+    let _ = std::io::stdout().flush();
+}
+
+/// The record `up` works on: the existing one (checked against the arguments) or a new one in a free slot.
+fn plan(args: &UpArgs) -> anyhow::Result<(ClusterRecord, bool)> {
+    if let Some(existing) = read_record(&args.name)? {
+        if let Some(nodes) = args.nodes.filter(|n| *n != existing.nodes) {
+            bail!(
+                "cluster {:?} has {} nodes, not {nodes}: run `wasmkube down --name {} --purge` first to change that",
+                existing.name,
+                existing.nodes,
+                existing.name
+            );
+        }
+        if let Some(dir) = args.data_dir.as_ref().filter(|d| **d != existing.data_dir) {
+            bail!(
+                "cluster {:?} keeps its data in {}, not {}",
+                existing.name,
+                existing.data_dir.display(),
+                dir.display()
+            );
+        }
+        return Ok((existing, false));
+    }
+    let nodes = args.nodes.unwrap_or(3);
+    if !(1..=254).contains(&nodes) {
+        bail!("--nodes must be from 1 to 254, not {nodes}");
+    }
+    let taken: Vec<u8> = all_records().iter().map(|r| r.slot).collect();
+    let slot = free_slot(&taken).ok_or_else(|| anyhow!("{SLOTS} clusters exist already"))?;
+    let data_dir = match &args.data_dir {
+        Some(dir) => std::path::absolute(dir)?,
+        None => record_dir(&args.name),
+    };
+    Ok((
+        ClusterRecord {
+            name: args.name.clone(),
+            slot,
+            nodes,
+            data_dir,
+            working_dir: std::env::current_dir().context("cannot read the working directory")?,
+        },
+        true,
+    ))
+}
+
+/// `wasmkube up`: creates or restarts a cluster and returns once every node is Ready.
+pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+    check_name(&args.name)?;
+    let started = Instant::now();
+    let started_at = jiff::Timestamp::now();
+    let (record, new) = plan(&args)?;
+    let running: Vec<String> = record
+        .processes()
+        .into_iter()
+        .filter(|p| running_pid(&record, p).is_some())
+        .collect();
+    if running.len() == record.processes().len() {
+        println!(
+            "Cluster {:?} is already running (API {}, {} nodes)",
+            record.name,
+            record.api_url(),
+            record.nodes
+        );
+        return set_context(&record);
+    }
+    println!(
+        "{} cluster {:?} ({} nodes, data in {}) ...",
+        if new { "Creating" } else { "Starting" },
+        record.name,
+        record.nodes,
+        record.data_dir.display()
+    );
+    for dir in [
+        record.server_dir(),
+        record.logs_dir(),
+        record.data_dir.join("run"),
+    ] {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    write_record(&record)?;
+    if !running.contains(&"server".to_owned()) {
+        spawn(&record, "server", &server_args(&record))?;
+    }
+    for i in 1..=record.nodes {
+        if !running.contains(&record.node_name(i)) {
+            spawn(&record, &record.node_name(i), &node_args(&record, i))?;
+        }
+    }
+    let client = Client::try_from(Config::new(record.api_url().parse()?))?;
+    wait_for_api(&client, &record).await?;
+    step(
+        started,
+        &format!("Control plane serving {}", record.api_url()),
+    );
+    wait_for_nodes(&client, &record, started_at).await?;
+    step(
+        started,
+        &format!(
+            "{} nodes Ready: {}",
+            record.nodes,
+            (1..=record.nodes)
+                .map(|i| record.node_name(i))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    );
+    set_context(&record)?;
+    println!(
+        "Cluster {:?} is up in {:.2}s; kubectl context {:?}. Logs: {}",
+        record.name,
+        started.elapsed().as_secs_f64(),
+        record.context(),
+        record.logs_dir().display()
+    );
+    Ok(())
+}
+
+/// The last lines of a log, for an error message.
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(5)..].join("\n")
+}
+
+async fn wait_for_api(client: &Client, record: &ClusterRecord) -> anyhow::Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if client.apiserver_version().await.is_ok() {
+            return Ok(());
+        }
+        if running_pid(record, "server").is_none() {
+            bail!(
+                "the control plane exited:\n{}",
+                tail(&record.logs_dir().join("server.log"))
+            );
+        }
+        if Instant::now() > deadline {
+            bail!("the control plane did not answer within {READY_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Whether a node is Ready by a heartbeat of its agent at or after `since` (whole seconds, as the API keeps
+/// them), so a restarted cluster's old status does not count.
+pub fn ready_since(node: &Node, since: jiff::Timestamp) -> bool {
+    let since = since.as_second();
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| {
+            c.iter().any(|c| {
+                c.type_ == "Ready"
+                    && c.status == "True"
+                    && c.last_heartbeat_time
+                        .as_ref()
+                        .is_some_and(|t| t.0.as_second() >= since)
+            })
+        })
+}
+
+async fn wait_for_nodes(
+    client: &Client,
+    record: &ClusterRecord,
+    since: jiff::Timestamp,
+) -> anyhow::Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let ready: Vec<String> = nodes
+            .list(&Default::default())
+            .await
+            .map(|list| {
+                list.items
+                    .iter()
+                    .filter(|n| ready_since(n, since))
+                    .filter_map(|n| n.metadata.name.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let waiting: Vec<u32> = (1..=record.nodes)
+            .filter(|i| !ready.contains(&record.node_name(*i)))
+            .collect();
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        for i in &waiting {
+            let name = record.node_name(*i);
+            if running_pid(record, &name).is_none() {
+                bail!(
+                    "node {name} exited:\n{}",
+                    tail(&record.logs_dir().join(format!("{name}.log")))
+                );
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("nodes {waiting:?} were not Ready within {READY_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The kubeconfig `up` and `down` edit: the first file of $KUBECONFIG, else ~/.kube/config.
+fn kubeconfig_path() -> PathBuf {
+    if let Some(first) = std::env::var_os("KUBECONFIG")
+        .and_then(|v| std::env::split_paths(&v).next())
+        .filter(|p| !p.as_os_str().is_empty())
+    {
+        return first;
+    }
+    crate::default_data_dir()
+        .parent()
+        .map_or_else(|| PathBuf::from(".kube"), |home| home.join(".kube"))
+        .join("config")
+}
+
+fn read_kubeconfig(path: &Path) -> anyhow::Result<Kubeconfig> {
+    if !path.exists() {
+        return Ok(Kubeconfig::default());
+    }
+    Kubeconfig::read_from(path)
+        .with_context(|| format!("cannot read kubeconfig {}", path.display()))
+}
+
+fn write_kubeconfig(path: &Path, config: &Kubeconfig) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut document = serde_json::to_value(config)?;
+    strip_nulls(&mut document);
+    if let Some(object) = document.as_object_mut() {
+        object.insert("apiVersion".into(), "v1".into());
+        object.insert("kind".into(), "Config".into());
+    }
+    let temporary = path.with_extension("wasmkube.tmp");
+    std::fs::write(&temporary, serde_yaml::to_string(&document)?)?;
+    std::fs::rename(&temporary, path)
+        .with_context(|| format!("cannot write kubeconfig {}", path.display()))
+}
+
+/// Drops `null` fields (kube-rs writes unset options as null; kubectl never does).
+fn strip_nulls(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(strip_nulls);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_nulls),
+        _ => {}
+    }
+}
+
+/// The kubeconfig with the cluster's entries removed.
+pub fn without_cluster(mut config: Kubeconfig, context: &str) -> Kubeconfig {
+    config.clusters.retain(|c| c.name != context);
+    config.contexts.retain(|c| c.name != context);
+    config.auth_infos.retain(|a| a.name != context);
+    if config.current_context.as_deref() == Some(context) {
+        config.current_context = None;
+    }
+    config
+}
+
+/// The kubeconfig with the cluster's entries (replacing older ones) and it as the current context.
+pub fn with_cluster(config: Kubeconfig, context: &str, server: &str) -> Kubeconfig {
+    let mut config = without_cluster(config, context);
+    config.clusters.push(NamedCluster {
+        name: context.to_owned(),
+        cluster: Some(Cluster {
+            server: Some(server.to_owned()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    config.contexts.push(NamedContext {
+        name: context.to_owned(),
+        context: Some(KubeContext {
+            cluster: context.to_owned(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    config.current_context = Some(context.to_owned());
+    config
+}
+
+fn set_context(record: &ClusterRecord) -> anyhow::Result<()> {
+    let path = kubeconfig_path();
+    let config = with_cluster(
+        read_kubeconfig(&path)?,
+        &record.context(),
+        &record.api_url(),
+    );
+    write_kubeconfig(&path, &config)?;
+    println!(
+        "kubectl context {:?} set in {}",
+        record.context(),
+        path.display()
+    );
+    Ok(())
+}
+
+fn signal(pid: i32, signal: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+}
+
+/// `wasmkube down`: stops a cluster's processes (SIGTERM, then SIGKILL after 10 s) and with `--purge` removes
+/// its data and kubeconfig entries.
+pub async fn down(args: DownArgs) -> anyhow::Result<()> {
+    check_name(&args.name)?;
+    let record = read_record(&args.name)?.ok_or_else(|| {
+        let known: Vec<String> = all_records().into_iter().map(|r| r.name).collect();
+        anyhow!(
+            "no cluster named {:?} (clusters: {})",
+            args.name,
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        )
+    })?;
+    // Nodes first, so the control plane does not see them go silent and act on it.
+    let mut order = record.processes();
+    order.rotate_left(1);
+    let pids: Vec<(String, i32)> = order
+        .iter()
+        .filter_map(|p| running_pid(&record, p).map(|pid| (p.clone(), pid)))
+        .collect();
+    for (_, pid) in &pids {
+        signal(*pid, nix::sys::signal::Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(|(p, _)| running_pid(&record, p).is_some()) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (process, pid) in &pids {
+        if running_pid(&record, process).is_some() {
+            signal(*pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+    for process in record.processes() {
+        let _ = std::fs::remove_file(record.pid_file(&process));
+    }
+    println!(
+        "Stopped cluster {:?} ({} processes)",
+        record.name,
+        pids.len()
+    );
+    if args.purge {
+        let path = kubeconfig_path();
+        if path.exists() {
+            let config = without_cluster(read_kubeconfig(&path)?, &record.context());
+            write_kubeconfig(&path, &config)?;
+        }
+        for dir in [record.data_dir.clone(), record_dir(&record.name)] {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(e).with_context(|| format!("cannot remove {}", dir.display()));
+                }
+            }
+        }
+        println!(
+            "Removed its data and kubectl context {:?}",
+            record.context()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(slot: u8) -> ClusterRecord {
+        ClusterRecord {
+            name: "dev".into(),
+            slot,
+            nodes: 3,
+            data_dir: "/tmp/dev".into(),
+            working_dir: "/tmp".into(),
+        }
+    }
+
+    #[test]
+    fn each_slot_has_addresses_of_its_own() {
+        let first = record(0);
+        assert_eq!(first.api_url(), "http://127.100.255.254:6443");
+        assert_eq!(first.cluster_cidr(), "127.100.0.0/17");
+        assert_eq!(first.service_range(), "127.100.128.0/18");
+        assert_eq!(first.node_address(2).to_string(), "127.100.192.2");
+        assert_eq!(first.node_name(2), "dev-node-2");
+        let other = record(7);
+        assert_eq!(other.api_url(), "http://127.107.255.254:6443");
+        assert_eq!(
+            first.processes(),
+            ["server", "dev-node-1", "dev-node-2", "dev-node-3"]
+        );
+    }
+
+    #[test]
+    fn new_clusters_take_the_lowest_free_slot() {
+        assert_eq!(free_slot(&[]), Some(0));
+        assert_eq!(free_slot(&[0, 2]), Some(1));
+        assert_eq!(free_slot(&(0..SLOTS).collect::<Vec<_>>()), None);
+    }
+
+    #[test]
+    fn names_must_fit_node_names_and_directories() {
+        for good in ["wasmkube", "dev-2", "a"] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "Dev", "a/b", "-a", "a-", "..", &"x".repeat(41)] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn kubeconfig_entries_are_replaced_and_removed_leaving_others() {
+        let mine = with_cluster(Kubeconfig::default(), "other", "http://127.0.0.1:1");
+        let both = with_cluster(mine, "wasmkube-dev", "http://127.100.255.254:6443");
+        let again = with_cluster(both, "wasmkube-dev", "http://127.100.255.254:6443");
+        assert_eq!(again.clusters.len(), 2);
+        assert_eq!(again.current_context.as_deref(), Some("wasmkube-dev"));
+        let removed = without_cluster(again, "wasmkube-dev");
+        assert_eq!(removed.contexts.len(), 1);
+        assert_eq!(removed.contexts[0].name, "other");
+        assert_eq!(removed.current_context, None);
+    }
+}
