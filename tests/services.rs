@@ -259,6 +259,79 @@ fn a_service_balances_requests_over_replicas_on_two_nodes_from_clients_and_pods(
 }
 
 #[test]
+fn client_ip_affinity_least_requests_and_headless_services() {
+    let (server, _nodes, _) = hello_on_two_nodes("aff-node");
+    let service = |name: &str, spec: Value, annotations: Value| {
+        let mut spec = spec;
+        spec["selector"] = json!({"app": "hello"});
+        post(
+            &server,
+            "/api/v1/namespaces/default/services",
+            &json!({"apiVersion": "v1", "kind": "Service",
+                    "metadata": {"name": name, "annotations": annotations}, "spec": spec}),
+        )
+    };
+    let http_port = json!([{"port": 80, "targetPort": "http", "appProtocol": "http"}]);
+    let sticky = service(
+        "sticky",
+        json!({"sessionAffinity": "ClientIP", "ports": http_port}),
+        json!({}),
+    );
+    let least = service(
+        "least",
+        json!({"ports": http_port}),
+        json!({"wasmkube.io/load-balancer": "least-requests"}),
+    );
+    let headless = service(
+        "headless",
+        json!({"clusterIP": "None", "ports": [{"port": 8080}]}),
+        json!({}),
+    );
+
+    // A new connection per request, so both nodes' proxies answer (SO_REUSEPORT spreads connections): the
+    // client still reaches one replica.
+    let fresh = reqwest::blocking::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let sticky_url = format!("http://{}/", sticky["spec"]["clusterIP"].as_str().unwrap());
+    wait_for_replicas(&fresh, &sticky_url, 1);
+    let (reached, failed) = tally(&fresh, &sticky_url, 60);
+    assert_eq!(failed, 0);
+    assert_eq!(reached.len(), 1, "ClientIP affinity: {reached:?}");
+
+    // Least requests still spreads an idle service's sequential requests (ties go round robin).
+    let least_url = format!("http://{}/", least["spec"]["clusterIP"].as_str().unwrap());
+    let client = reqwest::blocking::Client::new();
+    wait_for_replicas(&client, &least_url, 3);
+    let (reached, failed) = tally(&client, &least_url, 300);
+    assert_eq!(failed, 0);
+    assert_even(&reached, 3, 300);
+
+    // Headless: no cluster IP and no proxy, but endpoints (the pods themselves).
+    assert_eq!(headless["spec"]["clusterIP"], "None");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let slices = get(
+            &server,
+            "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3Dheadless",
+        );
+        let ready: usize = slices["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+            .filter(|e| e["conditions"]["ready"] == true)
+            .count();
+        if ready == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "headless endpoints: {slices}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
 fn replicas_come_and_go_under_load_without_a_failed_request() {
     let (server, _nodes, service) = hello_on_two_nodes("load-node");
     let url = format!("http://{}/", service["spec"]["clusterIP"].as_str().unwrap());

@@ -50,6 +50,15 @@ impl Drop for Lease {
     }
 }
 
+/// Which of `count` endpoints a client's address maps to: the same on every node (std's SipHash with fixed
+/// keys).
+fn client_slot(client: IpAddr, count: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    client.hash(&mut hasher);
+    (hasher.finish() % count as u64) as usize
+}
+
 /// The endpoints of one frontend.
 #[derive(Debug)]
 pub struct Backends {
@@ -89,10 +98,14 @@ impl Backends {
         self.snapshot().iter().map(|e| e.address).collect()
     }
 
-    /// Replaces the endpoints, keeping what is known of those that stay. Requests already sent to a removed
+    /// Replaces the endpoints (kept in address order, the same on every node), keeping what is known of those
+    /// that stay. Requests already sent to a removed
     /// endpoint finish there (they hold their own connection).
     pub fn update(&self, addresses: &[SocketAddr]) {
         let current = self.snapshot();
+        let mut addresses = addresses.to_vec();
+        addresses.sort();
+        addresses.dedup();
         let endpoints: Vec<Arc<Endpoint>> = addresses
             .iter()
             .map(|address| {
@@ -138,7 +151,12 @@ impl Backends {
             Some(address) => candidates().find(|e| e.address == address),
             None => None,
         }
-        .or_else(|| self.choose(candidates, count))?;
+        .or_else(|| match self.behaviour.affinity {
+            // A new client's endpoint follows from its address, so every node's proxy (each with its own
+            // affinity table) sends it to the same one.
+            Some(_) => candidates().nth(client_slot(client, count)),
+            None => self.choose(candidates, count),
+        })?;
         if let Some(timeout) = self.behaviour.affinity {
             let mut table = self.affinity.lock().unwrap_or_else(|e| e.into_inner());
             table.insert(client, (chosen.address, Instant::now() + timeout));
@@ -270,8 +288,19 @@ mod tests {
         for _ in 0..5 {
             assert_eq!(backends.pick(CLIENT, &[]).unwrap().address(), first);
         }
-        let other: IpAddr = "127.0.0.2".parse().unwrap();
-        assert_ne!(backends.pick(other, &[]).unwrap().address(), first);
+        // Another node's proxy, with its own table, sends the client to the same endpoint; clients spread.
+        let elsewhere = Backends::new(
+            behaviour(Balance::RoundRobin, Some(Duration::from_secs(60))),
+            &addresses(3).into_iter().rev().collect::<Vec<_>>(),
+        );
+        assert_eq!(elsewhere.pick(CLIENT, &[]).unwrap().address(), first);
+        let spread: std::collections::BTreeSet<SocketAddr> = (1..=30u8)
+            .map(|i| {
+                let client = IpAddr::from([127, 0, 0, i]);
+                backends.pick(client, &[]).unwrap().address()
+            })
+            .collect();
+        assert_eq!(spread.len(), 3);
     }
 
     #[tokio::test]
