@@ -8,6 +8,7 @@
 //! `127.S.128.0/18`, where S is 100 + slot.
 
 use anyhow::{Context, anyhow, bail};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::config::{Cluster, Context as KubeContext, Kubeconfig, NamedCluster, NamedContext};
 use kube::{Api, Client, Config};
@@ -130,9 +131,9 @@ impl ClusterRecord {
     }
 }
 
-/// The lowest slot none of `taken` holds.
-pub fn free_slot(taken: &[u8]) -> Option<u8> {
-    (0..SLOTS).find(|slot| !taken.contains(slot))
+/// The lowest slot none of `taken` holds and `usable` accepts.
+pub fn free_slot(taken: &[u8], usable: impl Fn(u8) -> bool) -> Option<u8> {
+    (0..SLOTS).find(|slot| !taken.contains(slot) && usable(*slot))
 }
 
 /// A cluster name must be usable in node names, kubeconfig entries and directories.
@@ -292,7 +293,19 @@ fn plan(args: &UpArgs) -> anyhow::Result<(ClusterRecord, bool)> {
         bail!("--nodes must be from 1 to 254, not {nodes}");
     }
     let taken: Vec<u8> = all_records().iter().map(|r| r.slot).collect();
-    let slot = free_slot(&taken).ok_or_else(|| anyhow!("{SLOTS} clusters exist already"))?;
+    // A slot whose API address is in use belongs to a cluster of another home (or another program).
+    let api_free = |slot: u8| {
+        let probe = ClusterRecord {
+            name: String::new(),
+            slot,
+            nodes: 0,
+            data_dir: PathBuf::new(),
+            working_dir: PathBuf::new(),
+        };
+        std::net::TcpListener::bind(probe.api_address()).is_ok()
+    };
+    let slot = free_slot(&taken, api_free)
+        .ok_or_else(|| anyhow!("no free cluster slot: {SLOTS} clusters exist already"))?;
     let data_dir = match &args.data_dir {
         Some(dir) => std::path::absolute(dir)?,
         None => record_dir(&args.name),
@@ -408,22 +421,21 @@ async fn wait_for_api(client: &Client, record: &ClusterRecord) -> anyhow::Result
     }
 }
 
-/// Whether a node is Ready by a heartbeat of its agent at or after `since` (whole seconds, as the API keeps
-/// them), so a restarted cluster's old status does not count.
-pub fn ready_since(node: &Node, since: jiff::Timestamp) -> bool {
-    let since = since.as_second();
+fn is_ready(node: &Node) -> bool {
     node.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| {
-            c.iter().any(|c| {
-                c.type_ == "Ready"
-                    && c.status == "True"
-                    && c.last_heartbeat_time
-                        .as_ref()
-                        .is_some_and(|t| t.0.as_second() >= since)
-            })
-        })
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Whether a node's agent renewed its Lease at or after `since` (microseconds, as Leases keep them), so a
+/// restarted cluster's old status does not count for a live agent.
+pub fn renewed_since(lease: &Lease, since: jiff::Timestamp) -> bool {
+    lease
+        .spec
+        .as_ref()
+        .and_then(|s| s.renew_time.as_ref())
+        .is_some_and(|t| t.0 >= since)
 }
 
 async fn wait_for_nodes(
@@ -432,19 +444,28 @@ async fn wait_for_nodes(
     since: jiff::Timestamp,
 ) -> anyhow::Result<()> {
     let nodes: Api<Node> = Api::all(client.clone());
+    let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
-        let ready: Vec<String> = nodes
-            .list(&Default::default())
-            .await
-            .map(|list| {
-                list.items
-                    .iter()
-                    .filter(|n| ready_since(n, since))
-                    .filter_map(|n| n.metadata.name.clone())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let ready: Vec<String> = match nodes.list(&Default::default()).await {
+            Ok(list) => list
+                .items
+                .iter()
+                .filter(|n| is_ready(n))
+                .filter_map(|n| n.metadata.name.clone())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let renewed: Vec<String> = match leases.list(&Default::default()).await {
+            Ok(list) => list
+                .items
+                .iter()
+                .filter(|l| renewed_since(l, since))
+                .filter_map(|l| l.metadata.name.clone())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        let ready: Vec<String> = ready.into_iter().filter(|n| renewed.contains(n)).collect();
         let waiting: Vec<u32> = (1..=record.nodes)
             .filter(|i| !ready.contains(&record.node_name(*i)))
             .collect();
@@ -669,9 +690,11 @@ mod tests {
 
     #[test]
     fn new_clusters_take_the_lowest_free_slot() {
-        assert_eq!(free_slot(&[]), Some(0));
-        assert_eq!(free_slot(&[0, 2]), Some(1));
-        assert_eq!(free_slot(&(0..SLOTS).collect::<Vec<_>>()), None);
+        let any = |_| true;
+        assert_eq!(free_slot(&[], any), Some(0));
+        assert_eq!(free_slot(&[0, 2], any), Some(1));
+        assert_eq!(free_slot(&[0, 2], |slot| slot != 1), Some(3));
+        assert_eq!(free_slot(&(0..SLOTS).collect::<Vec<_>>(), any), None);
     }
 
     #[test]

@@ -109,6 +109,8 @@ fn main() -> ExitCode {
             }
         }
     });
+    // Tasks still running (watchers reconnecting to a server that is going away, say) must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(500));
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

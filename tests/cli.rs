@@ -121,11 +121,16 @@ fn scale_and_rollout_status_history_restart_undo_pause_and_resume() {
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "deployment.apps/hello scaled");
     status(&server);
-    let (_, out, _) = wasmkube(&server, &["get", "deploy", "hello"]);
-    assert!(
-        out.lines().nth(1).unwrap().split_whitespace().nth(1) == Some("1/1"),
-        "{out}"
-    );
+    // A scale-down is no rollout (kubectl's status says rolled out at once too): the extra pods go after.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, out, _) = wasmkube(&server, &["get", "deploy", "hello"]);
+        if out.lines().nth(1).and_then(|l| l.split_whitespace().nth(1)) == Some("1/1") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{out}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 
     let (ok, out, _) = wasmkube(&server, &["rollout", "restart", "deployment", "hello"]);
     assert!(ok);

@@ -240,6 +240,64 @@ fn deleting_a_running_pod_stops_it_and_removes_it() {
 }
 
 #[test]
+fn directly_bound_pods_that_do_not_fit_the_node_are_rejected() {
+    let server = Server::start();
+    let _agent = NodeAgent::start(&server, "small");
+    let node: Value = reqwest::blocking::get(format!("{}/api/v1/nodes/small", server.url))
+        .unwrap()
+        .json()
+        .unwrap();
+    let cpus: i64 = node["status"]["allocatable"]["cpu"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let asking = |name: &str, cpu: &str| {
+        let mut pod = pod(
+            name,
+            "small",
+            &wasm_app("wasm32-wasip2", "tcp-echo"),
+            "Always",
+        );
+        pod["spec"]["containers"][0]["args"] = json!(["7000"]);
+        pod["spec"]["containers"][0]["resources"] = json!({"requests": {"cpu": cpu}});
+        pod
+    };
+    // The whole node's CPU: it runs, and then nothing that asks for CPU fits beside it.
+    create_pod(&server, asking("whole", &cpus.to_string()));
+    wait_for(&server, "whole", "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    create_pod(&server, asking("more", "100m"));
+    let rejected = wait_for(&server, "more", "rejected", |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    assert_eq!(rejected["status"]["reason"], "OutOfcpu");
+    assert_eq!(
+        rejected["status"]["message"],
+        format!(
+            "Pod was rejected: Node didn't have enough resource: cpu, requested: 100, used: {}, capacity: {}",
+            cpus * 1000,
+            cpus * 1000
+        )
+    );
+    common::wait_for_events(&server, "more", &["OutOfcpu"]);
+    // A pod that asks for no CPU still fits.
+    create_pod(
+        &server,
+        pod(
+            "free",
+            "small",
+            &wasm_app("wasm32-wasip1", "batch"),
+            "Never",
+        ),
+    );
+    wait_for(&server, "free", "Succeeded", |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
+}
+
+#[test]
 fn pods_of_other_nodes_are_left_alone() {
     let server = Server::start();
     let _agent = NodeAgent::start(&server, "n1");
@@ -882,17 +940,25 @@ fn a_finished_pod_gives_its_address_back() {
 }
 
 /// Debian's docker-registry on a free port with its storage in `dir`, until dropped.
-fn registry(dir: &std::path::Path) -> (common::Killed, String) {
+/// Debian's docker-registry on a free port, storing in `dir`; with `user` (name, password) it asks for basic
+/// auth (an htpasswd file with a bcrypt hash).
+fn registry(dir: &std::path::Path, user: Option<(&str, &str)>) -> (common::Killed, String) {
     let port = common::free_port();
     let config = dir.join("registry.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.join("storage").display()
-        ),
-    )
-    .unwrap();
+    let mut text = format!(
+        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+        dir.join("storage").display()
+    );
+    if let Some((name, password)) = user {
+        let htpasswd = dir.join("htpasswd");
+        let hash = bcrypt::hash(password, 5).unwrap();
+        std::fs::write(&htpasswd, format!("{name}:{hash}\n")).unwrap();
+        text.push_str(&format!(
+            "auth:\n  htpasswd:\n    realm: wasmkube-test\n    path: {}\n",
+            htpasswd.display()
+        ));
+    }
+    std::fs::write(&config, text).unwrap();
     let process = common::Killed(
         std::process::Command::new("docker-registry")
             .arg("serve")
@@ -904,7 +970,9 @@ fn registry(dir: &std::path::Path) -> (common::Killed, String) {
     );
     let address = format!("127.0.0.1:{port}");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !reqwest::blocking::get(format!("http://{address}/v2/")).is_ok_and(|r| r.status() == 200)
+    // 200, or 401 when it wants credentials: either way it serves.
+    while !reqwest::blocking::get(format!("http://{address}/v2/"))
+        .is_ok_and(|r| r.status() == 200 || r.status() == 401)
     {
         assert!(Instant::now() < deadline, "the registry did not start");
         std::thread::sleep(Duration::from_millis(50));
@@ -912,11 +980,8 @@ fn registry(dir: &std::path::Path) -> (common::Killed, String) {
     (process, address)
 }
 
-#[test]
-fn images_are_pulled_from_an_oci_registry() {
-    let dir = tempfile::tempdir().unwrap();
-    let (_registry, address) = registry(dir.path());
-    let image = format!("{address}/wasm/hello:v1");
+/// Pushes the hello app to `image` as an OCI Wasm artifact.
+fn push_hello(image: &str, auth: oci_client::secrets::RegistryAuth) {
     let bytes = std::fs::read(wasm_app("wasm32-wasip2", "hello_http")).unwrap();
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
@@ -935,16 +1000,18 @@ fn images_are_pulled_from_an_oci_registry() {
             None,
         );
         client
-            .push(
-                &image.parse().unwrap(),
-                &[layer],
-                config,
-                &oci_client::secrets::RegistryAuth::Anonymous,
-                None,
-            )
+            .push(&image.parse().unwrap(), &[layer], config, &auth, None)
             .await
             .expect("push the hello app");
     });
+}
+
+#[test]
+fn images_are_pulled_from_an_oci_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_registry, address) = registry(dir.path(), None);
+    let image = format!("{address}/wasm/hello:v1");
+    push_hello(&image, oci_client::secrets::RegistryAuth::Anonymous);
 
     let server = Server::start();
     let _agent = NodeAgent::start(&server, "web-node");
@@ -977,6 +1044,75 @@ fn images_are_pulled_from_an_oci_registry() {
         .unwrap()
         .to_owned();
     assert!(message.contains("hello:v9"), "{message}");
+}
+
+#[test]
+fn private_registries_are_pulled_from_with_the_pods_image_pull_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_registry, address) = registry(dir.path(), Some(("puller", "s3cret")));
+    let image = format!("{address}/private/hello:v1");
+    push_hello(
+        &image,
+        oci_client::secrets::RegistryAuth::Basic("puller".into(), "s3cret".into()),
+    );
+    let server = Server::start();
+    let _agent = NodeAgent::start(&server, "private-node");
+    let auths = json!({"auths": {address.clone(): {"username": "puller", "password": "s3cret"}}});
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{}/api/v1/namespaces/default/secrets", server.url))
+        .json(
+            &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "registry"},
+                      "type": "kubernetes.io/dockerconfigjson",
+                      "stringData": {".dockerconfigjson": auths.to_string()}}),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().unwrap());
+
+    let with_secrets = |name: &str, port: u16, secrets: Value| {
+        let mut pod = http_pod(name, "private-node", port);
+        pod["spec"]["containers"][0]["image"] = json!(image);
+        // Always: a copy pulled for another pod of the node must not stand in for credentials.
+        pod["spec"]["containers"][0]["imagePullPolicy"] = json!("Always");
+        pod["spec"]["imagePullSecrets"] = secrets;
+        pod
+    };
+    create_pod(&server, with_secrets("no-secret", 8080, json!([])));
+    create_pod(
+        &server,
+        with_secrets("wrong-secret", 8081, json!([{"name": "nowhere"}])),
+    );
+    create_pod(
+        &server,
+        with_secrets(
+            "with-secret",
+            8082,
+            json!([{"name": "nowhere"}, {"name": "registry"}]),
+        ),
+    );
+    let running = wait_for(&server, "with-secret", "Ready", |p| {
+        container(p)["ready"] == true
+    });
+    let ip = running["status"]["podIP"].as_str().unwrap();
+    let body = reqwest::blocking::get(format!("http://{ip}:8082/"))
+        .and_then(|r| r.text())
+        .unwrap();
+    assert_eq!(body, "hello from with-secret\n");
+    for name in ["no-secret", "wrong-secret"] {
+        let failed = wait_for(&server, name, "ErrImagePull", |p| {
+            container(p)["state"]["waiting"]["reason"] == "ErrImagePull"
+        });
+        let message = container(&failed)["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_lowercase();
+        assert!(message.contains("not authorized"), "{message}");
+    }
+    common::wait_for_events(
+        &server,
+        "wrong-secret",
+        &["FailedToRetrieveImagePullSecret"],
+    );
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! to it (field selector `spec.nodeName`) against the pod workers it runs.
 
 use crate::addresses::PodAddresses;
+use crate::admission::admit;
 use crate::pod::{Backoff, NodeContext, PodWorker, pod_dir};
 use crate::port_forward::PodAddressBook;
 use crate::proxy::Proxy;
@@ -22,7 +23,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use wasmkube_control::events::Recorder;
+use wasmkube_control::events::{EventType, Recorder};
+use wasmkube_control::scheduler::plugins::{Resources, allocatable, requests};
 
 /// How often the Lease is renewed; the control plane declares a node lost after its grace period (10 s by
 /// default) without one.
@@ -66,6 +68,8 @@ pub enum AgentError {
 struct Agent {
     ctx: Arc<NodeContext>,
     workers: Mutex<HashMap<String, PodWorker>>,
+    /// What the node offers pods, as registered.
+    allocatable: Resources,
 }
 
 fn node_object(config: &AgentConfig, port: u16) -> Node {
@@ -272,11 +276,48 @@ async fn reconcile(pod: Arc<Pod>, agent: Arc<Agent>) -> Result<Action, AgentErro
     if matches!(phase, Some("Succeeded" | "Failed")) {
         return Ok(Action::await_change());
     }
-    let mut workers = agent.workers.lock().map_err(|_| AgentError::Poisoned)?;
-    workers.entry(uid).or_insert_with(|| {
-        tracing::info!(pod = %name, namespace = %namespace, "starting");
-        PodWorker::start((*pod).clone(), agent.ctx.clone())
-    });
+    let rejected = {
+        let mut workers = agent.workers.lock().map_err(|_| AgentError::Poisoned)?;
+        if workers.contains_key(&uid) {
+            return Ok(Action::await_change());
+        }
+        let used = workers
+            .values()
+            .filter(|w| w.is_active())
+            .fold(Resources::default(), |sum, w| sum + w.requests);
+        // A pod already running (adopted after an agent restart) was admitted before.
+        let admitted = if phase == Some("Running") {
+            Ok(())
+        } else {
+            admit(requests(&pod), used, agent.allocatable)
+        };
+        match admitted {
+            Ok(()) => {
+                tracing::info!(pod = %name, namespace = %namespace, "starting");
+                workers.insert(uid, PodWorker::start((*pod).clone(), agent.ctx.clone()));
+                return Ok(Action::await_change());
+            }
+            Err(rejection) => rejection,
+        }
+    };
+    tracing::warn!(pod = %name, namespace = %namespace, reason = %rejected.reason, "rejected");
+    let status = serde_json::json!({"status": {
+        "phase": "Failed", "reason": rejected.reason, "message": rejected.message,
+        "startTime": jiff::Timestamp::now().to_string(),
+    }});
+    let pods: Api<Pod> = Api::namespaced(agent.ctx.client.clone(), &namespace);
+    pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
+    agent
+        .ctx
+        .events
+        .record(
+            pod.as_ref(),
+            EventType::Warning,
+            &rejected.reason,
+            &rejected.message,
+        )
+        .await;
     Ok(Action::await_change())
 }
 
@@ -321,7 +362,9 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
         if attempt == 1 || attempt.is_multiple_of(10) {
             tracing::warn!(node = %config.node_name, %error, "cannot register the node yet; retrying");
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        // Quick at first (a control plane started beside this agent is up in milliseconds), then every 500 ms.
+        let delay = 25u64.saturating_mul(1 << attempt.min(5)).min(500);
+        tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     tracing::info!(node = %config.node_name, port, "registered");
     tokio::spawn(heartbeat(client.clone(), config.node_name.clone()));
@@ -353,6 +396,7 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
     let agent = Arc::new(Agent {
         ctx,
         workers: Mutex::new(HashMap::new()),
+        allocatable: allocatable(&node_object(&config, port)),
     });
     let pods: Api<Pod> = Api::all(client);
     let selector =

@@ -4,6 +4,8 @@
 //! 127.0.0.0/8 are spoken to over plain HTTP, as Docker does. Downloads are kept per reference, so
 //! `IfNotPresent` does not fetch again, and `Never` only uses what is kept.
 
+use crate::pull_secrets::credentials_for;
+use k8s_openapi::api::core::v1::Secret;
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 
@@ -77,7 +79,13 @@ impl Images {
     }
 
     /// The bytes of an image under a pull policy (`Always`, `IfNotPresent` or `Never`).
-    pub async fn fetch(&self, image: &str, policy: &str) -> Result<Vec<u8>, ImageError> {
+    /// OCI registries get the credentials `pull_secrets` hold for them.
+    pub async fn fetch(
+        &self,
+        image: &str,
+        policy: &str,
+        pull_secrets: &[Secret],
+    ) -> Result<Vec<u8>, ImageError> {
         let web = image.starts_with("http://") || image.starts_with("https://");
         if !web {
             if image.contains("://") && !image.starts_with("file://") {
@@ -111,7 +119,7 @@ impl Images {
             detail,
         };
         if !web {
-            let bytes = pull_oci(image).await.map_err(download)?;
+            let bytes = pull_oci(image, pull_secrets).await.map_err(download)?;
             self.keep(&kept, image, &bytes).await;
             return Ok(bytes);
         }
@@ -171,7 +179,7 @@ const WASM_LAYERS: [&str; 3] = [
 ];
 
 /// Pulls the Wasm layer of an OCI artifact, anonymously.
-async fn pull_oci(image: &str) -> Result<Vec<u8>, String> {
+async fn pull_oci(image: &str, pull_secrets: &[Secret]) -> Result<Vec<u8>, String> {
     let reference: oci_client::Reference = image
         .parse()
         .map_err(|e| format!("not an OCI reference: {e}"))?;
@@ -192,12 +200,12 @@ async fn pull_oci(image: &str) -> Result<Vec<u8>, String> {
         ..Default::default()
     };
     let client = oci_client::Client::new(config);
+    let auth = match credentials_for(&registry, pull_secrets) {
+        Some(c) => oci_client::secrets::RegistryAuth::Basic(c.username, c.password),
+        None => oci_client::secrets::RegistryAuth::Anonymous,
+    };
     let pulled = client
-        .pull(
-            &reference,
-            &oci_client::secrets::RegistryAuth::Anonymous,
-            WASM_LAYERS.to_vec(),
-        )
+        .pull(&reference, &auth, WASM_LAYERS.to_vec())
         .await
         .map_err(|e| e.to_string())?;
     pulled

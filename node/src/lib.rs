@@ -1,6 +1,7 @@
 //! wasmkube's node agent: runs the pods bound to its node as WebAssembly with wasmtime.
 
 pub mod addresses;
+pub mod admission;
 pub mod agent;
 pub mod cpu;
 pub mod http_serve;
@@ -11,6 +12,7 @@ pub mod pod;
 pub mod port_forward;
 pub mod probes;
 pub mod proxy;
+pub mod pull_secrets;
 pub mod runtime;
 pub mod services;
 pub mod status;

@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use wasmkube_control::events::EventType::{Normal, Warning};
 use wasmkube_control::events::{EventType, Recorder};
+use wasmkube_control::scheduler::plugins::Resources;
 
 /// How long a container start waits for the Service watch to have listed once (for its service links).
 const SERVICES_READY: Duration = Duration::from_secs(10);
@@ -65,6 +66,8 @@ pub struct NodeContext {
 /// A running pod: stop it by dropping or calling [`PodWorker::stop`].
 pub struct PodWorker {
     uid: String,
+    /// What the pod asked for when it was admitted.
+    pub requests: Resources,
     ctx: Arc<NodeContext>,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -75,13 +78,20 @@ impl PodWorker {
     pub fn start(pod: Pod, ctx: Arc<NodeContext>) -> Self {
         let (stop, stopped) = watch::channel(false);
         let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let requests = wasmkube_control::scheduler::plugins::requests(&pod);
         let task = tokio::spawn(run_pod(pod, ctx.clone(), stopped));
         Self {
             uid,
+            requests,
             ctx,
             stop,
             task,
         }
+    }
+
+    /// Whether the pod still runs (its worker ends when the pod reaches Succeeded or Failed).
+    pub fn is_active(&self) -> bool {
+        !self.task.is_finished()
     }
 
     /// Stops the pod's containers, waiting at most `grace` for the worker to end, and frees its address.
@@ -549,11 +559,12 @@ impl ContainerWorker {
             .image_pull_policy
             .as_deref()
             .unwrap_or("IfNotPresent");
+        let pull_secrets = self.pull_secrets().await;
         let pulling = std::time::Instant::now();
         let bytes = self
             .ctx
             .images
-            .fetch(&image, policy)
+            .fetch(&image, policy, &pull_secrets)
             .await
             .map_err(|e| waiting(e.reason(), e.to_string()))?;
         self.event(
@@ -634,6 +645,42 @@ impl ContainerWorker {
             None
         };
         Ok((loaded, spec, listener, log))
+    }
+
+    /// The pod's imagePullSecrets that exist; missing ones are reported as Kubernetes does and skipped.
+    async fn pull_secrets(&self) -> Vec<Secret> {
+        let names: Vec<String> = self
+            .pod
+            .spec
+            .iter()
+            .flat_map(|s| s.image_pull_secrets.iter().flatten())
+            .map(|r| r.name.clone())
+            .filter(|n| !n.is_empty())
+            .collect();
+        if names.is_empty() {
+            return Vec::new();
+        }
+        let namespace = self.pod.metadata.namespace.clone().unwrap_or_default();
+        let api: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &namespace);
+        let mut found = Vec::new();
+        let mut missing = Vec::new();
+        for name in names {
+            match api.get_opt(&name).await {
+                Ok(Some(secret)) => found.push(secret),
+                _ => missing.push(name),
+            }
+        }
+        if !missing.is_empty() {
+            self.event(
+                Warning,
+                "FailedToRetrieveImagePullSecret",
+                format!(
+                    "Unable to retrieve some image pull secrets ({}); attempting to pull the image may not succeed.",
+                    missing.join(", ")
+                ),
+            );
+        }
+        found
     }
 
     /// Listens on the pod's address and the container's first declared TCP port, for an HTTP component.
