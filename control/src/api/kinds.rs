@@ -10,8 +10,8 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, Endpoints, Event, Namespace, NamespaceSpec, NamespaceStatus, Node, Pod,
-    PodSpec, PodStatus, PodTemplateSpec, ResourceQuota, Secret, Service,
+    ConfigMap, Container, Endpoints, Event, LimitRange, Namespace, NamespaceSpec, NamespaceStatus,
+    Node, Pod, PodSpec, PodStatus, PodTemplateSpec, ResourceQuota, Secret, Service,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -718,6 +718,7 @@ impl KindRules for Node {}
 impl KindRules for Endpoints {}
 impl KindRules for Event {}
 impl KindRules for ResourceQuota {}
+impl KindRules for LimitRange {}
 impl KindRules for Lease {}
 impl KindRules for EndpointSlice {}
 

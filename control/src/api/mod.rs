@@ -3,6 +3,7 @@
 
 pub mod kinds;
 pub mod patch;
+pub mod quota;
 pub mod resources;
 pub mod schedule;
 pub mod selector;

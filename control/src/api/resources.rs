@@ -8,7 +8,7 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet}
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Event, Namespace, Node, Pod, ResourceQuota, Secret, Service,
+    ConfigMap, Endpoints, Event, LimitRange, Namespace, Node, Pod, ResourceQuota, Secret, Service,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -245,6 +245,7 @@ pub fn all() -> &'static [ResourceType] {
             resource!(ConfigMap, "configmaps", "configmap", ["cm"], all: false, [], fields: [], table: &table::CONFIGMAPS),
             resource!(Secret, "secrets", "secret", [], all: false, [], fields: ["type"], table: &table::SECRETS),
             resource!(Event, "events", "event", ["ev"], all: false, [], fields: ["involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"], table: &table::EVENTS),
+            resource!(LimitRange, "limitranges", "limitrange", ["limits"], all: false, [], fields: [], table: &table::LIMIT_RANGES),
             resource!(ResourceQuota, "resourcequotas", "resourcequota", ["quota"], all: false, [Status], fields: [], table: &table::RESOURCE_QUOTAS),
             resource!(Deployment, "deployments", "deployment", ["deploy"], all: true, [Status, Scale], fields: [], table: &table::DEPLOYMENTS),
             resource!(ReplicaSet, "replicasets", "replicaset", ["rs"], all: true, [Status, Scale], fields: [], table: &table::REPLICA_SETS),

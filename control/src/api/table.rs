@@ -399,6 +399,12 @@ pub static EVENTS: TableSpec = TableSpec {
     },
 };
 
+/// limitranges
+pub static LIMIT_RANGES: TableSpec = TableSpec {
+    columns: &[col("Created At", "date", 0)],
+    row: |v, _| vec![s(v, "metadata.creationTimestamp").into()],
+};
+
 /// resourcequotas
 pub static RESOURCE_QUOTAS: TableSpec = TableSpec {
     columns: &[

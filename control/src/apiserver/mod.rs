@@ -6,6 +6,7 @@ pub mod error;
 mod logs;
 mod node_agent;
 pub mod objects;
+mod pod_admission;
 mod portforward;
 pub mod service_network;
 mod watch;
@@ -35,6 +36,8 @@ pub struct ApiServer {
     service_network: Arc<ServiceNetwork>,
     /// Held from reading which addresses are taken to writing the Service that takes one.
     service_writes: Arc<tokio::sync::Mutex<()>>,
+    /// Held while a pod is checked against quotas and stored.
+    pod_admission: Arc<tokio::sync::Mutex<()>>,
     /// Set when the server shuts down: open watches end.
     closing: Arc<tokio::sync::watch::Sender<bool>>,
 }
@@ -56,6 +59,7 @@ impl ApiServer {
             http: reqwest::Client::new(),
             service_network: Arc::new(service_network),
             service_writes: Arc::new(tokio::sync::Mutex::new(())),
+            pod_admission: Arc::new(tokio::sync::Mutex::new(())),
             closing: Arc::new(tokio::sync::watch::Sender::new(false)),
         }
     }

@@ -503,8 +503,10 @@ impl ApiServer {
             object.as_object_mut().map(|o| o.remove("status"));
         }
         let _service_writes = self.lock_service_writes(target.resource).await;
+        let _pod_admission = self.lock_pod_admission(target.resource).await;
         let (mut object, warnings) = admit(target.resource, object, None, Some(&uid), query)?;
         self.allocate_service_addresses(target.resource, &mut object, None)?;
+        self.admit_pod_resources(target.resource, &mut object)?;
         let name = meta_str(&object, "name").unwrap_or_default().to_owned();
         if query.dry_run() {
             return Ok(Written { object, warnings });

@@ -15,6 +15,7 @@ pub mod ownership;
 pub mod pod_gc;
 pub mod pods;
 pub mod replicaset;
+pub mod resource_quota;
 pub mod rollout;
 pub mod statefulset;
 
@@ -87,6 +88,7 @@ pub async fn run(client: kube::Client, config: ControllersConfig) {
         daemonset::run(client.clone()),
         statefulset::run(client.clone()),
         cronjob::run(client.clone()),
+        resource_quota::run(client.clone()),
     );
 }
 
