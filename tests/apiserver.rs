@@ -800,7 +800,13 @@ async fn discovery_lists_every_resource_with_its_subresources() {
         .collect();
     assert_eq!(
         groups,
-        ["apps", "batch", "coordination.k8s.io", "discovery.k8s.io"]
+        [
+            "apps",
+            "batch",
+            "coordination.k8s.io",
+            "rbac.authorization.k8s.io",
+            "discovery.k8s.io"
+        ]
     );
     let (_, index) = api.get("/openapi/v3").await;
     let url = index["paths"]["apis/apps/v1"]["serverRelativeURL"]

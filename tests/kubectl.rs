@@ -262,3 +262,61 @@ fn the_current_kubectl_applies_gets_watches_scales_describes_rolls_out_and_delet
 fn kubectl_1_20_applies_gets_watches_scales_describes_rolls_out_and_deletes() {
     kubectl_journey(kubectl_1_20(), false);
 }
+
+#[test]
+fn kubectl_applies_and_lists_rbac_objects() {
+    let server = Server::api_only();
+    let kubectl = Kubectl {
+        binary: current_kubectl(),
+        server: &server,
+    };
+    let rbac = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: dev}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: pod-reader, namespace: dev}
+rules:
+- apiGroups: [""]
+  resources: [pods, pods/log]
+  verbs: [get, list]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: alice-reads, namespace: dev}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: pod-reader}
+subjects: [{kind: User, name: alice, apiGroup: rbac.authorization.k8s.io}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: node-reader}
+rules: [{apiGroups: [""], resources: [nodes], verbs: [get]}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: ops-reads}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: node-reader}
+subjects: [{kind: Group, name: ops, apiGroup: rbac.authorization.k8s.io}]
+"#;
+    let (ok, out, err) = kubectl.run(&["apply", "-f", "-"], Some(rbac));
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("rolebinding.rbac.authorization.k8s.io/alice-reads created"),
+        "{out}"
+    );
+    let bindings = kubectl.ok(&["get", "rolebindings", "-n", "dev"]);
+    assert!(
+        bindings.contains("alice-reads") && bindings.contains("Role/pod-reader"),
+        "{bindings}"
+    );
+    let cluster = kubectl.ok(&["get", "clusterrolebindings"]);
+    assert!(cluster.contains("ClusterRole/node-reader"), "{cluster}");
+    let role = get_json(
+        &server,
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/dev/roles/pod-reader",
+    );
+    assert_eq!(role["rules"][0]["resources"], json!(["pods", "pods/log"]));
+    assert_eq!(role["rules"][0]["verbs"], json!(["get", "list"]));
+}

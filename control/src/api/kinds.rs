@@ -14,6 +14,7 @@ use k8s_openapi::api::core::v1::{
     Node, Pod, PodSpec, PodStatus, PodTemplateSpec, ResourceQuota, Secret, Service,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
@@ -719,6 +720,10 @@ impl KindRules for Endpoints {}
 impl KindRules for Event {}
 impl KindRules for ResourceQuota {}
 impl KindRules for LimitRange {}
+impl KindRules for Role {}
+impl KindRules for ClusterRole {}
+impl KindRules for RoleBinding {}
+impl KindRules for ClusterRoleBinding {}
 impl KindRules for Lease {}
 impl KindRules for EndpointSlice {}
 

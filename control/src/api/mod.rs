@@ -4,6 +4,7 @@
 pub mod kinds;
 pub mod patch;
 pub mod quota;
+pub mod rbac;
 pub mod resources;
 pub mod schedule;
 pub mod selector;

@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event, LimitRange, Namespace, Node, Pod, ResourceQuota, Secret, Service,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::{Metadata, Resource};
 use serde::Serialize;
@@ -245,7 +246,7 @@ pub fn all() -> &'static [ResourceType] {
             resource!(ConfigMap, "configmaps", "configmap", ["cm"], all: false, [], fields: [], table: &table::CONFIGMAPS),
             resource!(Secret, "secrets", "secret", [], all: false, [], fields: ["type"], table: &table::SECRETS),
             resource!(Event, "events", "event", ["ev"], all: false, [], fields: ["involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"], table: &table::EVENTS),
-            resource!(LimitRange, "limitranges", "limitrange", ["limits"], all: false, [], fields: [], table: &table::LIMIT_RANGES),
+            resource!(LimitRange, "limitranges", "limitrange", ["limits"], all: false, [], fields: [], table: &table::CREATED),
             resource!(ResourceQuota, "resourcequotas", "resourcequota", ["quota"], all: false, [Status], fields: [], table: &table::RESOURCE_QUOTAS),
             resource!(Deployment, "deployments", "deployment", ["deploy"], all: true, [Status, Scale], fields: [], table: &table::DEPLOYMENTS),
             resource!(ReplicaSet, "replicasets", "replicaset", ["rs"], all: true, [Status, Scale], fields: [], table: &table::REPLICA_SETS),
@@ -254,6 +255,10 @@ pub fn all() -> &'static [ResourceType] {
             resource!(Job, "jobs", "job", [], all: true, [Status], fields: ["status.successful"], table: &table::JOBS),
             resource!(CronJob, "cronjobs", "cronjob", ["cj"], all: true, [Status], fields: [], table: &table::CRON_JOBS),
             resource!(Lease, "leases", "lease", [], all: false, [], fields: [], table: &table::LEASES),
+            resource!(Role, "roles", "role", [], all: false, [], fields: [], table: &table::CREATED),
+            resource!(ClusterRole, "clusterroles", "clusterrole", [], all: false, [], fields: [], table: &table::CREATED),
+            resource!(RoleBinding, "rolebindings", "rolebinding", [], all: false, [], fields: [], table: &table::BINDINGS),
+            resource!(ClusterRoleBinding, "clusterrolebindings", "clusterrolebinding", [], all: false, [], fields: [], table: &table::BINDINGS),
             resource!(EndpointSlice, "endpointslices", "endpointslice", [], all: false, [], fields: [], table: &table::ENDPOINT_SLICES),
         ]
     })

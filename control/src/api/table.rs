@@ -399,10 +399,21 @@ pub static EVENTS: TableSpec = TableSpec {
     },
 };
 
-/// limitranges
-pub static LIMIT_RANGES: TableSpec = TableSpec {
+/// limitranges, roles and clusterroles: when they were made.
+pub static CREATED: TableSpec = TableSpec {
     columns: &[col("Created At", "date", 0)],
     row: |v, _| vec![s(v, "metadata.creationTimestamp").into()],
+};
+
+/// rolebindings and clusterrolebindings: the role and age, as kubectl shows them.
+pub static BINDINGS: TableSpec = TableSpec {
+    columns: &[col("Role", "string", 0), col("Age", "string", 0)],
+    row: |v, now| {
+        vec![
+            format!("{}/{}", s(v, "roleRef.kind"), s(v, "roleRef.name")).into(),
+            created(v, now),
+        ]
+    },
 };
 
 /// resourcequotas
