@@ -19,24 +19,38 @@ pub struct User {
     pub groups: Vec<String>,
 }
 
+/// A request about objects of a resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceRequest {
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, `deletecollection`.
+    pub verb: String,
+    /// The API group (`""` for core).
+    pub group: String,
+    /// The resource's plural.
+    pub resource: String,
+    /// The subresource, if any (`log`, `status`...).
+    pub subresource: Option<String>,
+    /// The namespace, for namespaced requests.
+    pub namespace: Option<String>,
+    /// The object's name, when the request names one.
+    pub name: Option<String>,
+}
+
+impl ResourceRequest {
+    /// `resource` or `resource/subresource`, as rules name them.
+    pub fn path(&self) -> String {
+        match &self.subresource {
+            Some(sub) => format!("{}/{sub}", self.resource),
+            None => self.resource.clone(),
+        }
+    }
+}
+
 /// What a request does, in RBAC's terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
     /// A request about objects of a resource.
-    Resource {
-        /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`, `deletecollection`.
-        verb: String,
-        /// The API group (`""` for core).
-        group: String,
-        /// The resource's plural.
-        resource: String,
-        /// The subresource, if any (`log`, `status`...).
-        subresource: Option<String>,
-        /// The namespace, for namespaced requests.
-        namespace: Option<String>,
-        /// The object's name, when the request names one.
-        name: Option<String>,
-    },
+    Resource(ResourceRequest),
     /// A request for another path (`/healthz`, `/version`, discovery).
     NonResource {
         /// The verb (`get` for reads).
@@ -77,30 +91,21 @@ fn subject_matches(subject: &Subject, user: &User) -> bool {
 
 fn rule_allows(rule: &PolicyRule, request: &Request) -> bool {
     match request {
-        Request::Resource {
-            verb,
-            group,
-            resource,
-            subresource,
-            name,
-            ..
-        } => {
+        Request::Resource(asked) => {
             let groups = rule.api_groups.clone().unwrap_or_default();
             let resources = rule.resources.clone().unwrap_or_default();
-            let combined = match subresource {
-                Some(sub) => format!("{resource}/{sub}"),
-                None => resource.clone(),
-            };
-            let resource_ok = resources.iter().any(|r| {
-                r == "*"
-                    || *r == combined
-                    || subresource
-                        .as_ref()
-                        .is_some_and(|sub| *r == format!("*/{sub}"))
-            });
+            let combined = asked.path();
+            let subresource_wildcard = asked.subresource.as_ref().map(|sub| format!("*/{sub}"));
+            let resource_ok = resources
+                .iter()
+                .any(|r| r == "*" || *r == combined || Some(r) == subresource_wildcard.as_ref());
             let names = rule.resource_names.clone().unwrap_or_default();
-            let name_ok = names.is_empty() || name.as_ref().is_some_and(|n| names.contains(n));
-            covers(&rule.verbs, verb) && covers(&groups, group) && resource_ok && name_ok
+            let name_ok =
+                names.is_empty() || asked.name.as_ref().is_some_and(|n| names.contains(n));
+            covers(&rule.verbs, &asked.verb)
+                && covers(&groups, &asked.group)
+                && resource_ok
+                && name_ok
         }
         Request::NonResource { verb, path } => {
             let urls = rule.non_resource_urls.clone().unwrap_or_default();
@@ -167,7 +172,7 @@ impl Policy {
             return Ok(());
         }
         let namespace = match request {
-            Request::Resource { namespace, .. } => namespace.as_deref(),
+            Request::Resource(asked) => asked.namespace.as_deref(),
             Request::NonResource { .. } => None,
         };
         if self
@@ -185,25 +190,17 @@ impl Policy {
 /// "prod"`.
 pub fn refusal(user: &User, request: &Request) -> String {
     match request {
-        Request::Resource {
-            verb,
-            group,
-            resource,
-            subresource,
-            namespace,
-            ..
-        } => {
-            let shown = match subresource {
-                Some(sub) => format!("{resource}/{sub}"),
-                None => resource.clone(),
-            };
-            let scope = match namespace {
+        Request::Resource(asked) => {
+            let scope = match &asked.namespace {
                 Some(ns) => format!("in the namespace {ns:?}"),
                 None => "at the cluster scope".to_owned(),
             };
             format!(
-                "User {:?} cannot {verb} resource {shown:?} in API group {group:?} {scope}",
-                user.name
+                "User {:?} cannot {} resource {:?} in API group {:?} {scope}",
+                user.name,
+                asked.verb,
+                asked.path(),
+                asked.group
             )
         }
         Request::NonResource { verb, path } => {
@@ -229,14 +226,14 @@ mod tests {
             Some((r, s)) => (r.to_owned(), Some(s.to_owned())),
             None => (resource.to_owned(), None),
         };
-        Request::Resource {
+        Request::Resource(ResourceRequest {
             verb: verb.into(),
             group: String::new(),
             resource,
             subresource,
             namespace: namespace.map(str::to_owned),
             name: name.map(str::to_owned),
-        }
+        })
     }
 
     fn policy() -> Policy {
