@@ -503,7 +503,9 @@ impl ApiServer {
             object.as_object_mut().map(|o| o.remove("status"));
         }
         let _service_writes = self.lock_service_writes(target.resource).await;
-        let _pod_admission = self.lock_pod_admission(target.resource).await;
+        let _pod_admission = self
+            .lock_pod_admission(target.resource, target.namespace.as_deref())
+            .await?;
         let (mut object, warnings) = admit(target.resource, object, None, Some(&uid), query)?;
         self.allocate_service_addresses(target.resource, &mut object, None)?;
         self.admit_pod_resources(target.resource, &mut object)?;

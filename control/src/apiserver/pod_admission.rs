@@ -1,7 +1,8 @@
 //! Pod creation against the namespace's LimitRanges and ResourceQuotas (`api/quota.rs` decides): defaults are
 //! filled in, and a pod that breaks a bound or would take the namespace past a quota is refused with 403
-//! Forbidden in Kubernetes' words. Creations in one apiserver are serialized while this runs, so two pods
-//! never both take the last of a quota.
+//! Forbidden in Kubernetes' words. Creations of pods in namespaces with a quota are serialized in one
+//! apiserver, so two pods never both take the last of it; elsewhere they stay concurrent (the store batches
+//! their commits).
 
 use super::ApiServer;
 use super::error::ApiError;
@@ -9,21 +10,28 @@ use super::objects::prefix;
 use crate::api::quota::{apply_limit_ranges, check_quota};
 use crate::api::resources::{self, ResourceType};
 use crate::store::ListRequest;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{LimitRange, Pod, ResourceQuota};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 impl ApiServer {
-    /// For a pod's creation: holds off other pod creations until this one is stored.
+    /// For a pod's creation in a namespace with a ResourceQuota: holds off other such creations until this
+    /// one is stored.
     pub(super) async fn lock_pod_admission(
         &self,
         resource: &ResourceType,
-    ) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        if resource.kind == "Pod" && resource.group.is_empty() {
-            Some(self.pod_admission.lock().await)
-        } else {
+        namespace: Option<&str>,
+    ) -> Result<Option<tokio::sync::MutexGuard<'_, ()>>, ApiError> {
+        let is_pod = resource.kind == "Pod" && resource.group.is_empty();
+        let Some(namespace) = namespace.filter(|_| is_pod) else {
+            return Ok(None);
+        };
+        let quotas: Vec<Value> = self.list_in("resourcequotas", namespace)?;
+        Ok(if quotas.is_empty() {
             None
-        }
+        } else {
+            Some(self.pod_admission.lock().await)
+        })
     }
 
     fn list_in<T: DeserializeOwned>(
@@ -55,16 +63,29 @@ impl ApiServer {
         if resource.kind != "Pod" || !resource.group.is_empty() {
             return Ok(());
         }
+        let namespace = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let ranges: Vec<LimitRange> = self.list_in("limitranges", &namespace)?;
+        let quotas: Vec<ResourceQuota> = self.list_in("resourcequotas", &namespace)?;
+        // Nothing to fill in or check (the common case): leave the object as it is.
+        let has_limits = ["containers", "initContainers"].iter().any(|field| {
+            object["spec"][field]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["resources"]["limits"].is_object())
+        });
+        if ranges.is_empty() && quotas.is_empty() && !has_limits {
+            return Ok(());
+        }
         let mut pod: Pod = serde_json::from_value(object.clone())
             .map_err(|e| ApiError::Internal(format!("admitted Pod is malformed: {e}")))?;
-        let namespace = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone().unwrap_or_default();
         let forbidden =
             |message: String| ApiError::Forbidden(format!("pods {name:?} is forbidden: {message}"));
-        let ranges = self.list_in("limitranges", &namespace)?;
         apply_limit_ranges(&mut pod, &ranges).map_err(forbidden)?;
-        let quotas: Vec<k8s_openapi::api::core::v1::ResourceQuota> =
-            self.list_in("resourcequotas", &namespace)?;
         if !quotas.is_empty() {
             let others: Vec<Pod> = self.list_in("pods", &namespace)?;
             for quota in &quotas {
