@@ -22,6 +22,12 @@ pub struct ClientArgs {
     /// The namespace (default: the kubeconfig context's, then `default`).
     #[arg(short = 'n', long, global = true)]
     pub namespace: Option<String>,
+    /// A CA certificate file (PEM) to trust for the server, overriding the kubeconfig's.
+    #[arg(long, global = true)]
+    pub certificate_authority: Option<PathBuf>,
+    /// A bearer token to authenticate with, overriding the kubeconfig's credentials.
+    #[arg(long, global = true, env = "WASMKUBE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// `apply` arguments.
@@ -126,7 +132,7 @@ pub async fn client(args: &ClientArgs) -> anyhow::Result<(Client, String)> {
 }
 
 async fn session(args: &ClientArgs) -> anyhow::Result<Session> {
-    let config = match (&args.server, &args.kubeconfig) {
+    let mut config = match (&args.server, &args.kubeconfig) {
         (Some(server), _) => Config::new(
             server
                 .parse()
@@ -141,6 +147,21 @@ async fn session(args: &ClientArgs) -> anyhow::Result<Session> {
             .await
             .context("no kubeconfig found: pass --kubeconfig or --server, or set KUBECONFIG")?,
     };
+    if let Some(token) = &args.token {
+        config.auth_info.token = Some(token.clone().into());
+    }
+    if let Some(path) = &args.certificate_authority {
+        let pem = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read --certificate-authority {}", path.display()))?;
+        let certificates = wasmkube_control::pki::certificates_der(&pem);
+        if certificates.is_empty() {
+            bail!(
+                "--certificate-authority {} holds no PEM certificate",
+                path.display()
+            );
+        }
+        config.root_cert = Some(certificates);
+    }
     let namespace = args
         .namespace
         .clone()

@@ -10,7 +10,10 @@
 use anyhow::{Context, anyhow, bail};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
-use kube::config::{Cluster, Context as KubeContext, Kubeconfig, NamedCluster, NamedContext};
+use kube::config::{
+    AuthInfo, Cluster, Context as KubeContext, Kubeconfig, NamedAuthInfo, NamedCluster,
+    NamedContext,
+};
 use kube::{Api, Client, Config};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -79,7 +82,7 @@ impl ClusterRecord {
 
     /// The API's URL.
     pub fn api_url(&self) -> String {
-        format!("http://{}", self.api_address())
+        format!("https://{}", self.api_address())
     }
 
     /// The range pod addresses come from.
@@ -113,6 +116,14 @@ impl ClusterRecord {
 
     fn node_dir(&self, i: u32) -> PathBuf {
         self.data_dir.join("nodes").join(self.node_name(i))
+    }
+
+    fn ca_file(&self) -> PathBuf {
+        self.server_dir().join("pki/ca.crt")
+    }
+
+    fn tokens_file(&self) -> PathBuf {
+        self.server_dir().join("tokens.csv")
     }
 
     fn logs_dir(&self) -> PathBuf {
@@ -210,7 +221,12 @@ fn running_pid(record: &ClusterRecord, process: &str) -> Option<i32> {
     cmdline.contains(dir.as_ref()).then_some(pid)
 }
 
-fn spawn(record: &ClusterRecord, process: &str, args: &[String]) -> anyhow::Result<()> {
+fn spawn(
+    record: &ClusterRecord,
+    process: &str,
+    args: &[String],
+    token: Option<&str>,
+) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt;
     let log_path = record.logs_dir().join(format!("{process}.log"));
     let log = std::fs::OpenOptions::new()
@@ -218,7 +234,13 @@ fn spawn(record: &ClusterRecord, process: &str, args: &[String]) -> anyhow::Resu
         .append(true)
         .open(&log_path)
         .with_context(|| format!("cannot open {}", log_path.display()))?;
-    let child = Command::new(std::env::current_exe().context("cannot find this executable")?)
+    let mut command = Command::new(std::env::current_exe().context("cannot find this executable")?);
+    // In the environment, not the command line: other users can read command lines.
+    match token {
+        Some(token) => command.env("WASMKUBE_TOKEN", token),
+        None => command.env_remove("WASMKUBE_TOKEN"),
+    };
+    let child = command
         .args(args)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
@@ -243,13 +265,64 @@ fn server_args(record: &ClusterRecord) -> Vec<String> {
         record.cluster_cidr(),
         "--service-cluster-ip-range".into(),
         record.service_range(),
+        "--tls".into(),
+        "--authorization-mode".into(),
+        "Node,RBAC".into(),
+        "--token-auth-file".into(),
+        record.tokens_file().display().to_string(),
     ]
+}
+
+/// The cluster's credentials, made on its first start: the admin's token (which the server reads from its
+/// data dir) and a token per node in the server's token file.
+struct Credentials {
+    ca_pem: String,
+    admin: String,
+    nodes: Vec<String>,
+}
+
+fn credentials(record: &ClusterRecord) -> anyhow::Result<Credentials> {
+    let ca = wasmkube_control::pki::ClusterCa::load_or_create(&record.server_dir().join("pki"))
+        .context("cannot set up the cluster CA")?;
+    let admin = crate::server::read_or_create_token(&record.server_dir().join("admin.token"))?;
+    let path = record.tokens_file();
+    let known = match std::fs::read_to_string(&path) {
+        Ok(text) => wasmkube_control::api::tokens::parse_token_file(&text)
+            .with_context(|| format!("{}", path.display()))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let token_of = |node: &str| {
+        known
+            .iter()
+            .find(|(_, user)| user.name == format!("system:node:{node}"))
+            .map(|(token, _)| token.clone())
+    };
+    let nodes: Vec<String> = (1..=record.nodes)
+        .map(|i| token_of(&record.node_name(i)).unwrap_or_else(crate::server::new_token))
+        .collect();
+    let lines: String = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, token)| {
+            let node = record.node_name(i as u32 + 1);
+            format!("{token},system:node:{node},{node},system:nodes\n")
+        })
+        .collect();
+    crate::server::write_private(&path, lines.as_bytes())?;
+    Ok(Credentials {
+        ca_pem: ca.cert_pem().to_owned(),
+        admin,
+        nodes,
+    })
 }
 
 fn node_args(record: &ClusterRecord, i: u32) -> Vec<String> {
     vec![
         "--server".into(),
         record.api_url(),
+        "--certificate-authority".into(),
+        record.ca_file().display().to_string(),
         "node".into(),
         "--name".into(),
         record.node_name(i),
@@ -358,15 +431,24 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             .with_context(|| format!("cannot create {}", dir.display()))?;
     }
     write_record(&record)?;
+    let credentials = credentials(&record)?;
     if !running.contains(&"server".to_owned()) {
-        spawn(&record, "server", &server_args(&record))?;
+        spawn(&record, "server", &server_args(&record), None)?;
     }
-    for i in 1..=record.nodes {
+    for (i, token) in (1..=record.nodes).zip(&credentials.nodes) {
         if !running.contains(&record.node_name(i)) {
-            spawn(&record, &record.node_name(i), &node_args(&record, i))?;
+            spawn(
+                &record,
+                &record.node_name(i),
+                &node_args(&record, i),
+                Some(token),
+            )?;
         }
     }
-    let client = Client::try_from(Config::new(record.api_url().parse()?))?;
+    let mut config = Config::new(record.api_url().parse()?);
+    config.auth_info.token = Some(credentials.admin.clone().into());
+    config.root_cert = Some(wasmkube_control::pki::certificates_der(&credentials.ca_pem));
+    let client = Client::try_from(config)?;
     wait_for_api(&client, &record).await?;
     step(
         started,
@@ -521,7 +603,7 @@ fn write_kubeconfig(path: &Path, config: &Kubeconfig) -> anyhow::Result<()> {
         object.insert("kind".into(), "Config".into());
     }
     let temporary = path.with_extension("wasmkube.tmp");
-    std::fs::write(&temporary, serde_yaml::to_string(&document)?)?;
+    crate::server::write_private(&temporary, serde_yaml::to_string(&document)?.as_bytes())?;
     std::fs::rename(&temporary, path)
         .with_context(|| format!("cannot write kubeconfig {}", path.display()))
 }
@@ -549,13 +631,36 @@ pub fn without_cluster(mut config: Kubeconfig, context: &str) -> Kubeconfig {
     config
 }
 
-/// The kubeconfig with the cluster's entries (replacing older ones) and it as the current context.
-pub fn with_cluster(config: Kubeconfig, context: &str, server: &str) -> Kubeconfig {
+/// How a kubeconfig reaches a cluster: its URL, the CA it trusts and the admin's token.
+pub struct Access<'a> {
+    /// The API URL.
+    pub server: &'a str,
+    /// The cluster CA, PEM.
+    pub ca_pem: &'a str,
+    /// The admin's bearer token.
+    pub token: &'a str,
+}
+
+/// The kubeconfig with the cluster's entries (replacing older ones: the cluster, its admin's token and the
+/// context joining them) and it as the current context.
+pub fn with_cluster(config: Kubeconfig, context: &str, access: &Access<'_>) -> Kubeconfig {
+    use base64::Engine;
     let mut config = without_cluster(config, context);
+    config.auth_infos.push(NamedAuthInfo {
+        name: context.to_owned(),
+        auth_info: Some(AuthInfo {
+            token: Some(access.token.to_owned().into()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
     config.clusters.push(NamedCluster {
         name: context.to_owned(),
         cluster: Some(Cluster {
-            server: Some(server.to_owned()),
+            server: Some(access.server.to_owned()),
+            certificate_authority_data: Some(
+                base64::engine::general_purpose::STANDARD.encode(access.ca_pem),
+            ),
             ..Default::default()
         }),
         ..Default::default()
@@ -564,6 +669,7 @@ pub fn with_cluster(config: Kubeconfig, context: &str, server: &str) -> Kubeconf
         name: context.to_owned(),
         context: Some(KubeContext {
             cluster: context.to_owned(),
+            user: Some(context.to_owned()),
             ..Default::default()
         }),
         ..Default::default()
@@ -574,10 +680,17 @@ pub fn with_cluster(config: Kubeconfig, context: &str, server: &str) -> Kubeconf
 
 fn set_context(record: &ClusterRecord) -> anyhow::Result<()> {
     let path = kubeconfig_path();
+    let admin = crate::server::read_or_create_token(&record.server_dir().join("admin.token"))?;
+    let ca_pem = std::fs::read_to_string(record.ca_file())
+        .with_context(|| format!("cannot read {}", record.ca_file().display()))?;
     let config = with_cluster(
         read_kubeconfig(&path)?,
         &record.context(),
-        &record.api_url(),
+        &Access {
+            server: &record.api_url(),
+            ca_pem: &ca_pem,
+            token: &admin,
+        },
     );
     write_kubeconfig(&path, &config)?;
     println!(
@@ -675,13 +788,13 @@ mod tests {
     #[test]
     fn each_slot_has_addresses_of_its_own() {
         let first = record(0);
-        assert_eq!(first.api_url(), "http://127.100.255.254:6443");
+        assert_eq!(first.api_url(), "https://127.100.255.254:6443");
         assert_eq!(first.cluster_cidr(), "127.100.0.0/17");
         assert_eq!(first.service_range(), "127.100.128.0/18");
         assert_eq!(first.node_address(2).to_string(), "127.100.192.2");
         assert_eq!(first.node_name(2), "dev-node-2");
         let other = record(7);
-        assert_eq!(other.api_url(), "http://127.107.255.254:6443");
+        assert_eq!(other.api_url(), "https://127.107.255.254:6443");
         assert_eq!(
             first.processes(),
             ["server", "dev-node-1", "dev-node-2", "dev-node-3"]
@@ -709,14 +822,26 @@ mod tests {
 
     #[test]
     fn kubeconfig_entries_are_replaced_and_removed_leaving_others() {
-        let mine = with_cluster(Kubeconfig::default(), "other", "http://127.0.0.1:1");
-        let both = with_cluster(mine, "wasmkube-dev", "http://127.100.255.254:6443");
-        let again = with_cluster(both, "wasmkube-dev", "http://127.100.255.254:6443");
+        let access = |server| Access {
+            server,
+            ca_pem: "CA",
+            token: "t",
+        };
+        let mine = with_cluster(
+            Kubeconfig::default(),
+            "other",
+            &access("https://127.0.0.1:1"),
+        );
+        let url = "https://127.100.255.254:6443";
+        let both = with_cluster(mine, "wasmkube-dev", &access(url));
+        let again = with_cluster(both, "wasmkube-dev", &access(url));
         assert_eq!(again.clusters.len(), 2);
+        assert_eq!(again.auth_infos.len(), 2);
         assert_eq!(again.current_context.as_deref(), Some("wasmkube-dev"));
         let removed = without_cluster(again, "wasmkube-dev");
         assert_eq!(removed.contexts.len(), 1);
         assert_eq!(removed.contexts[0].name, "other");
+        assert_eq!(removed.auth_infos[0].name, "other");
         assert_eq!(removed.current_context, None);
     }
 }

@@ -6,6 +6,7 @@ mod local_cluster;
 mod port_forward;
 mod rollout;
 mod server;
+mod tokens;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -33,6 +34,8 @@ enum Command {
     Down(local_cluster::DownArgs),
     /// Run the control plane: the store and the Kubernetes API.
     Server(server::ServerConfig),
+    /// Issue, list or revoke bearer tokens (bootstrap tokens for nodes, user tokens with --user).
+    Token(tokens::TokenArgs),
     /// Run the scheduler on its own against an apiserver.
     Scheduler,
     /// Run the controllers on their own against an apiserver.
@@ -67,6 +70,8 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Two TLS providers are linked in (through dependencies): name the one every TLS client and server uses.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -79,6 +84,7 @@ fn main() -> ExitCode {
             Command::Up(up) => local_cluster::up(up).await,
             Command::Down(down) => local_cluster::down(down).await,
             Command::Server(config) => server::run(config).await,
+            Command::Token(token) => tokens::token(&args.client, token).await,
             Command::Scheduler => {
                 let (client, _) = cli::client(&args.client).await?;
                 wasmkube_control::scheduler::run(client).await;

@@ -7,12 +7,17 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use wasmkube_control::api::bootstrap_policy;
+use wasmkube_control::api::rbac::{MASTERS, User};
 use wasmkube_control::api::resources;
+use wasmkube_control::api::tokens::parse_token_file;
+use wasmkube_control::apiserver::auth::{AuthConfig, AuthorizationMode};
 use wasmkube_control::apiserver::error::ApiError;
 use wasmkube_control::apiserver::objects::Query;
 use wasmkube_control::apiserver::service_network::ServiceNetwork;
 use wasmkube_control::apiserver::{ApiServer, Target};
 use wasmkube_control::controllers::ControllersConfig;
+use wasmkube_control::pki;
 use wasmkube_control::store::{RedbStore, RedbStoreConfig};
 
 /// The control plane's settings.
@@ -40,6 +45,23 @@ pub struct ServerConfig {
     /// Do not run the controllers in this process (run `wasmkube controller-manager` elsewhere).
     #[arg(long)]
     pub no_controllers: bool,
+    /// The authorizers, in order: AlwaysAllow, or Node and RBAC (`Node,RBAC`).
+    #[arg(long, value_delimiter = ',', default_value = "AlwaysAllow")]
+    pub authorization_mode: Vec<AuthorizationMode>,
+    /// A file of bearer tokens, one `token,user,uid,"group1,group2"` line each.
+    #[arg(long)]
+    pub token_auth_file: Option<PathBuf>,
+    /// Serve requests without credentials as system:anonymous (`true` or `false`; default: true with
+    /// AlwaysAllow alone, else false).
+    #[arg(long)]
+    pub anonymous_auth: Option<bool>,
+    /// Serve HTTPS with a certificate of the cluster CA (made on first start in DATA_DIR/pki; the kubeconfig
+    /// trusts it).
+    #[arg(long)]
+    pub tls: bool,
+    /// More names (DNS names or IP addresses) for the serving certificate, e.g. the address nodes use.
+    #[arg(long = "tls-san", value_delimiter = ',')]
+    pub tls_sans: Vec<String>,
     /// Controller settings.
     #[command(flatten)]
     pub controllers: ControllerArgs,
@@ -135,15 +157,30 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         cluster_ip_range: config.service_cluster_ip_range.trunc(),
         node_ports: config.service_node_port_range.clone(),
     };
-    let api = ApiServer::new(Arc::new(store), service_network);
+    let admin_token = read_or_create_token(&config.data_dir.join("admin.token"))?;
+    let loopback_token = new_token();
+    let auth = auth_config(&config, &admin_token, &loopback_token)?;
+    let api = ApiServer::new(Arc::new(store), service_network).with_auth(auth);
     let watches = api.clone();
     create_system_namespaces(&api).await?;
+    create_bootstrap_policy(&api).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let address = listener.local_addr()?;
-    let kubeconfig = write_kubeconfig(&config.data_dir, &format!("http://{address}"))?;
-    let client = kube::Client::try_from(kube::Config::new(format!("http://{address}").parse()?))?;
+    let tls = if config.tls {
+        Some(serving_tls(&config, address)?)
+    } else {
+        None
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{address}");
+    let ca_pem = tls.as_ref().map(|(ca, _)| ca.cert_pem().to_owned());
+    let kubeconfig = write_kubeconfig(&config.data_dir, &url, &admin_token, ca_pem.as_deref())?;
+    let mut loopback = kube::Config::new(url.parse()?);
+    loopback.auth_info.token = Some(loopback_token.into());
+    loopback.root_cert = ca_pem.as_deref().map(pki::certificates_der);
+    let client = kube::Client::try_from(loopback)?;
     let mut in_process = tokio::task::JoinSet::new();
     if !config.no_scheduler {
         in_process.spawn(wasmkube_control::scheduler::run(client.clone()));
@@ -152,7 +189,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         in_process.spawn(wasmkube_control::controllers::run(client, controllers));
     }
     tracing::info!(%address, kubeconfig = %kubeconfig.display(), "control plane serving");
-    println!("wasmkube control plane listening on http://{address}");
+    println!("wasmkube control plane listening on {url}");
     println!(
         "kubeconfig: {}  (export KUBECONFIG={})",
         kubeconfig.display(),
@@ -170,15 +207,174 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         // Open watches would hold the graceful shutdown open.
         watches.close_watches();
     };
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, api.router()).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = stop_tx.send(());
-    });
     // Open watches would hold a graceful shutdown for up to their timeout: give them two seconds.
-    tokio::select! {
-        result = server => result.context("the API server failed")?,
-        () = async { if stop_rx.await.is_ok() { tokio::time::sleep(Duration::from_secs(2)).await } else { std::future::pending().await } } => {},
+    let grace = Duration::from_secs(2);
+    match tls {
+        Some((_, tls)) => {
+            let handle = axum_server::Handle::new();
+            let stopper = handle.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                stopper.graceful_shutdown(Some(grace));
+            });
+            axum_server::from_tcp_rustls(
+                listener.into_std()?,
+                axum_server::tls_rustls::RustlsConfig::from_config(tls),
+            )?
+            .handle(handle)
+            .serve(api.router().into_make_service())
+            .await
+            .context("the API server failed")?;
+        }
+        None => {
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            let server = axum::serve(listener, api.router()).with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = stop_tx.send(());
+            });
+            tokio::select! {
+                result = server => result.context("the API server failed")?,
+                () = async { if stop_rx.await.is_ok() { tokio::time::sleep(grace).await } else { std::future::pending().await } } => {},
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The cluster CA and a fresh serving certificate for the address, localhost and `--tls-san`.
+fn serving_tls(
+    config: &ServerConfig,
+    address: SocketAddr,
+) -> anyhow::Result<(pki::ClusterCa, Arc<rustls::ServerConfig>)> {
+    let ca = pki::ClusterCa::load_or_create(&config.data_dir.join("pki"))
+        .context("cannot set up the cluster CA")?;
+    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    if address.ip().is_unspecified() {
+        if let Ok(host) = nix::unistd::gethostname() {
+            names.push(host.to_string_lossy().into_owned());
+        }
+    } else {
+        names.push(address.ip().to_string());
+    }
+    names.extend(config.tls_sans.iter().cloned());
+    names.dedup();
+    let issued = ca
+        .issue_server("wasmkube-apiserver", &names)
+        .context("cannot issue the serving certificate")?;
+    let tls = pki::server_config(&issued).context("cannot set up TLS")?;
+    Ok((ca, tls))
+}
+
+/// The authenticators and authorizers of the flags: the token file's users, the admin of the kubeconfig and
+/// the in-process components (both `system:masters`).
+fn auth_config(
+    config: &ServerConfig,
+    admin_token: &str,
+    loopback_token: &str,
+) -> anyhow::Result<AuthConfig> {
+    let modes = config.authorization_mode.clone();
+    let open = modes == [AuthorizationMode::AlwaysAllow];
+    if modes.contains(&AuthorizationMode::AlwaysAllow) && !open {
+        anyhow::bail!("--authorization-mode AlwaysAllow cannot be combined with other modes");
+    }
+    let anonymous = config.anonymous_auth.unwrap_or(open);
+    if open && anonymous && !config.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to serve the API on {} to anyone without credentials: pass --authorization-mode Node,RBAC \
+             (or listen on a loopback address)",
+            config.listen
+        );
+    }
+    let mut tokens = match &config.token_auth_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --token-auth-file {}", path.display()))?;
+            parse_token_file(&text).with_context(|| format!("{}", path.display()))?
+        }
+        None => Default::default(),
+    };
+    let master = |name: &str| User {
+        name: name.into(),
+        groups: vec![MASTERS.into()],
+    };
+    tokens.insert(admin_token.to_owned(), master("admin"));
+    tokens.insert(loopback_token.to_owned(), master("system:apiserver"));
+    Ok(AuthConfig {
+        tokens,
+        anonymous,
+        modes,
+    })
+}
+
+/// A new random bearer token.
+pub fn new_token() -> String {
+    use rand::Rng;
+    rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(40)
+        .map(char::from)
+        .collect()
+}
+
+/// The token in `path`, made (readable by the owner only) when there is none.
+pub fn read_or_create_token(path: &std::path::Path) -> anyhow::Result<String> {
+    match std::fs::read_to_string(path) {
+        Ok(token) if !token.trim().is_empty() => return Ok(token.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let token = new_token();
+    write_private(path, token.as_bytes())?;
+    Ok(token)
+}
+
+/// Writes a file only its owner may read: it holds credentials.
+pub fn write_private(path: &std::path::Path, contents: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(contents)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Creates the default ClusterRoles and ClusterRoleBindings that are missing (changed ones are kept).
+async fn create_bootstrap_policy(api: &ApiServer) -> anyhow::Result<()> {
+    let rbac = |plural| {
+        resources::by_path("rbac.authorization.k8s.io", "v1", plural)
+            .with_context(|| format!("{plural} are not served"))
+    };
+    let roles = bootstrap_policy::cluster_roles()
+        .into_iter()
+        .map(serde_json::to_value);
+    let bindings = bootstrap_policy::cluster_role_bindings()
+        .into_iter()
+        .map(serde_json::to_value);
+    for (plural, objects) in [
+        ("clusterroles", roles.collect::<Result<Vec<_>, _>>()?),
+        (
+            "clusterrolebindings",
+            bindings.collect::<Result<Vec<_>, _>>()?,
+        ),
+    ] {
+        let target = Target {
+            resource: rbac(plural)?,
+            namespace: None,
+        };
+        for object in objects {
+            match api.create(&target, object, &Query::default()).await {
+                Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+                Err(e) => return Err(anyhow::anyhow!("cannot create the default {plural}: {e}")),
+            }
+        }
     }
     Ok(())
 }
@@ -200,17 +396,28 @@ async fn create_system_namespaces(api: &ApiServer) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn write_kubeconfig(data_dir: &std::path::Path, server: &str) -> anyhow::Result<PathBuf> {
+fn write_kubeconfig(
+    data_dir: &std::path::Path,
+    server: &str,
+    token: &str,
+    ca_pem: Option<&str>,
+) -> anyhow::Result<PathBuf> {
+    use base64::Engine;
+    let mut cluster = json!({"server": server});
+    if let Some(ca) = ca_pem {
+        cluster["certificate-authority-data"] =
+            base64::engine::general_purpose::STANDARD.encode(ca).into();
+    }
     let path = data_dir.join("kubeconfig");
     let config = json!({
         "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "wasmkube", "cluster": {"server": server}}],
-        "users": [{"name": "wasmkube-admin", "user": {}}],
+        "clusters": [{"name": "wasmkube", "cluster": cluster}],
+        "users": [{"name": "wasmkube-admin", "user": {"token": token}}],
         "contexts": [{"name": "wasmkube", "context": {"cluster": "wasmkube", "user": "wasmkube-admin", "namespace": "default"}}],
         "current-context": "wasmkube",
         "preferences": {},
     });
     let text = serde_yaml::to_string(&config)?;
-    std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    write_private(&path, text.as_bytes())?;
     Ok(path)
 }

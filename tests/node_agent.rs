@@ -730,15 +730,22 @@ fn http_pod(name: &str, node: &str, port: u16) -> Value {
 fn http_components_serve_on_their_own_pod_address_so_two_pods_share_a_port() {
     let server = Server::start();
     let _agent = NodeAgent::start(&server, "web-node");
-    let node: Value = reqwest::blocking::get(format!("{}/api/v1/nodes/web-node", server.url))
-        .unwrap()
-        .json()
-        .unwrap();
-    let range: ipnet::Ipv4Net = node["spec"]["podCIDR"]
-        .as_str()
-        .expect("the node got a podCIDR")
-        .parse()
-        .unwrap();
+    // The node IPAM controller gives the Node its podCIDR soon after it registers.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let range: ipnet::Ipv4Net = loop {
+        let node: Value = server
+            .http()
+            .get(format!("{}/api/v1/nodes/web-node", server.url))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        if let Some(cidr) = node["spec"]["podCIDR"].as_str() {
+            break cidr.parse().unwrap();
+        }
+        assert!(Instant::now() < deadline, "the node got no podCIDR");
+        std::thread::sleep(Duration::from_millis(50));
+    };
     create_pod(&server, http_pod("web-a", "web-node", 8080));
     create_pod(&server, http_pod("web-b", "web-node", 8080));
     let mut addresses = Vec::new();

@@ -5,5 +5,6 @@ pub mod api;
 pub mod apiserver;
 pub mod controllers;
 pub mod events;
+pub mod pki;
 pub mod scheduler;
 pub mod store;

@@ -17,6 +17,11 @@ pub struct Server {
     _dir: Option<tempfile::TempDir>,
 }
 
+/// `127.0.0.1:PORT` of `http(s)://127.0.0.1:PORT`.
+fn address_of(url: &str) -> &str {
+    url.split_once("://").map_or(url, |(_, address)| address)
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -63,8 +68,13 @@ impl Server {
         );
         args.extend(extra.iter().map(|a| a.to_string()));
         // Another test may take the free port before this server binds it: then try another.
+        let scheme = if extra.contains(&"--tls") {
+            "https"
+        } else {
+            "http"
+        };
         for _ in 0..5 {
-            let url = format!("http://127.0.0.1:{}", free_port());
+            let url = format!("{scheme}://127.0.0.1:{}", free_port());
             if let Some(server) = Self::spawn(data_dir, &url, &args) {
                 return server;
             }
@@ -77,7 +87,7 @@ impl Server {
         let child = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
             .args(["server", "--data-dir"])
             .arg(data_dir)
-            .args(["--listen", url.trim_start_matches("http://")])
+            .args(["--listen", address_of(url)])
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -109,7 +119,7 @@ impl Server {
     /// Waits until the server listens and has written its kubeconfig; false if it exited first.
     fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(20);
-        let address = self.url.trim_start_matches("http://").to_owned();
+        let address = address_of(&self.url).to_owned();
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return false;
@@ -126,6 +136,42 @@ impl Server {
 
     pub fn kubeconfig(&self) -> PathBuf {
         self.data_dir.join("kubeconfig")
+    }
+
+    /// The admin's bearer token (the server makes it on first start).
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("admin.token"))
+            .expect("the server's admin token")
+            .trim()
+            .to_owned()
+    }
+
+    /// The cluster CA's certificate file, when the server serves TLS.
+    pub fn ca_file(&self) -> PathBuf {
+        self.data_dir.join("pki/ca.crt")
+    }
+
+    /// An HTTP client that trusts the server and sends `token` (none: anonymous).
+    pub fn http_as(&self, token: Option<&str>) -> reqwest::blocking::Client {
+        let mut builder = reqwest::blocking::Client::builder();
+        if let Ok(pem) = std::fs::read(self.ca_file()) {
+            builder =
+                builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("the CA"));
+        }
+        if let Some(token) = token {
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(
+                reqwest::header::AUTHORIZATION,
+                format!("Bearer {token}").parse().expect("a header value"),
+            );
+            builder = builder.default_headers(headers);
+        }
+        builder.build().expect("an HTTP client")
+    }
+
+    /// An HTTP client that trusts the server and authenticates as its admin.
+    pub fn http(&self) -> reqwest::blocking::Client {
+        self.http_as(Some(&self.admin_token()))
     }
 
     /// Kills the process at once (SIGKILL).
@@ -185,12 +231,20 @@ pub fn wasmkube(server: &Server, args: &[&str]) -> (bool, String, String) {
 pub struct NodeAgent {
     pub name: String,
     pub data_dir: PathBuf,
+    token: Option<String>,
     child: Child,
     _dir: tempfile::TempDir,
 }
 
-fn spawn_agent(server: &Server, name: &str, data_dir: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_wasmkube"))
+fn spawn_agent(server: &Server, name: &str, data_dir: &Path, token: Option<&str>) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wasmkube"));
+    if server.url.starts_with("https") {
+        command.arg("--certificate-authority").arg(server.ca_file());
+    }
+    if let Some(token) = token {
+        command.args(["--token", token]);
+    }
+    command
         .args([
             "--server",
             &server.url,
@@ -213,11 +267,17 @@ fn spawn_agent(server: &Server, name: &str, data_dir: &Path) -> Child {
 impl NodeAgent {
     /// Starts an agent for `server` with a short crash backoff, and waits for its Node to be Ready.
     pub fn start(server: &Server, name: &str) -> Self {
+        Self::start_as(server, name, None)
+    }
+
+    /// Starts an agent authenticating with `token` (none: anonymous).
+    pub fn start_as(server: &Server, name: &str, token: Option<&str>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let child = spawn_agent(server, name, dir.path());
+        let child = spawn_agent(server, name, dir.path(), token);
         let agent = Self {
             name: name.to_owned(),
             data_dir: dir.path().to_path_buf(),
+            token: token.map(str::to_owned),
             child,
             _dir: dir,
         };
@@ -229,14 +289,17 @@ impl NodeAgent {
     pub fn restart(&mut self, server: &Server) {
         let before = self.registered_port(server);
         self.kill();
-        self.child = spawn_agent(server, &self.name, &self.data_dir);
+        self.child = spawn_agent(server, &self.name, &self.data_dir, self.token.as_deref());
         self.wait_registered(server, before);
     }
 
     /// The log port the Node reports, if it is Ready.
     fn registered_port(&self, server: &Server) -> Option<i64> {
         let url = format!("{}/api/v1/nodes/{}", server.url, self.name);
-        let node = reqwest::blocking::get(&url)
+        let node = server
+            .http()
+            .get(&url)
+            .send()
             .and_then(|r| r.json::<serde_json::Value>())
             .ok()?;
         let ready = node["status"]["conditions"]
@@ -306,7 +369,8 @@ pub fn echo_pod(name: &str, node: &str) -> serde_json::Value {
 
 /// Creates an object through the API path of its collection, asserting 201; returns it as stored.
 pub fn post(server: &Server, path: &str, body: &serde_json::Value) -> serde_json::Value {
-    let response = reqwest::blocking::Client::new()
+    let response = server
+        .http()
         .post(format!("{}{path}", server.url))
         .json(body)
         .send()
@@ -336,7 +400,11 @@ pub fn python(server: &Server, args: &[&std::ffi::OsStr], expected: &str) {
 
 /// A pod of the default namespace, if it exists.
 pub fn get_pod(server: &Server, name: &str) -> Option<serde_json::Value> {
-    let response = reqwest::blocking::get(format!("{}{PODS}/{name}", server.url)).unwrap();
+    let response = server
+        .http()
+        .get(format!("{}{PODS}/{name}", server.url))
+        .send()
+        .unwrap();
     (response.status() == 200).then(|| response.json().unwrap())
 }
 
@@ -367,7 +435,10 @@ pub fn event_reasons(server: &Server, name: &str) -> Vec<String> {
         "{}/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3D{name}",
         server.url
     );
-    let events: serde_json::Value = reqwest::blocking::get(url)
+    let events: serde_json::Value = server
+        .http()
+        .get(url)
+        .send()
         .and_then(|r| r.json())
         .unwrap_or_default();
     events["items"]

@@ -19,10 +19,21 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 
+/// What a kind's object names must be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameRule {
+    /// A DNS-1123 subdomain (most kinds).
+    Subdomain,
+    /// A DNS-1123 label: no dots (Services, Namespaces).
+    Label,
+    /// Anything usable as one URL path segment (RBAC kinds: `system:discovery`).
+    PathSegment,
+}
+
 /// The per-kind rules the apiserver applies to every write.
 pub trait KindRules: Sized {
-    /// Whether the name must be a DNS-1123 label (no dots) rather than a subdomain.
-    const NAME_IS_LABEL: bool = false;
+    /// What the object's name must be.
+    const NAME_RULE: NameRule = NameRule::Subdomain;
 
     /// Fills in the defaults Kubernetes gives unset fields.
     fn defaults(&mut self) {}
@@ -596,7 +607,7 @@ impl KindRules for CronJob {
 }
 
 impl KindRules for Service {
-    const NAME_IS_LABEL: bool = true;
+    const NAME_RULE: NameRule = NameRule::Label;
 
     fn defaults(&mut self) {
         let Some(spec) = self.spec.as_mut() else {
@@ -648,7 +659,7 @@ impl KindRules for Service {
 }
 
 impl KindRules for Namespace {
-    const NAME_IS_LABEL: bool = true;
+    const NAME_RULE: NameRule = NameRule::Label;
 
     fn prepare_create(&mut self, _uid: &str) {
         let name = self.metadata.name.clone().unwrap_or_default();
@@ -720,10 +731,18 @@ impl KindRules for Endpoints {}
 impl KindRules for Event {}
 impl KindRules for ResourceQuota {}
 impl KindRules for LimitRange {}
-impl KindRules for Role {}
-impl KindRules for ClusterRole {}
-impl KindRules for RoleBinding {}
-impl KindRules for ClusterRoleBinding {}
+impl KindRules for Role {
+    const NAME_RULE: NameRule = NameRule::PathSegment;
+}
+impl KindRules for ClusterRole {
+    const NAME_RULE: NameRule = NameRule::PathSegment;
+}
+impl KindRules for RoleBinding {
+    const NAME_RULE: NameRule = NameRule::PathSegment;
+}
+impl KindRules for ClusterRoleBinding {
+    const NAME_RULE: NameRule = NameRule::PathSegment;
+}
 impl KindRules for Lease {}
 impl KindRules for EndpointSlice {}
 

@@ -1,12 +1,16 @@
 //! Pure API logic, free of IO: the served resource types, defaulting and validation, selectors, patches and
 //! tables.
 
+pub mod bootstrap_policy;
 pub mod kinds;
+pub mod node_authorizer;
 pub mod patch;
 pub mod quota;
 pub mod rbac;
+pub mod request_info;
 pub mod resources;
 pub mod schedule;
 pub mod selector;
 pub mod table;
+pub mod tokens;
 pub mod validation;

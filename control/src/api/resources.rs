@@ -1,7 +1,7 @@
 //! The resource types the apiserver serves: their names, scope and subresources, and how a write of each is
 //! decoded, defaulted and validated through its k8s-openapi type.
 
-use super::kinds::KindRules;
+use super::kinds::{KindRules, NameRule};
 use super::table::{self, TableSpec};
 use super::validation::{self, Cause};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
@@ -146,15 +146,15 @@ impl Scope for k8s_openapi::ClusterResourceScope {
     const NAMESPACED: bool = false;
 }
 
-fn validate_metadata(meta: &ObjectMeta, name_is_label: bool, namespaced: bool) -> Vec<Cause> {
+fn validate_metadata(meta: &ObjectMeta, rule: NameRule, namespaced: bool) -> Vec<Cause> {
     let mut causes = Vec::new();
     match meta.name.as_deref() {
         None | Some("") => causes.push(Cause::required("metadata.name")),
         Some(name) => {
-            let detail = if name_is_label {
-                validation::dns1123_label(name)
-            } else {
-                validation::dns1123_subdomain(name)
+            let detail = match rule {
+                NameRule::Label => validation::dns1123_label(name),
+                NameRule::Subdomain => validation::dns1123_subdomain(name),
+                NameRule::PathSegment => validation::path_segment_name(name),
             };
             if let Some(detail) = detail {
                 causes.push(Cause::invalid("metadata.name", name, &detail));
@@ -194,7 +194,7 @@ where
         object.prepare_create(uid);
     }
     object.defaults();
-    let mut causes = validate_metadata(object.metadata(), K::NAME_IS_LABEL, K::Scope::NAMESPACED);
+    let mut causes = validate_metadata(object.metadata(), K::NAME_RULE, K::Scope::NAMESPACED);
     causes.extend(object.validate());
     if let Some(old) = request.old {
         let old: K = serde_json::from_value(old.clone())

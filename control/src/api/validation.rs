@@ -92,6 +92,17 @@ pub fn dns1123_subdomain(value: &str) -> Option<String> {
     })
 }
 
+/// The error detail of a name that must be one URL path segment (RBAC objects), or none if valid.
+pub fn path_segment_name(value: &str) -> Option<String> {
+    if value == "." || value == ".." {
+        return Some(format!("may not be '{value}'"));
+    }
+    ["/", "%"]
+        .iter()
+        .find(|bad| value.contains(**bad))
+        .map(|bad| format!("may not contain '{bad}'"))
+}
+
 fn qualified_name_part(value: &str) -> bool {
     let alnum = |c: char| c.is_ascii_alphanumeric();
     !value.is_empty()

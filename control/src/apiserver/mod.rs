@@ -1,6 +1,7 @@
 //! The Kubernetes-compatible HTTP API over the store: REST paths of every served resource, discovery and
 //! OpenAPI, Status errors. It is the only component that touches the store.
 
+pub mod auth;
 mod discovery;
 pub mod error;
 mod logs;
@@ -40,6 +41,8 @@ pub struct ApiServer {
     pod_admission: Arc<tokio::sync::Mutex<()>>,
     /// Set when the server shuts down: open watches end.
     closing: Arc<tokio::sync::watch::Sender<bool>>,
+    /// Who may do what.
+    auth: Arc<auth::AuthConfig>,
 }
 
 /// Which objects a request is about: a resource type and, for namespaced types, maybe one namespace.
@@ -61,7 +64,14 @@ impl ApiServer {
             service_writes: Arc::new(tokio::sync::Mutex::new(())),
             pod_admission: Arc::new(tokio::sync::Mutex::new(())),
             closing: Arc::new(tokio::sync::watch::Sender::new(false)),
+            auth: Arc::new(auth::AuthConfig::default()),
         }
+    }
+
+    /// The same apiserver, authenticating and authorizing requests as `auth` says.
+    pub fn with_auth(mut self, auth: auth::AuthConfig) -> Self {
+        self.auth = Arc::new(auth);
+        self
     }
 
     /// Ends every open watch (clients resume them elsewhere or after a restart), so a graceful shutdown need
@@ -116,6 +126,10 @@ impl ApiServer {
                 }
                 .with_message("the server could not find the requested resource")
             })
+            .layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                auth::guard,
+            ))
             .with_state(self)
     }
 }

@@ -34,22 +34,33 @@ impl ApiServer {
         })
     }
 
-    fn list_in<T: DeserializeOwned>(
+    /// The core objects of type `plural` in a namespace.
+    pub(super) fn list_in<T: DeserializeOwned>(
         &self,
         plural: &str,
         namespace: &str,
     ) -> Result<Vec<T>, ApiError> {
         let resource = resources::by_path("", "v1", plural)
             .ok_or_else(|| ApiError::Internal(format!("{plural} are not served")))?;
+        self.list_of(resource, Some(namespace))
+    }
+
+    /// The objects of a resource type, in one namespace or all.
+    pub(super) fn list_of<T: DeserializeOwned>(
+        &self,
+        resource: &ResourceType,
+        namespace: Option<&str>,
+    ) -> Result<Vec<T>, ApiError> {
         let page = self.store.list(&ListRequest {
-            prefix: prefix(resource, Some(namespace)),
+            prefix: prefix(resource, namespace),
             ..Default::default()
         })?;
         page.items
             .iter()
             .map(|kv| {
-                serde_json::from_slice(&kv.value)
-                    .map_err(|e| ApiError::Internal(format!("stored {plural} are corrupt: {e}")))
+                serde_json::from_slice(&kv.value).map_err(|e| {
+                    ApiError::Internal(format!("stored {} are corrupt: {e}", resource.plural))
+                })
             })
             .collect()
     }

@@ -1,0 +1,251 @@
+//! The ClusterRoles and ClusterRoleBindings every cluster starts with, as Kubernetes' bootstrap policy:
+//! `cluster-admin` for `system:masters`, discovery and health paths for every authenticated user, and the
+//! user-facing `admin`, `edit` and `view` roles to bind in a namespace.
+
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use serde_json::{Value, json};
+
+/// What `view` may read: everything of a namespace but its Secrets and its roles.
+const VIEWABLE: [(&str, &[&str]); 5] = [
+    (
+        "",
+        &[
+            "pods",
+            "pods/log",
+            "pods/status",
+            "services",
+            "services/status",
+            "endpoints",
+            "configmaps",
+            "events",
+            "limitranges",
+            "resourcequotas",
+            "resourcequotas/status",
+            "namespaces",
+            "namespaces/status",
+        ],
+    ),
+    (
+        "apps",
+        &[
+            "deployments",
+            "deployments/scale",
+            "deployments/status",
+            "replicasets",
+            "replicasets/scale",
+            "replicasets/status",
+            "statefulsets",
+            "statefulsets/scale",
+            "statefulsets/status",
+            "daemonsets",
+            "daemonsets/status",
+        ],
+    ),
+    (
+        "batch",
+        &["jobs", "jobs/status", "cronjobs", "cronjobs/status"],
+    ),
+    ("discovery.k8s.io", &["endpointslices"]),
+    ("events.k8s.io", &["events"]),
+];
+
+/// What `edit` may change besides: the workloads, their configuration and Secrets, port forwarding.
+const EDITABLE: [(&str, &[&str]); 4] = [
+    (
+        "",
+        &[
+            "pods",
+            "pods/portforward",
+            "services",
+            "endpoints",
+            "configmaps",
+            "secrets",
+        ],
+    ),
+    (
+        "apps",
+        &[
+            "deployments",
+            "deployments/scale",
+            "replicasets",
+            "replicasets/scale",
+            "statefulsets",
+            "statefulsets/scale",
+            "daemonsets",
+        ],
+    ),
+    ("batch", &["jobs", "cronjobs"]),
+    ("coordination.k8s.io", &["leases"]),
+];
+
+const READ: [&str; 3] = ["get", "list", "watch"];
+const WRITE: [&str; 5] = ["create", "update", "patch", "delete", "deletecollection"];
+
+fn rules(groups: &[(&str, &[&str])], verbs: &[&str]) -> Vec<Value> {
+    groups
+        .iter()
+        .map(|(group, resources)| json!({"apiGroups": [group], "resources": resources, "verbs": verbs}))
+        .collect()
+}
+
+fn cluster_role(name: &str, rules: Vec<Value>) -> Value {
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": name, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
+                     "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}},
+        "rules": rules,
+    })
+}
+
+fn binding(name: &str, role: &str, groups: &[&str]) -> Value {
+    let subjects: Vec<Value> = groups
+        .iter()
+        .map(|g| json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": g}))
+        .collect();
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": name, "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
+                     "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": subjects,
+    })
+}
+
+/// The default ClusterRoles.
+pub fn cluster_roles() -> Vec<ClusterRole> {
+    let discovery = [
+        "/api",
+        "/api/*",
+        "/apis",
+        "/apis/*",
+        "/healthz",
+        "/livez",
+        "/openapi",
+        "/openapi/*",
+        "/readyz",
+        "/version",
+        "/version/",
+    ];
+    let public_info = ["/healthz", "/livez", "/readyz", "/version", "/version/"];
+    let view = rules(&VIEWABLE, &READ);
+    let mut edit = view.clone();
+    edit.extend(rules(&EDITABLE, &WRITE));
+    edit.push(json!({"apiGroups": [""], "resources": ["secrets"], "verbs": READ}));
+    let mut admin = edit.clone();
+    admin.push(
+        json!({"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["roles", "rolebindings"],
+                      "verbs": READ.iter().chain(WRITE.iter()).collect::<Vec<_>>()}),
+    );
+    [
+        cluster_role(
+            "cluster-admin",
+            vec![
+                json!({"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}),
+                json!({"nonResourceURLs": ["*"], "verbs": ["*"]}),
+            ],
+        ),
+        cluster_role(
+            "system:discovery",
+            vec![json!({"nonResourceURLs": discovery, "verbs": ["get"]})],
+        ),
+        cluster_role(
+            "system:public-info-viewer",
+            vec![json!({"nonResourceURLs": public_info, "verbs": ["get"]})],
+        ),
+        cluster_role("admin", admin),
+        cluster_role("edit", edit),
+        cluster_role("view", view),
+    ]
+    .into_iter()
+    .map(|role| serde_json::from_value(role).expect("bootstrap ClusterRoles are well-formed"))
+    .collect()
+}
+
+/// The default ClusterRoleBindings.
+pub fn cluster_role_bindings() -> Vec<ClusterRoleBinding> {
+    [
+        binding("cluster-admin", "cluster-admin", &["system:masters"]),
+        binding(
+            "system:discovery",
+            "system:discovery",
+            &["system:authenticated"],
+        ),
+        binding(
+            "system:public-info-viewer",
+            "system:public-info-viewer",
+            &["system:authenticated", "system:unauthenticated"],
+        ),
+    ]
+    .into_iter()
+    .map(|b| serde_json::from_value(b).expect("bootstrap ClusterRoleBindings are well-formed"))
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::rbac::{Policy, Request, ResourceRequest, User};
+
+    fn policy() -> Policy {
+        let binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(json!({
+            "metadata": {"name": "dev-view", "namespace": "dev"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "User", "name": "viewer"}]}))
+        .unwrap();
+        Policy {
+            cluster_roles: cluster_roles(),
+            cluster_role_bindings: cluster_role_bindings(),
+            role_bindings: vec![binding],
+            ..Default::default()
+        }
+    }
+
+    fn ask(verb: &str, group: &str, resource: &str) -> Request {
+        Request::Resource(ResourceRequest {
+            verb: verb.into(),
+            group: group.into(),
+            resource: resource.into(),
+            subresource: None,
+            namespace: Some("dev".into()),
+            name: None,
+        })
+    }
+
+    #[test]
+    fn view_reads_workloads_but_not_secrets_and_everyone_may_discover() {
+        let policy = policy();
+        let viewer = User {
+            name: "viewer".into(),
+            groups: vec!["system:authenticated".into()],
+        };
+        assert_eq!(
+            policy.authorize(&viewer, &ask("list", "apps", "deployments")),
+            Ok(())
+        );
+        assert!(
+            policy
+                .authorize(&viewer, &ask("list", "", "secrets"))
+                .is_err()
+        );
+        assert!(
+            policy
+                .authorize(&viewer, &ask("create", "", "pods"))
+                .is_err()
+        );
+        let discovery = Request::NonResource {
+            verb: "get".into(),
+            path: "/apis/apps/v1".into(),
+        };
+        assert_eq!(policy.authorize(&viewer, &discovery), Ok(()));
+        let anonymous = User {
+            name: "system:anonymous".into(),
+            groups: vec!["system:unauthenticated".into()],
+        };
+        assert!(policy.authorize(&anonymous, &discovery).is_err());
+        let version = Request::NonResource {
+            verb: "get".into(),
+            path: "/version".into(),
+        };
+        assert_eq!(policy.authorize(&anonymous, &version), Ok(()));
+    }
+}

@@ -1,0 +1,273 @@
+//! Who is asking and whether they may, before any handler runs: a bearer token names the user (from the token
+//! file, or a bootstrap or user token Secret; no token is the anonymous user when that is allowed, else 401), then the authorizers decide in the configured order
+//! (AlwaysAllow, Node, RBAC); a request none allows gets 403 with Kubernetes' wording.
+
+use super::ApiServer;
+use super::error::ApiError;
+use super::objects::MAX_BODY;
+use crate::api::node_authorizer::{self, Decision, PodGraph};
+use crate::api::rbac::{MASTERS, Policy, Request, User};
+use crate::api::request_info::{self, QueryFacts};
+use crate::api::{resources, tokens};
+use axum::body::Body;
+use axum::extract::State;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{Method, header};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use std::collections::HashMap;
+
+/// The group every authenticated user is in.
+pub const AUTHENTICATED: &str = "system:authenticated";
+
+/// An authorizer, as `--authorization-mode` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthorizationMode {
+    /// Every request is allowed.
+    AlwaysAllow,
+    /// Node agents get what their pods need (see `api::node_authorizer`).
+    Node,
+    /// Roles and bindings decide.
+    Rbac,
+}
+
+impl std::str::FromStr for AuthorizationMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "AlwaysAllow" => Ok(Self::AlwaysAllow),
+            "Node" => Ok(Self::Node),
+            "RBAC" => Ok(Self::Rbac),
+            other => Err(format!(
+                "unknown authorization mode {other:?} (known: AlwaysAllow, Node, RBAC)"
+            )),
+        }
+    }
+}
+
+/// How requests are authenticated and authorized.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// The users of the accepted bearer tokens.
+    pub tokens: HashMap<String, User>,
+    /// Whether a request without credentials is served, as `system:anonymous`.
+    pub anonymous: bool,
+    /// The authorizers, asked in order.
+    pub modes: Vec<AuthorizationMode>,
+}
+
+impl Default for AuthConfig {
+    /// Everything allowed, to anyone: a development server on a loopback address.
+    fn default() -> Self {
+        Self {
+            tokens: HashMap::new(),
+            anonymous: true,
+            modes: vec![AuthorizationMode::AlwaysAllow],
+        }
+    }
+}
+
+fn anonymous() -> User {
+    User {
+        name: "system:anonymous".into(),
+        groups: vec!["system:unauthenticated".into()],
+    }
+}
+
+impl ApiServer {
+    /// The user of a request's credentials; `None` when they are wrong, or missing where required.
+    fn authenticate(&self, headers: &http::HeaderMap) -> Option<User> {
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return self.auth.anonymous.then(anonymous);
+        };
+        let token = value.to_str().ok()?.strip_prefix("Bearer ")?.trim();
+        let mut user = match self.auth.tokens.get(token) {
+            Some(user) => user.clone(),
+            None => self.user_of_token_secret(token)?,
+        };
+        if !user.groups.iter().any(|g| g == AUTHENTICATED) {
+            user.groups.push(AUTHENTICATED.into());
+        }
+        Some(user)
+    }
+
+    /// The user of a bootstrap or user token kept as a Secret.
+    fn user_of_token_secret(&self, token: &str) -> Option<User> {
+        let (id, secret) = tokens::split_token(token)?;
+        let secrets = resources::by_path("", "v1", "secrets")?;
+        [
+            tokens::bootstrap_secret_name(id),
+            tokens::user_secret_name(id),
+        ]
+        .iter()
+        .find_map(|name| self.read(secrets, Some(tokens::TOKEN_NAMESPACE), name).ok())
+        .and_then(|kv| serde_json::from_slice::<Secret>(&kv.value).ok())
+        .and_then(|stored| tokens::user_of_secret(&stored, secret, jiff::Timestamp::now()))
+    }
+}
+
+/// The Status of a request without valid credentials.
+fn unauthorized() -> Response {
+    let status = serde_json::json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": "Unauthorized", "reason": "Unauthorized", "code": 401,
+    });
+    (http::StatusCode::UNAUTHORIZED, axum::Json(status)).into_response()
+}
+
+/// Kubernetes' 403 message: `pods "web" is forbidden: User "alice" cannot get resource "pods" ...`.
+fn forbidden(user: &User, request: &Request, reason: Option<String>) -> ApiError {
+    let refusal = crate::api::rbac::refusal(user, request);
+    let refusal = match reason {
+        Some(reason) => format!("{refusal}: {reason}"),
+        None => refusal,
+    };
+    ApiError::Forbidden(match request {
+        Request::Resource(asked) => {
+            let qualified = if asked.group.is_empty() {
+                asked.resource.clone()
+            } else {
+                format!("{}.{}", asked.resource, asked.group)
+            };
+            match &asked.name {
+                Some(name) => format!("{qualified} {name:?} is forbidden: {refusal}"),
+                None => format!("{qualified} is forbidden: {refusal}"),
+            }
+        }
+        Request::NonResource { .. } => format!("forbidden: {refusal}"),
+    })
+}
+
+#[derive(serde::Deserialize, Default)]
+struct AuthQuery {
+    watch: Option<String>,
+    #[serde(rename = "fieldSelector")]
+    field_selector: Option<String>,
+}
+
+/// The middleware every request passes: authentication, then authorization.
+pub(super) async fn guard(
+    State(server): State<ApiServer>,
+    request: axum::extract::Request,
+    next: Next,
+) -> Response {
+    let Some(user) = server.authenticate(request.headers()) else {
+        return unauthorized();
+    };
+    if server.auth.modes.first() == Some(&AuthorizationMode::AlwaysAllow) {
+        return next.run(request).await;
+    }
+    let query: AuthQuery = request
+        .uri()
+        .query()
+        .and_then(|q| serde_urlencoded::from_str(q).ok())
+        .unwrap_or_default();
+    let facts = QueryFacts {
+        watch: matches!(query.watch.as_deref(), Some("1" | "true" | "True")),
+        field_selector: query.field_selector.as_deref(),
+    };
+    let asked = request_info::resolve(request.method(), request.uri().path(), facts);
+    // A node may create only its own Node and Lease: the name is in the body.
+    let creates_unnamed = matches!(&asked, Request::Resource(r) if r.name.is_none())
+        && *request.method() == Method::POST;
+    let (request, created_name) = if creates_unnamed && node_authorizer::node_of(&user).is_some() {
+        let (parts, body) = request.into_parts();
+        let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+            return ApiError::TooLarge(MAX_BODY).into_response();
+        };
+        let name = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|object| object["metadata"]["name"].as_str().map(str::to_owned));
+        (
+            axum::extract::Request::from_parts(parts, Body::from(bytes)),
+            name,
+        )
+    } else {
+        (request, None)
+    };
+    match server.authorize(&user, &asked, created_name.as_deref()) {
+        Ok(()) => next.run(request).await,
+        Err(error) => {
+            tracing::debug!(user = %user.name, error = %error, "request refused");
+            error.into_response()
+        }
+    }
+}
+
+impl ApiServer {
+    /// Asks the authorizers in order; the first to allow wins.
+    fn authorize(
+        &self,
+        user: &User,
+        asked: &Request,
+        created_name: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let mut reason = None;
+        for mode in &self.auth.modes {
+            match mode {
+                AuthorizationMode::AlwaysAllow => return Ok(()),
+                AuthorizationMode::Node => {
+                    let Some(node) = node_authorizer::node_of(user) else {
+                        continue;
+                    };
+                    match node_authorizer::authorize(node, asked, created_name, self) {
+                        Decision::Allow => return Ok(()),
+                        Decision::NoOpinion(why) => reason = why.or(reason),
+                    }
+                }
+                AuthorizationMode::Rbac => {
+                    if user.groups.iter().any(|g| g == MASTERS)
+                        || self.rbac_policy(asked)?.authorize(user, asked).is_ok()
+                    {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        Err(forbidden(user, asked, reason))
+    }
+
+    /// The roles and bindings that can apply to a request: cluster-wide ones and its namespace's.
+    fn rbac_policy(&self, asked: &Request) -> Result<Policy, ApiError> {
+        let namespace = match asked {
+            Request::Resource(r) => r.namespace.as_deref(),
+            Request::NonResource { .. } => None,
+        };
+        let rbac = |plural| {
+            resources::by_path("rbac.authorization.k8s.io", "v1", plural)
+                .ok_or_else(|| ApiError::Internal(format!("{plural} are not served")))
+        };
+        let cluster_role_bindings = self.list_of(rbac("clusterrolebindings")?, None)?;
+        let cluster_roles = self.list_of(rbac("clusterroles")?, None)?;
+        let (roles, role_bindings) = match namespace {
+            Some(ns) => (
+                self.list_of(rbac("roles")?, Some(ns))?,
+                self.list_of(rbac("rolebindings")?, Some(ns))?,
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
+        Ok(Policy {
+            roles,
+            cluster_roles,
+            role_bindings,
+            cluster_role_bindings,
+        })
+    }
+}
+
+impl PodGraph for ApiServer {
+    fn node_of_pod(&self, namespace: &str, name: &str) -> Option<String> {
+        let pods = resources::by_path("", "v1", "pods")?;
+        let kv = self.read(pods, Some(namespace), name).ok()?;
+        let pod: Pod = serde_json::from_slice(&kv.value).ok()?;
+        pod.spec?.node_name
+    }
+
+    fn pods_on(&self, node: &str, namespace: &str) -> Vec<Pod> {
+        let pods: Vec<Pod> = self.list_in("pods", namespace).unwrap_or_default();
+        pods.into_iter()
+            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(node))
+            .collect()
+    }
+}

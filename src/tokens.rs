@@ -1,0 +1,186 @@
+//! `wasmkube token create|list|delete`: bearer tokens kept as Secrets in kube-system, as `kubeadm token`
+//! does for bootstrap tokens (the ones nodes join with), and user tokens (`--user`) for people and scripts.
+
+use crate::cli::{ClientArgs, client};
+use anyhow::{Context, bail};
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use rand::Rng;
+use wasmkube_control::api::tokens::{
+    self, BOOTSTRAP_TOKEN_TYPE, NewToken, TOKEN_NAMESPACE, USER_TOKEN_TYPE,
+};
+
+/// `token` arguments.
+#[derive(clap::Args, Debug)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    command: TokenCommand,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum TokenCommand {
+    /// Issue a token and print it: a bootstrap token for joining nodes, or with --user one for a user.
+    Create {
+        /// The user the token authenticates as (RBAC bindings name them); none makes a bootstrap token.
+        #[arg(long)]
+        user: Option<String>,
+        /// The user's groups (repeat or comma-separate).
+        #[arg(long = "group", value_delimiter = ',')]
+        groups: Vec<String>,
+        /// How long it works, e.g. 24h, 30m, 7d; 0 for ever (default: 24h for bootstrap tokens, for ever for
+        /// user tokens).
+        #[arg(long)]
+        ttl: Option<String>,
+        /// Why the token exists.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List the tokens (their IDs, never their secrets).
+    List,
+    /// Revoke a token, by its ID or the whole token.
+    Delete {
+        /// The ID (the part before the dot) or the token.
+        #[arg(value_name = "TOKEN_OR_ID")]
+        revoked: String,
+    },
+}
+
+fn random(len: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect()
+}
+
+/// `24h`, `30m`, `7d` (jiff's friendly durations; `0`: never) as a lifetime.
+fn parse_ttl(text: &str) -> anyhow::Result<Option<jiff::SignedDuration>> {
+    if text.trim() == "0" {
+        return Ok(None);
+    }
+    let wrong =
+        || format!("--ttl {text:?} is not a duration such as 30m, 24h or 7d (or 0 for ever)");
+    let span: jiff::Span = text.trim().parse().with_context(wrong)?;
+    let duration = span
+        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+        .with_context(wrong)?;
+    if !duration.is_positive() {
+        bail!(wrong());
+    }
+    Ok(Some(duration))
+}
+
+/// Runs a `token` subcommand.
+pub async fn token(args: &ClientArgs, command: TokenArgs) -> anyhow::Result<()> {
+    let (client, _) = client(args).await?;
+    let secrets: Api<Secret> = Api::namespaced(client, TOKEN_NAMESPACE);
+    match command.command {
+        TokenCommand::Create {
+            user,
+            groups,
+            ttl,
+            description,
+        } => {
+            if user.as_deref().is_some_and(str::is_empty) {
+                bail!("--user must not be empty");
+            }
+            let default_ttl = if user.is_some() { "0" } else { "24h" };
+            let lifetime = parse_ttl(ttl.as_deref().unwrap_or(default_ttl))?;
+            let new = NewToken {
+                id: random(6),
+                secret: random(16),
+                user,
+                groups: groups.into_iter().filter(|g| !g.is_empty()).collect(),
+                expiration: lifetime.map(|d| jiff::Timestamp::now() + d),
+                description,
+            };
+            secrets
+                .create(&PostParams::default(), &tokens::token_secret(&new))
+                .await
+                .context("cannot store the token")?;
+            println!("{}.{}", new.id, new.secret);
+            Ok(())
+        }
+        TokenCommand::List => {
+            let list = secrets.list(&ListParams::default()).await?;
+            println!(
+                "{:<8} {:<10} {:<24} {:<22} DESCRIPTION",
+                "ID", "KIND", "USER", "EXPIRES"
+            );
+            for secret in list.items {
+                let kind = match secret.type_.as_deref() {
+                    Some(BOOTSTRAP_TOKEN_TYPE) => "bootstrap",
+                    Some(USER_TOKEN_TYPE) => "user",
+                    _ => continue,
+                };
+                let field = |key: &str| {
+                    secret
+                        .data
+                        .as_ref()
+                        .and_then(|d| d.get(key))
+                        .map(|v| String::from_utf8_lossy(&v.0).into_owned())
+                        .unwrap_or_default()
+                };
+                let user = match kind {
+                    "user" => field("user"),
+                    _ => format!("system:bootstrap:{}", field("token-id")),
+                };
+                let expires = Some(field("expiration"))
+                    .filter(|e| !e.is_empty())
+                    .unwrap_or_else(|| "<never>".into());
+                println!(
+                    "{:<8} {:<10} {:<24} {:<22} {}",
+                    field("token-id"),
+                    kind,
+                    user,
+                    expires,
+                    field("description")
+                );
+            }
+            Ok(())
+        }
+        TokenCommand::Delete { revoked } => {
+            let id = revoked.split('.').next().unwrap_or_default();
+            let mut deleted = false;
+            for name in [
+                tokens::bootstrap_secret_name(id),
+                tokens::user_secret_name(id),
+            ] {
+                match secrets.delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => deleted = true,
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => return Err(e).context("cannot delete the token"),
+                }
+            }
+            if !deleted {
+                bail!("token {id:?} not found");
+            }
+            println!("token {id:?} deleted");
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifetimes_parse_or_say_what_is_wrong() {
+        assert_eq!(
+            parse_ttl("24h").unwrap(),
+            Some(jiff::SignedDuration::from_hours(24))
+        );
+        assert_eq!(
+            parse_ttl("7d").unwrap(),
+            Some(jiff::SignedDuration::from_hours(168))
+        );
+        assert_eq!(parse_ttl("0").unwrap(), None);
+        for bad in ["", "h", "-1h", "soon"] {
+            assert!(parse_ttl(bad).is_err(), "{bad}");
+        }
+        let token = format!("{}.{}", random(6), random(16));
+        assert!(tokens::split_token(&token).is_some(), "{token}");
+    }
+}

@@ -1,0 +1,475 @@
+//! A secured control plane (`--tls --authorization-mode Node,RBAC --token-auth-file`) as its users meet it:
+//! anonymous and wrong credentials get 401; users get what their RoleBindings and ClusterRoleBindings grant,
+//! in kubectl's and our CLI's words when refused; node agents change only their own Node, Lease and pods and
+//! read only the Secrets and ConfigMaps of their pods.
+
+mod common;
+
+use common::{NodeAgent, PODS, Server, echo_pod, wait_for, wasmkube};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+const TOKENS: &str = "alice-token,alice,1001\n\
+bob-token,bob,1002,\"ops,other\"\n\
+n1-token,system:node:auth-n1,n1,system:nodes\n\
+n2-token,system:node:auth-n2,n2,system:nodes\n";
+
+fn secured_server(dir: &Path) -> Server {
+    let tokens = dir.join("tokens.csv");
+    std::fs::write(&tokens, TOKENS).unwrap();
+    let tokens = tokens.display().to_string();
+    Server::start_with(&[
+        "--tls",
+        "--authorization-mode",
+        "Node,RBAC",
+        "--token-auth-file",
+        &tokens,
+    ])
+}
+
+/// kubectl with the server's kubeconfig, as the admin or with `--token`; (success, stdout, stderr).
+fn kubectl(
+    server: &Server,
+    token: Option<&str>,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> (bool, String, String) {
+    let mut command = Command::new(std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()));
+    command.arg("--kubeconfig").arg(server.kubeconfig());
+    if let Some(token) = token {
+        command.arg(format!("--token={token}"));
+    }
+    let mut child = command
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run kubectl");
+    if let Some(text) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    let output = child.wait_with_output().unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+const POLICY: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: dev}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: prod}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, namespace: dev}
+data: {mode: dev}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, namespace: prod}
+data: {mode: prod}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: db, namespace: dev}
+stringData: {password: s3cret}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: alice-edits-dev, namespace: dev}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: edit}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: ops-view}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: view}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: Group, name: ops}]
+"#;
+
+fn config_map(namespace: &str, name: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: {namespace}}}\ndata: {{a: b}}\n"
+    )
+}
+
+#[test]
+fn anonymous_and_wrong_tokens_get_401_and_users_get_what_their_bindings_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = secured_server(dir.path());
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+
+    // No credentials, or wrong ones: 401 with a Status, on every path.
+    for token in [None, Some("wrong-token")] {
+        for path in ["/api/v1/namespaces/default/pods", "/version", "/apis"] {
+            let response = server
+                .http_as(token)
+                .get(format!("{}{path}", server.url))
+                .send()
+                .unwrap();
+            assert_eq!(response.status(), 401, "{path} with {token:?}");
+            let status: Value = response.json().unwrap();
+            assert_eq!(status["reason"], "Unauthorized");
+            assert_eq!(status["kind"], "Status");
+        }
+    }
+    let (ok, _, err) = kubectl(&server, Some("wrong-token"), &["get", "pods"], None);
+    assert!(!ok);
+    assert!(err.contains("You must be logged in to the server"), "{err}");
+
+    // The admin of the kubeconfig sets up namespaces, objects and bindings.
+    let (ok, out, err) = kubectl(&server, None, &["apply", "-f", "-"], Some(POLICY));
+    assert!(ok, "{out}{err}");
+
+    // alice may edit dev only.
+    let alice = Some("alice-token");
+    let (ok, out, err) = kubectl(&server, alice, &["get", "configmaps", "-n", "dev"], None);
+    assert!(ok && out.contains("settings"), "{out}{err}");
+    let (ok, out, err) = kubectl(
+        &server,
+        alice,
+        &["get", "secrets", "-n", "dev", "db", "-o", "name"],
+        None,
+    );
+    assert!(ok && out.contains("secret/db"), "{out}{err}");
+    let (ok, out, err) = kubectl(
+        &server,
+        alice,
+        &["apply", "-f", "-"],
+        Some(&config_map("dev", "mine")),
+    );
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = kubectl(&server, alice, &["get", "configmaps", "-n", "prod"], None);
+    assert!(!ok);
+    assert!(
+        err.contains(r#"Error from server (Forbidden): configmaps is forbidden: User "alice" cannot list resource "configmaps" in API group "" in the namespace "prod""#),
+        "{err}"
+    );
+    let (ok, _, err) = kubectl(
+        &server,
+        alice,
+        &["get", "configmap", "settings", "-n", "prod"],
+        None,
+    );
+    assert!(!ok);
+    assert!(
+        err.contains(r#"configmaps "settings" is forbidden: User "alice" cannot get resource "configmaps" in API group "" in the namespace "prod""#),
+        "{err}"
+    );
+    let (ok, _, err) = kubectl(
+        &server,
+        alice,
+        &["apply", "-f", "-"],
+        Some(&config_map("prod", "mine")),
+    );
+    assert!(!ok);
+    assert!(err.contains("forbidden"), "{err}");
+    let (ok, _, err) = kubectl(&server, alice, &["delete", "namespace", "prod"], None);
+    assert!(!ok);
+    assert!(
+        err.contains(r#"namespaces "prod" is forbidden: User "alice" cannot delete resource "namespaces" in API group "" in the namespace "prod""#),
+        "{err}"
+    );
+    let (ok, _, err) = kubectl(&server, alice, &["get", "nodes"], None);
+    assert!(!ok);
+    assert!(
+        err.contains(r#"nodes is forbidden: User "alice" cannot list resource "nodes" in API group "" at the cluster scope"#),
+        "{err}"
+    );
+    // Nothing of prod changed.
+    let (ok, out, _) = kubectl(
+        &server,
+        None,
+        &["get", "configmaps", "-n", "prod", "-o", "name"],
+        None,
+    );
+    assert!(
+        ok && !out.contains("mine") && out.contains("settings"),
+        "{out}"
+    );
+
+    // bob's group ops may read everything but Secrets, everywhere, and change nothing.
+    let bob = Some("bob-token");
+    let (ok, out, err) = kubectl(&server, bob, &["get", "configmaps", "-A"], None);
+    assert!(
+        ok && out.contains("prod") && out.contains("dev"),
+        "{out}{err}"
+    );
+    let (ok, _, err) = kubectl(&server, bob, &["get", "secrets", "-n", "dev"], None);
+    assert!(!ok);
+    assert!(
+        err.contains(r#"User "bob" cannot list resource "secrets""#),
+        "{err}"
+    );
+    let (ok, _, err) = kubectl(
+        &server,
+        bob,
+        &["apply", "-f", "-"],
+        Some(&config_map("dev", "bobs")),
+    );
+    assert!(!ok);
+    assert!(err.contains("forbidden"), "{err}");
+
+    // The same rules through our own CLI: one line, non-zero exit.
+    let (ok, out, err) = wasmkube(
+        &server,
+        &["--token", "alice-token", "get", "configmaps", "-n", "dev"],
+    );
+    assert!(ok && out.contains("settings"), "{out}{err}");
+    let (ok, _, err) = wasmkube(
+        &server,
+        &["--token", "alice-token", "get", "configmaps", "-n", "prod"],
+    );
+    assert!(!ok);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains(r#"User "alice" cannot list resource "configmaps""#),
+        "{err}"
+    );
+    let (ok, _, err) = wasmkube(&server, &["--token", "wrong-token", "get", "pods"]);
+    assert!(!ok);
+    assert!(err.contains("Unauthorized"), "{err}");
+}
+
+#[test]
+fn a_node_changes_only_its_own_objects_and_reads_only_what_its_pods_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = secured_server(dir.path());
+    let admin = server.http();
+    let post = |path: &str, body: Value| {
+        let response = admin
+            .post(format!("{}{path}", server.url))
+            .json(&body)
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 201, "{}", response.text().unwrap());
+    };
+    post(
+        "/api/v1/namespaces/default/secrets",
+        json!({"metadata": {"name": "db"}, "stringData": {"password": "s3cret"}}),
+    );
+    post(
+        "/api/v1/namespaces/default/secrets",
+        json!({"metadata": {"name": "unused"}, "stringData": {"password": "other"}}),
+    );
+    // A pod on auth-n1 that takes its password from the Secret db; one on auth-n2, whose agent never runs.
+    let mut web = echo_pod("web", "auth-n1");
+    web["spec"]["containers"][0]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}));
+    post(PODS, web);
+    post(PODS, echo_pod("theirs", "auth-n2"));
+
+    // The agent, with only its node's token, registers, renews its Lease, reads the Secret, runs the pod and
+    // reports its status.
+    let _agent = NodeAgent::start_as(&server, "auth-n1", Some("n1-token"));
+    wait_for(&server, "web", "Running", |pod| {
+        pod["status"]["phase"] == "Running"
+    });
+
+    let node = server.http_as(Some("n1-token"));
+    let url = |path: &str| format!("{}{path}", server.url);
+    let refused = |response: reqwest::blocking::Response, message: &str| {
+        assert_eq!(response.status(), 403);
+        let status: Value = response.json().unwrap();
+        assert_eq!(status["reason"], "Forbidden");
+        let text = status["message"].as_str().unwrap_or_default().to_owned();
+        assert!(text.contains(message), "{text}");
+    };
+    let get = |path: &str| node.get(url(path)).send().unwrap();
+    assert_eq!(get("/api/v1/namespaces/default/secrets/db").status(), 200);
+    refused(
+        get("/api/v1/namespaces/default/secrets/unused"),
+        r#"secrets "unused" is forbidden: User "system:node:auth-n1" cannot get resource "secrets" in API group "" in the namespace "default": no relationship found between node 'auth-n1' and this object"#,
+    );
+    refused(
+        get("/api/v1/namespaces/default/secrets"),
+        "cannot list resource \"secrets\"",
+    );
+    refused(
+        get("/api/v1/namespaces/default/pods/web/log"),
+        "cannot get resource \"pods/log\"",
+    );
+    assert_eq!(get("/api/v1/nodes").status(), 200);
+    assert_eq!(
+        get("/api/v1/pods?fieldSelector=spec.nodeName%3Dauth-n1").status(),
+        200
+    );
+
+    let merge = |path: &str, body: Value| {
+        node.patch(url(path))
+            .header("Content-Type", "application/merge-patch+json")
+            .body(body.to_string())
+            .send()
+            .unwrap()
+    };
+    let labelled = json!({"metadata": {"labels": {"touched": "yes"}}});
+    assert_eq!(
+        merge("/api/v1/nodes/auth-n1", labelled.clone()).status(),
+        200
+    );
+    refused(
+        merge("/api/v1/nodes/auth-n2/status", labelled.clone()),
+        r#"nodes "auth-n2" is forbidden: User "system:node:auth-n1" cannot patch resource "nodes/status""#,
+    );
+    let ready = json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+    assert_eq!(
+        merge("/api/v1/namespaces/default/pods/web/status", ready.clone()).status(),
+        200
+    );
+    refused(
+        merge("/api/v1/namespaces/default/pods/theirs/status", ready),
+        r#"pods "theirs" is forbidden"#,
+    );
+    refused(
+        node.delete(url("/api/v1/namespaces/default/pods/theirs"))
+            .send()
+            .unwrap(),
+        r#"cannot delete resource "pods""#,
+    );
+    refused(
+        node.post(url("/api/v1/nodes"))
+            .json(&json!({"metadata": {"name": "auth-n2"}}))
+            .send()
+            .unwrap(),
+        r#"nodes is forbidden: User "system:node:auth-n1" cannot create resource "nodes""#,
+    );
+    let lease = |name: &str| json!({"metadata": {"name": name, "namespace": "kube-node-lease"}, "spec": {"holderIdentity": name}});
+    refused(
+        node.post(url(
+            "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+        ))
+        .json(&lease("auth-n2"))
+        .send()
+        .unwrap(),
+        r#"leases.coordination.k8s.io is forbidden: User "system:node:auth-n1" cannot create resource "leases" in API group "coordination.k8s.io" in the namespace "kube-node-lease""#,
+    );
+    refused(
+        node.post(url(PODS))
+            .json(&echo_pod("sneaky", "auth-n1"))
+            .send()
+            .unwrap(),
+        r#"cannot create resource "pods""#,
+    );
+    // The other node's own token may do for auth-n2 what auth-n1's may not.
+    let other = server.http_as(Some("n2-token"));
+    let response = other
+        .post(url(
+            "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases",
+        ))
+        .json(&lease("auth-n2"))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().unwrap());
+}
+
+#[test]
+fn issued_tokens_authenticate_as_their_user_until_revoked_or_expired() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = secured_server(dir.path());
+    let (ok, out, err) = kubectl(&server, None, &["apply", "-f", "-"], Some(POLICY));
+    assert!(ok, "{out}{err}");
+    let issue = |args: &[&str]| {
+        let mut all = vec!["token", "create"];
+        all.extend_from_slice(args);
+        let (ok, out, err) = wasmkube(&server, &all);
+        assert!(ok, "{out}{err}");
+        out.trim().to_owned()
+    };
+
+    // A user token for carol in group ops: what ops may do (view), as carol.
+    let carol = issue(&[
+        "--user",
+        "carol",
+        "--group",
+        "ops",
+        "--description",
+        "for carol",
+    ]);
+    let (ok, out, err) = kubectl(&server, Some(&carol), &["get", "configmaps", "-A"], None);
+    assert!(ok && out.contains("prod"), "{out}{err}");
+    let (ok, _, err) = kubectl(
+        &server,
+        Some(&carol),
+        &["get", "secrets", "-n", "dev"],
+        None,
+    );
+    assert!(!ok);
+    assert!(
+        err.contains(r#"User "carol" cannot list resource "secrets""#),
+        "{err}"
+    );
+
+    // A bootstrap token is a system:bootstrap:ID user, allowed nothing by these bindings.
+    let bootstrap = issue(&[]);
+    let id = bootstrap.split('.').next().unwrap().to_owned();
+    let (ok, _, err) = kubectl(&server, Some(&bootstrap), &["get", "pods"], None);
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            r#"User "system:bootstrap:{id}" cannot list resource "pods""#
+        )),
+        "{err}"
+    );
+
+    // Listed by ID, never with their secrets.
+    let (ok, out, err) = wasmkube(&server, &["token", "list"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("carol") && out.contains("for carol") && out.contains(&id),
+        "{out}"
+    );
+    assert!(!out.contains(&carol) && !out.contains(&bootstrap), "{out}");
+
+    // Revoked: 401 from then on. A wrong secret for a known ID is 401 too.
+    let (ok, out, err) = wasmkube(&server, &["token", "delete", &carol]);
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = kubectl(&server, Some(&carol), &["get", "configmaps", "-A"], None);
+    assert!(!ok && err.contains("Unauthorized"), "{err}");
+    let forged = format!("{id}.0000000000000000");
+    let response = server
+        .http_as(Some(&forged))
+        .get(format!("{}/api/v1/pods", server.url))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 401);
+
+    // Expired: 401.
+    let brief = issue(&["--user", "dave", "--ttl", "1s"]);
+    let status = |token: &str| {
+        server
+            .http_as(Some(token))
+            .get(format!("{}/version", server.url))
+            .send()
+            .unwrap()
+            .status()
+    };
+    assert_eq!(status(&brief), 200);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert_eq!(status(&brief), 401);
+
+    // Bad input: one line and a non-zero exit.
+    let (ok, _, err) = wasmkube(&server, &["token", "create", "--ttl", "soon"]);
+    assert!(
+        !ok && err.contains("--ttl \"soon\" is not a duration"),
+        "{err}"
+    );
+    let (ok, _, err) = wasmkube(&server, &["token", "delete", "zzzzzz"]);
+    assert!(!ok && err.contains("not found"), "{err}");
+}
