@@ -132,6 +132,19 @@ pub async fn client(args: &ClientArgs) -> anyhow::Result<(Client, String)> {
 }
 
 async fn session(args: &ClientArgs) -> anyhow::Result<Session> {
+    let config = config(args).await?;
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    Ok(Session {
+        client: Client::try_from(config)?,
+        namespace,
+    })
+}
+
+/// The client configuration of `--server`, `--kubeconfig` or the usual kubeconfig rules, with the overrides.
+pub async fn config(args: &ClientArgs) -> anyhow::Result<Config> {
     let mut config = match (&args.server, &args.kubeconfig) {
         (Some(server), _) => Config::new(
             server
@@ -162,14 +175,7 @@ async fn session(args: &ClientArgs) -> anyhow::Result<Session> {
         }
         config.root_cert = Some(certificates);
     }
-    let namespace = args
-        .namespace
-        .clone()
-        .unwrap_or_else(|| config.default_namespace.clone());
-    Ok(Session {
-        client: Client::try_from(config)?,
-        namespace,
-    })
+    Ok(config)
 }
 
 fn resource(name: &str) -> anyhow::Result<&'static ResourceType> {

@@ -6,12 +6,14 @@ mod local_cluster;
 mod port_forward;
 mod rollout;
 mod server;
+mod tls_identity;
 mod tokens;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use wasmkube_node::join;
 
 #[derive(Parser)]
 #[command(
@@ -150,14 +152,29 @@ struct NodeArgs {
     instance_pool: u32,
 }
 
-async fn run_node(client: &cli::ClientArgs, args: NodeArgs) -> anyhow::Result<()> {
-    let (client, _) = cli::client(client).await?;
+async fn run_node(client_args: &cli::ClientArgs, args: NodeArgs) -> anyhow::Result<()> {
     let data_dir = args
         .data_dir
         .unwrap_or_else(|| default_data_dir().join("nodes").join(&args.name));
     // wasmtime's compilation cache needs an absolute path; a relative --data-dir is the user's working dir's.
     let data_dir = std::path::absolute(&data_dir)
         .with_context(|| format!("invalid data dir {}", data_dir.display()))?;
+    let join_token = client_args
+        .token
+        .as_deref()
+        .filter(|t| join::is_join_token(t));
+    let joined = data_dir.join("pki/node.crt").exists();
+    let client = match (&client_args.server, join_token.is_some() || joined) {
+        (Some(server), true) => {
+            let server: http::Uri = server
+                .parse()
+                .with_context(|| format!("invalid server URL {server:?}"))?;
+            let config = join::node_credentials(&server, join_token, &args.name, &data_dir).await?;
+            kube::Client::try_from(config)?
+        }
+        (None, true) => anyhow::bail!("joining a cluster needs --server https://HOST:PORT"),
+        (_, false) => cli::client(client_args).await?.0,
+    };
     let initial = std::time::Duration::from_secs_f64(args.crash_backoff_seconds.max(0.0));
     let config = wasmkube_node::agent::AgentConfig {
         node_name: args.name,

@@ -114,6 +114,7 @@ impl ControllerArgs {
                 .map_err(|_| {
                     anyhow::anyhow!("--pod-gc-quarantine-seconds must be a positive number")
                 })?,
+            signer: None,
         })
     }
 }
@@ -140,7 +141,7 @@ const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "
 
 /// Runs the control plane until Ctrl-C or SIGTERM.
 pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
-    let controllers = config.controllers.config()?;
+    let mut controllers = config.controllers.config()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let store_path = config.data_dir.join("store.redb");
@@ -160,10 +161,6 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let admin_token = read_or_create_token(&config.data_dir.join("admin.token"))?;
     let loopback_token = new_token();
     let auth = auth_config(&config, &admin_token, &loopback_token)?;
-    let api = ApiServer::new(Arc::new(store), service_network).with_auth(auth);
-    let watches = api.clone();
-    create_system_namespaces(&api).await?;
-    create_bootstrap_policy(&api).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -173,9 +170,17 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     } else {
         None
     };
+    let ca_pem = tls.as_ref().map(|(ca, _)| ca.cert_pem().to_owned());
+    let mut api = ApiServer::new(Arc::new(store), service_network).with_auth(auth);
+    if let Some((ca, _)) = &tls {
+        api = api.with_ca_certificate(ca.cert_pem());
+        controllers.signer = Some(ca.clone());
+    }
+    let watches = api.clone();
+    create_system_namespaces(&api).await?;
+    create_bootstrap_policy(&api).await?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let url = format!("{scheme}://{address}");
-    let ca_pem = tls.as_ref().map(|(ca, _)| ca.cert_pem().to_owned());
     let kubeconfig = write_kubeconfig(&config.data_dir, &url, &admin_token, ca_pem.as_deref())?;
     let mut loopback = kube::Config::new(url.parse()?);
     loopback.auth_info.token = Some(loopback_token.into());
@@ -195,6 +200,25 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         kubeconfig.display(),
         kubeconfig.display()
     );
+    if let Some(ca) = ca_pem.as_deref().filter(|_| {
+        !config
+            .authorization_mode
+            .contains(&AuthorizationMode::AlwaysAllow)
+    }) {
+        let join = crate::tokens::create_join_token(&api, ca)
+            .await
+            .context("cannot make a join token")?;
+        let host = config
+            .tls_sans
+            .first()
+            .cloned()
+            .unwrap_or_else(|| address.ip().to_string());
+        println!(
+            "join a node (token valid 24h; more with `wasmkube token create --print-join-command`):\n  \
+             wasmkube node --server https://{host}:{} --token {join} --name NODE",
+            address.port()
+        );
+    }
     let shutdown = async move {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -217,14 +241,17 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
                 shutdown.await;
                 stopper.graceful_shutdown(Some(grace));
             });
-            axum_server::from_tcp_rustls(
-                listener.into_std()?,
-                axum_server::tls_rustls::RustlsConfig::from_config(tls),
-            )?
-            .handle(handle)
-            .serve(api.router().into_make_service())
-            .await
-            .context("the API server failed")?;
+            let acceptor = crate::tls_identity::IdentifyingAcceptor::new(
+                axum_server::tls_rustls::RustlsAcceptor::new(
+                    axum_server::tls_rustls::RustlsConfig::from_config(tls),
+                ),
+            );
+            axum_server::from_tcp(listener.into_std()?)?
+                .acceptor(acceptor)
+                .handle(handle)
+                .serve(api.router().into_make_service())
+                .await
+                .context("the API server failed")?;
         }
         None => {
             let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -245,7 +272,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
 fn serving_tls(
     config: &ServerConfig,
     address: SocketAddr,
-) -> anyhow::Result<(pki::ClusterCa, Arc<rustls::ServerConfig>)> {
+) -> anyhow::Result<(Arc<pki::ClusterCa>, Arc<rustls::ServerConfig>)> {
     let ca = pki::ClusterCa::load_or_create(&config.data_dir.join("pki"))
         .context("cannot set up the cluster CA")?;
     let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
@@ -261,8 +288,8 @@ fn serving_tls(
     let issued = ca
         .issue_server("wasmkube-apiserver", &names)
         .context("cannot issue the serving certificate")?;
-    let tls = pki::server_config(&issued).context("cannot set up TLS")?;
-    Ok((ca, tls))
+    let tls = pki::server_config(&issued, ca.cert_pem()).context("cannot set up TLS")?;
+    Ok((Arc::new(ca), tls))
 }
 
 /// The authenticators and authorizers of the flags: the token file's users, the admin of the kubeconfig and

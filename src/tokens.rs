@@ -1,15 +1,18 @@
 //! `wasmkube token create|list|delete`: bearer tokens kept as Secrets in kube-system, as `kubeadm token`
 //! does for bootstrap tokens (the ones nodes join with), and user tokens (`--user`) for people and scripts.
 
-use crate::cli::{ClientArgs, client};
+use crate::cli::ClientArgs;
 use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use rand::Rng;
+use wasmkube_control::api::resources;
 use wasmkube_control::api::tokens::{
     self, BOOTSTRAP_TOKEN_TYPE, NewToken, TOKEN_NAMESPACE, USER_TOKEN_TYPE,
 };
+use wasmkube_control::apiserver::objects::Query;
+use wasmkube_control::apiserver::{ApiServer, Target};
 
 /// `token` arguments.
 #[derive(clap::Args, Debug)]
@@ -35,6 +38,9 @@ enum TokenCommand {
         /// Why the token exists.
         #[arg(long)]
         description: Option<String>,
+        /// Print the whole `wasmkube node` command that joins a node with it (bootstrap tokens only).
+        #[arg(long, conflicts_with = "user")]
+        print_join_command: bool,
     },
     /// List the tokens (their IDs, never their secrets).
     List,
@@ -71,16 +77,53 @@ fn parse_ttl(text: &str) -> anyhow::Result<Option<jiff::SignedDuration>> {
     Ok(Some(duration))
 }
 
+/// A new bootstrap token that works for a day.
+fn new_bootstrap_token() -> NewToken {
+    NewToken {
+        id: random(6),
+        secret: random(16),
+        user: None,
+        groups: Vec::new(),
+        expiration: Some(jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24)),
+        description: Some("made by wasmkube server at start".into()),
+    }
+}
+
+/// Stores a new bootstrap token through the in-process apiserver; returns its join token.
+pub async fn create_join_token(api: &ApiServer, ca_pem: &str) -> anyhow::Result<String> {
+    let token = new_bootstrap_token();
+    let secrets = resources::by_path("", "v1", "secrets").context("secrets are not served")?;
+    let target = Target {
+        resource: secrets,
+        namespace: Some(TOKEN_NAMESPACE.to_owned()),
+    };
+    api.create(
+        &target,
+        serde_json::to_value(tokens::token_secret(&token))?,
+        &Query::default(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let hash = tokens::ca_hash(ca_pem).context("the cluster CA is not a PEM certificate")?;
+    Ok(tokens::join_token(
+        &hash,
+        &format!("{}.{}", token.id, token.secret),
+    ))
+}
+
 /// Runs a `token` subcommand.
 pub async fn token(args: &ClientArgs, command: TokenArgs) -> anyhow::Result<()> {
-    let (client, _) = client(args).await?;
-    let secrets: Api<Secret> = Api::namespaced(client, TOKEN_NAMESPACE);
+    let config = crate::cli::config(args).await?;
+    let server = config.cluster_url.to_string();
+    let ca = config.root_cert.clone();
+    let secrets: Api<Secret> = Api::namespaced(kube::Client::try_from(config)?, TOKEN_NAMESPACE);
     match command.command {
         TokenCommand::Create {
             user,
             groups,
             ttl,
             description,
+            print_join_command,
         } => {
             if user.as_deref().is_some_and(str::is_empty) {
                 bail!("--user must not be empty");
@@ -95,11 +138,26 @@ pub async fn token(args: &ClientArgs, command: TokenArgs) -> anyhow::Result<()> 
                 expiration: lifetime.map(|d| jiff::Timestamp::now() + d),
                 description,
             };
+            let ca_hash = match (print_join_command, ca.as_ref().and_then(|c| c.first())) {
+                (false, _) => None,
+                (true, Some(der)) => Some(tokens::ca_der_hash(der)),
+                (true, None) => bail!(
+                    "--print-join-command needs the cluster CA: the kubeconfig's certificate-authority-data or --certificate-authority"
+                ),
+            };
             secrets
                 .create(&PostParams::default(), &tokens::token_secret(&new))
                 .await
                 .context("cannot store the token")?;
-            println!("{}.{}", new.id, new.secret);
+            let token = format!("{}.{}", new.id, new.secret);
+            match ca_hash {
+                Some(hash) => println!(
+                    "wasmkube node --server {} --token {} --name NODE",
+                    server.trim_end_matches('/'),
+                    tokens::join_token(&hash, &token)
+                ),
+                None => println!("{token}"),
+            }
             Ok(())
         }
         TokenCommand::List => {

@@ -805,7 +805,8 @@ async fn discovery_lists_every_resource_with_its_subresources() {
             "batch",
             "coordination.k8s.io",
             "rbac.authorization.k8s.io",
-            "discovery.k8s.io"
+            "discovery.k8s.io",
+            "certificates.k8s.io"
         ]
     );
     let (_, index) = api.get("/openapi/v3").await;

@@ -473,3 +473,138 @@ fn issued_tokens_authenticate_as_their_user_until_revoked_or_expired() {
     let (ok, _, err) = wasmkube(&server, &["token", "delete", "zzzzzz"]);
     assert!(!ok && err.contains("not found"), "{err}");
 }
+
+/// Runs `wasmkube node` to its end (a failed join); (success, stderr).
+fn failed_join(server: &Server, token: &str, name: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
+        .args([
+            "--server",
+            &server.url,
+            "--token",
+            token,
+            "node",
+            "--name",
+            name,
+            "--port",
+            "0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_node_joins_with_a_join_token_alone_and_keeps_its_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = secured_server(dir.path());
+    // Anyone may fetch the CA: a joining node checks it against its token.
+    let response = server
+        .http_as(None)
+        .get(format!("{}/cacerts", server.url))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.text().unwrap(),
+        std::fs::read_to_string(server.ca_file()).unwrap()
+    );
+
+    let (ok, out, err) = wasmkube(&server, &["token", "create", "--print-join-command"]);
+    assert!(ok, "{out}{err}");
+    let join = out
+        .split_whitespace()
+        .find(|word| word.starts_with("wk1:"))
+        .unwrap_or_else(|| panic!("no join token in {out}"))
+        .to_owned();
+    assert!(
+        out.starts_with(&format!(
+            "wasmkube node --server {} --token wk1:",
+            server.url
+        )),
+        "{out}"
+    );
+
+    // The node joins with the URL and the token only: its certificate is requested, approved and kept.
+    let mut agent = NodeAgent::start_as(&server, "edge-1", Some(&join));
+    let csrs: Value = server
+        .http()
+        .get(format!(
+            "{}/apis/certificates.k8s.io/v1/certificatesigningrequests",
+            server.url
+        ))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let csr = &csrs["items"][0];
+    let bootstrap_id = join.rsplit(':').next().unwrap().split('.').next().unwrap();
+    assert_eq!(
+        csr["spec"]["username"],
+        format!("system:bootstrap:{bootstrap_id}")
+    );
+    assert_eq!(
+        csr["spec"]["signerName"],
+        "kubernetes.io/kube-apiserver-client-kubelet"
+    );
+    assert_eq!(csr["status"]["conditions"][0]["type"], "Approved");
+    assert_eq!(csr["status"]["conditions"][0]["reason"], "AutoApproved");
+    assert!(csr["status"]["certificate"].is_string());
+    use std::os::unix::fs::PermissionsExt;
+    let key = std::fs::metadata(agent.data_dir.join("pki/node.key")).unwrap();
+    assert_eq!(key.permissions().mode() & 0o777, 0o600);
+
+    // As system:node:edge-1 it runs what is bound to it.
+    common::create_pod(&server, echo_pod("on-edge", "edge-1"));
+    wait_for(&server, "on-edge", "Running", |pod| {
+        pod["status"]["phase"] == "Running"
+    });
+
+    // The bootstrap token can go: a restarted agent uses its certificate.
+    let (ok, out, err) = wasmkube(&server, &["token", "delete", bootstrap_id]);
+    assert!(ok, "{out}{err}");
+    agent.restart(&server);
+
+    // A revoked token, or a token that trusts another CA, joins nothing: one line, non-zero exit.
+    let (ok, err) = failed_join(&server, &join, "edge-2");
+    assert!(!ok);
+    assert!(err.contains("Unauthorized"), "{err}");
+    let (ok, out, err) = wasmkube(&server, &["token", "create", "--print-join-command"]);
+    assert!(ok, "{out}{err}");
+    let fresh = out
+        .split_whitespace()
+        .find(|w| w.starts_with("wk1:"))
+        .unwrap()
+        .to_owned();
+    let mut forged = fresh.clone();
+    forged.replace_range(
+        4..8,
+        if &fresh[4..8] == "0000" {
+            "1111"
+        } else {
+            "0000"
+        },
+    );
+    let (ok, err) = failed_join(&server, &forged, "edge-3");
+    assert!(!ok);
+    assert!(
+        err.contains("is not the one the join token trusts"),
+        "{err}"
+    );
+    let (ok, err) = failed_join(&server, "wk1:nonsense", "edge-4");
+    assert!(!ok);
+    assert!(err.contains("is not a join token"), "{err}");
+    let nodes: Value = server
+        .http()
+        .get(format!("{}/api/v1/nodes", server.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(nodes["items"].as_array().map(Vec::len), Some(1), "{nodes}");
+}

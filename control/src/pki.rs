@@ -1,6 +1,6 @@
 //! The cluster's certificate authority: made on the control plane's first start and kept in its data dir, it
-//! signs the apiserver's serving certificate (and, later, node agents'), and clients trust the cluster by
-//! trusting it alone.
+//! signs the apiserver's serving certificate and the client certificates of joined nodes, and clients trust
+//! the cluster by trusting it alone.
 
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
@@ -141,6 +141,32 @@ impl ClusterCa {
     }
 }
 
+impl ClusterCa {
+    /// A client certificate for a PEM certificate request: its subject (user and groups) as requested,
+    /// valid for a year, for client authentication only.
+    pub fn sign_client_request(&self, request_pem: &str) -> Result<String, PkiError> {
+        let mut request = rcgen::CertificateSigningRequestParams::from_pem(request_pem)?;
+        let params = &mut request.params;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.subject_alt_names.clear();
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::minutes(5);
+        params.not_after = now + time::Duration::days(365);
+        Ok(request.signed_by(&self.issuer)?.pem())
+    }
+}
+
+impl std::fmt::Debug for ClusterCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterCa").finish_non_exhaustive()
+    }
+}
+
 /// The DER certificates of a PEM bundle (e.g. a CA file).
 pub fn certificates_der(pem: &str) -> Vec<Vec<u8>> {
     use rustls_pki_types::pem::PemObject;
@@ -150,8 +176,12 @@ pub fn certificates_der(pem: &str) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// A rustls server configuration presenting `issued`.
-pub fn server_config(issued: &Issued) -> Result<Arc<rustls::ServerConfig>, PkiError> {
+/// A rustls server configuration presenting `issued`; clients may present a certificate of `client_ca`
+/// (then it names them) or none.
+pub fn server_config(
+    issued: &Issued,
+    client_ca: &str,
+) -> Result<Arc<rustls::ServerConfig>, PkiError> {
     use rustls_pki_types::pem::PemObject;
     let certs: Vec<rustls_pki_types::CertificateDer<'static>> =
         rustls_pki_types::CertificateDer::pem_slice_iter(issued.cert_pem.as_bytes())
@@ -160,9 +190,20 @@ pub fn server_config(issued: &Issued) -> Result<Arc<rustls::ServerConfig>, PkiEr
     let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes())
         .map_err(|_| PkiError::Pem(PathBuf::from("the serving key")))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for der in certificates_der(client_ca) {
+        roots.add(der.into())?;
+    }
+    let clients = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| PkiError::Tls(rustls::Error::General(e.to_string())))?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
+        .with_client_cert_verifier(clients)
         .with_single_cert(certs, key)?;
     // HTTP/1.1 only: upgrades (port forwarding) need it, as kubectl's do.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
@@ -186,7 +227,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(certificates_der(&issued.cert_pem).len(), 1);
-        assert!(server_config(&issued).is_ok());
+        assert!(server_config(&issued, again.cert_pem()).is_ok());
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.path().join("ca.key"))
             .unwrap()

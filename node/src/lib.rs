@@ -6,6 +6,7 @@ pub mod agent;
 pub mod cpu;
 pub mod http_serve;
 pub mod images;
+pub mod join;
 pub mod log_server;
 pub mod logs;
 pub mod pod;

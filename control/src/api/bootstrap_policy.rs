@@ -1,6 +1,7 @@
-//! The ClusterRoles and ClusterRoleBindings every cluster starts with, as Kubernetes' bootstrap policy:
-//! `cluster-admin` for `system:masters`, discovery and health paths for every authenticated user, and the
-//! user-facing `admin`, `edit` and `view` roles to bind in a namespace.
+//! The ClusterRoles and ClusterRoleBindings every cluster starts with, as Kubernetes' bootstrap policy (and
+//! kubeadm's): `cluster-admin` for `system:masters`, discovery and health paths for every authenticated user,
+//! certificate requests for bootstrap tokens' users (joining nodes), and the user-facing `admin`, `edit` and
+//! `view` roles to bind in a namespace.
 
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use serde_json::{Value, json};
@@ -152,6 +153,11 @@ pub fn cluster_roles() -> Vec<ClusterRole> {
             "system:public-info-viewer",
             vec![json!({"nonResourceURLs": public_info, "verbs": ["get"]})],
         ),
+        cluster_role(
+            "system:node-bootstrapper",
+            vec![json!({"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests"],
+                        "verbs": ["create", "get", "list", "watch"]})],
+        ),
         cluster_role("admin", admin),
         cluster_role("edit", edit),
         cluster_role("view", view),
@@ -169,6 +175,11 @@ pub fn cluster_role_bindings() -> Vec<ClusterRoleBinding> {
             "system:discovery",
             "system:discovery",
             &["system:authenticated"],
+        ),
+        binding(
+            "system:node-bootstrapper",
+            "system:node-bootstrapper",
+            &["system:bootstrappers"],
         ),
         binding(
             "system:public-info-viewer",

@@ -744,6 +744,7 @@ impl KindRules for ClusterRoleBinding {
     const NAME_RULE: NameRule = NameRule::PathSegment;
 }
 impl KindRules for Lease {}
+impl KindRules for k8s_openapi::api::certificates::v1::CertificateSigningRequest {}
 impl KindRules for EndpointSlice {}
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! tables.
 
 pub mod bootstrap_policy;
+pub mod csr;
 pub mod kinds;
 pub mod node_authorizer;
 pub mod patch;

@@ -6,6 +6,7 @@ use super::table::{self, TableSpec};
 use super::validation::{self, Cause};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event, LimitRange, Namespace, Node, Pod, ResourceQuota, Secret, Service,
@@ -31,6 +32,8 @@ pub enum Subresource {
     Log,
     /// `portforward`: a connection upgraded to a stream to the pod's ports, through its node.
     PortForward,
+    /// `approval`: a CertificateSigningRequest's approval conditions (written like `status`).
+    Approval,
 }
 
 impl Subresource {
@@ -42,7 +45,13 @@ impl Subresource {
             Subresource::Binding => "binding",
             Subresource::Log => "log",
             Subresource::PortForward => "portforward",
+            Subresource::Approval => "approval",
         }
+    }
+
+    /// Whether writes through it change only `.status`.
+    pub fn writes_status(self) -> bool {
+        matches!(self, Subresource::Status | Subresource::Approval)
     }
 }
 
@@ -211,7 +220,7 @@ where
     })
 }
 
-use Subresource::{Binding, Log, PortForward, Scale, Status};
+use Subresource::{Approval, Binding, Log, PortForward, Scale, Status};
 
 macro_rules! resource {
     ($ty:ty, $plural:literal, $singular:literal, [$($short:literal),*], all: $all:literal, [$($sub:expr),*], fields: [$($field:literal),*], table: $table:expr $(, status_on_create: $soc:literal)?) => {
@@ -260,6 +269,7 @@ pub fn all() -> &'static [ResourceType] {
             resource!(RoleBinding, "rolebindings", "rolebinding", [], all: false, [], fields: [], table: &table::BINDINGS),
             resource!(ClusterRoleBinding, "clusterrolebindings", "clusterrolebinding", [], all: false, [], fields: [], table: &table::BINDINGS),
             resource!(EndpointSlice, "endpointslices", "endpointslice", [], all: false, [], fields: [], table: &table::ENDPOINT_SLICES),
+            resource!(CertificateSigningRequest, "certificatesigningrequests", "certificatesigningrequest", ["csr"], all: false, [Status, Approval], fields: ["spec.signerName"], table: &table::CERTIFICATE_SIGNING_REQUESTS),
         ]
     })
 }

@@ -654,6 +654,45 @@ pub static LEASES: TableSpec = TableSpec {
     row: |v, now| vec![s(v, "spec.holderIdentity").into(), created(v, now)],
 };
 
+/// certificatesigningrequests: as kubectl shows them, with the condition `Approved,Issued` once signed.
+pub static CERTIFICATE_SIGNING_REQUESTS: TableSpec = TableSpec {
+    columns: &[
+        col("Age", "string", 0),
+        col("SignerName", "string", 0),
+        col("Requestor", "string", 0),
+        col("RequestedDuration", "string", 0),
+        col("Condition", "string", 0),
+    ],
+    row: |v, now| {
+        let mut conditions: Vec<String> = list(v, "status.conditions")
+            .iter()
+            .filter(|c| s(c, "status") == "True")
+            .map(|c| s(c, "type").to_owned())
+            .collect();
+        if !s(v, "status.certificate").is_empty() {
+            conditions.push("Issued".into());
+        }
+        let condition = if conditions.is_empty() {
+            "Pending".to_owned()
+        } else {
+            conditions.join(",")
+        };
+        let duration = n(v, "spec.expirationSeconds");
+        vec![
+            created(v, now),
+            s(v, "spec.signerName").into(),
+            s(v, "spec.username").into(),
+            if duration > 0 {
+                format!("{duration}s")
+            } else {
+                "<none>".to_owned()
+            }
+            .into(),
+            condition.into(),
+        ]
+    },
+};
+
 /// endpointslices
 pub static ENDPOINT_SLICES: TableSpec = TableSpec {
     columns: &[

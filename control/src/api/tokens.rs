@@ -105,6 +105,36 @@ pub fn user_of_secret(secret: &Secret, token_secret: &str, now: jiff::Timestamp)
     }
 }
 
+/// The prefix of a join token: `wk1:CA_SHA256:ID.SECRET`.
+const JOIN_PREFIX: &str = "wk1:";
+
+/// The SHA-256 (hex) of a PEM CA certificate's DER: what a join token pins.
+pub fn ca_hash(ca_pem: &str) -> Option<String> {
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).ok()?;
+    Some(ca_der_hash(der.as_ref()))
+}
+
+/// The SHA-256 (hex) of a DER CA certificate.
+pub fn ca_der_hash(der: &[u8]) -> String {
+    Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A join token: the bootstrap token and the hash of the CA the joining node is to trust.
+pub fn join_token(ca_hash: &str, bootstrap_token: &str) -> String {
+    format!("{JOIN_PREFIX}{ca_hash}:{bootstrap_token}")
+}
+
+/// The CA hash and bootstrap token of a join token, if `text` is one.
+pub fn parse_join_token(text: &str) -> Option<(&str, &str)> {
+    let (hash, token) = text.strip_prefix(JOIN_PREFIX)?.split_once(':')?;
+    let hex = hash.len() == 64 && hash.bytes().all(|b| b.is_ascii_hexdigit());
+    (hex && split_token(token).is_some()).then_some((hash, token))
+}
+
 /// What a new token Secret holds.
 #[derive(Debug, Clone)]
 pub struct NewToken {
@@ -316,6 +346,21 @@ mod tests {
             })
         );
         assert_eq!(user_of_secret(&user, "0000000000000000", now), None);
+    }
+
+    #[test]
+    fn join_tokens_pin_the_ca() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let ca = rcgen::CertificateParams::default()
+            .self_signed(&key)
+            .unwrap()
+            .pem();
+        let join = join_token(&ca_hash(&ca).unwrap(), "abcdef.0123456789abcdef");
+        let (hash, token) = parse_join_token(&join).unwrap();
+        assert_eq!(Some(hash.to_owned()), ca_hash(&ca));
+        assert_eq!(token, "abcdef.0123456789abcdef");
+        assert_eq!(parse_join_token("abcdef.0123456789abcdef"), None);
+        assert_eq!(parse_join_token("wk1:00:abcdef.0123456789abcdef"), None);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use super::ApiServer;
 use super::error::ApiError;
-use super::objects::MAX_BODY;
+use super::objects::{MAX_BODY, decode_body};
 use crate::api::node_authorizer::{self, Decision, PodGraph};
 use crate::api::rbac::{MASTERS, Policy, Request, User};
 use crate::api::request_info::{self, QueryFacts};
@@ -13,7 +13,7 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http::{Method, header};
+use http::header;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use std::collections::HashMap;
 
@@ -146,18 +146,49 @@ struct AuthQuery {
     field_selector: Option<String>,
 }
 
+/// The user a client certificate (verified against the cluster CA by the TLS layer) names: its common name,
+/// and its organizations as groups. Put on each request of the connection by the server.
+#[derive(Debug, Clone)]
+pub struct ClientCertificate(pub Option<User>);
+
+impl ClientCertificate {
+    /// The identity in a DER certificate.
+    pub fn from_der(der: &[u8]) -> Self {
+        use x509_parser::prelude::FromDer;
+        let user = x509_parser::certificate::X509Certificate::from_der(der)
+            .ok()
+            .and_then(|(_, certificate)| {
+                let subject = certificate.subject();
+                let text = |a: &x509_parser::x509::AttributeTypeAndValue<'_>| {
+                    a.as_str().map(str::to_owned).ok()
+                };
+                let name = subject.iter_common_name().next().and_then(text)?;
+                let groups = subject.iter_organization().filter_map(text).collect();
+                Some(User { name, groups })
+            });
+        Self(user)
+    }
+}
+
+/// The paths served to anyone: the CA certificate, which joining nodes check against their token's hash.
+const PUBLIC_PATHS: [&str; 1] = ["/cacerts"];
+
 /// The middleware every request passes: authentication, then authorization.
 pub(super) async fn guard(
     State(server): State<ApiServer>,
     request: axum::extract::Request,
     next: Next,
 ) -> Response {
-    let Some(user) = server.authenticate(request.headers()) else {
-        return unauthorized();
-    };
-    if server.auth.modes.first() == Some(&AuthorizationMode::AlwaysAllow) {
+    if PUBLIC_PATHS.contains(&request.uri().path()) {
         return next.run(request).await;
     }
+    let certified = request
+        .extensions()
+        .get::<ClientCertificate>()
+        .and_then(|c| c.0.clone());
+    let Some(user) = certified.or_else(|| server.authenticate(request.headers())) else {
+        return unauthorized();
+    };
     let query: AuthQuery = request
         .uri()
         .query()
@@ -168,17 +199,36 @@ pub(super) async fn guard(
         field_selector: query.field_selector.as_deref(),
     };
     let asked = request_info::resolve(request.method(), request.uri().path(), facts);
-    // A node may create only its own Node and Lease: the name is in the body.
-    let creates_unnamed = matches!(&asked, Request::Resource(r) if r.name.is_none())
-        && *request.method() == Method::POST;
-    let (request, created_name) = if creates_unnamed && node_authorizer::node_of(&user).is_some() {
-        let (parts, body) = request.into_parts();
+    let creates = matches!(&asked, Request::Resource(r) if r.name.is_none() && r.verb == "create");
+    let csr = matches!(&asked, Request::Resource(r) if r.resource == "certificatesigningrequests");
+    let node = node_authorizer::node_of(&user).is_some();
+    // A certificate request records its requester; a node may create only its own Node and Lease (the name is
+    // in the body).
+    let (request, created_name) = if creates && (csr || node) {
+        let (mut parts, body) = request.into_parts();
         let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
             return ApiError::TooLarge(MAX_BODY).into_response();
         };
-        let name = serde_json::from_slice::<serde_json::Value>(&bytes)
-            .ok()
-            .and_then(|object| object["metadata"]["name"].as_str().map(str::to_owned));
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let mut object = decode_body(content_type, &bytes).ok();
+        let name = object
+            .as_ref()
+            .and_then(|o| o["metadata"]["name"].as_str().map(str::to_owned));
+        let bytes = match object.as_mut().filter(|o| csr && o["spec"].is_object()) {
+            Some(object) => {
+                object["spec"]["username"] = user.name.clone().into();
+                object["spec"]["groups"] = user.groups.clone().into();
+                parts.headers.insert(
+                    header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                );
+                object.to_string().into()
+            }
+            None => bytes,
+        };
         (
             axum::extract::Request::from_parts(parts, Body::from(bytes)),
             name,

@@ -43,6 +43,8 @@ pub struct ApiServer {
     closing: Arc<tokio::sync::watch::Sender<bool>>,
     /// Who may do what.
     auth: Arc<auth::AuthConfig>,
+    /// The cluster CA's certificate (PEM), when the server serves TLS: served at `/cacerts`.
+    ca_pem: Option<Arc<str>>,
 }
 
 /// Which objects a request is about: a resource type and, for namespaced types, maybe one namespace.
@@ -65,7 +67,14 @@ impl ApiServer {
             pod_admission: Arc::new(tokio::sync::Mutex::new(())),
             closing: Arc::new(tokio::sync::watch::Sender::new(false)),
             auth: Arc::new(auth::AuthConfig::default()),
+            ca_pem: None,
         }
+    }
+
+    /// The same apiserver, serving the cluster CA's certificate at `/cacerts`.
+    pub fn with_ca_certificate(mut self, pem: &str) -> Self {
+        self.ca_pem = Some(pem.into());
+        self
     }
 
     /// The same apiserver, authenticating and authorizing requests as `auth` says.
@@ -88,6 +97,7 @@ impl ApiServer {
                 get(|| async { json(StatusCode::OK, discovery::version()) }),
             )
             .route("/healthz", get(|| async { "ok" }))
+            .route("/cacerts", get(ca_certificate))
             .route("/livez", get(|| async { "ok" }))
             .route("/readyz", get(|| async { "ok" }))
             .route(
@@ -152,6 +162,20 @@ fn json(code: StatusCode, body: Value) -> Response {
         HeaderValue::from_static("application/json"),
     );
     response
+}
+
+async fn ca_certificate(State(server): State<ApiServer>) -> Response {
+    match &server.ca_pem {
+        Some(pem) => {
+            let mut response = pem.to_string().into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-pem-file"),
+            );
+            response
+        }
+        None => not_found_path(),
+    }
 }
 
 async fn openapi_document(Path(path): Path<String>) -> Response {
@@ -366,7 +390,7 @@ async fn serve(
                 },
             ))
         }
-        (Method::GET, Some(name), None | Some(Subresource::Status)) => {
+        (Method::GET, Some(name), None | Some(Subresource::Status | Subresource::Approval)) => {
             let object = server.get(target, name)?;
             Ok(json(
                 StatusCode::OK,
@@ -412,7 +436,7 @@ async fn serve(
                 server.bind(target, name, binding).await?,
             ))
         }
-        (Method::PUT, Some(name), None | Some(Subresource::Status)) => {
+        (Method::PUT, Some(name), None | Some(Subresource::Status | Subresource::Approval)) => {
             let object = decode_body(content_type(&request.headers), &request.body)?;
             Ok(written(
                 StatusCode::OK,
@@ -428,7 +452,11 @@ async fn serve(
                 server.update_scale(target, name, scale, query).await?,
             ))
         }
-        (Method::PATCH, Some(name), None | Some(Subresource::Status | Subresource::Scale)) => {
+        (
+            Method::PATCH,
+            Some(name),
+            None | Some(Subresource::Status | Subresource::Approval | Subresource::Scale),
+        ) => {
             let media = content_type(&request.headers)
                 .unwrap_or_default()
                 .to_owned();

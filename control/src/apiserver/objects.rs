@@ -560,7 +560,7 @@ impl ApiServer {
         query: &Query,
     ) -> Result<Written, ApiError> {
         let resource = target.resource;
-        if subresource == Some(Subresource::Status) {
+        if subresource.is_some_and(Subresource::writes_status) {
             // A status write changes the status and nothing else.
             let status = new.get("status").cloned();
             new = old.clone();
@@ -597,7 +597,7 @@ impl ApiServer {
             .map(|m| m.remove("managedFields"));
         let _service_writes = self.lock_service_writes(resource).await;
         let (mut new, warnings) = admit(resource, new, Some(&old), None, query)?;
-        if subresource != Some(Subresource::Status) {
+        if !subresource.is_some_and(Subresource::writes_status) {
             self.allocate_service_addresses(resource, &mut new, Some(&old))?;
         }
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
@@ -716,7 +716,7 @@ impl ApiServer {
                     name,
                     old,
                     new,
-                    subresource.filter(|s| *s == Subresource::Status),
+                    subresource.filter(|s| s.writes_status()),
                     query,
                 )
                 .await

@@ -2,6 +2,7 @@
 //! function run by kube-runtime's Controller (watch → deduplicating queue → reconcile → retry), talking to the
 //! rest of the cluster only through the apiserver.
 
+pub mod certificates;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -43,6 +44,8 @@ pub struct ControllersConfig {
     pub job_backoff: Duration,
     /// How long a node must be missing before the pods bound to it are deleted.
     pub pod_gc_quarantine: Duration,
+    /// The CA that signs approved client certificate requests (none: requests wait for another signer).
+    pub signer: Option<Arc<crate::pki::ClusterCa>>,
 }
 
 impl Default for ControllersConfig {
@@ -54,6 +57,7 @@ impl Default for ControllersConfig {
             node_monitor_grace: Duration::from_secs(10),
             job_backoff: Duration::from_secs(10),
             pod_gc_quarantine: Duration::from_secs(40),
+            signer: None,
         }
     }
 }
@@ -89,6 +93,11 @@ pub async fn run(client: kube::Client, config: ControllersConfig) {
         statefulset::run(client.clone()),
         cronjob::run(client.clone()),
         resource_quota::run(client.clone()),
+        async {
+            if let Some(ca) = config.signer.clone() {
+                certificates::run(client.clone(), ca).await;
+            }
+        },
     );
 }
 
