@@ -292,7 +292,7 @@ fn main() {
     let api_port = free_port();
     let _wasmkube = Process(
         Command::new(env!("CARGO_BIN_EXE_wasmkube"))
-            .args(["server", "--data-dir"])
+            .args(["server", "--insecure", "--data-dir"])
             .arg(dir.path().join("wasmkube"))
             .args(["--listen", &format!("127.0.0.1:{api_port}")])
             .stdout(Stdio::null())

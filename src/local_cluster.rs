@@ -265,9 +265,6 @@ fn server_args(record: &ClusterRecord) -> Vec<String> {
         record.cluster_cidr(),
         "--service-cluster-ip-range".into(),
         record.service_range(),
-        "--tls".into(),
-        "--authorization-mode".into(),
-        "Node,RBAC".into(),
         "--token-auth-file".into(),
         record.tokens_file().display().to_string(),
     ]

@@ -163,6 +163,7 @@ async fn run_node(client_args: &cli::ClientArgs, args: NodeArgs) -> anyhow::Resu
         .token
         .as_deref()
         .filter(|t| join::is_join_token(t));
+    let apiserver_ips = apiserver_ips(client_args).await?;
     let joined = data_dir.join("pki/node.crt").exists();
     let client = match (&client_args.server, join_token.is_some() || joined) {
         (Some(server), true) => {
@@ -175,6 +176,17 @@ async fn run_node(client_args: &cli::ClientArgs, args: NodeArgs) -> anyhow::Resu
         (None, true) => anyhow::bail!("joining a cluster needs --server https://HOST:PORT"),
         (_, false) => cli::client(client_args).await?.0,
     };
+    let ca_file = match &client_args.certificate_authority {
+        Some(path) => Some(path.clone()),
+        None => Some(data_dir.join("pki/ca.crt")).filter(|p| p.exists()),
+    };
+    let cluster_ca = match ca_file {
+        Some(path) => Some(
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?,
+        ),
+        None => None,
+    };
     let initial = std::time::Duration::from_secs_f64(args.crash_backoff_seconds.max(0.0));
     let config = wasmkube_node::agent::AgentConfig {
         node_name: args.name,
@@ -186,8 +198,26 @@ async fn run_node(client_args: &cli::ClientArgs, args: NodeArgs) -> anyhow::Resu
         },
         port: args.port,
         instance_pool: args.instance_pool,
+        cluster_ca,
+        apiserver_ips,
     };
     wasmkube_node::agent::run(client, config).await
+}
+
+/// The addresses of the apiserver the agent talks to (its URL's host, resolved).
+async fn apiserver_ips(client_args: &cli::ClientArgs) -> anyhow::Result<Vec<std::net::IpAddr>> {
+    let url: http::Uri = match &client_args.server {
+        Some(server) => server
+            .parse()
+            .with_context(|| format!("invalid server URL {server:?}"))?,
+        None => cli::config(client_args).await?.cluster_url,
+    };
+    let host = url.host().unwrap_or_default().trim_matches(['[', ']']);
+    let port = url.port_u16().unwrap_or(443);
+    Ok(tokio::net::lookup_host((host, port))
+        .await
+        .map(|found| found.map(|a| a.ip()).collect())
+        .unwrap_or_default())
 }
 
 /// Where a path argument points, for the data dir default.

@@ -45,20 +45,21 @@ pub struct ServerConfig {
     /// Do not run the controllers in this process (run `wasmkube controller-manager` elsewhere).
     #[arg(long)]
     pub no_controllers: bool,
-    /// The authorizers, in order: AlwaysAllow, or Node and RBAC (`Node,RBAC`).
-    #[arg(long, value_delimiter = ',', default_value = "AlwaysAllow")]
-    pub authorization_mode: Vec<AuthorizationMode>,
+    /// The authorizers, in order (default: Node,RBAC; AlwaysAllow lets every authenticated user do anything).
+    #[arg(long, value_delimiter = ',')]
+    pub authorization_mode: Option<Vec<AuthorizationMode>>,
     /// A file of bearer tokens, one `token,user,uid,"group1,group2"` line each.
     #[arg(long)]
     pub token_auth_file: Option<PathBuf>,
-    /// Serve requests without credentials as system:anonymous (`true` or `false`; default: true with
-    /// AlwaysAllow alone, else false).
+    /// Serve requests without credentials as system:anonymous (`true` or `false`; default: false, true with
+    /// --insecure).
     #[arg(long)]
     pub anonymous_auth: Option<bool>,
-    /// Serve HTTPS with a certificate of the cluster CA (made on first start in DATA_DIR/pki; the kubeconfig
-    /// trusts it).
-    #[arg(long)]
-    pub tls: bool,
+    /// Serve plain HTTP to anyone, every request allowed: a development server on a loopback address (the
+    /// default is HTTPS with a certificate of the cluster CA, made on first start in DATA_DIR/pki, and Node,RBAC
+    /// authorization).
+    #[arg(long, conflicts_with_all = ["authorization_mode", "tls_sans"])]
+    pub insecure: bool,
     /// More names (DNS names or IP addresses) for the serving certificate, e.g. the address nodes use.
     #[arg(long = "tls-san", value_delimiter = ',')]
     pub tls_sans: Vec<String>,
@@ -165,7 +166,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let address = listener.local_addr()?;
-    let tls = if config.tls {
+    let tls = if !config.insecure {
         Some(serving_tls(&config, address)?)
     } else {
         None
@@ -173,7 +174,13 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let ca_pem = tls.as_ref().map(|(ca, _)| ca.cert_pem().to_owned());
     let mut api = ApiServer::new(Arc::new(store), service_network).with_auth(auth);
     if let Some((ca, _)) = &tls {
-        api = api.with_ca_certificate(ca.cert_pem());
+        let identity = ca
+            .issue_client(pki::APISERVER_CLIENT, &[MASTERS])
+            .context("cannot issue the apiserver's client certificate")?;
+        api = api
+            .with_ca_certificate(ca.cert_pem())
+            .with_agent_client(&identity)
+            .map_err(|e| anyhow::anyhow!("cannot set up the client of node agents: {e}"))?;
         controllers.signer = Some(ca.clone());
     }
     let watches = api.clone();
@@ -200,11 +207,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         kubeconfig.display(),
         kubeconfig.display()
     );
-    if let Some(ca) = ca_pem.as_deref().filter(|_| {
-        !config
-            .authorization_mode
-            .contains(&AuthorizationMode::AlwaysAllow)
-    }) {
+    if let Some(ca) = ca_pem.as_deref() {
         let join = crate::tokens::create_join_token(&api, ca)
             .await
             .context("cannot make a join token")?;
@@ -299,16 +302,20 @@ fn auth_config(
     admin_token: &str,
     loopback_token: &str,
 ) -> anyhow::Result<AuthConfig> {
-    let modes = config.authorization_mode.clone();
+    let modes = match (&config.authorization_mode, config.insecure) {
+        (Some(modes), _) => modes.clone(),
+        (None, true) => vec![AuthorizationMode::AlwaysAllow],
+        (None, false) => vec![AuthorizationMode::Node, AuthorizationMode::Rbac],
+    };
     let open = modes == [AuthorizationMode::AlwaysAllow];
     if modes.contains(&AuthorizationMode::AlwaysAllow) && !open {
         anyhow::bail!("--authorization-mode AlwaysAllow cannot be combined with other modes");
     }
-    let anonymous = config.anonymous_auth.unwrap_or(open);
+    let anonymous = config.anonymous_auth.unwrap_or(config.insecure);
     if open && anonymous && !config.listen.ip().is_loopback() {
         anyhow::bail!(
-            "refusing to serve the API on {} to anyone without credentials: pass --authorization-mode Node,RBAC \
-             (or listen on a loopback address)",
+            "refusing to serve the API on {} to anyone without credentials: drop --insecure and \
+             --anonymous-auth (or listen on a loopback address)",
             config.listen
         );
     }

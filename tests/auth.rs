@@ -1,4 +1,5 @@
-//! A secured control plane (`--tls --authorization-mode Node,RBAC --token-auth-file`) as its users meet it:
+//! A secured control plane (the default: HTTPS, Node and RBAC authorization; here with a `--token-auth-file`) as
+//! its users meet it:
 //! anonymous and wrong credentials get 401; users get what their RoleBindings and ClusterRoleBindings grant,
 //! in kubectl's and our CLI's words when refused; node agents change only their own Node, Lease and pods and
 //! read only the Secrets and ConfigMaps of their pods.
@@ -20,7 +21,6 @@ fn secured_server(dir: &Path) -> Server {
     std::fs::write(&tokens, TOKENS).unwrap();
     let tokens = tokens.display().to_string();
     Server::start_with(&[
-        "--tls",
         "--authorization-mode",
         "Node,RBAC",
         "--token-auth-file",
@@ -564,6 +564,52 @@ fn a_node_joins_with_a_join_token_alone_and_keeps_its_certificate() {
     wait_for(&server, "on-edge", "Running", |pod| {
         pod["status"]["phase"] == "Running"
     });
+
+    // Its logs reach kubectl through the apiserver, the one client the agent's endpoint serves: a direct
+    // request without a certificate, or with the node's own, is refused during the TLS handshake.
+    let (ok, out, err) = kubectl(&server, None, &["logs", "on-edge"], None);
+    assert!(ok && out.contains("listening on"), "{out}{err}");
+    let node: Value = server
+        .http()
+        .get(format!("{}/api/v1/nodes/edge-1", server.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+        .as_i64()
+        .unwrap();
+    let logs = format!("https://127.0.0.1:{port}/containerLogs/default/on-edge/echo");
+    let anyone = reqwest::blocking::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    assert!(
+        anyone.get(&logs).send().is_err(),
+        "the agent served a client without a certificate"
+    );
+    let pki = agent.data_dir.join("pki");
+    let node_identity = format!(
+        "{}{}",
+        std::fs::read_to_string(pki.join("node.key")).unwrap(),
+        std::fs::read_to_string(pki.join("node.crt")).unwrap()
+    );
+    let as_node = reqwest::blocking::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .identity(reqwest::Identity::from_pem(node_identity.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    assert!(
+        as_node.get(&logs).send().is_err(),
+        "the agent served a node's certificate"
+    );
+    // The node's certificate is good for the API, where it is system:node:edge-1.
+    let status = as_node
+        .get(format!("{}/api/v1/namespaces/default/secrets", server.url))
+        .send()
+        .unwrap();
+    assert_eq!(status.status(), 403);
+    assert!(status.text().unwrap().contains("system:node:edge-1"));
 
     // The bootstrap token can go: a restarted agent uses its certificate.
     let (ok, out, err) = wasmkube(&server, &["token", "delete", bootstrap_id]);

@@ -63,12 +63,20 @@ pub fn spawn_wasmkube(args: &[&str]) -> Process {
     )
 }
 
-/// Starts `wasmkube server` on a free port with its data in `dir`, plus `extra` flags; returns its URL.
+/// Starts a development `wasmkube server --insecure` (plain HTTP, open) on a free port with its data in `dir`,
+/// plus `extra` flags; returns its URL.
 pub fn start_server(dir: &std::path::Path, extra: &[&str]) -> (String, Process) {
     let port = free_port();
     let data = dir.join("server").display().to_string();
     let listen = format!("127.0.0.1:{port}");
-    let mut args = vec!["server", "--data-dir", &data, "--listen", &listen];
+    let mut args = vec![
+        "server",
+        "--insecure",
+        "--data-dir",
+        &data,
+        "--listen",
+        &listen,
+    ];
     args.extend_from_slice(extra);
     (format!("http://{listen}"), spawn_wasmkube(&args))
 }

@@ -127,7 +127,16 @@ impl ClusterCa {
                 Err(_) => Ok(SanType::DnsName(name.as_str().try_into()?)),
             })
             .collect::<Result<_, rcgen::Error>>()?;
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        self.issue(params, ExtendedKeyUsagePurpose::ServerAuth)
+    }
+
+    /// A leaf certificate of `params` for one usage, with a new key.
+    fn issue(
+        &self,
+        mut params: CertificateParams,
+        usage: ExtendedKeyUsagePurpose,
+    ) -> Result<Issued, PkiError> {
+        params.extended_key_usages = vec![usage];
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
@@ -139,9 +148,19 @@ impl ClusterCa {
             key_pem: key.serialize_pem(),
         })
     }
-}
 
-impl ClusterCa {
+    /// A client certificate for a user and its groups (the apiserver's own, for reaching node agents).
+    pub fn issue_client(&self, user: &str, groups: &[&str]) -> Result<Issued, PkiError> {
+        let mut params = CertificateParams::default();
+        params.distinguished_name.push(DnType::CommonName, user);
+        for group in groups {
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, *group);
+        }
+        self.issue(params, ExtendedKeyUsagePurpose::ClientAuth)
+    }
+
     /// A client certificate for a PEM certificate request: its subject (user and groups) as requested,
     /// valid for a year, for client authentication only.
     pub fn sign_client_request(&self, request_pem: &str) -> Result<String, PkiError> {
@@ -175,6 +194,31 @@ pub fn certificates_der(pem: &str) -> Vec<Vec<u8>> {
         .map(|der| der.to_vec())
         .collect()
 }
+
+/// A certificate signed by its own key, for a server no client checks the name of (a node agent's endpoint,
+/// which the apiserver reaches by address as Kubernetes' does a kubelet's).
+pub fn self_signed_server(names: &[String]) -> Result<Issued, PkiError> {
+    let key = KeyPair::generate()?;
+    let cert = CertificateParams::new(names.to_vec())?.self_signed(&key)?;
+    Ok(Issued {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
+/// The identity (common name, organizations) in a DER certificate.
+pub fn subject_of(der: &[u8]) -> Option<(String, Vec<String>)> {
+    use x509_parser::prelude::FromDer;
+    let (_, certificate) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
+    let subject = certificate.subject();
+    let text =
+        |a: &x509_parser::x509::AttributeTypeAndValue<'_>| a.as_str().map(str::to_owned).ok();
+    let name = subject.iter_common_name().next().and_then(text)?;
+    Some((name, subject.iter_organization().filter_map(text).collect()))
+}
+
+/// The identity the apiserver presents to node agents.
+pub const APISERVER_CLIENT: &str = "system:apiserver";
 
 /// A rustls server configuration presenting `issued`; clients may present a certificate of `client_ca`
 /// (then it names them) or none.

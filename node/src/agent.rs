@@ -49,6 +49,10 @@ pub struct AgentConfig {
     pub port: u16,
     /// Instance slots of the pooling allocator (0: allocate on demand).
     pub instance_pool: u32,
+    /// The cluster CA (PEM), when known: the endpoint then serves TLS to the apiserver alone.
+    pub cluster_ca: Option<String>,
+    /// The apiserver's addresses, which pods may not connect to.
+    pub apiserver_ips: Vec<std::net::IpAddr>,
 }
 
 /// Agent failures.
@@ -326,6 +330,37 @@ fn error_policy(_pod: Arc<Pod>, error: &AgentError, _agent: Arc<Agent>) -> Actio
     Action::requeue(Duration::from_secs(2))
 }
 
+/// Follows the Node objects: every node's InternalIP is kept from pods (the sandbox), and with `routes`, every
+/// other node's podCIDR is routed through it.
+async fn follow_nodes(
+    client: kube::Client,
+    node_name: String,
+    guard: Arc<crate::sandbox::Infrastructure>,
+    routes: bool,
+) {
+    use kube::runtime::WatchStreamExt;
+    let (store, writer) = kube::runtime::reflector::store();
+    let mut changes = kube::runtime::reflector::reflector(
+        writer,
+        watcher(Api::<Node>::all(client), watcher::Config::default()),
+    )
+    .default_backoff()
+    .boxed();
+    let mut installed = std::collections::BTreeMap::new();
+    while changes.next().await.is_some() {
+        let nodes = store.state();
+        guard.set_nodes(crate::sandbox::internal_ips(
+            nodes.iter().map(|n| n.as_ref()),
+        ));
+        if routes {
+            let wanted = crate::routes::desired(&node_name, &nodes);
+            if wanted != installed {
+                installed = crate::routes::apply(&installed, &wanted).await;
+            }
+        }
+    }
+}
+
 /// Runs the node agent until the process ends.
 pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)?;
@@ -338,8 +373,25 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
     let pod_addresses = PodAddressBook::default();
     let endpoint = crate::log_server::router(config.data_dir.clone())
         .merge(crate::port_forward::router(pod_addresses.clone()));
+    let tls = match &config.cluster_ca {
+        Some(ca) => Some(crate::endpoint_tls::server_config(ca, &config.address)?),
+        None => None,
+    };
     tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, endpoint).await {
+        let served = match tls {
+            Some(tls) => match listener.into_std() {
+                Ok(listener) => match axum_server::from_tcp_rustls(
+                    listener,
+                    axum_server::tls_rustls::RustlsConfig::from_config(tls),
+                ) {
+                    Ok(server) => server.serve(endpoint.into_make_service()).await,
+                    Err(error) => Err(error),
+                },
+                Err(error) => Err(error),
+            },
+            None => axum::serve(listener, endpoint).await,
+        };
+        if let Err(error) = served {
             tracing::error!(%error, "the agent endpoint (logs, port-forward) failed");
         }
     });
@@ -373,6 +425,24 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
     // Set once per process: the podCIDR is fixed for the Node's life.
     let _ = pod_addresses.set(addresses.clone());
     tracing::info!(node = %config.node_name, pod_cidr = %addresses.range(), "pod addresses");
+    let routes = crate::routes::needs_routes(&addresses.range());
+    if routes {
+        crate::routes::make_local(&addresses.range())
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("cannot give pods their addresses (needs CAP_NET_ADMIN): {e}")
+            })?;
+    }
+    let own = config.address.parse().ok();
+    let infrastructure = Arc::new(crate::sandbox::Infrastructure::new(
+        config.apiserver_ips.iter().copied().chain(own),
+    ));
+    tokio::spawn(follow_nodes(
+        client.clone(),
+        config.node_name.clone(),
+        infrastructure.clone(),
+        routes,
+    ));
     let (services, service_changes) = crate::services::watch(&client);
     let mut node_ips: Vec<std::net::IpAddr> = config.address.parse().into_iter().collect();
     node_ips.extend(addresses.node_address().map(std::net::IpAddr::from));
@@ -392,6 +462,7 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
         addresses,
         services,
         events: Recorder::new(client.clone(), "kubelet").on_host(config.node_name.clone()),
+        infrastructure: infrastructure.clone(),
     });
     let agent = Arc::new(Agent {
         ctx,

@@ -61,6 +61,8 @@ pub struct NodeContext {
     pub services: ServiceView,
     /// Records Events about pods, as the kubelet of this node.
     pub events: Recorder,
+    /// The addresses pods may not connect to.
+    pub infrastructure: Arc<crate::sandbox::Infrastructure>,
 }
 
 /// A running pod: stop it by dropping or calling [`PodWorker::stop`].
@@ -225,6 +227,7 @@ async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, stopped: watch::Receiver<bool>
             view: ctx.services.clone(),
             namespace: namespace.clone(),
         })),
+        infrastructure: Some(ctx.infrastructure.clone()),
     };
     let (updates, mut changes) = mpsc::channel::<Update>(64);
     let worker =

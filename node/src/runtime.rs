@@ -129,11 +129,13 @@ pub struct PodNetwork {
     pub ports: Vec<u16>,
     /// The names the cluster answers for the guest.
     pub names: Option<Arc<dyn NameLookup>>,
+    /// The addresses the guest may not connect to (none: it may connect anywhere).
+    pub infrastructure: Option<Arc<crate::sandbox::Infrastructure>>,
 }
 
 impl PodNetwork {
     /// Whether a guest may use a socket address this way: it may listen only on its pod's address and declared
-    /// ports, and connect anywhere.
+    /// ports, and connect anywhere but to the cluster's infrastructure.
     fn allows(&self, address: std::net::SocketAddr, usage: SocketAddrUse) -> bool {
         match usage {
             SocketAddrUse::TcpBind | SocketAddrUse::UdpBind => {
@@ -141,7 +143,13 @@ impl PodNetwork {
                 address.port() == 0 && address.ip().is_unspecified()
                     || address.ip() == self.ip && self.ports.contains(&address.port())
             }
-            _ => true,
+            // Outgoing: not to the cluster's machinery.
+            SocketAddrUse::TcpConnect | SocketAddrUse::UdpSend => self
+                .infrastructure
+                .as_ref()
+                .is_none_or(|guard| guard.allows(address.ip())),
+            // Listening and what arrives: from anyone.
+            SocketAddrUse::TcpListen | SocketAddrUse::TcpAccept | SocketAddrUse::UdpReceive => true,
         }
     }
 }
@@ -231,6 +239,7 @@ impl WasiHttpView for P2State {
 /// header keeps the name); everything else is wasmtime-wasi-http's default client.
 struct PodHttpHooks {
     names: Option<Arc<dyn NameLookup>>,
+    infrastructure: Option<Arc<crate::sandbox::Infrastructure>>,
 }
 
 impl PodHttpHooks {
@@ -268,8 +277,23 @@ impl wasmtime_wasi_http::WasiHttpHooks for PodHttpHooks {
             *request.uri_mut() = uri;
         }
         _ = fut;
+        let infrastructure = self.infrastructure.clone();
         Box::new(async move {
             use http_body_util::BodyExt;
+            if let (Some(guard), Some(host)) = (infrastructure, request.uri().host()) {
+                let port = request.uri().port_u16().unwrap_or(80);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let addresses: Vec<std::net::IpAddr> = match host.parse() {
+                    Ok(ip) => vec![ip],
+                    Err(_) => tokio::net::lookup_host((host, port))
+                        .await
+                        .map(|found| found.map(|a| a.ip()).collect())
+                        .unwrap_or_default(),
+                };
+                if addresses.iter().any(|ip| !guard.allows(*ip)) {
+                    return Err(wasmtime_wasi_http::Error::DestinationIpProhibited);
+                }
+            }
             let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
             Ok((
                 response.map(BodyExt::boxed_unsync),
@@ -574,6 +598,7 @@ pub(crate) fn p2_store(
             names: spec.network.names.clone(),
             http_hooks: PodHttpHooks {
                 names: spec.network.names.clone(),
+                infrastructure: spec.network.infrastructure.clone(),
             },
         },
     );

@@ -66,6 +66,7 @@ fn loopback(ports: &[u16]) -> PodNetwork {
         ip: std::net::Ipv4Addr::LOCALHOST.into(),
         ports: ports.to_vec(),
         names: None,
+        infrastructure: None,
     }
 }
 

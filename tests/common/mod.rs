@@ -67,12 +67,13 @@ impl Server {
             ],
         );
         args.extend(extra.iter().map(|a| a.to_string()));
+        // Tests that do not name an authorization mode get a development server: plain HTTP, open to all.
+        let secure = extra.contains(&"--authorization-mode");
+        if !secure {
+            args.push("--insecure".into());
+        }
         // Another test may take the free port before this server binds it: then try another.
-        let scheme = if extra.contains(&"--tls") {
-            "https"
-        } else {
-            "http"
-        };
+        let scheme = if secure { "https" } else { "http" };
         for _ in 0..5 {
             let url = format!("{scheme}://127.0.0.1:{}", free_port());
             if let Some(server) = Self::spawn(data_dir, &url, &args) {

@@ -154,19 +154,7 @@ pub struct ClientCertificate(pub Option<User>);
 impl ClientCertificate {
     /// The identity in a DER certificate.
     pub fn from_der(der: &[u8]) -> Self {
-        use x509_parser::prelude::FromDer;
-        let user = x509_parser::certificate::X509Certificate::from_der(der)
-            .ok()
-            .and_then(|(_, certificate)| {
-                let subject = certificate.subject();
-                let text = |a: &x509_parser::x509::AttributeTypeAndValue<'_>| {
-                    a.as_str().map(str::to_owned).ok()
-                };
-                let name = subject.iter_common_name().next().and_then(text)?;
-                let groups = subject.iter_organization().filter_map(text).collect();
-                Some(User { name, groups })
-            });
-        Self(user)
+        Self(crate::pki::subject_of(der).map(|(name, groups)| User { name, groups }))
     }
 }
 

@@ -45,6 +45,8 @@ pub struct ApiServer {
     auth: Arc<auth::AuthConfig>,
     /// The cluster CA's certificate (PEM), when the server serves TLS: served at `/cacerts`.
     ca_pem: Option<Arc<str>>,
+    /// `https` when node agents are reached with the apiserver's client certificate, else `http`.
+    agent_scheme: &'static str,
 }
 
 /// Which objects a request is about: a resource type and, for namespaced types, maybe one namespace.
@@ -68,7 +70,23 @@ impl ApiServer {
             closing: Arc::new(tokio::sync::watch::Sender::new(false)),
             auth: Arc::new(auth::AuthConfig::default()),
             ca_pem: None,
+            agent_scheme: "http",
         }
+    }
+
+    /// The same apiserver, reaching node agents over TLS with a client certificate (`system:apiserver`) of the
+    /// cluster CA. Agents' serving certificates are their own and not checked, as Kubernetes' apiserver does
+    /// not check kubelets' by default.
+    pub fn with_agent_client(mut self, identity: &crate::pki::Issued) -> Result<Self, String> {
+        let pem = format!("{}{}", identity.key_pem, identity.cert_pem);
+        let identity = reqwest::Identity::from_pem(pem.as_bytes()).map_err(|e| e.to_string())?;
+        self.http = reqwest::Client::builder()
+            .identity(identity)
+            .danger_accept_invalid_certs(true)
+            .build()
+            .map_err(|e| e.to_string())?;
+        self.agent_scheme = "https";
+        Ok(self)
     }
 
     /// The same apiserver, serving the cluster CA's certificate at `/cacerts`.

@@ -8,7 +8,7 @@ use crate::api::resources;
 use serde_json::Value;
 
 impl ApiServer {
-    /// The node a pod is bound to and the base URL of that node's agent (`http://ADDRESS:PORT`).
+    /// The node a pod is bound to and the base URL of that node's agent (`https://ADDRESS:PORT`).
     pub(super) fn agent_of(&self, pod: &Value, name: &str) -> Result<(String, String), ApiError> {
         let node_name = pod["spec"]["nodeName"]
             .as_str()
@@ -20,7 +20,7 @@ impl ApiServer {
             .ok_or_else(|| ApiError::Internal("nodes are not served".into()))?;
         let kv = self.read(nodes, None, node_name)?;
         let node = served(&kv.value, kv.mod_revision)?;
-        let base = agent_base(&node).ok_or_else(|| {
+        let base = agent_base(&node, self.agent_scheme).ok_or_else(|| {
             ApiError::Unavailable(format!(
                 "node {node_name} reports no address and port for its agent"
             ))
@@ -29,7 +29,7 @@ impl ApiServer {
     }
 }
 
-fn agent_base(node: &Value) -> Option<String> {
+fn agent_base(node: &Value, scheme: &str) -> Option<String> {
     let address = node["status"]["addresses"]
         .as_array()?
         .iter()
@@ -38,5 +38,5 @@ fn agent_base(node: &Value) -> Option<String> {
     let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
         .as_i64()
         .filter(|p| *p > 0)?;
-    Some(format!("http://{address}:{port}"))
+    Some(format!("{scheme}://{address}:{port}"))
 }
