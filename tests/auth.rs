@@ -654,3 +654,88 @@ fn a_node_joins_with_a_join_token_alone_and_keeps_its_certificate() {
         .unwrap();
     assert_eq!(nodes["items"].as_array().map(Vec::len), Some(1), "{nodes}");
 }
+
+#[test]
+fn a_namespace_admin_grants_only_what_they_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = secured_server(dir.path());
+    let setup = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: team}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: alice-admin, namespace: team}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: admin}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}]
+"#;
+    let (ok, out, err) = kubectl(&server, None, &["apply", "-f", "-"], Some(setup));
+    assert!(ok, "{out}{err}");
+    let alice = Some("alice-token");
+    let binding = |name: &str, role: &str| {
+        format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: {name}, namespace: team}}\n\
+             roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {role}}}\n\
+             subjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: bob}}]\n"
+        )
+    };
+    let role = |name: &str, resource: &str| {
+        format!(
+            "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: {name}, namespace: team}}\n\
+             rules: [{{apiGroups: [\"\"], resources: [{resource}], verbs: [get, list]}}]\n"
+        )
+    };
+    // What she holds in team, she may hand on.
+    let (ok, out, err) = kubectl(
+        &server,
+        alice,
+        &["apply", "-f", "-"],
+        Some(&binding("bob-views", "view")),
+    );
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = kubectl(
+        &server,
+        alice,
+        &["apply", "-f", "-"],
+        Some(&role("reads-secrets", "secrets")),
+    );
+    assert!(ok, "{out}{err}");
+    // Not what she lacks: cluster-admin's powers, or nodes.
+    let (ok, _, err) = kubectl(
+        &server,
+        alice,
+        &["apply", "-f", "-"],
+        Some(&binding("bob-rules", "cluster-admin")),
+    );
+    assert!(!ok);
+    assert!(
+        err.contains(
+            r#"rolebindings.rbac.authorization.k8s.io "bob-rules" is forbidden: user "alice""#
+        ) && err.contains("is attempting to grant RBAC permissions not currently held"),
+        "{err}"
+    );
+    let (ok, _, err) = kubectl(
+        &server,
+        alice,
+        &["apply", "-f", "-"],
+        Some(&role("reads-nodes", "nodes")),
+    );
+    assert!(!ok);
+    assert!(err.contains(r#"Resources:["nodes"]"#), "{err}");
+    // bob got exactly what alice gave: view in team.
+    let (ok, out, err) = kubectl(
+        &server,
+        Some("bob-token"),
+        &["get", "pods", "-n", "team"],
+        None,
+    );
+    assert!(ok, "{out}{err}");
+    let (ok, _, _) = kubectl(
+        &server,
+        Some("bob-token"),
+        &["get", "secrets", "-n", "team"],
+        None,
+    );
+    assert!(!ok);
+}

@@ -186,6 +186,101 @@ impl Policy {
     }
 }
 
+/// Every permission a rule grants, as requests in `namespace` (one per group, resource, verb and name).
+fn permissions(rule: &PolicyRule, namespace: Option<&str>) -> Vec<Request> {
+    let verbs = &rule.verbs;
+    if let Some(urls) = rule.non_resource_urls.as_ref().filter(|u| !u.is_empty()) {
+        return urls
+            .iter()
+            .flat_map(|path| {
+                verbs.iter().map(|verb| Request::NonResource {
+                    verb: verb.clone(),
+                    path: path.clone(),
+                })
+            })
+            .collect();
+    }
+    let groups = rule.api_groups.clone().unwrap_or_default();
+    let resources = rule.resources.clone().unwrap_or_default();
+    let names: Vec<Option<String>> = match rule.resource_names.as_ref().filter(|n| !n.is_empty()) {
+        Some(names) => names.iter().cloned().map(Some).collect(),
+        None => vec![None],
+    };
+    let mut all = Vec::new();
+    for group in &groups {
+        for resource in &resources {
+            let (resource, subresource) = match resource.split_once('/') {
+                Some((r, s)) => (r.to_owned(), Some(s.to_owned())),
+                None => (resource.clone(), None),
+            };
+            for verb in verbs {
+                for name in &names {
+                    all.push(Request::Resource(ResourceRequest {
+                        verb: verb.clone(),
+                        group: group.clone(),
+                        resource: resource.clone(),
+                        subresource: subresource.clone(),
+                        namespace: namespace.map(str::to_owned),
+                        name: name.clone(),
+                    }));
+                }
+            }
+        }
+    }
+    all
+}
+
+impl Policy {
+    /// Whether `user` holds every permission of `rules` (in `namespace`, or cluster-wide): a user may grant
+    /// only what they have. The refusal names what they lack, in Kubernetes' words.
+    pub fn confirm_no_escalation(
+        &self,
+        user: &User,
+        namespace: Option<&str>,
+        rules: &[PolicyRule],
+    ) -> Result<(), String> {
+        let missing: Vec<String> = rules
+            .iter()
+            .flat_map(|rule| permissions(rule, namespace))
+            .filter(|asked| self.authorize(user, asked).is_err())
+            .map(|asked| match asked {
+                Request::Resource(r) => format!(
+                    "{{APIGroups:[{:?}], Resources:[{:?}], Verbs:[{:?}]}}",
+                    r.group,
+                    r.path(),
+                    r.verb
+                ),
+                Request::NonResource { verb, path } => {
+                    format!("{{NonResourceURLs:[{path:?}], Verbs:[{verb:?}]}}")
+                }
+            })
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "user {:?} (groups={:?}) is attempting to grant RBAC permissions not currently held:\n{}",
+            user.name,
+            user.groups,
+            missing.join("\n")
+        ))
+    }
+
+    /// The rules of the role a binding refers to.
+    pub fn referenced_rules(
+        &self,
+        namespace: Option<&str>,
+        kind: &str,
+        name: &str,
+    ) -> Vec<PolicyRule> {
+        match (kind, namespace) {
+            ("ClusterRole", _) => self.cluster_role_rules(name),
+            ("Role", Some(namespace)) => self.role_rules(namespace, name),
+            _ => Vec::new(),
+        }
+    }
+}
+
 /// Kubernetes' wording of a denial: `User "alice" cannot list resource "pods" in API group "" in the namespace
 /// "prod"`.
 pub fn refusal(user: &User, request: &Request) -> String {
@@ -310,6 +405,56 @@ mod tests {
         assert_eq!(
             policy.authorize(&ci, &request("create", "pods", Some("dev"), None)),
             Ok(())
+        );
+    }
+
+    #[test]
+    fn a_user_grants_only_what_they_hold() {
+        let policy = policy();
+        let alice = user("alice", &["system:authenticated"]);
+        let rule =
+            |value: serde_json::Value| -> PolicyRule { serde_json::from_value(value).unwrap() };
+        let held =
+            rule(json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}));
+        assert_eq!(
+            policy.confirm_no_escalation(&alice, Some("dev"), &[held.clone()]),
+            Ok(())
+        );
+        // Not in prod, not secrets, not everything.
+        assert!(
+            policy
+                .confirm_no_escalation(&alice, Some("prod"), &[held])
+                .is_err()
+        );
+        let secrets = rule(json!({"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}));
+        assert_eq!(
+            policy.confirm_no_escalation(&alice, Some("dev"), &[secrets]),
+            Err("user \"alice\" (groups=[\"system:authenticated\"]) is attempting to grant RBAC permissions not currently held:\n{APIGroups:[\"\"], Resources:[\"secrets\"], Verbs:[\"get\"]}".into())
+        );
+        let everything = rule(json!({"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}));
+        assert!(
+            policy
+                .confirm_no_escalation(&alice, Some("dev"), &[everything.clone()])
+                .is_err()
+        );
+        let admin = user("root", &[MASTERS]);
+        assert_eq!(
+            policy.confirm_no_escalation(&admin, None, &[everything]),
+            Ok(())
+        );
+        // resourceNames narrow what must be held.
+        let named = rule(
+            json!({"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["settings"], "verbs": ["get"]}),
+        );
+        assert_eq!(
+            policy.confirm_no_escalation(&alice, Some("dev"), &[named]),
+            Ok(())
+        );
+        assert_eq!(
+            policy
+                .referenced_rules(Some("dev"), "Role", "dev-edit")
+                .len(),
+            2
         );
     }
 

@@ -17,6 +17,11 @@ use http::header;
 use k8s_openapi::api::core::v1::{Pod, Secret};
 use std::collections::HashMap;
 
+tokio::task_local! {
+    /// The user of the request being served (absent for the server's own writes).
+    pub(super) static REQUESTER: User;
+}
+
 /// The group every authenticated user is in.
 pub const AUTHENTICATED: &str = "system:authenticated";
 
@@ -225,7 +230,7 @@ pub(super) async fn guard(
         (request, None)
     };
     match server.authorize(&user, &asked, created_name.as_deref()) {
-        Ok(()) => next.run(request).await,
+        Ok(()) => REQUESTER.scope(user, next.run(request)).await,
         Err(error) => {
             tracing::debug!(user = %user.name, error = %error, "request refused");
             error.into_response()
@@ -268,10 +273,14 @@ impl ApiServer {
 
     /// The roles and bindings that can apply to a request: cluster-wide ones and its namespace's.
     fn rbac_policy(&self, asked: &Request) -> Result<Policy, ApiError> {
-        let namespace = match asked {
+        self.rbac_policy_in(match asked {
             Request::Resource(r) => r.namespace.as_deref(),
             Request::NonResource { .. } => None,
-        };
+        })
+    }
+
+    /// The cluster-wide roles and bindings, and those of `namespace`.
+    pub(super) fn rbac_policy_in(&self, namespace: Option<&str>) -> Result<Policy, ApiError> {
         let rbac = |plural| {
             resources::by_path("rbac.authorization.k8s.io", "v1", plural)
                 .ok_or_else(|| ApiError::Internal(format!("{plural} are not served")))

@@ -9,6 +9,7 @@ mod node_agent;
 pub mod objects;
 mod pod_admission;
 mod portforward;
+mod rbac_escalation;
 pub mod service_network;
 mod watch;
 

@@ -507,6 +507,7 @@ impl ApiServer {
             .lock_pod_admission(target.resource, target.namespace.as_deref())
             .await?;
         let (mut object, warnings) = admit(target.resource, object, None, Some(&uid), query)?;
+        self.check_rbac_escalation(target.resource, &object)?;
         self.allocate_service_addresses(target.resource, &mut object, None)?;
         self.admit_pod_resources(target.resource, &mut object)?;
         let name = meta_str(&object, "name").unwrap_or_default().to_owned();
@@ -597,6 +598,7 @@ impl ApiServer {
             .map(|m| m.remove("managedFields"));
         let _service_writes = self.lock_service_writes(resource).await;
         let (mut new, warnings) = admit(resource, new, Some(&old), None, query)?;
+        self.check_rbac_escalation(resource, &new)?;
         if !subresource.is_some_and(Subresource::writes_status) {
             self.allocate_service_addresses(resource, &mut new, Some(&old))?;
         }
