@@ -81,7 +81,10 @@ impl ApiServer {
                 let client_side = client_side.await?;
                 let mut agent_side = agent_side;
                 let mut client_side = TokioIo::new(client_side);
-                tokio::io::copy_bidirectional(&mut client_side, &mut agent_side).await?;
+                let copied = tokio::io::copy_bidirectional(&mut client_side, &mut agent_side).await;
+                // Close the client's side properly (TLS close_notify) however the agent's side ended.
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut client_side).await;
+                copied?;
                 Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
             };
             if let Err(error) = relayed.await {
