@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{get, hello_image, spawn_wasmkube, start_server};
+use common::{get, hello_image, spawn_node, start_server, wait_healthy};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -37,27 +37,10 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     // A /20 per node: room for 1,000 pod addresses on one node.
     let (url, _server) = start_server(dir.path(), &["--node-cidr-mask-size", "20"]);
-    let node_dir = dir.path().join("node").display().to_string();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let client = reqwest::Client::new();
-    runtime.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while client.get(format!("{url}/healthz")).send().await.is_err() {
-            assert!(Instant::now() < deadline, "server did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    });
-    let agent = spawn_wasmkube(&[
-        "--server",
-        &url,
-        "node",
-        "--name",
-        "bench",
-        "--port",
-        "0",
-        "--data-dir",
-        &node_dir,
-    ]);
+    runtime.block_on(wait_healthy(&client, &url));
+    let agent = spawn_node(&url, "bench", &dir.path().join("node"));
     let pid = agent.0.id();
     runtime.block_on(async {
         while !get(&client, &format!("{url}/api/v1/nodes/bench")).await["spec"]["podCIDR"].is_string() {

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use wasmkube_control::api::bootstrap_policy;
+use wasmkube_control::api::pod_security::{self, Level};
 use wasmkube_control::api::rbac::{MASTERS, User};
 use wasmkube_control::api::resources;
 use wasmkube_control::api::tokens::parse_token_file;
@@ -60,6 +61,15 @@ pub struct ServerConfig {
     /// authorization).
     #[arg(long, conflicts_with_all = ["authorization_mode", "tls_sans"])]
     pub insecure: bool,
+    /// The Pod Security level (enforce, audit and warn) of namespaces without pod-security.kubernetes.io
+    /// labels: privileged, baseline or restricted. Baseline refuses hostPath volumes, host ports and host
+    /// namespaces; label a namespace `pod-security.kubernetes.io/enforce=privileged` to allow them there.
+    #[arg(long, default_value = "baseline")]
+    pub pod_security_default: Level,
+    /// An AdmissionConfiguration file whose PodSecurity plugin sets the defaults and exemptions (namespaces,
+    /// usernames), as Kubernetes' --admission-control-config-file; it replaces --pod-security-default.
+    #[arg(long)]
+    pub admission_control_config_file: Option<PathBuf>,
     /// More names (DNS names or IP addresses) for the serving certificate, e.g. the address nodes use.
     #[arg(long = "tls-san", value_delimiter = ',')]
     pub tls_sans: Vec<String>,
@@ -172,7 +182,22 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         None
     };
     let ca_pem = tls.as_ref().map(|(ca, _)| ca.cert_pem().to_owned());
-    let mut api = ApiServer::new(Arc::new(store), service_network).with_auth(auth);
+    let pod_security = match &config.admission_control_config_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).with_context(|| {
+                format!(
+                    "cannot read --admission-control-config-file {}",
+                    path.display()
+                )
+            })?;
+            pod_security::Config::from_admission_configuration(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+        None => pod_security::Config::uniform(config.pod_security_default),
+    };
+    let mut api = ApiServer::new(Arc::new(store), service_network)
+        .with_auth(auth)
+        .with_pod_security(pod_security);
     if let Some((ca, _)) = &tls {
         let identity = ca
             .issue_client(pki::APISERVER_CLIENT, &[MASTERS])

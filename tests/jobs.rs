@@ -73,7 +73,13 @@ fn job_pods(server: &Server, name: &str) -> Vec<Value> {
 
 #[test]
 fn a_job_runs_its_completions_in_parallel_and_retries_a_failure_until_done() {
-    let server = Server::start_with(&["--job-backoff-seconds", "0.2"]);
+    // The flaky Job shares a host directory: a privileged cluster, as hostPath needs.
+    let server = Server::start_with(&[
+        "--job-backoff-seconds",
+        "0.2",
+        "--pod-security-default",
+        "privileged",
+    ]);
     let _node = NodeAgent::start(&server, "job-node");
     create_job(
         &server,

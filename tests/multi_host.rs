@@ -8,7 +8,7 @@ mod common;
 use common::wasm_app;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 /// The namespaces and processes of one test; all removed when dropped.
@@ -108,22 +108,8 @@ impl Lab {
         command
             .arg("--kubeconfig")
             .arg(self.path("cp/kubeconfig"))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = command.spawn().unwrap();
-        if let Some(text) = stdin {
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(text.as_bytes())
-                .unwrap();
-        }
-        drop(child.stdin.take());
-        let output = child.wait_with_output().unwrap();
+            .args(args);
+        let output = common::output_with_stdin(command, stdin);
         assert!(
             output.status.success(),
             "wasmkube {args:?}: {}",

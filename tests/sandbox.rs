@@ -127,3 +127,31 @@ fn a_pod_cannot_reach_the_apiserver_or_agents_except_through_a_service() {
     let through = fetched("control-plane");
     assert!(through.starts_with("fetched 404"), "{through}");
 }
+
+/// Regression (issue 13): a host service bound to 0.0.0.0 answered a pod on any 127.x address but 127.0.0.1.
+#[test]
+fn a_pod_cannot_reach_host_services_through_other_loopback_or_link_local_addresses() {
+    let server = Server::start();
+    let _agent = NodeAgent::start(&server, "sandbox-loopback");
+    let host_service = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = host_service.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        for stream in host_service.incoming().flatten() {
+            let mut stream = stream;
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecret");
+        }
+    });
+    for (pod, target) in [
+        ("to-127-0-0-2", format!("127.0.0.2:{port}")),
+        ("to-127-9-9-9", format!("127.9.9.9:{port}")),
+        ("to-metadata", "169.254.169.254:80".to_owned()),
+    ] {
+        let out = get_from_pod(&server, pod, &target, "/");
+        assert!(
+            out.contains("error: cannot connect to") && out.contains("done: 0 ok, 1 failed"),
+            "{pod}: {out}"
+        );
+        assert!(!out.contains("secret"), "{pod}: {out}");
+    }
+}

@@ -80,3 +80,28 @@ pub fn start_server(dir: &std::path::Path, extra: &[&str]) -> (String, Process) 
     args.extend_from_slice(extra);
     (format!("http://{listen}"), spawn_wasmkube(&args))
 }
+
+/// Waits (up to 30 s) until the server at `url` answers `/healthz`.
+pub async fn wait_healthy(client: &reqwest::Client, url: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while client.get(format!("{url}/healthz")).send().await.is_err() {
+        assert!(std::time::Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Starts a node agent `name` for the server at `url`, its data in `dir`.
+pub fn spawn_node(url: &str, name: &str, dir: &std::path::Path) -> Process {
+    let data = dir.display().to_string();
+    spawn_wasmkube(&[
+        "--server",
+        url,
+        "node",
+        "--name",
+        name,
+        "--port",
+        "0",
+        "--data-dir",
+        &data,
+    ])
+}

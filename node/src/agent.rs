@@ -168,14 +168,21 @@ fn ready_condition() -> NodeCondition {
     }
 }
 
-/// Creates the Node, or brings an existing one's status up to date.
+/// Creates the Node, or brings an existing one's status up to date. A Node registered again (someone deleted
+/// it) asks for the podCIDR its pods already have addresses in.
 async fn register(
     client: &kube::Client,
     config: &AgentConfig,
     port: u16,
+    pod_cidr: Option<&str>,
 ) -> Result<(), AgentError> {
     let nodes: Api<Node> = Api::all(client.clone());
-    let node = node_object(config, port);
+    let mut node = node_object(config, port);
+    if let Some(cidr) = pod_cidr {
+        let spec = node.spec.get_or_insert_with(Default::default);
+        spec.pod_cidr = Some(cidr.to_owned());
+        spec.pod_cidrs = Some(vec![cidr.to_owned()]);
+    }
     match nodes.create(&PostParams::default(), &node).await {
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 409 => {}
@@ -192,10 +199,17 @@ async fn register(
     Ok(())
 }
 
-/// Renews the Lease and the Ready heartbeat, forever.
-async fn heartbeat(client: kube::Client, node_name: String) {
+/// Renews the Lease and the Ready heartbeat, forever; a Node someone deleted is registered again, as the
+/// kubelet does.
+async fn heartbeat(
+    client: kube::Client,
+    config: AgentConfig,
+    port: u16,
+    pod_cidr: Arc<std::sync::OnceLock<String>>,
+) {
+    let node_name = config.node_name.clone();
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
-    let nodes: Api<Node> = Api::all(client);
+    let nodes: Api<Node> = Api::all(client.clone());
     let mut beat = 0u32;
     loop {
         let now = MicroTime(jiff::Timestamp::now());
@@ -235,7 +249,16 @@ async fn heartbeat(client: kube::Client, node_name: String) {
                 )
                 .await
             {
-                tracing::warn!(node = %node_name, %error, "cannot post node status");
+                match error {
+                    kube::Error::Api(e) if e.code == 404 => {
+                        tracing::warn!(node = %node_name, "the Node was deleted: registering again");
+                        let cidr = pod_cidr.get().map(String::as_str);
+                        if let Err(error) = register(&client, &config, port, cidr).await {
+                            tracing::warn!(node = %node_name, %error, "cannot register the node");
+                        }
+                    }
+                    error => tracing::warn!(node = %node_name, %error, "cannot post node status"),
+                }
             }
         }
         beat = beat.wrapping_add(1);
@@ -271,8 +294,9 @@ async fn reconcile(pod: Arc<Pod>, agent: Arc<Agent>) -> Result<Action, AgentErro
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
             Err(e) => return Err(e.into()),
         }
-        let dir = pod_dir(&agent.ctx.data_dir, &namespace, &name, &uid);
-        let _ = tokio::fs::remove_dir_all(dir.join("volumes")).await;
+        if let Ok(dir) = pod_dir(&agent.ctx.data_dir, &namespace, &name, &uid) {
+            let _ = tokio::fs::remove_dir_all(dir.join("volumes")).await;
+        }
         return Ok(Action::await_change());
     }
     // A pod that already ran to its end (seen again after an agent restart) is never run twice.
@@ -349,9 +373,7 @@ async fn follow_nodes(
     let mut installed = std::collections::BTreeMap::new();
     while changes.next().await.is_some() {
         let nodes = store.state();
-        guard.set_nodes(crate::sandbox::internal_ips(
-            nodes.iter().map(|n| n.as_ref()),
-        ));
+        guard.set_nodes(nodes.iter().map(|n| n.as_ref()));
         if routes {
             let wanted = crate::routes::desired(&node_name, &nodes);
             if wanted != installed {
@@ -398,7 +420,7 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
     // The control plane may not be up yet (or be restarting): keep trying rather than give up.
     let mut attempt = 0u32;
     loop {
-        let error = match register(&client, &config, port).await {
+        let error = match register(&client, &config, port, None).await {
             Ok(()) => break,
             // The apiserver answered and refused: trying again will not help.
             Err(AgentError::Api(kube::Error::Api(status))) => {
@@ -419,8 +441,15 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     tracing::info!(node = %config.node_name, port, "registered");
-    tokio::spawn(heartbeat(client.clone(), config.node_name.clone()));
+    let known_pod_cidr = Arc::new(std::sync::OnceLock::new());
+    tokio::spawn(heartbeat(
+        client.clone(),
+        config.clone(),
+        port,
+        known_pod_cidr.clone(),
+    ));
     let pod_cidr = wait_for_pod_cidr(&client, &config.node_name).await?;
+    let _ = known_pod_cidr.set(pod_cidr.clone());
     let addresses = Arc::new(PodAddresses::new(&pod_cidr)?);
     // Set once per process: the podCIDR is fixed for the Node's life.
     let _ = pod_addresses.set(addresses.clone());
@@ -434,8 +463,11 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
             })?;
     }
     let own = config.address.parse().ok();
+    let (services, service_changes) = crate::services::watch(&client);
+    let service_addresses = services.clone();
     let infrastructure = Arc::new(crate::sandbox::Infrastructure::new(
         config.apiserver_ips.iter().copied().chain(own),
+        Box::new(move |ip| service_addresses.is_service_address(ip)),
     ));
     tokio::spawn(follow_nodes(
         client.clone(),
@@ -443,7 +475,6 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
         infrastructure.clone(),
         routes,
     ));
-    let (services, service_changes) = crate::services::watch(&client);
     let mut node_ips: Vec<std::net::IpAddr> = config.address.parse().into_iter().collect();
     node_ips.extend(addresses.node_address().map(std::net::IpAddr::from));
     tokio::spawn(crate::proxy::run(
@@ -492,8 +523,9 @@ async fn wait_for_pod_cidr(client: &kube::Client, node_name: &str) -> Result<Str
     let mut attempt = 0u64;
     loop {
         attempt += 1;
-        let node = nodes.get(node_name).await?;
-        if let Some(cidr) = node.spec.and_then(|s| s.pod_cidr) {
+        // A Node deleted meanwhile is registered again by the heartbeat: keep waiting.
+        let node = nodes.get_opt(node_name).await?;
+        if let Some(cidr) = node.and_then(|n| n.spec?.pod_cidr) {
             return Ok(cidr);
         }
         // Every 5 s: 50 polls of 100 ms.

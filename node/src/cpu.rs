@@ -52,10 +52,11 @@ impl Quota {
     }
 }
 
-/// Makes a Store yield at every epoch tick, pausing it whenever its container's quota (if any) is spent.
-pub fn govern<T: 'static>(store: &mut Store<T>, quota: Option<Arc<Mutex<Quota>>>) {
+/// Makes a Store yield to the other guests of its executor every `slice` epoch ticks (a guest's weight: more
+/// ticks, a larger share), and at every tick pause it while its container's quota (if any) is spent.
+pub fn govern<T: 'static>(store: &mut Store<T>, quota: Option<Arc<Mutex<Quota>>>, slice: u64) {
     let Some(quota) = quota else {
-        store.epoch_deadline_async_yield_and_update(1);
+        store.epoch_deadline_async_yield_and_update(slice.max(1));
         return;
     };
     store.epoch_deadline_callback(move |_| {
@@ -69,11 +70,10 @@ pub fn govern<T: 'static>(store: &mut Store<T>, quota: Option<Arc<Mutex<Quota>>>
 
 /// A container's CPU limit in millicores, from `resources.limits.cpu` ("500m", "0.5", "2").
 pub fn millicores(text: &str) -> Option<u64> {
-    let value = match text.strip_suffix('m') {
-        Some(milli) => milli.parse::<f64>().ok()?,
-        None => text.parse::<f64>().ok()? * 1000.0,
-    };
-    (value.is_finite() && value > 0.0).then_some(value.ceil() as u64)
+    let milli = wasmkube_control::api::quantity::Quantity::parse(text)
+        .ok()?
+        .milli();
+    u64::try_from(milli).ok().filter(|m| *m > 0)
 }
 
 #[cfg(test)]

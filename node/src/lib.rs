@@ -17,6 +17,7 @@ pub mod proxy;
 pub mod pull_secrets;
 pub mod routes;
 pub mod runtime;
+pub mod safe_path;
 pub mod sandbox;
 pub mod services;
 pub mod status;

@@ -48,6 +48,17 @@ fn not_found(message: String) -> Response {
 
 /// The log files of a container, oldest run first: `<n>.log` for run n.
 fn runs(data_dir: &std::path::Path, namespace: &str, pod: &str, container: &str) -> Vec<PathBuf> {
+    let names = [
+        ("namespace", namespace),
+        ("pod", pod),
+        ("container", container),
+    ];
+    if names
+        .iter()
+        .any(|(what, name)| crate::safe_path::segment(what, name).is_err())
+    {
+        return Vec::new();
+    }
     let prefix = format!("{namespace}_{pod}_");
     let Ok(entries) = std::fs::read_dir(data_dir.join("pods")) else {
         return Vec::new();

@@ -9,6 +9,27 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tokio::io::AsyncWrite;
 
+/// Removes the files of every run before the previous one: as the kubelet, the agent keeps the current and the
+/// previous container's logs only. `current` is `<dir>/<n>.log`; older runs' files are `<m>.log`, `<m>.log.1`
+/// and `<m>.done` for m < n - 1.
+fn prune_older_runs(current: &Path) {
+    let run = |path: &Path| -> Option<u64> {
+        let name = path.file_name()?.to_str()?;
+        name.split('.').next()?.parse().ok()
+    };
+    let (Some(n), Some(dir)) = (run(current), current.parent()) else {
+        return;
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        if run(&entry.path()).is_some_and(|m| m + 1 < n) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Largest log file before it is rotated to `<name>.1`.
 pub const MAX_LOG_BYTES: u64 = 10 << 20;
 /// Longest line kept whole; longer output is split into partial (`P`) lines.
@@ -100,6 +121,7 @@ impl ContainerLog {
             std::fs::create_dir_all(parent)?;
         }
         let file = std::fs::File::create(path)?;
+        prune_older_runs(path);
         let log = LogFile {
             path: path.to_path_buf(),
             file,
@@ -243,5 +265,23 @@ mod tests {
         let lines: Vec<String> = parse(&text).into_iter().map(|l| l.text).collect();
         assert_eq!(lines, ["hello", "oops", "world", "unfinished"]);
         assert!(text.lines().nth(1).unwrap().contains(" stderr F oops"));
+    }
+
+    #[test]
+    fn only_the_current_and_previous_runs_logs_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |n: u32| dir.path().join(format!("c/{n}.log"));
+        for n in 0..4 {
+            let log = ContainerLog::create(&run(n)).unwrap();
+            log.finish();
+        }
+        std::fs::write(dir.path().join("c/1.log.1"), "rotated").unwrap();
+        ContainerLog::create(&run(4)).unwrap().finish();
+        let mut kept: Vec<String> = std::fs::read_dir(dir.path().join("c"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        kept.sort();
+        assert_eq!(kept, ["3.done", "3.log", "4.done", "4.log"]);
     }
 }

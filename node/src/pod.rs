@@ -5,6 +5,7 @@ use crate::http_serve::Serving;
 use crate::logs::{ContainerLog, Stream};
 use crate::probes::{self, ProbeEvent};
 use crate::runtime::{Mount, PodNetwork, RunSpec, Runtime};
+use crate::safe_path::{self, UnsafePath};
 use crate::services::{PodNames, ServiceView};
 use crate::status::{self, Container, State};
 use k8s_openapi::api::core::v1::{ConfigMap, Container as ContainerSpec, KeyToPath, Pod, Secret};
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
+use wasmkube_control::api::quantity::Quantity;
 use wasmkube_control::events::EventType::{Normal, Warning};
 use wasmkube_control::events::{EventType, Recorder};
 use wasmkube_control::scheduler::plugins::Resources;
@@ -107,19 +109,70 @@ impl PodWorker {
     }
 }
 
-/// The directory of a pod's logs and volumes.
-pub fn pod_dir(data_dir: &Path, namespace: &str, name: &str, uid: &str) -> PathBuf {
-    data_dir
-        .join("pods")
-        .join(format!("{namespace}_{name}_{uid}"))
+/// The directory of a pod's logs and volumes, refused when a name is not one plain path segment.
+pub fn pod_dir(
+    data_dir: &Path,
+    namespace: &str,
+    name: &str,
+    uid: &str,
+) -> Result<PathBuf, UnsafePath> {
+    let segment = format!(
+        "{}_{}_{}",
+        safe_path::segment("namespace", namespace)?,
+        safe_path::segment("pod", name)?,
+        safe_path::segment("uid", uid)?
+    );
+    Ok(data_dir.join("pods").join(segment))
 }
 
-/// The log file of one run of a container.
-pub fn log_path(pod_dir: &Path, container: &str, restart: i32) -> PathBuf {
-    pod_dir
+/// The log file of one run of a container, refused when the container's name is not one path segment.
+pub fn log_path(pod_dir: &Path, container: &str, restart: i32) -> Result<PathBuf, UnsafePath> {
+    Ok(pod_dir
         .join("logs")
-        .join(container)
-        .join(format!("{restart}.log"))
+        .join(safe_path::segment("container", container)?)
+        .join(format!("{restart}.log")))
+}
+
+/// A pod that cannot start at all (no address, an unsafe name): its status says why.
+struct Failed<'a> {
+    pod: &'a Pod,
+    ctx: &'a NodeContext,
+    restart_policy: &'a str,
+    start_time: jiff::Timestamp,
+}
+
+impl Failed<'_> {
+    /// Reports every container waiting with `reason` and `message`.
+    async fn report(
+        &self,
+        inits: &mut [Container],
+        containers: &mut [Container],
+        reason: &str,
+        message: &str,
+    ) {
+        for container in containers.iter_mut() {
+            container.state = State::Waiting {
+                reason: reason.into(),
+                message: Some(message.to_owned()),
+            };
+        }
+        let status = status::pod_status(
+            self.restart_policy,
+            inits,
+            containers,
+            &self.ctx.address,
+            None,
+            self.start_time,
+            self.pod.status.as_ref(),
+        );
+        let namespace = self.pod.metadata.namespace.clone().unwrap_or_default();
+        let name = self.pod.metadata.name.clone().unwrap_or_default();
+        let pods: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &namespace);
+        let patch = serde_json::json!({"status": status});
+        let _ = pods
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await;
+    }
 }
 
 /// A change of one container, sent to the pod's status writer.
@@ -173,7 +226,6 @@ async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, stopped: watch::Receiver<bool>
         .restart_policy
         .clone()
         .unwrap_or_else(|| "Always".into());
-    let dir = pod_dir(&ctx.data_dir, &namespace, &name, &uid);
     let start_time = pod
         .status
         .as_ref()
@@ -187,32 +239,41 @@ async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, stopped: watch::Receiver<bool>
     };
     let mut containers = initial_states(&pod, &spec.containers, main_waiting, false);
     let mut inits = initial_states(&pod, &init_specs, "PodInitializing", true);
+    let failed = Failed {
+        pod: &pod,
+        ctx: &ctx,
+        restart_policy: &restart_policy,
+        start_time,
+    };
+    let dir = match pod_dir(&ctx.data_dir, &namespace, &name, &uid) {
+        Ok(dir) => dir,
+        Err(error) => {
+            ctx.events
+                .record(&pod, Warning, "Failed", &error.to_string())
+                .await;
+            return failed
+                .report(
+                    &mut inits,
+                    &mut containers,
+                    "CreateContainerConfigError",
+                    &error.to_string(),
+                )
+                .await;
+        }
+    };
     let previous_ip = pod.status.as_ref().and_then(|s| s.pod_ip.as_deref());
     let pod_ip = match ctx.addresses.assign(&uid, previous_ip) {
         Ok(ip) => ip,
         Err(error) => {
             tracing::warn!(pod = %name, namespace = %namespace, %error, "no pod address");
-            for container in &mut containers {
-                container.state = State::Waiting {
-                    reason: "ContainerCreating".into(),
-                    message: Some(error.to_string()),
-                };
-            }
-            let status = status::pod_status(
-                &restart_policy,
-                &inits,
-                &containers,
-                &ctx.address,
-                None,
-                start_time,
-                pod.status.as_ref(),
-            );
-            let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-            let patch = serde_json::json!({"status": status});
-            let _ = pods
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            return failed
+                .report(
+                    &mut inits,
+                    &mut containers,
+                    "ContainerCreating",
+                    &error.to_string(),
+                )
                 .await;
-            return;
         }
     };
     let network = PodNetwork {
@@ -593,17 +654,16 @@ impl ContainerWorker {
             .await
             .map_err(|e| waiting("CreateContainerConfigError", e))?;
         if let Some(dir) = self.spec.working_dir.as_deref().filter(|d| !d.is_empty()) {
-            let own = self.dir.join("workdir").join(&self.spec.name);
+            let own = safe_path::segment("container", &self.spec.name)
+                .map(|name| self.dir.join("workdir").join(name))
+                .map_err(|e| waiting("CreateContainerConfigError", e.to_string()))?;
             let working = working_dir(dir, &mounts, &own)
                 .map_err(|e| waiting("CreateContainerConfigError", e))?;
             mounts.extend(working);
         }
-        let log = ContainerLog::create(&log_path(
-            &self.dir,
-            &self.spec.name,
-            self.state.restart_count,
-        ))
-        .map_err(|e| {
+        let log_file = log_path(&self.dir, &self.spec.name, self.state.restart_count)
+            .map_err(|e| waiting("CreateContainerConfigError", e.to_string()))?;
+        let log = ContainerLog::create(&log_file).map_err(|e| {
             waiting(
                 "CreateContainerError",
                 format!("cannot create the log file: {e}"),
@@ -621,13 +681,20 @@ impl ContainerWorker {
             .as_ref()
             .and_then(|r| r.limits.as_ref())
             .and_then(|l| l.get("memory"))
-            .and_then(|q| parse_quantity(&q.0))
-            .map(|bytes| bytes as usize);
+            .and_then(|q| Quantity::parse(&q.0).ok())
+            .map(|bytes| usize::try_from(bytes.value()).unwrap_or(usize::MAX));
         let cpu_limit = self
             .spec
             .resources
             .as_ref()
             .and_then(|r| r.limits.as_ref())
+            .and_then(|l| l.get("cpu"))
+            .and_then(|q| crate::cpu::millicores(&q.0));
+        let cpu_request = self
+            .spec
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
             .and_then(|l| l.get("cpu"))
             .and_then(|q| crate::cpu::millicores(&q.0));
         let spec = RunSpec {
@@ -636,6 +703,7 @@ impl ContainerWorker {
             mounts,
             memory_limit,
             cpu_limit,
+            cpu_request,
             stdout: log.stream(Stream::Stdout),
             stderr: log.stream(Stream::Stderr),
             network: self.network.clone(),
@@ -808,7 +876,10 @@ impl ContainerWorker {
                 .iter()
                 .find(|v| v.name == mount.name)
                 .ok_or_else(|| format!("volume {:?} is not defined in the pod", mount.name))?;
-            let own_dir = self.dir.join("volumes").join(&volume.name);
+            let own_dir = self
+                .dir
+                .join("volumes")
+                .join(safe_path::segment("volume", &volume.name).map_err(|e| e.to_string())?);
             let (host_path, forced_read_only) = if let Some(host) = &volume.host_path {
                 (PathBuf::from(&host.path), false)
             } else if volume.empty_dir.is_some() {
@@ -862,10 +933,19 @@ impl ContainerWorker {
                     volume.name
                 ));
             };
+            let read_only = forced_read_only || mount.read_only.unwrap_or(false);
+            let host_path = match mount.sub_path.as_deref().filter(|p| !p.is_empty()) {
+                // A subPath of a volume the guest writes may be a symlink it planted: resolved inside.
+                Some(sub_path) => {
+                    safe_path::directory_within(&host_path, "subPath", sub_path, !read_only)
+                        .map_err(|e| e.to_string())?
+                }
+                None => host_path,
+            };
             mounts.push(Mount {
                 host_path,
                 guest_path: mount.mount_path.clone(),
-                read_only: forced_read_only || mount.read_only.unwrap_or(false),
+                read_only,
             });
         }
         Ok(mounts)
@@ -889,7 +969,14 @@ fn working_dir(dir: &str, mounts: &[Mount], own: &Path) -> Result<Vec<Mount>, St
         })
         .max_by_key(|(m, _)| m.guest_path.len());
     let (host_path, read_only, extra) = match inside {
-        Some((mount, rest)) => (mount.host_path.join(rest), mount.read_only, None),
+        Some((mount, "")) => (mount.host_path.clone(), mount.read_only, None),
+        Some((mount, rest)) => {
+            // Inside a volume the guest writes, the path may lead through a symlink it planted.
+            let resolved =
+                safe_path::directory_within(&mount.host_path, "workingDir", rest, !mount.read_only)
+                    .map_err(|e| e.to_string())?;
+            (resolved, mount.read_only, None)
+        }
         None => {
             let own_mount = Mount {
                 host_path: own.to_path_buf(),
@@ -933,13 +1020,8 @@ fn write_volume(
                 None => continue,
             }
         };
-        if relative
-            .split('/')
-            .any(|part| part == ".." || part.is_empty())
-        {
-            return Err(format!("invalid volume item path {relative:?}"));
-        }
-        let path = dir.join(&relative);
+        let path =
+            safe_path::descend(dir, "volume item path", &relative).map_err(|e| e.to_string())?;
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)
                 .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
@@ -948,28 +1030,6 @@ fn write_volume(
             .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     Ok(())
-}
-
-/// Parses a Kubernetes quantity of bytes (`64Mi`, `1G`, `500000`).
-pub fn parse_quantity(text: &str) -> Option<u64> {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, suffix) = text.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let factor: f64 = match suffix {
-        "" => 1.0,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0 * 1024.0,
-        "Gi" => 1024.0 * 1024.0 * 1024.0,
-        "Ti" => 1024.0f64.powi(4),
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        _ => return None,
-    };
-    Some((number * factor) as u64)
 }
 
 #[cfg(test)]
@@ -1004,14 +1064,5 @@ mod tests {
         assert_eq!(guest, ["/app", "."]);
         assert!(own.is_dir());
         assert!(working_dir("relative", &[], &own).is_err());
-    }
-
-    #[test]
-    fn quantities_parse_binary_and_decimal_suffixes() {
-        assert_eq!(parse_quantity("64Mi"), Some(64 << 20));
-        assert_eq!(parse_quantity("1G"), Some(1_000_000_000));
-        assert_eq!(parse_quantity("1.5Ki"), Some(1536));
-        assert_eq!(parse_quantity("500"), Some(500));
-        assert_eq!(parse_quantity("12parsecs"), None);
     }
 }

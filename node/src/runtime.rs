@@ -167,6 +167,9 @@ pub struct RunSpec {
     pub memory_limit: Option<usize>,
     /// The CPU the guest may use, in millicores (its pod's `resources.limits.cpu`).
     pub cpu_limit: Option<u64>,
+    /// The CPU the guest asks for, in millicores (its `resources.requests.cpu`): its share when guests
+    /// compete, as the kernel's cpu.weight gives containers theirs.
+    pub cpu_request: Option<u64>,
     /// Where stdout goes.
     pub stdout: LogStream,
     /// Where stderr goes.
@@ -312,18 +315,70 @@ impl WasiView for P2State {
     }
 }
 
-/// The node's runtime: one Engine, linkers and the binaries loaded so far.
+/// The node's runtime: one Engine, linkers, the binaries loaded so far, and the executors guests run on.
 pub struct Runtime {
     engine: Engine,
     p1: Linker<P1State>,
     p2: wasmtime::component::Linker<P2State>,
     loaded: Mutex<HashMap<String, Loaded>>,
     stop_ticker: Arc<AtomicBool>,
+    guests: GuestExecutors,
 }
 
 impl Drop for Runtime {
     fn drop(&mut self) {
         self.stop_ticker.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The executors guests run on, apart from the agent's own (proxy, probes, status, log serving), which so never
+/// waits behind a busy guest: long-running commands on one, HTTP requests on the other, so a request's latency
+/// does not wait behind commands that spin either. The kernel shares the CPUs between their threads; within an
+/// executor guests take turns at every slice (see `cpu::govern`).
+struct GuestExecutors {
+    commands: Option<tokio::runtime::Runtime>,
+    requests: Option<tokio::runtime::Runtime>,
+}
+
+impl GuestExecutors {
+    fn new() -> Result<Self, InitError> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let executor = |name: &str| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .thread_name(name)
+                .enable_all()
+                .build()
+                .map_err(init_error)
+        };
+        Ok(Self {
+            commands: Some(executor("wasm-commands")?),
+            requests: Some(executor("wasm-requests")?),
+        })
+    }
+
+    fn for_program(&self, program: &Program) -> Result<tokio::runtime::Handle, RunError> {
+        let executor = match program {
+            Program::Http(_) => &self.requests,
+            Program::Module(_) | Program::Command(_) => &self.commands,
+        };
+        executor
+            .as_ref()
+            .map(|e| e.handle().clone())
+            .ok_or_else(|| RunError::Setup("the node's Wasm runtime is shutting down".into()))
+    }
+}
+
+impl Drop for GuestExecutors {
+    /// Guests still running are dropped where they are; the agent is exiting (a blocking shutdown would
+    /// panic inside the agent's own executor).
+    fn drop(&mut self) {
+        for executor in [self.commands.take(), self.requests.take()]
+            .into_iter()
+            .flatten()
+        {
+            executor.shutdown_background();
+        }
     }
 }
 
@@ -396,6 +451,7 @@ impl Runtime {
             p2,
             loaded: Mutex::new(HashMap::new()),
             stop_ticker,
+            guests: GuestExecutors::new()?,
         })
     }
 
@@ -437,65 +493,102 @@ impl Runtime {
         Ok(loaded)
     }
 
-    /// Runs a loaded binary to its end; an HTTP component is served as `serving` says until it has drained (or
-    /// the future is dropped).
+    /// Runs a loaded binary to its end on the guests' executor; an HTTP component is served as `serving` says
+    /// until it has drained. Dropping the future stops the guest.
     pub async fn run(
         &self,
         loaded: &Loaded,
         spec: RunSpec,
         serving: Option<crate::http_serve::Serving>,
     ) -> Result<Exit, RunError> {
-        let refused = Arc::new(AtomicBool::new(false));
-        let outcome = match loaded.program.as_ref() {
-            Program::Module(pre) => {
-                let mut store = Store::new(
-                    &self.engine,
-                    P1State {
-                        wasi: wasi_builder(&spec)?.build_p1(),
-                        limiter: MemoryLimiter {
-                            limit: spec.memory_limit,
-                            refused: refused.clone(),
-                        },
-                    },
-                );
-                store.limiter(|state| &mut state.limiter);
-                crate::cpu::govern(&mut store, cpu_quota(&spec));
-                match pre.instantiate_async(&mut store).await {
-                    Ok(instance) => match instance.get_typed_func::<(), ()>(&mut store, "_start") {
-                        Ok(start) => start.call_async(&mut store, ()).await,
-                        Err(e) => Err(e),
-                    },
-                    Err(e) => Err(e),
-                }
-            }
-            Program::Command(pre) => {
-                let mut store = p2_store(&self.engine, &spec, refused.clone(), cpu_quota(&spec))?;
-                match pre.instantiate_async(&mut store).await {
-                    Ok(command) => match command.wasi_cli_run().call_run(&mut store).await {
-                        Ok(Ok(())) => Ok(()),
-                        Ok(Err(())) => Err(I32Exit(1).into()),
-                        Err(e) => Err(e),
-                    },
-                    Err(e) => Err(e),
-                }
-            }
-            Program::Http(pre) => {
-                let serving = serving.ok_or_else(|| {
-                    RunError::Setup(
-                        "an HTTP component needs a containerPort to be served on".into(),
-                    )
-                })?;
-                let handler = crate::http_serve::Handler {
-                    pre: pre.clone(),
-                    cpu: cpu_quota(&spec),
-                    spec,
-                };
-                crate::http_serve::serve(serving, Arc::new(handler)).await;
-                Ok(())
-            }
-        };
-        Ok(exit_of(outcome, refused.load(Ordering::SeqCst)))
+        let executor = self.guests.for_program(&loaded.program)?;
+        // The listener moves to the executor that serves it.
+        let serving = serving
+            .map(|s| {
+                s.listener
+                    .into_std()
+                    .map(|listener| (listener, s.drain))
+                    .map_err(|e| RunError::Setup(format!("cannot hand the listener over: {e}")))
+            })
+            .transpose()?;
+        let (engine, program) = (self.engine.clone(), loaded.program.clone());
+        let task = tokio_util::task::AbortOnDropHandle::new(executor.spawn(async move {
+            let serving = serving
+                .map(|(listener, drain)| {
+                    tokio::net::TcpListener::from_std(listener)
+                        .map(|listener| crate::http_serve::Serving { listener, drain })
+                        .map_err(|e| RunError::Setup(format!("cannot serve the listener: {e}")))
+                })
+                .transpose()?;
+            run_program(&engine, &program, spec, serving).await
+        }));
+        task.await
+            .map_err(|e| RunError::Setup(format!("the guest's task ended abnormally: {e}")))?
     }
+}
+
+/// Runs a program to its end (an HTTP component: until it has drained).
+async fn run_program(
+    engine: &Engine,
+    program: &Program,
+    spec: RunSpec,
+    serving: Option<crate::http_serve::Serving>,
+) -> Result<Exit, RunError> {
+    let refused = Arc::new(AtomicBool::new(false));
+    let outcome = match program {
+        Program::Module(pre) => {
+            let mut store = Store::new(
+                engine,
+                P1State {
+                    wasi: wasi_builder(&spec)?.build_p1(),
+                    limiter: MemoryLimiter {
+                        limit: spec.memory_limit,
+                        refused: refused.clone(),
+                    },
+                },
+            );
+            store.limiter(|state| &mut state.limiter);
+            crate::cpu::govern(&mut store, cpu_quota(&spec), slice_ticks(&spec));
+            match pre.instantiate_async(&mut store).await {
+                Ok(instance) => match instance.get_typed_func::<(), ()>(&mut store, "_start") {
+                    Ok(start) => start.call_async(&mut store, ()).await,
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            }
+        }
+        Program::Command(pre) => {
+            let mut store = p2_store(engine, &spec, refused.clone(), cpu_quota(&spec))?;
+            match pre.instantiate_async(&mut store).await {
+                Ok(command) => match command.wasi_cli_run().call_run(&mut store).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(())) => Err(I32Exit(1).into()),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            }
+        }
+        Program::Http(pre) => {
+            let serving = serving.ok_or_else(|| {
+                RunError::Setup("an HTTP component needs a containerPort to be served on".into())
+            })?;
+            let handler = crate::http_serve::Handler {
+                pre: pre.clone(),
+                cpu: cpu_quota(&spec),
+                spec,
+            };
+            crate::http_serve::serve(serving, Arc::new(handler)).await;
+            Ok(())
+        }
+    };
+    Ok(exit_of(outcome, refused.load(Ordering::SeqCst)))
+}
+
+/// Epoch ticks a guest runs before it yields to the others of its executor: one (10 ms) per 100 millicores
+/// it requests, from 1 to 10, so that competing guests share the CPU in proportion to their requests.
+fn slice_ticks(spec: &RunSpec) -> u64 {
+    spec.cpu_request
+        .map_or(1, |millicores| (millicores / 100).clamp(1, 10))
 }
 
 /// In a pod, listening on 0.0.0.0 means the pod's own address (as in a Linux pod's network namespace): the
@@ -603,7 +696,7 @@ pub(crate) fn p2_store(
         },
     );
     store.limiter(|state| &mut state.limiter);
-    crate::cpu::govern(&mut store, cpu);
+    crate::cpu::govern(&mut store, cpu, slice_ticks(spec));
     Ok(store)
 }
 

@@ -69,6 +69,18 @@ impl ServiceView {
         self.wait_ready(Duration::ZERO).now_or_never() == Some(true)
     }
 
+    /// Whether `ip` is a Service's cluster IP.
+    pub fn is_service_address(&self, ip: IpAddr) -> bool {
+        self.services.state().iter().any(|service| {
+            let spec = service.spec.as_ref();
+            spec.and_then(|s| s.cluster_ips.as_ref())
+                .into_iter()
+                .flatten()
+                .chain(spec.and_then(|s| s.cluster_ip.as_ref()))
+                .any(|text| text.parse::<IpAddr>().is_ok_and(|own| own == ip))
+        })
+    }
+
     /// Every Service.
     pub fn services(&self) -> Vec<std::sync::Arc<Service>> {
         self.services.state()

@@ -475,3 +475,45 @@ impl Drop for Killed {
         let _ = self.0.wait();
     }
 }
+
+/// kubectl with the server's kubeconfig, as the admin or with `--token`; (success, stdout, stderr).
+pub fn kubectl(
+    server: &Server,
+    token: Option<&str>,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> (bool, String, String) {
+    let mut command = Command::new(std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()));
+    command.arg("--kubeconfig").arg(server.kubeconfig());
+    if let Some(token) = token {
+        command.arg(format!("--token={token}"));
+    }
+    command.args(args);
+    let output = output_with_stdin(command, stdin);
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Runs a command with `stdin` as its input (none: an empty one), capturing its output.
+pub fn output_with_stdin(mut command: Command, stdin: Option<&str>) -> std::process::Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the command");
+    if let Some(text) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}

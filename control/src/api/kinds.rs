@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::{
     Node, Pod, PodSpec, PodStatus, PodTemplateSpec, ResourceQuota, Secret, Service,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding, RoleRef};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
@@ -104,128 +104,6 @@ fn default_template(template: &mut PodTemplateSpec) {
     }
 }
 
-fn validate_containers(field: &str, containers: &[Container], causes: &mut Vec<Cause>) {
-    let mut names = Vec::new();
-    for (i, container) in containers.iter().enumerate() {
-        let at = format!("{field}[{i}]");
-        match validation::dns1123_label(&container.name) {
-            _ if container.name.is_empty() => causes.push(Cause::required(format!("{at}.name"))),
-            Some(detail) => causes.push(Cause::invalid(
-                format!("{at}.name"),
-                &container.name,
-                &detail,
-            )),
-            None if names.contains(&container.name.as_str()) => {
-                causes.push(Cause {
-                    reason: "FieldValueDuplicate",
-                    message: format!("{at}.name: Duplicate value: {:?}", container.name),
-                    field: format!("{at}.name"),
-                });
-            }
-            None => names.push(&container.name),
-        }
-        if container
-            .image
-            .as_deref()
-            .is_none_or(|i| i.trim().is_empty())
-        {
-            causes.push(Cause::required(format!("{at}.image")));
-        }
-        for (j, port) in container.ports.iter().flatten().enumerate() {
-            if !(1..=65535).contains(&port.container_port) {
-                causes.push(Cause::invalid(
-                    format!("{at}.ports[{j}].containerPort"),
-                    &port.container_port.to_string(),
-                    "must be between 1 and 65535, inclusive",
-                ));
-            }
-        }
-    }
-}
-
-/// Field errors of a pod spec under `field`.
-pub fn validate_pod_spec(field: &str, spec: &PodSpec, causes: &mut Vec<Cause>) {
-    if spec.containers.is_empty() {
-        causes.push(Cause::required(format!("{field}.containers")));
-    }
-    validate_containers(&format!("{field}.containers"), &spec.containers, causes);
-    validate_containers(
-        &format!("{field}.initContainers"),
-        spec.init_containers.as_deref().unwrap_or_default(),
-        causes,
-    );
-    if let Some(policy) = spec.restart_policy.as_deref()
-        && !["Always", "OnFailure", "Never"].contains(&policy)
-    {
-        causes.push(Cause::not_supported(
-            format!("{field}.restartPolicy"),
-            policy,
-            &["Always", "OnFailure", "Never"],
-        ));
-    }
-}
-
-fn selector_map(selector: &LabelSelector) -> super::selector::LabelSelector {
-    let value = serde_json::to_value(selector).unwrap_or_default();
-    super::selector::LabelSelector::from_object(&value).unwrap_or_default()
-}
-
-/// Validates a workload's selector and pod template: the selector must be non-empty and select the template.
-fn validate_workload(
-    selector: Option<&LabelSelector>,
-    template: &PodTemplateSpec,
-    allowed_restart: &[&str],
-    causes: &mut Vec<Cause>,
-) {
-    match selector {
-        Some(selector)
-            if selector
-                .match_labels
-                .as_ref()
-                .is_some_and(|l| !l.is_empty())
-                || selector
-                    .match_expressions
-                    .as_ref()
-                    .is_some_and(|e| !e.is_empty()) =>
-        {
-            let labels = template
-                .metadata
-                .as_ref()
-                .and_then(|m| m.labels.clone())
-                .unwrap_or_default();
-            if !selector_map(selector).matches(&labels) {
-                causes.push(Cause::invalid(
-                    "spec.template.metadata.labels",
-                    &format!("{labels:?}"),
-                    "`selector` does not match template `labels`",
-                ));
-            }
-        }
-        _ => causes.push(Cause::required("spec.selector")),
-    }
-    if let Some(labels) = template.metadata.as_ref().and_then(|m| m.labels.as_ref()) {
-        causes.extend(validation::labels(
-            "spec.template.metadata.labels",
-            Some(labels),
-        ));
-    }
-    match &template.spec {
-        Some(spec) => {
-            validate_pod_spec("spec.template.spec", spec, causes);
-            if let Some(policy) = spec.restart_policy.as_deref()
-                && !allowed_restart.contains(&policy)
-            {
-                causes.push(Cause::not_supported(
-                    "spec.template.spec.restartPolicy",
-                    policy,
-                    allowed_restart,
-                ));
-            }
-        }
-        None => causes.push(Cause::required("spec.template.spec")),
-    }
-}
-
 fn immutable(field: &str, changed: bool, causes: &mut Vec<Cause>) {
     if changed {
         causes.push(Cause::invalid(field, "", "field is immutable"));
@@ -236,16 +114,6 @@ fn immutable_selector(new: &LabelSelector, old: &LabelSelector) -> Vec<Cause> {
     let mut causes = Vec::new();
     immutable("spec.selector", new != old, &mut causes);
     causes
-}
-
-fn replicas_not_negative(replicas: Option<i32>, causes: &mut Vec<Cause>) {
-    if let Some(n) = replicas.filter(|n| *n < 0) {
-        causes.push(Cause::invalid(
-            "spec.replicas",
-            &n.to_string(),
-            "must be greater than or equal to 0",
-        ));
-    }
 }
 
 impl KindRules for Pod {
@@ -266,7 +134,7 @@ impl KindRules for Pod {
     fn validate(&self) -> Vec<Cause> {
         let mut causes = Vec::new();
         match &self.spec {
-            Some(spec) => validate_pod_spec("spec", spec, &mut causes),
+            Some(spec) => validation::pod::pod_spec("spec", spec, &mut causes),
             None => causes.push(Cause::required("spec")),
         }
         causes
@@ -327,23 +195,7 @@ impl KindRules for Deployment {
 
     fn validate(&self) -> Vec<Cause> {
         let mut causes = Vec::new();
-        let spec = &self.spec;
-        replicas_not_negative(spec.replicas, &mut causes);
-        validate_workload(
-            Some(&spec.selector),
-            &spec.template,
-            &["Always"],
-            &mut causes,
-        );
-        if let Some(kind) = spec.strategy.as_ref().and_then(|s| s.type_.as_deref())
-            && !["RollingUpdate", "Recreate"].contains(&kind)
-        {
-            causes.push(Cause::not_supported(
-                "spec.strategy.type",
-                kind,
-                &["Recreate", "RollingUpdate"],
-            ));
-        }
+        validation::workloads::deployment(&self.spec, &mut causes);
         causes
     }
 
@@ -363,10 +215,7 @@ impl KindRules for ReplicaSet {
 
     fn validate(&self) -> Vec<Cause> {
         let mut causes = Vec::new();
-        let spec = &self.spec;
-        replicas_not_negative(spec.replicas, &mut causes);
-        let template = spec.template.clone().unwrap_or_default();
-        validate_workload(Some(&spec.selector), &template, &["Always"], &mut causes);
+        validation::workloads::replica_set(&self.spec, &mut causes);
         causes
     }
 
@@ -398,13 +247,7 @@ impl KindRules for DaemonSet {
 
     fn validate(&self) -> Vec<Cause> {
         let mut causes = Vec::new();
-        let spec = &self.spec;
-        validate_workload(
-            Some(&spec.selector),
-            &spec.template,
-            &["Always"],
-            &mut causes,
-        );
+        validation::workloads::daemon_set(&self.spec, &mut causes);
         causes
     }
 
@@ -439,23 +282,7 @@ impl KindRules for StatefulSet {
 
     fn validate(&self) -> Vec<Cause> {
         let mut causes = Vec::new();
-        let spec = &self.spec;
-        replicas_not_negative(spec.replicas, &mut causes);
-        validate_workload(
-            Some(&spec.selector),
-            &spec.template,
-            &["Always"],
-            &mut causes,
-        );
-        if let Some(policy) = spec.pod_management_policy.as_deref()
-            && !["OrderedReady", "Parallel"].contains(&policy)
-        {
-            causes.push(Cause::not_supported(
-                "spec.podManagementPolicy",
-                policy,
-                &["OrderedReady", "Parallel"],
-            ));
-        }
+        validation::workloads::stateful_set(&self.spec, &mut causes);
         causes
     }
 
@@ -518,27 +345,7 @@ impl KindRules for Job {
     fn validate(&self) -> Vec<Cause> {
         let mut causes = Vec::new();
         match &self.spec {
-            Some(spec) => {
-                validate_workload(
-                    spec.selector.as_ref(),
-                    &spec.template,
-                    &["OnFailure", "Never"],
-                    &mut causes,
-                );
-                for (field, value) in [
-                    ("spec.parallelism", spec.parallelism),
-                    ("spec.completions", spec.completions),
-                    ("spec.backoffLimit", spec.backoff_limit),
-                ] {
-                    if let Some(n) = value.filter(|n| *n < 0) {
-                        causes.push(Cause::invalid(
-                            field,
-                            &n.to_string(),
-                            "must be greater than or equal to 0",
-                        ));
-                    }
-                }
-            }
+            Some(spec) => validation::workloads::job(spec, &mut causes),
             None => causes.push(Cause::required("spec")),
         }
         causes
@@ -593,15 +400,7 @@ impl KindRules for CronJob {
             };
             causes.push(Cause::invalid(field, &value, &message));
         }
-        if let Some(policy) = spec.concurrency_policy.as_deref()
-            && !["Allow", "Forbid", "Replace"].contains(&policy)
-        {
-            causes.push(Cause::not_supported(
-                "spec.concurrencyPolicy",
-                policy,
-                &["Allow", "Forbid", "Replace"],
-            ));
-        }
+        validation::workloads::cron_job(spec, &mut causes);
         causes
     }
 }
@@ -628,31 +427,9 @@ impl KindRules for Service {
 
     fn validate(&self) -> Vec<Cause> {
         let mut causes = Vec::new();
-        let Some(spec) = &self.spec else {
-            return vec![Cause::required("spec")];
-        };
-        let kind = spec.type_.as_deref().unwrap_or("ClusterIP");
-        let kinds = ["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"];
-        if !kinds.contains(&kind) {
-            causes.push(Cause::not_supported("spec.type", kind, &kinds));
-        }
-        let headless = spec.cluster_ip.as_deref() == Some("None");
-        if kind != "ExternalName" && !headless && spec.ports.as_ref().is_none_or(Vec::is_empty) {
-            causes.push(Cause::required("spec.ports"));
-        }
-        for (i, port) in spec.ports.iter().flatten().enumerate() {
-            if !(1..=65535).contains(&port.port) {
-                causes.push(Cause::invalid(
-                    format!("spec.ports[{i}].port"),
-                    &port.port.to_string(),
-                    "must be between 1 and 65535, inclusive",
-                ));
-            }
-            if spec.ports.as_ref().is_some_and(|p| p.len() > 1)
-                && port.name.as_deref().is_none_or(str::is_empty)
-            {
-                causes.push(Cause::required(format!("spec.ports[{i}].name")));
-            }
+        match &self.spec {
+            Some(spec) => validation::core::service(spec, &mut causes),
+            None => causes.push(Cause::required("spec")),
         }
         causes
     }
@@ -691,61 +468,199 @@ impl KindRules for Secret {
     }
 
     fn validate(&self) -> Vec<Cause> {
-        config_keys(
-            self.data
-                .iter()
-                .flat_map(|d| d.keys())
-                .chain(self.string_data.iter().flat_map(|d| d.keys())),
-            "data",
-        )
+        let mut causes = Vec::new();
+        validation::core::secret(self, &mut causes);
+        causes
+    }
+
+    fn validate_update(&self, old: &Self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        if self.type_ != old.type_ {
+            causes.push(Cause::invalid(
+                "type",
+                self.type_.as_deref().unwrap_or_default(),
+                "field is immutable",
+            ));
+        }
+        validation::core::immutable_data(
+            old.immutable,
+            self.data != old.data,
+            self.immutable,
+            &mut causes,
+        );
+        causes
     }
 }
 
 impl KindRules for ConfigMap {
     fn validate(&self) -> Vec<Cause> {
-        config_keys(
-            self.data
-                .iter()
-                .flat_map(|d| d.keys())
-                .chain(self.binary_data.iter().flat_map(|d| d.keys())),
-            "data",
-        )
+        let mut causes = Vec::new();
+        validation::core::config_map(self, &mut causes);
+        causes
+    }
+
+    fn validate_update(&self, old: &Self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        let changed = self.data != old.data || self.binary_data != old.binary_data;
+        validation::core::immutable_data(old.immutable, changed, self.immutable, &mut causes);
+        causes
     }
 }
 
-fn config_keys<'a>(keys: impl Iterator<Item = &'a String>, field: &str) -> Vec<Cause> {
-    keys.filter(|k| k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)))
-        .map(|k| {
-            Cause::invalid(
-                format!("{field}[{k}]"),
-                k,
-                "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or \
-                 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')",
-            )
-        })
-        .collect()
+impl KindRules for Node {
+    fn validate(&self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        if let Some(spec) = &self.spec {
+            validation::core::node(spec, &mut causes);
+        }
+        causes
+    }
 }
 
-impl KindRules for Node {}
-impl KindRules for Endpoints {}
-impl KindRules for Event {}
-impl KindRules for ResourceQuota {}
-impl KindRules for LimitRange {}
+impl KindRules for Endpoints {
+    fn validate(&self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        validation::core::endpoints(self, &mut causes);
+        causes
+    }
+}
+
+impl KindRules for Event {
+    fn validate(&self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        validation::core::event(self, &mut causes);
+        causes
+    }
+}
+
+impl KindRules for ResourceQuota {
+    fn validate(&self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        if let Some(spec) = &self.spec {
+            validation::core::resource_quota(spec, &mut causes);
+        }
+        causes
+    }
+}
+
+impl KindRules for LimitRange {
+    fn validate(&self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        if let Some(spec) = &self.spec {
+            validation::core::limit_range(spec, &mut causes);
+        }
+        causes
+    }
+}
+
 impl KindRules for Role {
     const NAME_RULE: NameRule = NameRule::PathSegment;
+
+    fn validate(&self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        validation::access::rules(
+            self.rules.as_deref().unwrap_or_default(),
+            false,
+            &mut causes,
+        );
+        causes
+    }
 }
+
 impl KindRules for ClusterRole {
     const NAME_RULE: NameRule = NameRule::PathSegment;
+
+    fn validate(&self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        // An aggregated role's rules are filled in by the controller.
+        if self.aggregation_rule.is_none() {
+            validation::access::rules(self.rules.as_deref().unwrap_or_default(), true, &mut causes);
+        }
+        causes
+    }
 }
+
+/// A binding's role reference may not change, as Kubernetes refuses.
+fn role_ref_unchanged(new: &RoleRef, old: &RoleRef) -> Vec<Cause> {
+    if new == old {
+        return Vec::new();
+    }
+    vec![Cause::invalid(
+        "roleRef",
+        &format!("{}/{}", new.kind, new.name),
+        "cannot change roleRef",
+    )]
+}
+
 impl KindRules for RoleBinding {
     const NAME_RULE: NameRule = NameRule::PathSegment;
+
+    fn validate(&self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        validation::access::role_ref(&self.role_ref, false, &mut causes);
+        validation::access::subjects(
+            self.subjects.as_deref().unwrap_or_default(),
+            false,
+            &mut causes,
+        );
+        causes
+    }
+
+    fn validate_update(&self, old: &Self) -> Vec<Cause> {
+        role_ref_unchanged(&self.role_ref, &old.role_ref)
+    }
 }
+
 impl KindRules for ClusterRoleBinding {
     const NAME_RULE: NameRule = NameRule::PathSegment;
+
+    fn validate(&self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        validation::access::role_ref(&self.role_ref, true, &mut causes);
+        validation::access::subjects(
+            self.subjects.as_deref().unwrap_or_default(),
+            true,
+            &mut causes,
+        );
+        causes
+    }
+
+    fn validate_update(&self, old: &Self) -> Vec<Cause> {
+        role_ref_unchanged(&self.role_ref, &old.role_ref)
+    }
 }
-impl KindRules for Lease {}
-impl KindRules for k8s_openapi::api::certificates::v1::CertificateSigningRequest {}
-impl KindRules for EndpointSlice {}
+
+impl KindRules for Lease {
+    fn validate(&self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        if let Some(spec) = &self.spec {
+            validation::core::lease(spec, &mut causes);
+        }
+        causes
+    }
+}
+
+impl KindRules for k8s_openapi::api::certificates::v1::CertificateSigningRequest {
+    fn validate(&self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        validation::access::certificate_request(&self.spec, &mut causes);
+        causes
+    }
+}
+
+impl KindRules for EndpointSlice {
+    fn validate(&self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        validation::core::endpoint_slice(self, &mut causes);
+        causes
+    }
+
+    fn validate_update(&self, old: &Self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        validation::core::endpoint_slice_update(self, old, &mut causes);
+        causes
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -3,9 +3,12 @@
 
 pub mod bootstrap_policy;
 pub mod csr;
+pub mod impersonation;
 pub mod kinds;
 pub mod node_authorizer;
 pub mod patch;
+pub mod pod_security;
+pub mod quantity;
 pub mod quota;
 pub mod rbac;
 pub mod request_info;

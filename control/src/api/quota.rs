@@ -3,7 +3,7 @@
 //! min/max bound them; a quota's `hard` amounts cap what the namespace's live pods ask for in total. Pure
 //! functions over typed objects; the apiserver does the reading and the refusing.
 
-use crate::scheduler::plugins::quantity;
+use crate::api::quantity::{milli_of, value_of};
 use k8s_openapi::api::core::v1::{Container, LimitRange, Pod, ResourceQuota};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use std::collections::BTreeMap;
@@ -26,7 +26,11 @@ fn is_cpu(resource: &str) -> bool {
 
 /// A quantity in the base unit of a resource (millicores for CPU).
 pub fn parse(resource: &str, text: &str) -> i64 {
-    quantity(text, if is_cpu(resource) { 1000.0 } else { 1.0 })
+    if is_cpu(resource) {
+        milli_of(text)
+    } else {
+        value_of(text)
+    }
 }
 
 /// A base-unit amount as Kubernetes prints it: `1500m` or `2` for CPU, `128Mi` for memory, `3` for counts.

@@ -174,10 +174,13 @@ fn validate_metadata(meta: &ObjectMeta, rule: NameRule, namespaced: bool) -> Vec
         causes.push(Cause::required("metadata.namespace"));
     }
     causes.extend(validation::labels("metadata.labels", meta.labels.as_ref()));
-    for key in meta.annotations.iter().flat_map(|a| a.keys()) {
-        if !validation::is_qualified_name(key) {
-            causes.push(Cause::invalid("metadata.annotations", key, "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"));
-        }
+    validation::annotations(
+        "metadata.annotations",
+        meta.annotations.as_ref(),
+        &mut causes,
+    );
+    for (i, finalizer) in meta.finalizers.iter().flatten().enumerate() {
+        validation::qualified_name(&format!("metadata.finalizers[{i}]"), finalizer, &mut causes);
     }
     causes
 }

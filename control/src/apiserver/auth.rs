@@ -5,6 +5,7 @@
 use super::ApiServer;
 use super::error::ApiError;
 use super::objects::{MAX_BODY, decode_body};
+use crate::api::impersonation;
 use crate::api::node_authorizer::{self, Decision, PodGraph};
 use crate::api::rbac::{MASTERS, Policy, Request, User};
 use crate::api::request_info::{self, QueryFacts};
@@ -166,13 +167,25 @@ impl ClientCertificate {
 /// The paths served to anyone: the CA certificate, which joining nodes check against their token's hash.
 const PUBLIC_PATHS: [&str; 1] = ["/cacerts"];
 
+/// The paths a request without credentials may read, as Kubernetes' `system:public-info-viewer` opens them to
+/// anonymous users; wrong credentials still get 401 there.
+const PUBLIC_INFO_PATHS: [&str; 4] = ["/healthz", "/livez", "/readyz", "/version"];
+
 /// The middleware every request passes: authentication, then authorization.
 pub(super) async fn guard(
     State(server): State<ApiServer>,
     request: axum::extract::Request,
     next: Next,
 ) -> Response {
-    if PUBLIC_PATHS.contains(&request.uri().path()) {
+    let path = request.uri().path();
+    let anonymous_info = PUBLIC_INFO_PATHS.contains(&path)
+        && request.method() == http::Method::GET
+        && !request.headers().contains_key(header::AUTHORIZATION)
+        && request
+            .extensions()
+            .get::<ClientCertificate>()
+            .is_none_or(|c| c.0.is_none());
+    if PUBLIC_PATHS.contains(&path) || anonymous_info {
         return next.run(request).await;
     }
     let certified = request
@@ -181,6 +194,10 @@ pub(super) async fn guard(
         .and_then(|c| c.0.clone());
     let Some(user) = certified.or_else(|| server.authenticate(request.headers())) else {
         return unauthorized();
+    };
+    let user = match server.impersonated(user, request.headers()) {
+        Ok(user) => user,
+        Err(error) => return error.into_response(),
     };
     let query: AuthQuery = request
         .uri()
@@ -239,6 +256,21 @@ pub(super) async fn guard(
 }
 
 impl ApiServer {
+    /// The identity a request is served as: its own, or the one its impersonation headers name when every
+    /// part of it is allowed (`impersonate` on users, groups, uids, userextras).
+    fn impersonated(&self, user: User, headers: &http::HeaderMap) -> Result<User, ApiError> {
+        let asked = impersonation::from_headers(headers)
+            .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let Some(asked) = asked else {
+            return Ok(user);
+        };
+        for check in asked.checks() {
+            self.authorize(&user, &check, None)?;
+        }
+        tracing::debug!(user = %user.name, as_user = %asked.user, "impersonating");
+        Ok(asked.user())
+    }
+
     /// Asks the authorizers in order; the first to allow wins.
     fn authorize(
         &self,

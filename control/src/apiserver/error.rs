@@ -78,11 +78,11 @@ pub enum ApiError {
 
 fn render_causes(causes: &[Cause]) -> String {
     match causes {
-        [one] => one.message.clone(),
+        [one] => one.to_string(),
         many => format!(
             "[{}]",
             many.iter()
-                .map(|c| c.message.as_str())
+                .map(Cause::to_string)
                 .collect::<Vec<_>>()
                 .join(", ")
         ),

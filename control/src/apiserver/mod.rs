@@ -8,6 +8,7 @@ mod logs;
 mod node_agent;
 pub mod objects;
 mod pod_admission;
+mod pod_security;
 mod portforward;
 mod rbac_escalation;
 pub mod service_network;
@@ -23,7 +24,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use error::ApiError;
-use objects::{MAX_BODY, Query, Written, decode_body, list_object};
+use objects::{Deletion, MAX_BODY, Query, Written, decode_body, list_object};
 use serde_json::Value;
 use service_network::ServiceNetwork;
 use std::sync::Arc;
@@ -48,6 +49,8 @@ pub struct ApiServer {
     ca_pem: Option<Arc<str>>,
     /// `https` when node agents are reached with the apiserver's client certificate, else `http`.
     agent_scheme: &'static str,
+    /// Pod Security admission's defaults and exemptions.
+    pod_security: Arc<crate::api::pod_security::Config>,
 }
 
 /// Which objects a request is about: a resource type and, for namespaced types, maybe one namespace.
@@ -72,7 +75,16 @@ impl ApiServer {
             auth: Arc::new(auth::AuthConfig::default()),
             ca_pem: None,
             agent_scheme: "http",
+            pod_security: Arc::new(crate::api::pod_security::Config::uniform(
+                crate::api::pod_security::Level::Baseline,
+            )),
         }
+    }
+
+    /// The same apiserver, with these Pod Security defaults and exemptions (baseline everywhere otherwise).
+    pub fn with_pod_security(mut self, config: crate::api::pod_security::Config) -> Self {
+        self.pod_security = Arc::new(config);
+        self
     }
 
     /// The same apiserver, reaching node agents over TLS with a client certificate (`system:apiserver`) of the
@@ -366,11 +378,13 @@ fn content_type(headers: &HeaderMap) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
 }
 
-fn delete_options(request: &ApiRequest) -> Result<Value, ApiError> {
-    if request.body.is_empty() {
-        return Ok(Value::Null);
-    }
-    decode_body(content_type(&request.headers), &request.body)
+fn deletion(request: &ApiRequest) -> Result<Deletion, ApiError> {
+    let body = if request.body.is_empty() {
+        Value::Null
+    } else {
+        decode_body(content_type(&request.headers), &request.body)?
+    };
+    Deletion::new(&body, &request.query)
 }
 
 async fn serve(
@@ -383,6 +397,12 @@ async fn serve(
     let query = &request.query;
     let resource = target.resource;
     let table = wants_table(&request.headers);
+    match request.method {
+        Method::POST => query.check_dry_run("CreateOptions")?,
+        Method::PUT => query.check_dry_run("UpdateOptions")?,
+        Method::PATCH => query.check_dry_run("PatchOptions")?,
+        _ => {}
+    }
     match (request.method.clone(), name, subresource) {
         (Method::GET, None, None) if query.is_watch() => server.watch(
             target,
@@ -487,17 +507,17 @@ async fn serve(
             ))
         }
         (Method::DELETE, Some(name), None) => {
-            let options = delete_options(&request)?;
+            let deletion = deletion(&request)?;
             Ok(json(
                 StatusCode::OK,
-                server.delete(target, name, &options, query).await?,
+                server.delete(target, name, &deletion).await?,
             ))
         }
         (Method::DELETE, None, None) => {
-            let options = delete_options(&request)?;
+            let deletion = deletion(&request)?;
             Ok(json(
                 StatusCode::OK,
-                server.delete_collection(target, &options, query).await?,
+                server.delete_collection(target, &deletion, query).await?,
             ))
         }
         _ => Err(ApiError::MethodNotAllowed),

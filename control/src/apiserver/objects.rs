@@ -10,8 +10,12 @@ use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::store::{Expect, KeyValue, ListRequest, Revision};
 use base64::Engine;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::DeleteOptions;
 use serde::Deserialize;
 use serde_json::{Value, json};
+
+/// Namespaces that may never be deleted, as Kubernetes' NamespaceLifecycle admission keeps them.
+const IMMORTAL_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// Largest request body accepted, as Kubernetes' 3 MiB.
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -95,6 +99,8 @@ pub struct Query {
     pub grace_period_seconds: Option<i64>,
     /// `propagationPolicy`
     pub propagation_policy: Option<String>,
+    /// `orphanDependents` (deprecated; `propagationPolicy=Orphan`)
+    pub orphan_dependents: Option<bool>,
     /// `includeObject` for Tables.
     pub include_object: Option<String>,
 }
@@ -107,6 +113,105 @@ impl Query {
 
     fn dry_run(&self) -> bool {
         self.dry_run.as_deref() == Some("All")
+    }
+
+    /// Refuses a `dryRun` other than `All`, which a write would otherwise carry out for real. `options` is
+    /// the kind Kubernetes names in the error: `CreateOptions`, `UpdateOptions`, `PatchOptions`.
+    pub fn check_dry_run(&self, options: &str) -> Result<(), ApiError> {
+        match self.dry_run.as_deref() {
+            None | Some("All") => Ok(()),
+            Some(other) => Err(dry_run_invalid(options, other)),
+        }
+    }
+}
+
+fn dry_run_invalid(options: &str, value: &str) -> ApiError {
+    ApiError::Invalid {
+        kind: options.to_owned(),
+        name: String::new(),
+        causes: vec![crate::api::validation::Cause::not_supported(
+            "dryRun",
+            value,
+            &["All"],
+        )],
+    }
+}
+
+/// A DELETE's options, from its body (`DeleteOptions`) and its query, the body winning as in Kubernetes.
+#[derive(Debug, Default)]
+pub struct Deletion {
+    /// Check everything, change nothing.
+    pub dry_run: bool,
+    /// Seconds a pod gets to stop; none for the pod's own.
+    pub grace_period_seconds: Option<i64>,
+    /// Background, Foreground or Orphan.
+    pub propagation_policy: String,
+    /// The uid the object must have.
+    pub uid: Option<String>,
+    /// The resourceVersion the object must have.
+    pub resource_version: Option<String>,
+}
+
+impl Deletion {
+    /// The options of a DELETE: `body` is its decoded body (null when empty).
+    pub fn new(body: &Value, query: &Query) -> Result<Self, ApiError> {
+        let options: DeleteOptions = if body.is_null() {
+            DeleteOptions::default()
+        } else {
+            serde_json::from_value(body.clone()).map_err(|e| {
+                ApiError::BadRequest(format!("the body of the request is not DeleteOptions: {e}"))
+            })?
+        };
+        let dry_run = match options.dry_run.as_deref() {
+            Some([]) | None => query.dry_run.clone().into_iter().collect(),
+            Some(values) => values.to_vec(),
+        };
+        if let Some(bad) = dry_run.iter().find(|v| *v != "All") {
+            return Err(dry_run_invalid("DeleteOptions", bad));
+        }
+        let orphan = options.orphan_dependents.or(query.orphan_dependents);
+        let policy = options
+            .propagation_policy
+            .or_else(|| query.propagation_policy.clone());
+        if orphan.is_some() && policy.is_some() {
+            return Err(ApiError::Invalid {
+                kind: "DeleteOptions".into(),
+                name: String::new(),
+                causes: vec![crate::api::validation::Cause::invalid(
+                    "propagationPolicy",
+                    policy.as_deref().unwrap_or_default(),
+                    "orphanDependents and deletionPropagation cannot be both set",
+                )],
+            });
+        }
+        let policy = match (policy, orphan) {
+            (Some(policy), _) => policy,
+            (None, Some(true)) => "Orphan".to_owned(),
+            (None, _) => "Background".to_owned(),
+        };
+        if !["Background", "Foreground", "Orphan"].contains(&policy.as_str()) {
+            return Err(ApiError::Invalid {
+                kind: "DeleteOptions".into(),
+                name: String::new(),
+                causes: vec![crate::api::validation::Cause::not_supported(
+                    "propagationPolicy",
+                    &policy,
+                    &["Foreground", "Background", "Orphan", "nil"],
+                )],
+            });
+        }
+        let preconditions = options.preconditions.unwrap_or_default();
+        Ok(Self {
+            dry_run: !dry_run.is_empty(),
+            grace_period_seconds: options.grace_period_seconds.or(query.grace_period_seconds),
+            propagation_policy: policy,
+            uid: preconditions.uid,
+            resource_version: preconditions.resource_version,
+        })
+    }
+
+    fn has_preconditions(&self) -> bool {
+        self.uid.is_some() || self.resource_version.is_some()
     }
 }
 
@@ -506,7 +611,8 @@ impl ApiServer {
         let _pod_admission = self
             .lock_pod_admission(target.resource, target.namespace.as_deref())
             .await?;
-        let (mut object, warnings) = admit(target.resource, object, None, Some(&uid), query)?;
+        let (mut object, mut warnings) = admit(target.resource, object, None, Some(&uid), query)?;
+        warnings.extend(self.admit_pod_security(target.resource, &object, None)?);
         self.check_rbac_escalation(target.resource, &object)?;
         self.allocate_service_addresses(target.resource, &mut object, None)?;
         self.admit_pod_resources(target.resource, &mut object)?;
@@ -597,9 +703,10 @@ impl ApiServer {
             .as_object_mut()
             .map(|m| m.remove("managedFields"));
         let _service_writes = self.lock_service_writes(resource).await;
-        let (mut new, warnings) = admit(resource, new, Some(&old), None, query)?;
+        let (mut new, mut warnings) = admit(resource, new, Some(&old), None, query)?;
         self.check_rbac_escalation(resource, &new)?;
         if !subresource.is_some_and(Subresource::writes_status) {
+            warnings.extend(self.admit_pod_security(resource, &new, Some(&old))?);
             self.allocate_service_addresses(resource, &mut new, Some(&old))?;
         }
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
@@ -828,19 +935,40 @@ impl ApiServer {
         )
     }
 
-    /// DELETE of one object, honouring preconditions, graceful pod deletion, finalizers and propagation.
+    /// DELETE of one object, honouring preconditions, graceful pod deletion, finalizers and propagation. A
+    /// write that races another is tried again on the new state unless the client sent preconditions.
     pub async fn delete(
         &self,
         target: &Target,
         name: &str,
-        options: &Value,
-        query: &Query,
+        deletion: &Deletion,
+    ) -> Result<Value, ApiError> {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.delete_once(target, name, deletion).await {
+                Err(ApiError::Conflict { .. }) if !deletion.has_preconditions() && attempts < 8 => {
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn delete_once(
+        &self,
+        target: &Target,
+        name: &str,
+        deletion: &Deletion,
     ) -> Result<Value, ApiError> {
         let resource = target.resource;
+        if resource.kind == "Namespace" && IMMORTAL_NAMESPACES.contains(&name) {
+            return Err(ApiError::Forbidden(format!(
+                "namespaces {name:?} is forbidden: this namespace may not be deleted"
+            )));
+        }
         let current = self.read(resource, target.namespace.as_deref(), name)?;
         let mut object = served(&current.value, current.mod_revision)?;
-        let preconditions = &options["preconditions"];
-        if let Some(uid) = preconditions["uid"].as_str()
+        if let Some(uid) = deletion.uid.as_deref()
             && Some(uid) != meta_str(&object, "uid")
         {
             return Err(ApiError::Conflict {
@@ -852,7 +980,7 @@ impl ApiServer {
                 ),
             });
         }
-        if let Some(rv) = preconditions["resourceVersion"].as_str()
+        if let Some(rv) = deletion.resource_version.as_deref()
             && rv != current.mod_revision.to_string()
         {
             return Err(ApiError::Conflict {
@@ -864,19 +992,9 @@ impl ApiServer {
                 ),
             });
         }
-        let grace = options["gracePeriodSeconds"]
-            .as_i64()
-            .or(query.grace_period_seconds);
-        let policy = options["propagationPolicy"]
-            .as_str()
-            .or(query.propagation_policy.as_deref())
-            .unwrap_or("Background");
-        if !["Background", "Foreground", "Orphan"].contains(&policy) {
-            return Err(ApiError::BadRequest(format!(
-                "propagationPolicy {policy:?} is not one of Background, Foreground, Orphan"
-            )));
-        }
-        if query.dry_run() {
+        let grace = deletion.grace_period_seconds;
+        let policy = deletion.propagation_policy.as_str();
+        if deletion.dry_run {
             return Ok(object);
         }
         let mut finalizers: Vec<Value> = object["metadata"]["finalizers"]
@@ -901,10 +1019,12 @@ impl ApiServer {
             object["status"]["phase"].as_str(),
             Some("Succeeded" | "Failed")
         );
+        // As Kubernetes' pod strategy: a negative period is 1 s.
         let pod_grace = if bound_pod && !pod_phase_done {
-            grace
+            let period = grace
                 .or(object["spec"]["terminationGracePeriodSeconds"].as_i64())
-                .unwrap_or(30)
+                .unwrap_or(30);
+            if period < 0 { 1 } else { period }
         } else {
             0
         };
@@ -913,7 +1033,10 @@ impl ApiServer {
         if !finalizers.is_empty() || pod_grace > 0 || namespace_busy {
             // Deletion is pending: mark the object; its finalizers' owners (or the node agent) finish it.
             if object["metadata"]["deletionTimestamp"].is_null() {
-                let at = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(pod_grace);
+                // A period past the end of time (9999-12-31) saturates there rather than overflowing.
+                let at = jiff::Timestamp::now()
+                    .checked_add(jiff::SignedDuration::from_secs(pod_grace))
+                    .unwrap_or(jiff::Timestamp::MAX);
                 object["metadata"]["deletionTimestamp"] = at
                     .round(jiff::Unit::Second)
                     .unwrap_or(at)
@@ -983,9 +1106,12 @@ impl ApiServer {
     pub async fn delete_collection(
         &self,
         target: &Target,
-        options: &Value,
+        deletion: &Deletion,
         query: &Query,
     ) -> Result<Value, ApiError> {
+        if target.resource.kind == "Namespace" {
+            return Err(ApiError::MethodNotAllowed);
+        }
         let (items, revision, _) = self.list(
             target,
             &Query {
@@ -1002,7 +1128,7 @@ impl ApiServer {
                 resource: target.resource,
                 namespace,
             };
-            match self.delete(&one, &name, options, query).await {
+            match self.delete(&one, &name, deletion).await {
                 Ok(object) => deleted.push(object),
                 Err(ApiError::NotFound { .. }) => {}
                 Err(e) => return Err(e),

@@ -235,11 +235,7 @@ impl ServiceNetwork {
                 Some(n) => match self.check_requested_port(n, taken, &own) {
                     Ok(n) => Some(n),
                     Err(detail) => {
-                        causes.push(Cause {
-                            reason: "FieldValueInvalid",
-                            message: format!("{field}: Invalid value: {n}: {detail}"),
-                            field,
-                        });
+                        causes.push(Cause::invalid_number(field, i64::from(n), &detail));
                         continue;
                     }
                 },
@@ -446,7 +442,7 @@ mod tests {
             .allocate(&mut service("NodePort", None, Some(port)), None, &taken)
             .unwrap_err();
         assert_eq!(
-            causes[0].message,
+            causes[0].to_string(),
             format!(
                 "spec.ports[0].nodePort: Invalid value: {port}: provided port is already allocated"
             )

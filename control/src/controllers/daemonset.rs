@@ -224,6 +224,9 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Cont
     if ds.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
+    if !ownership::selector_usable(ds.as_ref(), &ds.spec.selector, &ctx.events).await {
+        return Ok(Action::await_change());
+    }
     let namespace = ds.namespace().unwrap_or_default();
     let key = format!("{namespace}/{}", ds.name_any());
     ctx.nodes

@@ -327,6 +327,11 @@ async fn reconcile(
     if deployment.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
+    if !ownership::selector_usable(deployment.as_ref(), &deployment.spec.selector, &ctx.events)
+        .await
+    {
+        return Ok(Action::await_change());
+    }
     let namespace = deployment.namespace().unwrap_or_default();
     let candidates = cached_in(&ctx.replicasets, &namespace).await?;
     let rs_api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &namespace);

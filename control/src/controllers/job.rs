@@ -215,6 +215,9 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Controlle
         .as_ref()
         .and_then(|s| s.selector.clone())
         .unwrap_or_default();
+    if !ownership::selector_usable(job.as_ref(), &selector, &ctx.events).await {
+        return Ok(Action::await_change());
+    }
     let owned = ownership::claim(
         &pod_api,
         job.as_ref(),

@@ -2,6 +2,7 @@
 //! selector matches, releases what it owns but no longer matches, and a change of a child wakes its owner.
 
 use crate::api::selector;
+use crate::events::{EventType, Recorder};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
@@ -33,6 +34,36 @@ pub fn selector(selector: &LabelSelector) -> Option<selector::LabelSelector> {
     let value = serde_json::to_value(selector).ok()?;
     let parsed = selector::LabelSelector::from_object(&value).ok()?;
     (!parsed.0.is_empty()).then_some(parsed)
+}
+
+/// Whether an owner's selector can select its children. One that cannot be parsed or is empty (the apiserver
+/// refuses both, but an object stored before it did may carry one) gets a Warning event instead: a controller
+/// that acted on it would make children it can never find again, without end.
+pub async fn selector_usable<O>(
+    owner: &O,
+    owner_selector: &LabelSelector,
+    events: &Recorder,
+) -> bool
+where
+    O: Resource<DynamicType = ()>,
+{
+    if selector(owner_selector).is_some() {
+        return true;
+    }
+    tracing::warn!(
+        name = %owner.name_any(),
+        namespace = owner.namespace().unwrap_or_default(),
+        "selector cannot be used: not acting"
+    );
+    events
+        .record(
+            owner,
+            EventType::Warning,
+            "InvalidSelector",
+            "the selector is empty or cannot be parsed: nothing is done until it is fixed",
+        )
+        .await;
+    false
 }
 
 /// Whether a selector matches an object's labels.

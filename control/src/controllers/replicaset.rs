@@ -84,6 +84,9 @@ pub fn status(rs: &ReplicaSet, owned: &[&Pod], now: jiff::Timestamp) -> ReplicaS
 }
 
 async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, ControllerError> {
+    if !ownership::selector_usable(rs.as_ref(), &rs.spec.selector, &ctx.events).await {
+        return Ok(Action::await_change());
+    }
     let key = format!("{}/{}", rs.namespace().unwrap_or_default(), rs.name_any());
     let namespace = rs.namespace().unwrap_or_default();
     let in_namespace = cached_in(&ctx.pods, &namespace).await?;

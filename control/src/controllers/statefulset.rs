@@ -184,6 +184,9 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action, C
     if sts.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
+    if !ownership::selector_usable(sts.as_ref(), &sts.spec.selector, &ctx.events).await {
+        return Ok(Action::await_change());
+    }
     let namespace = sts.namespace().unwrap_or_default();
     let key = format!("{namespace}/{}", sts.name_any());
     let candidates = cached_in(&ctx.pods, &namespace).await?;

@@ -1,5 +1,6 @@
 //! The scheduler's filters and scores: pure functions of a pod, a node and the pods already on it.
 
+use crate::api::quantity::{milli_of, value_of};
 use k8s_openapi::api::core::v1::{Node, Pod, Taint, Toleration};
 use std::collections::BTreeMap;
 
@@ -36,28 +37,6 @@ impl std::ops::Sub for Resources {
     }
 }
 
-/// Parses a Kubernetes quantity into a number of base units times `scale` (1000 for millicores).
-pub fn quantity(text: &str, scale: f64) -> i64 {
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, suffix) = text.split_at(split);
-    let number: f64 = number.parse().unwrap_or(0.0);
-    let factor = match suffix {
-        "m" => 0.001,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0 * 1024.0,
-        "Gi" => 1024.0f64.powi(3),
-        "Ti" => 1024.0f64.powi(4),
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        _ => 1.0,
-    };
-    (number * factor * scale).round() as i64
-}
-
 /// What a pod asks for: the sum of its containers' requests, and one pod.
 pub fn requests(pod: &Pod) -> Resources {
     let mut total = Resources {
@@ -70,10 +49,10 @@ pub fn requests(pod: &Pod) -> Resources {
             .as_ref()
             .and_then(|r| r.requests.as_ref());
         if let Some(cpu) = requests.and_then(|r| r.get("cpu")) {
-            total.cpu_milli += quantity(&cpu.0, 1000.0);
+            total.cpu_milli += milli_of(&cpu.0);
         }
         if let Some(memory) = requests.and_then(|r| r.get("memory")) {
-            total.memory += quantity(&memory.0, 1.0);
+            total.memory += value_of(&memory.0);
         }
     }
     total
@@ -82,15 +61,15 @@ pub fn requests(pod: &Pod) -> Resources {
 /// What a node offers to pods.
 pub fn allocatable(node: &Node) -> Resources {
     let allocatable = node.status.as_ref().and_then(|s| s.allocatable.as_ref());
-    let get = |name: &str, scale: f64| {
+    let get = |name: &str, of: fn(&str) -> i64| {
         allocatable
             .and_then(|a| a.get(name))
-            .map_or(0, |q| quantity(&q.0, scale))
+            .map_or(0, |q| of(&q.0))
     };
     Resources {
-        cpu_milli: get("cpu", 1000.0),
-        memory: get("memory", 1.0),
-        pods: get("pods", 1.0),
+        cpu_milli: get("cpu", milli_of),
+        memory: get("memory", value_of),
+        pods: get("pods", value_of),
     }
 }
 
@@ -339,14 +318,6 @@ mod tests {
             !fits(serde_json::json!([{}])),
             "an empty term matches nothing"
         );
-    }
-
-    #[test]
-    fn quantities_become_millicores_and_bytes() {
-        assert_eq!(quantity("500m", 1000.0), 500);
-        assert_eq!(quantity("2", 1000.0), 2000);
-        assert_eq!(quantity("64Mi", 1.0), 64 << 20);
-        assert_eq!(quantity("1G", 1.0), 1_000_000_000);
     }
 
     #[test]
