@@ -422,3 +422,33 @@ fn a_deleted_node_comes_back_when_its_agent_next_reports() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// The pod's Ready condition ("True", "False"...), if any.
+fn ready(pod: &Value) -> String {
+    pod["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Ready")
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Regression (issue 13): a frozen agent's pods stayed Ready, so Services kept sending them traffic.
+#[test]
+fn the_pods_of_a_frozen_agent_are_marked_not_ready_until_it_thaws() {
+    let server = Server::start_with(&["--node-monitor-grace-period-seconds", "2"]);
+    let agent = NodeAgent::start(&server, "frozen");
+    let mut pod = common::echo_pod("held", "frozen");
+    // Tolerated for a while: the pod is not evicted, only marked not ready.
+    pod["spec"]["tolerations"] = json!([{"key": "node.kubernetes.io/unreachable", "operator": "Exists",
+                                         "effect": "NoExecute", "tolerationSeconds": 300}]);
+    common::create_pod(&server, pod);
+    common::wait_for(&server, "held", "Ready", |p| ready(p) == "True");
+    agent.signal("STOP");
+    let marked = common::wait_for(&server, "held", "not Ready", |p| ready(p) == "False");
+    assert!(marked.to_string().contains("NodeNotReady"), "{marked}");
+    agent.signal("CONT");
+    common::wait_for(&server, "held", "Ready again", |p| ready(p) == "True");
+}

@@ -119,7 +119,7 @@ fn node_object(config: &AgentConfig, port: u16) -> Node {
                     address: config.node_name.clone(),
                 },
             ]),
-            conditions: Some(vec![ready_condition()]),
+            conditions: Some(vec![ready_condition(), memory_condition(false)]),
             daemon_endpoints: Some(NodeDaemonEndpoints {
                 kubelet_endpoint: Some(DaemonEndpoint {
                     port: i32::from(port),
@@ -154,6 +154,32 @@ fn total_memory_bytes() -> u64 {
             line.split_whitespace().nth(1)?.parse::<u64>().ok()
         })
         .map_or(4 << 30, |kib| kib * 1024)
+}
+
+/// The kubelet's MemoryPressure condition: whether guests hold most of the node's memory budget.
+fn memory_condition(under_pressure: bool) -> NodeCondition {
+    let now = Time(jiff::Timestamp::now());
+    let (status, reason, message) = if under_pressure {
+        (
+            "True",
+            "KubeletHasInsufficientMemory",
+            "guests hold more than 90% of the node's memory budget",
+        )
+    } else {
+        (
+            "False",
+            "KubeletHasSufficientMemory",
+            "kubelet has sufficient memory available",
+        )
+    };
+    NodeCondition {
+        type_: "MemoryPressure".into(),
+        status: status.into(),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        last_heartbeat_time: Some(now.clone()),
+        last_transition_time: Some(now),
+    }
 }
 
 fn ready_condition() -> NodeCondition {
@@ -206,6 +232,7 @@ async fn heartbeat(
     config: AgentConfig,
     port: u16,
     pod_cidr: Arc<std::sync::OnceLock<String>>,
+    memory: Arc<crate::memory::NodeMemory>,
 ) {
     let node_name = config.node_name.clone();
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
@@ -240,7 +267,8 @@ async fn heartbeat(
             tracing::warn!(node = %node_name, %error, "cannot renew the node lease");
         }
         if beat.is_multiple_of(STATUS_EVERY) {
-            let status = serde_json::json!({"status": {"conditions": [ready_condition()]}});
+            let conditions = [ready_condition(), memory_condition(memory.under_pressure())];
+            let status = serde_json::json!({"status": {"conditions": conditions}});
             if let Err(error) = nodes
                 .patch_status(
                     &node_name,
@@ -306,7 +334,8 @@ async fn reconcile(pod: Arc<Pod>, agent: Arc<Agent>) -> Result<Action, AgentErro
     }
     let rejected = {
         let mut workers = agent.workers.lock().map_err(|_| AgentError::Poisoned)?;
-        if workers.contains_key(&uid) {
+        if let Some(worker) = workers.get(&uid) {
+            worker.observe(pod.status.clone());
             return Ok(Action::await_change());
         }
         let used = workers
@@ -386,10 +415,14 @@ async fn follow_nodes(
 /// Runs the node agent until the process ends.
 pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)?;
-    let runtime = Arc::new(Runtime::new(
-        &config.data_dir.join("cache"),
-        config.instance_pool,
-    )?);
+    // Guests may take the node's memory but a reserve for the agent and the system (a tenth, at least
+    // 100 MiB, as the kubelet's default eviction threshold).
+    let total = usize::try_from(total_memory_bytes()).unwrap_or(usize::MAX);
+    let budget = total.saturating_sub((total / 10).max(100 << 20));
+    let runtime = Arc::new(
+        Runtime::new(&config.data_dir.join("cache"), config.instance_pool)?
+            .with_memory_budget(budget),
+    );
     let listener = tokio::net::TcpListener::bind((config.address.as_str(), config.port)).await?;
     let port = listener.local_addr()?.port();
     let pod_addresses = PodAddressBook::default();
@@ -447,6 +480,7 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
         config.clone(),
         port,
         known_pod_cidr.clone(),
+        runtime.memory(),
     ));
     let pod_cidr = wait_for_pod_cidr(&client, &config.node_name).await?;
     let _ = known_pod_cidr.set(pod_cidr.clone());

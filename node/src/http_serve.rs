@@ -2,7 +2,7 @@
 //! fresh instance from the pre-instantiated component for every request. A request that traps gets a 500 and
 //! the error in the container's stderr log; the others are unaffected.
 
-use crate::runtime::{P2State, RunSpec, p2_store};
+use crate::runtime::{MemoryLimiter, P2State, RunSpec, p2_store};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use std::sync::Arc;
@@ -27,6 +27,8 @@ pub(crate) struct Handler {
     pub spec: RunSpec,
     /// The container's CPU quota, shared by its requests.
     pub cpu: Option<Arc<std::sync::Mutex<crate::cpu::Quota>>>,
+    /// The node's memory budget, charged by every request's instance.
+    pub memory: Arc<crate::memory::NodeMemory>,
 }
 
 /// Where an HTTP component is served, and the signal to drain it.
@@ -121,8 +123,9 @@ async fn instantiate_and_handle(
 ) -> Result<hyper::Response<HyperOutgoingBody>, String> {
     let engine = handler.pre.engine();
     let refused = Arc::new(AtomicBool::new(false));
+    let limiter = MemoryLimiter::new(&handler.spec, refused, handler.memory.clone());
     let mut store =
-        p2_store(engine, &handler.spec, refused, handler.cpu.clone()).map_err(|e| e.to_string())?;
+        p2_store(engine, &handler.spec, limiter, handler.cpu.clone()).map_err(|e| e.to_string())?;
     let (sender, receiver) = tokio::sync::oneshot::channel();
     let request = store
         .data_mut()

@@ -10,6 +10,7 @@ pub mod images;
 pub mod join;
 pub mod log_server;
 pub mod logs;
+pub mod memory;
 pub mod pod;
 pub mod port_forward;
 pub mod probes;

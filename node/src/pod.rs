@@ -8,7 +8,9 @@ use crate::runtime::{Mount, PodNetwork, RunSpec, Runtime};
 use crate::safe_path::{self, UnsafePath};
 use crate::services::{PodNames, ServiceView};
 use crate::status::{self, Container, State};
-use k8s_openapi::api::core::v1::{ConfigMap, Container as ContainerSpec, KeyToPath, Pod, Secret};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container as ContainerSpec, KeyToPath, Pod, PodStatus, Secret,
+};
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use std::path::{Path, PathBuf};
@@ -74,6 +76,8 @@ pub struct PodWorker {
     pub requests: Resources,
     ctx: Arc<NodeContext>,
     stop: watch::Sender<bool>,
+    /// The pod's status as the API last showed it.
+    observed: watch::Sender<Option<PodStatus>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -81,16 +85,28 @@ impl PodWorker {
     /// Starts running a pod.
     pub fn start(pod: Pod, ctx: Arc<NodeContext>) -> Self {
         let (stop, stopped) = watch::channel(false);
+        let (observed, observations) = watch::channel(pod.status.clone());
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let requests = wasmkube_control::scheduler::plugins::requests(&pod);
-        let task = tokio::spawn(run_pod(pod, ctx.clone(), stopped));
+        let task = tokio::spawn(run_pod(pod, ctx.clone(), stopped, observations));
         Self {
             uid,
             requests,
             ctx,
             stop,
+            observed,
             task,
         }
+    }
+
+    /// Tells the worker the status the API shows now: one someone else changed (the node controller marks the
+    /// pods of a silent node not ready) is written again from what the pod really is.
+    pub fn observe(&self, status: Option<PodStatus>) {
+        self.observed.send_if_modified(|current| {
+            let changed = *current != status;
+            *current = status;
+            changed
+        });
     }
 
     /// Whether the pod still runs (its worker ends when the pod reaches Succeeded or Failed).
@@ -217,7 +233,12 @@ fn initial_states(
         .collect()
 }
 
-async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, stopped: watch::Receiver<bool>) {
+async fn run_pod(
+    pod: Pod,
+    ctx: Arc<NodeContext>,
+    stopped: watch::Receiver<bool>,
+    mut observed: watch::Receiver<Option<PodStatus>>,
+) {
     let name = pod.metadata.name.clone().unwrap_or_default();
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
@@ -357,8 +378,16 @@ async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, stopped: watch::Receiver<bool>
                 }
             }
         }
-        let Some(first) = changes.recv().await else {
-            return;
+        let first = tokio::select! {
+            change = changes.recv() => match change {
+                Some(change) => change,
+                None => return,
+            },
+            Ok(()) = observed.changed() => {
+                // The API's status differs from what was written: compare against it and write again.
+                written = observed.borrow_and_update().clone();
+                continue;
+            }
         };
         // Take every change that is already waiting, so a burst is written once.
         let mut next = Some(first);

@@ -3,6 +3,7 @@
 //! limits and an epoch deadline that makes busy guests yield to the others.
 
 use crate::logs::LogStream;
+use crate::memory::NodeMemory;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -179,21 +180,46 @@ pub struct RunSpec {
 }
 
 /// Caps linear memory growth and remembers whether it had to refuse.
-struct MemoryLimiter {
+pub(crate) struct MemoryLimiter {
     limit: Option<usize>,
     refused: Arc<AtomicBool>,
+    /// The node's budget, which every growth is charged to.
+    node: Arc<NodeMemory>,
+    /// What this guest took of it, given back when its Store goes.
+    held: usize,
+}
+
+impl MemoryLimiter {
+    pub(crate) fn new(spec: &RunSpec, refused: Arc<AtomicBool>, node: Arc<NodeMemory>) -> Self {
+        Self {
+            limit: spec.memory_limit,
+            refused,
+            node,
+            held: 0,
+        }
+    }
+}
+
+impl Drop for MemoryLimiter {
+    fn drop(&mut self) {
+        self.node.give_back(self.held);
+    }
 }
 
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
+        let growth = desired.saturating_sub(current);
         let allowed = self.limit.is_none_or(|limit| desired <= limit)
-            && maximum.is_none_or(|max| desired <= max);
-        if !allowed {
+            && maximum.is_none_or(|max| desired <= max)
+            && self.node.try_take(growth);
+        if allowed {
+            self.held = self.held.saturating_add(growth);
+        } else {
             self.refused.store(true, Ordering::SeqCst);
         }
         Ok(allowed)
@@ -323,6 +349,7 @@ pub struct Runtime {
     loaded: Mutex<HashMap<String, Loaded>>,
     stop_ticker: Arc<AtomicBool>,
     guests: GuestExecutors,
+    memory: Arc<NodeMemory>,
 }
 
 impl Drop for Runtime {
@@ -452,7 +479,19 @@ impl Runtime {
             loaded: Mutex::new(HashMap::new()),
             stop_ticker,
             guests: GuestExecutors::new()?,
+            memory: Arc::new(NodeMemory::new(usize::MAX)),
         })
+    }
+
+    /// The same runtime, charging every guest's memory to a node budget of `bytes`.
+    pub fn with_memory_budget(mut self, bytes: usize) -> Self {
+        self.memory = Arc::new(NodeMemory::new(bytes));
+        self
+    }
+
+    /// The node's memory budget and what guests hold of it.
+    pub fn memory(&self) -> Arc<NodeMemory> {
+        self.memory.clone()
     }
 
     /// Compiles and links a binary once per digest; later loads of the same bytes are free.
@@ -512,6 +551,7 @@ impl Runtime {
             })
             .transpose()?;
         let (engine, program) = (self.engine.clone(), loaded.program.clone());
+        let memory = self.memory.clone();
         let task = tokio_util::task::AbortOnDropHandle::new(executor.spawn(async move {
             let serving = serving
                 .map(|(listener, drain)| {
@@ -520,7 +560,7 @@ impl Runtime {
                         .map_err(|e| RunError::Setup(format!("cannot serve the listener: {e}")))
                 })
                 .transpose()?;
-            run_program(&engine, &program, spec, serving).await
+            run_program(&engine, &program, spec, serving, memory).await
         }));
         task.await
             .map_err(|e| RunError::Setup(format!("the guest's task ended abnormally: {e}")))?
@@ -533,6 +573,7 @@ async fn run_program(
     program: &Program,
     spec: RunSpec,
     serving: Option<crate::http_serve::Serving>,
+    memory: Arc<NodeMemory>,
 ) -> Result<Exit, RunError> {
     let refused = Arc::new(AtomicBool::new(false));
     let outcome = match program {
@@ -541,10 +582,7 @@ async fn run_program(
                 engine,
                 P1State {
                     wasi: wasi_builder(&spec)?.build_p1(),
-                    limiter: MemoryLimiter {
-                        limit: spec.memory_limit,
-                        refused: refused.clone(),
-                    },
+                    limiter: MemoryLimiter::new(&spec, refused.clone(), memory),
                 },
             );
             store.limiter(|state| &mut state.limiter);
@@ -558,7 +596,8 @@ async fn run_program(
             }
         }
         Program::Command(pre) => {
-            let mut store = p2_store(engine, &spec, refused.clone(), cpu_quota(&spec))?;
+            let limiter = MemoryLimiter::new(&spec, refused.clone(), memory);
+            let mut store = p2_store(engine, &spec, limiter, cpu_quota(&spec))?;
             match pre.instantiate_async(&mut store).await {
                 Ok(command) => match command.wasi_cli_run().call_run(&mut store).await {
                     Ok(Ok(())) => Ok(()),
@@ -576,6 +615,7 @@ async fn run_program(
                 pre: pre.clone(),
                 cpu: cpu_quota(&spec),
                 spec,
+                memory,
             };
             crate::http_serve::serve(serving, Arc::new(handler)).await;
             Ok(())
@@ -674,7 +714,7 @@ fn answer_cluster_names(linker: &mut wasmtime::component::Linker<P2State>) -> wa
 pub(crate) fn p2_store(
     engine: &Engine,
     spec: &RunSpec,
-    refused: Arc<AtomicBool>,
+    limiter: MemoryLimiter,
     cpu: Option<Arc<Mutex<crate::cpu::Quota>>>,
 ) -> Result<Store<P2State>, RunError> {
     let mut store = Store::new(
@@ -683,10 +723,7 @@ pub(crate) fn p2_store(
             ctx: wasi_builder(spec)?.build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            limiter: MemoryLimiter {
-                limit: spec.memory_limit,
-                refused,
-            },
+            limiter,
             pod_ip: spec.network.ip,
             names: spec.network.names.clone(),
             http_hooks: PodHttpHooks {

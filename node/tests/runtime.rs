@@ -169,6 +169,36 @@ async fn growing_past_the_memory_limit_ends_as_oomkilled() {
     assert!(!held.is_empty() && held.len() <= 8, "{held:?}");
 }
 
+/// Regression (issue 13): a pod without a memory limit could take the whole node's memory.
+#[tokio::test]
+async fn guests_without_a_memory_limit_stop_at_the_nodes_budget_and_give_it_back() {
+    let cache = tempfile::tempdir().unwrap();
+    let runtime = Runtime::new(cache.path(), 50)
+        .unwrap()
+        .with_memory_budget(96 << 20);
+    let done = run(
+        &runtime,
+        &app("wasm32-wasip1", "memory-hog"),
+        &["memory-hog"],
+        &[],
+        None,
+    )
+    .await;
+    assert_eq!(done.exit.reason, "OOMKilled", "{:?}", done.exit);
+    assert!(
+        done.lines.iter().any(|l| l.starts_with("holding")),
+        "{:?}",
+        done.lines
+    );
+    let memory = runtime.memory();
+    assert_eq!(
+        memory.used(),
+        0,
+        "the ended guest's memory is back in the budget"
+    );
+    assert!(!memory.under_pressure());
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn a_busy_loop_yields_so_other_guests_still_run() {
     let (runtime, _cache) = runtime();

@@ -333,6 +333,15 @@ impl NodeAgent {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Sends the agent a signal (`STOP` freezes it, `CONT` thaws it).
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -{signal}");
+    }
 }
 
 impl Drop for NodeAgent {

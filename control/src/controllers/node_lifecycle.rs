@@ -1,7 +1,8 @@
 //! Node lifecycle: a node whose agent stops renewing its Lease for the grace period becomes Ready=Unknown and
-//! gets the `node.kubernetes.io/unreachable` taints; pods on it that do not tolerate the NoExecute taint (or
-//! whose tolerationSeconds ran out) are evicted, so their owners replace them on live nodes. When the agent is
-//! back, the taints go.
+//! gets the `node.kubernetes.io/unreachable` taints; its pods are marked not Ready at once (Services stop
+//! sending them traffic), and those that do not tolerate the NoExecute taint (or whose tolerationSeconds ran
+//! out) are evicted, so their owners replace them on live nodes. When the agent is back, the taints go and the
+//! agent writes its pods' readiness again.
 
 use super::{ControllerError, drive, reflect, retry_after};
 use crate::events::{EventType, Recorder};
@@ -194,6 +195,9 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, Control
         if !on_node || pod.metadata.deletion_timestamp.is_some() {
             continue;
         }
+        if silent && is_ready(&pod) {
+            mark_not_ready(&ctx.client, &pod, now).await?;
+        }
         let Some(at) = eviction_time(&pod, &wanted) else {
             continue;
         };
@@ -235,6 +239,43 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, Control
         ),
         None => Action::requeue(ctx.grace),
     })
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .iter()
+        .flat_map(|s| s.conditions.iter().flatten())
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+}
+
+/// Kubernetes' MarkPodsNotReady: the pods of a node that stopped reporting are no longer Ready, so Services stop
+/// sending them traffic at once rather than when they are evicted. The agent writes the truth again when it
+/// is back.
+async fn mark_not_ready(
+    client: &kube::Client,
+    pod: &Pod,
+    now: jiff::Timestamp,
+) -> Result<(), ControllerError> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
+    let status = serde_json::json!({"status": {"conditions": [{
+        "type": "Ready", "status": "False", "reason": "NodeNotReady",
+        "message": "the node's agent stopped posting status", "lastTransitionTime": now.to_string(),
+    }]}});
+    match pods
+        .patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Strategic(&status),
+        )
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(pod = %pod.name_any(), namespace = ?pod.namespace(), "marked not ready: its node is silent");
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(error.into()),
+    }
 }
 
 fn error_policy(node: Arc<Node>, error: &ControllerError, _ctx: Arc<Context>) -> Action {
