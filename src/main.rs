@@ -150,6 +150,19 @@ struct NodeArgs {
     /// Wasm instances kept ready in wasmtime's pooling allocator (0: allocate each on demand).
     #[arg(long, default_value_t = 1000)]
     instance_pool: u32,
+    /// The memory all guests of the node may hold together, as a quantity (`2Gi`); past 90% of it the node
+    /// reports MemoryPressure and evicts pods (BestEffort first). Default: the node's memory less a tenth.
+    #[arg(long, value_parser = parse_bytes)]
+    guest_memory: Option<usize>,
+}
+
+fn parse_bytes(text: &str) -> Result<usize, String> {
+    let quantity =
+        wasmkube_control::api::quantity::Quantity::parse(text).map_err(|e| e.to_string())?;
+    usize::try_from(quantity.value())
+        .ok()
+        .filter(|bytes| *bytes > 0)
+        .ok_or_else(|| format!("{text:?} is not a positive amount of memory"))
 }
 
 async fn run_node(client_args: &cli::ClientArgs, args: NodeArgs) -> anyhow::Result<()> {
@@ -198,6 +211,7 @@ async fn run_node(client_args: &cli::ClientArgs, args: NodeArgs) -> anyhow::Resu
         },
         port: args.port,
         instance_pool: args.instance_pool,
+        guest_memory: args.guest_memory,
         cluster_ca,
         apiserver_ips,
     };

@@ -452,3 +452,118 @@ fn the_pods_of_a_frozen_agent_are_marked_not_ready_until_it_thaws() {
     agent.signal("CONT");
     common::wait_for(&server, "held", "Ready again", |p| ready(p) == "True");
 }
+
+/// Regression (issue 14's first fix): a DELETE without preconditions raced any controller writing the object
+/// and answered 409; it is tried again on the new state, and only preconditions make a 409.
+#[test]
+fn a_delete_without_preconditions_wins_over_concurrent_writes() {
+    let server = Server::api_only();
+    let maps = format!("{}/api/v1/namespaces/default/configmaps", server.url);
+    let names: Vec<String> = (0..40).map(|i| format!("busy-{i}")).collect();
+    for name in &names {
+        post(
+            &server,
+            "/api/v1/namespaces/default/configmaps",
+            &json!({"metadata": {"name": name}, "data": {"n": "0"}}),
+        );
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let (http, maps, names, stop) =
+                (server.http(), maps.clone(), names.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    for name in &names {
+                        n += 1;
+                        let _ = http
+                            .patch(format!("{maps}/{name}"))
+                            .header("content-type", "application/merge-patch+json")
+                            .json(&json!({"data": {"n": format!("{w}-{n}")}}))
+                            .send();
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let http = server.http();
+    let mut codes = Vec::new();
+    for name in &names {
+        codes.push(
+            http.delete(format!("{maps}/{name}"))
+                .send()
+                .unwrap()
+                .status()
+                .as_u16(),
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    assert!(codes.iter().all(|c| *c == 200), "{codes:?}");
+    // With a stale resourceVersion precondition, 409.
+    post(
+        &server,
+        "/api/v1/namespaces/default/configmaps",
+        &json!({"metadata": {"name": "pinned"}}),
+    );
+    let stale = http
+        .delete(format!("{maps}/pinned"))
+        .json(&json!({"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"resourceVersion": "1"}}))
+        .send()
+        .unwrap();
+    assert_eq!(stale.status(), 409);
+}
+
+/// Regression (issue 13): a pod without a memory limit could take the node down. Past 90% of the guests'
+/// budget the agent evicts, BestEffort first, and the Burstable pod keeps running.
+#[test]
+fn under_memory_pressure_the_agent_evicts_best_effort_pods_first() {
+    let server = Server::start();
+    let _agent = NodeAgent::start_with(&server, "tight", &["--guest-memory", "200Mi"]);
+    let hog = format!(
+        "file://{}",
+        common::wasm_app("wasm32-wasip1", "memory-hog").display()
+    );
+    let pod = |name: &str, args: &[&str], resources: Value| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+               "spec": {"nodeName": "tight", "restartPolicy": "Never",
+                        "containers": [{"name": "hog", "image": hog, "args": args, "resources": resources}]}})
+    };
+    // Burstable: 120 MiB at once, then idle.
+    common::create_pod(
+        &server,
+        pod(
+            "steady",
+            &["0", "120"],
+            json!({"requests": {"memory": "128Mi"}}),
+        ),
+    );
+    common::wait_for(&server, "steady", "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    // BestEffort: 8 MiB more every second, without end.
+    common::create_pod(&server, pod("grower", &["1000"], json!({})));
+    let evicted = common::wait_for(&server, "grower", "Evicted", |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    assert_eq!(
+        evicted["status"]["reason"], "Evicted",
+        "{}",
+        evicted["status"]
+    );
+    assert!(
+        evicted["status"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("The node was low on resource: memory."),
+        "{}",
+        evicted["status"]
+    );
+    common::wait_for_events(&server, "grower", &["Evicted"]);
+    let steady = common::get_pod(&server, "steady").unwrap();
+    assert_eq!(steady["status"]["phase"], "Running", "{}", steady["status"]);
+}

@@ -49,6 +49,8 @@ pub struct AgentConfig {
     pub port: u16,
     /// Instance slots of the pooling allocator (0: allocate on demand).
     pub instance_pool: u32,
+    /// Bytes all guests may hold together (none: the node's memory less a reserve).
+    pub guest_memory: Option<usize>,
     /// The cluster CA (PEM), when known: the endpoint then serves TLS to the apiserver alone.
     pub cluster_ca: Option<String>,
     /// The apiserver's addresses, which pods may not connect to.
@@ -72,6 +74,8 @@ pub enum AgentError {
 struct Agent {
     ctx: Arc<NodeContext>,
     workers: Mutex<HashMap<String, PodWorker>>,
+    /// Uids of the pods evicted under memory pressure: never started again.
+    evicted: Mutex<std::collections::HashSet<String>>,
     /// What the node offers pods, as registered.
     allocatable: Resources,
 }
@@ -327,6 +331,14 @@ async fn reconcile(pod: Arc<Pod>, agent: Arc<Agent>) -> Result<Action, AgentErro
         }
         return Ok(Action::await_change());
     }
+    if agent
+        .evicted
+        .lock()
+        .map_err(|_| AgentError::Poisoned)?
+        .contains(&uid)
+    {
+        return Ok(Action::await_change());
+    }
     // A pod that already ran to its end (seen again after an agent restart) is never run twice.
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     if matches!(phase, Some("Succeeded" | "Failed")) {
@@ -418,7 +430,9 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
     // Guests may take the node's memory but a reserve for the agent and the system (a tenth, at least
     // 100 MiB, as the kubelet's default eviction threshold).
     let total = usize::try_from(total_memory_bytes()).unwrap_or(usize::MAX);
-    let budget = total.saturating_sub((total / 10).max(100 << 20));
+    let budget = config
+        .guest_memory
+        .unwrap_or_else(|| total.saturating_sub((total / 10).max(100 << 20)));
     let runtime = Arc::new(
         Runtime::new(&config.data_dir.join("cache"), config.instance_pool)?
             .with_memory_budget(budget),
@@ -532,8 +546,10 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
     let agent = Arc::new(Agent {
         ctx,
         workers: Mutex::new(HashMap::new()),
+        evicted: Mutex::default(),
         allocatable: allocatable(&node_object(&config, port)),
     });
+    tokio::spawn(evict_under_pressure(agent.clone()));
     let pods: Api<Pod> = Api::all(client);
     let selector =
         watcher::Config::default().fields(&format!("spec.nodeName={}", config.node_name));
@@ -547,6 +563,83 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
                 tracing::debug!(%error, "reconcile");
             }
         })
+        .await;
+    Ok(())
+}
+
+/// How often the agent checks whether guests hold most of the node's memory budget.
+const EVICTION_CHECK: Duration = Duration::from_secs(1);
+
+/// Evicts pods while guests hold most of the node's memory budget (MemoryPressure), one at a time, in the
+/// kubelet's order: BestEffort first, then Burstable, then Guaranteed, the largest user of memory first.
+async fn evict_under_pressure(agent: Arc<Agent>) {
+    loop {
+        tokio::time::sleep(EVICTION_CHECK).await;
+        if !agent.ctx.runtime.memory().under_pressure() {
+            continue;
+        }
+        let victim = {
+            let Ok(workers) = agent.workers.lock() else {
+                return;
+            };
+            let candidates: Vec<crate::eviction::Candidate> = workers
+                .iter()
+                .filter(|(_, w)| w.is_active())
+                .map(|(uid, w)| crate::eviction::Candidate {
+                    uid: uid.clone(),
+                    qos: w.qos,
+                    usage: w.memory_usage(),
+                })
+                .collect();
+            crate::eviction::victim(&candidates).cloned()
+        };
+        if let Some(victim) = victim
+            && let Err(error) = evict(&agent, &victim).await
+        {
+            tracing::warn!(%error, "cannot evict a pod under memory pressure");
+        }
+    }
+}
+
+/// Stops a pod for good and marks it Failed with reason Evicted, as the kubelet does.
+async fn evict(agent: &Agent, victim: &crate::eviction::Candidate) -> Result<(), AgentError> {
+    agent
+        .evicted
+        .lock()
+        .map_err(|_| AgentError::Poisoned)?
+        .insert(victim.uid.clone());
+    let worker = agent
+        .workers
+        .lock()
+        .map_err(|_| AgentError::Poisoned)?
+        .remove(&victim.uid);
+    let Some(worker) = worker else {
+        return Ok(());
+    };
+    let pod = worker.pod.clone();
+    worker.stop(Duration::ZERO).await;
+    let message = format!(
+        "The node was low on resource: memory. The pod ({} class) held {} MiB.",
+        victim.qos.name(),
+        victim.usage >> 20
+    );
+    let (name, namespace) = (pod.name_any(), pod.namespace().unwrap_or_default());
+    tracing::warn!(pod = %name, namespace = %namespace, qos = victim.qos.name(), bytes = victim.usage, "evicted under memory pressure");
+    let status =
+        serde_json::json!({"status": {"phase": "Failed", "reason": "Evicted", "message": message}});
+    let pods: Api<Pod> = Api::namespaced(agent.ctx.client.clone(), &namespace);
+    match pods
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => return Err(e.into()),
+    }
+    agent
+        .ctx
+        .events
+        .record(pod.as_ref(), EventType::Warning, "Evicted", &message)
         .await;
     Ok(())
 }

@@ -5,6 +5,7 @@ pub mod admission;
 pub mod agent;
 pub mod cpu;
 pub mod endpoint_tls;
+pub mod eviction;
 pub mod http_serve;
 pub mod images;
 pub mod join;

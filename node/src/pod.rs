@@ -72,12 +72,18 @@ pub struct NodeContext {
 /// A running pod: stop it by dropping or calling [`PodWorker::stop`].
 pub struct PodWorker {
     uid: String,
+    /// The pod as it was started.
+    pub pod: Arc<Pod>,
     /// What the pod asked for when it was admitted.
     pub requests: Resources,
     ctx: Arc<NodeContext>,
     stop: watch::Sender<bool>,
     /// The pod's status as the API last showed it.
     observed: watch::Sender<Option<PodStatus>>,
+    /// Bytes of linear memory its guests hold.
+    memory: Arc<std::sync::atomic::AtomicUsize>,
+    /// Its Quality of Service class, which orders evictions.
+    pub qos: crate::eviction::QosClass,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -88,15 +94,31 @@ impl PodWorker {
         let (observed, observations) = watch::channel(pod.status.clone());
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let requests = wasmkube_control::scheduler::plugins::requests(&pod);
-        let task = tokio::spawn(run_pod(pod, ctx.clone(), stopped, observations));
+        let qos = crate::eviction::QosClass::of(&pod.spec.clone().unwrap_or_default());
+        let memory = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let worker = Worker {
+            stopped,
+            observed: observations,
+            memory: memory.clone(),
+        };
+        let started = Arc::new(pod.clone());
+        let task = tokio::spawn(run_pod(pod, ctx.clone(), worker));
         Self {
             uid,
+            pod: started,
             requests,
             ctx,
             stop,
             observed,
+            memory,
+            qos,
             task,
         }
+    }
+
+    /// Bytes of linear memory the pod's guests hold now.
+    pub fn memory_usage(&self) -> usize {
+        self.memory.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Tells the worker the status the API shows now: one someone else changed (the node controller marks the
@@ -233,12 +255,22 @@ fn initial_states(
         .collect()
 }
 
-async fn run_pod(
-    pod: Pod,
-    ctx: Arc<NodeContext>,
+/// What a pod's task hears from its `PodWorker`.
+struct Worker {
+    /// Turns true when the pod must stop.
     stopped: watch::Receiver<bool>,
-    mut observed: watch::Receiver<Option<PodStatus>>,
-) {
+    /// The pod's status as the API shows it.
+    observed: watch::Receiver<Option<PodStatus>>,
+    /// Where its guests count the memory they hold.
+    memory: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, worker: Worker) {
+    let Worker {
+        stopped,
+        mut observed,
+        memory,
+    } = worker;
     let name = pod.metadata.name.clone().unwrap_or_default();
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
@@ -325,6 +357,7 @@ async fn run_pod(
             updates: updates.clone(),
             stopped: stopped.clone(),
             network: network.clone(),
+            memory: memory.clone(),
         };
     // Init containers run one after another, each to success, before the others start.
     let init_workers: Vec<ContainerWorker> = init_specs
@@ -416,6 +449,7 @@ struct ContainerWorker {
     updates: mpsc::Sender<Update>,
     stopped: watch::Receiver<bool>,
     network: PodNetwork,
+    memory: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// How one run of a container ended.
@@ -736,6 +770,7 @@ impl ContainerWorker {
             stdout: log.stream(Stream::Stdout),
             stderr: log.stream(Stream::Stderr),
             network: self.network.clone(),
+            pod_memory: self.memory.clone(),
         };
         let listener = if loaded.serves_http() {
             Some(self.listen().await.map_err(|message| {

@@ -177,6 +177,8 @@ pub struct RunSpec {
     pub stderr: LogStream,
     /// The pod's address and ports.
     pub network: PodNetwork,
+    /// Bytes of linear memory the pod's guests hold, kept current for the agent's eviction.
+    pub pod_memory: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Caps linear memory growth and remembers whether it had to refuse.
@@ -187,6 +189,8 @@ pub(crate) struct MemoryLimiter {
     node: Arc<NodeMemory>,
     /// What this guest took of it, given back when its Store goes.
     held: usize,
+    /// The pod's count of what its guests hold.
+    pod: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl MemoryLimiter {
@@ -196,6 +200,7 @@ impl MemoryLimiter {
             refused,
             node,
             held: 0,
+            pod: spec.pod_memory.clone(),
         }
     }
 }
@@ -203,6 +208,7 @@ impl MemoryLimiter {
 impl Drop for MemoryLimiter {
     fn drop(&mut self) {
         self.node.give_back(self.held);
+        self.pod.fetch_sub(self.held, Ordering::SeqCst);
     }
 }
 
@@ -219,6 +225,7 @@ impl ResourceLimiter for MemoryLimiter {
             && self.node.try_take(growth);
         if allowed {
             self.held = self.held.saturating_add(growth);
+            self.pod.fetch_add(growth, Ordering::SeqCst);
         } else {
             self.refused.store(true, Ordering::SeqCst);
         }

@@ -52,6 +52,7 @@ async fn run(
         stdout: log.stream(Stream::Stdout),
         stderr: log.stream(Stream::Stderr),
         network: loopback(&[]),
+        pod_memory: Default::default(),
     };
     let exit = runtime.run(&loaded, spec, None).await.expect("runs");
     log.finish();
@@ -286,6 +287,7 @@ async fn an_http_component_gets_a_fresh_instance_per_request_and_a_trap_costs_on
         stdout: log.stream(Stream::Stdout),
         stderr: log.stream(Stream::Stderr),
         network: loopback(&[]),
+        pod_memory: Default::default(),
     };
     let (drain, draining) = tokio::sync::watch::channel(false);
     let serving = Serving {
@@ -343,6 +345,7 @@ async fn heartbeats(
         stdout: log.stream(Stream::Stdout),
         stderr: log.stream(Stream::Stderr),
         network: loopback(&[]),
+        pod_memory: Default::default(),
     };
     let _ = tokio::time::timeout(time, runtime.run(&loaded, spec, None)).await;
     parse(&std::fs::read_to_string(&log_path).unwrap()).len()

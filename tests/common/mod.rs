@@ -233,11 +233,19 @@ pub struct NodeAgent {
     pub name: String,
     pub data_dir: PathBuf,
     token: Option<String>,
+    /// Extra `wasmkube node` flags, kept for restarts.
+    extra: Vec<String>,
     child: Child,
     _dir: tempfile::TempDir,
 }
 
-fn spawn_agent(server: &Server, name: &str, data_dir: &Path, token: Option<&str>) -> Child {
+fn spawn_agent(
+    server: &Server,
+    name: &str,
+    data_dir: &Path,
+    token: Option<&str>,
+    extra: &[String],
+) -> Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_wasmkube"));
     if server.url.starts_with("https") {
         command.arg("--certificate-authority").arg(server.ca_file());
@@ -259,6 +267,7 @@ fn spawn_agent(server: &Server, name: &str, data_dir: &Path, token: Option<&str>
             "--data-dir",
         ])
         .arg(data_dir)
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(data_dir.join("agent.log")).expect("agent log"))
         .spawn()
@@ -273,12 +282,23 @@ impl NodeAgent {
 
     /// Starts an agent authenticating with `token` (none: anonymous).
     pub fn start_as(server: &Server, name: &str, token: Option<&str>) -> Self {
+        Self::start_full(server, name, token, &[])
+    }
+
+    /// Starts an agent with extra `wasmkube node` flags.
+    pub fn start_with(server: &Server, name: &str, extra: &[&str]) -> Self {
+        Self::start_full(server, name, None, extra)
+    }
+
+    fn start_full(server: &Server, name: &str, token: Option<&str>, extra: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let child = spawn_agent(server, name, dir.path(), token);
+        let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        let child = spawn_agent(server, name, dir.path(), token, &extra);
         let agent = Self {
             name: name.to_owned(),
             data_dir: dir.path().to_path_buf(),
             token: token.map(str::to_owned),
+            extra,
             child,
             _dir: dir,
         };
@@ -290,7 +310,13 @@ impl NodeAgent {
     pub fn restart(&mut self, server: &Server) {
         let before = self.registered_port(server);
         self.kill();
-        self.child = spawn_agent(server, &self.name, &self.data_dir, self.token.as_deref());
+        self.child = spawn_agent(
+            server,
+            &self.name,
+            &self.data_dir,
+            self.token.as_deref(),
+            &self.extra,
+        );
         self.wait_registered(server, before);
     }
 
