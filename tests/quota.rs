@@ -70,6 +70,8 @@ fn limit_ranges_default_and_bound_containers() {
         resources["requests"],
         json!({"cpu": "100m", "memory": "128Mi"})
     );
+    // The class follows the defaults (requests below limits): Burstable, not BestEffort.
+    assert_eq!(created["status"]["qosClass"], "Burstable");
 
     let (code, status) = try_create(&server, &pod("greedy", json!({"limits": {"cpu": "2"}})));
     assert_eq!(code, 403, "{status}");

@@ -120,9 +120,8 @@ impl KindRules for Pod {
     fn prepare_create(&mut self, _uid: &str) {
         let status = self.status.get_or_insert_with(PodStatus::default);
         status.phase.get_or_insert_with(|| "Pending".to_owned());
-        status
-            .qos_class
-            .get_or_insert_with(|| "BestEffort".to_owned());
+        let class = super::qos::QosClass::of(&self.spec.clone().unwrap_or_default());
+        status.qos_class = Some(class.name().to_owned());
     }
 
     fn defaults(&mut self) {

@@ -97,6 +97,10 @@ impl ApiServer {
         let forbidden =
             |message: String| ApiError::Forbidden(format!("pods {name:?} is forbidden: {message}"));
         apply_limit_ranges(&mut pod, &ranges).map_err(forbidden)?;
+        // The class follows the requests and limits the LimitRanges filled in, as Kubernetes computes it after
+        // its mutating admission.
+        let class = crate::api::qos::QosClass::of(&pod.spec.clone().unwrap_or_default());
+        pod.status.get_or_insert_with(Default::default).qos_class = Some(class.name().to_owned());
         if !quotas.is_empty() {
             let others: Vec<Pod> = self.list_in("pods", &namespace)?;
             for quota in &quotas {
