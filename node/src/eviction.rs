@@ -26,12 +26,6 @@ pub fn victim(candidates: &[Candidate]) -> Option<&Candidate> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    fn spec(resources: serde_json::Value) -> PodSpec {
-        serde_json::from_value(json!({"containers": [{"name": "a", "resources": resources}]}))
-            .unwrap()
-    }
 
     #[test]
     fn best_effort_pods_go_first_then_the_largest() {
