@@ -631,14 +631,7 @@ fn a_services_endpoints_and_slices_follow_its_ready_pods() {
 }
 
 fn node_condition(node: &Value) -> String {
-    node["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["type"] == "Ready")
-        .and_then(|c| c["status"].as_str())
-        .unwrap_or_default()
-        .to_owned()
+    common::ready_status(node)
 }
 
 fn has_unreachable_taint(node: &Value) -> bool {

@@ -423,18 +423,6 @@ fn a_deleted_node_comes_back_when_its_agent_next_reports() {
     }
 }
 
-/// The pod's Ready condition ("True", "False"...), if any.
-fn ready(pod: &Value) -> String {
-    pod["status"]["conditions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|c| c["type"] == "Ready")
-        .and_then(|c| c["status"].as_str())
-        .unwrap_or_default()
-        .to_owned()
-}
-
 /// Regression (issue 13): a frozen agent's pods stayed Ready, so Services kept sending them traffic.
 #[test]
 fn the_pods_of_a_frozen_agent_are_marked_not_ready_until_it_thaws() {
@@ -445,12 +433,18 @@ fn the_pods_of_a_frozen_agent_are_marked_not_ready_until_it_thaws() {
     pod["spec"]["tolerations"] = json!([{"key": "node.kubernetes.io/unreachable", "operator": "Exists",
                                          "effect": "NoExecute", "tolerationSeconds": 300}]);
     common::create_pod(&server, pod);
-    common::wait_for(&server, "held", "Ready", |p| ready(p) == "True");
+    common::wait_for(&server, "held", "Ready", |p| {
+        common::ready_status(p) == "True"
+    });
     agent.signal("STOP");
-    let marked = common::wait_for(&server, "held", "not Ready", |p| ready(p) == "False");
+    let marked = common::wait_for(&server, "held", "not Ready", |p| {
+        common::ready_status(p) == "False"
+    });
     assert!(marked.to_string().contains("NodeNotReady"), "{marked}");
     agent.signal("CONT");
-    common::wait_for(&server, "held", "Ready again", |p| ready(p) == "True");
+    common::wait_for(&server, "held", "Ready again", |p| {
+        common::ready_status(p) == "True"
+    });
 }
 
 /// Regression (issue 14's first fix): a DELETE without preconditions raced any controller writing the object

@@ -552,3 +552,16 @@ pub fn output_with_stdin(mut command: Command, stdin: Option<&str>) -> std::proc
     drop(child.stdin.take());
     child.wait_with_output().unwrap()
 }
+
+/// The status of an object's Ready condition ("True", "False", "Unknown"; empty without one): a pod's or a
+/// node's.
+pub fn ready_status(object: &serde_json::Value) -> String {
+    object["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Ready")
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
