@@ -127,6 +127,44 @@ fn an_editor_cannot_mount_the_host_and_pod_security_speaks_kubernetes() {
         .unwrap();
     assert_eq!(allowed.status(), 201, "{}", allowed.text().unwrap());
 
+    // Back to baseline: the admin is warned about the pod already there, which keeps running.
+    let relabel = server
+        .http()
+        .patch(format!("{}/api/v1/namespaces/team", server.url))
+        .header("content-type", "application/merge-patch+json")
+        .json(&json!({"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "baseline"}}}))
+        .send()
+        .unwrap();
+    assert_eq!(relabel.status(), 200);
+    let warnings: Vec<String> = relabel
+        .headers()
+        .get_all("warning")
+        .iter()
+        .map(|w| w.to_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        warnings[0],
+        "299 - \"existing pods in namespace \\\"team\\\" violate the new PodSecurity enforce level \\\"baseline:latest\\\"\""
+    );
+    assert!(
+        warnings.contains(&"299 - \"now-allowed: hostPath volumes\"".to_owned()),
+        "{warnings:?}"
+    );
+    // The Deployment's pod, if its ReplicaSet made one while the namespace was privileged, has a host port.
+    assert!(
+        warnings[1..].iter().all(|w| w.contains("now-allowed")
+            || w.starts_with("299 - \"web-") && w.ends_with(": hostPort\"")),
+        "{warnings:?}"
+    );
+    assert_eq!(
+        alice
+            .get(format!("{url}/now-allowed"))
+            .send()
+            .unwrap()
+            .status(),
+        200
+    );
+
     // A level Kubernetes does not know is refused on the namespace.
     let bad = server
         .http()

@@ -42,7 +42,8 @@ impl ApiServer {
         old: Option<&Value>,
     ) -> Result<Vec<String>, ApiError> {
         if resource.group.is_empty() && resource.kind == "Namespace" {
-            return check_namespace_labels(resource, object).map(|()| Vec::new());
+            check_namespace_labels(resource, object)?;
+            return self.existing_pods_against_new_level(object, old);
         }
         let Some(pod) = pod_of(resource, object) else {
             return Ok(Vec::new());
@@ -121,6 +122,73 @@ impl ApiServer {
                 forbidden_detail(&warned)
             )]
         })
+    }
+}
+
+impl ApiServer {
+    /// When a namespace's enforced level changes, the warnings Kubernetes gives about the pods already there
+    /// that break it: one line, then one per set of violations (`web-1 (and 2 other pods): hostPath volumes`).
+    /// The pods keep running: enforcement is on admission.
+    fn existing_pods_against_new_level(
+        &self,
+        namespace: &Value,
+        old: Option<&Value>,
+    ) -> Result<Vec<String>, ApiError> {
+        let Some(old) = old else {
+            return Ok(Vec::new());
+        };
+        let defaults = &self.pod_security.defaults;
+        let (new_policy, _) = Policy::of_namespace(&labels_of(namespace), defaults);
+        let (old_policy, _) = Policy::of_namespace(&labels_of(old), defaults);
+        let name = namespace["metadata"]["name"].as_str().unwrap_or_default();
+        if new_policy.enforce == old_policy.enforce
+            || new_policy.enforce.level == Level::Privileged
+            || self
+                .pod_security
+                .exempt_namespaces
+                .iter()
+                .any(|n| n == name)
+        {
+            return Ok(Vec::new());
+        }
+        let pods: Vec<k8s_openapi::api::core::v1::Pod> = self.list_in("pods", name)?;
+        // Pods with the same violations are reported together, in the order they were listed.
+        let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+        for pod in &pods {
+            let Some(spec) = &pod.spec else {
+                continue;
+            };
+            let violations = pod_security::check(new_policy.enforce, &pod.metadata, spec);
+            if violations.is_empty() {
+                continue;
+            }
+            let reasons = violations
+                .iter()
+                .map(|v| v.reason)
+                .collect::<Vec<_>>()
+                .join(", ");
+            let pod_name = pod.metadata.name.clone().unwrap_or_default();
+            match groups.iter_mut().find(|(r, _)| *r == reasons) {
+                Some((_, names)) => names.push(pod_name),
+                None => groups.push((reasons, vec![pod_name])),
+            }
+        }
+        if groups.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut warnings = vec![format!(
+            "existing pods in namespace {name:?} violate the new PodSecurity enforce level {:?}",
+            new_policy.enforce.to_string()
+        )];
+        for (reasons, names) in groups {
+            let who = match names.len() {
+                1 => names[0].clone(),
+                2 => format!("{} (and 1 other pod)", names[0]),
+                n => format!("{} (and {} other pods)", names[0], n - 1),
+            };
+            warnings.push(format!("{who}: {reasons}"));
+        }
+        Ok(warnings)
     }
 }
 
