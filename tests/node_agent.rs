@@ -40,13 +40,21 @@ fn the_node_registers_with_capacity_labels_and_a_lease() {
             .unwrap()
             .ends_with("Ki")
     );
-    let lease: Value = reqwest::blocking::get(format!(
-        "{}/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/edge-1",
-        server.url
-    ))
-    .unwrap()
-    .json()
-    .unwrap();
+    // The heartbeat makes the Lease just after the Node registers: wait for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let lease = loop {
+        let lease: Value = reqwest::blocking::get(format!(
+            "{}/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/edge-1",
+            server.url
+        ))
+        .unwrap()
+        .json()
+        .unwrap();
+        if lease["spec"]["holderIdentity"].is_string() || std::time::Instant::now() > deadline {
+            break lease;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
     assert_eq!(lease["spec"]["holderIdentity"], "edge-1");
     assert!(lease["spec"]["renewTime"].is_string());
 }
