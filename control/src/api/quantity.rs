@@ -27,11 +27,6 @@ pub enum QuantityError {
 const LIMIT: i128 = 10i128.pow(38);
 
 impl Quantity {
-    /// A quantity of `milli` thousandths.
-    pub fn from_milli(milli: i128) -> Self {
-        Self { milli }
-    }
-
     /// The value in thousandths of the unit, rounded up as Kubernetes' `MilliValue`.
     pub fn milli(self) -> i128 {
         self.milli

@@ -504,7 +504,8 @@ pub fn limit_range(spec: &LimitRangeSpec, causes: &mut Vec<Cause>) {
             &["Container", "PersistentVolumeClaim", "Pod"],
             causes,
         );
-        let mut parsed: BTreeMap<(&str, &str), Quantity> = BTreeMap::new();
+        // (min|max|default..., resource) -> the quantity and its text.
+        let mut parsed: BTreeMap<(&str, &str), (Quantity, &str)> = BTreeMap::new();
         for (which, map) in [
             ("min", &item.min),
             ("max", &item.max),
@@ -516,7 +517,7 @@ pub fn limit_range(spec: &LimitRangeSpec, causes: &mut Vec<Cause>) {
                 if let Some(q) =
                     non_negative_quantity(&format!("{at}.{which}[{name}]"), &value.0, causes)
                 {
-                    parsed.insert((which, name.as_str()), q);
+                    parsed.insert((which, name.as_str()), (q, value.0.as_str()));
                 }
             }
         }
@@ -540,30 +541,14 @@ pub fn limit_range(spec: &LimitRangeSpec, causes: &mut Vec<Cause>) {
                 .filter(move |(which, _)| *which == pair.0)
                 .map(move |(_, name)| (*pair, *name))
         }) {
-            if let (Some(low), Some(high)) =
+            if let (Some((low, low_text)), Some((high, high_text))) =
                 (parsed.get(&(lower, name)), parsed.get(&(upper, name)))
                 && low > high
             {
-                let text = |which: &str| {
-                    match which {
-                        "min" => &item.min,
-                        "max" => &item.max,
-                        "default" => &item.default,
-                        _ => &item.default_request,
-                    }
-                    .as_ref()
-                    .and_then(|m| m.get(name))
-                    .map(|q| q.0.clone())
-                    .unwrap_or_default()
-                };
                 causes.push(Cause::invalid(
                     format!("{at}.{upper}[{name}]"),
-                    &text(upper),
-                    &format!(
-                        "{lower} value {} is greater than {upper} value {}",
-                        text(lower),
-                        text(upper)
-                    ),
+                    high_text,
+                    &format!("{lower} value {low_text} is greater than {upper} value {high_text}"),
                 ));
             }
         }

@@ -186,7 +186,8 @@ fn volumes(field: &str, volumes: &[Volume], causes: &mut Vec<Cause>) -> HashSet<
 const STANDARD_CONTAINER_RESOURCES: [&str; 3] = ["cpu", "memory", "ephemeral-storage"];
 
 fn resources(field: &str, resources: &ResourceRequirements, causes: &mut Vec<Cause>) {
-    let mut parsed: BTreeMap<(&str, &str), Quantity> = BTreeMap::new();
+    // (limits|requests, resource) -> the quantity and its text.
+    let mut parsed: BTreeMap<(&str, &str), (Quantity, &str)> = BTreeMap::new();
     for (which, map) in [
         ("limits", &resources.limits),
         ("requests", &resources.requests),
@@ -205,32 +206,18 @@ fn resources(field: &str, resources: &ResourceRequirements, causes: &mut Vec<Cau
                 continue;
             }
             if let Some(q) = non_negative_quantity(&at, &value.0, causes) {
-                parsed.insert((which, name.as_str()), q);
+                parsed.insert((which, name.as_str()), (q, value.0.as_str()));
             }
         }
     }
-    for ((which, name), request) in &parsed {
-        if *which != "requests" {
-            continue;
-        }
-        if let Some(limit) = parsed.get(&("limits", name))
+    for ((which, name), (request, text)) in &parsed {
+        if let Some((limit, limit_text)) = parsed.get(&("limits", name))
+            && *which == "requests"
             && request > limit
         {
-            let text = resources
-                .requests
-                .as_ref()
-                .and_then(|r| r.get(*name))
-                .map(|q| q.0.clone())
-                .unwrap_or_default();
-            let limit_text = resources
-                .limits
-                .as_ref()
-                .and_then(|l| l.get(*name))
-                .map(|q| q.0.clone())
-                .unwrap_or_default();
             causes.push(Cause::invalid(
                 format!("{field}.requests"),
-                &text,
+                text,
                 &format!("must be less than or equal to {name} limit of {limit_text}"),
             ));
         }
