@@ -3,11 +3,9 @@
 //! resource (`users`, `serviceaccounts`, `groups`, `uids`, `userextras/<key>`), and the request is then served
 //! as that identity. Pure: the apiserver asks its authorizers about the checks this module lists.
 
-use super::rbac::{Request, ResourceRequest, User};
+use super::rbac::{AUTHENTICATED, Request, ResourceRequest, User};
 use http::HeaderMap;
 
-/// The group every authenticated user is in.
-const AUTHENTICATED: &str = "system:authenticated";
 /// The prefix of a service account's user name.
 const SERVICE_ACCOUNT_PREFIX: &str = "system:serviceaccount:";
 

@@ -10,6 +10,9 @@ use k8s_openapi::api::rbac::v1::{
 /// The group whose members are allowed everything.
 pub const MASTERS: &str = "system:masters";
 
+/// The group every authenticated user is in.
+pub const AUTHENTICATED: &str = "system:authenticated";
+
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {

@@ -7,7 +7,7 @@ use super::error::ApiError;
 use super::objects::{MAX_BODY, decode_body};
 use crate::api::impersonation;
 use crate::api::node_authorizer::{self, Decision, PodGraph};
-use crate::api::rbac::{MASTERS, Policy, Request, User};
+use crate::api::rbac::{AUTHENTICATED, MASTERS, Policy, Request, User};
 use crate::api::request_info::{self, QueryFacts};
 use crate::api::{resources, tokens};
 use axum::body::Body;
@@ -22,9 +22,6 @@ tokio::task_local! {
     /// The user of the request being served (absent for the server's own writes).
     pub(super) static REQUESTER: User;
 }
-
-/// The group every authenticated user is in.
-pub const AUTHENTICATED: &str = "system:authenticated";
 
 /// An authorizer, as `--authorization-mode` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
