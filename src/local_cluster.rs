@@ -134,10 +134,11 @@ impl ClusterRecord {
         self.data_dir.join("run").join(format!("{process}.pid"))
     }
 
-    /// The processes of the cluster: the server, then the nodes.
+    /// The processes of the cluster: the server, the nodes, then the machine's Service proxy.
     fn processes(&self) -> Vec<String> {
         std::iter::once("server".to_owned())
             .chain((1..=self.nodes).map(|i| self.node_name(i)))
+            .chain(std::iter::once(PROXY.to_owned()))
             .collect()
     }
 }
@@ -271,14 +272,16 @@ fn server_args(record: &ClusterRecord) -> Vec<String> {
 }
 
 /// The cluster's credentials, made on its first start: the admin's token (which the server reads from its
-/// data dir) and a token per node in the server's token file.
+/// data dir), and in the server's token file a token per node and one for the Service proxy.
 struct Credentials {
     ca_pem: String,
     admin: String,
     nodes: Vec<String>,
+    proxy: String,
 }
 
 fn credentials(record: &ClusterRecord) -> anyhow::Result<Credentials> {
+    use wasmkube_control::api::bootstrap_policy::PROXY_USER;
     let ca = wasmkube_control::pki::ClusterCa::load_or_create(&record.server_dir().join("pki"))
         .context("cannot set up the cluster CA")?;
     let admin = crate::server::read_or_create_token(&record.server_dir().join("admin.token"))?;
@@ -289,16 +292,18 @@ fn credentials(record: &ClusterRecord) -> anyhow::Result<Credentials> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    let token_of = |node: &str| {
+    let token_of = |user: &str| {
         known
             .iter()
-            .find(|(_, user)| user.name == format!("system:node:{node}"))
+            .find(|(_, known)| known.name == user)
             .map(|(token, _)| token.clone())
+            .unwrap_or_else(crate::server::new_token)
     };
     let nodes: Vec<String> = (1..=record.nodes)
-        .map(|i| token_of(&record.node_name(i)).unwrap_or_else(crate::server::new_token))
+        .map(|i| token_of(&format!("system:node:{}", record.node_name(i))))
         .collect();
-    let lines: String = nodes
+    let proxy = token_of(PROXY_USER);
+    let mut lines: String = nodes
         .iter()
         .enumerate()
         .map(|(i, token)| {
@@ -306,12 +311,33 @@ fn credentials(record: &ClusterRecord) -> anyhow::Result<Credentials> {
             format!("{token},system:node:{node},{node},system:nodes\n")
         })
         .collect();
+    lines.push_str(&format!("{proxy},{PROXY_USER},{PROXY_USER}\n"));
     crate::server::write_private(&path, lines.as_bytes())?;
     Ok(Credentials {
         ca_pem: ca.cert_pem().to_owned(),
         admin,
         nodes,
+        proxy,
     })
+}
+
+/// The process name of the cluster's Service proxy.
+const PROXY: &str = "proxy";
+
+/// The Service proxy serves the cluster IPs for every node of the machine (the agents do not), so a frozen
+/// agent takes no share of new connections.
+fn proxy_args(record: &ClusterRecord) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--server".into(),
+        record.api_url(),
+        "--certificate-authority".into(),
+        record.ca_file().display().to_string(),
+        PROXY.into(),
+    ];
+    for i in 1..=record.nodes {
+        args.extend(["--node".into(), record.node_name(i)]);
+    }
+    args
 }
 
 fn node_args(record: &ClusterRecord, i: u32) -> Vec<String> {
@@ -329,6 +355,8 @@ fn node_args(record: &ClusterRecord, i: u32) -> Vec<String> {
         record.node_address(i).to_string(),
         "--port".into(),
         "10250".into(),
+        "--proxy".into(),
+        "false".into(),
     ]
 }
 
@@ -452,6 +480,15 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         &format!("Control plane serving {}", record.api_url()),
     );
     wait_for_nodes(&client, &record, started_at).await?;
+    // After the nodes: it serves NodePorts on their addresses, which it reads from their Nodes.
+    if !running.iter().any(|p| p == PROXY) {
+        spawn(
+            &record,
+            PROXY,
+            &proxy_args(&record),
+            Some(&credentials.proxy),
+        )?;
+    }
     step(
         started,
         &format!(
@@ -794,7 +831,7 @@ mod tests {
         assert_eq!(other.api_url(), "https://127.107.255.254:6443");
         assert_eq!(
             first.processes(),
-            ["server", "dev-node-1", "dev-node-2", "dev-node-3"]
+            ["server", "dev-node-1", "dev-node-2", "dev-node-3", "proxy"]
         );
     }
 

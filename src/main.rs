@@ -44,6 +44,8 @@ enum Command {
     ControllerManager(server::ControllerArgs),
     /// Run a node agent: register this node and run the pods bound to it as WebAssembly.
     Node(NodeArgs),
+    /// Run the Service proxy of this machine on its own (for agents started with `--proxy false`).
+    Proxy(ProxyArgs),
     /// Create or update objects from YAML or JSON files (multi-document), a directory of them, or `-` for stdin.
     Apply(cli::ApplyArgs),
     /// List objects or show some, as a table or as yaml/json/name.
@@ -99,6 +101,11 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Node(node) => run_node(&args.client, node).await,
+            Command::Proxy(proxy) => {
+                let (client, _) = cli::client(&args.client).await?;
+                wasmkube_node::proxy::run_for_nodes(client, &proxy.node).await;
+                Ok(())
+            }
             Command::Apply(apply) => cli::apply(&args.client, apply).await,
             Command::Get(get) => cli::get(&args.client, get).await,
             Command::Describe(describe) => cli::describe(&args.client, describe).await,
@@ -154,6 +161,18 @@ struct NodeArgs {
     /// reports MemoryPressure and evicts pods (BestEffort first). Default: the node's memory less a tenth.
     #[arg(long, value_parser = parse_bytes)]
     guest_memory: Option<usize>,
+    /// Whether the agent serves Services itself; `false` when the machine runs `wasmkube proxy`.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    proxy: bool,
+}
+
+/// `wasmkube proxy` arguments.
+#[derive(clap::Args)]
+struct ProxyArgs {
+    /// A node of this machine whose addresses serve NodePorts (repeat for each; cluster IPs are served
+    /// regardless).
+    #[arg(long)]
+    node: Vec<String>,
 }
 
 fn parse_bytes(text: &str) -> Result<usize, String> {
@@ -214,6 +233,7 @@ async fn run_node(client_args: &cli::ClientArgs, args: NodeArgs) -> anyhow::Resu
         guest_memory: args.guest_memory,
         cluster_ca,
         apiserver_ips,
+        run_proxy: args.proxy,
     };
     wasmkube_node::agent::run(client, config).await
 }

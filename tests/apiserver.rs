@@ -335,6 +335,34 @@ async fn defaults_generation_and_immutable_fields_follow_kubernetes() {
     // A no-op update writes nothing.
     let (_, same) = api.put(&format!("{DEPLOYS}/web"), scaled.clone()).await;
     assert_eq!(rv(&same), rv(&scaled));
+    // Regression (issue 14): kinds without a generation in Kubernetes have none, and no object is created in
+    // the future (the time is truncated to the second, not rounded).
+    let before = jiff::Timestamp::now();
+    let (_, map) = api
+        .post(CMS, json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "plain"}, "data": {"a": "1"}}))
+        .await;
+    assert!(map["metadata"].get("generation").is_none(), "{map}");
+    let (_, changed) = api
+        .patch(
+            &format!("{CMS}/plain"),
+            "application/merge-patch+json",
+            json!({"data": {"a": "2"}}),
+        )
+        .await;
+    assert!(changed["metadata"].get("generation").is_none(), "{changed}");
+    let created: jiff::Timestamp = map["metadata"]["creationTimestamp"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        created <= jiff::Timestamp::now(),
+        "{created} is in the future"
+    );
+    assert!(
+        created.as_second() >= before.as_second(),
+        "{created} before {before}"
+    );
 }
 
 #[tokio::test]

@@ -2,9 +2,9 @@
 
 mod common;
 
-use common::{NodeAgent, Server};
+use common::{NodeAgent, Server, wait_until};
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::new()
@@ -35,20 +35,6 @@ fn send(server: &Server, method: &str, path: &str, body: Value) -> Value {
     let value: Value = response.json().unwrap_or(Value::Null);
     assert!(status.is_success(), "{method} {path}: {status} {value}");
     value
-}
-
-/// Waits until `check` holds for the object at `path`, returning it; fails with the last state seen.
-fn wait_until(server: &Server, path: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let mut last = Value::Null;
-    while Instant::now() < deadline {
-        last = get(server, path);
-        if check(&last) {
-            return last;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{path} never became {what}: {last}");
 }
 
 const PODS: &str = "/api/v1/namespaces/default/pods";
@@ -727,6 +713,98 @@ fn a_lost_node_is_tainted_and_its_pods_replaced_then_it_recovers_and_a_deleted_n
         "deleted with its node",
         |p| p["kind"] == "Status",
     );
+}
+
+fn taint_keys(node: &Value) -> Vec<String> {
+    node["spec"]["taints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            format!(
+                "{}:{}",
+                t["key"].as_str().unwrap_or(""),
+                t["effect"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+/// Regression (issue 13): a node under memory pressure kept taking pods. Its conditions and its cordon now
+/// taint it as Kubernetes' TaintNodesByCondition does, and the scheduler keeps BestEffort pods away until the
+/// pressure is gone.
+#[test]
+fn memory_pressure_and_cordons_taint_the_node_and_keep_new_pods_away_until_relieved() {
+    let server = Server::start();
+    let node = "/api/v1/nodes/pressed";
+    send(
+        &server,
+        "POST",
+        "/api/v1/nodes",
+        json!({"metadata": {"name": "pressed"}}),
+    );
+    let conditions = |pressure: &str| {
+        json!({"status": {"conditions": [
+            {"type": "Ready", "status": "True", "reason": "KubeletReady"},
+            {"type": "MemoryPressure", "status": pressure, "reason": "KubeletHasInsufficientMemory"}],
+            "allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"},
+            "capacity": {"cpu": "4", "memory": "8Gi", "pods": "110"}}})
+    };
+    send(
+        &server,
+        "PATCH",
+        &format!("{node}/status"),
+        conditions("True"),
+    );
+    wait_until(&server, node, "tainted by memory pressure", |n| {
+        taint_keys(n) == ["node.kubernetes.io/memory-pressure:NoSchedule"]
+    });
+    send(
+        &server,
+        "POST",
+        PODS,
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "best-effort"},
+               "spec": {"containers": template("best-effort")["spec"]["containers"].clone()}}),
+    );
+    let pending = wait_until(
+        &server,
+        &format!("{PODS}/best-effort"),
+        "unschedulable",
+        |p| p["status"]["conditions"][0]["reason"] == "Unschedulable",
+    );
+    assert!(
+        pending["status"]["conditions"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("untolerated taint {node.kubernetes.io/memory-pressure: }"),
+        "{}",
+        pending["status"]
+    );
+    send(
+        &server,
+        "PATCH",
+        node,
+        json!({"spec": {"unschedulable": true}}),
+    );
+    wait_until(&server, node, "cordoned", |n| {
+        taint_keys(n).contains(&"node.kubernetes.io/unschedulable:NoSchedule".to_owned())
+    });
+    send(
+        &server,
+        "PATCH",
+        &format!("{node}/status"),
+        conditions("False"),
+    );
+    send(
+        &server,
+        "PATCH",
+        node,
+        json!({"spec": {"unschedulable": false}}),
+    );
+    wait_until(&server, node, "untainted", |n| taint_keys(n).is_empty());
+    wait_until(&server, &format!("{PODS}/best-effort"), "scheduled", |p| {
+        p["spec"]["nodeName"] == "pressed"
+    });
 }
 
 #[test]

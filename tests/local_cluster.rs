@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// Held by each test that runs clusters: two `up`s at once would race for the same loopback slot.
+static CLUSTERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A temporary home for clusters; stops (and purges) every cluster it made when dropped.
 struct Home {
     dir: tempfile::TempDir,
@@ -108,6 +111,27 @@ fn api_answers(url: &str) -> bool {
         .is_ok()
 }
 
+/// The API URL of a cluster `up` wrote into the kubeconfig (its slot, and so its addresses, depend on the
+/// clusters already running on the machine).
+fn api_url(home: &Home, cluster: &str) -> String {
+    let text = std::fs::read_to_string(home.kubeconfig()).expect("a kubeconfig");
+    let config: serde_yaml::Value = serde_yaml::from_str(&text).expect("kubeconfig YAML");
+    config["clusters"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"].as_str() == Some(&format!("wasmkube-{cluster}")))
+        .and_then(|c| c["cluster"]["server"].as_str())
+        .expect("the cluster in the kubeconfig")
+        .to_owned()
+}
+
+/// The cluster's /16 prefix (`127.S`), from its API URL `https://127.S.255.254:6443`.
+fn prefix(url: &str) -> String {
+    let host = url.trim_start_matches("https://");
+    host.split('.').take(2).collect::<Vec<_>>().join(".")
+}
+
 fn current_context(kubeconfig: &Path) -> Option<String> {
     let text = std::fs::read_to_string(kubeconfig).ok()?;
     let config: serde_yaml::Value = serde_yaml::from_str(&text).ok()?;
@@ -118,6 +142,7 @@ fn current_context(kubeconfig: &Path) -> Option<String> {
 fn up_runs_a_named_cluster_that_down_stops_and_up_restarts_with_its_objects() {
     // The apps the manifests name.
     common::wasm_app("wasm32-wasip2", "hello_http");
+    let _one_at_a_time = CLUSTERS.lock().unwrap_or_else(|e| e.into_inner());
     let home = Home::new();
 
     let out = home.ok(&["up", "--name", "dev", "--nodes", "3"]);
@@ -129,6 +154,8 @@ fn up_runs_a_named_cluster_that_down_stops_and_up_restarts_with_its_objects() {
         current_context(&home.kubeconfig()).as_deref(),
         Some("wasmkube-dev")
     );
+    let url = api_url(&home, "dev");
+    let dev = prefix(&url);
     // Real kubectl uses the context `up` wrote.
     let nodes = Command::new("kubectl")
         .args(["get", "nodes", "-o", "wide"])
@@ -138,7 +165,7 @@ fn up_runs_a_named_cluster_that_down_stops_and_up_restarts_with_its_objects() {
     let nodes = String::from_utf8_lossy(&nodes.stdout);
     for i in 1..=3 {
         assert!(
-            nodes.contains(&format!("dev-node-{i}")) && nodes.contains(&format!("127.100.192.{i}")),
+            nodes.contains(&format!("dev-node-{i}")) && nodes.contains(&format!("{dev}.192.{i}")),
             "{nodes}"
         );
     }
@@ -165,9 +192,8 @@ fn up_runs_a_named_cluster_that_down_stops_and_up_restarts_with_its_objects() {
     assert!(!ok);
     assert!(err.contains("has 3 nodes, not 5"), "{err}");
 
-    let url = "https://127.100.255.254:6443";
     home.ok(&["down", "--name", "dev"]);
-    assert!(!api_answers(url), "the API still answers after down");
+    assert!(!api_answers(&url), "the API still answers after down");
     assert!(
         hello_through(&address).is_none(),
         "the Service still answers after down"
@@ -181,8 +207,10 @@ fn up_runs_a_named_cluster_that_down_stops_and_up_restarts_with_its_objects() {
     // A second cluster beside it, with addresses of its own; kubectl's context follows the latest `up`.
     let out = home.ok(&["up", "--name", "edge", "--nodes", "1"]);
     assert!(out.contains("1 nodes Ready: edge-node-1"), "{out}");
-    assert!(api_answers("https://127.101.255.254:6443"));
-    assert!(api_answers(url));
+    let edge = api_url(&home, "edge");
+    assert_ne!(edge, url);
+    assert!(api_answers(&edge));
+    assert!(api_answers(&url));
     assert_eq!(
         current_context(&home.kubeconfig()).as_deref(),
         Some("wasmkube-edge")
@@ -192,7 +220,7 @@ fn up_runs_a_named_cluster_that_down_stops_and_up_restarts_with_its_objects() {
 
     // Purge: processes, data and kubeconfig entries go; the other cluster stays.
     home.ok(&["down", "--name", "edge", "--purge"]);
-    assert!(!api_answers("https://127.101.255.254:6443"));
+    assert!(!api_answers(&edge));
     assert!(!home.dir.path().join("clusters/edge").exists());
     let config = std::fs::read_to_string(home.kubeconfig()).unwrap();
     assert!(
@@ -223,5 +251,92 @@ fn up_and_down_refuse_bad_input_with_one_line() {
         assert!(!ok, "{args:?}");
         assert!(err.contains(message), "{args:?}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+}
+
+/// What one new connection to `address` got within `limit`: true if the hello app answered.
+fn answered_within(address: &str, limit: Duration) -> bool {
+    reqwest::blocking::Client::builder()
+        .timeout(limit)
+        .build()
+        .expect("an HTTP client")
+        .get(format!("http://{address}/"))
+        .send()
+        .and_then(|r| r.error_for_status())
+        .is_ok()
+}
+
+/// Sends rounds of one new connection to each address for `period`; returns the failures per address with
+/// when they happened (seconds from the start).
+fn failures_over(addresses: &[&str], period: Duration) -> Vec<Vec<f64>> {
+    let start = Instant::now();
+    let mut failed = vec![Vec::new(); addresses.len()];
+    while start.elapsed() < period {
+        for (i, address) in addresses.iter().enumerate() {
+            if !answered_within(address, Duration::from_secs(2)) {
+                failed[i].push(start.elapsed().as_secs_f64());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    failed
+}
+
+/// Regression (issue 13): with one of two agents frozen (SIGSTOP), Service traffic stalled: the kernel kept
+/// handing new connections to the frozen agent's shared listeners, and proxies kept sending requests to its
+/// pods, which the kernel still accepted. Now one proxy serves the machine and leaves out endpoints that answer
+/// nothing (HTTP and TCP Services alike), until the frozen node's pods are marked not ready.
+#[test]
+fn a_frozen_agent_does_not_black_hole_service_traffic() {
+    common::wasm_app("wasm32-wasip2", "hello_http");
+    let _one_at_a_time = CLUSTERS.lock().unwrap_or_else(|e| e.into_inner());
+    let home = Home::new();
+    home.ok(&["up", "--name", "cold", "--nodes", "2"]);
+    home.ok(&["apply", "-f", "manifests/hello-deployment.yaml"]);
+    let tcp_service = home.dir.path().join("hello-tcp.yaml");
+    std::fs::write(
+        &tcp_service,
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: hello-tcp\nspec:\n  selector:\n    app: hello\n  \
+         ports:\n    - port: 81\n      targetPort: http\n",
+    )
+    .unwrap();
+    home.ok(&["apply", "-f", &tcp_service.display().to_string()]);
+    home.ok(&["rollout", "status", "deployment/hello", "--timeout", "60s"]);
+    let address = |service: &str, port: u16| {
+        let service = json(&home, &["get", "service", service]);
+        format!("{}:{port}", service["spec"]["clusterIP"].as_str().unwrap())
+    };
+    let (http, tcp) = (address("hello", 80), address("hello-tcp", 81));
+    replicas_behind(&http, 3);
+    replicas_behind(&tcp, 3);
+    let pods = json(&home, &["get", "pods", "-l", "app=hello"]);
+    let frozen = pods["items"][0]["spec"]["nodeName"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pid_file = home
+        .dir
+        .path()
+        .join(format!("clusters/cold/run/{frozen}.pid"));
+    let pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let signal = |name: &str| {
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -{name} {pid}");
+    };
+    signal("STOP");
+    let failed = failures_over(&[&http, &tcp], Duration::from_secs(20));
+    signal("CONT");
+    for (service, failures) in ["http", "tcp"].iter().zip(&failed) {
+        // A connection goes to each frozen pod before it counts as stalled; none are handed to a frozen
+        // listener (before: every other new connection, for as long as the agent stayed frozen).
+        assert!(
+            failures.len() <= 3,
+            "{service}: failures at {failures:?} (seconds)"
+        );
     }
 }

@@ -128,7 +128,8 @@ fn a_pod_cannot_reach_the_apiserver_or_agents_except_through_a_service() {
     assert!(through.starts_with("fetched 404"), "{through}");
 }
 
-/// Regression (issue 13): a host service bound to 0.0.0.0 answered a pod on any 127.x address but 127.0.0.1.
+/// Regression (issue 13): a host service bound to 0.0.0.0 answered a pod on any 127.x address but 127.0.0.1,
+/// and then on the addresses of the node's podCIDR (local addresses too).
 #[test]
 fn a_pod_cannot_reach_host_services_through_other_loopback_or_link_local_addresses() {
     let server = Server::start();
@@ -142,10 +143,20 @@ fn a_pod_cannot_reach_host_services_through_other_loopback_or_link_local_address
             let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecret");
         }
     });
+    let node = common::wait_until(
+        &server,
+        "/api/v1/nodes/sandbox-loopback",
+        "given a podCIDR",
+        |n| n["spec"]["podCIDR"].is_string(),
+    );
+    let cidr = node["spec"]["podCIDR"].as_str().unwrap_or_default();
+    let prefix = cidr.rsplit_once('.').map_or("", |(p, _)| p).to_owned();
     for (pod, target) in [
         ("to-127-0-0-2", format!("127.0.0.2:{port}")),
         ("to-127-9-9-9", format!("127.9.9.9:{port}")),
         ("to-metadata", "169.254.169.254:80".to_owned()),
+        ("to-a-free-pod-address", format!("{prefix}.250:{port}")),
+        ("to-the-node-pod-address", format!("{prefix}.1:{port}")),
     ] {
         let out = get_from_pod(&server, pod, &target, "/");
         assert!(

@@ -1,8 +1,12 @@
 //! Admission of a pod bound to this node, as the kubelet does it: a pod placed here directly (with `nodeName`,
 //! bypassing the scheduler) whose requests do not fit what the node has left is rejected, phase Failed with
-//! `OutOfpods`, `OutOfcpu` or `OutOfmemory`, instead of overcommitting the node.
+//! `OutOfpods`, `OutOfcpu` or `OutOfmemory`, instead of overcommitting the node; and while the node is under
+//! memory pressure, a BestEffort pod that does not tolerate it is rejected (`Evicted`), as the kubelet's
+//! eviction manager does.
 
-use wasmkube_control::scheduler::plugins::Resources;
+use k8s_openapi::api::core::v1::{Pod, Taint};
+use wasmkube_control::api::qos::QosClass;
+use wasmkube_control::scheduler::plugins::{Resources, tolerates};
 
 /// Why a pod was turned away: the pod status' reason and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,9 +42,60 @@ pub fn admit(request: Resources, used: Resources, allocatable: Resources) -> Res
     Ok(())
 }
 
+/// The kubelet's eviction-manager admission: under memory pressure only pods that are not BestEffort, or that
+/// tolerate the `node.kubernetes.io/memory-pressure` taint, may start.
+pub fn admit_under_memory_pressure(pod: &Pod, under_pressure: bool) -> Result<(), Rejection> {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Ok(());
+    };
+    let taint = Taint {
+        key: "node.kubernetes.io/memory-pressure".into(),
+        effect: "NoSchedule".into(),
+        ..Default::default()
+    };
+    let tolerated = spec
+        .tolerations
+        .iter()
+        .flatten()
+        .any(|t| tolerates(t, &taint));
+    if !under_pressure || QosClass::of(spec) != QosClass::BestEffort || tolerated {
+        return Ok(());
+    }
+    Err(Rejection {
+        reason: "Evicted".into(),
+        message: "The node had condition: [MemoryPressure]. ".into(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn under_memory_pressure_only_best_effort_pods_that_do_not_tolerate_it_are_turned_away() {
+        let pod = |resources: serde_json::Value, tolerations: serde_json::Value| -> Pod {
+            serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {
+                "containers": [{"name": "c", "image": "i", "resources": resources}],
+                "tolerations": tolerations}}))
+            .unwrap()
+        };
+        let best_effort = pod(json!({}), json!([]));
+        let burstable = pod(json!({"requests": {"memory": "10Mi"}}), json!([]));
+        let tolerant = pod(
+            json!({}),
+            json!([{"key": "node.kubernetes.io/memory-pressure", "operator": "Exists"}]),
+        );
+        let rejected = admit_under_memory_pressure(&best_effort, true).unwrap_err();
+        assert_eq!(rejected.reason, "Evicted");
+        assert_eq!(
+            rejected.message,
+            "The node had condition: [MemoryPressure]. "
+        );
+        assert_eq!(admit_under_memory_pressure(&best_effort, false), Ok(()));
+        assert_eq!(admit_under_memory_pressure(&burstable, true), Ok(()));
+        assert_eq!(admit_under_memory_pressure(&tolerant, true), Ok(()));
+    }
 
     fn resources(pods: i64, cpu_milli: i64, memory: i64) -> Resources {
         Resources {

@@ -2,7 +2,7 @@
 //! to it (field selector `spec.nodeName`) against the pod workers it runs.
 
 use crate::addresses::PodAddresses;
-use crate::admission::admit;
+use crate::admission::{admit, admit_under_memory_pressure};
 use crate::pod::{Backoff, NodeContext, PodWorker, pod_dir};
 use crate::port_forward::PodAddressBook;
 use crate::proxy::Proxy;
@@ -55,6 +55,8 @@ pub struct AgentConfig {
     pub cluster_ca: Option<String>,
     /// The apiserver's addresses, which pods may not connect to.
     pub apiserver_ips: Vec<std::net::IpAddr>,
+    /// Whether the agent runs the Service proxy itself (false: a `wasmkube proxy` of the machine does).
+    pub run_proxy: bool,
 }
 
 /// Agent failures.
@@ -358,7 +360,9 @@ async fn reconcile(pod: Arc<Pod>, agent: Arc<Agent>) -> Result<Action, AgentErro
         let admitted = if phase == Some("Running") {
             Ok(())
         } else {
-            admit(requests(&pod), used, agent.allocatable)
+            admit(requests(&pod), used, agent.allocatable).and_then(|()| {
+                admit_under_memory_pressure(&pod, agent.ctx.runtime.memory().under_pressure())
+            })
         };
         match admitted {
             Ok(()) => {
@@ -469,7 +473,11 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
     loop {
         let error = match register(&client, &config, port, None).await {
             Ok(()) => break,
-            // The apiserver answered and refused: trying again will not help.
+            // Deleted between its create and its status write: register it again.
+            Err(AgentError::Api(kube::Error::Api(status))) if status.code == 404 => {
+                AgentError::Api(kube::Error::Api(status))
+            }
+            // The apiserver answered and refused otherwise: trying again will not help.
             Err(AgentError::Api(kube::Error::Api(status))) => {
                 return Err(anyhow::anyhow!(
                     "cannot register node {}: {}",
@@ -515,6 +523,7 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
     let service_addresses = services.clone();
     let infrastructure = Arc::new(crate::sandbox::Infrastructure::new(
         config.apiserver_ips.iter().copied().chain(own),
+        Some(addresses.range().into()),
         Box::new(move |ip| service_addresses.is_service_address(ip)),
     ));
     tokio::spawn(follow_nodes(
@@ -523,13 +532,17 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
         infrastructure.clone(),
         routes,
     ));
-    let mut node_ips: Vec<std::net::IpAddr> = config.address.parse().into_iter().collect();
-    node_ips.extend(addresses.node_address().map(std::net::IpAddr::from));
-    tokio::spawn(crate::proxy::run(
-        Proxy::new(node_ips),
-        services.clone(),
-        service_changes,
-    ));
+    if config.run_proxy {
+        let mut node_ips: Vec<std::net::IpAddr> = config.address.parse().into_iter().collect();
+        node_ips.extend(addresses.node_address().map(std::net::IpAddr::from));
+        tokio::spawn(crate::proxy::run(
+            Proxy::new(node_ips),
+            services.clone(),
+            service_changes,
+        ));
+    } else {
+        tokio::spawn(service_changes.for_each(|()| async {}));
+    }
     let ctx = Arc::new(NodeContext {
         client: client.clone(),
         runtime,

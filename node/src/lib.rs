@@ -9,6 +9,7 @@ pub mod eviction;
 pub mod http_serve;
 pub mod images;
 pub mod join;
+pub mod local_sockets;
 pub mod log_server;
 pub mod logs;
 pub mod memory;

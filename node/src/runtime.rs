@@ -2,6 +2,7 @@
 //! disk through wasmtime's compilation cache), and a fresh Store per run (or per HTTP request) with memory
 //! limits and an epoch deadline that makes busy guests yield to the others.
 
+use crate::local_sockets::Transport;
 use crate::logs::LogStream;
 use crate::memory::NodeMemory;
 use sha2::{Digest, Sha256};
@@ -145,10 +146,14 @@ impl PodNetwork {
                     || address.ip() == self.ip && self.ports.contains(&address.port())
             }
             // Outgoing: not to the cluster's machinery.
-            SocketAddrUse::TcpConnect | SocketAddrUse::UdpSend => self
+            SocketAddrUse::TcpConnect => self
                 .infrastructure
                 .as_ref()
-                .is_none_or(|guard| guard.allows(address.ip())),
+                .is_none_or(|guard| guard.allows(address, Transport::Tcp)),
+            SocketAddrUse::UdpSend => self
+                .infrastructure
+                .as_ref()
+                .is_none_or(|guard| guard.allows(address, Transport::Udp)),
             // Listening and what arrives: from anyone.
             SocketAddrUse::TcpListen | SocketAddrUse::TcpAccept | SocketAddrUse::UdpReceive => true,
         }
@@ -326,7 +331,10 @@ impl wasmtime_wasi_http::WasiHttpHooks for PodHttpHooks {
                         .map(|found| found.map(|a| a.ip()).collect())
                         .unwrap_or_default(),
                 };
-                if addresses.iter().any(|ip| !guard.allows(*ip)) {
+                let refused = |ip: &std::net::IpAddr| {
+                    !guard.allows(std::net::SocketAddr::new(*ip, port), Transport::Tcp)
+                };
+                if addresses.iter().any(refused) {
                     return Err(wasmtime_wasi_http::Error::DestinationIpProhibited);
                 }
             }

@@ -444,6 +444,27 @@ pub fn get_pod(server: &Server, name: &str) -> Option<serde_json::Value> {
     (response.status() == 200).then(|| response.json().unwrap())
 }
 
+/// Waits until the object at `path` satisfies `check`, returning it; fails with the last state seen.
+pub fn wait_until(
+    server: &Server,
+    path: &str,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut last = serde_json::Value::Null;
+    while Instant::now() < deadline {
+        if let Ok(response) = server.http().get(format!("{}{path}", server.url)).send() {
+            last = response.json().unwrap_or_default();
+            if check(&last) {
+                return last;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{path} never became {what}: {last}");
+}
+
 /// Waits until the pod satisfies `check`, returning it; fails with the last state seen.
 pub fn wait_for(
     server: &Server,

@@ -79,6 +79,9 @@ const EDITABLE: [(&str, &[&str]); 4] = [
     ("coordination.k8s.io", &["leases"]),
 ];
 
+/// The user a node proxy (`wasmkube proxy`, kube-proxy) runs as; `system:node-proxier` lets it follow Services.
+pub const PROXY_USER: &str = "system:kube-proxy";
+
 const READ: [&str; 3] = ["get", "list", "watch"];
 const WRITE: [&str; 5] = ["create", "update", "patch", "delete", "deletecollection"];
 
@@ -98,10 +101,11 @@ fn cluster_role(name: &str, rules: Vec<Value>) -> Value {
     })
 }
 
-fn binding(name: &str, role: &str, groups: &[&str]) -> Value {
-    let subjects: Vec<Value> = groups
+/// A binding of `role` to subjects of one kind (`Group` or `User`).
+fn binding(name: &str, role: &str, kind: &str, subjects: &[&str]) -> Value {
+    let subjects: Vec<Value> = subjects
         .iter()
-        .map(|g| json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": g}))
+        .map(|s| json!({"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": s}))
         .collect();
     json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
@@ -158,6 +162,18 @@ pub fn cluster_roles() -> Vec<ClusterRole> {
             vec![json!({"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests"],
                         "verbs": ["create", "get", "list", "watch"]})],
         ),
+        cluster_role("system:node-proxier", {
+            let mut proxier = rules(
+                &[("", &["endpoints", "services"]), ("discovery.k8s.io", &["endpointslices"])],
+                &["list", "watch"],
+            );
+            proxier.extend(rules(&[("", &["nodes"])], &READ));
+            proxier.extend(rules(
+                &[("", &["events"]), ("events.k8s.io", &["events"])],
+                &["create", "patch", "update"],
+            ));
+            proxier
+        }),
         cluster_role("admin", admin),
         cluster_role("edit", edit),
         cluster_role("view", view),
@@ -170,20 +186,34 @@ pub fn cluster_roles() -> Vec<ClusterRole> {
 /// The default ClusterRoleBindings.
 pub fn cluster_role_bindings() -> Vec<ClusterRoleBinding> {
     [
-        binding("cluster-admin", "cluster-admin", &["system:masters"]),
+        binding(
+            "cluster-admin",
+            "cluster-admin",
+            "Group",
+            &["system:masters"],
+        ),
         binding(
             "system:discovery",
             "system:discovery",
+            "Group",
             &["system:authenticated"],
         ),
         binding(
             "system:node-bootstrapper",
             "system:node-bootstrapper",
+            "Group",
             &["system:bootstrappers"],
+        ),
+        binding(
+            "system:node-proxier",
+            "system:node-proxier",
+            "User",
+            &[PROXY_USER],
         ),
         binding(
             "system:public-info-viewer",
             "system:public-info-viewer",
+            "Group",
             &["system:authenticated", "system:unauthenticated"],
         ),
     ]
@@ -258,5 +288,33 @@ mod tests {
             path: "/version".into(),
         };
         assert_eq!(policy.authorize(&anonymous, &version), Ok(()));
+    }
+
+    #[test]
+    fn the_proxy_follows_services_and_nodes_and_nothing_else() {
+        let policy = policy();
+        let proxy = User {
+            name: PROXY_USER.into(),
+            groups: vec!["system:authenticated".into()],
+        };
+        for (verb, group, resource) in [
+            ("watch", "discovery.k8s.io", "endpointslices"),
+            ("list", "", "services"),
+            ("get", "", "nodes"),
+            ("create", "events.k8s.io", "events"),
+        ] {
+            assert_eq!(
+                policy.authorize(&proxy, &ask(verb, group, resource)),
+                Ok(()),
+                "{verb} {resource}"
+            );
+        }
+        for (verb, resource) in [
+            ("list", "secrets"),
+            ("delete", "services"),
+            ("list", "pods"),
+        ] {
+            assert!(policy.authorize(&proxy, &ask(verb, "", resource)).is_err());
+        }
     }
 }

@@ -78,6 +78,29 @@ fn default_container(container: &mut Container) {
     for port in container.ports.iter_mut().flatten() {
         port.protocol.get_or_insert_with(|| "TCP".to_owned());
     }
+    for probe in [
+        &mut container.liveness_probe,
+        &mut container.readiness_probe,
+        &mut container.startup_probe,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        default_probe(probe);
+    }
+}
+
+/// Kubernetes' probe defaults: every 10 s, 1 s to answer, one success and three failures in a row count; an
+/// httpGet asks for `/` over HTTP.
+fn default_probe(probe: &mut k8s_openapi::api::core::v1::Probe) {
+    probe.period_seconds.get_or_insert(10);
+    probe.timeout_seconds.get_or_insert(1);
+    probe.success_threshold.get_or_insert(1);
+    probe.failure_threshold.get_or_insert(3);
+    if let Some(get) = probe.http_get.as_mut() {
+        get.path.get_or_insert_with(|| "/".to_owned());
+        get.scheme.get_or_insert_with(|| "HTTP".to_owned());
+    }
 }
 
 /// Defaults of a pod spec, also applied to the templates of workload kinds.
@@ -140,9 +163,11 @@ impl KindRules for Pod {
     }
 
     fn validate_update(&self, old: &Self) -> Vec<Cause> {
-        // Only images, activeDeadlineSeconds and tolerations may change in a pod's spec.
+        // Only images, activeDeadlineSeconds and tolerations may change in a pod's spec. Both sides with
+        // today's defaults: a pod stored before a default was added is not changed by it.
         let mutable_cleared = |spec: &Option<PodSpec>| {
             spec.clone().map(|mut spec| {
+                default_pod_spec(&mut spec);
                 spec.containers.iter_mut().for_each(|c| c.image = None);
                 spec.init_containers
                     .iter_mut()
@@ -672,5 +697,24 @@ mod tests {
         assert_eq!(default_pull_policy("registry:5000/app:latest"), "Always");
         assert_eq!(default_pull_policy("registry:5000/app:v1"), "IfNotPresent");
         assert_eq!(default_pull_policy("app@sha256:abc"), "IfNotPresent");
+    }
+
+    #[test]
+    fn probes_get_kubernetes_defaults_and_keep_what_is_set() {
+        let mut spec: PodSpec = serde_json::from_value(serde_json::json!({"containers": [{
+            "name": "app", "image": "app.wasm",
+            "readinessProbe": {"httpGet": {"port": 8080}},
+            "livenessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 3, "failureThreshold": 5}}]}))
+        .unwrap();
+        default_pod_spec(&mut spec);
+        let container = serde_json::to_value(&spec.containers[0]).unwrap();
+        assert_eq!(
+            container["readinessProbe"],
+            serde_json::json!({"httpGet": {"port": 8080, "path": "/", "scheme": "HTTP"}, "periodSeconds": 10,
+                               "timeoutSeconds": 1, "successThreshold": 1, "failureThreshold": 3})
+        );
+        assert_eq!(container["livenessProbe"]["periodSeconds"], 3);
+        assert_eq!(container["livenessProbe"]["failureThreshold"], 5);
+        assert_eq!(container["livenessProbe"]["timeoutSeconds"], 1);
     }
 }

@@ -124,6 +124,16 @@ impl ResourceType {
         }
     }
 
+    /// Whether objects of the type carry `metadata.generation` (1 on create, one more at each change of what is
+    /// not metadata or status), as Kubernetes' strategies for these kinds set it; others (ConfigMaps, Services,
+    /// Nodes...) have none.
+    pub fn tracks_generation(&self) -> bool {
+        matches!(
+            self.kind,
+            "Pod" | "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" | "Job" | "CronJob"
+        )
+    }
+
     /// Whether the type has this subresource.
     pub fn has(&self, subresource: Subresource) -> bool {
         self.subresources.contains(&subresource)

@@ -52,11 +52,16 @@ fn stored(object: &Value) -> Result<Vec<u8>, ApiError> {
     serde_json::to_vec(&object).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
+/// Now, to the second as Kubernetes writes times, truncated: never in the future.
 fn now() -> String {
-    jiff::Timestamp::now()
-        .round(jiff::Unit::Second)
-        .unwrap_or_else(|_| jiff::Timestamp::now())
-        .to_string()
+    let now = jiff::Timestamp::now();
+    now.round(
+        jiff::TimestampRound::new()
+            .smallest(jiff::Unit::Second)
+            .mode(jiff::RoundMode::Trunc),
+    )
+    .unwrap_or(now)
+    .to_string()
 }
 
 fn meta_str<'a>(object: &'a Value, field: &str) -> Option<&'a str> {
@@ -602,7 +607,10 @@ impl ApiServer {
             }
             meta.insert("uid".into(), uid.clone().into());
             meta.insert("creationTimestamp".into(), now().into());
-            meta.insert("generation".into(), 1.into());
+            meta.remove("generation");
+            if target.resource.tracks_generation() {
+                meta.insert("generation".into(), 1.into());
+            }
         }
         if !target.resource.status_on_create && target.resource.has(Subresource::Status) {
             object.as_object_mut().map(|o| o.remove("status"));
@@ -710,7 +718,7 @@ impl ApiServer {
             self.allocate_service_addresses(resource, &mut new, Some(&old))?;
         }
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
-        if spec_of(&new) != spec_of(&old) {
+        if resource.tracks_generation() && spec_of(&new) != spec_of(&old) {
             let generation = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
             new["metadata"]["generation"] = generation.into();
         }

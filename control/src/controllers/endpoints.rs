@@ -243,7 +243,8 @@ pub fn desired_slices(service: &Service, pods: &[Arc<Pod>]) -> Vec<EndpointSlice
                 ports
                     .into_iter()
                     .map(|(name, port, protocol, app_protocol)| SlicePort {
-                        name,
+                        // An unnamed Service port is named "" in slices (kubectl's describe needs the field).
+                        name: Some(name.unwrap_or_default()),
                         port: Some(port),
                         protocol: Some(protocol),
                         app_protocol,
@@ -430,5 +431,17 @@ mod tests {
         assert_eq!(slices[0].endpoints, Some(Vec::new()));
         assert_eq!(slices[0].ports.as_ref().unwrap()[0].port, Some(80));
         assert_eq!(desired_endpoints(&service(), &[]).subsets, None);
+    }
+
+    /// Regression (issue 14): kubectl 1.37's `describe svc` panicked on a slice port without a name.
+    #[test]
+    fn an_unnamed_service_port_is_named_empty_in_slices() {
+        let mut unnamed = service();
+        let spec = unnamed.spec.as_mut().unwrap();
+        spec.ports = Some(vec![serde_json::from_value(json!({"port": 80})).unwrap()]);
+        let slices = desired_slices(&unnamed, &[]);
+        let port = &slices[0].ports.as_ref().unwrap()[0];
+        assert_eq!(port.name.as_deref(), Some(""));
+        assert_eq!(serde_json::to_value(port).unwrap()["name"], "");
     }
 }

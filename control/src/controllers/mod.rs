@@ -166,7 +166,18 @@ where
     if shown == Some(status) {
         return Ok(());
     }
-    let patch = serde_json::json!({ "status": status });
+    let mut fields = serde_json::to_value(status).map_err(kube::Error::SerdeError)?;
+    // A merge patch keeps what it does not name: fields the new status no longer has are nulled, so a
+    // CronJob's `active` list, say, empties when its last Job finishes.
+    if let (Some(new), Some(serde_json::Value::Object(old))) = (
+        fields.as_object_mut(),
+        shown.and_then(|s| serde_json::to_value(s).ok()),
+    ) {
+        for (key, _) in old {
+            new.entry(key).or_insert(serde_json::Value::Null);
+        }
+    }
+    let patch = serde_json::json!({ "status": fields });
     api.patch_status(
         name,
         &kube::api::PatchParams::default(),

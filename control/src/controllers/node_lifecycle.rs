@@ -85,25 +85,68 @@ fn taints(node: &Node) -> Vec<Taint> {
         .unwrap_or_default()
 }
 
-/// The node's taints with the unreachable ones added (`silent`) or removed.
-pub fn wanted_taints(current: &[Taint], silent: bool, now: jiff::Timestamp) -> Vec<Taint> {
-    let mut kept: Vec<Taint> = current
-        .iter()
-        .filter(|t| t.key != UNREACHABLE_TAINT)
-        .cloned()
-        .collect();
-    if silent {
-        for effect in ["NoSchedule", "NoExecute"] {
-            let existing = current
-                .iter()
-                .find(|t| t.key == UNREACHABLE_TAINT && t.effect == effect);
-            kept.push(existing.cloned().unwrap_or_else(|| Taint {
-                key: UNREACHABLE_TAINT.into(),
-                effect: effect.into(),
-                time_added: Some(Time(now)),
-                value: None,
-            }));
+/// Kubernetes' TaintNodesByCondition: the NoSchedule taint a node condition in a status puts on the node.
+const CONDITION_TAINTS: [(&str, &str, &str); 6] = [
+    ("Ready", "False", "node.kubernetes.io/not-ready"),
+    ("Ready", "Unknown", UNREACHABLE_TAINT),
+    (
+        "MemoryPressure",
+        "True",
+        "node.kubernetes.io/memory-pressure",
+    ),
+    ("DiskPressure", "True", "node.kubernetes.io/disk-pressure"),
+    (
+        "NetworkUnavailable",
+        "True",
+        "node.kubernetes.io/network-unavailable",
+    ),
+    ("PIDPressure", "True", "node.kubernetes.io/pid-pressure"),
+];
+
+/// The taint of a cordoned node (`spec.unschedulable`).
+pub const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
+
+/// The node's taints as the node controller keeps them: a NoSchedule taint for each condition of
+/// [`CONDITION_TAINTS`] and for `spec.unschedulable`, and the unreachable NoExecute taint (with the time it was
+/// added, which tolerationSeconds count from) while the agent is `silent` (its Ready condition then counts as
+/// Unknown). Taints set by others are kept, and so are those of ours that still hold.
+pub fn wanted_taints(node: &Node, silent: bool, now: jiff::Timestamp) -> Vec<Taint> {
+    let current = taints(node);
+    let status_of = |condition: &str| {
+        if silent && condition == "Ready" {
+            return Some("Unknown");
         }
+        node.status
+            .as_ref()?
+            .conditions
+            .as_ref()?
+            .iter()
+            .find(|c| c.type_ == condition)
+            .map(|c| c.status.as_str())
+    };
+    let mut wanted: Vec<(&str, &str)> = CONDITION_TAINTS
+        .iter()
+        .filter(|(condition, status, _)| status_of(condition) == Some(*status))
+        .map(|(_, _, key)| (*key, "NoSchedule"))
+        .collect();
+    if node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
+        wanted.push((UNSCHEDULABLE_TAINT, "NoSchedule"));
+    }
+    if silent {
+        wanted.push((UNREACHABLE_TAINT, "NoExecute"));
+    }
+    let ours = |t: &Taint| {
+        t.key == UNSCHEDULABLE_TAINT || CONDITION_TAINTS.iter().any(|(_, _, key)| t.key == *key)
+    };
+    let mut kept: Vec<Taint> = current.iter().filter(|t| !ours(t)).cloned().collect();
+    for (key, effect) in wanted {
+        let existing = current.iter().find(|t| t.key == key && t.effect == effect);
+        kept.push(existing.cloned().unwrap_or_else(|| Taint {
+            key: key.into(),
+            effect: effect.into(),
+            time_added: (effect == "NoExecute").then_some(Time(now)),
+            value: None,
+        }));
     }
     kept
 }
@@ -178,12 +221,7 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, Control
             .await;
     }
     let current = taints(&node);
-    let reachable = !silent && ready.as_deref() == Some("True");
-    let wanted = if silent || reachable {
-        wanted_taints(&current, silent, now)
-    } else {
-        current.clone()
-    };
+    let wanted = wanted_taints(&node, silent, now);
     if wanted != current {
         let patch = serde_json::json!({"spec": {"taints": wanted}, "metadata": {"resourceVersion": node.resource_version()}});
         super::merge_patch(&nodes, &name, &patch).await?;
@@ -337,29 +375,77 @@ mod tests {
         assert_eq!(observe(Some(first), renewed, later).seen_at, later);
     }
 
+    fn node(conditions: serde_json::Value, spec: serde_json::Value) -> Node {
+        serde_json::from_value(
+            json!({"metadata": {"name": "n"}, "spec": spec, "status": {"conditions": conditions}}),
+        )
+        .unwrap()
+    }
+
+    fn keys(taints: &[Taint]) -> Vec<String> {
+        taints
+            .iter()
+            .map(|t| format!("{}:{}", t.key, t.effect))
+            .collect()
+    }
+
     #[test]
     fn silent_nodes_get_both_unreachable_taints_once_and_lose_them_when_back() {
         let now = at("2026-01-01T00:00:00Z");
-        let own = Taint {
-            key: "dedicated".into(),
-            effect: "NoSchedule".into(),
-            value: Some("edge".into()),
-            time_added: None,
-        };
-        let tainted = wanted_taints(&[own.clone()], true, now);
-        assert_eq!(tainted.len(), 3);
+        let own = json!({"key": "dedicated", "value": "edge", "effect": "NoSchedule"});
+        let ready = json!([{"type": "Ready", "status": "True"}]);
+        let tainted = wanted_taints(&node(ready.clone(), json!({"taints": [own]})), true, now);
         assert_eq!(
-            wanted_taints(&tainted, true, at("2026-01-01T00:01:00Z")),
+            keys(&tainted),
+            [
+                "dedicated:NoSchedule",
+                "node.kubernetes.io/unreachable:NoSchedule",
+                "node.kubernetes.io/unreachable:NoExecute"
+            ]
+        );
+        assert_eq!(tainted[2].time_added, Some(Time(now)));
+        let later = at("2026-01-01T00:01:00Z");
+        let unknown = json!([{"type": "Ready", "status": "Unknown"}]);
+        assert_eq!(
+            wanted_taints(&node(unknown, json!({"taints": tainted})), true, later),
             tainted,
             "timeAdded is kept"
         );
-        assert_eq!(wanted_taints(&tainted, false, now), vec![own]);
+        let back = wanted_taints(&node(ready, json!({"taints": tainted})), false, later);
+        assert_eq!(keys(&back), ["dedicated:NoSchedule"]);
+    }
+
+    #[test]
+    fn conditions_and_cordons_taint_the_node_as_kubernetes_does() {
+        let now = at("2026-01-01T00:00:00Z");
+        let pressed = node(
+            json!([{"type": "Ready", "status": "True"}, {"type": "MemoryPressure", "status": "True"},
+                   {"type": "DiskPressure", "status": "False"}]),
+            json!({"unschedulable": true}),
+        );
+        let taints = wanted_taints(&pressed, false, now);
+        assert_eq!(
+            keys(&taints),
+            [
+                "node.kubernetes.io/memory-pressure:NoSchedule",
+                "node.kubernetes.io/unschedulable:NoSchedule"
+            ]
+        );
+        assert!(taints.iter().all(|t| t.time_added.is_none()));
+        let relieved = node(
+            json!([{"type": "Ready", "status": "False"}, {"type": "MemoryPressure", "status": "False"}]),
+            json!({"taints": taints}),
+        );
+        assert_eq!(
+            keys(&wanted_taints(&relieved, false, now)),
+            ["node.kubernetes.io/not-ready:NoSchedule"]
+        );
     }
 
     #[test]
     fn pods_leave_at_once_unless_they_tolerate_and_then_after_their_seconds() {
         let now = at("2026-01-01T00:00:00Z");
-        let taints = wanted_taints(&[], true, now);
+        let taints = wanted_taints(&node(json!([]), json!({})), true, now);
         let pod = |tolerations: serde_json::Value| -> Pod {
             serde_json::from_value(json!({"metadata": {"name": "p"}, "spec": {"containers": [], "tolerations": tolerations}})).unwrap()
         };

@@ -211,14 +211,10 @@ pub fn tolerates_taints(pod: &Pod, node: &Node) -> Result<(), Reason> {
         }
         let tolerated = tolerations.iter().any(|t| tolerates(t, &taint));
         if !tolerated {
-            let value = taint
-                .value
-                .as_deref()
-                .map(|v| format!(": {v}"))
-                .unwrap_or_default();
             return Err(format!(
-                "node(s) had untolerated taint {{{}{value}}}",
-                taint.key
+                "node(s) had untolerated taint {{{}: {}}}",
+                taint.key,
+                taint.value.as_deref().unwrap_or_default()
             ));
         }
     }

@@ -1,10 +1,12 @@
 //! One frontend's endpoints and how the next one is chosen: round robin or least requests, ClientIP affinity,
-//! and passive health: an endpoint that cannot be reached is taken out until a connection to it succeeds again.
+//! and passive health (outlier detection): an endpoint that cannot be reached is taken out until a connection
+//! to it succeeds again, and one that takes what it is sent but answers nothing for a while (a frozen process:
+//! the kernel still accepts its connections) is left out until it answers again or for a few seconds.
 
 use super::table::{Balance, Behaviour};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -12,6 +14,23 @@ use std::time::{Duration, Instant};
 const RECHECK: Duration = Duration::from_millis(500);
 /// How long a health check's connection attempt may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long an endpoint may leave a request (or a client's bytes) without any answer before it counts as
+/// stalled.
+pub const STALL: Duration = Duration::from_secs(1);
+/// How long a stalled endpoint is left out unless it answers before, times the number of times in a row it
+/// stalled (Envoy's base ejection time), up to [`MAX_EJECTION`].
+const STALL_EJECTION: Duration = Duration::from_secs(10);
+/// The longest an endpoint is left out for stalling.
+const MAX_EJECTION: Duration = Duration::from_secs(300);
+
+/// Milliseconds since this process first asked, plus one (0 is "never"), for times kept in atomics.
+fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let start = *START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_add(1)
+}
 
 /// One endpoint and what the proxy knows of it.
 #[derive(Debug)]
@@ -24,6 +43,20 @@ pub struct Endpoint {
     in_flight: AtomicUsize,
     /// Whether it is out after a failure.
     down: AtomicBool,
+    /// When it last answered (see [`now_ms`]).
+    answered_ms: AtomicU64,
+    /// Until when it is left out as stalled (see [`now_ms`]; 0: it is not).
+    stalled_until_ms: AtomicU64,
+    /// How many times in a row it stalled without answering in between.
+    stalls: AtomicU32,
+}
+
+impl Endpoint {
+    /// Whether it may take new work: not out after a failure, not stalled.
+    fn healthy(&self) -> bool {
+        !self.down.load(Ordering::Relaxed)
+            && self.stalled_until_ms.load(Ordering::Relaxed) <= now_ms()
+    }
 }
 
 /// A chosen endpoint; counts as in flight until dropped.
@@ -41,6 +74,38 @@ impl Lease {
     /// The endpoint's address as a URI authority.
     pub fn authority(&self) -> &::http::uri::Authority {
         &self.endpoint.authority
+    }
+
+    /// A time to pass to [`Lease::stalled_since`] later: now.
+    pub fn clock() -> u64 {
+        now_ms()
+    }
+
+    /// Records that the endpoint answered (a response, or bytes back): it is no longer stalled.
+    pub fn answered(&self) {
+        self.endpoint.answered_ms.store(now_ms(), Ordering::Relaxed);
+        self.endpoint.stalled_until_ms.store(0, Ordering::Relaxed);
+        self.endpoint.stalls.store(0, Ordering::Relaxed);
+    }
+
+    /// Records that work sent to the endpoint at `since` (a [`Lease::clock`]) is still unanswered after
+    /// [`STALL`]: unless the endpoint answered anything since then, it is left out for a while. True if
+    /// this made it stalled.
+    pub fn stalled_since(&self, since: u64, service: &str) -> bool {
+        let now = now_ms();
+        if self.endpoint.answered_ms.load(Ordering::Relaxed) >= since
+            || self.endpoint.stalled_until_ms.load(Ordering::Relaxed) > now
+        {
+            return false;
+        }
+        let stalls = self.endpoint.stalls.fetch_add(1, Ordering::Relaxed) + 1;
+        let ejection = STALL_EJECTION.saturating_mul(stalls).min(MAX_EJECTION);
+        let until = now.saturating_add(u64::try_from(ejection.as_millis()).unwrap_or(u64::MAX));
+        self.endpoint
+            .stalled_until_ms
+            .store(until, Ordering::Relaxed);
+        tracing::info!(%service, endpoint = %self.endpoint.address, seconds = ejection.as_secs(), "endpoint out: it answers nothing");
+        true
     }
 }
 
@@ -120,6 +185,9 @@ impl Backends {
                                 .unwrap_or_else(|_| ::http::uri::Authority::from_static("invalid")),
                             in_flight: AtomicUsize::new(0),
                             down: AtomicBool::new(false),
+                            answered_ms: AtomicU64::new(0),
+                            stalled_until_ms: AtomicU64::new(0),
+                            stalls: AtomicU32::new(0),
                         })
                     })
             })
@@ -127,21 +195,18 @@ impl Backends {
         *self.endpoints.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(endpoints);
     }
 
-    /// Chooses an endpoint for a client, skipping those already `tried`; endpoints that are out are used only
-    /// when no other is left.
+    /// Chooses an endpoint for a client, skipping those already `tried`; endpoints that are out (failed or
+    /// stalled) are used only when no other is left.
     pub fn pick(&self, client: IpAddr, tried: &[SocketAddr]) -> Option<Lease> {
         let endpoints = self.snapshot();
         let untried = |e: &&Arc<Endpoint>| !tried.contains(&e.address);
-        let any_up = endpoints
-            .iter()
-            .filter(untried)
-            .any(|e| !e.down.load(Ordering::Relaxed));
-        // Without allocating on the hot path: the candidates are the untried endpoints, up ones if any.
+        let any_up = endpoints.iter().filter(untried).any(|e| e.healthy());
+        // Without allocating on the hot path: the candidates are the untried endpoints, healthy ones if any.
         let candidates = || {
             endpoints
                 .iter()
                 .filter(untried)
-                .filter(move |e| !any_up || !e.down.load(Ordering::Relaxed))
+                .filter(move |e| !any_up || e.healthy())
         };
         let count = candidates().count();
         if count == 0 {
@@ -301,6 +366,29 @@ mod tests {
             })
             .collect();
         assert_eq!(spread.len(), 3);
+    }
+
+    #[test]
+    fn an_endpoint_that_answers_nothing_is_left_out_until_it_answers() {
+        let backends = Backends::new(behaviour(Balance::RoundRobin, None), &addresses(2));
+        let [frozen, alive] = [0, 1].map(|i| addresses(2)[i]);
+        let lease = backends.pick(CLIENT, &[]).unwrap();
+        assert_eq!(lease.address(), frozen);
+        let sent = Lease::clock();
+        assert!(lease.stalled_since(sent, "web"));
+        assert!(!lease.stalled_since(sent, "web"), "once");
+        for _ in 0..4 {
+            assert_eq!(backends.pick(CLIENT, &[]).unwrap().address(), alive);
+        }
+        // Still used when nothing else is left.
+        assert_eq!(backends.pick(CLIENT, &[alive]).unwrap().address(), frozen);
+        // An answer puts it back, and work sent before that answer does not make it stalled again.
+        lease.answered();
+        assert!(!lease.stalled_since(sent, "web"));
+        let picked: Vec<SocketAddr> = (0..4)
+            .map(|_| backends.pick(CLIENT, &[]).unwrap().address())
+            .collect();
+        assert!(picked.contains(&frozen), "{picked:?}");
     }
 
     #[tokio::test]

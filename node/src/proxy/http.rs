@@ -1,9 +1,11 @@
 //! L7 proxying: HTTP/1.1 with keep-alive towards clients, and every request balanced on its own over pooled
 //! connections to the endpoints, so one keep-alive client still spreads across replicas. A request that cannot
 //! be delivered goes to another endpoint (always when the connection was refused; when it may have reached the
-//! endpoint, only idempotent ones); with no endpoint left the client gets a 503 at once.
+//! endpoint, only idempotent ones); with no endpoint left the client gets a 503 at once. An endpoint that has
+//! not begun to answer a request within [`STALL`] (and answered nothing else since) is left out of new requests
+//! for a while (the balancer's outlier detection).
 
-use super::balancer::{Backends, Lease};
+use super::balancer::{Backends, Lease, STALL};
 use ::http::uri::{PathAndQuery, Scheme};
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -153,8 +155,20 @@ async fn forward(
                 ));
             }
         }
-        match client.request(upstream).await {
+        let sent = Lease::clock();
+        let request = client.request(upstream);
+        tokio::pin!(request);
+        let outcome = match tokio::time::timeout(STALL, &mut request).await {
+            Ok(outcome) => outcome,
+            Err(_) => {
+                // Slow, or frozen: left out unless it answers anything else meanwhile; this request waits.
+                lease.stalled_since(sent, &backends.behaviour().service);
+                request.await
+            }
+        };
+        match outcome {
             Ok(response) => {
+                lease.answered();
                 let (mut head, body) = response.into_parts();
                 for name in HOP_BY_HOP {
                     head.headers.remove(name);

@@ -3,8 +3,11 @@
 //! and reprogramming itself on every change, without a restart.
 //!
 //! Every agent listens on every cluster IP with SO_REUSEPORT, so several agents on one machine share the
-//! addresses (the kernel spreads connections over them) and each agent on its own host serves them alone. A TCP
-//! port with no endpoint is not listened on, so clients are refused at once; an HTTP one answers 503.
+//! addresses (the kernel spreads connections over them) and each agent on its own host serves them alone. A
+//! machine with several agents can instead run one proxy of its own (`wasmkube proxy`, as kube-proxy; the
+//! agents with `--proxy false`): an agent that is frozen then takes no share of new connections, which the
+//! kernel would keep handing to its listeners. A TCP port with no endpoint is not listened on, so clients are
+//! refused at once; an HTTP one answers 503.
 
 pub mod balancer;
 pub mod http;
@@ -116,6 +119,52 @@ impl Proxy {
             }
         }
     }
+}
+
+/// The addresses a node serves NodePorts on, from its Node: its InternalIPs and its podCIDR's first address
+/// (where its agent serves them too); none until it has a podCIDR.
+pub fn node_port_addresses(node: &k8s_openapi::api::core::v1::Node) -> Vec<IpAddr> {
+    let Some(cidr) = node.spec.as_ref().and_then(|s| s.pod_cidr.as_deref()) else {
+        return Vec::new();
+    };
+    let first = crate::addresses::PodAddresses::new(cidr)
+        .ok()
+        .and_then(|a| a.node_address());
+    crate::sandbox::internal_ips([node])
+        .into_iter()
+        .chain(first.map(IpAddr::from))
+        .collect()
+}
+
+/// Runs a proxy of its own for the named nodes of this machine (`wasmkube proxy`) until the process ends:
+/// cluster IPs, and NodePorts on those nodes' addresses once each has its podCIDR.
+pub async fn run_for_nodes(client: kube::Client, nodes: &[String]) {
+    let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+    let mut node_ips = Vec::new();
+    for name in nodes {
+        let mut waited = 0u32;
+        loop {
+            let addresses = match api.get_opt(name).await {
+                Ok(found) => found.as_ref().map(node_port_addresses).unwrap_or_default(),
+                Err(error) => {
+                    tracing::warn!(node = %name, %error, "cannot read the node");
+                    Vec::new()
+                }
+            };
+            if !addresses.is_empty() {
+                node_ips.extend(addresses);
+                break;
+            }
+            if waited.is_multiple_of(25) {
+                tracing::info!(node = %name, "waiting for the node to register and get a podCIDR");
+            }
+            waited += 1;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    tracing::info!(nodes = ?nodes, addresses = ?node_ips, "proxy serving");
+    let (services, changes) = crate::services::watch(&client);
+    run(Proxy::new(node_ips), services, changes).await;
 }
 
 /// A listener that other agents on this machine may share.
