@@ -420,7 +420,7 @@ mod tests {
         let held =
             rule(json!({"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}));
         assert_eq!(
-            policy.confirm_no_escalation(&alice, Some("dev"), &[held.clone()]),
+            policy.confirm_no_escalation(&alice, Some("dev"), std::slice::from_ref(&held)),
             Ok(())
         );
         // Not in prod, not secrets, not everything.
@@ -437,7 +437,7 @@ mod tests {
         let everything = rule(json!({"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}));
         assert!(
             policy
-                .confirm_no_escalation(&alice, Some("dev"), &[everything.clone()])
+                .confirm_no_escalation(&alice, Some("dev"), std::slice::from_ref(&everything))
                 .is_err()
         );
         let admin = user("root", &[MASTERS]);

@@ -14,33 +14,93 @@ pub struct QueryFacts<'a> {
     pub field_selector: Option<&'a str>,
 }
 
+/// What a request is about: in authorization's terms, and where its path points. Resolved once, before any
+/// handler runs, and carried with the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestInfo {
+    /// What authorization decides on (a namespace is its own namespace; a `metadata.name` field selector
+    /// names the object of a list).
+    pub request: Request,
+    /// Where the path points, as the API serves it.
+    pub path: ApiPath,
+}
+
+/// Where a path under `/api` or `/apis` points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiPath {
+    /// `/api`: the core group's versions.
+    CoreVersions,
+    /// `/apis`: the API groups.
+    Groups,
+    /// `/apis/GROUP`: one group.
+    Group(String),
+    /// `/api/VERSION` or `/apis/GROUP/VERSION`: the resources of a group version.
+    Resources {
+        /// The group, empty for core.
+        group: String,
+        /// The version.
+        version: String,
+    },
+    /// A resource's collection, one object, or one of its subresources.
+    Resource(ResourcePath),
+    /// Any other path.
+    Other,
+}
+
+/// The parts of a resource path, as written: `/apis/GROUP/VERSION[/namespaces/NS]/RESOURCE[/NAME[/SUB]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourcePath {
+    /// The group, empty for core.
+    pub group: String,
+    /// The version.
+    pub version: String,
+    /// The namespace segment of the path (none for a Namespace object's own path).
+    pub namespace: Option<String>,
+    /// The resource's plural name.
+    pub resource: String,
+    /// The object's name.
+    pub name: Option<String>,
+    /// The subresource.
+    pub subresource: Option<String>,
+}
+
 /// What a request is about.
-pub fn resolve(method: &Method, path: &str, query: QueryFacts<'_>) -> Request {
+pub fn resolve(method: &Method, path: &str, query: QueryFacts<'_>) -> RequestInfo {
     let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let (group, rest) = match parts.as_slice() {
-        ["api", _version, rest @ ..] if !rest.is_empty() => ("", rest),
-        ["apis", group, _version, rest @ ..] if !rest.is_empty() => (*group, rest),
-        _ => return non_resource(method, path),
+    let discovery = match parts.as_slice() {
+        ["api"] => Some(ApiPath::CoreVersions),
+        ["apis"] => Some(ApiPath::Groups),
+        ["apis", group] => Some(ApiPath::Group((*group).to_owned())),
+        ["api", version] => Some(ApiPath::Resources {
+            group: String::new(),
+            version: (*version).to_owned(),
+        }),
+        ["apis", group, version] => Some(ApiPath::Resources {
+            group: (*group).to_owned(),
+            version: (*version).to_owned(),
+        }),
+        _ => None,
     };
-    let (namespace, rest): (Option<&str>, &[&str]) = match rest {
+    if let Some(discovery) = discovery {
+        return non_resource(method, path, discovery);
+    }
+    let (group, version, rest) = match parts.as_slice() {
+        ["api", version, rest @ ..] => ("", *version, rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        _ => return non_resource(method, path, ApiPath::Other),
+    };
+    let (path_namespace, rest): (Option<&str>, &[&str]) = match rest {
         ["namespaces", namespace, next, ..] if !["status", "finalize"].contains(next) => {
             (Some(namespace), &rest[2..])
         }
-        ["namespaces", namespace, ..] => (Some(namespace), rest),
         _ => (None, rest),
     };
     let (resource, name, subresource) = match rest {
         [resource] => (*resource, None, None),
         [resource, name] => (*resource, Some(*name), None),
         [resource, name, subresource] => (*resource, Some(*name), Some(*subresource)),
-        _ => return non_resource(method, path),
+        _ => return non_resource(method, path, ApiPath::Other),
     };
-    let name = name.map(str::to_owned).or_else(|| {
-        query
-            .field_selector
-            .and_then(named_by_field_selector)
-            .filter(|_| *method == Method::GET)
-    });
     let verb = match *method {
         Method::GET if query.watch => "watch",
         Method::GET if rest.len() == 1 => "list",
@@ -50,22 +110,45 @@ pub fn resolve(method: &Method, path: &str, query: QueryFacts<'_>) -> Request {
         Method::PATCH => "patch",
         Method::DELETE if rest.len() == 1 => "deletecollection",
         Method::DELETE => "delete",
-        _ => return non_resource(method, path),
+        _ => return non_resource(method, path, ApiPath::Other),
     };
-    Request::Resource(ResourceRequest {
-        verb: verb.to_owned(),
-        group: group.to_owned(),
-        resource: resource.to_owned(),
-        subresource: subresource.map(str::to_owned),
-        namespace: namespace.map(str::to_owned),
-        name,
-    })
+    let owned = |s: Option<&str>| s.map(str::to_owned);
+    // A Namespace object is in its own namespace.
+    let namespace =
+        path_namespace.or(name.filter(|_| path_namespace.is_none() && resource == "namespaces"));
+    let named = owned(name).or_else(|| {
+        query
+            .field_selector
+            .and_then(named_by_field_selector)
+            .filter(|_| *method == Method::GET)
+    });
+    RequestInfo {
+        request: Request::Resource(ResourceRequest {
+            verb: verb.to_owned(),
+            group: group.to_owned(),
+            resource: resource.to_owned(),
+            subresource: owned(subresource),
+            namespace: owned(namespace),
+            name: named,
+        }),
+        path: ApiPath::Resource(ResourcePath {
+            group: group.to_owned(),
+            version: version.to_owned(),
+            namespace: owned(path_namespace),
+            resource: resource.to_owned(),
+            name: owned(name),
+            subresource: owned(subresource),
+        }),
+    }
 }
 
-fn non_resource(method: &Method, path: &str) -> Request {
-    Request::NonResource {
-        verb: method.as_str().to_ascii_lowercase(),
-        path: path.to_owned(),
+fn non_resource(method: &Method, path: &str, api_path: ApiPath) -> RequestInfo {
+    RequestInfo {
+        request: Request::NonResource {
+            verb: method.as_str().to_ascii_lowercase(),
+            path: path.to_owned(),
+        },
+        path: api_path,
     }
 }
 
@@ -80,6 +163,10 @@ fn named_by_field_selector(selector: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn asked(method: &Method, path: &str, query: QueryFacts<'_>) -> Request {
+        resolve(method, path, query).request
+    }
 
     fn resource(
         verb: &str,
@@ -103,11 +190,11 @@ mod tests {
     fn resource_paths_give_verb_group_resource_namespace_and_name() {
         let plain = QueryFacts::default();
         assert_eq!(
-            resolve(&Method::GET, "/api/v1/namespaces/dev/pods", plain),
+            asked(&Method::GET, "/api/v1/namespaces/dev/pods", plain),
             resource("list", "", "pods", None, Some("dev"), None)
         );
         assert_eq!(
-            resolve(
+            asked(
                 &Method::GET,
                 "/api/v1/pods",
                 QueryFacts {
@@ -118,7 +205,7 @@ mod tests {
             resource("watch", "", "pods", None, None, None)
         );
         assert_eq!(
-            resolve(
+            asked(
                 &Method::GET,
                 "/api/v1/nodes",
                 QueryFacts {
@@ -129,7 +216,7 @@ mod tests {
             resource("watch", "", "nodes", None, None, Some("n1"))
         );
         assert_eq!(
-            resolve(
+            asked(
                 &Method::PATCH,
                 "/api/v1/namespaces/dev/pods/web/status",
                 plain
@@ -144,7 +231,7 @@ mod tests {
             )
         );
         assert_eq!(
-            resolve(
+            asked(
                 &Method::DELETE,
                 "/apis/apps/v1/namespaces/dev/deployments",
                 plain
@@ -159,7 +246,7 @@ mod tests {
             )
         );
         assert_eq!(
-            resolve(
+            asked(
                 &Method::POST,
                 "/apis/apps/v1/namespaces/dev/deployments",
                 plain
@@ -167,7 +254,7 @@ mod tests {
             resource("create", "apps", "deployments", None, Some("dev"), None)
         );
         assert_eq!(
-            resolve(
+            asked(
                 &Method::PUT,
                 "/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/n1",
                 plain
@@ -187,15 +274,15 @@ mod tests {
     fn a_namespace_is_its_own_namespace_and_keeps_its_subresources() {
         let plain = QueryFacts::default();
         assert_eq!(
-            resolve(&Method::GET, "/api/v1/namespaces", plain),
+            asked(&Method::GET, "/api/v1/namespaces", plain),
             resource("list", "", "namespaces", None, None, None)
         );
         assert_eq!(
-            resolve(&Method::DELETE, "/api/v1/namespaces/dev", plain),
+            asked(&Method::DELETE, "/api/v1/namespaces/dev", plain),
             resource("delete", "", "namespaces", None, Some("dev"), Some("dev"))
         );
         assert_eq!(
-            resolve(&Method::PUT, "/api/v1/namespaces/dev/finalize", plain),
+            asked(&Method::PUT, "/api/v1/namespaces/dev/finalize", plain),
             resource(
                 "update",
                 "",
@@ -220,7 +307,7 @@ mod tests {
             "/openapi/v3/api/v1",
         ] {
             assert_eq!(
-                resolve(&Method::GET, path, plain),
+                asked(&Method::GET, path, plain),
                 Request::NonResource {
                     verb: "get".into(),
                     path: path.into()
@@ -229,7 +316,7 @@ mod tests {
             );
         }
         assert_eq!(
-            resolve(
+            asked(
                 &Method::GET,
                 "/api/v1/namespaces/dev/pods/a/log/extra",
                 plain
@@ -239,5 +326,63 @@ mod tests {
                 path: "/api/v1/namespaces/dev/pods/a/log/extra".into()
             }
         );
+    }
+
+    #[test]
+    fn paths_resolve_to_what_the_api_serves() {
+        let plain = QueryFacts::default();
+        let path = |p: &str| resolve(&Method::GET, p, plain).path;
+        assert_eq!(path("/api"), ApiPath::CoreVersions);
+        assert_eq!(path("/apis/apps"), ApiPath::Group("apps".into()));
+        assert_eq!(
+            path("/apis/apps/v1"),
+            ApiPath::Resources {
+                group: "apps".into(),
+                version: "v1".into()
+            }
+        );
+        let resource = |group: &str,
+                        namespace: Option<&str>,
+                        plural: &str,
+                        name: Option<&str>,
+                        sub: Option<&str>| {
+            ApiPath::Resource(ResourcePath {
+                group: group.into(),
+                version: "v1".into(),
+                namespace: namespace.map(Into::into),
+                resource: plural.into(),
+                name: name.map(Into::into),
+                subresource: sub.map(Into::into),
+            })
+        };
+        assert_eq!(
+            path("/apis/apps/v1/namespaces/dev/deployments/web/scale"),
+            resource(
+                "apps",
+                Some("dev"),
+                "deployments",
+                Some("web"),
+                Some("scale")
+            )
+        );
+        // A Namespace's own path has no namespace segment, though authorization sees one.
+        assert_eq!(
+            path("/api/v1/namespaces/dev/status"),
+            resource("", None, "namespaces", Some("dev"), Some("status"))
+        );
+        // A field selector names the object for authorization only: the path is still the list.
+        let selected = QueryFacts {
+            watch: false,
+            field_selector: Some("metadata.name=n1"),
+        };
+        assert_eq!(
+            resolve(&Method::GET, "/api/v1/nodes", selected).path,
+            resource("", None, "nodes", None, None)
+        );
+        assert_eq!(
+            path("/api/v1/namespaces/dev/pods/a/log/extra"),
+            ApiPath::Other
+        );
+        assert_eq!(path("/version"), ApiPath::Other);
     }
 }

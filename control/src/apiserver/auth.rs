@@ -110,15 +110,6 @@ impl ApiServer {
     }
 }
 
-/// The Status of a request without valid credentials.
-fn unauthorized() -> Response {
-    let status = serde_json::json!({
-        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": "Unauthorized", "reason": "Unauthorized", "code": 401,
-    });
-    (http::StatusCode::UNAUTHORIZED, axum::Json(status)).into_response()
-}
-
 /// Kubernetes' 403 message: `pods "web" is forbidden: User "alice" cannot get resource "pods" ...`.
 fn forbidden(user: &User, request: &Request, reason: Option<String>) -> ApiError {
     let refusal = crate::api::rbac::refusal(user, request);
@@ -190,7 +181,7 @@ pub(super) async fn guard(
         .get::<ClientCertificate>()
         .and_then(|c| c.0.clone());
     let Some(user) = certified.or_else(|| server.authenticate(request.headers())) else {
-        return unauthorized();
+        return ApiError::Unauthorized.into_response();
     };
     let user = match server.impersonated(user, request.headers()) {
         Ok(user) => user,
@@ -205,14 +196,12 @@ pub(super) async fn guard(
         watch: matches!(query.watch.as_deref(), Some("1" | "true" | "True")),
         field_selector: query.field_selector.as_deref(),
     };
-    let asked = request_info::resolve(request.method(), request.uri().path(), facts);
-    let creates = matches!(&asked, Request::Resource(r) if r.name.is_none() && r.verb == "create");
-    let csr = matches!(&asked, Request::Resource(r) if r.resource == "certificatesigningrequests");
-    let node = node_authorizer::node_of(&user).is_some();
-    // A certificate request records its requester; a node may create only its own Node and Lease (the name is
-    // in the body).
-    let (request, created_name) = if creates && (csr || node) {
-        let (mut parts, body) = request.into_parts();
+    let info = request_info::resolve(request.method(), request.uri().path(), facts);
+    let asked = &info.request;
+    let creates = matches!(asked, Request::Resource(r) if r.name.is_none() && r.verb == "create");
+    // A node may create only its own Node and Lease: the name is in the body.
+    let (request, created_name) = if creates && node_authorizer::node_of(&user).is_some() {
+        let (parts, body) = request.into_parts();
         let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
             return ApiError::TooLarge(MAX_BODY).into_response();
         };
@@ -220,22 +209,9 @@ pub(super) async fn guard(
             .headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok());
-        let mut object = decode_body(content_type, &bytes).ok();
-        let name = object
-            .as_ref()
+        let name = decode_body(content_type, &bytes)
+            .ok()
             .and_then(|o| o["metadata"]["name"].as_str().map(str::to_owned));
-        let bytes = match object.as_mut().filter(|o| csr && o["spec"].is_object()) {
-            Some(object) => {
-                object["spec"]["username"] = user.name.clone().into();
-                object["spec"]["groups"] = user.groups.clone().into();
-                parts.headers.insert(
-                    header::CONTENT_TYPE,
-                    http::HeaderValue::from_static("application/json"),
-                );
-                object.to_string().into()
-            }
-            None => bytes,
-        };
         (
             axum::extract::Request::from_parts(parts, Body::from(bytes)),
             name,
@@ -243,8 +219,12 @@ pub(super) async fn guard(
     } else {
         (request, None)
     };
-    match server.authorize(&user, &asked, created_name.as_deref()) {
-        Ok(()) => REQUESTER.scope(user, next.run(request)).await,
+    match server.authorize(&user, asked, created_name.as_deref()) {
+        Ok(()) => {
+            let mut request = request;
+            request.extensions_mut().insert(info);
+            REQUESTER.scope(user, next.run(request)).await
+        }
         Err(error) => {
             tracing::debug!(user = %user.name, error = %error, "request refused");
             error.into_response()

@@ -19,6 +19,12 @@ pub enum ApiError {
         /// The object's name.
         name: String,
     },
+    /// 404 NotFound for a path the server does not serve.
+    #[error("the server could not find the requested resource")]
+    PathNotFound,
+    /// 401 Unauthorized: no valid credentials.
+    #[error("Unauthorized")]
+    Unauthorized,
     /// 409 AlreadyExists.
     #[error("{resource} {name:?} already exists")]
     AlreadyExists {
@@ -128,7 +134,10 @@ impl ApiError {
     /// The HTTP code and Kubernetes reason.
     pub fn code_and_reason(&self) -> (StatusCode, &'static str) {
         match self {
-            ApiError::NotFound { .. } => (StatusCode::NOT_FOUND, "NotFound"),
+            ApiError::NotFound { .. } | ApiError::PathNotFound => {
+                (StatusCode::NOT_FOUND, "NotFound")
+            }
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "Unauthorized"),
             ApiError::AlreadyExists { .. } => (StatusCode::CONFLICT, "AlreadyExists"),
             ApiError::Conflict { .. } => (StatusCode::CONFLICT, "Conflict"),
             ApiError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid"),
@@ -164,6 +173,7 @@ impl ApiError {
                 let (kind, group) = kind.split_once('.').unwrap_or((kind, ""));
                 Some(json!({"name": name, "group": group, "kind": kind, "causes": causes}))
             }
+            ApiError::PathNotFound => Some(json!({})),
             _ => None,
         };
         if let Some(details) = details {

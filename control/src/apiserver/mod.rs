@@ -1,6 +1,7 @@
 //! The Kubernetes-compatible HTTP API over the store: REST paths of every served resource, discovery and
 //! OpenAPI, Status errors. It is the only component that touches the store.
 
+mod admission;
 pub mod auth;
 mod discovery;
 pub mod error;
@@ -14,6 +15,7 @@ mod rbac_escalation;
 pub mod service_network;
 mod watch;
 
+use crate::api::request_info::{ApiPath, RequestInfo, ResourcePath};
 use crate::api::resources::{self, ResourceType, Subresource};
 use crate::api::table;
 use crate::store::Store;
@@ -160,29 +162,12 @@ impl ApiServer {
             .route("/apis", any(api_request))
             .route("/apis/{*rest}", any(api_request))
             .layer(axum::extract::DefaultBodyLimit::disable())
-            .fallback(|| async {
-                ApiError::NotFound {
-                    resource: String::new(),
-                    name: String::new(),
-                }
-                .with_message("the server could not find the requested resource")
-            })
+            .fallback(|| async { ApiError::PathNotFound })
             .layer(axum::middleware::from_fn_with_state(
                 self.clone(),
                 auth::guard,
             ))
             .with_state(self)
-    }
-}
-
-impl ApiError {
-    fn with_message(self, message: &str) -> Response {
-        let (code, reason) = self.code_and_reason();
-        let status = serde_json::json!({
-            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": message, "reason": reason, "details": {}, "code": code.as_u16(),
-        });
-        json(code, status)
     }
 }
 
@@ -212,11 +197,7 @@ async fn ca_certificate(State(server): State<ApiServer>) -> Response {
 async fn openapi_document(Path(path): Path<String>) -> Response {
     match discovery::openapi_document(&path) {
         Some(document) => json(StatusCode::OK, document),
-        None => ApiError::NotFound {
-            resource: String::new(),
-            name: String::new(),
-        }
-        .with_message("the server could not find the requested resource"),
+        None => ApiError::PathNotFound.into_response(),
     }
 }
 
@@ -231,41 +212,43 @@ struct ApiRequest {
     body: Bytes,
 }
 
-/// Every request under `/api` and `/apis`: discovery documents, or a resource path routed to its verb.
+/// Every request under `/api` and `/apis`: discovery documents, or a resource path routed to its verb. Where
+/// the path points was resolved once, by the authentication and authorization layer, and travels with the
+/// request.
 async fn api_request(state: State<ApiServer>, request: axum::extract::Request) -> Response {
     let (mut parts, body) = request.into_parts();
-    let (uri, method, headers) = (parts.uri, parts.method, parts.headers);
-    let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
-    let raw = uri.query().map(str::to_owned);
+    let info = match parts.extensions.remove::<RequestInfo>() {
+        Some(info) => info,
+        None => {
+            tracing::error!(path = %parts.uri.path(), "a request reached the API without its request info");
+            return ApiError::Internal("the request was not resolved".into()).into_response();
+        }
+    };
     let connection = Connection {
-        method,
-        headers,
-        upgrade,
-        raw_query: raw,
+        method: parts.method,
+        headers: parts.headers,
+        upgrade: parts.extensions.remove::<hyper::upgrade::OnUpgrade>(),
+        raw_query: parts.uri.query().map(str::to_owned),
         body,
     };
-    let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
-    match segments.as_slice() {
-        ["api"] => json(StatusCode::OK, discovery::api_versions()),
-        ["api", version, tail @ ..] => route(&state, "", version, tail, connection).await,
-        ["apis"] => json(StatusCode::OK, discovery::api_groups()),
-        ["apis", group] => match discovery::api_group(group) {
+    match info.path {
+        ApiPath::CoreVersions => json(StatusCode::OK, discovery::api_versions()),
+        ApiPath::Groups => json(StatusCode::OK, discovery::api_groups()),
+        ApiPath::Group(group) => match discovery::api_group(&group) {
             Some(object) => json(StatusCode::OK, object),
             None => not_found_path(),
         },
-        ["apis", group, version, tail @ ..] => {
-            route(&state, group, version, tail, connection).await
-        }
-        _ => not_found_path(),
+        ApiPath::Resources { group, version } => match discovery::resource_list(&group, &version) {
+            Some(list) => json(StatusCode::OK, list),
+            None => not_found_path(),
+        },
+        ApiPath::Resource(path) => route(&state, path, connection).await,
+        ApiPath::Other => not_found_path(),
     }
 }
 
 fn not_found_path() -> Response {
-    ApiError::NotFound {
-        resource: String::new(),
-        name: String::new(),
-    }
-    .with_message("the server could not find the requested resource")
+    ApiError::PathNotFound.into_response()
 }
 
 /// A request as it arrived, before its path is resolved.
@@ -277,13 +260,7 @@ struct Connection {
     body: Body,
 }
 
-async fn route(
-    server: &ApiServer,
-    group: &str,
-    version: &str,
-    tail: &[&str],
-    connection: Connection,
-) -> Response {
+async fn route(server: &ApiServer, path: ResourcePath, connection: Connection) -> Response {
     let Connection {
         method,
         headers,
@@ -291,32 +268,19 @@ async fn route(
         raw_query,
         body,
     } = connection;
-    if tail.is_empty() {
-        return match discovery::resource_list(group, version) {
-            Some(list) => json(StatusCode::OK, list),
-            None => not_found_path(),
-        };
-    }
-    // /namespaces/{ns}/{resource}/... unless it is the namespace object's own subresource.
-    let (namespace, rest) = match tail {
-        ["namespaces", ns, plural, rest @ ..] if !["status", "finalize"].contains(plural) => {
-            (Some(ns.to_string()), {
-                let mut r = vec![*plural];
-                r.extend_from_slice(rest);
-                r
-            })
-        }
-        other => (None, other.to_vec()),
-    };
-    let Some((plural, rest)) = rest.split_first() else {
+    let Some(resource) = resources::by_path(&path.group, &path.version, &path.resource) else {
         return not_found_path();
     };
-    let Some(resource) = resources::by_path(group, version, plural) else {
-        return not_found_path();
-    };
-    if namespace.is_some() && !resource.namespaced {
+    if path.namespace.is_some() && !resource.namespaced {
         return not_found_path();
     }
+    let subresource = match path.subresource.as_deref() {
+        None => None,
+        Some(sub) => match resource.subresources.iter().find(|s| s.name() == sub) {
+            Some(sub) => Some(*sub),
+            None => return not_found_path(),
+        },
+    };
     let raw_query = raw_query.unwrap_or_default();
     let query = match serde_urlencoded::from_str::<Query>(&raw_query) {
         Ok(query) => query,
@@ -329,7 +293,7 @@ async fn route(
     };
     let target = Target {
         resource,
-        namespace,
+        namespace: path.namespace,
     };
     let request = ApiRequest {
         method,
@@ -339,16 +303,7 @@ async fn route(
         raw_query,
         body,
     };
-    let subresource = match rest {
-        [] | [_] => None,
-        [_, sub] => match resource.subresources.iter().find(|s| s.name() == *sub) {
-            Some(sub) => Some(*sub),
-            None => return not_found_path(),
-        },
-        _ => return not_found_path(),
-    };
-    let name = rest.first().copied();
-    match serve(server, &target, name, subresource, request).await {
+    match serve(server, &target, path.name.as_deref(), subresource, request).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }

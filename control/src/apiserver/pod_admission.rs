@@ -1,8 +1,6 @@
-//! Pod creation against the namespace's LimitRanges and ResourceQuotas (`api/quota.rs` decides): defaults are
-//! filled in, and a pod that breaks a bound or would take the namespace past a quota is refused with 403
-//! Forbidden in Kubernetes' words. Creations of pods in namespaces with a quota are serialized in one
-//! apiserver, so two pods never both take the last of it; elsewhere they stay concurrent (the store batches
-//! their commits).
+//! Pod creation against the namespace's LimitRanges and ResourceQuotas (`api/quota.rs` decides; the
+//! LimitRanger and ResourceQuota admission plugins call these): defaults are filled in, and a pod that breaks a
+//! bound or would take the namespace past a quota is refused with 403 Forbidden in Kubernetes' words.
 
 use super::ApiServer;
 use super::error::ApiError;
@@ -15,25 +13,6 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 impl ApiServer {
-    /// For a pod's creation in a namespace with a ResourceQuota: holds off other such creations until this
-    /// one is stored.
-    pub(super) async fn lock_pod_admission(
-        &self,
-        resource: &ResourceType,
-        namespace: Option<&str>,
-    ) -> Result<Option<tokio::sync::MutexGuard<'_, ()>>, ApiError> {
-        let is_pod = resource.kind == "Pod" && resource.group.is_empty();
-        let Some(namespace) = namespace.filter(|_| is_pod) else {
-            return Ok(None);
-        };
-        let quotas: Vec<Value> = self.list_in("resourcequotas", namespace)?;
-        Ok(if quotas.is_empty() {
-            None
-        } else {
-            Some(self.pod_admission.lock().await)
-        })
-    }
-
     /// The core objects of type `plural` in a namespace.
     pub(super) fn list_in<T: DeserializeOwned>(
         &self,
@@ -65,22 +44,17 @@ impl ApiServer {
             .collect()
     }
 
-    /// Applies LimitRange defaults to a new pod and checks it against bounds and quotas.
-    pub(super) fn admit_pod_resources(
-        &self,
-        resource: &ResourceType,
-        object: &mut Value,
-    ) -> Result<(), ApiError> {
-        if resource.kind != "Pod" || !resource.group.is_empty() {
-            return Ok(());
-        }
+    /// LimitRanger: fills in a new pod's LimitRange defaults (and requests from limits) and checks it against
+    /// their bounds; the pod's QoS class follows what was filled in, as Kubernetes computes it after its
+    /// mutating admission.
+    pub(super) fn apply_pod_limit_ranges(&self, object: &mut Value) -> Result<(), ApiError> {
         let namespace = object["metadata"]["namespace"]
             .as_str()
             .unwrap_or_default()
             .to_owned();
         let ranges: Vec<LimitRange> = self.list_in("limitranges", &namespace)?;
-        let quotas: Vec<ResourceQuota> = self.list_in("resourcequotas", &namespace)?;
-        // Nothing to fill in or check (the common case): leave the object as it is.
+        // A request left unset takes its limit even without LimitRanges; with neither, nothing changes (the
+        // common case: the object stays as it is).
         let has_limits = ["containers", "initContainers"].iter().any(|field| {
             object["spec"][field]
                 .as_array()
@@ -88,27 +62,41 @@ impl ApiServer {
                 .flatten()
                 .any(|c| c["resources"]["limits"].is_object())
         });
-        if ranges.is_empty() && quotas.is_empty() && !has_limits {
+        if ranges.is_empty() && !has_limits {
             return Ok(());
         }
-        let mut pod: Pod = serde_json::from_value(object.clone())
-            .map_err(|e| ApiError::Internal(format!("admitted Pod is malformed: {e}")))?;
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        let forbidden =
-            |message: String| ApiError::Forbidden(format!("pods {name:?} is forbidden: {message}"));
-        apply_limit_ranges(&mut pod, &ranges).map_err(forbidden)?;
-        // The class follows the requests and limits the LimitRanges filled in, as Kubernetes computes it after
-        // its mutating admission.
+        let mut pod = typed_pod(object)?;
+        apply_limit_ranges(&mut pod, &ranges).map_err(|m| forbidden(&pod, m))?;
         let class = crate::api::qos::QosClass::of(&pod.spec.clone().unwrap_or_default());
         pod.status.get_or_insert_with(Default::default).qos_class = Some(class.name().to_owned());
-        if !quotas.is_empty() {
-            let others: Vec<Pod> = self.list_in("pods", &namespace)?;
-            for quota in &quotas {
-                check_quota(quota, &pod, &others).map_err(forbidden)?;
-            }
-        }
         *object = serde_json::to_value(&pod)
             .map_err(|e| ApiError::Internal(format!("cannot encode the pod: {e}")))?;
         Ok(())
     }
+
+    /// ResourceQuota: refuses a new pod that would take its namespace past a quota.
+    pub(super) fn check_pod_quota(&self, object: &Value) -> Result<(), ApiError> {
+        let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default();
+        let quotas: Vec<ResourceQuota> = self.list_in("resourcequotas", namespace)?;
+        if quotas.is_empty() {
+            return Ok(());
+        }
+        let pod = typed_pod(object)?;
+        let others: Vec<Pod> = self.list_in("pods", namespace)?;
+        for quota in &quotas {
+            check_quota(quota, &pod, &others).map_err(|m| forbidden(&pod, m))?;
+        }
+        Ok(())
+    }
+}
+
+fn typed_pod(object: &Value) -> Result<Pod, ApiError> {
+    serde_json::from_value(object.clone())
+        .map_err(|e| ApiError::Internal(format!("admitted Pod is malformed: {e}")))
+}
+
+/// Kubernetes' 403 for a pod refused by LimitRanger or ResourceQuota.
+fn forbidden(pod: &Pod, message: String) -> ApiError {
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    ApiError::Forbidden(format!("pods {name:?} is forbidden: {message}"))
 }

@@ -236,7 +236,7 @@ mod tests {
             "spec": {"nodeName": "n", "containers": []},
             "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-02T00:00:10Z"}]}}),
         );
-        let mut pods = vec![&ready_old, &ready_new, &pending, &unscheduled];
+        let mut pods = [&ready_old, &ready_new, &pending, &unscheduled];
         pods.sort_by(|a, b| deletion_order(a, b));
         let names: Vec<String> = pods.iter().map(|p| p.name_any()).collect();
         assert_eq!(names, ["u", "p", "new", "old"]);

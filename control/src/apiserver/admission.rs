@@ -1,0 +1,203 @@
+//! Admission: the plugins a create or an update passes once its object is decoded, defaulted and validated by
+//! its kind's rules and before it is stored, as Kubernetes' admission chain: every mutating step first (they
+//! fill in), then every validating one (they refuse, or warn). Each plugin says which writes it is about; the
+//! verbs only run the chain. A plugin that decides on what other stored objects hold (addresses taken, quota
+//! used) names a lock that is held from admission until the write is stored.
+
+use super::ApiServer;
+use super::auth::REQUESTER;
+use super::error::ApiError;
+use crate::api::rbac::User;
+use crate::api::resources::ResourceType;
+use serde_json::Value;
+
+/// A write being admitted.
+pub(super) struct Write<'a> {
+    /// The resource type written.
+    pub resource: &'static ResourceType,
+    /// The namespace of the request path.
+    pub namespace: Option<&'a str>,
+    /// The stored object an update replaces (none for a create).
+    pub old: Option<&'a Value>,
+    /// Whether only the status is written (the status subresource).
+    pub status_only: bool,
+}
+
+impl Write<'_> {
+    fn is(&self, group: &str, kind: &str) -> bool {
+        self.resource.group == group && self.resource.kind == kind
+    }
+
+    fn creates(&self) -> bool {
+        self.old.is_none()
+    }
+}
+
+/// The server lock a plugin needs held, if any.
+type Lock<'s> = Result<Option<&'s tokio::sync::Mutex<()>>, ApiError>;
+
+/// What validating admission says: refused, or warnings for the client.
+type Verdict = Result<Vec<String>, ApiError>;
+
+/// What mutating admission says: refused, or done (the object changed in place).
+type Mutation = Result<(), ApiError>;
+
+/// One admission plugin, named as Kubernetes names its counterpart.
+trait Plugin: Sync {
+    /// The lock to hold from admission until the write is stored.
+    fn lock<'s>(&self, _server: &'s ApiServer, _write: &Write<'_>) -> Lock<'s> {
+        Ok(None)
+    }
+
+    /// Mutating admission: fills in the object.
+    fn mutate(&self, _server: &ApiServer, _write: &Write<'_>, _object: &mut Value) -> Mutation {
+        Ok(())
+    }
+
+    /// Validating admission: refuses the object, or returns warnings for the client.
+    fn validate(&self, _server: &ApiServer, _write: &Write<'_>, _object: &Value) -> Verdict {
+        Ok(Vec::new())
+    }
+}
+
+/// The plugins, in the order they run.
+const CHAIN: [&dyn Plugin; 6] = [
+    &CertificateSigningRequester,
+    &LimitRanger,
+    &ServiceAddresses,
+    &PodSecurity,
+    &RbacEscalation,
+    &ResourceQuota,
+];
+
+/// A new CertificateSigningRequest records who asked (`spec.username`, `spec.groups`), whatever its body said,
+/// as Kubernetes' CSR registry does: the signer and approver trust it.
+struct CertificateSigningRequester;
+
+impl Plugin for CertificateSigningRequester {
+    fn mutate(&self, _server: &ApiServer, write: &Write<'_>, object: &mut Value) -> Mutation {
+        if !(write.is("certificates.k8s.io", "CertificateSigningRequest") && write.creates()) {
+            return Ok(());
+        }
+        // A request made by the server itself (no requester) keeps what it wrote.
+        if let Ok(user) = REQUESTER.try_with(User::clone)
+            && object["spec"].is_object()
+        {
+            object["spec"]["username"] = user.name.into();
+            object["spec"]["groups"] = user.groups.into();
+        }
+        Ok(())
+    }
+}
+
+/// LimitRanger: a new pod gets its namespace's LimitRange defaults and must keep within their bounds.
+struct LimitRanger;
+
+impl Plugin for LimitRanger {
+    fn mutate(&self, server: &ApiServer, write: &Write<'_>, object: &mut Value) -> Mutation {
+        if write.is("", "Pod") && write.creates() {
+            server.apply_pod_limit_ranges(object)?;
+        }
+        Ok(())
+    }
+}
+
+/// A Service gets its cluster IP and node ports from what other Services do not hold (Kubernetes does this
+/// in the Service registry; here it is one more mutating step, serialized with every other Service write).
+struct ServiceAddresses;
+
+impl Plugin for ServiceAddresses {
+    fn lock<'s>(&self, server: &'s ApiServer, write: &Write<'_>) -> Lock<'s> {
+        Ok(write.is("", "Service").then_some(&*server.service_writes))
+    }
+
+    fn mutate(&self, server: &ApiServer, write: &Write<'_>, object: &mut Value) -> Mutation {
+        if write.is("", "Service") && !write.status_only {
+            server.allocate_service_addresses(write.resource, object, write.old)?;
+        }
+        Ok(())
+    }
+}
+
+/// PodSecurity: pods against their namespace's enforced level, templates against its warn level, and
+/// namespaces' level labels.
+struct PodSecurity;
+
+impl Plugin for PodSecurity {
+    fn validate(&self, server: &ApiServer, write: &Write<'_>, object: &Value) -> Verdict {
+        if write.status_only {
+            return Ok(Vec::new());
+        }
+        server.admit_pod_security(write.resource, object, write.old)
+    }
+}
+
+/// RBAC's escalation check on roles and bindings.
+struct RbacEscalation;
+
+impl Plugin for RbacEscalation {
+    fn validate(&self, server: &ApiServer, write: &Write<'_>, object: &Value) -> Verdict {
+        server.check_rbac_escalation(write.resource, object)?;
+        Ok(Vec::new())
+    }
+}
+
+/// ResourceQuota: a new pod must fit its namespace's quotas; creations of pods in a namespace with quotas are
+/// serialized, so two never take the last of one.
+struct ResourceQuota;
+
+impl Plugin for ResourceQuota {
+    fn lock<'s>(&self, server: &'s ApiServer, write: &Write<'_>) -> Lock<'s> {
+        if !(write.is("", "Pod") && write.creates()) {
+            return Ok(None);
+        }
+        let Some(namespace) = write.namespace else {
+            return Ok(None);
+        };
+        let quotas: Vec<Value> = server.list_in("resourcequotas", namespace)?;
+        Ok((!quotas.is_empty()).then_some(&*server.pod_admission))
+    }
+
+    fn validate(&self, server: &ApiServer, write: &Write<'_>, object: &Value) -> Verdict {
+        if write.is("", "Pod") && write.creates() {
+            server.check_pod_quota(object)?;
+        }
+        Ok(Vec::new())
+    }
+}
+
+/// The locks a write's plugins hold until it is stored.
+pub(super) struct Held<'s> {
+    _guards: Vec<tokio::sync::MutexGuard<'s, ()>>,
+}
+
+impl ApiServer {
+    /// Takes the locks the write's plugins name, in the chain's order (so two writes never wait on each other
+    /// crosswise). Hold them until the write is stored.
+    pub(super) async fn hold_for_admission(&self, write: &Write<'_>) -> Result<Held<'_>, ApiError> {
+        let mut guards = Vec::new();
+        for plugin in CHAIN {
+            if let Some(lock) = plugin.lock(self, write)? {
+                guards.push(lock.lock().await);
+            }
+        }
+        Ok(Held { _guards: guards })
+    }
+
+    /// Runs the chain over an object about to be written: every mutating step, then every validating one.
+    /// Returns the warnings for the client.
+    pub(super) fn admit_write(
+        &self,
+        write: &Write<'_>,
+        object: &mut Value,
+    ) -> Result<Vec<String>, ApiError> {
+        for plugin in CHAIN {
+            plugin.mutate(self, write, object)?;
+        }
+        let mut warnings = Vec::new();
+        for plugin in CHAIN {
+            warnings.extend(plugin.validate(self, write, object)?);
+        }
+        Ok(warnings)
+    }
+}

@@ -1,0 +1,106 @@
+//! Patching an object: JSON, merge and strategic-merge patches, and apply.
+
+use super::*;
+
+impl ApiServer {
+    /// PATCH of an object or its status or scale, by the patch's Content-Type; retried on conflict unless the
+    /// patch pins a resourceVersion.
+    pub async fn patch(
+        &self,
+        target: &Target,
+        name: &str,
+        content_type: &str,
+        body: &[u8],
+        subresource: Option<Subresource>,
+        query: &Query,
+    ) -> Result<Written, ApiError> {
+        let media = content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        let patch = decode_body(Some(&media), body)?;
+        for _attempt in 0..8 {
+            let current = match self.read(target.resource, target.namespace.as_deref(), name) {
+                Err(ApiError::NotFound { .. }) if media == "application/apply-patch+yaml" => {
+                    return self.create(target, patch, query).await;
+                }
+                other => other?,
+            };
+            let old = served(&current.value, current.mod_revision)?;
+            let base = if subresource == Some(Subresource::Scale) {
+                scale_of(target.resource, &old)?
+            } else {
+                old.clone()
+            };
+            let mut patched = base.clone();
+            match media.as_str() {
+                "application/json-patch+json" => {
+                    let operations: json_patch::Patch = serde_json::from_value(patch.clone())
+                        .map_err(|e| ApiError::BadRequest(format!("invalid JSON patch: {e}")))?;
+                    json_patch::patch(&mut patched, &operations).map_err(|e| {
+                        ApiError::BadRequest(format!("the JSON patch could not be applied: {e}"))
+                    })?;
+                }
+                "application/merge-patch+json" => {
+                    require_object(&patch)?;
+                    json_patch::merge(&mut patched, &patch);
+                }
+                "application/strategic-merge-patch+json" | "application/apply-patch+yaml" => {
+                    strategic_merge(&mut patched, &patch)
+                        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+                }
+                _ => {
+                    return Err(ApiError::UnsupportedMediaType(
+                        "application/json-patch+json, application/merge-patch+json, \
+                         application/strategic-merge-patch+json, application/apply-patch+yaml",
+                    ));
+                }
+            }
+            let pinned = meta_str(&patched, "resourceVersion").map(str::to_owned);
+            if pinned
+                .as_deref()
+                .is_some_and(|rv| rv != current.mod_revision.to_string())
+            {
+                return Err(ApiError::stale(target.resource, name));
+            }
+            let new = if subresource == Some(Subresource::Scale) {
+                with_scale(&old, &patched)?
+            } else {
+                align_with_target(&mut patched, target, Some(name))?;
+                patched
+            };
+            match self
+                .replace(
+                    target,
+                    name,
+                    old,
+                    new,
+                    subresource.filter(|s| s.writes_status()),
+                    query,
+                )
+                .await
+            {
+                Err(ApiError::Conflict { .. })
+                    if pinned.is_none()
+                        || pinned.as_deref() == Some(&current.mod_revision.to_string()) =>
+                {
+                    continue;
+                }
+                Ok(written) if subresource == Some(Subresource::Scale) => {
+                    return Ok(Written {
+                        object: scale_of(target.resource, &written.object)?,
+                        warnings: written.warnings,
+                    });
+                }
+                other => return other,
+            }
+        }
+        Err(ApiError::Conflict {
+            resource: crate::apiserver::error::qualified_resource(target.resource),
+            name: name.to_owned(),
+            detail: "the object kept changing while the patch was applied".into(),
+        })
+    }
+}

@@ -1,0 +1,125 @@
+//! Updating an object, or its status: a full replacement checked against what is stored.
+
+use super::*;
+
+impl ApiServer {
+    /// PUT of an object or its status: replaces it, compare-and-swap on the resourceVersion it carries.
+    pub async fn update(
+        &self,
+        target: &Target,
+        name: &str,
+        mut object: Value,
+        subresource: Option<Subresource>,
+        query: &Query,
+    ) -> Result<Written, ApiError> {
+        align_with_target(&mut object, target, Some(name))?;
+        let current = self.read(target.resource, target.namespace.as_deref(), name)?;
+        let expected = match meta_str(&object, "resourceVersion").filter(|rv| !rv.is_empty()) {
+            Some(rv) => parse_revision(rv)?,
+            None => current.mod_revision,
+        };
+        if expected != current.mod_revision {
+            return Err(ApiError::stale(target.resource, name));
+        }
+        let old = served(&current.value, current.mod_revision)?;
+        self.replace(target, name, old, object, subresource, query)
+            .await
+    }
+
+    /// Writes `new` over `old` (both as served), keeping what clients may not change.
+    pub(super) async fn replace(
+        &self,
+        target: &Target,
+        name: &str,
+        old: Value,
+        mut new: Value,
+        subresource: Option<Subresource>,
+        query: &Query,
+    ) -> Result<Written, ApiError> {
+        let resource = target.resource;
+        if subresource.is_some_and(Subresource::writes_status) {
+            // A status write changes the status and nothing else.
+            let status = new.get("status").cloned();
+            new = old.clone();
+            match status {
+                Some(status) => new["status"] = status,
+                None => {
+                    new.as_object_mut().map(|o| o.remove("status"));
+                }
+            }
+        } else if resource.has(Subresource::Status) {
+            match old.get("status") {
+                Some(status) => new["status"] = status.clone(),
+                None => {
+                    new.as_object_mut().map(|o| o.remove("status"));
+                }
+            }
+        }
+        for field in [
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+        ] {
+            match old["metadata"].get(field) {
+                Some(value) => new["metadata"][field] = value.clone(),
+                None => {
+                    new["metadata"].as_object_mut().map(|m| m.remove(field));
+                }
+            }
+        }
+        new["metadata"]
+            .as_object_mut()
+            .map(|m| m.remove("managedFields"));
+        let write = Write {
+            resource,
+            namespace: target.namespace.as_deref(),
+            old: Some(&old),
+            status_only: subresource.is_some_and(Subresource::writes_status),
+        };
+        let _held = self.hold_for_admission(&write).await?;
+        let (mut new, mut warnings) = admit(resource, new, Some(&old), None, query)?;
+        warnings.extend(self.admit_write(&write, &mut new)?);
+        new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+        if resource.tracks_generation() && spec_of(&new) != spec_of(&old) {
+            let generation = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
+            new["metadata"]["generation"] = generation.into();
+        }
+        let revision = parse_revision(meta_str(&old, "resourceVersion").unwrap_or("0"))?;
+        if new == old || query.dry_run() {
+            return Ok(Written {
+                object: new,
+                warnings,
+            });
+        }
+        let key = key(resource, target.namespace.as_deref(), name);
+        let finalized = !new["metadata"]["deletionTimestamp"].is_null()
+            && new["metadata"]["finalizers"]
+                .as_array()
+                .is_none_or(Vec::is_empty);
+        if finalized {
+            // The last finalizer of an object being deleted is gone: the object goes with it.
+            let (deleted_at, _) = self
+                .store
+                .delete(key, Expect::Revision(revision))
+                .await
+                .map_err(|e| ApiError::from_store(e, resource, name))?;
+            new["metadata"]["resourceVersion"] = deleted_at.to_string().into();
+            return Ok(Written {
+                object: new,
+                warnings,
+            });
+        }
+        let written = self
+            .store
+            .put(key, stored(&new)?, Expect::Revision(revision))
+            .await
+            .map_err(|e| ApiError::from_store(e, resource, name))?;
+        new["metadata"]["resourceVersion"] = written.to_string().into();
+        Ok(Written {
+            object: new,
+            warnings,
+        })
+    }
+}
