@@ -879,6 +879,19 @@ async fn namespaces_with_content_terminate_and_refuse_new_objects() {
         )
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    // Kubernetes' NamespaceLifecycle words, naming the object refused (it named the namespace).
+    assert_eq!(
+        body["message"],
+        "configmaps \"y\" is forbidden: unable to create new content in namespace dev because it is being terminated"
+    );
+    let (status, body) = api
+        .post(
+            "/api/v1/namespaces/nowhere/configmaps",
+            configmap("z", json!({})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(body["message"], "namespaces \"nowhere\" not found");
     api.post("/api/v1/namespaces", json!({"metadata": {"name": "empty"}}))
         .await;
     api.delete("/api/v1/namespaces/empty", None).await;

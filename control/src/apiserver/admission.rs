@@ -1,8 +1,9 @@
-//! Admission: the plugins a create or an update passes once its object is decoded, defaulted and validated by
-//! its kind's rules and before it is stored, as Kubernetes' admission chain: every mutating step first (they
-//! fill in), then every validating one (they refuse, or warn). Each plugin says which writes it is about; the
-//! verbs only run the chain. A plugin that decides on what other stored objects hold (addresses taken, quota
-//! used) names a lock that is held from admission until the write is stored.
+//! Admission: the plugins every write passes, as Kubernetes' admission chain. Before the body is decoded, each
+//! may refuse the request for what it is (create, update or delete of which object where); a create's or
+//! update's object, once decoded, defaulted and validated by its kind's rules, then passes every mutating
+//! step (they fill in) and every validating one (they refuse, or warn) before it is stored. Each plugin says
+//! which writes it is about; the verbs only run the chain. A plugin that decides on what other stored objects
+//! hold (addresses taken, quota used) names a lock that is held from admission until the write is stored.
 
 use super::ApiServer;
 use super::auth::REQUESTER;
@@ -11,13 +12,28 @@ use crate::api::rbac::User;
 use crate::api::resources::ResourceType;
 use serde_json::Value;
 
+/// What a write does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Operation {
+    /// A new object.
+    Create,
+    /// A change to a stored object (or its status).
+    Update,
+    /// A deletion.
+    Delete,
+}
+
 /// A write being admitted.
 pub(super) struct Write<'a> {
+    /// What it does.
+    pub operation: Operation,
     /// The resource type written.
     pub resource: &'static ResourceType,
+    /// The object's name (for a create, once known from the body).
+    pub name: &'a str,
     /// The namespace of the request path.
     pub namespace: Option<&'a str>,
-    /// The stored object an update replaces (none for a create).
+    /// The stored object an update replaces (none for a create or a delete).
     pub old: Option<&'a Value>,
     /// Whether only the status is written (the status subresource).
     pub status_only: bool,
@@ -29,7 +45,7 @@ impl Write<'_> {
     }
 
     fn creates(&self) -> bool {
-        self.old.is_none()
+        self.operation == Operation::Create
     }
 }
 
@@ -44,6 +60,11 @@ type Mutation = Result<(), ApiError>;
 
 /// One admission plugin, named as Kubernetes names its counterpart.
 trait Plugin: Sync {
+    /// Refuses the request for what it is, before its body is decoded.
+    fn admit_request(&self, _server: &ApiServer, _write: &Write<'_>) -> Mutation {
+        Ok(())
+    }
+
     /// The lock to hold from admission until the write is stored.
     fn lock<'s>(&self, _server: &'s ApiServer, _write: &Write<'_>) -> Lock<'s> {
         Ok(None)
@@ -61,7 +82,8 @@ trait Plugin: Sync {
 }
 
 /// The plugins, in the order they run.
-const CHAIN: [&dyn Plugin; 6] = [
+const CHAIN: [&dyn Plugin; 7] = [
+    &NamespaceLifecycle,
     &CertificateSigningRequester,
     &LimitRanger,
     &ServiceAddresses,
@@ -69,6 +91,33 @@ const CHAIN: [&dyn Plugin; 6] = [
     &RbacEscalation,
     &ResourceQuota,
 ];
+
+/// Namespaces that may never be deleted, as Kubernetes' NamespaceLifecycle keeps them.
+const IMMORTAL_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// NamespaceLifecycle: nothing is created in a namespace that does not exist or is being terminated, and the
+/// system namespaces are never deleted.
+struct NamespaceLifecycle;
+
+impl Plugin for NamespaceLifecycle {
+    fn admit_request(&self, server: &ApiServer, write: &Write<'_>) -> Mutation {
+        match write.operation {
+            Operation::Delete
+                if write.is("", "Namespace") && IMMORTAL_NAMESPACES.contains(&write.name) =>
+            {
+                Err(ApiError::Forbidden(format!(
+                    "namespaces {:?} is forbidden: this namespace may not be deleted",
+                    write.name
+                )))
+            }
+            Operation::Create if write.resource.namespaced => match write.namespace {
+                Some(namespace) => server.check_namespace(write.resource, write.name, namespace),
+                None => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+}
 
 /// A new CertificateSigningRequest records who asked (`spec.username`, `spec.groups`), whatever its body said,
 /// as Kubernetes' CSR registry does: the signer and approver trust it.
@@ -172,6 +221,29 @@ pub(super) struct Held<'s> {
 }
 
 impl ApiServer {
+    /// The namespace must exist and not be terminating before anything is created in it.
+    fn check_namespace(&self, resource: &ResourceType, name: &str, namespace: &str) -> Mutation {
+        let namespaces = crate::api::resources::by_path("", "v1", "namespaces")
+            .ok_or_else(|| ApiError::Internal("namespaces are not served".into()))?;
+        let kv = self.read(namespaces, None, namespace)?;
+        let stored = super::objects::served(&kv.value, kv.mod_revision)?;
+        if stored["status"]["phase"] == "Terminating" {
+            return Err(ApiError::Forbidden(format!(
+                "{} {name:?} is forbidden: unable to create new content in namespace {namespace} because it \
+                 is being terminated",
+                resource.plural
+            )));
+        }
+        Ok(())
+    }
+
+    /// Asks every plugin whether the request may go on, before its body is decoded.
+    pub(super) fn admit_request(&self, write: &Write<'_>) -> Mutation {
+        CHAIN
+            .iter()
+            .try_for_each(|plugin| plugin.admit_request(self, write))
+    }
+
     /// Takes the locks the write's plugins name, in the chain's order (so two writes never wait on each other
     /// crosswise). Hold them until the write is stored.
     pub(super) async fn hold_for_admission(&self, write: &Write<'_>) -> Result<Held<'_>, ApiError> {

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 const RECHECK: Duration = Duration::from_millis(500);
 /// How long a health check's connection attempt may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
-/// How long an endpoint may leave a request (or a client's bytes) without any answer before it counts as
-/// stalled.
-pub const STALL: Duration = Duration::from_secs(1);
+/// How long an endpoint may leave the work it was sent (a request, a client's first bytes) without any answer
+/// before it counts as stalled.
+const STALL: Duration = Duration::from_secs(1);
 /// How long a stalled endpoint is left out unless it answers before, times the number of times in a row it
 /// stalled (Envoy's base ejection time), up to [`MAX_EJECTION`].
 const STALL_EJECTION: Duration = Duration::from_secs(10);
@@ -32,17 +32,28 @@ fn now_ms() -> u64 {
         .saturating_add(1)
 }
 
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// One endpoint and what the proxy knows of it.
 #[derive(Debug)]
 pub struct Endpoint {
     /// Where it listens.
     pub address: SocketAddr,
+    /// The frontend it serves, for logs.
+    service: Arc<str>,
     /// The same, as the authority of request URIs.
     authority: ::http::uri::Authority,
     /// Requests (HTTP) or connections (TCP) in flight.
     in_flight: AtomicUsize,
     /// Whether it is out after a failure.
     down: AtomicBool,
+    /// Work sent to it and not answered yet: requests without response headers, connections whose client
+    /// spoke and that have not answered.
+    awaiting: AtomicUsize,
+    /// Since when `awaiting` is above zero (see [`now_ms`]).
+    awaiting_since_ms: AtomicU64,
     /// When it last answered (see [`now_ms`]).
     answered_ms: AtomicU64,
     /// Until when it is left out as stalled (see [`now_ms`]; 0: it is not).
@@ -52,10 +63,49 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// Whether it may take new work: not out after a failure, not stalled.
-    fn healthy(&self) -> bool {
-        !self.down.load(Ordering::Relaxed)
-            && self.stalled_until_ms.load(Ordering::Relaxed) <= now_ms()
+    /// Whether it may take new work at `now`: not out after a failure, and not stalled. An endpoint that has
+    /// had work waiting for [`STALL`] without answering anything meanwhile becomes stalled here, when new
+    /// work is placed (no timer per request).
+    fn healthy(&self, now: u64) -> bool {
+        if self.down.load(Ordering::Relaxed) {
+            return false;
+        }
+        let until = self.stalled_until_ms.load(Ordering::Relaxed);
+        if until > now {
+            return false;
+        }
+        let waiting = self.awaiting.load(Ordering::Relaxed) > 0;
+        let since = self
+            .awaiting_since_ms
+            .load(Ordering::Relaxed)
+            .max(self.answered_ms.load(Ordering::Relaxed));
+        if !waiting || now.saturating_sub(since) < millis(STALL) {
+            return true;
+        }
+        self.stall(now, until);
+        false
+    }
+
+    /// Leaves the endpoint out for its next ejection time, unless another caller did so since `seen` (the
+    /// stall deadline it read).
+    fn stall(&self, now: u64, seen: u64) {
+        let stalls = self.stalls.load(Ordering::Relaxed).saturating_add(1);
+        let ejection = STALL_EJECTION.saturating_mul(stalls).min(MAX_EJECTION);
+        let next = now.saturating_add(millis(ejection));
+        if self
+            .stalled_until_ms
+            .compare_exchange(seen, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.stalls.store(stalls, Ordering::Relaxed);
+            tracing::info!(service = %self.service, endpoint = %self.address, seconds = ejection.as_secs(), "endpoint out: it answers nothing");
+        }
+    }
+
+    fn answered(&self) {
+        self.answered_ms.store(now_ms(), Ordering::Relaxed);
+        self.stalled_until_ms.store(0, Ordering::Relaxed);
+        self.stalls.store(0, Ordering::Relaxed);
     }
 }
 
@@ -76,42 +126,57 @@ impl Lease {
         &self.endpoint.authority
     }
 
-    /// A time to pass to [`Lease::stalled_since`] later: now.
-    pub fn clock() -> u64 {
-        now_ms()
-    }
-
-    /// Records that the endpoint answered (a response, or bytes back): it is no longer stalled.
-    pub fn answered(&self) {
-        self.endpoint.answered_ms.store(now_ms(), Ordering::Relaxed);
-        self.endpoint.stalled_until_ms.store(0, Ordering::Relaxed);
-        self.endpoint.stalls.store(0, Ordering::Relaxed);
-    }
-
-    /// Records that work sent to the endpoint at `since` (a [`Lease::clock`]) is still unanswered after
-    /// [`STALL`]: unless the endpoint answered anything since then, it is left out for a while. True if
-    /// this made it stalled.
-    pub fn stalled_since(&self, since: u64, service: &str) -> bool {
+    /// Work was sent to the endpoint: it awaits an answer until [`Awaiting::answered`], or until the guard is
+    /// dropped (failed, or given up by the client: after [`STALL`] without any answer from the endpoint,
+    /// that stalls it).
+    pub fn awaiting(&self) -> Awaiting {
         let now = now_ms();
-        if self.endpoint.answered_ms.load(Ordering::Relaxed) >= since
-            || self.endpoint.stalled_until_ms.load(Ordering::Relaxed) > now
-        {
-            return false;
+        if self.endpoint.awaiting.fetch_add(1, Ordering::Relaxed) == 0 {
+            self.endpoint
+                .awaiting_since_ms
+                .store(now, Ordering::Relaxed);
         }
-        let stalls = self.endpoint.stalls.fetch_add(1, Ordering::Relaxed) + 1;
-        let ejection = STALL_EJECTION.saturating_mul(stalls).min(MAX_EJECTION);
-        let until = now.saturating_add(u64::try_from(ejection.as_millis()).unwrap_or(u64::MAX));
-        self.endpoint
-            .stalled_until_ms
-            .store(until, Ordering::Relaxed);
-        tracing::info!(%service, endpoint = %self.endpoint.address, seconds = ejection.as_secs(), "endpoint out: it answers nothing");
-        true
+        Awaiting {
+            endpoint: self.endpoint.clone(),
+            since: now,
+            answered: false,
+        }
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         self.endpoint.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Work an endpoint has not answered yet; see [`Lease::awaiting`].
+#[derive(Debug)]
+pub struct Awaiting {
+    endpoint: Arc<Endpoint>,
+    since: u64,
+    answered: bool,
+}
+
+impl Awaiting {
+    /// The endpoint answered (response headers, or bytes back): it is no longer stalled.
+    pub fn answered(mut self) {
+        self.answered = true;
+        self.endpoint.answered();
+    }
+}
+
+impl Drop for Awaiting {
+    fn drop(&mut self) {
+        self.endpoint.awaiting.fetch_sub(1, Ordering::Relaxed);
+        let now = now_ms();
+        let unanswered = self.endpoint.answered_ms.load(Ordering::Relaxed) < self.since;
+        if !self.answered && unanswered && now.saturating_sub(self.since) >= millis(STALL) {
+            let seen = self.endpoint.stalled_until_ms.load(Ordering::Relaxed);
+            if seen <= now {
+                self.endpoint.stall(now, seen);
+            }
+        }
     }
 }
 
@@ -128,6 +193,8 @@ fn client_slot(client: IpAddr, count: usize) -> usize {
 #[derive(Debug)]
 pub struct Backends {
     behaviour: Behaviour,
+    /// The frontend's name, shared with its endpoints for their logs.
+    service: Arc<str>,
     endpoints: RwLock<Arc<Vec<Arc<Endpoint>>>>,
     next: AtomicUsize,
     affinity: Mutex<HashMap<IpAddr, (SocketAddr, Instant)>>,
@@ -137,6 +204,7 @@ impl Backends {
     /// Backends with the given endpoints.
     pub fn new(behaviour: Behaviour, addresses: &[SocketAddr]) -> Arc<Self> {
         let backends = Arc::new(Self {
+            service: behaviour.service.as_str().into(),
             behaviour,
             endpoints: RwLock::new(Arc::new(Vec::new())),
             next: AtomicUsize::new(0),
@@ -181,10 +249,13 @@ impl Backends {
                     .unwrap_or_else(|| {
                         Arc::new(Endpoint {
                             address: *address,
+                            service: self.service.clone(),
                             authority: ::http::uri::Authority::try_from(address.to_string())
                                 .unwrap_or_else(|_| ::http::uri::Authority::from_static("invalid")),
                             in_flight: AtomicUsize::new(0),
                             down: AtomicBool::new(false),
+                            awaiting: AtomicUsize::new(0),
+                            awaiting_since_ms: AtomicU64::new(0),
                             answered_ms: AtomicU64::new(0),
                             stalled_until_ms: AtomicU64::new(0),
                             stalls: AtomicU32::new(0),
@@ -200,13 +271,14 @@ impl Backends {
     pub fn pick(&self, client: IpAddr, tried: &[SocketAddr]) -> Option<Lease> {
         let endpoints = self.snapshot();
         let untried = |e: &&Arc<Endpoint>| !tried.contains(&e.address);
-        let any_up = endpoints.iter().filter(untried).any(|e| e.healthy());
+        let now = now_ms();
+        let any_up = endpoints.iter().filter(untried).any(|e| e.healthy(now));
         // Without allocating on the hot path: the candidates are the untried endpoints, healthy ones if any.
         let candidates = || {
             endpoints
                 .iter()
                 .filter(untried)
-                .filter(move |e| !any_up || e.healthy())
+                .filter(move |e| !any_up || e.healthy(now))
         };
         let count = candidates().count();
         if count == 0 {
@@ -374,21 +446,39 @@ mod tests {
         let [frozen, alive] = [0, 1].map(|i| addresses(2)[i]);
         let lease = backends.pick(CLIENT, &[]).unwrap();
         assert_eq!(lease.address(), frozen);
-        let sent = Lease::clock();
-        assert!(lease.stalled_since(sent, "web"));
-        assert!(!lease.stalled_since(sent, "web"), "once");
+        let waiting = lease.awaiting();
+        // Waiting less than STALL is no stall.
+        assert_eq!(backends.pick(CLIENT, &[]).unwrap().address(), alive);
+        assert_eq!(backends.pick(CLIENT, &[]).unwrap().address(), frozen);
+        std::thread::sleep(STALL + Duration::from_millis(50));
         for _ in 0..4 {
             assert_eq!(backends.pick(CLIENT, &[]).unwrap().address(), alive);
         }
         // Still used when nothing else is left.
         assert_eq!(backends.pick(CLIENT, &[alive]).unwrap().address(), frozen);
-        // An answer puts it back, and work sent before that answer does not make it stalled again.
-        lease.answered();
-        assert!(!lease.stalled_since(sent, "web"));
+        // An answer puts it back.
+        waiting.answered();
         let picked: Vec<SocketAddr> = (0..4)
             .map(|_| backends.pick(CLIENT, &[]).unwrap().address())
             .collect();
         assert!(picked.contains(&frozen), "{picked:?}");
+    }
+
+    #[test]
+    fn work_given_up_unanswered_after_the_stall_time_stalls_the_endpoint() {
+        // A client that times out drops its request before anyone placed new work.
+        let backends = Backends::new(behaviour(Balance::RoundRobin, None), &addresses(2));
+        let lease = backends.pick(CLIENT, &[]).unwrap();
+        let frozen = lease.address();
+        let quick = lease.awaiting();
+        drop(quick);
+        assert!((0..2).any(|_| backends.pick(CLIENT, &[]).unwrap().address() == frozen));
+        let slow = lease.awaiting();
+        std::thread::sleep(STALL + Duration::from_millis(50));
+        drop(slow);
+        for _ in 0..4 {
+            assert_ne!(backends.pick(CLIENT, &[]).unwrap().address(), frozen);
+        }
     }
 
     #[tokio::test]

@@ -1,11 +1,11 @@
 //! L7 proxying: HTTP/1.1 with keep-alive towards clients, and every request balanced on its own over pooled
 //! connections to the endpoints, so one keep-alive client still spreads across replicas. A request that cannot
 //! be delivered goes to another endpoint (always when the connection was refused; when it may have reached the
-//! endpoint, only idempotent ones); with no endpoint left the client gets a 503 at once. An endpoint that has
-//! not begun to answer a request within [`STALL`] (and answered nothing else since) is left out of new requests
-//! for a while (the balancer's outlier detection).
+//! endpoint, only idempotent ones); with no endpoint left the client gets a 503 at once. A request awaits its
+//! response headers as work the endpoint has not answered: one that leaves it waiting too long is left out of
+//! new requests for a while (the balancer's outlier detection).
 
-use super::balancer::{Backends, Lease, STALL};
+use super::balancer::{Backends, Lease};
 use ::http::uri::{PathAndQuery, Scheme};
 use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -155,20 +155,10 @@ async fn forward(
                 ));
             }
         }
-        let sent = Lease::clock();
-        let request = client.request(upstream);
-        tokio::pin!(request);
-        let outcome = match tokio::time::timeout(STALL, &mut request).await {
-            Ok(outcome) => outcome,
-            Err(_) => {
-                // Slow, or frozen: left out unless it answers anything else meanwhile; this request waits.
-                lease.stalled_since(sent, &backends.behaviour().service);
-                request.await
-            }
-        };
-        match outcome {
+        let awaiting = lease.awaiting();
+        match client.request(upstream).await {
             Ok(response) => {
-                lease.answered();
+                awaiting.answered();
                 let (mut head, body) = response.into_parts();
                 for name in HOP_BY_HOP {
                     head.headers.remove(name);
@@ -180,6 +170,7 @@ async fn forward(
                 return Ok(Response::from_parts(head, body.boxed_unsync()));
             }
             Err(error) => {
+                drop(awaiting);
                 let refused = error.is_connect();
                 if refused {
                     backends.mark_down(address);

@@ -1,17 +1,16 @@
 //! L4 proxying: each accepted connection is joined to one endpoint; an endpoint that refuses is taken out and
-//! the next one tried, so a client only fails when no endpoint answers. An endpoint that sends nothing back
-//! within [`STALL`] of the client's first bytes (and answered nothing else since) is left out of new
-//! connections for a while: a frozen process still has its connections accepted by the kernel.
+//! the next one tried, so a client only fails when no endpoint answers. From the client's first bytes until
+//! the endpoint's first, a connection is work the endpoint has not answered: one that leaves it waiting too
+//! long is left out of new connections for a while (a frozen process still has its connections accepted by
+//! the kernel).
 
-use super::balancer::{Backends, Lease, STALL};
+use super::balancer::{Awaiting, Backends, Lease};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
 
 /// Bytes copied per read in each direction.
 const COPY_BUFFER: usize = 256 * 1024;
@@ -45,7 +44,19 @@ async fn join(mut client: TcpStream, peer: std::net::IpAddr, backends: &Arc<Back
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await {
             Ok(Ok(upstream)) => {
                 let _ = upstream.set_nodelay(true);
-                relay(&mut client, upstream, &lease, backends).await;
+                let mut upstream = Watched {
+                    stream: upstream,
+                    lease: &lease,
+                    awaiting: None,
+                    answered: false,
+                };
+                let _ = tokio::io::copy_bidirectional_with_sizes(
+                    &mut client,
+                    &mut upstream,
+                    COPY_BUFFER,
+                    COPY_BUFFER,
+                )
+                .await;
                 return;
             }
             _ => {
@@ -57,53 +68,12 @@ async fn join(mut client: TcpStream, peer: std::net::IpAddr, backends: &Arc<Back
     tracing::debug!(service = %backends.behaviour().service, "no endpoint answered; connection closed");
 }
 
-/// Copies both ways until either side closes, watching whether the endpoint answers the client's bytes.
-async fn relay(client: &mut TcpStream, upstream: TcpStream, lease: &Lease, backends: &Backends) {
-    let progress = Progress::default();
-    let mut upstream = Watched {
-        stream: upstream,
-        progress: &progress,
-        lease,
-    };
-    let copy =
-        tokio::io::copy_bidirectional_with_sizes(client, &mut upstream, COPY_BUFFER, COPY_BUFFER);
-    tokio::pin!(copy);
-    let mut deadline = None;
-    loop {
-        tokio::select! {
-            _ = &mut copy => return,
-            () = progress.sent.notified(), if deadline.is_none() => {
-                deadline = Some(tokio::time::Instant::now() + STALL);
-            }
-            () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)),
-                if deadline.is_some() && !progress.checked.load(Ordering::Relaxed) => {
-                progress.checked.store(true, Ordering::Relaxed);
-                if !progress.answered.load(Ordering::Relaxed) {
-                    lease.stalled_since(progress.sent_at.load(Ordering::Relaxed), &backends.behaviour().service);
-                }
-            }
-        }
-    }
-}
-
-/// What one joined connection has seen of its endpoint.
-#[derive(Default)]
-struct Progress {
-    /// Signalled when the client's first bytes went to the endpoint.
-    sent: Notify,
-    /// When that was ([`Lease::clock`]).
-    sent_at: AtomicU64,
-    /// Whether the endpoint sent anything back.
-    answered: AtomicBool,
-    /// Whether the stall check ran.
-    checked: AtomicBool,
-}
-
-/// The endpoint's side of a connection, noting the first bytes each way.
+/// The endpoint's side of a connection: awaiting an answer from the client's first bytes to its own.
 struct Watched<'a> {
     stream: TcpStream,
-    progress: &'a Progress,
     lease: &'a Lease,
+    awaiting: Option<Awaiting>,
+    answered: bool,
 }
 
 impl AsyncRead for Watched<'_> {
@@ -114,8 +84,13 @@ impl AsyncRead for Watched<'_> {
     ) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
-        if buf.filled().len() > before && !self.progress.answered.swap(true, Ordering::Relaxed) {
-            self.lease.answered();
+        if buf.filled().len() > before && !self.answered {
+            self.answered = true;
+            match self.awaiting.take() {
+                Some(awaiting) => awaiting.answered(),
+                // It spoke first: an answer all the same.
+                None => self.lease.awaiting().answered(),
+            }
         }
         polled
     }
@@ -129,12 +104,10 @@ impl AsyncWrite for Watched<'_> {
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.stream).poll_write(cx, data);
         if matches!(polled, Poll::Ready(Ok(n)) if n > 0)
-            && self.progress.sent_at.load(Ordering::Relaxed) == 0
+            && !self.answered
+            && self.awaiting.is_none()
         {
-            self.progress
-                .sent_at
-                .store(Lease::clock(), Ordering::Relaxed);
-            self.progress.sent.notify_one();
+            self.awaiting = Some(self.lease.awaiting());
         }
         polled
     }

@@ -1,31 +1,8 @@
-//! Creating an object: into a namespace that exists and is not terminating.
+//! Creating an object.
 
 use super::*;
 
 impl ApiServer {
-    /// The namespace must exist and not be terminating before anything is created in it.
-    pub(super) fn check_namespace(&self, target: &Target) -> Result<(), ApiError> {
-        let Some(ns) = target
-            .namespace
-            .as_deref()
-            .filter(|_| target.resource.namespaced)
-        else {
-            return Ok(());
-        };
-        let namespaces = resources::by_path("", "v1", "namespaces")
-            .ok_or_else(|| ApiError::Internal("no namespaces".into()))?;
-        let kv = self.read(namespaces, None, ns)?;
-        let namespace = served(&kv.value, kv.mod_revision)?;
-        if namespace["status"]["phase"] == "Terminating" {
-            return Err(ApiError::Forbidden(format!(
-                "{} {:?} is forbidden: unable to create new content in namespace {ns} because it is being terminated",
-                target.resource.plural,
-                meta_str(&namespace, "name").unwrap_or_default()
-            )));
-        }
-        Ok(())
-    }
-
     /// POST: creates an object.
     pub async fn create(
         &self,
@@ -39,7 +16,16 @@ impl ApiServer {
         {
             object["metadata"]["name"] = generated_name(&prefix).into();
         }
-        self.check_namespace(target)?;
+        let name = meta_str(&object, "name").unwrap_or_default().to_owned();
+        let write = Write {
+            operation: Operation::Create,
+            resource: target.resource,
+            name: &name,
+            namespace: target.namespace.as_deref(),
+            old: None,
+            status_only: false,
+        };
+        self.admit_request(&write)?;
         let uid = uuid::Uuid::new_v4().to_string();
         if let Some(meta) = object["metadata"].as_object_mut() {
             for field in [
@@ -61,16 +47,9 @@ impl ApiServer {
         if !target.resource.status_on_create && target.resource.has(Subresource::Status) {
             object.as_object_mut().map(|o| o.remove("status"));
         }
-        let write = Write {
-            resource: target.resource,
-            namespace: target.namespace.as_deref(),
-            old: None,
-            status_only: false,
-        };
         let _held = self.hold_for_admission(&write).await?;
         let (mut object, mut warnings) = admit(target.resource, object, None, Some(&uid), query)?;
         warnings.extend(self.admit_write(&write, &mut object)?);
-        let name = meta_str(&object, "name").unwrap_or_default().to_owned();
         if query.dry_run() {
             return Ok(Written { object, warnings });
         }

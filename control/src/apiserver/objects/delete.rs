@@ -29,11 +29,14 @@ impl ApiServer {
         deletion: &Deletion,
     ) -> Result<Value, ApiError> {
         let resource = target.resource;
-        if resource.kind == "Namespace" && IMMORTAL_NAMESPACES.contains(&name) {
-            return Err(ApiError::Forbidden(format!(
-                "namespaces {name:?} is forbidden: this namespace may not be deleted"
-            )));
-        }
+        self.admit_request(&Write {
+            operation: Operation::Delete,
+            resource,
+            name,
+            namespace: target.namespace.as_deref(),
+            old: None,
+            status_only: false,
+        })?;
         let current = self.read(resource, target.namespace.as_deref(), name)?;
         let mut object = served(&current.value, current.mod_revision)?;
         if let Some(uid) = deletion.uid.as_deref()

@@ -1,7 +1,7 @@
 //! The verbs on objects: get, list, create, update, patch, delete, deletecollection, and the status, scale and
 //! binding subresources.
 
-use super::admission::Write;
+use super::admission::{Operation, Write};
 use super::error::{ApiError, qualified_kind};
 use super::service_network::Taken;
 use super::{ApiServer, Target};
@@ -22,9 +22,6 @@ mod patch;
 mod read;
 mod scale;
 mod update;
-
-/// Namespaces that may never be deleted, as Kubernetes' NamespaceLifecycle admission keeps them.
-const IMMORTAL_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// Largest request body accepted, as Kubernetes' 3 MiB.
 pub const MAX_BODY: usize = 3 * 1024 * 1024;

@@ -73,7 +73,9 @@ impl ApiServer {
             .as_object_mut()
             .map(|m| m.remove("managedFields"));
         let write = Write {
+            operation: Operation::Update,
             resource,
+            name,
             namespace: target.namespace.as_deref(),
             old: Some(&old),
             status_only: subresource.is_some_and(Subresource::writes_status),
