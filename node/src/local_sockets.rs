@@ -32,18 +32,23 @@ impl LocalSockets {
     pub fn bound_exactly(&self, address: SocketAddr, transport: Transport) -> bool {
         let key = (address, transport);
         let now = Instant::now();
-        let mut found = self.found.lock().unwrap_or_else(|e| e.into_inner());
-        if found
+        let fresh = |at: &Instant| now.duration_since(*at) < REMEMBERED;
+        let known = self
+            .found
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
             .get(&key)
-            .is_some_and(|at| now.duration_since(*at) < REMEMBERED)
-        {
+            .copied();
+        if known.as_ref().is_some_and(fresh) {
             return true;
         }
+        // The tables are read without the lock: guests connecting at once do not queue behind one read.
         let bound = match transport {
             Transport::Tcp => tcp_listening(address),
             Transport::Udp => udp_bound(address),
         };
-        found.retain(|_, at| now.duration_since(*at) < REMEMBERED);
+        let mut found = self.found.lock().unwrap_or_else(|e| e.into_inner());
+        found.retain(|_, at| fresh(at));
         if bound {
             found.insert(key, now);
         }
