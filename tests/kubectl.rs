@@ -15,13 +15,12 @@ fn current_kubectl() -> PathBuf {
 }
 
 fn kubectl_1_20() -> PathBuf {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(".tools/kubectl-1.20/usr/bin/kubectl");
-    assert!(
-        path.exists(),
-        "kubectl 1.20 is missing at {}: run scripts/setup-test-tools",
-        path.display()
-    );
-    path
+    common::test_tool("kubectl-1.20/usr/bin/kubectl")
+}
+
+/// kubectl 1.37, which sends protobuf bodies.
+fn kubectl_1_37() -> PathBuf {
+    common::test_tool("kubectl-1.37/kubectl")
 }
 
 struct Kubectl<'a> {
@@ -261,6 +260,170 @@ fn the_current_kubectl_applies_gets_watches_scales_describes_rolls_out_and_delet
 #[test]
 fn kubectl_1_20_applies_gets_watches_scales_describes_rolls_out_and_deletes() {
     kubectl_journey(kubectl_1_20(), false);
+}
+
+#[test]
+fn kubectl_1_37_applies_gets_watches_scales_describes_rolls_out_and_deletes() {
+    kubectl_journey(kubectl_1_37(), true);
+}
+
+/// `kubectl create` of each kind sends the object as protobuf (kubectl >= 1.30): each is stored as sent,
+/// zero values and all.
+#[test]
+fn kubectl_1_37_creates_objects_of_every_kind_in_protobuf() {
+    let server = Server::api_only();
+    let kubectl = Kubectl {
+        binary: kubectl_1_37(),
+        server: &server,
+    };
+    let created = [
+        vec!["create", "namespace", "demo"],
+        vec![
+            "-n",
+            "demo",
+            "create",
+            "deployment",
+            "web",
+            "--image=hello.wasm",
+            "--replicas=0",
+            "--port=8080",
+        ],
+        vec![
+            "-n",
+            "demo",
+            "create",
+            "configmap",
+            "settings",
+            "--from-literal=mode=fast",
+            "--from-literal=empty=",
+        ],
+        vec![
+            "-n",
+            "demo",
+            "create",
+            "secret",
+            "generic",
+            "creds",
+            "--from-literal=password=s3cr3t",
+        ],
+        vec![
+            "-n",
+            "demo",
+            "create",
+            "job",
+            "once",
+            "--image=batch.wasm",
+            "--",
+            "batch",
+            "10",
+        ],
+        vec![
+            "-n",
+            "demo",
+            "create",
+            "cronjob",
+            "nightly",
+            "--image=batch.wasm",
+            "--schedule=0 3 * * *",
+        ],
+        vec![
+            "-n",
+            "demo",
+            "create",
+            "role",
+            "reader",
+            "--verb=get,list",
+            "--resource=pods",
+        ],
+        vec![
+            "-n",
+            "demo",
+            "create",
+            "rolebinding",
+            "bob-reads",
+            "--role=reader",
+            "--user=bob",
+        ],
+        vec![
+            "-n",
+            "demo",
+            "create",
+            "service",
+            "clusterip",
+            "web",
+            "--tcp=80:8080",
+        ],
+    ];
+    for args in &created {
+        let out = kubectl.ok(args);
+        assert!(out.contains("created"), "{args:?}: {out}");
+    }
+    assert_eq!(
+        get_json(&server, "/api/v1/namespaces/demo")["status"]["phase"],
+        "Active"
+    );
+    let deployment = get_json(&server, "/apis/apps/v1/namespaces/demo/deployments/web");
+    assert_eq!(deployment["spec"]["replicas"], 0, "{deployment}");
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(container["image"], "hello.wasm");
+    assert_eq!(container["ports"][0]["containerPort"], 8080);
+    assert_eq!(
+        deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"],
+        "25%"
+    );
+    assert!(
+        deployment["metadata"]["creationTimestamp"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z')),
+        "{deployment}"
+    );
+    let config = get_json(&server, "/api/v1/namespaces/demo/configmaps/settings");
+    assert_eq!(config["data"], json!({"mode": "fast", "empty": ""}));
+    let secret = get_json(&server, "/api/v1/namespaces/demo/secrets/creds");
+    assert_eq!(secret["data"]["password"], "czNjcjN0", "{secret}");
+    let job = get_json(&server, "/apis/batch/v1/namespaces/demo/jobs/once");
+    assert_eq!(
+        job["spec"]["template"]["spec"]["containers"][0]["command"],
+        json!(["batch", "10"])
+    );
+    let cron = get_json(&server, "/apis/batch/v1/namespaces/demo/cronjobs/nightly");
+    assert_eq!(cron["spec"]["schedule"], "0 3 * * *");
+    let role = get_json(
+        &server,
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/demo/roles/reader",
+    );
+    assert_eq!(role["rules"][0]["verbs"], json!(["get", "list"]));
+    let binding = get_json(
+        &server,
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/demo/rolebindings/bob-reads",
+    );
+    assert_eq!(binding["subjects"][0]["name"], "bob");
+    assert_eq!(binding["roleRef"]["name"], "reader");
+    let service = get_json(&server, "/api/v1/namespaces/demo/services/web");
+    assert_eq!(service["spec"]["ports"][0]["targetPort"], 8080, "{service}");
+    assert!(service["spec"]["clusterIP"].is_string(), "{service}");
+
+    // Replacing what kubectl printed brings the object back as it was written.
+    let out = kubectl.ok(&[
+        "-n",
+        "demo",
+        "create",
+        "configmap",
+        "settings",
+        "--from-literal=mode=slow",
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    ]);
+    let (ok, _, err) = kubectl.run(&["replace", "-f", "-"], Some(&out));
+    assert!(ok, "{err}");
+    let config = get_json(&server, "/api/v1/namespaces/demo/configmaps/settings");
+    assert_eq!(config["data"], json!({"mode": "slow"}));
+
+    // A name kubectl does not check reaches the server's validation through protobuf.
+    let (ok, _, err) = kubectl.run(&["create", "namespace", "Not_Valid"], None);
+    assert!(!ok);
+    assert!(err.contains("Invalid value: \"Not_Valid\""), "{err}");
 }
 
 #[test]

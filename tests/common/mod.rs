@@ -377,6 +377,19 @@ impl Drop for NodeAgent {
 }
 
 /// The path of a built example app, building wasm-apps/ once per test process.
+/// A client binary that scripts/setup-test-tools installs under `.tools` (`kubectl-1.37/kubectl`).
+pub fn test_tool(path: &str) -> PathBuf {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(".tools")
+        .join(path);
+    assert!(
+        path.exists(),
+        "{} is missing: run scripts/setup-test-tools",
+        path.display()
+    );
+    path
+}
+
 pub fn wasm_app(target: &str, name: &str) -> PathBuf {
     static BUILD: std::sync::Once = std::sync::Once::new();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));

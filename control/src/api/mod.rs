@@ -8,6 +8,7 @@ pub mod kinds;
 pub mod node_authorizer;
 pub mod patch;
 pub mod pod_security;
+pub mod protobuf;
 pub mod qos;
 pub mod quantity;
 pub mod quota;

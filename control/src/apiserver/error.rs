@@ -65,6 +65,9 @@ pub enum ApiError {
     /// 415 UnsupportedMediaType.
     #[error("the body of the request was in an unknown format - accepted media types include: {0}")]
     UnsupportedMediaType(&'static str),
+    /// 406 NotAcceptable: the client accepts no media type the response can be written in.
+    #[error("only the following media types are accepted: {0}")]
+    NotAcceptable(&'static str),
     /// 413 RequestEntityTooLarge.
     #[error("the request body is larger than the limit of {0} bytes")]
     TooLarge(usize),
@@ -147,6 +150,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType")
             }
+            ApiError::NotAcceptable(_) => (StatusCode::NOT_ACCEPTABLE, "NotAcceptable"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge"),
             ApiError::Expired(_) => (StatusCode::GONE, "Expired"),
             ApiError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "Timeout"),

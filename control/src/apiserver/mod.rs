@@ -6,6 +6,7 @@ pub mod auth;
 mod discovery;
 pub mod error;
 mod logs;
+mod negotiation;
 mod node_agent;
 pub mod objects;
 mod pod_admission;
@@ -26,6 +27,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use error::ApiError;
+use negotiation::Negotiated;
 use objects::{Deletion, MAX_BODY, Query, Written, decode_body, list_object};
 use serde_json::Value;
 use service_network::ServiceNetwork;
@@ -295,6 +297,10 @@ async fn route(server: &ApiServer, path: ResourcePath, connection: Connection) -
         resource,
         namespace: path.namespace,
     };
+    let negotiated = match Negotiated::from_headers(&headers) {
+        Ok(negotiated) => negotiated,
+        Err(error) => return error.into_response(),
+    };
     let request = ApiRequest {
         method,
         headers,
@@ -303,9 +309,17 @@ async fn route(server: &ApiServer, path: ResourcePath, connection: Connection) -
         raw_query,
         body,
     };
-    match serve(server, &target, path.name.as_deref(), subresource, request).await {
+    let response = serve(
+        server,
+        &target,
+        path.name.as_deref(),
+        subresource,
+        request,
+        negotiated,
+    );
+    match response.await {
         Ok(response) => response,
-        Err(error) => error.into_response(),
+        Err(error) => negotiated.error(error),
     }
 }
 
@@ -316,8 +330,8 @@ fn wants_table(headers: &HeaderMap) -> bool {
         .is_some_and(|a| a.contains("as=Table"))
 }
 
-fn written(code: StatusCode, written: Written) -> Response {
-    let mut response = json(code, written.object);
+fn written(negotiated: Negotiated, code: StatusCode, written: Written) -> Response {
+    let mut response = negotiated.respond(code, &written.object);
     for warning in written.warnings {
         let text = format!("299 - {:?}", warning);
         if let Ok(value) = HeaderValue::from_str(&text) {
@@ -348,6 +362,7 @@ async fn serve(
     name: Option<&str>,
     subresource: Option<Subresource>,
     request: ApiRequest,
+    negotiated: Negotiated,
 ) -> Result<Response, ApiError> {
     let query = &request.query;
     let resource = target.resource;
@@ -365,39 +380,42 @@ async fn serve(
             if table {
                 watch::Render::Table
             } else {
-                watch::Render::Object
+                watch::Render::Object(negotiated.encoding)
             },
         ),
         (Method::GET, None, None) => {
             let (items, revision, token) = server.list(target, query)?;
-            Ok(json(
-                StatusCode::OK,
-                if table {
+            Ok(if table {
+                json(
+                    StatusCode::OK,
                     table::build(
                         resource.table,
                         &items,
                         &revision.to_string(),
                         token.as_deref(),
-                    )
-                } else {
-                    list_object(resource, items, revision, token)
-                },
-            ))
+                    ),
+                )
+            } else {
+                negotiated.respond(
+                    StatusCode::OK,
+                    &list_object(resource, items, revision, token),
+                )
+            })
         }
         (Method::GET, Some(name), None | Some(Subresource::Status | Subresource::Approval)) => {
             let object = server.get(target, name)?;
-            Ok(json(
-                StatusCode::OK,
-                if table && subresource.is_none() {
-                    let rv = object["metadata"]["resourceVersion"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned();
-                    table::build(resource.table, &[object], &rv, None)
-                } else {
-                    object
-                },
-            ))
+            Ok(if table && subresource.is_none() {
+                let rv = object["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                json(
+                    StatusCode::OK,
+                    table::build(resource.table, &[object], &rv, None),
+                )
+            } else {
+                negotiated.respond(StatusCode::OK, &object)
+            })
         }
         (Method::GET, Some(name), Some(Subresource::Log)) => {
             server.logs(target, name, &request.raw_query).await
@@ -414,25 +432,27 @@ async fn serve(
                 .await
         }
         (Method::GET, Some(name), Some(Subresource::Scale)) => {
-            Ok(json(StatusCode::OK, server.get_scale(target, name)?))
+            Ok(negotiated.respond(StatusCode::OK, &server.get_scale(target, name)?))
         }
         (Method::POST, None, None) => {
             let object = decode_body(content_type(&request.headers), &request.body)?;
             Ok(written(
+                negotiated,
                 StatusCode::CREATED,
                 server.create(target, object, query).await?,
             ))
         }
         (Method::POST, Some(name), Some(Subresource::Binding)) => {
             let binding = decode_body(content_type(&request.headers), &request.body)?;
-            Ok(json(
+            Ok(negotiated.respond(
                 StatusCode::CREATED,
-                server.bind(target, name, binding).await?,
+                &server.bind(target, name, binding).await?,
             ))
         }
         (Method::PUT, Some(name), None | Some(Subresource::Status | Subresource::Approval)) => {
             let object = decode_body(content_type(&request.headers), &request.body)?;
             Ok(written(
+                negotiated,
                 StatusCode::OK,
                 server
                     .update(target, name, object, subresource, query)
@@ -441,9 +461,9 @@ async fn serve(
         }
         (Method::PUT, Some(name), Some(Subresource::Scale)) => {
             let scale = decode_body(content_type(&request.headers), &request.body)?;
-            Ok(json(
+            Ok(negotiated.respond(
                 StatusCode::OK,
-                server.update_scale(target, name, scale, query).await?,
+                &server.update_scale(target, name, scale, query).await?,
             ))
         }
         (
@@ -455,6 +475,7 @@ async fn serve(
                 .unwrap_or_default()
                 .to_owned();
             Ok(written(
+                negotiated,
                 StatusCode::OK,
                 server
                     .patch(target, name, &media, &request.body, subresource, query)
@@ -463,16 +484,16 @@ async fn serve(
         }
         (Method::DELETE, Some(name), None) => {
             let deletion = deletion(&request)?;
-            Ok(json(
+            Ok(negotiated.respond(
                 StatusCode::OK,
-                server.delete(target, name, &deletion).await?,
+                &server.delete(target, name, &deletion).await?,
             ))
         }
         (Method::DELETE, None, None) => {
             let deletion = deletion(&request)?;
-            Ok(json(
+            Ok(negotiated.respond(
                 StatusCode::OK,
-                server.delete_collection(target, &deletion, query).await?,
+                &server.delete_collection(target, &deletion, query).await?,
             ))
         }
         _ => Err(ApiError::MethodNotAllowed),

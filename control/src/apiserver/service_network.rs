@@ -216,8 +216,10 @@ impl ServiceNetwork {
         for (i, port) in spec.ports.iter_mut().flatten().enumerate() {
             let field = format!("spec.ports[{i}].nodePort");
             if !wants_node_ports {
-                // Leaving NodePort gives the ports back; a ClusterIP Service asking for one is refused.
-                if port.node_port.is_some() && old_node_port(port) != port.node_port {
+                // Leaving NodePort gives the ports back; a ClusterIP Service asking for one is refused
+                // (0 is Go's "unset", as protobuf clients send it).
+                let requested = port.node_port.filter(|p| *p != 0);
+                if requested.is_some() && old_node_port(port) != requested {
                     causes.push(Cause::forbidden(
                         field,
                         &format!(

@@ -1,9 +1,11 @@
-//! Watches: a stream of `{"type": ..., "object": ...}` lines, from a resourceVersion or with the initial state
-//! first, filtered by selectors, with bookmarks and a timeout.
+//! Watches: a stream of `{"type": ..., "object": ...}` lines (or protobuf WatchEvent frames), from a
+//! resourceVersion or with the initial state first, filtered by selectors, with bookmarks and a timeout.
 
 use super::error::ApiError;
+use super::negotiation::Encoding;
 use super::objects::{Filter, Query, prefix, served};
 use super::{ApiServer, Target};
+use crate::api::protobuf;
 use crate::api::resources::ResourceType;
 use crate::api::table;
 use crate::store::{EventKind, Revision};
@@ -24,22 +26,44 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 /// How each event's object is rendered.
 #[derive(Clone, Copy)]
 pub enum Render {
-    /// The object itself.
-    Object,
-    /// A one-row meta.k8s.io/v1 Table, as `kubectl get -w` asks for.
+    /// The object itself, in JSON lines or protobuf frames.
+    Object(Encoding),
+    /// A one-row meta.k8s.io/v1 Table in JSON, as `kubectl get -w` asks for.
     Table,
 }
 
-fn line(kind: &str, object: Value) -> bytes::Bytes {
-    let mut text = json!({"type": kind, "object": object}).to_string();
-    text.push('\n');
-    text.into()
-}
+impl Render {
+    fn media_type(self) -> &'static str {
+        match self {
+            Render::Object(Encoding::Protobuf) => protobuf::WATCH_MEDIA_TYPE,
+            Render::Object(Encoding::Json) | Render::Table => "application/json",
+        }
+    }
 
-fn render(resource: &ResourceType, object: Value, how: Render, revision: Revision) -> Value {
-    match how {
-        Render::Object => object,
-        Render::Table => table::build(resource.table, &[object], &revision.to_string(), None),
+    /// One event as it goes on the stream; `None` when the object cannot be written in protobuf.
+    fn event(self, kind: &str, object: &Value) -> Option<bytes::Bytes> {
+        match self {
+            Render::Object(Encoding::Protobuf) => match protobuf::watch_frame(kind, object) {
+                Ok(frame) => Some(frame.into()),
+                Err(error) => {
+                    tracing::error!(%error, "a watch event could not be written as protobuf");
+                    None
+                }
+            },
+            Render::Object(Encoding::Json) | Render::Table => {
+                let mut text = json!({"type": kind, "object": object}).to_string();
+                text.push('\n');
+                Some(text.into())
+            }
+        }
+    }
+
+    /// An object the watch saw as this rendering shows it.
+    fn object(self, resource: &ResourceType, object: Value, revision: Revision) -> Value {
+        match self {
+            Render::Object(_) => object,
+            Render::Table => table::build(resource.table, &[object], &revision.to_string(), None),
+        }
     }
 }
 
@@ -92,6 +116,19 @@ impl ApiServer {
             (Vec::new(), revision)
         };
         let (tx, rx) = mpsc::channel::<Result<bytes::Bytes, std::convert::Infallible>>(64);
+        // Sends one event; false when the stream has ended.
+        let send = {
+            let tx = tx.clone();
+            move |kind: &'static str, object: Value| {
+                let tx = tx.clone();
+                async move {
+                    match how.event(kind, &object) {
+                        Some(bytes) => tx.send(Ok(bytes)).await.is_ok(),
+                        None => false,
+                    }
+                }
+            }
+        };
         let events = self
             .store
             .watch(&prefix(resource, target.namespace.as_deref()), start);
@@ -109,25 +146,16 @@ impl ApiServer {
             let mut events = match events {
                 Ok(events) => events,
                 Err(e) => {
-                    let _ = tx.send(Ok(line("ERROR", ApiError::from(e).status()))).await;
+                    send("ERROR", ApiError::from(e).status()).await;
                     return;
                 }
             };
             for object in initial {
-                if tx
-                    .send(Ok(line("ADDED", render(resource, object, how, start))))
-                    .await
-                    .is_err()
-                {
+                if !send("ADDED", how.object(resource, object, start)).await {
                     return;
                 }
             }
-            if send_initial
-                && tx
-                    .send(Ok(line("BOOKMARK", bookmark(resource, start, true))))
-                    .await
-                    .is_err()
-            {
+            if send_initial && !send("BOOKMARK", bookmark(resource, start, true)).await {
                 return;
             }
             let mut last = start;
@@ -137,7 +165,7 @@ impl ApiServer {
                 let event = tokio::select! {
                     event = events.next() => event,
                     _ = ticker.tick(), if bookmarks => {
-                        if tx.send(Ok(line("BOOKMARK", bookmark(resource, last, false)))).await.is_err() {
+                        if !send("BOOKMARK", bookmark(resource, last, false)).await {
                             return;
                         }
                         continue;
@@ -149,7 +177,7 @@ impl ApiServer {
                 let event = match event {
                     Some(Ok(event)) => event,
                     Some(Err(e)) => {
-                        let _ = tx.send(Ok(line("ERROR", ApiError::from(e).status()))).await;
+                        send("ERROR", ApiError::from(e).status()).await;
                         return;
                     }
                     None => return,
@@ -170,14 +198,7 @@ impl ApiServer {
                     (EventKind::Put, Some(true), false) => "DELETED",
                     _ => continue,
                 };
-                if tx
-                    .send(Ok(line(
-                        kind,
-                        render(resource, object, how, event.revision),
-                    )))
-                    .await
-                    .is_err()
-                {
+                if !send(kind, how.object(resource, object, event.revision)).await {
                     return;
                 }
             }
@@ -185,7 +206,7 @@ impl ApiServer {
         let mut response = Body::from_stream(ReceiverStream::new(rx)).into_response();
         response.headers_mut().insert(
             header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
+            HeaderValue::from_static(how.media_type()),
         );
         response.headers_mut().insert(
             header::CACHE_CONTROL,

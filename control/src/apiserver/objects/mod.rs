@@ -6,6 +6,7 @@ use super::error::{ApiError, qualified_kind};
 use super::service_network::Taken;
 use super::{ApiServer, Target};
 use crate::api::patch::strategic_merge;
+use crate::api::protobuf;
 use crate::api::resources::{self, AdmitError, AdmitRequest, ResourceType, Subresource};
 use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::store::{Expect, KeyValue, ListRequest, Revision};
@@ -256,7 +257,8 @@ impl Filter {
     }
 }
 
-/// A body decoded by its Content-Type: JSON, or YAML as `kubectl` and users may send.
+/// A body decoded by its Content-Type: JSON, YAML as `kubectl` and users may send, or Kubernetes' protobuf
+/// as client-go's typed clients send.
 pub fn decode_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, ApiError> {
     let media = content_type
         .unwrap_or("application/json")
@@ -283,9 +285,14 @@ pub fn decode_body(content_type: Option<&str>, body: &[u8]) -> Result<Value, Api
                     "the body of the request could not be decoded as YAML: {e}"
                 ))
             })?,
+        protobuf::MEDIA_TYPE => protobuf::decode(body).map_err(|e| {
+            ApiError::BadRequest(format!(
+                "the body of the request could not be decoded as protobuf: {e}"
+            ))
+        })?,
         _ => {
             return Err(ApiError::UnsupportedMediaType(
-                "application/json, application/yaml",
+                "application/json, application/yaml, application/vnd.kubernetes.protobuf",
             ));
         }
     };
