@@ -127,12 +127,35 @@ struct Session {
 
 /// A kube-rs client and namespace from `--server`, `--kubeconfig` or the usual kubeconfig rules.
 pub async fn client(args: &ClientArgs) -> anyhow::Result<(Client, String)> {
-    let session = session(args).await?;
-    Ok((session.client, session.namespace))
+    client_as(args, "wasmkube").await
+}
+
+/// A client that names itself `component` (`kube-scheduler`, `kubelet`, ...) in its User-Agent, which the
+/// apiserver records as the field manager of its writes.
+pub async fn client_as(args: &ClientArgs, component: &str) -> anyhow::Result<(Client, String)> {
+    let mut config = config(args).await?;
+    identify(&mut config, component);
+    let namespace = args
+        .namespace
+        .clone()
+        .unwrap_or_else(|| config.default_namespace.clone());
+    Ok((Client::try_from(config)?, namespace))
+}
+
+/// Sets the User-Agent of a client configuration to `component/VERSION (wasmkube)`.
+pub fn identify(config: &mut Config, component: &str) {
+    let agent = format!("{component}/v{} (wasmkube)", env!("CARGO_PKG_VERSION"));
+    if let Ok(value) = http::HeaderValue::from_str(&agent) {
+        config
+            .headers
+            .retain(|(name, _)| name != http::header::USER_AGENT);
+        config.headers.push((http::header::USER_AGENT, value));
+    }
 }
 
 async fn session(args: &ClientArgs) -> anyhow::Result<Session> {
-    let config = config(args).await?;
+    let mut config = config(args).await?;
+    identify(&mut config, "wasmkube");
     let namespace = args
         .namespace
         .clone()

@@ -90,19 +90,19 @@ fn main() -> ExitCode {
             Command::Server(config) => server::run(config).await,
             Command::Token(token) => tokens::token(&args.client, token).await,
             Command::Scheduler => {
-                let (client, _) = cli::client(&args.client).await?;
+                let (client, _) = cli::client_as(&args.client, "kube-scheduler").await?;
                 wasmkube_control::scheduler::run(client).await;
                 Ok(())
             }
             Command::ControllerManager(controllers) => {
                 let config = controllers.config()?;
-                let (client, _) = cli::client(&args.client).await?;
+                let (client, _) = cli::client_as(&args.client, "kube-controller-manager").await?;
                 wasmkube_control::controllers::run(client, config).await;
                 Ok(())
             }
             Command::Node(node) => run_node(&args.client, node).await,
             Command::Proxy(proxy) => {
-                let (client, _) = cli::client(&args.client).await?;
+                let (client, _) = cli::client_as(&args.client, "kube-proxy").await?;
                 wasmkube_node::proxy::run_for_nodes(client, &proxy.node).await;
                 Ok(())
             }
@@ -202,11 +202,13 @@ async fn run_node(client_args: &cli::ClientArgs, args: NodeArgs) -> anyhow::Resu
             let server: http::Uri = server
                 .parse()
                 .with_context(|| format!("invalid server URL {server:?}"))?;
-            let config = join::node_credentials(&server, join_token, &args.name, &data_dir).await?;
+            let mut config =
+                join::node_credentials(&server, join_token, &args.name, &data_dir).await?;
+            cli::identify(&mut config, "kubelet");
             kube::Client::try_from(config)?
         }
         (None, true) => anyhow::bail!("joining a cluster needs --server https://HOST:PORT"),
-        (_, false) => cli::client(client_args).await?.0,
+        (_, false) => cli::client_as(client_args, "kubelet").await?.0,
     };
     let ca_file = match &client_args.certificate_authority {
         Some(path) => Some(path.clone()),

@@ -14,7 +14,6 @@ use wasmkube_control::api::resources;
 use wasmkube_control::api::tokens::parse_token_file;
 use wasmkube_control::apiserver::auth::{AuthConfig, AuthorizationMode};
 use wasmkube_control::apiserver::error::ApiError;
-use wasmkube_control::apiserver::objects::Query;
 use wasmkube_control::apiserver::service_network::ServiceNetwork;
 use wasmkube_control::apiserver::{ApiServer, Target};
 use wasmkube_control::controllers::ControllersConfig;
@@ -217,12 +216,19 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let mut loopback = kube::Config::new(url.parse()?);
     loopback.auth_info.token = Some(loopback_token.into());
     loopback.root_cert = ca_pem.as_deref().map(pki::certificates_der);
-    let client = kube::Client::try_from(loopback)?;
+    let client_as = |component: &str| {
+        let mut config = loopback.clone();
+        crate::cli::identify(&mut config, component);
+        kube::Client::try_from(config)
+    };
     let mut in_process = tokio::task::JoinSet::new();
     if !config.no_scheduler {
-        in_process.spawn(wasmkube_control::scheduler::run(client.clone()));
+        in_process.spawn(wasmkube_control::scheduler::run(client_as(
+            "kube-scheduler",
+        )?));
     }
     if !config.no_controllers {
+        let client = client_as("kube-controller-manager")?;
         in_process.spawn(wasmkube_control::controllers::run(client, controllers));
     }
     tracing::info!(%address, kubeconfig = %kubeconfig.display(), "control plane serving");
@@ -429,7 +435,7 @@ async fn create_bootstrap_policy(api: &ApiServer) -> anyhow::Result<()> {
             namespace: None,
         };
         for object in objects {
-            match api.create(&target, object, &Query::default()).await {
+            match api.create_by(&target, object, "kube-apiserver").await {
                 Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
                 Err(e) => return Err(anyhow::anyhow!("cannot create the default {plural}: {e}")),
             }
@@ -447,7 +453,7 @@ async fn create_system_namespaces(api: &ApiServer) -> anyhow::Result<()> {
     };
     for name in SYSTEM_NAMESPACES {
         let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-        match api.create(&target, object, &Query::default()).await {
+        match api.create_by(&target, object, "kube-apiserver").await {
             Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
             Err(e) => return Err(anyhow::anyhow!("cannot create namespace {name}: {e}")),
         }

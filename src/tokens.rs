@@ -11,7 +11,6 @@ use wasmkube_control::api::resources;
 use wasmkube_control::api::tokens::{
     self, BOOTSTRAP_TOKEN_TYPE, NewToken, TOKEN_NAMESPACE, USER_TOKEN_TYPE,
 };
-use wasmkube_control::apiserver::objects::Query;
 use wasmkube_control::apiserver::{ApiServer, Target};
 
 /// `token` arguments.
@@ -97,10 +96,10 @@ pub async fn create_join_token(api: &ApiServer, ca_pem: &str) -> anyhow::Result<
         resource: secrets,
         namespace: Some(TOKEN_NAMESPACE.to_owned()),
     };
-    api.create(
+    api.create_by(
         &target,
         serde_json::to_value(tokens::token_secret(&token))?,
-        &Query::default(),
+        "kube-apiserver",
     )
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -169,12 +169,7 @@ async fn every_kind_of_bad_request_gets_its_kubernetes_status() {
     );
 
     let (status, body) = api
-        .send(
-            Method::POST,
-            CMS,
-            "application/vnd.kubernetes.protobuf",
-            Some("x".into()),
-        )
+        .send(Method::POST, CMS, "text/plain", Some("x".into()))
         .await;
     assert_eq!(
         (status, body["reason"].as_str()),

@@ -140,13 +140,19 @@ fn kubectl_journey(binary: PathBuf, asks_strict_validation: bool) {
 
     let out = kubectl.ok(&["rollout", "status", "deployment/hello", "--timeout=60s"]);
     assert!(out.contains("successfully rolled out"), "{out}");
-    let out = kubectl.ok(&["get", "deployments"]);
-    assert!(
-        out.lines().nth(1).is_some_and(
-            |l| l.split_whitespace().collect::<Vec<_>>()[..4] == ["hello", "2/2", "2", "2"]
-        ),
-        "{out}"
-    );
+    // As in Kubernetes, a scale-down has rolled out before the extra pods are gone: they go soon after.
+    let scaled_down = |out: &str| {
+        out.lines().nth(1).is_some_and(|l| {
+            l.split_whitespace().collect::<Vec<_>>()[..4] == ["hello", "2/2", "2", "2"]
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut out = kubectl.ok(&["get", "deployments"]);
+    while !scaled_down(&out) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        out = kubectl.ok(&["get", "deployments"]);
+    }
+    assert!(scaled_down(&out), "{out}");
 
     let out = kubectl.ok(&["describe", "deployment", "hello"]);
     assert!(out.contains("Name:") && out.contains("hello"), "{out}");
@@ -424,6 +430,115 @@ fn kubectl_1_37_creates_objects_of_every_kind_in_protobuf() {
     let (ok, _, err) = kubectl.run(&["create", "namespace", "Not_Valid"], None);
     assert!(!ok);
     assert!(err.contains("Invalid value: \"Not_Valid\""), "{err}");
+}
+
+/// `kubectl apply --server-side`: field ownership in managedFields, removal of fields no longer applied,
+/// conflicts with other managers (Kubernetes' message) and `--force-conflicts`.
+#[test]
+fn kubectl_1_37_server_side_apply_tracks_owners_removes_fields_and_reports_conflicts() {
+    let server = Server::api_only();
+    let kubectl = Kubectl {
+        binary: kubectl_1_37(),
+        server: &server,
+    };
+    let config = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: owned\n  labels: {team: a, tier: web}\n\
+                  data:\n  a: \"1\"\n  b: \"2\"\n";
+    let apply = |args: &[&str], manifest: &str| {
+        kubectl.run(
+            &[&["apply", "--server-side", "-f", "-"], args].concat(),
+            Some(manifest),
+        )
+    };
+    let (ok, out, err) = apply(&[], config);
+    assert!(ok && out.contains("serverside-applied"), "{out}{err}");
+    let shown = kubectl.ok(&[
+        "get",
+        "configmap",
+        "owned",
+        "-o",
+        "json",
+        "--show-managed-fields",
+    ]);
+    let shown: Value = serde_json::from_str(&shown).unwrap();
+    let entry = &shown["metadata"]["managedFields"][0];
+    assert_eq!(
+        (&entry["manager"], &entry["operation"]),
+        (&json!("kubectl"), &json!("Apply"))
+    );
+    assert_eq!(
+        entry["fieldsV1"],
+        json!({"f:data": {"f:a": {}, "f:b": {}}, "f:metadata": {"f:labels": {"f:team": {}, "f:tier": {}}}})
+    );
+    let hidden = kubectl.ok(&["get", "configmap", "owned", "-o", "json"]);
+    assert!(
+        !hidden.contains("managedFields"),
+        "kubectl hides them by default: {hidden}"
+    );
+
+    // Another manager changes a field the applier owns: the next apply of the old value conflicts.
+    kubectl.ok(&[
+        "patch",
+        "configmap",
+        "owned",
+        "-p",
+        r#"{"data":{"a":"changed"}}"#,
+    ]);
+    let (ok, _, err) = apply(&[], config);
+    assert!(!ok);
+    assert!(
+        err.contains(
+            r#"Apply failed with 1 conflict: conflict with "kubectl-patch" using v1: .data.a"#
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        get_json(&server, "/api/v1/namespaces/default/configmaps/owned")["data"]["a"],
+        "changed"
+    );
+    let (ok, _, err) = apply(&["--force-conflicts"], config);
+    assert!(ok, "{err}");
+    let object = get_json(&server, "/api/v1/namespaces/default/configmaps/owned");
+    assert_eq!(object["data"]["a"], "1");
+    let managers: Vec<&str> = object["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["manager"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        managers,
+        ["kubectl"],
+        "the patch's only field was taken: {object}"
+    );
+
+    // Fields left out of the next apply are removed; a label someone else set stays.
+    kubectl.ok(&["label", "configmap", "owned", "extra=kept"]);
+    let smaller = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: owned\n  labels: {team: a}\ndata:\n  a: \"1\"\n";
+    let (ok, _, err) = apply(&[], smaller);
+    assert!(ok, "{err}");
+    let object = get_json(&server, "/api/v1/namespaces/default/configmaps/owned");
+    assert_eq!(object["data"], json!({"a": "1"}));
+    assert_eq!(
+        object["metadata"]["labels"],
+        json!({"team": "a", "extra": "kept"})
+    );
+
+    // An apply needs a field manager; force is for applies only.
+    let response = reqwest::blocking::Client::new()
+        .patch(format!(
+            "{}/api/v1/namespaces/default/configmaps/owned",
+            server.url
+        ))
+        .header("content-type", "application/apply-patch+yaml")
+        .body(smaller)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    let status: Value = response.json().unwrap();
+    assert_eq!(
+        status["details"]["causes"][0]["field"], "fieldManager",
+        "{status}"
+    );
 }
 
 #[test]

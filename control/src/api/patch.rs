@@ -2,6 +2,7 @@
 //! (containers by name, ports by port number, env and volumes by name, ...), and the `$patch`,
 //! `$setElementOrder`, `$retainKeys` and `$deleteFromPrimitiveList` directives are honoured.
 
+use super::schema::{self, ListType};
 use serde_json::{Map, Value};
 
 /// How a list field of the built-in kinds is patched.
@@ -15,27 +16,10 @@ enum ListStrategy {
 }
 
 fn strategy(field: &str, items: &[Value]) -> ListStrategy {
-    match field {
-        "containers"
-        | "initContainers"
-        | "ephemeralContainers"
-        | "env"
-        | "volumes"
-        | "imagePullSecrets"
-        | "resourceClaims" => ListStrategy::MergeByKey("name"),
-        "ports" if items.iter().any(|i| i.get("containerPort").is_some()) => {
-            ListStrategy::MergeByKey("containerPort")
-        }
-        "ports" => ListStrategy::MergeByKey("port"),
-        "volumeMounts" => ListStrategy::MergeByKey("mountPath"),
-        "volumeDevices" => ListStrategy::MergeByKey("devicePath"),
-        "conditions" | "addresses" => ListStrategy::MergeByKey("type"),
-        "ownerReferences" => ListStrategy::MergeByKey("uid"),
-        "hostAliases" => ListStrategy::MergeByKey("ip"),
-        "topologySpreadConstraints" => ListStrategy::MergeByKey("topologyKey"),
-        "taints" => ListStrategy::MergeByKey("key"),
-        "finalizers" => ListStrategy::MergePrimitives,
-        _ => ListStrategy::Replace,
+    match schema::list_type(field, items) {
+        ListType::Map([key, ..]) => ListStrategy::MergeByKey(key),
+        ListType::Set => ListStrategy::MergePrimitives,
+        ListType::Map([]) | ListType::Atomic => ListStrategy::Replace,
     }
 }
 

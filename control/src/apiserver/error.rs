@@ -43,6 +43,9 @@ pub enum ApiError {
         /// Why.
         detail: String,
     },
+    /// 409 Conflict of a server-side apply with other managers' fields.
+    #[error("{}", .0.message)]
+    ApplyConflict(crate::api::managed_fields::Conflicts),
     /// 422 Invalid, with one cause per bad field.
     #[error("{kind} {name:?} is invalid: {}", render_causes(.causes))]
     Invalid {
@@ -142,7 +145,9 @@ impl ApiError {
             }
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "Unauthorized"),
             ApiError::AlreadyExists { .. } => (StatusCode::CONFLICT, "AlreadyExists"),
-            ApiError::Conflict { .. } => (StatusCode::CONFLICT, "Conflict"),
+            ApiError::Conflict { .. } | ApiError::ApplyConflict(_) => {
+                (StatusCode::CONFLICT, "Conflict")
+            }
             ApiError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "Invalid"),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BadRequest"),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "Forbidden"),
@@ -178,6 +183,16 @@ impl ApiError {
                 Some(json!({"name": name, "group": group, "kind": kind, "causes": causes}))
             }
             ApiError::PathNotFound => Some(json!({})),
+            ApiError::ApplyConflict(conflicts) => {
+                let causes: Vec<Value> = conflicts
+                    .causes
+                    .iter()
+                    .map(|(field, message)| {
+                        json!({"reason": "FieldManagerConflict", "message": message, "field": field})
+                    })
+                    .collect();
+                Some(json!({"causes": causes}))
+            }
             _ => None,
         };
         if let Some(details) = details {

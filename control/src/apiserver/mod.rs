@@ -284,12 +284,16 @@ async fn route(server: &ApiServer, path: ResourcePath, connection: Connection) -
         },
     };
     let raw_query = raw_query.unwrap_or_default();
-    let query = match serde_urlencoded::from_str::<Query>(&raw_query) {
+    let mut query = match serde_urlencoded::from_str::<Query>(&raw_query) {
         Ok(query) => query,
         Err(e) => {
             return ApiError::BadRequest(format!("invalid query parameters: {e}")).into_response();
         }
     };
+    query.user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|agent| agent.to_str().ok())
+        .map(str::to_owned);
     let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
         return ApiError::TooLarge(MAX_BODY).into_response();
     };
@@ -436,10 +440,16 @@ async fn serve(
         }
         (Method::POST, None, None) => {
             let object = decode_body(content_type(&request.headers), &request.body)?;
+            let writer = query.writer(
+                resource,
+                crate::api::managed_fields::Operation::Update,
+                None,
+                "CreateOptions",
+            )?;
             Ok(written(
                 negotiated,
                 StatusCode::CREATED,
-                server.create(target, object, query).await?,
+                server.create(target, object, query, &writer).await?,
             ))
         }
         (Method::POST, Some(name), Some(Subresource::Binding)) => {

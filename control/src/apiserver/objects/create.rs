@@ -3,12 +3,13 @@
 use super::*;
 
 impl ApiServer {
-    /// POST: creates an object.
+    /// POST: creates an object, written by `writer` (an apply creates what does not exist yet).
     pub async fn create(
         &self,
         target: &Target,
         mut object: Value,
         query: &Query,
+        writer: &managed_fields::Writer,
     ) -> Result<Written, ApiError> {
         align_with_target(&mut object, target, None)?;
         if meta_str(&object, "name").is_none_or(str::is_empty)
@@ -44,12 +45,19 @@ impl ApiServer {
                 meta.insert("generation".into(), 1.into());
             }
         }
-        if !target.resource.status_on_create && target.resource.has(Subresource::Status) {
+        let separate_status = target.resource.has(Subresource::Status);
+        if !target.resource.status_on_create && separate_status {
             object.as_object_mut().map(|o| o.remove("status"));
+        }
+        if writer.operation == managed_fields::Operation::Apply {
+            object = applied(None, &object, writer, query.force(), separate_status)?;
         }
         let _held = self.hold_for_admission(&write).await?;
         let (mut object, mut warnings) = admit(target.resource, object, None, Some(&uid), query)?;
         warnings.extend(self.admit_write(&write, &mut object)?);
+        if writer.operation == managed_fields::Operation::Update {
+            managed_fields::record_update(None, &mut object, writer, separate_status);
+        }
         if query.dry_run() {
             return Ok(Written { object, warnings });
         }
@@ -64,5 +72,25 @@ impl ApiServer {
             .map_err(|e| ApiError::from_store(e, target.resource, &name))?;
         object["metadata"]["resourceVersion"] = revision.to_string().into();
         Ok(Written { object, warnings })
+    }
+
+    /// Creates an object on behalf of a component of the server itself (bootstrap objects), as `manager`.
+    pub async fn create_by(
+        &self,
+        target: &Target,
+        object: Value,
+        manager: &str,
+    ) -> Result<Written, ApiError> {
+        let query = Query {
+            field_manager: Some(manager.to_owned()),
+            ..Query::default()
+        };
+        let writer = query.writer(
+            target.resource,
+            managed_fields::Operation::Update,
+            None,
+            "CreateOptions",
+        )?;
+        self.create(target, object, &query, &writer).await
     }
 }

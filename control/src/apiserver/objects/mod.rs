@@ -5,10 +5,12 @@ use super::admission::{Operation, Write};
 use super::error::{ApiError, qualified_kind};
 use super::service_network::Taken;
 use super::{ApiServer, Target};
+use crate::api::managed_fields;
 use crate::api::patch::strategic_merge;
 use crate::api::protobuf;
 use crate::api::resources::{self, AdmitError, AdmitRequest, ResourceType, Subresource};
 use crate::api::selector::{FieldSelector, LabelSelector};
+use crate::api::validation::Cause;
 use crate::store::{Expect, KeyValue, ListRequest, Revision};
 use base64::Engine;
 use k8s_openapi::api::core::v1::Service;
@@ -115,6 +117,13 @@ pub struct Query {
     pub orphan_dependents: Option<bool>,
     /// `includeObject` for Tables.
     pub include_object: Option<String>,
+    /// `fieldManager`: who a write's fields belong to.
+    pub field_manager: Option<String>,
+    /// `force`: an apply takes the fields it changes from their other managers.
+    pub force: Option<bool>,
+    /// The client's User-Agent, whose first part names the field manager when `fieldManager` does not.
+    #[serde(skip)]
+    pub user_agent: Option<String>,
 }
 
 impl Query {
@@ -136,6 +145,93 @@ impl Query {
         }
     }
 }
+
+impl Query {
+    /// Who writes to `resource` (through `subresource`) and how, for managedFields; `options` names the
+    /// options kind in errors (`PatchOptions`). Refuses an apply without `fieldManager`, `force` on anything
+    /// but an apply, and managers that are too long or not printable, as Kubernetes does.
+    pub fn writer(
+        &self,
+        resource: &ResourceType,
+        operation: managed_fields::Operation,
+        subresource: Option<Subresource>,
+        options: &str,
+    ) -> Result<managed_fields::Writer, ApiError> {
+        let invalid = |cause| ApiError::Invalid {
+            kind: format!("{options}.meta.k8s.io"),
+            name: String::new(),
+            causes: vec![cause],
+        };
+        let is_apply = operation == managed_fields::Operation::Apply;
+        if self.force.is_some() && !is_apply {
+            return Err(invalid(Cause::forbidden(
+                "force",
+                "may not be specified for non-apply patch",
+            )));
+        }
+        let manager = match self.field_manager.as_deref() {
+            Some(manager) => {
+                if manager.len() > FIELD_MANAGER_MAX_LENGTH {
+                    return Err(invalid(Cause::too_long(
+                        "fieldManager",
+                        FIELD_MANAGER_MAX_LENGTH,
+                    )));
+                }
+                if manager.chars().any(char::is_control) {
+                    return Err(invalid(Cause::invalid(
+                        "fieldManager",
+                        manager,
+                        "must only contain printable characters",
+                    )));
+                }
+                manager.to_owned()
+            }
+            None if is_apply => {
+                return Err(invalid(Cause::required_because(
+                    "fieldManager",
+                    "is required for apply patch",
+                )));
+            }
+            None => {
+                let agent = self.user_agent.as_deref().unwrap_or_default();
+                let prefix = agent.split('/').next().unwrap_or_default();
+                prefix.chars().take(FIELD_MANAGER_MAX_LENGTH).collect()
+            }
+        };
+        Ok(managed_fields::Writer {
+            manager,
+            operation,
+            subresource: subresource
+                .filter(|s| s.writes_status() || *s == Subresource::Scale)
+                .map(|s| s.name().to_owned())
+                .unwrap_or_default(),
+            api_version: resource.api_version(),
+            time: now(),
+        })
+    }
+
+    /// Whether an apply may take fields from other managers.
+    pub fn force(&self) -> bool {
+        self.force.unwrap_or(false)
+    }
+}
+
+/// `config` applied by `writer` over `live`, managedFields recorded; conflicts are 409s.
+fn applied(
+    live: Option<&Value>,
+    config: &Value,
+    writer: &managed_fields::Writer,
+    force: bool,
+    separate_status: bool,
+) -> Result<Value, ApiError> {
+    managed_fields::apply(live, config, writer, force, separate_status).map_err(|e| match e {
+        managed_fields::ApplyError::Conflicts(conflicts) => ApiError::ApplyConflict(conflicts),
+        managed_fields::ApplyError::Invalid(e) => ApiError::BadRequest(e.to_string()),
+    })
+}
+
+/// The longest field manager Kubernetes takes.
+const FIELD_MANAGER_MAX_LENGTH: usize = 128;
 
 fn dry_run_invalid(options: &str, value: &str) -> ApiError {
     ApiError::Invalid {

@@ -1,4 +1,4 @@
-//! Patching an object: JSON, merge and strategic-merge patches, and apply.
+//! Patching an object: JSON, merge and strategic-merge patches, and server-side apply.
 
 use super::*;
 
@@ -21,10 +21,22 @@ impl ApiServer {
             .trim()
             .to_owned();
         let patch = decode_body(Some(&media), body)?;
+        let applying = media == "application/apply-patch+yaml";
+        let writer = query.writer(
+            target.resource,
+            if applying {
+                managed_fields::Operation::Apply
+            } else {
+                managed_fields::Operation::Update
+            },
+            subresource,
+            "PatchOptions",
+        )?;
+        let separate_status = target.resource.has(Subresource::Status);
         for _attempt in 0..8 {
             let current = match self.read(target.resource, target.namespace.as_deref(), name) {
-                Err(ApiError::NotFound { .. }) if media == "application/apply-patch+yaml" => {
-                    return self.create(target, patch, query).await;
+                Err(ApiError::NotFound { .. }) if applying => {
+                    return self.create(target, patch, query, &writer).await;
                 }
                 other => other?,
             };
@@ -46,6 +58,11 @@ impl ApiServer {
                 "application/merge-patch+json" => {
                     require_object(&patch)?;
                     json_patch::merge(&mut patched, &patch);
+                }
+                "application/apply-patch+yaml" if subresource != Some(Subresource::Scale) => {
+                    require_object(&patch)?;
+                    patched =
+                        applied(Some(&base), &patch, &writer, query.force(), separate_status)?;
                 }
                 "application/strategic-merge-patch+json" | "application/apply-patch+yaml" => {
                     strategic_merge(&mut patched, &patch)
@@ -79,6 +96,7 @@ impl ApiServer {
                     new,
                     subresource.filter(|s| s.writes_status()),
                     query,
+                    &writer,
                 )
                 .await
             {

@@ -19,7 +19,15 @@ impl ApiServer {
             return Err(ApiError::stale(target.resource, name));
         }
         let new = with_scale(&old, &scale)?;
-        let written = self.replace(target, name, old, new, None, query).await?;
+        let writer = query.writer(
+            target.resource,
+            managed_fields::Operation::Update,
+            Some(Subresource::Scale),
+            "UpdateOptions",
+        )?;
+        let written = self
+            .replace(target, name, old, new, None, query, &writer)
+            .await?;
         scale_of(target.resource, &written.object)
     }
 

@@ -22,11 +22,19 @@ impl ApiServer {
             return Err(ApiError::stale(target.resource, name));
         }
         let old = served(&current.value, current.mod_revision)?;
-        self.replace(target, name, old, object, subresource, query)
+        let writer = query.writer(
+            target.resource,
+            managed_fields::Operation::Update,
+            subresource,
+            "UpdateOptions",
+        )?;
+        self.replace(target, name, old, object, subresource, query, &writer)
             .await
     }
 
-    /// Writes `new` over `old` (both as served), keeping what clients may not change.
+    /// Writes `new` over `old` (both as served), keeping what clients may not change, and records the
+    /// fields `writer` changed (an apply's `new` carries its managedFields already).
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn replace(
         &self,
         target: &Target,
@@ -35,6 +43,7 @@ impl ApiServer {
         mut new: Value,
         subresource: Option<Subresource>,
         query: &Query,
+        writer: &managed_fields::Writer,
     ) -> Result<Written, ApiError> {
         let resource = target.resource;
         if subresource.is_some_and(Subresource::writes_status) {
@@ -69,9 +78,12 @@ impl ApiServer {
                 }
             }
         }
-        new["metadata"]
-            .as_object_mut()
-            .map(|m| m.remove("managedFields"));
+        let applying = writer.operation == managed_fields::Operation::Apply;
+        if !applying {
+            new["metadata"]
+                .as_object_mut()
+                .map(|m| m.remove("managedFields"));
+        }
         let write = Write {
             operation: Operation::Update,
             resource,
@@ -87,6 +99,20 @@ impl ApiServer {
         if resource.tracks_generation() && spec_of(&new) != spec_of(&old) {
             let generation = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
             new["metadata"]["generation"] = generation.into();
+        }
+        let separate_status = resource.has(Subresource::Status);
+        if managed_fields::same_content(&old, &new)
+            && (!applying || managed_fields::same_owners(&old, &new))
+        {
+            // Nothing changed: the owners' times stay as they were, and nothing is written.
+            new["metadata"]["managedFields"] = old["metadata"]["managedFields"].clone();
+            if new["metadata"]["managedFields"].is_null() {
+                new["metadata"]
+                    .as_object_mut()
+                    .map(|m| m.remove("managedFields"));
+            }
+        } else if !applying {
+            managed_fields::record_update(Some(&old), &mut new, writer, separate_status);
         }
         let revision = parse_revision(meta_str(&old, "resourceVersion").unwrap_or("0"))?;
         if new == old || query.dry_run() {
