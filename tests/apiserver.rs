@@ -108,6 +108,29 @@ const CMS: &str = "/api/v1/namespaces/default/configmaps";
 const PODS: &str = "/api/v1/namespaces/default/pods";
 const DEPLOYS: &str = "/apis/apps/v1/namespaces/default/deployments";
 
+/// New objects of kinds with a status carry Go's empty status; a deleted pod is answered with the pod.
+#[tokio::test]
+async fn new_objects_carry_an_empty_status_and_deleted_pods_come_back() {
+    let server = Server::api_only();
+    let api = Api::new(&server);
+    let (_, created) = api.post(DEPLOYS, deployment("web")).await;
+    assert_eq!(created["status"], json!({}), "{created}");
+    let (_, service) = api
+        .post(
+            "/api/v1/namespaces/default/services",
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+                   "spec": {"ports": [{"port": 80}]}}),
+        )
+        .await;
+    assert_eq!(service["status"], json!({"loadBalancer": {}}), "{service}");
+    let (_, config) = api.post(CMS, configmap("plain", json!({}))).await;
+    assert!(config.get("status").is_none(), "{config}");
+    api.post(PODS, pod("unbound")).await;
+    let (status, deleted) = api.delete(&format!("{PODS}/unbound"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(deleted["kind"], "Pod", "{deleted}");
+}
+
 #[tokio::test]
 async fn create_get_update_delete_round_trip_with_resource_versions() {
     let server = Server::api_only();
@@ -133,8 +156,18 @@ async fn create_get_update_delete_round_trip_with_resource_versions() {
         conflict["message"],
         "Operation cannot be fulfilled on configmaps \"a\": the object has been modified; please apply your changes to the latest version and try again"
     );
-    let (status, _) = api.delete(&format!("{CMS}/a"), None).await;
+    // A deleted ConfigMap is answered with a Success Status naming it, as Kubernetes does.
+    let (status, deleted) = api.delete(&format!("{CMS}/a"), None).await;
     assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (&deleted["kind"], &deleted["status"]),
+        (&json!("Status"), &json!("Success")),
+        "{deleted}"
+    );
+    assert_eq!(
+        deleted["details"],
+        json!({"name": "a", "group": "", "kind": "configmaps", "uid": created["metadata"]["uid"]})
+    );
     let (status, missing) = api.get(&format!("{CMS}/a")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(missing["kind"], "Status");
@@ -829,7 +862,9 @@ async fn discovery_lists_every_resource_with_its_subresources() {
             "coordination.k8s.io",
             "rbac.authorization.k8s.io",
             "discovery.k8s.io",
-            "certificates.k8s.io"
+            "certificates.k8s.io",
+            "authorization.k8s.io",
+            "authentication.k8s.io"
         ]
     );
     let (_, index) = api.get("/openapi/v3").await;

@@ -709,3 +709,159 @@ subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: alice}]
     );
     assert!(!ok);
 }
+
+/// kubectl 1.37 (protobuf reviews) as the users of a secured cluster.
+fn kubectl_1_37(server: &Server, token: Option<&str>, args: &[&str]) -> (bool, String, String) {
+    let mut command = Command::new(common::test_tool("kubectl-1.37/kubectl"));
+    command.arg("--kubeconfig").arg(server.kubeconfig());
+    if let Some(token) = token {
+        command.arg(format!("--token={token}"));
+    }
+    command.args(args);
+    let output = common::output_with_stdin(command, None);
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// `kubectl auth can-i` (and `--list`, and `--as`), `kubectl auth whoami`, SubjectAccessReview and TokenReview
+/// answer as RBAC decides, without storing anything.
+#[test]
+fn reviews_answer_can_i_whoami_and_token_questions_as_rbac_decides() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = secured_server(dir.path());
+    let (ok, out, err) = kubectl(&server, None, &["apply", "-f", "-"], Some(POLICY));
+    assert!(ok, "{out}{err}");
+    let alice = Some("alice-token");
+
+    for (args, expected) in [
+        (
+            &["auth", "can-i", "create", "configmaps", "-n", "dev"][..],
+            "yes",
+        ),
+        (
+            &["auth", "can-i", "get", "secrets/db", "-n", "dev"][..],
+            "yes",
+        ),
+        (
+            &["auth", "can-i", "create", "configmaps", "-n", "prod"][..],
+            "no",
+        ),
+        (&["auth", "can-i", "create", "clusterroles"][..], "no"),
+    ] {
+        let (ok, out, err) = kubectl_1_37(&server, alice, args);
+        assert_eq!(out.trim(), expected, "{args:?}: {err}");
+        assert_eq!(ok, expected == "yes", "kubectl exits 1 for no: {args:?}");
+    }
+    // The admin asks as alice.
+    let (ok, out, _) = kubectl_1_37(
+        &server,
+        None,
+        &[
+            "auth",
+            "can-i",
+            "list",
+            "configmaps",
+            "-n",
+            "prod",
+            "--as",
+            "alice",
+        ],
+    );
+    assert!(!ok && out.trim() == "no", "{out}");
+
+    let (ok, out, err) = kubectl_1_37(&server, alice, &["auth", "can-i", "--list", "-n", "dev"]);
+    assert!(ok, "{err}");
+    let rows = |resource: &str| {
+        out.lines()
+            .filter(|l| l.split_whitespace().next() == Some(resource))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let configmaps = rows("configmaps");
+    assert!(
+        configmaps.contains("create")
+            && configmaps.contains("delete")
+            && configmaps.contains("get"),
+        "{out}"
+    );
+    assert!(
+        !rows("selfsubjectaccessreviews.authorization.k8s.io").is_empty(),
+        "{out}"
+    );
+    assert!(
+        rows("clusterroles.rbac.authorization.k8s.io").is_empty(),
+        "{out}"
+    );
+
+    let (ok, out, err) = kubectl_1_37(
+        &server,
+        Some("bob-token"),
+        &["auth", "whoami", "-o", "json"],
+    );
+    assert!(ok, "{err}");
+    let whoami: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(whoami["kind"], "SelfSubjectReview");
+    assert_eq!(whoami["status"]["userInfo"]["username"], "bob");
+    assert_eq!(
+        whoami["status"]["userInfo"]["groups"],
+        json!(["ops", "other", "system:authenticated"])
+    );
+
+    // An admin's reviews about others; nothing is stored, and malformed reviews are 422s.
+    let post = |path: &str, body: Value| {
+        let response = server
+            .http()
+            .post(format!("{}{path}", server.url))
+            .json(&body)
+            .send()
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.json::<Value>().unwrap(),
+        )
+    };
+    let reviews = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
+    let (code, review) = post(
+        reviews,
+        json!({"spec": {"user": "alice", "resourceAttributes":
+            {"namespace": "dev", "verb": "delete", "resource": "configmaps"}}}),
+    );
+    assert_eq!(
+        (code, &review["status"]["allowed"]),
+        (201, &json!(true)),
+        "{review}"
+    );
+    let (_, review) = post(
+        reviews,
+        json!({"spec": {"groups": ["ops"], "resourceAttributes":
+            {"namespace": "prod", "verb": "delete", "resource": "configmaps"}}}),
+    );
+    assert_eq!(review["status"]["allowed"], false, "{review}");
+    let (code, status) = post(reviews, json!({"spec": {"user": "alice"}}));
+    assert_eq!(code, 422, "{status}");
+    assert_eq!(
+        status["details"]["causes"][0]["field"],
+        "spec.resourceAttributes"
+    );
+    let (code, status) = post(
+        "/apis/authorization.k8s.io/v1/namespaces/dev/localsubjectaccessreviews",
+        json!({"spec": {"user": "alice", "resourceAttributes": {"namespace": "prod", "verb": "get", "resource": "pods"}}}),
+    );
+    assert_eq!(code, 400, "{status}");
+
+    let tokens = "/apis/authentication.k8s.io/v1/tokenreviews";
+    let (_, review) = post(tokens, json!({"spec": {"token": "alice-token"}}));
+    assert_eq!(review["status"]["authenticated"], true, "{review}");
+    assert_eq!(review["status"]["user"]["username"], "alice");
+    let (_, review) = post(tokens, json!({"spec": {"token": "nobody"}}));
+    assert_eq!(review["status"]["authenticated"], false, "{review}");
+    let listed = server
+        .http()
+        .get(format!("{}{reviews}", server.url))
+        .send()
+        .unwrap();
+    assert_eq!(listed.status(), 405, "reviews are created, never listed");
+}

@@ -67,7 +67,9 @@ def follow():
 watcher = threading.Thread(target=follow)
 watcher.start()
 core.create_namespaced_config_map("default", client.V1ConfigMap(metadata=client.V1ObjectMeta(name="watched")))
-core.delete_namespaced_config_map("watched", "default")
+deleted = core.delete_namespaced_config_map("watched", "default")
+# The client (v37) hands the Status over as a dict.
+assert deleted["status"] == "Success" and deleted["details"]["name"] == "watched", deleted
 watcher.join(timeout=15)
 assert seen == [("ADDED", "watched"), ("DELETED", "watched")], seen
 print("python client: ok")

@@ -154,6 +154,16 @@ pub fn cluster_roles() -> Vec<ClusterRole> {
             vec![json!({"nonResourceURLs": discovery, "verbs": ["get"]})],
         ),
         cluster_role(
+            "system:basic-user",
+            vec![
+                json!({"apiGroups": ["authorization.k8s.io"],
+                       "resources": ["selfsubjectaccessreviews", "selfsubjectrulesreviews"],
+                       "verbs": ["create"]}),
+                json!({"apiGroups": ["authentication.k8s.io"], "resources": ["selfsubjectreviews"],
+                       "verbs": ["create"]}),
+            ],
+        ),
+        cluster_role(
             "system:public-info-viewer",
             vec![json!({"nonResourceURLs": public_info, "verbs": ["get"]})],
         ),
@@ -195,6 +205,12 @@ pub fn cluster_role_bindings() -> Vec<ClusterRoleBinding> {
         binding(
             "system:discovery",
             "system:discovery",
+            "Group",
+            &["system:authenticated"],
+        ),
+        binding(
+            "system:basic-user",
+            "system:basic-user",
             "Group",
             &["system:authenticated"],
         ),

@@ -686,6 +686,14 @@ impl KindRules for EndpointSlice {
     }
 }
 
+// Reviews are answered and never stored; the apiserver's review handler checks them.
+impl KindRules for k8s_openapi::api::authorization::v1::SelfSubjectAccessReview {}
+impl KindRules for k8s_openapi::api::authorization::v1::SubjectAccessReview {}
+impl KindRules for k8s_openapi::api::authorization::v1::LocalSubjectAccessReview {}
+impl KindRules for k8s_openapi::api::authorization::v1::SelfSubjectRulesReview {}
+impl KindRules for k8s_openapi::api::authentication::v1::SelfSubjectReview {}
+impl KindRules for k8s_openapi::api::authentication::v1::TokenReview {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -145,7 +145,7 @@ impl Policy {
     }
 
     /// The rules that apply to `user` for a request in `namespace` (cluster-wide ones always).
-    fn rules_for(&self, user: &User, namespace: Option<&str>) -> Vec<PolicyRule> {
+    pub fn rules_for(&self, user: &User, namespace: Option<&str>) -> Vec<PolicyRule> {
         let bound = |subjects: &Option<Vec<Subject>>| {
             subjects.iter().flatten().any(|s| subject_matches(s, user))
         };

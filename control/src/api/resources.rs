@@ -5,6 +5,10 @@ use super::kinds::{KindRules, NameRule};
 use super::table::{self, TableSpec};
 use super::validation::{self, Cause};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::authentication::v1::{SelfSubjectReview, TokenReview};
+use k8s_openapi::api::authorization::v1::{
+    LocalSubjectAccessReview, SelfSubjectAccessReview, SelfSubjectRulesReview, SubjectAccessReview,
+};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -111,6 +115,8 @@ pub struct ResourceType {
     pub status_on_create: bool,
     /// The table columns of `kubectl get`.
     pub table: &'static TableSpec,
+    /// Whether objects are reviews: created and answered, never stored (access, rules and token reviews).
+    pub review: bool,
     admit: AdmitFn,
 }
 
@@ -132,6 +138,18 @@ impl ResourceType {
             self.kind,
             "Pod" | "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" | "Job" | "CronJob"
         )
+    }
+
+    /// The status a new object of the type carries before anyone reports one, as Go writes its empty status
+    /// struct: `{}` (`{"loadBalancer": {}}` for Services); `None` for kinds without a status.
+    pub fn empty_status(&self) -> Option<serde_json::Value> {
+        if !self.has(Subresource::Status) {
+            return None;
+        }
+        Some(match self.kind {
+            "Service" => serde_json::json!({"loadBalancer": {}}),
+            _ => serde_json::json!({}),
+        })
     }
 
     /// Whether the type has this subresource.
@@ -236,7 +254,7 @@ where
 use Subresource::{Approval, Binding, Log, PortForward, Scale, Status};
 
 macro_rules! resource {
-    ($ty:ty, $plural:literal, $singular:literal, [$($short:literal),*], all: $all:literal, [$($sub:expr),*], fields: [$($field:literal),*], table: $table:expr $(, status_on_create: $soc:literal)?) => {
+    ($ty:ty, $plural:literal, $singular:literal, [$($short:literal),*], all: $all:literal, [$($sub:expr),*], fields: [$($field:literal),*], table: $table:expr $(, status_on_create: $soc:literal)? $(, review: $review:literal)?) => {
         ResourceType {
             group: <$ty as Resource>::GROUP,
             version: <$ty as Resource>::VERSION,
@@ -250,6 +268,7 @@ macro_rules! resource {
             field_selectors: &[$($field),*],
             status_on_create: false $(|| $soc)?,
             table: $table,
+            review: false $(|| $review)?,
             admit: admit::<$ty>,
         }
     };
@@ -283,6 +302,12 @@ pub fn all() -> &'static [ResourceType] {
             resource!(ClusterRoleBinding, "clusterrolebindings", "clusterrolebinding", [], all: false, [], fields: [], table: &table::BINDINGS),
             resource!(EndpointSlice, "endpointslices", "endpointslice", [], all: false, [], fields: [], table: &table::ENDPOINT_SLICES),
             resource!(CertificateSigningRequest, "certificatesigningrequests", "certificatesigningrequest", ["csr"], all: false, [Status, Approval], fields: ["spec.signerName"], table: &table::CERTIFICATE_SIGNING_REQUESTS),
+            resource!(SelfSubjectAccessReview, "selfsubjectaccessreviews", "", [], all: false, [], fields: [], table: &table::CREATED, review: true),
+            resource!(SubjectAccessReview, "subjectaccessreviews", "", [], all: false, [], fields: [], table: &table::CREATED, review: true),
+            resource!(LocalSubjectAccessReview, "localsubjectaccessreviews", "", [], all: false, [], fields: [], table: &table::CREATED, review: true),
+            resource!(SelfSubjectRulesReview, "selfsubjectrulesreviews", "", [], all: false, [], fields: [], table: &table::CREATED, review: true),
+            resource!(SelfSubjectReview, "selfsubjectreviews", "", [], all: false, [], fields: [], table: &table::CREATED, review: true),
+            resource!(TokenReview, "tokenreviews", "", [], all: false, [], fields: [], table: &table::CREATED, review: true),
         ]
     })
 }

@@ -85,6 +85,11 @@ impl ApiServer {
             return self.auth.anonymous.then(anonymous);
         };
         let token = value.to_str().ok()?.strip_prefix("Bearer ")?.trim();
+        self.user_of_token(token)
+    }
+
+    /// The user a bearer token authenticates, in `system:authenticated`.
+    pub(super) fn user_of_token(&self, token: &str) -> Option<User> {
         let mut user = match self.auth.tokens.get(token) {
             Some(user) => user.clone(),
             None => self.user_of_token_secret(token)?,
@@ -249,7 +254,7 @@ impl ApiServer {
     }
 
     /// Asks the authorizers in order; the first to allow wins.
-    fn authorize(
+    pub(super) fn authorize(
         &self,
         user: &User,
         asked: &Request,
@@ -281,7 +286,7 @@ impl ApiServer {
     }
 
     /// The roles and bindings that can apply to a request: cluster-wide ones and its namespace's.
-    fn rbac_policy(&self, asked: &Request) -> Result<Policy, ApiError> {
+    pub(super) fn rbac_policy(&self, asked: &Request) -> Result<Policy, ApiError> {
         self.rbac_policy_in(match asked {
             Request::Resource(r) => r.namespace.as_deref(),
             Request::NonResource { .. } => None,

@@ -58,6 +58,9 @@ pub fn api_group(group: &str) -> Option<Value> {
 }
 
 fn verbs(resource: &ResourceType) -> Vec<&'static str> {
+    if resource.review {
+        return vec!["create"];
+    }
     let mut verbs = vec![
         "create",
         "delete",

@@ -13,6 +13,7 @@ mod pod_admission;
 mod pod_security;
 mod portforward;
 mod rbac_escalation;
+mod reviews;
 pub mod service_network;
 mod watch;
 
@@ -370,6 +371,15 @@ async fn serve(
 ) -> Result<Response, ApiError> {
     let query = &request.query;
     let resource = target.resource;
+    if resource.review {
+        return match (request.method, name, subresource) {
+            (Method::POST, None, None) => {
+                let object = decode_body(content_type(&request.headers), &request.body)?;
+                Ok(negotiated.respond(StatusCode::CREATED, &server.review(target, object)?))
+            }
+            _ => Err(ApiError::MethodNotAllowed),
+        };
+    }
     let table = wants_table(&request.headers);
     match request.method {
         Method::POST => query.check_dry_run("CreateOptions")?,

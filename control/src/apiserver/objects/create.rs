@@ -55,6 +55,11 @@ impl ApiServer {
         let _held = self.hold_for_admission(&write).await?;
         let (mut object, mut warnings) = admit(target.resource, object, None, Some(&uid), query)?;
         warnings.extend(self.admit_write(&write, &mut object)?);
+        if let Some(empty) = target.resource.empty_status()
+            && object.get("status").is_none_or(Value::is_null)
+        {
+            object["status"] = empty;
+        }
         if writer.operation == managed_fields::Operation::Update {
             managed_fields::record_update(None, &mut object, writer, separate_status);
         }

@@ -2,15 +2,58 @@
 
 use super::*;
 
+/// What a deletion did to its object.
+enum Deleted {
+    /// The object is marked for deletion (finalizers, a grace period, a namespace's content) and still there.
+    Pending(Value),
+    /// The object is gone (or, in a dry run, would be).
+    Gone(Value),
+}
+
+impl Deleted {
+    fn into_object(self) -> Value {
+        match self {
+            Deleted::Pending(object) | Deleted::Gone(object) => object,
+        }
+    }
+}
+
+/// Kinds whose DELETE answers with the deleted object, as their Kubernetes storage says
+/// (`ReturnDeletedObject`); the others answer a Success Status naming it.
+fn returns_deleted_object(resource: &ResourceType) -> bool {
+    matches!(resource.kind, "Pod" | "Namespace")
+}
+
 impl ApiServer {
-    /// DELETE of one object, honouring preconditions, graceful pod deletion, finalizers and propagation. A
-    /// write that races another is tried again on the new state unless the client sent preconditions.
+    /// DELETE of one object, honouring preconditions, graceful pod deletion, finalizers and propagation: the
+    /// object while its deletion is pending, else a Success Status (or the object, for pods and namespaces).
     pub async fn delete(
         &self,
         target: &Target,
         name: &str,
         deletion: &Deletion,
     ) -> Result<Value, ApiError> {
+        Ok(match self.delete_object(target, name, deletion).await? {
+            Deleted::Pending(object) => object,
+            Deleted::Gone(object) if returns_deleted_object(target.resource) => object,
+            Deleted::Gone(object) => json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                "details": {
+                    "name": name, "group": target.resource.group,
+                    "kind": target.resource.plural, "uid": object["metadata"]["uid"],
+                },
+            }),
+        })
+    }
+
+    /// Deletes one object; a write that races another is tried again on the new state unless the client
+    /// sent preconditions.
+    async fn delete_object(
+        &self,
+        target: &Target,
+        name: &str,
+        deletion: &Deletion,
+    ) -> Result<Deleted, ApiError> {
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -22,12 +65,12 @@ impl ApiServer {
         }
     }
 
-    pub(super) async fn delete_once(
+    async fn delete_once(
         &self,
         target: &Target,
         name: &str,
         deletion: &Deletion,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Deleted, ApiError> {
         let resource = target.resource;
         self.admit_request(&Write {
             operation: Operation::Delete,
@@ -66,7 +109,7 @@ impl ApiServer {
         let grace = deletion.grace_period_seconds;
         let policy = deletion.propagation_policy.as_str();
         if deletion.dry_run {
-            return Ok(object);
+            return Ok(Deleted::Gone(object));
         }
         let mut finalizers: Vec<Value> = object["metadata"]["finalizers"]
             .as_array()
@@ -115,7 +158,10 @@ impl ApiServer {
                     .into();
                 object["metadata"]["deletionGracePeriodSeconds"] = pod_grace.into();
             } else if pod_grace == 0 && finalizers.is_empty() && !namespace_busy {
-                return self.remove(target, name, current.mod_revision).await;
+                return self
+                    .remove(target, name, current.mod_revision)
+                    .await
+                    .map(Deleted::Gone);
             } else if let Some(previous) = object["metadata"]["deletionGracePeriodSeconds"].as_i64()
                 && pod_grace < previous
             {
@@ -137,9 +183,11 @@ impl ApiServer {
                 .await
                 .map_err(|e| ApiError::from_store(e, resource, name))?;
             object["metadata"]["resourceVersion"] = revision.to_string().into();
-            return Ok(object);
+            return Ok(Deleted::Pending(object));
         }
-        self.remove(target, name, current.mod_revision).await
+        self.remove(target, name, current.mod_revision)
+            .await
+            .map(Deleted::Gone)
     }
 
     pub(super) async fn remove(
@@ -199,8 +247,8 @@ impl ApiServer {
                 resource: target.resource,
                 namespace,
             };
-            match self.delete(&one, &name, deletion).await {
-                Ok(object) => deleted.push(object),
+            match self.delete_object(&one, &name, deletion).await {
+                Ok(outcome) => deleted.push(outcome.into_object()),
                 Err(ApiError::NotFound { .. }) => {}
                 Err(e) => return Err(e),
             }
