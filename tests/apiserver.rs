@@ -1031,3 +1031,87 @@ fn assert_invalid(code: StatusCode, status: &Value, text: &str) {
         "{status}"
     );
 }
+
+/// pods/eviction as Kubernetes answers it: pods that are not running go at once; a running pod's budget must
+/// allow a disruption (else 429 with the budget's numbers), which the eviction spends and records.
+#[tokio::test]
+async fn evictions_spend_the_disruption_budget_or_are_refused_with_429() {
+    let server = Server::api_only();
+    let api = Api::new(&server);
+    let budgets = "/apis/policy/v1/namespaces/default/poddisruptionbudgets";
+    let evict = |name: &str| json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": "default"}});
+    api.post(PODS, pod("pending")).await;
+    let (code, status) = api
+        .post(&format!("{PODS}/pending/eviction"), evict("pending"))
+        .await;
+    assert_eq!(
+        (code, &status["status"]),
+        (StatusCode::CREATED, &json!("Success")),
+        "{status}"
+    );
+    assert_eq!(
+        api.get(&format!("{PODS}/pending")).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    let (code, budget) = api
+        .post(
+            budgets,
+            json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "web"},
+                   "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}}),
+        )
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{budget}");
+    let (_, created) = api.post(PODS, pod("running")).await;
+    let mut running = created.clone();
+    running["status"] =
+        json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]});
+    let (code, _) = api.put(&format!("{PODS}/running/status"), running).await;
+    assert_eq!(code, StatusCode::OK);
+    let set_allowed = |allowed: i64| {
+        let mut budget = budget.clone();
+        budget["status"] = json!({"observedGeneration": 1, "disruptionsAllowed": allowed,
+                                  "currentHealthy": 1, "desiredHealthy": 1, "expectedPods": 1});
+        budget["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("resourceVersion");
+        budget
+    };
+    api.put(&format!("{budgets}/web/status"), set_allowed(0))
+        .await;
+    let (code, refused) = api
+        .post(&format!("{PODS}/running/eviction"), evict("running"))
+        .await;
+    assert_eq!(code, StatusCode::TOO_MANY_REQUESTS, "{refused}");
+    assert_eq!(refused["reason"], "TooManyRequests");
+    assert_eq!(
+        refused["message"],
+        "Cannot evict pod as it would violate the pod's disruption budget."
+    );
+    assert_eq!(
+        refused["details"]["causes"][0],
+        json!({"reason": "DisruptionBudget", "message": "The disruption budget web needs 1 healthy pods and has 1 currently"})
+    );
+    let (code, _) = api
+        .post(&format!("{PODS}/running/eviction"), evict("other"))
+        .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+
+    api.put(&format!("{budgets}/web/status"), set_allowed(1))
+        .await;
+    let (code, status) = api
+        .post(&format!("{PODS}/running/eviction"), evict("running"))
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{status}");
+    assert_eq!(
+        api.get(&format!("{PODS}/running")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let (_, spent) = api.get(&format!("{budgets}/web")).await;
+    assert_eq!(spent["status"]["disruptionsAllowed"], 0, "{spent}");
+    assert!(
+        spent["status"]["disruptedPods"]["running"].is_string(),
+        "{spent}"
+    );
+}

@@ -598,3 +598,103 @@ subjects: [{kind: Group, name: ops, apiGroup: rbac.authorization.k8s.io}]
     assert_eq!(role["rules"][0]["resources"], json!(["pods", "pods/log"]));
     assert_eq!(role["rules"][0]["verbs"], json!(["get", "list"]));
 }
+
+/// `kubectl drain` evicts a node's pods through policy/v1 Eviction, which keeps PodDisruptionBudgets: a
+/// budget that allows no disruption holds the drain (429s until its timeout), one that allows it lets the
+/// pods go and their replacements start elsewhere.
+#[test]
+fn kubectl_1_37_drain_respects_pod_disruption_budgets() {
+    let server = Server::start();
+    let _first = NodeAgent::start(&server, "drain-a");
+    let _second = NodeAgent::start(&server, "drain-b");
+    let kubectl = Kubectl {
+        binary: kubectl_1_37(),
+        server: &server,
+    };
+    let hello = common::wasm_app("wasm32-wasip2", "hello_http");
+    let manifest = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: 3\n\
+         \x20 selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n\
+         \x20   spec:\n      containers: [{{name: web, image: \"file://{}\", ports: [{{containerPort: 8080}}]}}]\n\
+         ---\napiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {{name: web}}\n\
+         spec: {{minAvailable: 3, selector: {{matchLabels: {{app: web}}}}}}\n",
+        hello.display()
+    );
+    let (ok, out, err) = kubectl.run(&["apply", "-f", "-"], Some(&manifest));
+    assert!(ok, "{out}{err}");
+    let budget = common::wait_until(
+        &server,
+        "/apis/policy/v1/namespaces/default/poddisruptionbudgets/web",
+        "counted",
+        |b| b["status"]["currentHealthy"] == 3,
+    );
+    assert_eq!(
+        (
+            &budget["status"]["desiredHealthy"],
+            &budget["status"]["disruptionsAllowed"]
+        ),
+        (&json!(3), &json!(0)),
+        "{budget}"
+    );
+    let out = kubectl.ok(&["get", "pdb"]);
+    assert!(
+        out.contains("MIN AVAILABLE") && out.lines().nth(1).is_some_and(|l| l.starts_with("web")),
+        "{out}"
+    );
+    let pods = get_json(
+        &server,
+        "/api/v1/namespaces/default/pods?labelSelector=app%3Dweb",
+    );
+    let node = pods["items"][0]["spec"]["nodeName"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // No disruption allowed: the drain cordons the node, is refused and gives up at its timeout.
+    let (ok, _, err) = kubectl.run(&["drain", &node, "--timeout=4s"], None);
+    assert!(!ok);
+    assert!(
+        err.contains("Cannot evict pod as it would violate the pod's disruption budget"),
+        "{err}"
+    );
+    assert_eq!(
+        get_json(&server, &format!("/api/v1/nodes/{node}"))["spec"]["unschedulable"],
+        true
+    );
+    let still = get_json(
+        &server,
+        "/api/v1/namespaces/default/pods?labelSelector=app%3Dweb",
+    );
+    assert_eq!(still["items"].as_array().unwrap().len(), 3);
+
+    // One disruption at a time allowed: the drain evicts the node's pods one after the other.
+    kubectl.ok(&[
+        "patch",
+        "pdb",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"minAvailable":2}}"#,
+    ]);
+    let out = kubectl.ok(&["drain", &node, "--timeout=90s"]);
+    assert!(out.contains("drained"), "{out}");
+    let moved = common::wait_until(
+        &server,
+        "/apis/apps/v1/namespaces/default/deployments/web",
+        "3 ready again",
+        |d| d["status"]["readyReplicas"] == 3,
+    );
+    assert_eq!(moved["status"]["replicas"], 3);
+    let pods = get_json(
+        &server,
+        "/api/v1/namespaces/default/pods?labelSelector=app%3Dweb",
+    );
+    assert!(
+        pods["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["spec"]["nodeName"] != node.as_str()),
+        "{pods}"
+    );
+}

@@ -7,7 +7,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use serde_json::{Value, json};
 
 /// What `view` may read: everything of a namespace but its Secrets and its roles.
-const VIEWABLE: [(&str, &[&str]); 5] = [
+const VIEWABLE: [(&str, &[&str]); 6] = [
     (
         "",
         &[
@@ -48,14 +48,20 @@ const VIEWABLE: [(&str, &[&str]); 5] = [
     ),
     ("discovery.k8s.io", &["endpointslices"]),
     ("events.k8s.io", &["events"]),
+    (
+        "policy",
+        &["poddisruptionbudgets", "poddisruptionbudgets/status"],
+    ),
 ];
 
-/// What `edit` may change besides: the workloads, their configuration and Secrets, port forwarding.
-const EDITABLE: [(&str, &[&str]); 4] = [
+/// What `edit` may change besides: the workloads, their configuration and Secrets, port forwarding,
+/// evictions and disruption budgets.
+const EDITABLE: [(&str, &[&str]); 5] = [
     (
         "",
         &[
             "pods",
+            "pods/eviction",
             "pods/portforward",
             "services",
             "endpoints",
@@ -77,6 +83,7 @@ const EDITABLE: [(&str, &[&str]); 4] = [
     ),
     ("batch", &["jobs", "cronjobs"]),
     ("coordination.k8s.io", &["leases"]),
+    ("policy", &["poddisruptionbudgets"]),
 ];
 
 /// The user a node proxy (`wasmkube proxy`, kube-proxy) runs as; `system:node-proxier` lets it follow Services.

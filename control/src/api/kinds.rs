@@ -686,6 +686,16 @@ impl KindRules for EndpointSlice {
     }
 }
 
+impl KindRules for k8s_openapi::api::policy::v1::PodDisruptionBudget {
+    fn validate(&self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        if let Some(spec) = &self.spec {
+            validation::workloads::disruption_budget(spec, &mut causes);
+        }
+        causes
+    }
+}
+
 // Reviews are answered and never stored; the apiserver's review handler checks them.
 impl KindRules for k8s_openapi::api::authorization::v1::SelfSubjectAccessReview {}
 impl KindRules for k8s_openapi::api::authorization::v1::SubjectAccessReview {}

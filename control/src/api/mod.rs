@@ -3,6 +3,7 @@
 
 pub mod bootstrap_policy;
 pub mod csr;
+pub mod disruption;
 pub mod impersonation;
 pub mod kinds;
 pub mod managed_fields;

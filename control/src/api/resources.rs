@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event, LimitRange, Namespace, Node, Pod, ResourceQuota, Secret, Service,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::{Metadata, Resource};
@@ -38,6 +39,8 @@ pub enum Subresource {
     PortForward,
     /// `approval`: a CertificateSigningRequest's approval conditions (written like `status`).
     Approval,
+    /// `eviction`: a pod's deletion that respects its disruption budget (policy/v1 Eviction).
+    Eviction,
 }
 
 impl Subresource {
@@ -50,6 +53,7 @@ impl Subresource {
             Subresource::Log => "log",
             Subresource::PortForward => "portforward",
             Subresource::Approval => "approval",
+            Subresource::Eviction => "eviction",
         }
     }
 
@@ -136,7 +140,14 @@ impl ResourceType {
     pub fn tracks_generation(&self) -> bool {
         matches!(
             self.kind,
-            "Pod" | "Deployment" | "ReplicaSet" | "DaemonSet" | "StatefulSet" | "Job" | "CronJob"
+            "Pod"
+                | "Deployment"
+                | "ReplicaSet"
+                | "DaemonSet"
+                | "StatefulSet"
+                | "Job"
+                | "CronJob"
+                | "PodDisruptionBudget"
         )
     }
 
@@ -251,7 +262,7 @@ where
     })
 }
 
-use Subresource::{Approval, Binding, Log, PortForward, Scale, Status};
+use Subresource::{Approval, Binding, Eviction, Log, PortForward, Scale, Status};
 
 macro_rules! resource {
     ($ty:ty, $plural:literal, $singular:literal, [$($short:literal),*], all: $all:literal, [$($sub:expr),*], fields: [$($field:literal),*], table: $table:expr $(, status_on_create: $soc:literal)? $(, review: $review:literal)?) => {
@@ -281,7 +292,7 @@ pub fn all() -> &'static [ResourceType] {
         vec![
             resource!(Namespace, "namespaces", "namespace", ["ns"], all: false, [Status], fields: ["status.phase"], table: &table::NAMESPACES),
             resource!(Node, "nodes", "node", ["no"], all: false, [Status], fields: ["spec.unschedulable"], table: &table::NODES, status_on_create: true),
-            resource!(Pod, "pods", "pod", ["po"], all: true, [Status, Binding, Log, PortForward], fields: ["spec.nodeName", "status.phase", "spec.restartPolicy", "spec.schedulerName", "status.podIP"], table: &table::PODS),
+            resource!(Pod, "pods", "pod", ["po"], all: true, [Status, Binding, Log, PortForward, Eviction], fields: ["spec.nodeName", "status.phase", "spec.restartPolicy", "spec.schedulerName", "status.podIP"], table: &table::PODS),
             resource!(Service, "services", "service", ["svc"], all: true, [Status], fields: ["spec.clusterIP", "spec.type"], table: &table::SERVICES),
             resource!(Endpoints, "endpoints", "endpoints", ["ep"], all: false, [], fields: [], table: &table::ENDPOINTS),
             resource!(ConfigMap, "configmaps", "configmap", ["cm"], all: false, [], fields: [], table: &table::CONFIGMAPS),
@@ -302,6 +313,7 @@ pub fn all() -> &'static [ResourceType] {
             resource!(ClusterRoleBinding, "clusterrolebindings", "clusterrolebinding", [], all: false, [], fields: [], table: &table::BINDINGS),
             resource!(EndpointSlice, "endpointslices", "endpointslice", [], all: false, [], fields: [], table: &table::ENDPOINT_SLICES),
             resource!(CertificateSigningRequest, "certificatesigningrequests", "certificatesigningrequest", ["csr"], all: false, [Status, Approval], fields: ["spec.signerName"], table: &table::CERTIFICATE_SIGNING_REQUESTS),
+            resource!(PodDisruptionBudget, "poddisruptionbudgets", "poddisruptionbudget", ["pdb"], all: false, [Status], fields: [], table: &table::DISRUPTION_BUDGETS),
             resource!(SelfSubjectAccessReview, "selfsubjectaccessreviews", "", [], all: false, [], fields: [], table: &table::CREATED, review: true),
             resource!(SubjectAccessReview, "subjectaccessreviews", "", [], all: false, [], fields: [], table: &table::CREATED, review: true),
             resource!(LocalSubjectAccessReview, "localsubjectaccessreviews", "", [], all: false, [], fields: [], table: &table::CREATED, review: true),
@@ -310,6 +322,13 @@ pub fn all() -> &'static [ResourceType] {
             resource!(TokenReview, "tokenreviews", "", [], all: false, [], fields: [], table: &table::CREATED, review: true),
         ]
     })
+}
+
+/// The resource types whose objects are stored (all but the reviews): what controllers watch, the garbage
+/// collector follows and namespace deletion empties.
+pub fn stored() -> &'static [&'static ResourceType] {
+    static STORED: std::sync::OnceLock<Vec<&'static ResourceType>> = std::sync::OnceLock::new();
+    STORED.get_or_init(|| all().iter().filter(|r| !r.review).collect())
 }
 
 /// Finds a resource type by group, version and plural name.

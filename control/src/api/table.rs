@@ -648,6 +648,29 @@ pub static CRON_JOBS: TableSpec = TableSpec {
     },
 };
 
+/// poddisruptionbudgets: kubectl's columns.
+pub static DISRUPTION_BUDGETS: TableSpec = TableSpec {
+    columns: &[
+        col("Min Available", "string", 0),
+        col("Max Unavailable", "string", 0),
+        col("Allowed Disruptions", "integer", 0),
+        col("Age", "string", 0),
+    ],
+    row: |v, now| {
+        let int_or_percent = |path: &str| match at(v, path) {
+            Value::Null => "N/A".to_owned(),
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        vec![
+            int_or_percent("spec.minAvailable").into(),
+            int_or_percent("spec.maxUnavailable").into(),
+            n(v, "status.disruptionsAllowed").into(),
+            created(v, now),
+        ]
+    },
+};
+
 /// leases
 pub static LEASES: TableSpec = TableSpec {
     columns: &[col("Holder", "string", 0), col("Age", "string", 0)],

@@ -71,6 +71,14 @@ pub enum ApiError {
     /// 406 NotAcceptable: the client accepts no media type the response can be written in.
     #[error("only the following media types are accepted: {0}")]
     NotAcceptable(&'static str),
+    /// 429 TooManyRequests: an eviction its disruption budget forbids now.
+    #[error("{message}")]
+    TooManyRequests {
+        /// What was refused.
+        message: String,
+        /// Why (the budget's numbers), a `DisruptionBudget` cause.
+        cause: String,
+    },
     /// 413 RequestEntityTooLarge.
     #[error("the request body is larger than the limit of {0} bytes")]
     TooLarge(usize),
@@ -156,6 +164,7 @@ impl ApiError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType")
             }
             ApiError::NotAcceptable(_) => (StatusCode::NOT_ACCEPTABLE, "NotAcceptable"),
+            ApiError::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "TooManyRequests"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge"),
             ApiError::Expired(_) => (StatusCode::GONE, "Expired"),
             ApiError::Timeout(_) => (StatusCode::GATEWAY_TIMEOUT, "Timeout"),
@@ -183,6 +192,10 @@ impl ApiError {
                 Some(json!({"name": name, "group": group, "kind": kind, "causes": causes}))
             }
             ApiError::PathNotFound => Some(json!({})),
+            ApiError::TooManyRequests { cause, .. } => Some(json!({
+                "causes": [{"reason": "DisruptionBudget", "message": cause}],
+                "retryAfterSeconds": 10,
+            })),
             ApiError::ApplyConflict(conflicts) => {
                 let causes: Vec<Value> = conflicts
                     .causes

@@ -462,6 +462,13 @@ async fn serve(
                 server.create(target, object, query, &writer).await?,
             ))
         }
+        (Method::POST, Some(name), Some(Subresource::Eviction)) => {
+            let eviction = decode_body(content_type(&request.headers), &request.body)?;
+            Ok(negotiated.respond(
+                StatusCode::CREATED,
+                &server.evict(target, name, eviction, query).await?,
+            ))
+        }
         (Method::POST, Some(name), Some(Subresource::Binding)) => {
             let binding = decode_body(content_type(&request.headers), &request.body)?;
             Ok(negotiated.respond(

@@ -81,7 +81,7 @@ pub enum Action {
 impl Graph {
     /// Whether every kind has been listed once.
     pub fn synced(&self) -> bool {
-        self.synced.len() == resources::all().len()
+        self.synced.len() == resources::stored().len()
     }
 
     /// Takes one watch event of kind `kind`.
@@ -129,7 +129,7 @@ impl Graph {
 
     /// Marks every kind listed.
     pub fn mark_synced(&mut self) {
-        self.synced = (0..resources::all().len()).collect();
+        self.synced = (0..resources::stored().len()).collect();
     }
 
     fn get(&self, uid: &str) -> Option<&Node> {
@@ -250,7 +250,7 @@ async fn execute(
     uid: String,
     action: Action,
 ) -> Result<(), kube::Error> {
-    let resource = &resources::all()[node.kind];
+    let resource = &resources::stored()[node.kind];
     let api = api_for(&client, resource, node.namespace.as_deref());
     match action {
         Action::Delete { foreground, .. } => {
@@ -317,15 +317,18 @@ fn uid_of(action: &Action) -> &str {
 
 /// Runs the collector until the process ends.
 pub async fn run(client: kube::Client) {
-    let watches = resources::all().iter().enumerate().map(|(kind, resource)| {
-        watcher::watcher(
-            Api::<DynamicObject>::all_with(client.clone(), &api_resource(resource)),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .map(move |event| (kind, event))
-        .boxed()
-    });
+    let watches = resources::stored()
+        .iter()
+        .enumerate()
+        .map(|(kind, resource)| {
+            watcher::watcher(
+                Api::<DynamicObject>::all_with(client.clone(), &api_resource(resource)),
+                watcher::Config::default(),
+            )
+            .default_backoff()
+            .map(move |event| (kind, event))
+            .boxed()
+        });
     let mut events = stream::select_all(watches);
     let mut graph = Graph::default();
     let mut issued: HashMap<Action, Instant> = HashMap::new();
@@ -376,7 +379,7 @@ mod tests {
     use super::*;
 
     fn kind(name: &str) -> usize {
-        resources::all()
+        resources::stored()
             .iter()
             .position(|r| r.kind == name)
             .unwrap()

@@ -6,6 +6,7 @@ pub mod certificates;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod garbage_collector;
 pub mod job;
@@ -93,6 +94,7 @@ pub async fn run(client: kube::Client, config: ControllersConfig) {
         statefulset::run(client.clone()),
         cronjob::run(client.clone()),
         resource_quota::run(client.clone()),
+        disruption::run(client.clone()),
         async {
             if let Some(ca) = config.signer.clone() {
                 certificates::run(client.clone(), ca).await;

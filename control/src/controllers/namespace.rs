@@ -23,7 +23,7 @@ async fn reconcile(
     }
     let name = namespace.name_any();
     let mut empty = true;
-    for resource in resources::all().iter().filter(|r| r.namespaced) {
+    for resource in resources::stored().iter().filter(|r| r.namespaced) {
         let api: Api<DynamicObject> =
             Api::namespaced_with((*client).clone(), &name, &api_resource(resource));
         let left = api.list(&ListParams::default().limit(1)).await?;

@@ -7,6 +7,7 @@ use crate::api::selector::LabelSelector as Parsed;
 use k8s_openapi::api::apps::v1::{DaemonSetSpec, DeploymentSpec, ReplicaSetSpec, StatefulSetSpec};
 use k8s_openapi::api::batch::v1::{CronJobSpec, JobSpec};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::api::policy::v1::PodDisruptionBudgetSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -104,6 +105,42 @@ fn int_or_percent(
             }
         }
     }
+}
+
+/// A PodDisruptionBudget's spec (policy validation): minAvailable or maxUnavailable (not both), each a
+/// non-negative number or a percentage up to 100%, a valid selector, a known unhealthy pod eviction policy.
+pub fn disruption_budget(spec: &PodDisruptionBudgetSpec, causes: &mut Vec<Cause>) {
+    if spec.min_available.is_some() && spec.max_unavailable.is_some() {
+        causes.push(Cause::invalid(
+            "spec",
+            "",
+            "minAvailable and maxUnavailable cannot be both set",
+        ));
+    }
+    for (field, value) in [
+        ("spec.minAvailable", &spec.min_available),
+        ("spec.maxUnavailable", &spec.max_unavailable),
+    ] {
+        if let Some(value) = value
+            && let Some((n, true)) = int_or_percent(field, value, causes)
+            && n > 100
+        {
+            causes.push(Cause::invalid(
+                field,
+                &format!("{n}%"),
+                "must not be greater than 100%",
+            ));
+        }
+    }
+    if let Some(selector) = &spec.selector {
+        super::label_selector("spec.selector", selector, causes);
+    }
+    super::one_of(
+        "spec.unhealthyPodEvictionPolicy",
+        spec.unhealthy_pod_eviction_policy.as_deref(),
+        &["AlwaysAllow", "IfHealthyBudget"],
+        causes,
+    );
 }
 
 /// maxSurge and maxUnavailable of a rolling update: non-negative, unavailable at most 100%, not both 0.

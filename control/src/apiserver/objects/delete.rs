@@ -208,7 +208,7 @@ impl ApiServer {
     }
 
     pub(super) fn namespace_has_content(&self, namespace: &str) -> Result<bool, ApiError> {
-        for resource in resources::all().iter().filter(|r| r.namespaced) {
+        for resource in resources::stored().iter().filter(|r| r.namespaced) {
             let page = self.store.list(&ListRequest {
                 prefix: prefix(resource, Some(namespace)),
                 limit: 1,

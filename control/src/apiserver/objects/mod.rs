@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 mod bind;
 mod create;
 mod delete;
+mod evict;
 mod patch;
 mod read;
 mod scale;
