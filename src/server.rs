@@ -194,9 +194,18 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         }
         None => pod_security::Config::uniform(config.pod_security_default),
     };
+    let pki_dir = config.data_dir.join("pki");
+    let token_key = pki::service_account_key(&pki_dir)
+        .context("cannot make the service account signing key")?;
+    let token_signer = wasmkube_control::api::service_account_tokens::Signer::new(
+        &token_key,
+        &pki::public_key_pem(&token_key).context("the service account signing key")?,
+    )
+    .context("the service account signing key")?;
     let mut api = ApiServer::new(Arc::new(store), service_network)
         .with_auth(auth)
-        .with_pod_security(pod_security);
+        .with_pod_security(pod_security)
+        .with_token_signer(token_signer);
     if let Some((ca, _)) = &tls {
         let identity = ca
             .issue_client(pki::APISERVER_CLIENT, &[MASTERS])

@@ -865,3 +865,126 @@ fn reviews_answer_can_i_whoami_and_token_questions_as_rbac_decides() {
         .unwrap();
     assert_eq!(listed.status(), 405, "reviews are created, never listed");
 }
+
+/// ServiceAccounts: every namespace gets `default`; `kubectl create token` issues a signed, expiring,
+/// audience-bound token that authenticates as `system:serviceaccount:NS:NAME` under RBAC until the account
+/// (or the pod it is bound to) is gone.
+#[test]
+fn service_account_tokens_authenticate_as_their_account_until_it_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = secured_server(dir.path());
+    let (ok, out, err) = kubectl(&server, None, &["apply", "-f", "-"], Some(POLICY));
+    assert!(ok, "{out}{err}");
+    common::wait_until(
+        &server,
+        "/api/v1/namespaces/dev/serviceaccounts/default",
+        "made by the controller",
+        |sa| sa["metadata"]["uid"].is_string(),
+    );
+    let admin = |args: &[&str]| {
+        let (ok, out, err) = kubectl_1_37(&server, None, args);
+        assert!(ok, "{args:?}: {err}");
+        out.trim().to_owned()
+    };
+    admin(&["create", "serviceaccount", "builder", "-n", "dev"]);
+    let token = admin(&["create", "token", "builder", "-n", "dev", "--duration=15m"]);
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    let bearer = Some(token.as_str());
+
+    let (ok, _, err) = kubectl_1_37(&server, bearer, &["get", "configmaps", "-n", "dev"]);
+    assert!(!ok);
+    assert!(
+        err.contains(
+            r#"User "system:serviceaccount:dev:builder" cannot list resource "configmaps""#
+        ),
+        "{err}"
+    );
+    admin(&[
+        "create",
+        "rolebinding",
+        "builder-edits",
+        "--clusterrole=edit",
+        "--serviceaccount=dev:builder",
+        "-n",
+        "dev",
+    ]);
+    let (ok, out, err) = kubectl_1_37(&server, bearer, &["get", "configmaps", "-n", "dev"]);
+    assert!(ok && out.contains("settings"), "{out}{err}");
+    let (ok, out, err) = kubectl_1_37(&server, bearer, &["auth", "whoami", "-o", "json"]);
+    assert!(ok, "{err}");
+    let whoami: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        whoami["status"]["userInfo"]["groups"],
+        json!([
+            "system:serviceaccounts",
+            "system:serviceaccounts:dev",
+            "system:authenticated"
+        ])
+    );
+    let review = server
+        .http()
+        .post(format!(
+            "{}/apis/authentication.k8s.io/v1/tokenreviews",
+            server.url
+        ))
+        .json(&json!({"spec": {"token": token}}))
+        .send()
+        .unwrap()
+        .json::<Value>()
+        .unwrap();
+    assert_eq!(
+        review["status"]["user"]["username"],
+        "system:serviceaccount:dev:builder"
+    );
+
+    // A token for another audience is not one for the API; lifetimes under 10 minutes are refused.
+    let vault = admin(&[
+        "create",
+        "token",
+        "builder",
+        "-n",
+        "dev",
+        "--audience=vault",
+    ]);
+    let (ok, _, err) = kubectl_1_37(&server, Some(&vault), &["get", "configmaps", "-n", "dev"]);
+    assert!(!ok && err.contains("Unauthorized"), "{err}");
+    let (ok, _, err) = kubectl_1_37(
+        &server,
+        None,
+        &["create", "token", "builder", "-n", "dev", "--duration=1m"],
+    );
+    assert!(
+        !ok && err.contains("may not specify a duration less than 10 minutes"),
+        "{err}"
+    );
+
+    // A token bound to a pod ends with the pod; any token of an account ends with the account, even if
+    // one of the same name comes back.
+    admin(&["run", "worker", "-n", "dev", "--image=hello.wasm"]);
+    let bound = admin(&[
+        "create",
+        "token",
+        "builder",
+        "-n",
+        "dev",
+        "--bound-object-kind=Pod",
+        "--bound-object-name=worker",
+    ]);
+    let (ok, _, err) = kubectl_1_37(&server, Some(&bound), &["get", "configmaps", "-n", "dev"]);
+    assert!(ok, "{err}");
+    admin(&[
+        "delete",
+        "pod",
+        "worker",
+        "-n",
+        "dev",
+        "--grace-period=0",
+        "--force",
+    ]);
+    let (ok, _, err) = kubectl_1_37(&server, Some(&bound), &["get", "configmaps", "-n", "dev"]);
+    assert!(!ok && err.contains("Unauthorized"), "{err}");
+    admin(&["delete", "serviceaccount", "builder", "-n", "dev"]);
+    admin(&["create", "serviceaccount", "builder", "-n", "dev"]);
+    let (ok, _, err) = kubectl_1_37(&server, bearer, &["get", "configmaps", "-n", "dev"]);
+    assert!(!ok && err.contains("Unauthorized"), "{err}");
+}

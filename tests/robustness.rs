@@ -96,7 +96,9 @@ fn random_path(rng: &mut StdRng) -> String {
                     "log",
                     "approval",
                     "nope",
-                    "portforward"
+                    "portforward",
+                    "eviction",
+                    "token"
                 ]
             )
         )
@@ -143,7 +145,7 @@ fn every_request_gets_an_answer_and_none_a_server_error() {
         "text/garbage",
     ];
     let mut failures = Vec::new();
-    for i in 0..600 {
+    for i in 0..1500 {
         let method = pick(&mut rng, &["GET", "POST", "PUT", "PATCH", "DELETE"]).to_owned();
         let path = random_path(&mut rng);
         let body: Vec<u8> = match rng.random_range(0..3) {

@@ -31,6 +31,27 @@ pub enum PkiError {
     Pem(PathBuf),
 }
 
+/// The key that signs service account tokens (`sa.key` in `dir`, ECDSA P-256, PKCS#8 PEM), made when there is
+/// none; the apiserver verifies the tokens with its public half.
+pub fn service_account_key(dir: &Path) -> Result<String, PkiError> {
+    std::fs::create_dir_all(dir).map_err(|source| PkiError::Io {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let path = dir.join("sa.key");
+    if let Some(pem) = read(&path)? {
+        return Ok(pem);
+    }
+    let pem = KeyPair::generate()?.serialize_pem();
+    write(&path, &pem, true)?;
+    Ok(pem)
+}
+
+/// The public key (SPKI PEM) of a private key PEM.
+pub fn public_key_pem(private_pem: &str) -> Result<String, PkiError> {
+    Ok(KeyPair::from_pem(private_pem)?.public_key_pem())
+}
+
 /// The cluster CA: its certificate (PEM) and signing key.
 pub struct ClusterCa {
     cert_pem: String,

@@ -24,6 +24,7 @@ const VIEWABLE: [(&str, &[&str]); 6] = [
             "resourcequotas/status",
             "namespaces",
             "namespaces/status",
+            "serviceaccounts",
         ],
     ),
     (
@@ -67,6 +68,8 @@ const EDITABLE: [(&str, &[&str]); 5] = [
             "endpoints",
             "configmaps",
             "secrets",
+            "serviceaccounts",
+            "serviceaccounts/token",
         ],
     ),
     (

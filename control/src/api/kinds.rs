@@ -696,6 +696,8 @@ impl KindRules for k8s_openapi::api::policy::v1::PodDisruptionBudget {
     }
 }
 
+impl KindRules for k8s_openapi::api::core::v1::ServiceAccount {}
+
 // Reviews are answered and never stored; the apiserver's review handler checks them.
 impl KindRules for k8s_openapi::api::authorization::v1::SelfSubjectAccessReview {}
 impl KindRules for k8s_openapi::api::authorization::v1::SubjectAccessReview {}

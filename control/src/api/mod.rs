@@ -20,6 +20,7 @@ pub mod resources;
 pub mod schedule;
 pub mod schema;
 pub mod selector;
+pub mod service_account_tokens;
 pub mod table;
 pub mod tokens;
 pub mod validation;

@@ -14,6 +14,7 @@ use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Endpoints, Event, LimitRange, Namespace, Node, Pod, ResourceQuota, Secret, Service,
+    ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -41,6 +42,8 @@ pub enum Subresource {
     Approval,
     /// `eviction`: a pod's deletion that respects its disruption budget (policy/v1 Eviction).
     Eviction,
+    /// `token`: a service account's token (authentication.k8s.io/v1 TokenRequest).
+    Token,
 }
 
 impl Subresource {
@@ -54,6 +57,7 @@ impl Subresource {
             Subresource::PortForward => "portforward",
             Subresource::Approval => "approval",
             Subresource::Eviction => "eviction",
+            Subresource::Token => "token",
         }
     }
 
@@ -262,7 +266,7 @@ where
     })
 }
 
-use Subresource::{Approval, Binding, Eviction, Log, PortForward, Scale, Status};
+use Subresource::{Approval, Binding, Eviction, Log, PortForward, Scale, Status, Token};
 
 macro_rules! resource {
     ($ty:ty, $plural:literal, $singular:literal, [$($short:literal),*], all: $all:literal, [$($sub:expr),*], fields: [$($field:literal),*], table: $table:expr $(, status_on_create: $soc:literal)? $(, review: $review:literal)?) => {
@@ -297,6 +301,7 @@ pub fn all() -> &'static [ResourceType] {
             resource!(Endpoints, "endpoints", "endpoints", ["ep"], all: false, [], fields: [], table: &table::ENDPOINTS),
             resource!(ConfigMap, "configmaps", "configmap", ["cm"], all: false, [], fields: [], table: &table::CONFIGMAPS),
             resource!(Secret, "secrets", "secret", [], all: false, [], fields: ["type"], table: &table::SECRETS),
+            resource!(ServiceAccount, "serviceaccounts", "serviceaccount", ["sa"], all: false, [Token], fields: [], table: &table::SERVICE_ACCOUNTS),
             resource!(Event, "events", "event", ["ev"], all: false, [], fields: ["involvedObject.kind", "involvedObject.namespace", "involvedObject.name", "involvedObject.uid", "involvedObject.apiVersion", "involvedObject.resourceVersion", "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"], table: &table::EVENTS),
             resource!(LimitRange, "limitranges", "limitrange", ["limits"], all: false, [], fields: [], table: &table::CREATED),
             resource!(ResourceQuota, "resourcequotas", "resourcequota", ["quota"], all: false, [Status], fields: [], table: &table::RESOURCE_QUOTAS),

@@ -648,6 +648,12 @@ pub static CRON_JOBS: TableSpec = TableSpec {
     },
 };
 
+/// serviceaccounts: the Secrets they list (none, since tokens are requested), and age.
+pub static SERVICE_ACCOUNTS: TableSpec = TableSpec {
+    columns: &[col("Secrets", "string", 0), col("Age", "string", 0)],
+    row: |v, now| vec![list(v, "secrets").len().into(), created(v, now)],
+};
+
 /// poddisruptionbudgets: kubectl's columns.
 pub static DISRUPTION_BUDGETS: TableSpec = TableSpec {
     columns: &[

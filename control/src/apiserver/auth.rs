@@ -9,6 +9,7 @@ use crate::api::impersonation;
 use crate::api::node_authorizer::{self, Decision, PodGraph};
 use crate::api::rbac::{AUTHENTICATED, MASTERS, Policy, Request, User};
 use crate::api::request_info::{self, QueryFacts};
+use crate::api::service_account_tokens;
 use crate::api::{resources, tokens};
 use axum::body::Body;
 use axum::extract::State;
@@ -88,10 +89,14 @@ impl ApiServer {
         self.user_of_token(token)
     }
 
-    /// The user a bearer token authenticates, in `system:authenticated`.
+    /// The user a bearer token authenticates, in `system:authenticated`: a token of the token file, a
+    /// bootstrap or user token kept as a Secret, or a service account's token.
     pub(super) fn user_of_token(&self, token: &str) -> Option<User> {
         let mut user = match self.auth.tokens.get(token) {
             Some(user) => user.clone(),
+            None if service_account_tokens::looks_like_jwt(token) => {
+                self.user_of_service_account_token(token)?
+            }
             None => self.user_of_token_secret(token)?,
         };
         if !user.groups.iter().any(|g| g == AUTHENTICATED) {

@@ -101,6 +101,9 @@ fn resource_entries(resource: &ResourceType) -> Vec<Value> {
             Subresource::Binding => {
                 json!({"name": name, "singularName": "", "namespaced": resource.namespaced, "kind": "Binding", "verbs": ["create"]})
             }
+            Subresource::Token => {
+                json!({"name": name, "singularName": "", "namespaced": resource.namespaced, "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest", "verbs": ["create"]})
+            }
             Subresource::Eviction => {
                 json!({"name": name, "singularName": "", "namespaced": resource.namespaced, "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"]})
             }

@@ -56,6 +56,8 @@ pub struct ApiServer {
     agent_scheme: &'static str,
     /// Pod Security admission's defaults and exemptions.
     pod_security: Arc<crate::api::pod_security::Config>,
+    /// Signs and verifies service account tokens, when the server has a key.
+    token_signer: Option<Arc<crate::api::service_account_tokens::Signer>>,
 }
 
 /// Which objects a request is about: a resource type and, for namespaced types, maybe one namespace.
@@ -83,7 +85,14 @@ impl ApiServer {
             pod_security: Arc::new(crate::api::pod_security::Config::uniform(
                 crate::api::pod_security::Level::Baseline,
             )),
+            token_signer: None,
         }
+    }
+
+    /// The same apiserver, issuing (TokenRequest) and accepting service account tokens signed by `signer`.
+    pub fn with_token_signer(mut self, signer: crate::api::service_account_tokens::Signer) -> Self {
+        self.token_signer = Some(Arc::new(signer));
+        self
     }
 
     /// The same apiserver, with these Pod Security defaults and exemptions (baseline everywhere otherwise).
@@ -460,6 +469,13 @@ async fn serve(
                 negotiated,
                 StatusCode::CREATED,
                 server.create(target, object, query, &writer).await?,
+            ))
+        }
+        (Method::POST, Some(name), Some(Subresource::Token)) => {
+            let token_request = decode_body(content_type(&request.headers), &request.body)?;
+            Ok(negotiated.respond(
+                StatusCode::CREATED,
+                &server.request_token(target, name, token_request)?,
             ))
         }
         (Method::POST, Some(name), Some(Subresource::Eviction)) => {

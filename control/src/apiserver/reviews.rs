@@ -14,6 +14,11 @@ use serde_json::{Value, json};
 impl ApiServer {
     /// POST of a review: the review with its `status` answered.
     pub(super) fn review(&self, target: &Target, mut object: Value) -> Result<Value, ApiError> {
+        if !object.is_object() {
+            return Err(ApiError::BadRequest(
+                "the body of the request must be a JSON object".into(),
+            ));
+        }
         let resource = target.resource;
         let requester = REQUESTER
             .try_with(User::clone)

@@ -19,6 +19,7 @@ pub mod pods;
 pub mod replicaset;
 pub mod resource_quota;
 pub mod rollout;
+pub mod service_accounts;
 pub mod statefulset;
 
 use futures::{Stream, StreamExt};
@@ -95,6 +96,7 @@ pub async fn run(client: kube::Client, config: ControllersConfig) {
         cronjob::run(client.clone()),
         resource_quota::run(client.clone()),
         disruption::run(client.clone()),
+        service_accounts::run(client.clone()),
         async {
             if let Some(ca) = config.signer.clone() {
                 certificates::run(client.clone(), ca).await;

@@ -25,6 +25,7 @@ mod evict;
 mod patch;
 mod read;
 mod scale;
+mod token;
 mod update;
 
 /// Largest request body accepted, as Kubernetes' 3 MiB.
