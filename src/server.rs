@@ -219,6 +219,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let watches = api.clone();
     create_system_namespaces(&api).await?;
     create_bootstrap_policy(&api).await?;
+    publish_apiserver(&api, &config, address).await?;
     let scheme = if tls.is_some() { "https" } else { "http" };
     let url = format!("{scheme}://{address}");
     let kubeconfig = write_kubeconfig(&config.data_dir, &url, &admin_token, ca_pem.as_deref())?;
@@ -327,6 +328,17 @@ fn serving_tls(
         names.push(address.ip().to_string());
     }
     names.extend(config.tls_sans.iter().cloned());
+    // Pods reach the API as the `kubernetes` Service, by its names and address.
+    names.extend(
+        [
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        ]
+        .map(str::to_owned),
+    );
+    names.extend(kubernetes_service_ip(config).map(|ip| ip.to_string()));
     names.dedup();
     let issued = ca
         .issue_server("wasmkube-apiserver", &names)
@@ -448,6 +460,77 @@ async fn create_bootstrap_policy(api: &ApiServer) -> anyhow::Result<()> {
                 Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
                 Err(e) => return Err(anyhow::anyhow!("cannot create the default {plural}: {e}")),
             }
+        }
+    }
+    Ok(())
+}
+
+/// The first address of the Service range, which the `kubernetes` Service takes, as in Kubernetes.
+fn kubernetes_service_ip(config: &ServerConfig) -> Option<std::net::Ipv4Addr> {
+    config.service_cluster_ip_range.trunc().hosts().next()
+}
+
+/// The address pods are sent to for the API: the listening one, or (listening everywhere) the first
+/// `--tls-san` that is an address, or loopback.
+fn advertised_ip(config: &ServerConfig, address: SocketAddr) -> std::net::IpAddr {
+    if !address.ip().is_unspecified() {
+        return address.ip();
+    }
+    config
+        .tls_sans
+        .iter()
+        .find_map(|san| san.parse().ok())
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST))
+}
+
+/// The `kubernetes` Service of the default namespace and its endpoints, the apiserver's address: pods reach
+/// the API through it (their sandbox keeps them from the apiserver's own address).
+async fn publish_apiserver(
+    api: &ApiServer,
+    config: &ServerConfig,
+    address: SocketAddr,
+) -> anyhow::Result<()> {
+    const NAME: &str = "kubernetes";
+    const MANAGER: &str = "kube-apiserver";
+    let ip = advertised_ip(config, address).to_string();
+    let port = address.port();
+    let cluster_ip = kubernetes_service_ip(config).context("the Service range has no address")?;
+    let service = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": NAME, "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"type": "ClusterIP", "clusterIP": cluster_ip.to_string(), "sessionAffinity": "None",
+                 "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]}});
+    let endpoints = json!({"apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": NAME, "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]});
+    let slice = json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": NAME, "labels": {"kubernetes.io/service-name": NAME}},
+        "addressType": if ip.contains(':') { "IPv6" } else { "IPv4" },
+        "endpoints": [{"addresses": [ip], "conditions": {"ready": true}}],
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}]});
+    let manager = wasmkube_control::apiserver::objects::Query {
+        field_manager: Some(MANAGER.into()),
+        ..Default::default()
+    };
+    for (group, plural, object, keep) in [
+        ("", "services", service, true),
+        ("", "endpoints", endpoints, false),
+        ("discovery.k8s.io", "endpointslices", slice, false),
+    ] {
+        let target = Target {
+            resource: resources::by_path(group, "v1", plural)
+                .with_context(|| format!("{plural} are not served"))?,
+            namespace: Some("default".into()),
+        };
+        match api.create_by(&target, object.clone(), MANAGER).await {
+            Ok(_) => {}
+            // The Service stays as it is; its endpoints follow this server's address.
+            Err(ApiError::AlreadyExists { .. }) if keep => {}
+            Err(ApiError::AlreadyExists { .. }) => {
+                api.update(&target, NAME, object, None, &manager)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot update the {NAME} {plural}: {e}"))?;
+            }
+            Err(e) => return Err(anyhow::anyhow!("cannot create the {NAME} {plural}: {e}")),
         }
     }
     Ok(())

@@ -610,7 +610,7 @@ fn a_services_endpoints_and_slices_follow_its_ready_pods() {
     });
     wait_until(
         &server,
-        "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
+        "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3Dweb",
         "no slices",
         |l| l["items"].as_array().is_some_and(|i| i.is_empty()),
     );

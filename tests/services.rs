@@ -490,3 +490,65 @@ fn an_http_service_without_ready_endpoints_answers_503_at_once() {
         "no endpoints available for service \"default/hello:http\"\n"
     );
 }
+
+/// The `kubernetes` Service of the default namespace is the API's address inside the cluster: the first
+/// address of the Service range, port 443, whose endpoints are the apiserver, served with a certificate
+/// that names it.
+#[test]
+fn the_kubernetes_service_leads_to_the_apiserver() {
+    // A secured server (HTTPS), whose node authenticates with a token of its own.
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, "node-token,system:node:api-node,n1,system:nodes\n").unwrap();
+    let server = Server::start_with(&[
+        "--authorization-mode",
+        "Node,RBAC",
+        "--token-auth-file",
+        tokens.to_str().unwrap(),
+    ]);
+    assert!(server.url.starts_with("https://"), "{}", server.url);
+    let _node = NodeAgent::start_as(&server, "api-node", Some("node-token"));
+    let service = common::wait_until(
+        &server,
+        "/api/v1/namespaces/default/services/kubernetes",
+        "there",
+        |s| s["spec"]["clusterIP"].is_string(),
+    );
+    let cluster_ip = service["spec"]["clusterIP"].as_str().unwrap().to_owned();
+    assert!(
+        cluster_ip.ends_with(".128.1"),
+        "the range's first address: {service}"
+    );
+    assert_eq!(service["spec"]["ports"][0]["port"], 443);
+    let port = server
+        .url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse::<u16>()
+        .unwrap();
+    let endpoints = common::wait_until(
+        &server,
+        "/api/v1/namespaces/default/endpoints/kubernetes",
+        "the apiserver",
+        |e| e["subsets"][0]["ports"][0]["port"] == port,
+    );
+    assert_eq!(endpoints["subsets"][0]["addresses"][0]["ip"], "127.0.0.1");
+
+    // Through the node's Service proxy, with the cluster CA and the Service's own name and address.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let version = loop {
+        match server
+            .http()
+            .get(format!("https://{cluster_ip}:443/version"))
+            .send()
+        {
+            Ok(response) if response.status() == 200 => break response.json::<Value>().unwrap(),
+            other if Instant::now() > deadline => {
+                panic!("no answer through the Service: {other:?}")
+            }
+            _ => std::thread::sleep(Duration::from_millis(200)),
+        }
+    };
+    assert!(version["gitVersion"].is_string(), "{version}");
+}
