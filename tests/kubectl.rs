@@ -698,3 +698,59 @@ fn kubectl_1_37_drain_respects_pod_disruption_budgets() {
         "{pods}"
     );
 }
+
+/// `kubectl get --sort-by` on any field: the server's Tables carry whole objects when asked
+/// (`includeObject=Object`), only metadata by default, nothing for `None`.
+#[test]
+fn kubectl_sorts_tables_by_any_field_of_the_objects() {
+    let server = Server::api_only();
+    let kubectl = Kubectl {
+        binary: kubectl_1_37(),
+        server: &server,
+    };
+    for (name, rank) in [("first", "3"), ("second", "1"), ("third", "2")] {
+        kubectl.ok(&[
+            "create",
+            "configmap",
+            name,
+            &format!("--from-literal=rank={rank}"),
+        ]);
+    }
+    // The table's rows, sorted by kubectl on the objects the server put in them.
+    let out = kubectl.ok(&["get", "configmaps", "--sort-by=.data.rank"]);
+    let names: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(names, ["second", "third", "first"], "{out}");
+    let table = |include: &str| {
+        let response = reqwest::blocking::Client::new()
+            .get(format!(
+                "{}/api/v1/namespaces/default/configmaps?includeObject={include}",
+                server.url
+            ))
+            .header("accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+            .send()
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.json::<Value>().unwrap(),
+        )
+    };
+    let (_, full) = table("Object");
+    assert_eq!(full["rows"][0]["object"]["data"]["rank"], "3", "{full}");
+    let (_, metadata) = table("Metadata");
+    assert_eq!(
+        metadata["rows"][0]["object"]["kind"],
+        "PartialObjectMetadata"
+    );
+    let (_, none) = table("None");
+    assert!(none["rows"][0].get("object").is_none(), "{none}");
+    let (code, status) = table("Everything");
+    assert_eq!(
+        (code, &status["reason"]),
+        (400, &json!("BadRequest")),
+        "{status}"
+    );
+}

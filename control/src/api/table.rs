@@ -749,12 +749,40 @@ pub static ENDPOINT_SLICES: TableSpec = TableSpec {
     },
 };
 
-/// Builds a Table of `objects` (already in their served form) with kubectl's columns for `spec`.
+/// What each row carries besides its cells (`includeObject`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum IncludeObject {
+    /// Nothing.
+    None,
+    /// The object's metadata, as a PartialObjectMetadata (the default).
+    #[default]
+    Metadata,
+    /// The whole object (kubectl asks for it to sort by any field).
+    Object,
+}
+
+impl IncludeObject {
+    /// The `includeObject` query parameter, or the reason it is not one.
+    pub fn parse(value: Option<&str>) -> Result<Self, String> {
+        match value {
+            None | Some("" | "Metadata") => Ok(IncludeObject::Metadata),
+            Some("None") => Ok(IncludeObject::None),
+            Some("Object") => Ok(IncludeObject::Object),
+            Some(other) => Err(format!(
+                "includeObject: Unsupported value: {other:?}: supported values: \"None\", \"Metadata\", \"Object\""
+            )),
+        }
+    }
+}
+
+/// Builds a Table of `objects` (already in their served form) with kubectl's columns for `spec`, each row with
+/// what `include` asks for.
 pub fn build(
     spec: &TableSpec,
     objects: &[Value],
     resource_version: &str,
     continue_token: Option<&str>,
+    include: IncludeObject,
 ) -> Value {
     let now = Timestamp::now();
     let mut columns = vec![
@@ -766,10 +794,15 @@ pub fn build(
         .map(|object| {
             let mut cells = vec![Value::String(s(object, "metadata.name").to_owned())];
             cells.extend((spec.row)(object, now));
-            json!({
-                "cells": cells,
-                "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": object["metadata"]},
-            })
+            let mut row = json!({"cells": cells});
+            match include {
+                IncludeObject::None => {}
+                IncludeObject::Metadata => {
+                    row["object"] = json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": object["metadata"]});
+                }
+                IncludeObject::Object => row["object"] = object.clone(),
+            }
+            row
         })
         .collect();
     let mut metadata = json!({"resourceVersion": resource_version});

@@ -390,6 +390,8 @@ async fn serve(
         };
     }
     let table = wants_table(&request.headers);
+    let include = table::IncludeObject::parse(query.include_object.as_deref())
+        .map_err(ApiError::BadRequest)?;
     match request.method {
         Method::POST => query.check_dry_run("CreateOptions")?,
         Method::PUT => query.check_dry_run("UpdateOptions")?,
@@ -401,7 +403,7 @@ async fn serve(
             target,
             query,
             if table {
-                watch::Render::Table
+                watch::Render::Table(include)
             } else {
                 watch::Render::Object(negotiated.encoding)
             },
@@ -416,6 +418,7 @@ async fn serve(
                         &items,
                         &revision.to_string(),
                         token.as_deref(),
+                        include,
                     ),
                 )
             } else {
@@ -434,7 +437,7 @@ async fn serve(
                     .to_owned();
                 json(
                     StatusCode::OK,
-                    table::build(resource.table, &[object], &rv, None),
+                    table::build(resource.table, &[object], &rv, None, include),
                 )
             } else {
                 negotiated.respond(StatusCode::OK, &object)

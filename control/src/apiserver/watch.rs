@@ -28,15 +28,15 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 pub enum Render {
     /// The object itself, in JSON lines or protobuf frames.
     Object(Encoding),
-    /// A one-row meta.k8s.io/v1 Table in JSON, as `kubectl get -w` asks for.
-    Table,
+    /// A one-row meta.k8s.io/v1 Table in JSON, as `kubectl get -w` asks for, its row with what is asked.
+    Table(table::IncludeObject),
 }
 
 impl Render {
     fn media_type(self) -> &'static str {
         match self {
             Render::Object(Encoding::Protobuf) => protobuf::WATCH_MEDIA_TYPE,
-            Render::Object(Encoding::Json) | Render::Table => "application/json",
+            Render::Object(Encoding::Json) | Render::Table(_) => "application/json",
         }
     }
 
@@ -50,7 +50,7 @@ impl Render {
                     None
                 }
             },
-            Render::Object(Encoding::Json) | Render::Table => {
+            Render::Object(Encoding::Json) | Render::Table(_) => {
                 let mut text = json!({"type": kind, "object": object}).to_string();
                 text.push('\n');
                 Some(text.into())
@@ -62,7 +62,13 @@ impl Render {
     fn object(self, resource: &ResourceType, object: Value, revision: Revision) -> Value {
         match self {
             Render::Object(_) => object,
-            Render::Table => table::build(resource.table, &[object], &revision.to_string(), None),
+            Render::Table(include) => table::build(
+                resource.table,
+                &[object],
+                &revision.to_string(),
+                None,
+                include,
+            ),
         }
     }
 }
