@@ -193,7 +193,9 @@ async fn forward(socket: WebSocket, target: String, ip: IpAddr, ports: Vec<u16>)
         }
     }
     readers.abort_all();
-    let _ = sink.send(Message::Close(None)).await;
+    // Finish the close handshake: `close` sends our Close frame, or flushes the reply to the client's (which
+    // the WebSocket queued when it read it): without it the client saw a reset after every connection.
+    let _ = sink.close().await;
 }
 
 #[cfg(test)]
