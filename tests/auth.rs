@@ -948,6 +948,36 @@ fn service_account_tokens_authenticate_as_their_account_until_it_is_gone() {
     ]);
     let (ok, _, err) = kubectl_1_37(&server, Some(&vault), &["get", "configmaps", "-n", "dev"]);
     assert!(!ok && err.contains("Unauthorized"), "{err}");
+    // Hostile values: wrong types and absurd lifetimes are Kubernetes-worded 4xx answers.
+    let token_path = format!(
+        "{}/api/v1/namespaces/dev/serviceaccounts/builder/token",
+        server.url
+    );
+    for (spec, code) in [
+        (json!({"expirationSeconds": "600"}), 400),
+        (json!({"audiences": [7]}), 400),
+        (
+            json!({"expirationSeconds": 9_223_372_036_854_775_807_i64}),
+            422,
+        ),
+        (
+            json!({"boundObjectRef": {"kind": "Pod", "name": "../../etc"}}),
+            404,
+        ),
+        (
+            json!({"boundObjectRef": {"kind": "Node", "name": "n"}}),
+            422,
+        ),
+    ] {
+        let response = server
+            .http()
+            .post(&token_path)
+            .json(&json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}))
+            .send()
+            .unwrap();
+        assert_eq!(response.status().as_u16(), code, "{spec}");
+        assert_eq!(response.json::<Value>().unwrap()["kind"], "Status");
+    }
     let (ok, _, err) = kubectl_1_37(
         &server,
         None,

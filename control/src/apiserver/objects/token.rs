@@ -23,9 +23,13 @@ impl ApiServer {
         let namespace = target.namespace.clone().unwrap_or_default();
         let current = self.read(target.resource, Some(&namespace), name)?;
         let account = served(&current.value, current.mod_revision)?;
-        let spec = &request["spec"];
-        let expiration = spec["expirationSeconds"]
-            .as_i64()
+        // The spec as Kubernetes types it: a wrong type (a string of seconds, a number as audience) is a 400.
+        let spec: k8s_openapi::api::authentication::v1::TokenRequestSpec =
+            serde_json::from_value(request["spec"].clone()).map_err(|e| {
+                ApiError::BadRequest(format!("the TokenRequest's spec is not valid: {e}"))
+            })?;
+        let expiration = spec
+            .expiration_seconds
             .unwrap_or(DEFAULT_EXPIRATION_SECONDS);
         let invalid = |cause| ApiError::Invalid {
             kind: "TokenRequest.authentication.k8s.io".into(),
@@ -46,14 +50,11 @@ impl ApiServer {
                 "may not specify a duration larger than 2^32 seconds",
             )));
         }
-        let audiences: Vec<String> = match spec["audiences"].as_array() {
-            Some(list) if !list.is_empty() => list
-                .iter()
-                .map(|a| a.as_str().unwrap_or_default().to_owned())
-                .collect(),
-            _ => vec![ISSUER.to_owned()],
-        };
-        let pod = match &spec["boundObjectRef"] {
+        let audiences = spec
+            .audiences
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| vec![ISSUER.to_owned()]);
+        let pod = match &request["spec"]["boundObjectRef"] {
             Value::Null => None,
             bound => Some(self.bound_pod(&namespace, bound)?),
         };
