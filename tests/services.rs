@@ -85,19 +85,20 @@ fn assert_even(reached: &BTreeMap<String, u32>, replicas: u32, total: u32) {
     }
 }
 
-/// Waits until requests through `url` reach `replicas` distinct pods (the proxies have the endpoints).
+/// Waits until `replicas` replicas answer and no request fails: every node's proxy (each takes a share of new
+/// connections) has the Service and its endpoints.
 fn wait_for_replicas(client: &reqwest::blocking::Client, url: &str, replicas: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut last = BTreeMap::new();
+    let mut last = (BTreeMap::new(), 0);
     while Instant::now() < deadline {
-        let (reached, _) = tally(client, url, 3 * replicas as u32);
-        if reached.len() == replicas {
+        let (reached, failed) = tally(client, url, (3 * replicas as u32).max(20));
+        if reached.len() == replicas && failed == 0 {
             return;
         }
-        last = reached;
+        last = (reached, failed);
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("requests to {url} never reached {replicas} replicas: {last:?}");
+    panic!("requests to {url} never reached {replicas} replicas without failures: {last:?}");
 }
 
 fn rolled_out(server: &Server) {

@@ -444,8 +444,13 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
     let listener = tokio::net::TcpListener::bind((config.address.as_str(), config.port)).await?;
     let port = listener.local_addr()?.port();
     let pod_addresses = PodAddressBook::default();
+    let containers = crate::running::RunningContainers::default();
     let endpoint = crate::log_server::router(config.data_dir.clone())
-        .merge(crate::port_forward::router(pod_addresses.clone()));
+        .merge(crate::port_forward::router(pod_addresses.clone()))
+        .merge(crate::exec::router(crate::exec::Sessions {
+            containers: containers.clone(),
+            runtime: runtime.clone(),
+        }));
     let tls = match &config.cluster_ca {
         Some(ca) => Some(crate::endpoint_tls::server_config(ca, &config.address)?),
         None => None,
@@ -465,7 +470,7 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
             None => axum::serve(listener, endpoint).await,
         };
         if let Err(error) = served {
-            tracing::error!(%error, "the agent endpoint (logs, port-forward) failed");
+            tracing::error!(%error, "the agent endpoint (logs, port-forward, exec, attach) failed");
         }
     });
     // The control plane may not be up yet (or be restarting): keep trying rather than give up.
@@ -555,6 +560,7 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
         services,
         events: Recorder::new(client.clone(), "kubelet").on_host(config.node_name.clone()),
         infrastructure: infrastructure.clone(),
+        containers,
     });
     let agent = Arc::new(Agent {
         ctx,

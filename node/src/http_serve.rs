@@ -104,7 +104,7 @@ async fn handle(
         Ok(response) => response,
         Err(error) => {
             let line = format!("request failed: {error}\n");
-            let mut stderr = handler.spec.stderr.clone();
+            let mut stderr = Box::into_pin(handler.spec.stderr.async_stream());
             let _ = stderr.write_all(line.as_bytes()).await;
             let mut response = hyper::Response::new(
                 Full::new(Bytes::from(line))

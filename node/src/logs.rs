@@ -108,10 +108,17 @@ impl LogFile {
     }
 }
 
-/// One container run's log file, shared by its stdout and stderr.
+/// How many output chunks an attached client may fall behind before it misses some.
+const ATTACH_BACKLOG: usize = 1024;
+
+/// One chunk of a guest's output, as attached clients receive it.
+pub type Chunk = (Stream, bytes::Bytes);
+
+/// One container run's log file, shared by its stdout and stderr, and its live output for attached clients.
 #[derive(Clone)]
 pub struct ContainerLog {
     file: Arc<Mutex<LogFile>>,
+    live: tokio::sync::broadcast::Sender<Chunk>,
 }
 
 impl ContainerLog {
@@ -131,15 +138,22 @@ impl ContainerLog {
         };
         Ok(Self {
             file: Arc::new(Mutex::new(log)),
+            live: tokio::sync::broadcast::channel(ATTACH_BACKLOG).0,
         })
     }
 
     /// The writer for one of the two streams.
-    pub fn stream(&self, stream: Stream) -> LogStream {
-        LogStream {
+    pub fn stream(&self, stream: Stream) -> crate::runtime::Output {
+        Arc::new(LogStream {
             log: self.clone(),
-            stream: stream.name(),
-        }
+            stream,
+        })
+    }
+
+    /// The output written from now on (`kubectl attach`): a client that falls behind by more than
+    /// [`ATTACH_BACKLOG`] chunks misses the oldest.
+    pub fn follow(&self) -> tokio::sync::broadcast::Receiver<Chunk> {
+        self.live.subscribe()
     }
 
     /// Writes out an unfinished last line and marks the run as ended, so followers stop.
@@ -157,7 +171,7 @@ impl ContainerLog {
 }
 
 /// Which output stream.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stream {
     /// Standard output.
     Stdout,
@@ -174,11 +188,11 @@ impl Stream {
     }
 }
 
-/// A guest's stdout or stderr, written into its container log.
+/// A guest's stdout or stderr, written into its container log and passed to attached clients.
 #[derive(Clone)]
-pub struct LogStream {
+struct LogStream {
     log: ContainerLog,
-    stream: &'static str,
+    stream: Stream,
 }
 
 impl AsyncWrite for LogStream {
@@ -188,9 +202,16 @@ impl AsyncWrite for LogStream {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let result = match self.log.file.lock() {
-            Ok(mut file) => file.write(self.stream, buf).map(|()| buf.len()),
+            Ok(mut file) => file.write(self.stream.name(), buf).map(|()| buf.len()),
             Err(_) => Err(std::io::Error::other("log file lock poisoned")),
         };
+        if result.is_ok() && self.log.live.receiver_count() > 0 {
+            // No one attached is not an error.
+            let _ = self
+                .log
+                .live
+                .send((self.stream, bytes::Bytes::copy_from_slice(buf)));
+        }
         Poll::Ready(result)
     }
 
@@ -253,7 +274,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c/0.log");
         let log = ContainerLog::create(&path).unwrap();
-        let (mut out, mut err) = (log.stream(Stream::Stdout), log.stream(Stream::Stderr));
+        let mut live = log.follow();
+        let (mut out, mut err) = (
+            Box::into_pin(log.stream(Stream::Stdout).async_stream()),
+            Box::into_pin(log.stream(Stream::Stderr).async_stream()),
+        );
         futures::executor::block_on(async {
             use tokio::io::AsyncWriteExt;
             out.write_all(b"hello\nwor").await.unwrap();
@@ -265,6 +290,16 @@ mod tests {
         let lines: Vec<String> = parse(&text).into_iter().map(|l| l.text).collect();
         assert_eq!(lines, ["hello", "oops", "world", "unfinished"]);
         assert!(text.lines().nth(1).unwrap().contains(" stderr F oops"));
+        // Attached clients get the output as written, each chunk with its stream.
+        let chunks: Vec<Chunk> = std::iter::from_fn(|| live.try_recv().ok()).collect();
+        assert_eq!(
+            chunks,
+            [
+                (Stream::Stdout, bytes::Bytes::from_static(b"hello\nwor")),
+                (Stream::Stderr, bytes::Bytes::from_static(b"oops\n")),
+                (Stream::Stdout, bytes::Bytes::from_static(b"ld\nunfinished")),
+            ]
+        );
     }
 
     #[test]

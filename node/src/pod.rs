@@ -4,6 +4,7 @@
 use crate::http_serve::Serving;
 use crate::logs::{ContainerLog, Stream};
 use crate::probes::{self, ProbeEvent};
+use crate::running::Stdin;
 use crate::runtime::{Mount, PodNetwork, RunSpec, Runtime};
 use crate::safe_path::{self, UnsafePath};
 use crate::services::{PodNames, ServiceView};
@@ -67,6 +68,8 @@ pub struct NodeContext {
     pub events: Recorder,
     /// The addresses pods may not connect to.
     pub infrastructure: Arc<crate::sandbox::Infrastructure>,
+    /// The runs of this node's containers, for exec and attach.
+    pub containers: crate::running::RunningContainers,
 }
 
 /// A running pod: stop it by dropping or calling [`PodWorker::stop`].
@@ -499,7 +502,20 @@ impl ContainerWorker {
         loop {
             let started = jiff::Timestamp::now();
             let ran = match self.prepare().await {
-                Ok((loaded, spec, listener, log)) => {
+                Ok((loaded, mut spec, listener, log)) => {
+                    let stdin = self.spec.stdin.unwrap_or(false).then(|| {
+                        let (stdin, input) = Stdin::pipe(self.spec.stdin_once.unwrap_or(false));
+                        spec.stdin = Some(input);
+                        stdin
+                    });
+                    let _registration = self.ctx.containers.register(
+                        self.pod.metadata.uid.as_deref().unwrap_or_default(),
+                        &self.spec.name,
+                        loaded.clone(),
+                        spec.clone(),
+                        log.clone(),
+                        stdin,
+                    );
                     self.state.image_id = loaded.digest.clone();
                     self.state.started = self.spec.startup_probe.is_none();
                     self.state.ready = self.state.started && self.spec.readiness_probe.is_none();
@@ -767,6 +783,7 @@ impl ContainerWorker {
             memory_limit,
             cpu_limit,
             cpu_request,
+            stdin: None,
             stdout: log.stream(Stream::Stdout),
             stderr: log.stream(Stream::Stderr),
             network: self.network.clone(),

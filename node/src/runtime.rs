@@ -3,7 +3,6 @@
 //! limits and an epoch deadline that makes busy guests yield to the others.
 
 use crate::local_sockets::Transport;
-use crate::logs::LogStream;
 use crate::memory::NodeMemory;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -160,6 +159,11 @@ impl PodNetwork {
     }
 }
 
+/// Where a guest's stdout or stderr goes: its container log, or an exec session.
+pub type Output = Arc<dyn wasmtime_wasi::cli::StdoutStream + Sync>;
+/// What a guest reads as its stdin: an attach or exec session's input.
+pub type Input = Arc<dyn wasmtime_wasi::cli::StdinStream + Sync>;
+
 /// Everything one run of a container needs.
 #[derive(Clone)]
 pub struct RunSpec {
@@ -176,10 +180,12 @@ pub struct RunSpec {
     /// The CPU the guest asks for, in millicores (its `resources.requests.cpu`): its share when guests
     /// compete, as the kernel's cpu.weight gives containers theirs.
     pub cpu_request: Option<u64>,
+    /// What the guest reads as stdin (None: an empty stdin).
+    pub stdin: Option<Input>,
     /// Where stdout goes.
-    pub stdout: LogStream,
+    pub stdout: Output,
     /// Where stderr goes.
-    pub stderr: LogStream,
+    pub stderr: Output,
     /// The pod's address and ports.
     pub network: PodNetwork,
     /// Bytes of linear memory the pod's guests hold, kept current for the agent's eviction.
@@ -774,6 +780,9 @@ fn wasi_builder(spec: &RunSpec) -> Result<WasiCtxBuilder, RunError> {
         .allow_tcp(true)
         .allow_udp(true)
         .allow_ip_name_lookup(true);
+    if let Some(stdin) = &spec.stdin {
+        builder.stdin(stdin.clone());
+    }
     let network = spec.network.clone();
     builder.socket_addr_check(move |address, usage| {
         let allowed = network.allows(address, usage);

@@ -55,14 +55,16 @@ const VIEWABLE: [(&str, &[&str]); 6] = [
     ),
 ];
 
-/// What `edit` may change besides: the workloads, their configuration and Secrets, port forwarding,
-/// evictions and disruption budgets.
+/// What `edit` may change besides: the workloads, their configuration and Secrets, exec, attach and port
+/// forwarding, evictions and disruption budgets.
 const EDITABLE: [(&str, &[&str]); 5] = [
     (
         "",
         &[
             "pods",
+            "pods/attach",
             "pods/eviction",
+            "pods/exec",
             "pods/portforward",
             "services",
             "endpoints",

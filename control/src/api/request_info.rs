@@ -102,6 +102,8 @@ pub fn resolve(method: &Method, path: &str, query: QueryFacts<'_>) -> RequestInf
         _ => return non_resource(method, path, ApiPath::Other),
     };
     let verb = match *method {
+        // A WebSocket can only be opened with a GET: as Kubernetes, opening these streams is creating.
+        Method::GET if matches!(subresource, Some("exec" | "attach" | "portforward")) => "create",
         Method::GET if query.watch => "watch",
         Method::GET if rest.len() == 1 => "list",
         Method::GET | Method::HEAD => "get",

@@ -38,6 +38,10 @@ pub enum Subresource {
     Log,
     /// `portforward`: a connection upgraded to a stream to the pod's ports, through its node.
     PortForward,
+    /// `exec`: a connection upgraded to the stdio of a command run in a pod's container, through its node.
+    Exec,
+    /// `attach`: a connection upgraded to the stdio of a pod's running container, through its node.
+    Attach,
     /// `approval`: a CertificateSigningRequest's approval conditions (written like `status`).
     Approval,
     /// `eviction`: a pod's deletion that respects its disruption budget (policy/v1 Eviction).
@@ -55,6 +59,8 @@ impl Subresource {
             Subresource::Binding => "binding",
             Subresource::Log => "log",
             Subresource::PortForward => "portforward",
+            Subresource::Exec => "exec",
+            Subresource::Attach => "attach",
             Subresource::Approval => "approval",
             Subresource::Eviction => "eviction",
             Subresource::Token => "token",
@@ -266,7 +272,9 @@ where
     })
 }
 
-use Subresource::{Approval, Binding, Eviction, Log, PortForward, Scale, Status, Token};
+use Subresource::{
+    Approval, Attach, Binding, Eviction, Exec, Log, PortForward, Scale, Status, Token,
+};
 
 macro_rules! resource {
     ($ty:ty, $plural:literal, $singular:literal, [$($short:literal),*], all: $all:literal, [$($sub:expr),*], fields: [$($field:literal),*], table: $table:expr $(, status_on_create: $soc:literal)? $(, review: $review:literal)?) => {
@@ -296,7 +304,7 @@ pub fn all() -> &'static [ResourceType] {
         vec![
             resource!(Namespace, "namespaces", "namespace", ["ns"], all: false, [Status], fields: ["status.phase"], table: &table::NAMESPACES),
             resource!(Node, "nodes", "node", ["no"], all: false, [Status], fields: ["spec.unschedulable"], table: &table::NODES, status_on_create: true),
-            resource!(Pod, "pods", "pod", ["po"], all: true, [Status, Binding, Log, PortForward, Eviction], fields: ["spec.nodeName", "status.phase", "spec.restartPolicy", "spec.schedulerName", "status.podIP"], table: &table::PODS),
+            resource!(Pod, "pods", "pod", ["po"], all: true, [Status, Binding, Log, PortForward, Exec, Attach, Eviction], fields: ["spec.nodeName", "status.phase", "spec.restartPolicy", "spec.schedulerName", "status.podIP"], table: &table::PODS),
             resource!(Service, "services", "service", ["svc"], all: true, [Status], fields: ["spec.clusterIP", "spec.type"], table: &table::SERVICES),
             resource!(Endpoints, "endpoints", "endpoints", ["ep"], all: false, [], fields: [], table: &table::ENDPOINTS),
             resource!(ConfigMap, "configmaps", "configmap", ["cm"], all: false, [], fields: [], table: &table::CONFIGMAPS),

@@ -110,8 +110,13 @@ fn resource_entries(resource: &ResourceType) -> Vec<Value> {
             Subresource::Log => {
                 json!({"name": name, "singularName": "", "namespaced": resource.namespaced, "kind": resource.kind, "verbs": ["get"]})
             }
-            Subresource::PortForward => {
-                json!({"name": name, "singularName": "", "namespaced": resource.namespaced, "kind": "PodPortForwardOptions", "verbs": ["create", "get"]})
+            Subresource::PortForward | Subresource::Exec | Subresource::Attach => {
+                let kind = match sub {
+                    Subresource::Exec => "PodExecOptions",
+                    Subresource::Attach => "PodAttachOptions",
+                    _ => "PodPortForwardOptions",
+                };
+                json!({"name": name, "singularName": "", "namespaced": resource.namespaced, "kind": kind, "verbs": ["create", "get"]})
             }
         };
         entries.push(entry);

@@ -2,6 +2,7 @@
 //! agent's log endpoint, as Kubernetes' apiserver does with a kubelet.
 
 use super::error::ApiError;
+use super::node_agent::container_of;
 use super::{ApiServer, Target};
 use axum::body::Body;
 use axum::http::{HeaderValue, header};
@@ -34,32 +35,7 @@ impl ApiServer {
         let query: LogQuery = serde_urlencoded::from_str(raw_query)
             .map_err(|e| ApiError::BadRequest(format!("invalid query parameters: {e}")))?;
         let pod = self.get(target, name)?;
-        let names = |field: &str| -> Vec<&str> {
-            pod["spec"][field]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|c| c["name"].as_str())
-                .collect()
-        };
-        let (containers, inits) = (names("containers"), names("initContainers"));
-        let container = match (&query.container, containers.as_slice()) {
-            (Some(c), _) if containers.contains(&c.as_str()) || inits.contains(&c.as_str()) => {
-                c.clone()
-            }
-            (Some(c), _) => {
-                return Err(ApiError::BadRequest(format!(
-                    "container {c} is not valid for pod {name}"
-                )));
-            }
-            (None, [only]) => (*only).to_owned(),
-            (None, many) => {
-                return Err(ApiError::BadRequest(format!(
-                    "a container name must be specified for pod {name}, choose one of: [{}]",
-                    many.join(" ")
-                )));
-            }
-        };
+        let container = container_of(&pod, name, query.container.as_deref(), true)?;
         let (node_name, agent) = self.agent_of(&pod, name)?;
         let namespace = target.namespace.as_deref().unwrap_or("default");
         let passed: Vec<&str> = raw_query

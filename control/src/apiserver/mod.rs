@@ -11,7 +11,7 @@ mod node_agent;
 pub mod objects;
 mod pod_admission;
 mod pod_security;
-mod portforward;
+mod pod_streams;
 mod rbac_escalation;
 mod reviews;
 pub mod service_network;
@@ -217,7 +217,7 @@ async fn openapi_document(Path(path): Path<String>) -> Response {
 struct ApiRequest {
     method: Method,
     headers: HeaderMap,
-    /// The connection's upgrade, for subresources that take it over (portforward).
+    /// The connection's upgrade, for subresources that take it over (portforward, exec, attach).
     upgrade: Option<hyper::upgrade::OnUpgrade>,
     query: Query,
     raw_query: String,
@@ -446,9 +446,14 @@ async fn serve(
         (Method::GET, Some(name), Some(Subresource::Log)) => {
             server.logs(target, name, &request.raw_query).await
         }
-        (Method::GET | Method::POST, Some(name), Some(Subresource::PortForward)) => {
+        (
+            Method::GET | Method::POST,
+            Some(name),
+            Some(stream @ (Subresource::PortForward | Subresource::Exec | Subresource::Attach)),
+        ) => {
             server
-                .port_forward(
+                .pod_stream(
+                    stream,
                     target,
                     name,
                     &request.headers,

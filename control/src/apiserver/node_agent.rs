@@ -1,5 +1,6 @@
-//! Where the apiserver reaches a pod's node agent, for the subresources a node serves (log, portforward), as
-//! Kubernetes' apiserver reaches a kubelet: the Node's InternalIP and its kubelet endpoint port.
+//! Where the apiserver reaches a pod's node agent, for the subresources a node serves (log, portforward, exec,
+//! attach), as Kubernetes' apiserver reaches a kubelet: the Node's InternalIP and its kubelet endpoint port; and
+//! which of the pod's containers a request names.
 
 use super::ApiServer;
 use super::error::ApiError;
@@ -26,6 +27,40 @@ impl ApiServer {
             ))
         })?;
         Ok((node_name.to_owned(), base))
+    }
+}
+
+/// The container a request names (`requested`; none or empty: the pod's only container), among the pod's
+/// containers, init containers and, with `ephemeral`, its ephemeral containers.
+pub(super) fn container_of(
+    pod: &Value,
+    pod_name: &str,
+    requested: Option<&str>,
+    ephemeral: bool,
+) -> Result<String, ApiError> {
+    let names = |field: &str| -> Vec<&str> {
+        pod["spec"][field]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["name"].as_str())
+            .collect()
+    };
+    let containers = names("containers");
+    let mut others = names("initContainers");
+    if ephemeral {
+        others.extend(names("ephemeralContainers"));
+    }
+    match (requested.filter(|c| !c.is_empty()), containers.as_slice()) {
+        (Some(c), _) if containers.contains(&c) || others.contains(&c) => Ok(c.to_owned()),
+        (Some(c), _) => Err(ApiError::BadRequest(format!(
+            "container {c} is not valid for pod {pod_name}"
+        ))),
+        (None, [only]) => Ok((*only).to_owned()),
+        (None, many) => Err(ApiError::BadRequest(format!(
+            "a container name must be specified for pod {pod_name}, choose one of: [{}]",
+            many.join(" ")
+        ))),
     }
 }
 

@@ -1,0 +1,142 @@
+//! The container runs of this node, as exec and attach reach them: each run registers its program, the world it
+//! runs in (argv, env, volumes, limits, address), its live output and, for a container with `stdin: true`, the
+//! writing end of its stdin; the registration ends with the run.
+
+use crate::logs::ContainerLog;
+use crate::runtime::{Input, Loaded, RunSpec};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncWriteExt, DuplexStream};
+use tokio::sync::watch;
+
+/// Bytes of stdin buffered for a guest that has not read them yet.
+const STDIN_BUFFER: usize = 64 << 10;
+
+/// One run of a container.
+pub struct Running {
+    /// Its program.
+    pub loaded: Loaded,
+    /// How it was started.
+    pub spec: RunSpec,
+    /// Its output.
+    pub log: ContainerLog,
+    /// Its stdin, when the container has `stdin: true`.
+    pub stdin: Option<Stdin>,
+    ended: watch::Receiver<bool>,
+}
+
+impl Running {
+    /// Resolves when the run has ended.
+    pub async fn ended(&self) {
+        let mut ended = self.ended.clone();
+        let _ = ended.wait_for(|ended| *ended).await;
+    }
+}
+
+/// The writing end of a running container's stdin, shared by the clients attached to it.
+pub struct Stdin {
+    writer: tokio::sync::Mutex<Option<DuplexStream>>,
+    /// `stdinOnce`: the guest sees the end of its stdin when the first attached client leaves.
+    once: bool,
+}
+
+impl Stdin {
+    /// A new stdin: the writing end, and what the guest reads.
+    pub fn pipe(once: bool) -> (Self, Input) {
+        let (writer, reader) = tokio::io::duplex(STDIN_BUFFER);
+        let input: Input = Arc::new(wasmtime_wasi::cli::AsyncStdinStream::new(reader));
+        let stdin = Self {
+            writer: tokio::sync::Mutex::new(Some(writer)),
+            once,
+        };
+        (stdin, input)
+    }
+
+    /// Passes bytes to the guest; false once its stdin is closed.
+    pub async fn write(&self, bytes: &[u8]) -> bool {
+        let mut writer = self.writer.lock().await;
+        let written = match writer.as_mut() {
+            Some(pipe) => pipe.write_all(bytes).await.is_ok(),
+            None => false,
+        };
+        if !written {
+            *writer = None;
+        }
+        written
+    }
+
+    /// A client that wrote to stdin has left (or closed its stdin): with `stdinOnce`, the guest's stdin ends.
+    pub async fn detached(&self) {
+        if self.once {
+            *self.writer.lock().await = None;
+        }
+    }
+}
+
+/// Runs by pod uid and container name.
+type Runs = HashMap<(String, String), Arc<Running>>;
+
+/// The runs of this node's containers, by pod uid and container name.
+#[derive(Clone, Default)]
+pub struct RunningContainers {
+    runs: Arc<Mutex<Runs>>,
+}
+
+/// A run's place in the table: dropping it (when the run ends) removes the run and wakes its attached clients.
+pub struct Registration {
+    table: RunningContainers,
+    key: (String, String),
+    run: Arc<Running>,
+    ended: watch::Sender<bool>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let _ = self.ended.send(true);
+        if let Ok(mut runs) = self.table.runs.lock()
+            && runs
+                .get(&self.key)
+                .is_some_and(|r| Arc::ptr_eq(r, &self.run))
+        {
+            runs.remove(&self.key);
+        }
+    }
+}
+
+impl RunningContainers {
+    /// Registers the run of container `name` of pod `uid` until the returned registration is dropped.
+    pub fn register(
+        &self,
+        uid: &str,
+        name: &str,
+        loaded: Loaded,
+        spec: RunSpec,
+        log: ContainerLog,
+        stdin: Option<Stdin>,
+    ) -> Registration {
+        let (ended, watching) = watch::channel(false);
+        let run = Arc::new(Running {
+            loaded,
+            spec,
+            log,
+            stdin,
+            ended: watching,
+        });
+        let key = (uid.to_owned(), name.to_owned());
+        if let Ok(mut runs) = self.runs.lock() {
+            runs.insert(key.clone(), run.clone());
+        }
+        Registration {
+            table: self.clone(),
+            key,
+            run,
+            ended,
+        }
+    }
+
+    /// The current run of container `name` of pod `uid`.
+    pub fn find(&self, uid: &str, name: &str) -> Option<Arc<Running>> {
+        let runs = self.runs.lock().ok()?;
+        runs.get(&(uid.to_owned(), name.to_owned())).cloned()
+    }
+}
