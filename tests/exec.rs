@@ -1,6 +1,6 @@
 //! `kubectl exec` and `kubectl attach` against Wasm pods, through the apiserver to a real agent: kubectl 1.37
-//! and the machine's kubectl (WebSocket v5), the official Python client (v4), kubectl 1.20 (SPDY, refused with
-//! a clear message), and the errors a user sees.
+//! and the machine's kubectl (WebSocket v5), the official Python client (v4), kubectl 1.20 (SPDY/3.1), and the
+//! errors a user sees.
 
 mod common;
 
@@ -156,16 +156,15 @@ fn kubectl_execs_commands_in_a_wasm_pod_with_its_env_volumes_and_exit_codes() {
         err.contains("cannot exec into a container in a completed pod; current phase is Succeeded"),
         "{err}"
     );
+}
 
-    // kubectl 1.20 speaks SPDY only: a clear refusal, not a hang.
-    let (code, _, err) = kubectl(
-        &common::test_tool("kubectl-1.20/usr/bin/kubectl"),
-        &server,
-        &["exec", "tools", "--", "echo"],
-        None,
-    );
-    assert_ne!(code, 0);
-    assert!(err.contains("SPDY is not supported"), "{err}");
+#[test]
+fn kubectl_1_20_execs_over_spdy() {
+    let server = Server::start();
+    let _node = NodeAgent::start(&server, "spdy-node");
+    create_pod(&server, tools_pod("tools", "spdy-node", json!({})));
+    running(&server, "tools");
+    exec_journey(&common::test_tool("kubectl-1.20/usr/bin/kubectl"), &server);
 }
 
 #[test]
@@ -355,6 +354,25 @@ while True:
         print("status:", data[1:].decode())
         break
 ws.close()
+
+# SPDY: an upgrade, then garbage (a version-2 control frame, then random bytes): the agent ends the session.
+import socket, ssl, urllib.parse
+url = urllib.parse.urlparse(os.environ["SERVER"])
+context = ssl.create_default_context(cafile=os.environ["CA"])
+raw = context.wrap_socket(socket.create_connection((url.hostname, url.port)), server_hostname=url.hostname)
+raw.sendall(("POST /api/v1/namespaces/default/pods/tools/exec?command=cat&stdin=true&stdout=true HTTP/1.1\r\n"
+             "Host: %s\r\nAuthorization: Bearer %s\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
+             "X-Stream-Protocol-Version: v4.channel.k8s.io\r\nContent-Length: 0\r\n\r\n"
+             % (url.netloc, os.environ["TOKEN"])).encode())
+head = b""
+while b"\r\n\r\n" not in head:
+    head += raw.recv(1)
+print("spdy upgrade:", head.split(b"\r\n")[0].decode())
+raw.sendall(b"\x80\x02\x00\x01\x00\x00\x00\x0a" + os.urandom(4096))
+raw.settimeout(10)
+while raw.recv(65536):
+    pass
+print("spdy session closed")
 "#;
     let output = Command::new("python3")
         .args(["-c", script])
@@ -368,6 +386,10 @@ ws.close()
     assert!(output.status.success(), "{stdout}{stderr}");
     assert!(
         stdout.contains("\"status\":\"Success\""),
+        "{stdout}{stderr}"
+    );
+    assert!(
+        stdout.contains("spdy upgrade: HTTP/1.1 101") && stdout.contains("spdy session closed"),
         "{stdout}{stderr}"
     );
     let (code, out, err) = kubectl(

@@ -1,6 +1,7 @@
 //! `wasmkube port-forward` and the `pods/{name}/portforward` subresource, with a real agent and Wasm pods: to a
-//! pod, a Service (its targetPort) and a Deployment; TCP both ways; the official Python client's port-forward;
-//! and the errors a user sees.
+//! pod, a Service (its targetPort) and a Deployment; TCP both ways; kubectl's port-forward over SPDY (1.20) and
+//! SPDY tunnelled in a WebSocket (1.37, the machine's); the official Python client's port-forward; and the
+//! errors a user sees.
 
 mod common;
 
@@ -8,6 +9,7 @@ use common::{Killed, NodeAgent, Server, create_pod, echo_pod, post, wait_for, wa
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -30,11 +32,17 @@ struct Forward {
 
 impl Forward {
     fn start(server: &Server, args: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
+        Self::start_with(Path::new(env!("CARGO_BIN_EXE_wasmkube")), server, args)
+    }
+
+    /// Starts `binary port-forward ARGS` (wasmkube or a kubectl) with the server's kubeconfig.
+    fn start_with(binary: &Path, server: &Server, args: &[&str]) -> Self {
+        let mut child = Command::new(binary)
             .arg("--kubeconfig")
             .arg(server.kubeconfig())
             .arg("port-forward")
             .args(args)
+            .env("HOME", &server.data_dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -282,4 +290,70 @@ print("python port-forward: ok")
         &["-c".as_ref(), script.as_ref()],
         "python port-forward: ok",
     );
+}
+
+#[test]
+fn kubectl_port_forward_speaks_spdy_and_spdy_over_websocket() {
+    let server = Server::start();
+    let _node = NodeAgent::start(&server, "kpf-node");
+    create_pod(&server, hello_pod("hello-k", "kpf-node"));
+    create_pod(&server, echo_pod("echo", "kpf-node"));
+    for name in ["hello-k", "echo"] {
+        wait_for(&server, name, "Running", |p| {
+            p["status"]["phase"] == "Running"
+        });
+    }
+    let current = std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into());
+    for binary in [
+        common::test_tool("kubectl-1.20/usr/bin/kubectl"),
+        common::test_tool("kubectl-1.37/kubectl"),
+        current.into(),
+    ] {
+        let forward = Forward::start_with(&binary, &server, &["pod/hello-k", ":8080"]);
+        for _ in 0..3 {
+            assert_eq!(forward.get("/").trim(), "hello from hello-k", "{binary:?}");
+        }
+        let together: Vec<String> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..4).map(|_| scope.spawn(|| forward.get("/"))).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(
+            together.iter().all(|b| b.trim() == "hello from hello-k"),
+            "{together:?}"
+        );
+        let stderr = forward.stop();
+        assert!(!stderr.contains("error"), "{binary:?}: {stderr}");
+
+        // TCP both ways: the echo pod greets, then echoes.
+        let forward = Forward::start_with(&binary, &server, &["pod/echo", ":7000"]);
+        let mut connection = TcpStream::connect(("127.0.0.1", forward.local)).unwrap();
+        connection
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut reader = BufReader::new(connection.try_clone().unwrap());
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert_eq!(line, "echo from echo\n", "{binary:?}");
+        connection.write_all(b"ping over kubectl\n").unwrap();
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        assert_eq!(line, "ping over kubectl\n", "{binary:?}");
+        drop(connection);
+
+        // A port nothing listens on: the connection is closed and kubectl says why.
+        let forward_closed = Forward::start_with(&binary, &server, &["pod/echo", ":7999"]);
+        let mut refused = TcpStream::connect(("127.0.0.1", forward_closed.local)).unwrap();
+        refused
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut nothing = Vec::new();
+        let _ = refused.read_to_end(&mut nothing);
+        assert!(nothing.is_empty());
+        let stderr = forward_closed.stop();
+        assert!(
+            stderr.contains("error forwarding port 7999 to pod default/echo"),
+            "{binary:?}: {stderr}"
+        );
+        forward.stop();
+    }
 }

@@ -25,4 +25,6 @@ pub mod runtime;
 pub mod safe_path;
 pub mod sandbox;
 pub mod services;
+pub mod spdy;
 pub mod status;
+pub mod streaming;

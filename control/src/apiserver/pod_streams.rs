@@ -1,5 +1,5 @@
 //! `pods/{name}/portforward`, `exec` and `attach`: the client's upgraded connection (a WebSocket speaking one of
-//! Kubernetes' channel subprotocols) is relayed byte for byte to the matching endpoint of the pod's node agent,
+//! Kubernetes' channel subprotocols, or SPDY/3.1) is relayed byte for byte to the matching endpoint of the pod's node agent,
 //! as Kubernetes' apiserver relays it to a kubelet. The apiserver checks the request first (the container, the
 //! pod's phase, the options), so that every client sees the same error whatever protocol it tried; the agent
 //! answers the upgrade and the apiserver then only splices the two connections.
@@ -15,28 +15,59 @@ use axum::response::Response;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-/// The WebSocket subprotocols the agent speaks for each subresource.
-const PORT_FORWARD_PROTOCOLS: [&str; 1] = ["v4.channel.k8s.io"];
-const EXEC_PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
+/// The protocols the agent speaks for each subresource: WebSocket subprotocols, then SPDY stream protocols.
+const PORT_FORWARD_PROTOCOLS: Protocols = Protocols {
+    websocket: &["v4.channel.k8s.io", "SPDY/3.1+portforward.k8s.io"],
+    spdy: &["portforward.k8s.io"],
+};
+const EXEC_PROTOCOLS: Protocols = Protocols {
+    websocket: &["v5.channel.k8s.io", "v4.channel.k8s.io"],
+    spdy: &["v4.channel.k8s.io"],
+};
+/// The header with which SPDY clients offer stream protocols.
+const STREAM_PROTOCOL: &str = "x-stream-protocol-version";
 /// The request headers that make the upgrade, passed on to the agent.
-const UPGRADE_HEADERS: [header::HeaderName; 6] = [
-    header::CONNECTION,
-    header::UPGRADE,
-    header::SEC_WEBSOCKET_KEY,
-    header::SEC_WEBSOCKET_VERSION,
-    header::SEC_WEBSOCKET_PROTOCOL,
-    header::SEC_WEBSOCKET_EXTENSIONS,
+const UPGRADE_HEADERS: [&str; 7] = [
+    "connection",
+    "upgrade",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "sec-websocket-extensions",
+    STREAM_PROTOCOL,
 ];
 
-/// The WebSocket subprotocols a request offers.
-fn offered(headers: &HeaderMap) -> Vec<&str> {
-    headers
-        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect()
+struct Protocols {
+    websocket: &'static [&'static str],
+    spdy: &'static [&'static str],
+}
+
+impl Protocols {
+    /// Whether the request offers one of them: as a WebSocket, or as SPDY/3.1.
+    fn offered_in(&self, headers: &HeaderMap) -> bool {
+        let values = |name: &str| -> Vec<String> {
+            headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(|v| v.trim().to_owned())
+                .collect()
+        };
+        let spdy = headers
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("SPDY/3.1"));
+        let (offered, served) = if spdy {
+            (values(STREAM_PROTOCOL), self.spdy)
+        } else {
+            (
+                values(header::SEC_WEBSOCKET_PROTOCOL.as_str()),
+                self.websocket,
+            )
+        };
+        served.iter().any(|p| offered.iter().any(|o| o == p))
+    }
 }
 
 impl ApiServer {
@@ -76,37 +107,27 @@ impl ApiServer {
                 let segment = subresource.name();
                 (
                     format!("{segment}/{namespace}/{name}/{uid}/{container}"),
-                    &EXEC_PROTOCOLS[..],
+                    &EXEC_PROTOCOLS,
                 )
             }
             _ => (
                 format!("portForward/{namespace}/{name}/{uid}"),
-                &PORT_FORWARD_PROTOCOLS[..],
+                &PORT_FORWARD_PROTOCOLS,
             ),
         };
-        let offers = offered(headers);
-        if !protocols.iter().any(|p| offers.contains(p)) {
-            let asked = headers
-                .get(header::UPGRADE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
+        if !protocols.offered_in(headers) {
             return Err(ApiError::BadRequest(format!(
-                "unable to upgrade connection: {} is served as a WebSocket speaking {}; this client asked for \
-                 {asked:?}{} (kubectl 1.30 and later, kube-rs and the official clients speak it; SPDY is not \
-                 supported)",
+                "unable to upgrade connection: {} speaks the WebSocket subprotocols {} and, over SPDY/3.1, \
+                 the stream protocols {}; the client offered none of them",
                 subresource.name(),
-                protocols.join(" or "),
-                if offers.is_empty() {
-                    String::new()
-                } else {
-                    format!(" with {}", offers.join(", "))
-                }
+                protocols.websocket.join(", "),
+                protocols.spdy.join(", "),
             )));
         }
         let (node_name, agent) = self.agent_of(&pod, name)?;
         let url = format!("{agent}/{path}?{raw_query}");
         let mut request = self.http.get(&url);
-        for name in &UPGRADE_HEADERS {
+        for name in UPGRADE_HEADERS {
             for value in headers.get_all(name) {
                 request = request.header(name, value);
             }

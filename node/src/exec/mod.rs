@@ -1,9 +1,7 @@
 //! The agent's exec and attach endpoints, which the apiserver relays `pods/{name}/exec` and `pods/{name}/attach`
 //! to, as it does to a kubelet: `/exec/{namespace}/{pod}/{uid}/{container}?command=..&stdin=..&stdout=..` and
-//! `/attach/...`, upgraded to a WebSocket that speaks Kubernetes' `v5.channel.k8s.io` or `v4.channel.k8s.io`.
-//!
-//! Every binary message starts with its channel: 0 stdin, 1 stdout, 2 stderr, 3 the outcome (a Status in
-//! JSON), 4 terminal resizes (ignored: a guest has no terminal). In v5 a client's `[255, 0]` closes stdin.
+//! `/attach/...`, upgraded to a WebSocket that speaks Kubernetes' `v5.channel.k8s.io` or `v4.channel.k8s.io`,
+//! or to SPDY/3.1 (`v4.channel.k8s.io` streams: kubectl before 1.30, and kubectl's fallback).
 //!
 //! `exec` runs a new instance of the container's own program with argv = the command, in the container's world
 //! (env, volumes, address, limits), its stdio joined to the session; a non-zero exit comes back as Kubernetes'
@@ -11,33 +9,25 @@
 //! `attach` joins the running instance: its output from the moment of attaching and, when the container has
 //! `stdin: true`, its stdin.
 
+mod client;
+
 use crate::logs::Stream;
 use crate::running::{Running, RunningContainers};
 use crate::runtime::{Exit, Output, RunError, Runtime};
+use crate::streaming;
 use axum::Router;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use bytes::Bytes;
-use futures::stream::SplitSink;
-use futures::{SinkExt, StreamExt};
+use client::{Client, FromClient, SPDY_PROTOCOLS, STDERR, STDOUT, WEBSOCKET_PROTOCOLS};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::{broadcast, mpsc};
 use wasmkube_control::api::stream_options::{self, Session, StreamOptions};
 
-/// The WebSocket subprotocols of exec and attach, the preferred first.
-pub const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
-const STDIN: u8 = 0;
-const STDOUT: u8 = 1;
-const STDERR: u8 = 2;
-const ERROR: u8 = 3;
-/// v5's close signal: `[255, channel]` ends that channel's stream.
-const CLOSE: u8 = 255;
 /// Bytes of an exec'd guest's output buffered before it waits for the client.
 const OUTPUT_BUFFER: usize = 64 << 10;
 /// The most bytes one message carries.
@@ -66,15 +56,17 @@ async fn exec(
     State(sessions): State<Sessions>,
     Path((namespace, pod, uid, container)): Target,
     RawQuery(query): RawQuery,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    request: Request,
 ) -> Response {
-    let (run, options, upgrade, protocol) = match accept(
+    let (run, options, upgrade) = match accept(
         &sessions,
         Session::Exec,
         (&namespace, &pod, &uid, &container),
         query.as_deref(),
-        upgrade,
-    ) {
+        request,
+    )
+    .await
+    {
         Ok(accepted) => accepted,
         Err(refusal) => return refuse(refusal),
     };
@@ -90,10 +82,13 @@ async fn exec(
     });
     let runtime = sessions.runtime.clone();
     tracing::info!(pod = %pod, namespace = %namespace, container = %container, command = ?options.command, "exec");
-    upgrade.on_upgrade(move |socket| async move {
+    upgrade.answer(move |upgraded| async move {
+        let Ok(client) = Client::open(upgraded, &options).await else {
+            return;
+        };
         match run {
-            Ok(run) => run_exec(socket, protocol, run, options, runtime).await,
-            Err(message) => refuse_in_band(socket, &message).await,
+            Ok(run) => run_exec(client, run, options, runtime).await,
+            Err(message) => refuse_in_band(client, &message).await,
         }
     })
 }
@@ -102,19 +97,24 @@ async fn attach(
     State(sessions): State<Sessions>,
     Path((namespace, pod, uid, container)): Target,
     RawQuery(query): RawQuery,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    request: Request,
 ) -> Response {
-    match accept(
+    let accepted = accept(
         &sessions,
         Session::Attach,
         (&namespace, &pod, &uid, &container),
         query.as_deref(),
-        upgrade,
-    ) {
-        Ok((run, options, upgrade, protocol)) => upgrade.on_upgrade(move |socket| async move {
+        request,
+    )
+    .await;
+    match accepted {
+        Ok((run, options, upgrade)) => upgrade.answer(move |upgraded| async move {
+            let Ok(client) = Client::open(upgraded, &options).await else {
+                return;
+            };
             match run {
-                Ok(run) => run_attach(socket, protocol, run, options).await,
-                Err(message) => refuse_in_band(socket, &message).await,
+                Ok(run) => run_attach(client, run, options).await,
+                Err(message) => refuse_in_band(client, &message).await,
             }
         }),
         Err(refusal) => refuse(refusal),
@@ -128,115 +128,29 @@ fn refuse(message: String) -> Response {
 /// The container's run, or why the session cannot join it (told in the session, as the kubelet does, so
 /// that a client does not mistake it for a failed upgrade and retry with another protocol).
 type Joined = Result<Arc<Running>, String>;
-type Accepted = (Joined, StreamOptions, WebSocketUpgrade, Protocol);
 
 /// Checks a request and finds its container's run, or says why the upgrade is refused.
-fn accept(
+async fn accept(
     sessions: &Sessions,
     session: Session,
     (namespace, pod, uid, container): (&str, &str, &str, &str),
     query: Option<&str>,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-) -> Result<Accepted, String> {
+    request: Request,
+) -> Result<(Joined, StreamOptions, streaming::Upgrade), String> {
     let options = stream_options::parse(query.unwrap_or_default(), session)?;
-    let upgrade = upgrade
-        .map_err(|rejection| format!("exec and attach need a WebSocket upgrade: {rejection}"))?
-        .protocols(PROTOCOLS);
-    let protocol = match upgrade.selected_protocol().and_then(|p| p.to_str().ok()) {
-        Some(p) if p == PROTOCOLS[0] => Protocol::V5,
-        Some(_) => Protocol::V4,
-        None => {
-            return Err(format!(
-                "exec and attach speak the WebSocket subprotocols {}",
-                PROTOCOLS.join(", ")
-            ));
-        }
-    };
+    let upgrade = streaming::accept(request, &WEBSOCKET_PROTOCOLS, &SPDY_PROTOCOLS).await?;
     let run = sessions
         .containers
         .find(uid, container)
         .ok_or_else(|| format!("container {container} of pod {namespace}/{pod} is not running"));
-    Ok((run, options, upgrade, protocol))
+    Ok((run, options, upgrade))
 }
 
 /// Ends a session at once with a Failure Status saying why.
-async fn refuse_in_band(socket: WebSocket, message: &str) {
-    let (sink, _) = socket.split();
+async fn refuse_in_band(client: Client, message: &str) {
     let status = json!({"metadata": {}, "status": "Failure", "reason": "BadRequest", "code": 400,
                         "message": message});
-    finish(sink, &status).await;
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Protocol {
-    V4,
-    V5,
-}
-
-/// What the client sent.
-enum FromClient {
-    Stdin(Bytes),
-    /// v5: the client's stdin has ended.
-    StdinClosed,
-    /// The client has gone.
-    Gone,
-    /// Nothing of interest (a resize, a ping, an unknown channel).
-    Other,
-}
-
-fn from_client(message: Option<Result<Message, axum::Error>>, protocol: Protocol) -> FromClient {
-    let bytes = match message {
-        Some(Ok(Message::Binary(bytes))) => bytes,
-        // As Kubernetes, a text message carries a channel byte too (the Python client sends strings so).
-        Some(Ok(Message::Text(text))) => Bytes::from(text.as_str().to_owned()),
-        Some(Ok(Message::Close(_)) | Err(_)) | None => return FromClient::Gone,
-        Some(Ok(_)) => return FromClient::Other,
-    };
-    match bytes.first() {
-        Some(&STDIN) => FromClient::Stdin(bytes.slice(1..)),
-        Some(&CLOSE) if protocol == Protocol::V5 && bytes.get(1) == Some(&STDIN) => {
-            FromClient::StdinClosed
-        }
-        _ => FromClient::Other,
-    }
-}
-
-type Sink = SplitSink<WebSocket, Message>;
-
-async fn send(sink: &mut Sink, channel: u8, payload: &[u8]) -> bool {
-    let mut bytes = Vec::with_capacity(payload.len() + 1);
-    bytes.push(channel);
-    bytes.extend_from_slice(payload);
-    sink.send(Message::Binary(Bytes::from(bytes))).await.is_ok()
-}
-
-/// As the kubelet: an empty message on the lowest channel the client reads tells it the session is open.
-async fn open(sink: &mut Sink, options: &StreamOptions) -> bool {
-    let channel = if options.stdout {
-        STDOUT
-    } else if options.stderr {
-        STDERR
-    } else {
-        ERROR
-    };
-    send(sink, channel, b"").await
-}
-
-/// Ends a session with its outcome and the WebSocket close handshake.
-async fn finish(mut sink: Sink, status: &Value) {
-    let _ = send(&mut sink, ERROR, status.to_string().as_bytes()).await;
-    close(sink).await;
-}
-
-/// Closes the WebSocket with a normal closure (1000), which clients read as the end of every stream; a close
-/// without a code (1005) is an error to client-go.
-async fn close(mut sink: Sink) {
-    let normal = axum::extract::ws::CloseFrame {
-        code: axum::extract::ws::close_code::NORMAL,
-        reason: "".into(),
-    };
-    let _ = sink.send(Message::Close(Some(normal))).await;
-    let _ = sink.close().await;
+    client.finish(&status).await;
 }
 
 /// The outcome of an exec as the kubelet reports it on the error channel.
@@ -292,16 +206,11 @@ fn output_to(wanted: bool, channel: u8, frames: &mpsc::Sender<(u8, Bytes)>) -> O
 }
 
 async fn run_exec(
-    socket: WebSocket,
-    protocol: Protocol,
+    mut client: Client,
     run: Arc<Running>,
     options: StreamOptions,
     runtime: Arc<Runtime>,
 ) {
-    let (mut sink, mut client) = socket.split();
-    if !open(&mut sink, &options).await {
-        return;
-    }
     let (frames_in, mut frames) = mpsc::channel::<(u8, Bytes)>(16);
     let mut spec = run.spec.clone();
     spec.args = options.command.clone();
@@ -334,10 +243,10 @@ async fn run_exec(
                 exit = Some(ended);
             }
             frame = frames.recv(), if outputs_open => match frame {
-                Some((channel, bytes)) => if !send(&mut sink, channel, &bytes).await { return },
+                Some((channel, bytes)) => if !client.send(channel, &bytes).await { return },
                 None => outputs_open = false,
             },
-            message = client.next() => match from_client(message, protocol) {
+            message = client.next() => match message {
                 FromClient::Stdin(bytes) => {
                     if let Some(writer) = stdin.as_mut()
                         && writer.write_all(&bytes).await.is_err()
@@ -359,24 +268,23 @@ async fn run_exec(
     {
         // What a shell prints for a process killed by a signal: the trap, on the error output.
         let channel = if options.stderr { STDERR } else { STDOUT };
-        if options.stderr || options.stdout {
-            let _ = send(&mut sink, channel, format!("{trap}\n").as_bytes()).await;
-        }
+        let _ = client.send(channel, format!("{trap}\n").as_bytes()).await;
     }
-    finish(sink, &exit_status(&exit)).await;
+    client.finish(&exit_status(&exit)).await;
 }
 
-async fn run_attach(
-    socket: WebSocket,
-    protocol: Protocol,
-    run: Arc<Running>,
-    options: StreamOptions,
-) {
-    let (mut sink, mut client) = socket.split();
-    let mut live = run.log.follow();
-    if !open(&mut sink, &options).await {
-        return;
+/// The channel an attached client reads a chunk of output on, if it reads it.
+fn attached_channel(stream: Stream, options: &StreamOptions) -> Option<u8> {
+    match stream {
+        Stream::Stdout if options.stdout => Some(STDOUT),
+        Stream::Stderr if options.tty && options.stdout => Some(STDOUT),
+        Stream::Stderr if options.stderr => Some(STDERR),
+        _ => None,
     }
+}
+
+async fn run_attach(mut client: Client, run: Arc<Running>, options: StreamOptions) {
+    let mut live = run.log.follow();
     let stdin = run.stdin.as_ref().filter(|_| options.stdin);
     let mut wrote = false;
     let ended = run.ended();
@@ -385,13 +293,9 @@ async fn run_attach(
         tokio::select! {
             chunk = live.recv() => match chunk {
                 Ok((stream, bytes)) => {
-                    let channel = match stream {
-                        Stream::Stdout if options.stdout => STDOUT,
-                        Stream::Stderr if options.tty && options.stdout => STDOUT,
-                        Stream::Stderr if options.stderr => STDERR,
-                        _ => continue,
-                    };
-                    if !send(&mut sink, channel, &bytes).await {
+                    if let Some(channel) = attached_channel(stream, &options)
+                        && !client.send(channel, &bytes).await
+                    {
                         break false;
                     }
                 }
@@ -401,7 +305,7 @@ async fn run_attach(
                 Err(broadcast::error::RecvError::Closed) => break true,
             },
             () = &mut ended => break true,
-            message = client.next() => match from_client(message, protocol) {
+            message = client.next() => match message {
                 FromClient::Stdin(bytes) => if let Some(stdin) = stdin {
                     wrote = true;
                     stdin.write(&bytes).await;
@@ -420,53 +324,21 @@ async fn run_attach(
     if finished {
         // The container's run ended: what it wrote last, then the end of the session.
         while let Ok((stream, bytes)) = live.try_recv() {
-            let channel = if stream == Stream::Stderr && options.stderr {
-                STDERR
-            } else {
-                STDOUT
-            };
-            if (stream == Stream::Stdout && options.stdout) || channel == STDERR {
-                let _ = send(&mut sink, channel, &bytes).await;
+            if let Some(channel) = attached_channel(stream, &options) {
+                let _ = client.send(channel, &bytes).await;
             }
         }
-        finish(sink, &json!({"metadata": {}, "status": "Success"})).await;
+        client
+            .finish(&json!({"metadata": {}, "status": "Success"}))
+            .await;
     } else {
-        close(sink).await;
+        client.close().await;
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn binary(bytes: &'static [u8]) -> Option<Result<Message, axum::Error>> {
-        Some(Ok(Message::Binary(Bytes::from_static(bytes))))
-    }
-
-    #[test]
-    fn client_messages_are_read_by_channel_and_v5_closes_stdin() {
-        assert!(
-            matches!(from_client(binary(b"\0typed"), Protocol::V4), FromClient::Stdin(b) if b == "typed")
-        );
-        let text = Some(Ok(Message::Text("\0as text".into())));
-        assert!(matches!(from_client(text, Protocol::V4), FromClient::Stdin(b) if b == "as text"));
-        assert!(matches!(
-            from_client(binary(b"\xff\0"), Protocol::V5),
-            FromClient::StdinClosed
-        ));
-        // v4 has no close signal; resizes, unknown channels and empty messages are nothing.
-        for (message, protocol) in [
-            (&b"\xff\0"[..], Protocol::V4),
-            (b"\x04{\"Width\":80}", Protocol::V5),
-            (b"\x07", Protocol::V5),
-            (b"", Protocol::V5),
-            (b"\xff", Protocol::V5),
-        ] {
-            let message = Some(Ok(Message::Binary(Bytes::copy_from_slice(message))));
-            assert!(matches!(from_client(message, protocol), FromClient::Other));
-        }
-        assert!(matches!(from_client(None, Protocol::V5), FromClient::Gone));
-    }
 
     #[test]
     fn exits_are_reported_as_the_kubelet_reports_them() {
