@@ -127,6 +127,20 @@ async fn port_forward(
     })
 }
 
+/// Connects to the pod's port, or says why not as the kubelet words it.
+async fn connect(target: &str, ip: IpAddr, port: u16) -> Result<TcpStream, String> {
+    let address = SocketAddr::new(ip, port);
+    let reason = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await {
+        Ok(Ok(connection)) => return Ok(connection),
+        Ok(Err(error)) => error.to_string(),
+        Err(_) => "timed out".to_owned(),
+    };
+    tracing::info!(pod = %target, port, %reason, "port-forward cannot reach the pod");
+    Err(format!(
+        "error forwarding port {port} to pod {target}: cannot connect to {address}: {reason}"
+    ))
+}
+
 fn framed(channel: u8, payload: &[u8]) -> Message {
     let mut bytes = Vec::with_capacity(payload.len() + 1);
     bytes.push(channel);
@@ -148,10 +162,8 @@ async fn forward(socket: WebSocket, target: String, ip: IpAddr, ports: Vec<u16>)
                 return;
             }
         }
-        let address = SocketAddr::new(ip, *port);
-        let connected = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await;
-        match connected {
-            Ok(Ok(connection)) => {
+        match connect(&target, ip, *port).await {
+            Ok(connection) => {
                 let (mut read, write) = connection.into_split();
                 writers.push(Some(write));
                 let outgoing = outgoing.clone();
@@ -166,15 +178,7 @@ async fn forward(socket: WebSocket, target: String, ip: IpAddr, ports: Vec<u16>)
                     }
                 });
             }
-            failed => {
-                let reason = match failed {
-                    Ok(Err(error)) => error.to_string(),
-                    _ => "timed out".to_owned(),
-                };
-                tracing::info!(pod = %target, port, %reason, "port-forward cannot reach the pod");
-                let message = format!(
-                    "error forwarding port {port} to pod {target}: cannot connect to {address}: {reason}"
-                );
+            Err(message) => {
                 writers.push(None);
                 if sink
                     .send(framed(data + 1, message.as_bytes()))
@@ -316,19 +320,9 @@ async fn connect_and_copy(
     ip: IpAddr,
     port: u16,
 ) {
-    let address = SocketAddr::new(ip, port);
-    let connection = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await
-    {
-        Ok(Ok(connection)) => connection,
-        failed => {
-            let reason = match failed {
-                Ok(Err(error)) => error.to_string(),
-                _ => "timed out".to_owned(),
-            };
-            tracing::info!(pod = %target, port, %reason, "port-forward cannot reach the pod");
-            let message = format!(
-                "error forwarding port {port} to pod {target}: cannot connect to {address}: {reason}"
-            );
+    let connection = match connect(target, ip, port).await {
+        Ok(connection) => connection,
+        Err(message) => {
             sender.data(error, message.as_bytes()).await;
             return;
         }
