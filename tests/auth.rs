@@ -1018,3 +1018,113 @@ fn service_account_tokens_authenticate_as_their_account_until_it_is_gone() {
     let (ok, _, err) = kubectl_1_37(&server, bearer, &["get", "configmaps", "-n", "dev"]);
     assert!(!ok && err.contains("Unauthorized"), "{err}");
 }
+
+/// Runs `kubectl exec POD -- ARGS` as the admin; its stdout.
+fn exec_in(server: &Server, pod: &str, args: &[&str]) -> String {
+    let mut full = vec!["exec", pod, "--"];
+    full.extend_from_slice(args);
+    let (ok, out, err) = kubectl(server, None, &full, None);
+    assert!(ok, "exec {args:?}: {err}");
+    out
+}
+
+#[test]
+fn pods_get_their_service_account_token_mounted_and_call_the_api_under_rbac() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = secured_server(dir.path());
+    let _node = NodeAgent::start_as(&server, "auth-n1", Some("n1-token"));
+    let toolbox = format!(
+        "file://{}",
+        common::wasm_app("wasm32-wasip1", "toolbox").display()
+    );
+    let pod = |name: &str, extra: Value| {
+        let mut spec = json!({"nodeName": "auth-n1",
+                              "containers": [{"name": "tools", "image": toolbox, "command": ["repl"]}]});
+        for (key, value) in extra.as_object().into_iter().flatten() {
+            spec[key] = value.clone();
+        }
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec})
+    };
+    let created = common::post(&server, PODS, &pod("tools", json!({})));
+    // ServiceAccount admission: the default account, its token volume mounted where clients look.
+    assert_eq!(created["spec"]["serviceAccountName"], "default");
+    let volume = &created["spec"]["volumes"][0];
+    assert!(
+        volume["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("kube-api-access-"),
+        "{volume}"
+    );
+    assert_eq!(
+        created["spec"]["containers"][0]["volumeMounts"][0],
+        json!({"name": volume["name"], "readOnly": true,
+               "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"})
+    );
+    wait_for(&server, "tools", "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    let dir = "/var/run/secrets/kubernetes.io/serviceaccount";
+    assert_eq!(
+        exec_in(&server, "tools", &["ls", dir]),
+        "ca.crt\nnamespace\ntoken\n"
+    );
+    assert_eq!(
+        exec_in(&server, "tools", &["read", &format!("{dir}/namespace")]),
+        "default"
+    );
+    assert_eq!(
+        exec_in(&server, "tools", &["read", &format!("{dir}/ca.crt")]),
+        std::fs::read_to_string(server.ca_file()).unwrap()
+    );
+    let token = exec_in(&server, "tools", &["read", &format!("{dir}/token")]);
+    // The token is the pod's account, under RBAC: nothing until a binding grants it.
+    let as_pod = server.http_as(Some(&token));
+    let pods = format!("{}{PODS}", server.url);
+    let refused = as_pod.get(&pods).send().unwrap();
+    assert_eq!(refused.status(), 403);
+    let message = refused.json::<Value>().unwrap()["message"].clone();
+    assert!(
+        message
+            .as_str()
+            .unwrap_or_default()
+            .contains("system:serviceaccount:default:default"),
+        "{message}"
+    );
+    let (ok, _, err) = kubectl(
+        &server,
+        None,
+        &[
+            "create",
+            "rolebinding",
+            "pods-view",
+            "--clusterrole=view",
+            "--serviceaccount=default:default",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let listed = as_pod.get(&pods).send().unwrap();
+    assert_eq!(listed.status(), 200);
+
+    // Opting out, and an account that does not exist.
+    let opted_out = common::post(
+        &server,
+        PODS,
+        &pod("quiet", json!({"automountServiceAccountToken": false})),
+    );
+    assert!(opted_out["spec"]["volumes"].is_null(), "{opted_out}");
+    let missing = server
+        .http()
+        .post(&pods)
+        .json(&pod("lost", json!({"serviceAccountName": "missing"})))
+        .send()
+        .unwrap();
+    assert_eq!(missing.status(), 403);
+    let status: Value = missing.json().unwrap();
+    assert_eq!(
+        status["message"],
+        "pods \"lost\" is forbidden: error looking up service account default/missing: serviceaccount \
+         \"missing\" not found"
+    );
+}

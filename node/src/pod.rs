@@ -9,8 +9,10 @@ use crate::runtime::{Mount, PodNetwork, RunSpec, Runtime};
 use crate::safe_path::{self, UnsafePath};
 use crate::services::{PodNames, ServiceView};
 use crate::status::{self, Container, State};
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container as ContainerSpec, KeyToPath, Pod, PodStatus, Secret,
+    ConfigMap, Container as ContainerSpec, DownwardAPIVolumeFile, KeyToPath, Pod, PodStatus,
+    ProjectedVolumeSource, Secret, ServiceAccount, ServiceAccountTokenProjection,
 };
 use kube::Api;
 use kube::api::{Patch, PatchParams};
@@ -968,49 +970,30 @@ impl ContainerWorker {
                     .map_err(|e| format!("cannot create emptyDir {}: {e}", volume.name))?;
                 (own_dir, false)
             } else if let Some(source) = &volume.config_map {
-                let maps: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), &namespace);
-                let files = match maps
-                    .get_opt(&source.name)
-                    .await
-                    .map_err(|e| e.to_string())?
-                {
-                    Some(map) => {
-                        let text = map
-                            .data
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|(k, v)| (k, v.into_bytes()));
-                        text.chain(
-                            map.binary_data
-                                .unwrap_or_default()
-                                .into_iter()
-                                .map(|(k, v)| (k, v.0)),
-                        )
-                        .collect()
-                    }
-                    None if source.optional == Some(true) => Vec::new(),
-                    None => return Err(format!("configmap {:?} not found", source.name)),
-                };
+                let files = self
+                    .config_map_files(&namespace, &source.name, source.optional)
+                    .await?;
                 write_volume(&own_dir, files, source.items.as_deref().unwrap_or_default())?;
                 (own_dir, true)
             } else if let Some(source) = &volume.secret {
                 let name = source.secret_name.clone().unwrap_or_default();
-                let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &namespace);
-                let files = match secrets.get_opt(&name).await.map_err(|e| e.to_string())? {
-                    Some(secret) => secret
-                        .data
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|(k, v)| (k, v.0))
-                        .collect(),
-                    None if source.optional == Some(true) => Vec::new(),
-                    None => return Err(format!("secret {name:?} not found")),
-                };
+                let files = self
+                    .secret_files(&namespace, &name, source.optional)
+                    .await?;
                 write_volume(&own_dir, files, source.items.as_deref().unwrap_or_default())?;
+                (own_dir, true)
+            } else if let Some(source) = &volume.downward_api {
+                let files = downward_files(&self.pod, source.items.as_deref().unwrap_or_default())?;
+                write_volume(&own_dir, files, &[])?;
+                (own_dir, true)
+            } else if let Some(source) = &volume.projected {
+                let files = self.projected_files(&namespace, source).await?;
+                write_volume(&own_dir, files, &[])?;
                 (own_dir, true)
             } else {
                 return Err(format!(
-                    "volume {:?}: only emptyDir, hostPath, configMap and secret volumes are supported",
+                    "volume {:?}: only emptyDir, hostPath, configMap, secret, downwardAPI and projected \
+                     volumes are supported",
                     volume.name
                 ));
             };
@@ -1031,6 +1014,187 @@ impl ContainerWorker {
         }
         Ok(mounts)
     }
+}
+
+impl ContainerWorker {
+    /// A ConfigMap's keys and values (none when it is missing and optional).
+    async fn config_map_files(
+        &self,
+        namespace: &str,
+        name: &str,
+        optional: Option<bool>,
+    ) -> Result<Vec<(String, Vec<u8>)>, String> {
+        let maps: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), namespace);
+        match maps.get_opt(name).await.map_err(|e| e.to_string())? {
+            Some(map) => {
+                let text = map
+                    .data
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(k, v)| (k, v.into_bytes()));
+                Ok(text
+                    .chain(
+                        map.binary_data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (k, v.0)),
+                    )
+                    .collect())
+            }
+            None if optional == Some(true) => Ok(Vec::new()),
+            None => Err(format!("configmap {name:?} not found")),
+        }
+    }
+
+    /// A Secret's keys and values (none when it is missing and optional).
+    async fn secret_files(
+        &self,
+        namespace: &str,
+        name: &str,
+        optional: Option<bool>,
+    ) -> Result<Vec<(String, Vec<u8>)>, String> {
+        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), namespace);
+        match secrets.get_opt(name).await.map_err(|e| e.to_string())? {
+            Some(secret) => Ok(secret
+                .data
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(k, v)| (k, v.0))
+                .collect()),
+            None if optional == Some(true) => Ok(Vec::new()),
+            None => Err(format!("secret {name:?} not found")),
+        }
+    }
+
+    /// The files of a projected volume, by path: each source's files, a ServiceAccount token requested for
+    /// this pod.
+    async fn projected_files(
+        &self,
+        namespace: &str,
+        projected: &ProjectedVolumeSource,
+    ) -> Result<Vec<(String, Vec<u8>)>, String> {
+        let mut files = Vec::new();
+        for source in projected.sources.iter().flatten() {
+            if let Some(map) = &source.config_map {
+                let found = self
+                    .config_map_files(namespace, &map.name, map.optional)
+                    .await?;
+                files.extend(select(found, map.items.as_deref().unwrap_or_default()));
+            } else if let Some(secret) = &source.secret {
+                let found = self
+                    .secret_files(namespace, &secret.name, secret.optional)
+                    .await?;
+                files.extend(select(found, secret.items.as_deref().unwrap_or_default()));
+            } else if let Some(downward) = &source.downward_api {
+                files.extend(downward_files(
+                    &self.pod,
+                    downward.items.as_deref().unwrap_or_default(),
+                )?);
+            } else if let Some(token) = &source.service_account_token {
+                files.push((token.path.clone(), self.token(namespace, token).await?));
+            } else {
+                return Err(
+                    "projected volumes support configMap, secret, downwardAPI and serviceAccountToken \
+                     sources"
+                        .into(),
+                );
+            }
+        }
+        Ok(files)
+    }
+
+    /// A token of the pod's ServiceAccount, bound to the pod, as the kubelet requests it.
+    async fn token(
+        &self,
+        namespace: &str,
+        source: &ServiceAccountTokenProjection,
+    ) -> Result<Vec<u8>, String> {
+        let account = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.clone())
+            .unwrap_or_else(|| "default".into());
+        let request = TokenRequest {
+            spec: Some(TokenRequestSpec {
+                audiences: source.audience.clone().map(|audience| vec![audience]),
+                expiration_seconds: source.expiration_seconds,
+                bound_object_ref: Some(BoundObjectReference {
+                    api_version: Some("v1".into()),
+                    kind: Some("Pod".into()),
+                    name: self.pod.metadata.name.clone(),
+                    uid: self.pod.metadata.uid.clone(),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let accounts: Api<ServiceAccount> = Api::namespaced(self.ctx.client.clone(), namespace);
+        let answered = accounts
+            .create_token_request(&account, &Default::default(), &request)
+            .await
+            .map_err(|e| format!("cannot get a token of service account {account:?}: {e}"))?;
+        answered
+            .status
+            .and_then(|s| s.token)
+            .map(String::into_bytes)
+            .ok_or_else(|| format!("the token request of service account {account:?} has no token"))
+    }
+}
+
+/// The files `items` select of a source's keys, by their paths (all keys, by name, without items).
+fn select(files: Vec<(String, Vec<u8>)>, items: &[KeyToPath]) -> Vec<(String, Vec<u8>)> {
+    if items.is_empty() {
+        return files;
+    }
+    files
+        .into_iter()
+        .filter_map(|(key, bytes)| {
+            items
+                .iter()
+                .find(|item| item.key == key)
+                .map(|item| (item.path.clone(), bytes))
+        })
+        .collect()
+}
+
+/// The downward API's files: the pod's own fields, as the kubelet writes them (labels and annotations one
+/// `key="value"` per line, sorted).
+fn downward_files(
+    pod: &Pod,
+    items: &[DownwardAPIVolumeFile],
+) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let pairs = |map: &Option<std::collections::BTreeMap<String, String>>| {
+        map.iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={v:?}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    items
+        .iter()
+        .map(|item| {
+            let field = item
+                .field_ref
+                .as_ref()
+                .map(|f| f.field_path.as_str())
+                .ok_or_else(|| format!("{}: only fieldRef is supported", item.path))?;
+            let value = match field {
+                "metadata.name" => pod.metadata.name.clone().unwrap_or_default(),
+                "metadata.namespace" => pod.metadata.namespace.clone().unwrap_or_default(),
+                "metadata.uid" => pod.metadata.uid.clone().unwrap_or_default(),
+                "metadata.labels" => pairs(&pod.metadata.labels),
+                "metadata.annotations" => pairs(&pod.metadata.annotations),
+                "spec.serviceAccountName" => pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.service_account_name.clone())
+                    .unwrap_or_default(),
+                other => return Err(format!("{}: unsupported field {other:?}", item.path)),
+            };
+            Ok((item.path.clone(), value.into_bytes()))
+        })
+        .collect()
 }
 
 /// The preopens that make `dir` the container's working directory. WASI has no current directory: relative

@@ -72,6 +72,12 @@ pub fn authorize(
         ("", "secrets" | "configmaps") => {
             verb == "get" && asked.subresource.is_none() && used_here(node, asked, graph)
         }
+        // Tokens for the accounts its pods run as (mounted into them).
+        ("", "serviceaccounts") => {
+            verb == "create"
+                && asked.subresource.as_deref() == Some("token")
+                && runs_as_here(node, asked, graph)
+        }
         _ => return Decision::NoOpinion(None),
     };
     if allowed {
@@ -103,22 +109,48 @@ fn used_here(node: &str, asked: &ResourceRequest, graph: &impl PodGraph) -> bool
         .any(|pod| references(pod, secret).any(|used| used == name))
 }
 
-/// The names of the Secrets (or ConfigMaps) a pod uses: volumes, env, envFrom and image pull secrets.
+fn runs_as_here(node: &str, asked: &ResourceRequest, graph: &impl PodGraph) -> bool {
+    let (Some(namespace), Some(name)) = (&asked.namespace, &asked.name) else {
+        return false;
+    };
+    graph.pods_on(node, namespace).iter().any(|pod| {
+        pod.spec
+            .as_ref()
+            .and_then(|s| s.service_account_name.as_deref())
+            .unwrap_or("default")
+            == name
+    })
+}
+
+/// The names of the Secrets (or ConfigMaps) a pod uses: volumes (projected ones too), env, envFrom and image
+/// pull secrets.
 fn references(pod: &Pod, secret: bool) -> impl Iterator<Item = &str> {
     let spec = pod.spec.as_ref();
     let volumes = spec
         .and_then(|s| s.volumes.as_ref())
         .into_iter()
         .flatten()
-        .filter_map(move |volume| {
-            if secret {
+        .flat_map(move |volume| {
+            let own = if secret {
                 volume
                     .secret
                     .as_ref()
                     .and_then(|s| s.secret_name.as_deref())
             } else {
                 volume.config_map.as_ref().map(|c| c.name.as_str())
-            }
+            };
+            let projected = volume
+                .projected
+                .iter()
+                .flat_map(|p| p.sources.iter().flatten())
+                .filter_map(move |source| {
+                    if secret {
+                        source.secret.as_ref().map(|s| s.name.as_str())
+                    } else {
+                        source.config_map.as_ref().map(|c| c.name.as_str())
+                    }
+                });
+            own.into_iter().chain(projected)
         });
     let containers = spec.into_iter().flat_map(|s| {
         s.containers
@@ -197,7 +229,11 @@ mod tests {
                 json!({"containers": [{"name": "app", "env": [
                     {"name": "A", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}],
                     "envFrom": [{"configMapRef": {"name": "settings"}}]}],
-                    "volumes": [{"name": "c", "secret": {"secretName": "tls"}}],
+                    "volumes": [{"name": "c", "secret": {"secretName": "tls"}},
+                                {"name": "api", "projected": {"sources": [
+                                    {"serviceAccountToken": {"path": "token"}},
+                                    {"configMap": {"name": "kube-root-ca.crt"}}]}}],
+                    "serviceAccountName": "builder",
                     "imagePullSecrets": [{"name": "registry"}]}),
             ),
             pod(
@@ -337,6 +373,35 @@ mod tests {
             Some("db")
         )));
         assert!(!allowed(ask("list", "", "secrets", Some("dev"), None)));
+        assert!(allowed(ask(
+            "get",
+            "",
+            "configmaps",
+            Some("dev"),
+            Some("kube-root-ca.crt")
+        )));
+    }
+
+    #[test]
+    fn a_node_gets_tokens_only_for_the_accounts_its_pods_run_as() {
+        let token = |verb: &str, account: &str| {
+            let mut request = ask(verb, "", "serviceaccounts", Some("dev"), Some(account));
+            if let Request::Resource(r) = &mut request {
+                r.subresource = Some("token".into());
+            }
+            allowed(request)
+        };
+        assert!(token("create", "builder"));
+        // default is what n2's pod runs as, not n1's.
+        assert!(!token("create", "default"));
+        assert!(!token("get", "builder"));
+        assert!(!allowed(ask(
+            "get",
+            "",
+            "serviceaccounts",
+            Some("dev"),
+            Some("builder")
+        )));
     }
 
     #[test]

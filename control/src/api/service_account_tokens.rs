@@ -14,6 +14,12 @@ pub const MIN_EXPIRATION_SECONDS: i64 = 600;
 pub const MAX_EXPIRATION_SECONDS: i64 = 1 << 32;
 /// The lifetime of a token whose request names none (an hour).
 pub const DEFAULT_EXPIRATION_SECONDS: i64 = 3600;
+/// The expiry ServiceAccount admission asks for a pod's mounted token (an hour and seven seconds, so it can be
+/// told apart).
+pub const MOUNTED_EXPIRATION_SECONDS: i64 = 3607;
+/// How long a mounted token of the API's audience really lasts, as Kubernetes' default
+/// `--service-account-extend-token-expiration`: a year, so apps that read their token once keep working.
+pub const EXTENDED_EXPIRATION_SECONDS: i64 = 365 * 24 * 60 * 60;
 
 /// Why a token was not issued or not accepted.
 #[derive(Debug, thiserror::Error)]

@@ -82,10 +82,11 @@ trait Plugin: Sync {
 }
 
 /// The plugins, in the order they run.
-const CHAIN: [&dyn Plugin; 7] = [
+const CHAIN: [&dyn Plugin; 8] = [
     &NamespaceLifecycle,
     &CertificateSigningRequester,
     &LimitRanger,
+    &ServiceAccount,
     &ServiceAddresses,
     &PodSecurity,
     &RbacEscalation,
@@ -146,6 +147,18 @@ impl Plugin for LimitRanger {
     fn mutate(&self, server: &ApiServer, write: &Write<'_>, object: &mut Value) -> Mutation {
         if write.is("", "Pod") && write.creates() {
             server.apply_pod_limit_ranges(object)?;
+        }
+        Ok(())
+    }
+}
+
+/// ServiceAccount: a new pod runs as an account of its namespace and gets its token mounted.
+struct ServiceAccount;
+
+impl Plugin for ServiceAccount {
+    fn mutate(&self, server: &ApiServer, write: &Write<'_>, object: &mut Value) -> Mutation {
+        if write.is("", "Pod") && write.creates() {
+            server.admit_service_account(object)?;
         }
         Ok(())
     }

@@ -14,6 +14,7 @@ mod pod_security;
 mod pod_streams;
 mod rbac_escalation;
 mod reviews;
+pub mod service_account_admission;
 pub mod service_network;
 mod watch;
 

@@ -19,6 +19,7 @@ pub mod pods;
 pub mod replicaset;
 pub mod resource_quota;
 pub mod rollout;
+pub mod root_ca;
 pub mod service_accounts;
 pub mod statefulset;
 
@@ -99,7 +100,10 @@ pub async fn run(client: kube::Client, config: ControllersConfig) {
         service_accounts::run(client.clone()),
         async {
             if let Some(ca) = config.signer.clone() {
-                certificates::run(client.clone(), ca).await;
+                tokio::join!(
+                    root_ca::run(client.clone(), ca.cert_pem().to_owned()),
+                    certificates::run(client.clone(), ca),
+                );
             }
         },
     );
@@ -122,8 +126,28 @@ where
         + Sync
         + 'static,
 {
+    reflect_with(api, watcher::Config::default())
+}
+
+/// [`reflect`] of the objects `config` selects.
+fn reflect_with<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (
+    Store<K>,
+    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
     let (store, writer) = reflector::store();
-    let changes = reflector::reflector(writer, watcher(api, watcher::Config::default()))
+    let changes = reflector::reflector(writer, watcher(api, config))
         .default_backoff()
         .touched_objects();
     (store, changes)

@@ -91,6 +91,117 @@ fn key_to_paths(field: &str, items: Option<&Vec<KeyToPath>>, causes: &mut Vec<Ca
     }
 }
 
+/// The fields a downward API file may show, as Kubernetes allows them in volumes.
+const DOWNWARD_API_FIELDS: [&str; 6] = [
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.uid",
+    "metadata.labels",
+    "metadata.annotations",
+    "spec.serviceAccountName",
+];
+
+fn downward_api_items(
+    field: &str,
+    items: Option<&Vec<k8s_openapi::api::core::v1::DownwardAPIVolumeFile>>,
+    causes: &mut Vec<Cause>,
+) {
+    for (i, item) in items.into_iter().flatten().enumerate() {
+        let at = format!("{field}.items[{i}]");
+        if item.path.is_empty() {
+            causes.push(Cause::required(format!("{at}.path")));
+        } else {
+            local_descending_path(&format!("{at}.path"), &item.path, causes);
+        }
+        file_mode(&format!("{at}.mode"), item.mode, causes);
+        match (&item.field_ref, &item.resource_field_ref) {
+            (Some(field_ref), None) => one_of(
+                &format!("{at}.fieldRef.fieldPath"),
+                Some(field_ref.field_path.as_str()),
+                &DOWNWARD_API_FIELDS,
+                causes,
+            ),
+            (None, Some(_)) => {}
+            (Some(_), Some(_)) => causes.push(Cause::invalid(
+                format!("{at}.fieldRef"),
+                "",
+                "fieldRef and resourceFieldRef can not be specified simultaneously",
+            )),
+            (None, None) => causes.push(Cause::required_because(
+                format!("{at}.fieldRef"),
+                "one of fieldRef and resourceFieldRef is required",
+            )),
+        }
+    }
+}
+
+/// A projected volume's sources, each of exactly one kind, their paths inside the volume.
+fn projected_sources(
+    field: &str,
+    projected: &k8s_openapi::api::core::v1::ProjectedVolumeSource,
+    causes: &mut Vec<Cause>,
+) {
+    file_mode(
+        &format!("{field}.defaultMode"),
+        projected.default_mode,
+        causes,
+    );
+    for (i, source) in projected.sources.iter().flatten().enumerate() {
+        let at = format!("{field}.sources[{i}]");
+        let kinds = [
+            source.secret.is_some(),
+            source.config_map.is_some(),
+            source.downward_api.is_some(),
+            source.service_account_token.is_some(),
+            source.cluster_trust_bundle.is_some(),
+            source.pod_certificate.is_some(),
+        ];
+        if kinds.iter().filter(|set| **set).count() != 1 {
+            causes.push(Cause::forbidden(
+                at.clone(),
+                "may not specify more than 1 volume type per source",
+            ));
+        }
+        if let Some(secret) = &source.secret {
+            key_to_paths(&format!("{at}.secret"), secret.items.as_ref(), causes);
+        }
+        if let Some(map) = &source.config_map {
+            key_to_paths(&format!("{at}.configMap"), map.items.as_ref(), causes);
+        }
+        if let Some(downward) = &source.downward_api {
+            downward_api_items(
+                &format!("{at}.downwardAPI"),
+                downward.items.as_ref(),
+                causes,
+            );
+        }
+        if let Some(token) = &source.service_account_token {
+            let path = format!("{at}.serviceAccountToken.path");
+            if token.path.is_empty() {
+                causes.push(Cause::required(path));
+            } else {
+                local_descending_path(&path, &token.path, causes);
+            }
+            if let Some(seconds) = token.expiration_seconds {
+                let expiry = format!("{at}.serviceAccountToken.expirationSeconds");
+                if seconds < 600 {
+                    causes.push(Cause::invalid_number(
+                        &expiry,
+                        seconds,
+                        "may not specify a duration less than 10 minutes",
+                    ));
+                } else if seconds > 1 << 32 {
+                    causes.push(Cause::invalid_number(
+                        &expiry,
+                        seconds,
+                        "may not specify a duration larger than 2^32 seconds",
+                    ));
+                }
+            }
+        }
+    }
+}
+
 const HOST_PATH_TYPES: [&str; 8] = [
     "",
     "BlockDevice",
@@ -163,6 +274,17 @@ fn volumes(field: &str, volumes: &[Volume], causes: &mut Vec<Cause>) -> HashSet<
                 source.default_mode,
                 causes,
             );
+        }
+        if let Some(source) = &volume.downward_api {
+            downward_api_items(&format!("{at}.downwardAPI"), source.items.as_ref(), causes);
+            file_mode(
+                &format!("{at}.downwardAPI.defaultMode"),
+                source.default_mode,
+                causes,
+            );
+        }
+        if let Some(projected) = &volume.projected {
+            projected_sources(&format!("{at}.projected"), projected, causes);
         }
         if let Some(limit) = volume
             .empty_dir

@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::api::service_account_tokens::{
-    self as tokens, Binding, Claims, DEFAULT_EXPIRATION_SECONDS, ISSUER, MAX_EXPIRATION_SECONDS,
-    MIN_EXPIRATION_SECONDS, ObjectRef,
+    self as tokens, Binding, Claims, DEFAULT_EXPIRATION_SECONDS, EXTENDED_EXPIRATION_SECONDS,
+    ISSUER, MAX_EXPIRATION_SECONDS, MIN_EXPIRATION_SECONDS, MOUNTED_EXPIRATION_SECONDS, ObjectRef,
 };
 use crate::api::validation::Cause;
 
@@ -59,11 +59,19 @@ impl ApiServer {
             bound => Some(self.bound_pod(&namespace, bound)?),
         };
         let issued_at = jiff::Timestamp::now().as_second();
+        // A pod's mounted token for the API lasts a year, though the answer says an hour (Kubernetes' default
+        // expiration extension).
+        let lasts =
+            if pod.is_some() && expiration == MOUNTED_EXPIRATION_SECONDS && audiences == [ISSUER] {
+                EXTENDED_EXPIRATION_SECONDS
+            } else {
+                expiration
+            };
         let claims = Claims {
             iss: ISSUER.into(),
             sub: format!("system:serviceaccount:{namespace}:{name}"),
             aud: audiences.clone(),
-            exp: issued_at + expiration,
+            exp: issued_at + lasts,
             iat: issued_at,
             nbf: issued_at,
             jti: uuid::Uuid::new_v4().to_string(),
@@ -79,7 +87,7 @@ impl ApiServer {
         let token = signer
             .issue(&claims)
             .map_err(|e| ApiError::Internal(e.to_string()))?;
-        let expires = jiff::Timestamp::from_second(claims.exp)
+        let expires = jiff::Timestamp::from_second(issued_at + expiration)
             .map(|t| t.to_string())
             .unwrap_or_default();
         request["apiVersion"] = "authentication.k8s.io/v1".into();
