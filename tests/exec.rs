@@ -400,3 +400,154 @@ print("spdy session closed")
     );
     assert_eq!((code, out.as_str()), (0, "still serving\n"), "{err}");
 }
+
+#[test]
+fn kubectl_debug_runs_a_tool_beside_the_app_with_its_files_and_address() {
+    let server = Server::start();
+    let _node = NodeAgent::start(&server, "debug-node");
+    create_pod(&server, tools_pod("tools", "debug-node", json!({})));
+    running(&server, "tools");
+    let binary = kubectl_1_37();
+    let (code, _, err) = kubectl(
+        &binary,
+        &server,
+        &[
+            "exec",
+            "tools",
+            "--",
+            "write",
+            "/data/note",
+            "left by the app",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+
+    // An ephemeral container targeting the app sees its volumes. kubectl debug takes only image references:
+    // the toolbox is pulled from a registry.
+    let dir = tempfile::tempdir().unwrap();
+    let (_registry, address) = common::registry(dir.path(), None);
+    let image = format!("{address}/tools/toolbox:v1");
+    common::push_wasm(
+        &wasm_app("wasm32-wasip1", "toolbox"),
+        &image,
+        oci_client::secrets::RegistryAuth::Anonymous,
+    );
+    let (code, out, err) = kubectl(
+        &binary,
+        &server,
+        &[
+            "debug",
+            "tools",
+            "--image",
+            &image,
+            "--target",
+            "tools",
+            "--container",
+            "dbg",
+            "--",
+            "read",
+            "/data/note",
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let pod = wait_for(&server, "tools", "debugged", |p| {
+        p["status"]["ephemeralContainerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+    });
+    assert_eq!(pod["spec"]["ephemeralContainers"][0]["name"], "dbg");
+    assert_eq!(pod["status"]["phase"], "Running");
+    assert_eq!(pod["status"]["containerStatuses"][0]["restartCount"], 0);
+    let (code, out, err) = kubectl(&binary, &server, &["logs", "tools", "-c", "dbg"], None);
+    assert_eq!((code, out.as_str()), (0, "left by the app\n"), "{err}");
+
+    // Interactive: kubectl attaches to the new container.
+    let mut child = Killed(
+        Command::new(&binary)
+            .arg("--kubeconfig")
+            .arg(server.kubeconfig())
+            .args([
+                "debug",
+                "-i",
+                "tools",
+                "--image",
+                &image,
+                "--container",
+                "shell",
+                "--",
+                "repl",
+            ])
+            .env("HOME", &server.data_dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kubectl debug -i"),
+    );
+    let mut stdin = child.0.stdin.take().expect("stdin");
+    stdin.write_all(b"typed into the debugger\n").expect("type");
+    let read = read_until(&mut child.0, |l| l == "echo: typed into the debugger");
+    assert!(read.contains("echo: typed into the debugger"), "{read}");
+    drop(stdin);
+
+    // What Kubernetes refuses: removing or changing one, ports on one, setting them at creation.
+    let url = format!(
+        "{}/api/v1/namespaces/default/pods/tools/ephemeralcontainers",
+        server.url
+    );
+    let patch = |body: Value| {
+        server
+            .http()
+            .patch(&url)
+            .header("Content-Type", "application/merge-patch+json")
+            .json(&body)
+            .send()
+            .unwrap()
+    };
+    let removed = patch(json!({"spec": {"ephemeralContainers": []}}));
+    assert_eq!(removed.status(), 422);
+    let status: Value = removed.json().unwrap();
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("existing ephemeral containers \"dbg\" may not be removed"),
+        "{status}"
+    );
+    let mut listed = server
+        .http()
+        .get(&url)
+        .send()
+        .unwrap()
+        .json::<Value>()
+        .unwrap()["spec"]["ephemeralContainers"]
+        .clone();
+    listed
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "web", "image": image, "ports": [{"containerPort": 80}]}));
+    let with_ports = patch(json!({"spec": {"ephemeralContainers": listed}}));
+    assert_eq!(with_ports.status(), 422);
+    let status: Value = with_ports.json().unwrap();
+    assert!(
+        status["message"].as_str().unwrap_or_default().contains(
+            "spec.ephemeralContainers[2].ports: Forbidden: cannot be set for an Ephemeral Container"
+        ),
+        "{status}"
+    );
+    let mut born_with = tools_pod("born", "debug-node", json!({}));
+    born_with["spec"]["ephemeralContainers"] = json!([{"name": "dbg", "image": image}]);
+    let refused = server
+        .http()
+        .post(format!("{}{}", server.url, common::PODS))
+        .json(&born_with)
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 422);
+    assert!(
+        refused
+            .text()
+            .unwrap()
+            .contains("spec.ephemeralContainers: Forbidden: cannot be set on create")
+    );
+}

@@ -954,77 +954,15 @@ fn a_finished_pod_gives_its_address_back() {
     assert!(!addresses[0].is_empty());
 }
 
-/// Debian's docker-registry on a free port with its storage in `dir`, until dropped.
-/// Debian's docker-registry on a free port, storing in `dir`; with `user` (name, password) it asks for basic
-/// auth (an htpasswd file with a bcrypt hash).
-fn registry(dir: &std::path::Path, user: Option<(&str, &str)>) -> (common::Killed, String) {
-    let port = common::free_port();
-    let config = dir.join("registry.yml");
-    let mut text = format!(
-        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-        dir.join("storage").display()
-    );
-    if let Some((name, password)) = user {
-        let htpasswd = dir.join("htpasswd");
-        let hash = bcrypt::hash(password, 5).unwrap();
-        std::fs::write(&htpasswd, format!("{name}:{hash}\n")).unwrap();
-        text.push_str(&format!(
-            "auth:\n  htpasswd:\n    realm: wasmkube-test\n    path: {}\n",
-            htpasswd.display()
-        ));
-    }
-    std::fs::write(&config, text).unwrap();
-    let process = common::Killed(
-        std::process::Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("docker-registry (scripts/setup-test-tools installs it)"),
-    );
-    let address = format!("127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    // 200, or 401 when it wants credentials: either way it serves.
-    while !reqwest::blocking::get(format!("http://{address}/v2/"))
-        .is_ok_and(|r| r.status() == 200 || r.status() == 401)
-    {
-        assert!(Instant::now() < deadline, "the registry did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (process, address)
-}
-
 /// Pushes the hello app to `image` as an OCI Wasm artifact.
 fn push_hello(image: &str, auth: oci_client::secrets::RegistryAuth) {
-    let bytes = std::fs::read(wasm_app("wasm32-wasip2", "hello_http")).unwrap();
-    tokio::runtime::Runtime::new().unwrap().block_on(async {
-        use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
-        let client = oci_client::Client::new(ClientConfig {
-            protocol: ClientProtocol::Http,
-            ..Default::default()
-        });
-        let layer = ImageLayer::new(
-            bytes,
-            oci_client::manifest::WASM_LAYER_MEDIA_TYPE.into(),
-            None,
-        );
-        let config = Config::new(
-            b"{}".to_vec(),
-            oci_client::manifest::WASM_CONFIG_MEDIA_TYPE.into(),
-            None,
-        );
-        client
-            .push(&image.parse().unwrap(), &[layer], config, &auth, None)
-            .await
-            .expect("push the hello app");
-    });
+    common::push_wasm(&wasm_app("wasm32-wasip2", "hello_http"), image, auth);
 }
 
 #[test]
 fn images_are_pulled_from_an_oci_registry() {
     let dir = tempfile::tempdir().unwrap();
-    let (_registry, address) = registry(dir.path(), None);
+    let (_registry, address) = common::registry(dir.path(), None);
     let image = format!("{address}/wasm/hello:v1");
     push_hello(&image, oci_client::secrets::RegistryAuth::Anonymous);
 
@@ -1064,7 +1002,7 @@ fn images_are_pulled_from_an_oci_registry() {
 #[test]
 fn private_registries_are_pulled_from_with_the_pods_image_pull_secrets() {
     let dir = tempfile::tempdir().unwrap();
-    let (_registry, address) = registry(dir.path(), Some(("puller", "s3cret")));
+    let (_registry, address) = common::registry(dir.path(), Some(("puller", "s3cret")));
     let image = format!("{address}/private/hello:v1");
     push_hello(
         &image,

@@ -350,6 +350,7 @@ async fn reconcile(pod: Arc<Pod>, agent: Arc<Agent>) -> Result<Action, AgentErro
         let mut workers = agent.workers.lock().map_err(|_| AgentError::Poisoned)?;
         if let Some(worker) = workers.get(&uid) {
             worker.observe(pod.status.clone());
+            worker.observe_ephemeral(&pod);
             return Ok(Action::await_change());
         }
         let used = workers

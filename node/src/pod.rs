@@ -11,8 +11,9 @@ use crate::services::{PodNames, ServiceView};
 use crate::status::{self, Container, State};
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container as ContainerSpec, DownwardAPIVolumeFile, KeyToPath, Pod, PodStatus,
-    ProjectedVolumeSource, Secret, ServiceAccount, ServiceAccountTokenProjection,
+    ConfigMap, Container as ContainerSpec, DownwardAPIVolumeFile, EphemeralContainer, KeyToPath,
+    Pod, PodSpec, PodStatus, ProjectedVolumeSource, Secret, ServiceAccount,
+    ServiceAccountTokenProjection,
 };
 use kube::Api;
 use kube::api::{Patch, PatchParams};
@@ -85,6 +86,8 @@ pub struct PodWorker {
     stop: watch::Sender<bool>,
     /// The pod's status as the API last showed it.
     observed: watch::Sender<Option<PodStatus>>,
+    /// The pod's ephemeral containers as the API last showed them.
+    ephemeral: watch::Sender<Vec<EphemeralContainer>>,
     /// Bytes of linear memory its guests hold.
     memory: Arc<std::sync::atomic::AtomicUsize>,
     /// Its Quality of Service class, which orders evictions.
@@ -97,6 +100,7 @@ impl PodWorker {
     pub fn start(pod: Pod, ctx: Arc<NodeContext>) -> Self {
         let (stop, stopped) = watch::channel(false);
         let (observed, observations) = watch::channel(pod.status.clone());
+        let (ephemeral, ephemeral_list) = watch::channel(ephemeral_containers(&pod));
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let requests = wasmkube_control::scheduler::plugins::requests(&pod);
         let qos = crate::eviction::QosClass::of(&pod.spec.clone().unwrap_or_default());
@@ -105,6 +109,7 @@ impl PodWorker {
             stopped,
             observed: observations,
             memory: memory.clone(),
+            ephemeral: ephemeral_list,
         };
         let started = Arc::new(pod.clone());
         let task = tokio::spawn(run_pod(pod, ctx.clone(), worker));
@@ -115,10 +120,21 @@ impl PodWorker {
             ctx,
             stop,
             observed,
+            ephemeral,
             memory,
             qos,
             task,
         }
+    }
+
+    /// Tells the worker the ephemeral containers the API shows now: new ones start.
+    pub fn observe_ephemeral(&self, pod: &Pod) {
+        let listed = ephemeral_containers(pod);
+        self.ephemeral.send_if_modified(|current| {
+            let changed = *current != listed;
+            *current = listed;
+            changed
+        });
     }
 
     /// Bytes of linear memory the pod's guests hold now.
@@ -150,6 +166,13 @@ impl PodWorker {
         }
         self.ctx.addresses.release(&self.uid);
     }
+}
+
+fn ephemeral_containers(pod: &Pod) -> Vec<EphemeralContainer> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.ephemeral_containers.clone())
+        .unwrap_or_default()
 }
 
 /// The directory of a pod's logs and volumes, refused when a name is not one plain path segment.
@@ -218,10 +241,17 @@ impl Failed<'_> {
     }
 }
 
+/// Which of a pod's lists a container is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Init,
+    Main,
+    Ephemeral,
+}
+
 /// A change of one container, sent to the pod's status writer.
 struct Update {
-    /// Whether it is one of the init containers.
-    init: bool,
+    kind: Kind,
     index: usize,
     container: Container,
 }
@@ -268,6 +298,35 @@ struct Worker {
     observed: watch::Receiver<Option<PodStatus>>,
     /// Where its guests count the memory they hold.
     memory: Arc<std::sync::atomic::AtomicUsize>,
+    /// The pod's ephemeral containers as the API shows them (`kubectl debug` adds them).
+    ephemeral: watch::Receiver<Vec<EphemeralContainer>>,
+}
+
+/// An ephemeral container as the container it runs as: with its target's volumes when it names a target and
+/// mounts none of its own (a Wasm guest cannot enter another's namespaces; it gets the same files instead).
+fn ephemeral_spec(ephemeral: &EphemeralContainer, spec: &PodSpec) -> ContainerSpec {
+    let mut container: ContainerSpec = serde_json::to_value(ephemeral)
+        .ok()
+        .and_then(|mut value| {
+            value.as_object_mut()?.remove("targetContainerName");
+            serde_json::from_value(value).ok()
+        })
+        .unwrap_or_default();
+    let target = ephemeral.target_container_name.as_deref().and_then(|name| {
+        spec.containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .find(|c| c.name == name)
+    });
+    if let Some(target) = target
+        && container.volume_mounts.as_ref().is_none_or(Vec::is_empty)
+    {
+        container.volume_mounts = target.volume_mounts.clone();
+        if container.working_dir.is_none() {
+            container.working_dir = target.working_dir.clone();
+        }
+    }
+    container
 }
 
 async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, worker: Worker) {
@@ -275,6 +334,7 @@ async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, worker: Worker) {
         stopped,
         mut observed,
         memory,
+        mut ephemeral,
     } = worker;
     let name = pod.metadata.name.clone().unwrap_or_default();
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
@@ -349,34 +409,48 @@ async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, worker: Worker) {
         infrastructure: Some(ctx.infrastructure.clone()),
     };
     let (updates, mut changes) = mpsc::channel::<Update>(64);
-    let worker =
-        |spec: &ContainerSpec, index: usize, init: bool, state: &Container| ContainerWorker {
-            pod: pod.clone(),
-            spec: spec.clone(),
-            index,
-            init,
-            restart_policy: restart_policy.clone(),
-            dir: dir.clone(),
-            ctx: ctx.clone(),
-            state: state.clone(),
-            updates: updates.clone(),
-            stopped: stopped.clone(),
-            network: network.clone(),
-            memory: memory.clone(),
-        };
+    let worker = |spec: &ContainerSpec,
+                  index: usize,
+                  kind: Kind,
+                  state: &Container,
+                  updates: &mpsc::Sender<Update>| ContainerWorker {
+        pod: pod.clone(),
+        spec: spec.clone(),
+        index,
+        kind,
+        // Ephemeral containers run once.
+        restart_policy: if kind == Kind::Ephemeral {
+            "Never".to_owned()
+        } else {
+            restart_policy.clone()
+        },
+        dir: dir.clone(),
+        ctx: ctx.clone(),
+        state: state.clone(),
+        updates: updates.clone(),
+        stopped: stopped.clone(),
+        network: network.clone(),
+        memory: memory.clone(),
+    };
     // Init containers run one after another, each to success, before the others start.
     let init_workers: Vec<ContainerWorker> = init_specs
         .iter()
         .enumerate()
-        .map(|(i, c)| worker(c, i, true, &inits[i]))
+        .map(|(i, c)| worker(c, i, Kind::Init, &inits[i], &updates))
         .collect();
     let main_workers: Vec<ContainerWorker> = spec
         .containers
         .iter()
         .enumerate()
-        .map(|(i, c)| worker(c, i, false, &containers[i]))
+        .map(|(i, c)| worker(c, i, Kind::Main, &containers[i], &updates))
         .collect();
+    // The status writer ends when every container's worker has: ephemeral containers start only while
+    // some still run.
+    let ephemeral_updates = updates.downgrade();
     drop(updates);
+    let mut ephemerals: Vec<Container> = Vec::new();
+    // Marks the current list as seen, so the first look below starts what the pod already has.
+    ephemeral.mark_changed();
     tokio::spawn(async move {
         for init in init_workers {
             if !init.run().await {
@@ -390,7 +464,7 @@ async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, worker: Worker) {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let mut written = pod.status.clone();
     loop {
-        let status = status::pod_status(
+        let mut status = status::pod_status(
             &restart_policy,
             &inits,
             &containers,
@@ -399,6 +473,10 @@ async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, worker: Worker) {
             start_time,
             written.as_ref(),
         );
+        if !ephemerals.is_empty() {
+            status.ephemeral_container_statuses =
+                Some(ephemerals.iter().map(status::container_status).collect());
+        }
         if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
             // Nothing of the pod runs any more: its address can go to another pod (its status keeps it).
             ctx.addresses.release(&uid);
@@ -426,16 +504,36 @@ async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, worker: Worker) {
                 written = observed.borrow_and_update().clone();
                 continue;
             }
+            Ok(()) = ephemeral.changed() => {
+                // New ephemeral containers start beside the others; existing ones never change.
+                let listed = ephemeral.borrow_and_update().clone();
+                let added: Vec<&EphemeralContainer> = listed
+                    .iter()
+                    .filter(|e| !ephemerals.iter().any(|s| s.name == e.name))
+                    .collect();
+                for added in added {
+                    let Some(updates) = ephemeral_updates.upgrade() else { break };
+                    let spec = ephemeral_spec(added, &spec);
+                    let state = initial_states(&pod, std::slice::from_ref(&spec), "ContainerCreating", false)
+                        .remove(0);
+                    ephemerals.push(state.clone());
+                    let index = ephemerals.len() - 1;
+                    tokio::spawn(worker(&spec, index, Kind::Ephemeral, &state, &updates).run());
+                }
+                continue;
+            }
         };
         // Take every change that is already waiting, so a burst is written once.
         let mut next = Some(first);
         while let Some(update) = next {
-            let list = if update.init {
-                &mut inits
-            } else {
-                &mut containers
+            let list = match update.kind {
+                Kind::Init => &mut inits,
+                Kind::Main => &mut containers,
+                Kind::Ephemeral => &mut ephemerals,
             };
-            list[update.index] = update.container;
+            if let Some(entry) = list.get_mut(update.index) {
+                *entry = update.container;
+            }
             next = changes.try_recv().ok();
         }
     }
@@ -445,8 +543,8 @@ struct ContainerWorker {
     pod: Pod,
     spec: ContainerSpec,
     index: usize,
-    /// An init container runs until it succeeds once.
-    init: bool,
+    /// Which list it is in: an init container runs until it succeeds once, an ephemeral one once.
+    kind: Kind,
     restart_policy: String,
     dir: PathBuf,
     ctx: Arc<NodeContext>,
@@ -482,7 +580,7 @@ impl ContainerWorker {
     /// Sends the container's state to the pod's status writer.
     async fn resend(&mut self) {
         let update = Update {
-            init: self.init,
+            kind: self.kind,
             index: self.index,
             container: self.state.clone(),
         };
@@ -643,7 +741,7 @@ impl ContainerWorker {
             };
             let restart = match (&ran, self.restart_policy.as_str()) {
                 (None, _) => true,
-                (Some((0, _)), _) if self.init => false,
+                (Some((0, _)), _) if self.kind == Kind::Init => false,
                 (Some(_), "Always") => true,
                 (Some((code, _)), "OnFailure") => *code != 0,
                 (Some(_), _) => false,

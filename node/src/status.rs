@@ -229,7 +229,8 @@ pub fn pod_status(
     }
 }
 
-fn container_status(c: &Container) -> ContainerStatus {
+/// A container's entry in its pod's status.
+pub fn container_status(c: &Container) -> ContainerStatus {
     ContainerStatus {
         name: c.name.clone(),
         image: c.image.clone(),

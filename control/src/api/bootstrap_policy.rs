@@ -63,6 +63,7 @@ const EDITABLE: [(&str, &[&str]); 5] = [
         &[
             "pods",
             "pods/attach",
+            "pods/ephemeralcontainers",
             "pods/eviction",
             "pods/exec",
             "pods/portforward",

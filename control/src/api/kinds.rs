@@ -46,6 +46,11 @@ pub trait KindRules: Sized {
         Vec::new()
     }
 
+    /// The field errors only a new object can have.
+    fn validate_create(&self) -> Vec<Cause> {
+        Vec::new()
+    }
+
     /// The field errors of changing `old` into `self` (immutable fields).
     fn validate_update(&self, _old: &Self) -> Vec<Cause> {
         Vec::new()
@@ -162,12 +167,28 @@ impl KindRules for Pod {
         causes
     }
 
+    fn validate_create(&self) -> Vec<Cause> {
+        let ephemeral = self
+            .spec
+            .as_ref()
+            .and_then(|s| s.ephemeral_containers.as_ref());
+        match ephemeral {
+            Some(list) if !list.is_empty() => vec![Cause::forbidden(
+                "spec.ephemeralContainers",
+                "cannot be set on create",
+            )],
+            _ => Vec::new(),
+        }
+    }
+
     fn validate_update(&self, old: &Self) -> Vec<Cause> {
-        // Only images, activeDeadlineSeconds and tolerations may change in a pod's spec. Both sides with
-        // today's defaults: a pod stored before a default was added is not changed by it.
+        // Only images, activeDeadlineSeconds and tolerations may change in a pod's spec (and its ephemeral
+        // containers, through their subresource, which checks them). Both sides with today's defaults: a
+        // pod stored before a default was added is not changed by it.
         let mutable_cleared = |spec: &Option<PodSpec>| {
             spec.clone().map(|mut spec| {
                 default_pod_spec(&mut spec);
+                spec.ephemeral_containers = None;
                 spec.containers.iter_mut().for_each(|c| c.image = None);
                 spec.init_containers
                     .iter_mut()

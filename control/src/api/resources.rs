@@ -42,6 +42,8 @@ pub enum Subresource {
     Exec,
     /// `attach`: a connection upgraded to the stdio of a pod's running container, through its node.
     Attach,
+    /// `ephemeralcontainers`: a pod's ephemeral containers, the one part of a pod's spec that grows.
+    EphemeralContainers,
     /// `approval`: a CertificateSigningRequest's approval conditions (written like `status`).
     Approval,
     /// `eviction`: a pod's deletion that respects its disruption budget (policy/v1 Eviction).
@@ -61,6 +63,7 @@ impl Subresource {
             Subresource::PortForward => "portforward",
             Subresource::Exec => "exec",
             Subresource::Attach => "attach",
+            Subresource::EphemeralContainers => "ephemeralcontainers",
             Subresource::Approval => "approval",
             Subresource::Eviction => "eviction",
             Subresource::Token => "token",
@@ -257,6 +260,9 @@ where
     object.defaults();
     let mut causes = validate_metadata(object.metadata(), K::NAME_RULE, K::Scope::NAMESPACED);
     causes.extend(object.validate());
+    if request.old.is_none() {
+        causes.extend(object.validate_create());
+    }
     if let Some(old) = request.old {
         let old: K = serde_json::from_value(old.clone())
             .map_err(|e| AdmitError::Malformed(e.to_string()))?;
@@ -273,7 +279,8 @@ where
 }
 
 use Subresource::{
-    Approval, Attach, Binding, Eviction, Exec, Log, PortForward, Scale, Status, Token,
+    Approval, Attach, Binding, EphemeralContainers, Eviction, Exec, Log, PortForward, Scale,
+    Status, Token,
 };
 
 macro_rules! resource {
@@ -304,7 +311,7 @@ pub fn all() -> &'static [ResourceType] {
         vec![
             resource!(Namespace, "namespaces", "namespace", ["ns"], all: false, [Status], fields: ["status.phase"], table: &table::NAMESPACES),
             resource!(Node, "nodes", "node", ["no"], all: false, [Status], fields: ["spec.unschedulable"], table: &table::NODES, status_on_create: true),
-            resource!(Pod, "pods", "pod", ["po"], all: true, [Status, Binding, Log, PortForward, Exec, Attach, Eviction], fields: ["spec.nodeName", "status.phase", "spec.restartPolicy", "spec.schedulerName", "status.podIP"], table: &table::PODS),
+            resource!(Pod, "pods", "pod", ["po"], all: true, [Status, Binding, Log, PortForward, Exec, Attach, Eviction, EphemeralContainers], fields: ["spec.nodeName", "status.phase", "spec.restartPolicy", "spec.schedulerName", "status.podIP"], table: &table::PODS),
             resource!(Service, "services", "service", ["svc"], all: true, [Status], fields: ["spec.clusterIP", "spec.type"], table: &table::SERVICES),
             resource!(Endpoints, "endpoints", "endpoints", ["ep"], all: false, [], fields: [], table: &table::ENDPOINTS),
             resource!(ConfigMap, "configmaps", "configmap", ["cm"], all: false, [], fields: [], table: &table::CONFIGMAPS),

@@ -92,7 +92,7 @@ fn resource_entries(resource: &ResourceType) -> Vec<Value> {
     for sub in resource.subresources {
         let name = format!("{}/{}", resource.plural, sub.name());
         let entry = match sub {
-            Subresource::Status | Subresource::Approval => {
+            Subresource::Status | Subresource::Approval | Subresource::EphemeralContainers => {
                 json!({"name": name, "singularName": "", "namespaced": resource.namespaced, "kind": resource.kind, "verbs": ["get", "patch", "update"]})
             }
             Subresource::Scale => {

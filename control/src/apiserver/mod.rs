@@ -429,7 +429,12 @@ async fn serve(
                 )
             })
         }
-        (Method::GET, Some(name), None | Some(Subresource::Status | Subresource::Approval)) => {
+        (
+            Method::GET,
+            Some(name),
+            None
+            | Some(Subresource::Status | Subresource::Approval | Subresource::EphemeralContainers),
+        ) => {
             let object = server.get(target, name)?;
             Ok(if table && subresource.is_none() {
                 let rv = object["metadata"]["resourceVersion"]
@@ -501,7 +506,12 @@ async fn serve(
                 &server.bind(target, name, binding).await?,
             ))
         }
-        (Method::PUT, Some(name), None | Some(Subresource::Status | Subresource::Approval)) => {
+        (
+            Method::PUT,
+            Some(name),
+            None
+            | Some(Subresource::Status | Subresource::Approval | Subresource::EphemeralContainers),
+        ) => {
             let object = decode_body(content_type(&request.headers), &request.body)?;
             Ok(written(
                 negotiated,
@@ -521,7 +531,13 @@ async fn serve(
         (
             Method::PATCH,
             Some(name),
-            None | Some(Subresource::Status | Subresource::Approval | Subresource::Scale),
+            None
+            | Some(
+                Subresource::Status
+                | Subresource::Approval
+                | Subresource::Scale
+                | Subresource::EphemeralContainers,
+            ),
         ) => {
             let media = content_type(&request.headers)
                 .unwrap_or_default()

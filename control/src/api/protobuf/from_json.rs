@@ -51,6 +51,16 @@ pub fn message(descriptor: &MessageDescriptor, json: &Value) -> Result<Box<dyn M
         .as_object()
         .ok_or_else(|| Error::new("expected an object"))?;
     let mut message = descriptor.new_instance();
+    // An embedded struct is read from the parent's own fields.
+    for field in descriptor.fields() {
+        if super::is_inline(descriptor.full_name(), field.name())
+            && let RuntimeFieldType::Singular(RuntimeType::Message(inner)) =
+                field.runtime_field_type()
+        {
+            let embedded = self::message(&inner, json)?;
+            field.set_singular_field(&mut *message, ReflectValueBox::Message(embedded));
+        }
+    }
     for (key, value) in object {
         let Some(field) = descriptor.field_by_name(key) else {
             continue;

@@ -238,6 +238,33 @@ fn runtime_message(name: &str) -> Result<MessageDescriptor, ProtobufError> {
 }
 
 /// The value of field `name` of `message`, if set.
+/// Go structs embedded `json:",inline"`: in protobuf a field of their own, in JSON their fields are the
+/// parent's. (message, field)
+pub(super) const INLINE: [(&str, &str); 14] = [
+    ("api.core.v1.Volume", "volumeSource"),
+    ("api.core.v1.PersistentVolumeSpec", "persistentVolumeSource"),
+    ("api.core.v1.Probe", "handler"),
+    ("api.core.v1.EphemeralContainer", "ephemeralContainerCommon"),
+    ("api.core.v1.ConfigMapVolumeSource", "localObjectReference"),
+    ("api.core.v1.ConfigMapProjection", "localObjectReference"),
+    ("api.core.v1.ConfigMapKeySelector", "localObjectReference"),
+    ("api.core.v1.ConfigMapEnvSource", "localObjectReference"),
+    ("api.core.v1.SecretProjection", "localObjectReference"),
+    ("api.core.v1.SecretKeySelector", "localObjectReference"),
+    ("api.core.v1.SecretEnvSource", "localObjectReference"),
+    ("api.networking.v1.IngressRule", "ingressRuleValue"),
+    (
+        "api.admissionregistration.v1.NamedRuleWithOperations",
+        "ruleWithOperations",
+    ),
+    ("api.admissionregistration.v1.RuleWithOperations", "rule"),
+];
+
+/// Whether `field` of `message` is an embedded struct whose fields JSON inlines.
+pub(super) fn is_inline(message: &str, field: &str) -> bool {
+    INLINE.contains(&(message, field))
+}
+
 pub(super) fn field<'a>(message: &'a dyn MessageDyn, name: &str) -> Option<ReflectValueRef<'a>> {
     message
         .descriptor_dyn()
@@ -299,6 +326,46 @@ mod tests {
             },
             "status": {"observedGeneration": 3, "replicas": 2}
         })
+    }
+
+    #[test]
+    fn embedded_structs_are_inline_in_json() {
+        for (message, field) in INLINE {
+            let (package, kind) = message.rsplit_once('.').unwrap();
+            let path = package.replace('.', "/");
+            let descriptor =
+                registry::in_file(&path, kind).unwrap_or_else(|| panic!("{message} is in {path}"));
+            assert!(
+                descriptor.field_by_name(field).is_some(),
+                "{message}.{field}"
+            );
+        }
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {
+                "containers": [{"name": "app", "image": "app.wasm",
+                                "livenessProbe": {"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 5}}],
+                "volumes": [{"name": "data", "emptyDir": {}}, {"name": "cfg", "configMap": {"name": "c"}}],
+                "initContainers": [{"name": "init", "image": "init.wasm",
+                                    "envFrom": [{"secretRef": {"name": "s"}}],
+                                    "env": [{"name": "K", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}]}],
+                "ephemeralContainers": [{"name": "dbg", "image": "tool.wasm", "targetContainerName": "app"}]
+            }
+        });
+        let back = decode(&encode(&pod).unwrap()).unwrap();
+        assert_eq!(back["spec"]["volumes"], pod["spec"]["volumes"]);
+        assert_eq!(
+            back["spec"]["containers"][0]["livenessProbe"],
+            pod["spec"]["containers"][0]["livenessProbe"]
+        );
+        assert_eq!(
+            back["spec"]["ephemeralContainers"],
+            pod["spec"]["ephemeralContainers"]
+        );
+        assert_eq!(
+            back["spec"]["initContainers"],
+            pod["spec"]["initContainers"]
+        );
     }
 
     #[test]

@@ -59,8 +59,17 @@ pub fn message(message: &dyn MessageDyn, depth: usize) -> Result<Value, Error> {
             }
             ReflectFieldRef::Repeated(_) | ReflectFieldRef::Map(_) => None,
         };
-        if let Some(json) = json {
-            object.insert(field.name().to_owned(), json);
+        match json {
+            // An embedded struct's fields are the parent's, in JSON.
+            Some(Value::Object(inner))
+                if super::is_inline(descriptor.full_name(), field.name()) =>
+            {
+                object.extend(inner);
+            }
+            Some(json) => {
+                object.insert(field.name().to_owned(), json);
+            }
+            None => {}
         }
     }
     Ok(Value::Object(object))

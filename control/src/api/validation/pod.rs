@@ -597,6 +597,125 @@ fn security_context(field: &str, context: &SecurityContext, causes: &mut Vec<Cau
     }
 }
 
+/// A pod's ephemeral containers: containers (checked as such) without ports, probes, lifecycle, resources or
+/// subPaths, whose target is one of the pod's other containers.
+fn ephemeral_containers(
+    field: &str,
+    list: &[k8s_openapi::api::core::v1::EphemeralContainer],
+    pod: &mut PodContext<'_>,
+    causes: &mut Vec<Cause>,
+) {
+    let others = pod.names.clone();
+    for (i, ephemeral) in list.iter().enumerate() {
+        let at = format!("{field}[{i}]");
+        // The same fields as a container's, but the target.
+        let as_container = serde_json::to_value(ephemeral)
+            .ok()
+            .and_then(|mut value| {
+                value.as_object_mut()?.remove("targetContainerName");
+                serde_json::from_value::<Container>(value).ok()
+            })
+            .unwrap_or_default();
+        let before = causes.len();
+        containers(
+            field,
+            std::slice::from_ref(&as_container),
+            false,
+            pod,
+            causes,
+        );
+        // `containers` reports at index 0: the causes it just added are about item i.
+        let first = format!("{field}[0]");
+        for cause in &mut causes[before..] {
+            if let Some(rest) = cause.field.strip_prefix(&first) {
+                cause.field = format!("{at}{rest}");
+            }
+        }
+        let forbidden = [
+            (
+                "ports",
+                ephemeral.ports.as_ref().is_some_and(|p| !p.is_empty()),
+            ),
+            ("livenessProbe", ephemeral.liveness_probe.is_some()),
+            ("readinessProbe", ephemeral.readiness_probe.is_some()),
+            ("startupProbe", ephemeral.startup_probe.is_some()),
+            ("lifecycle", ephemeral.lifecycle.is_some()),
+            (
+                "resources",
+                ephemeral.resources.as_ref().is_some_and(|r| {
+                    r.limits.as_ref().is_some_and(|l| !l.is_empty())
+                        || r.requests.as_ref().is_some_and(|l| !l.is_empty())
+                }),
+            ),
+        ];
+        for (name, set) in forbidden {
+            if set {
+                causes.push(Cause::forbidden(
+                    format!("{at}.{name}"),
+                    "cannot be set for an Ephemeral Container",
+                ));
+            }
+        }
+        for (j, mount) in ephemeral.volume_mounts.iter().flatten().enumerate() {
+            if mount.sub_path.as_deref().is_some_and(|p| !p.is_empty()) {
+                causes.push(Cause::forbidden(
+                    format!("{at}.volumeMounts[{j}].subPath"),
+                    "cannot be set for an Ephemeral Container",
+                ));
+            }
+        }
+        if let Some(target) = ephemeral
+            .target_container_name
+            .as_deref()
+            .filter(|t| !t.is_empty())
+            && !others.contains(target)
+        {
+            causes.push(Cause::not_found(
+                format!("{at}.targetContainerName"),
+                target,
+            ));
+        }
+    }
+}
+
+/// The causes of changing a pod's ephemeral containers from `old`'s to `new`: they may only be added to,
+/// as Kubernetes' ValidatePodEphemeralContainersUpdate.
+pub fn ephemeral_containers_update(
+    old: &serde_json::Value,
+    new: Option<&serde_json::Value>,
+) -> Result<(), Vec<Cause>> {
+    let by_name = |list: Option<&serde_json::Value>| -> BTreeMap<String, serde_json::Value> {
+        list.and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| Some((c["name"].as_str()?.to_owned(), c.clone())))
+            .collect()
+    };
+    let (before, after) = (
+        by_name(old["spec"].get("ephemeralContainers")),
+        by_name(new),
+    );
+    let mut causes = Vec::new();
+    for (name, container) in &before {
+        match after.get(name) {
+            None => causes.push(Cause::forbidden(
+                "spec.ephemeralContainers",
+                &format!("existing ephemeral containers {name:?} may not be removed"),
+            )),
+            Some(now) if now != container => causes.push(Cause::forbidden(
+                "spec.ephemeralContainers",
+                &format!("existing ephemeral containers {name:?} may not be changed"),
+            )),
+            Some(_) => {}
+        }
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(causes)
+    }
+}
+
 /// What a pod's containers share: the names and volumes declared, and whether it uses the host's network.
 struct PodContext<'a> {
     volumes: &'a HashSet<String>,
@@ -1027,6 +1146,12 @@ pub fn pod_spec(field: &str, spec: &PodSpec, causes: &mut Vec<Cause>) {
         &format!("{field}.initContainers"),
         spec.init_containers.as_deref().unwrap_or_default(),
         true,
+        &mut pod,
+        causes,
+    );
+    ephemeral_containers(
+        &format!("{field}.ephemeralContainers"),
+        spec.ephemeral_containers.as_deref().unwrap_or_default(),
         &mut pod,
         causes,
     );

@@ -94,7 +94,7 @@ impl ApiServer {
                     name,
                     old,
                     new,
-                    subresource.filter(|s| s.writes_status()),
+                    subresource.filter(|s| *s != Subresource::Scale),
                     query,
                     &writer,
                 )

@@ -56,11 +56,35 @@ impl ApiServer {
                     new.as_object_mut().map(|o| o.remove("status"));
                 }
             }
+        } else if subresource == Some(Subresource::EphemeralContainers) {
+            // Only the ephemeral containers change, and only by growing.
+            let ephemeral = new["spec"].get("ephemeralContainers").cloned();
+            new = old.clone();
+            crate::api::validation::pod::ephemeral_containers_update(&old, ephemeral.as_ref())
+                .map_err(|causes| ApiError::Invalid {
+                    kind: "Pod".into(),
+                    name: name.to_owned(),
+                    causes,
+                })?;
+            if let Some(ephemeral) = ephemeral {
+                new["spec"]["ephemeralContainers"] = ephemeral;
+            }
         } else if resource.has(Subresource::Status) {
             match old.get("status") {
                 Some(status) => new["status"] = status.clone(),
                 None => {
                     new.as_object_mut().map(|o| o.remove("status"));
+                }
+            }
+            // A pod's ephemeral containers change only through their subresource.
+            if resource.kind == "Pod" && resource.group.is_empty() {
+                match old["spec"].get("ephemeralContainers") {
+                    Some(ephemeral) => new["spec"]["ephemeralContainers"] = ephemeral.clone(),
+                    None => {
+                        new["spec"]
+                            .as_object_mut()
+                            .map(|s| s.remove("ephemeralContainers"));
+                    }
                 }
             }
         }
