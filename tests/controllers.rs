@@ -75,6 +75,12 @@ fn a_replicaset_keeps_its_replicas_adopts_orphans_and_scales() {
     orphan["apiVersion"] = json!("v1");
     orphan["kind"] = json!("Pod");
     send(&server, "POST", PODS, orphan);
+    // Running (and so ranked last for deletion) before the ReplicaSet: if the controller's pod cache has not
+    // seen it yet when the ReplicaSet arrives, it makes three and then removes a surplus new one, as
+    // Kubernetes' would.
+    common::wait_for(&server, "orphan", "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
     let rs = json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "metadata": {"name": "web"},
         "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}}, "template": template("web")}});
     send(

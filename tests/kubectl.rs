@@ -754,3 +754,58 @@ fn kubectl_sorts_tables_by_any_field_of_the_objects() {
         "{status}"
     );
 }
+
+#[test]
+fn kubectl_explain_reads_kubernetes_schemas_from_openapi_v3() {
+    let server = Server::api_only();
+    for binary in [kubectl_1_37(), current_kubectl()] {
+        let kubectl = Kubectl {
+            binary: binary.clone(),
+            server: &server,
+        };
+        let out = kubectl.ok(&["explain", "pods.spec.containers.image"]);
+        for expected in ["KIND:", "Pod", "image", "<string>", "Container image name"] {
+            assert!(out.contains(expected), "{binary:?}: {expected} in {out}");
+        }
+        let out = kubectl.ok(&["explain", "deployment.spec", "--recursive"]);
+        for expected in ["replicas", "strategy", "rollingUpdate", "maxSurge"] {
+            assert!(out.contains(expected), "{binary:?}: {expected} in {out}");
+        }
+        let out = kubectl.ok(&["explain", "cronjobs.spec.jobTemplate.spec.backoffLimit"]);
+        assert!(out.contains("<integer>"), "{binary:?}: {out}");
+        let (ok, _, err) = kubectl.run(&["explain", "pods.spec.nope"], None);
+        assert!(!ok);
+        assert!(err.contains("nope"), "{binary:?}: {err}");
+    }
+
+    // kubectl computes client-side apply patches from these schemas: lists keep merging by their keys, and an
+    // item removed from the manifest goes.
+    let kubectl = Kubectl {
+        binary: kubectl_1_37(),
+        server: &server,
+    };
+    let manifest = |env: &str, image: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: envs}}\nspec:\n  selector: {{matchLabels: {{app: envs}}}}\n  \
+             template:\n    metadata: {{labels: {{app: envs}}}}\n    spec:\n      containers:\n      - name: app\n        \
+             image: {image}\n        env: [{env}]\n      - name: side\n        image: side.wasm\n"
+        )
+    };
+    for (env, image) in [
+        ("{name: A, value: a}, {name: B, value: b}", "app.wasm"),
+        ("{name: A, value: a2}", "app2.wasm"),
+    ] {
+        let (ok, out, err) = kubectl.run(&["apply", "-f", "-"], Some(&manifest(env, image)));
+        assert!(ok, "{out}{err}");
+    }
+    let stored: Value =
+        serde_json::from_str(&kubectl.ok(&["get", "deployment", "envs", "-o", "json"])).unwrap();
+    let containers = &stored["spec"]["template"]["spec"]["containers"];
+    assert_eq!(
+        containers[0]["env"],
+        json!([{"name": "A", "value": "a2"}]),
+        "{containers}"
+    );
+    assert_eq!(containers[0]["image"], "app2.wasm");
+    assert_eq!(containers[1]["name"], "side");
+}

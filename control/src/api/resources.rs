@@ -106,6 +106,15 @@ pub struct AdmitRequest<'a> {
 
 type AdmitFn = fn(AdmitRequest<'_>) -> Result<Admitted, AdmitError>;
 
+/// Registers a kind's OpenAPI schema (and those it refers to) with a generator; returns its reference.
+pub type SchemaFn = fn(&mut schemars::SchemaGenerator) -> schemars::Schema;
+
+fn schema_of<K: schemars::JsonSchema>(
+    generator: &mut schemars::SchemaGenerator,
+) -> schemars::Schema {
+    generator.subschema_for::<K>()
+}
+
 /// One served resource type.
 pub struct ResourceType {
     /// API group, empty for core.
@@ -135,6 +144,8 @@ pub struct ResourceType {
     /// Whether objects are reviews: created and answered, never stored (access, rules and token reviews).
     pub review: bool,
     admit: AdmitFn,
+    /// Its OpenAPI schema, as k8s-openapi carries Kubernetes' own.
+    pub schema: SchemaFn,
 }
 
 impl ResourceType {
@@ -300,6 +311,7 @@ macro_rules! resource {
             table: $table,
             review: false $(|| $review)?,
             admit: admit::<$ty>,
+            schema: schema_of::<$ty>,
         }
     };
 }

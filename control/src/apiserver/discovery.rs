@@ -3,6 +3,8 @@
 
 use crate::api::resources::{self, ResourceType, Subresource};
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The Kubernetes API version whose objects are served (k8s-openapi's newest).
 pub const KUBERNETES_MINOR: &str = "37";
@@ -172,6 +174,100 @@ pub fn openapi_index() -> Value {
 /// on every patch, so kubectl leaves validation to this server; it lists no strategic-merge media type, so
 /// kubectl computes strategic patches from its built-in knowledge of the kinds.
 pub fn openapi_document(path: &str) -> Option<Value> {
+    static DOCUMENTS: std::sync::Mutex<BTreeMap<String, Arc<Value>>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    if let Some(document) = DOCUMENTS.lock().ok()?.get(path) {
+        return Some(Value::clone(document));
+    }
+    let document = Arc::new(build_openapi_document(path)?);
+    DOCUMENTS
+        .lock()
+        .ok()?
+        .insert(path.to_owned(), document.clone());
+    Some(Value::clone(&document))
+}
+
+/// The components of a group version's document: the schemas of its kinds and of everything they hold,
+/// Kubernetes' own as k8s-openapi carries them, each kind's marked with its group, version and kind (which
+/// `kubectl explain` looks for).
+fn schemas(group: &str, version: &str) -> serde_json::Map<String, Value> {
+    let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
+    let mut kinds = Vec::new();
+    for resource in resources::all()
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+    {
+        let reference = (resource.schema)(&mut generator);
+        let name = reference
+            .get("$ref")
+            .and_then(Value::as_str)
+            .and_then(|r| r.rsplit('/').next())
+            .map(str::to_owned);
+        if let Some(name) = name {
+            kinds.push((name, resource.kind));
+        }
+    }
+    let mut schemas = generator.take_definitions(true);
+    mark_lists(&mut schemas);
+    for (name, kind) in kinds {
+        if let Some(schema) = schemas.get_mut(&name) {
+            schema["x-kubernetes-group-version-kind"] =
+                json!([{"group": group, "version": version, "kind": kind}]);
+        }
+    }
+    schemas
+}
+
+/// Adds Kubernetes' list and patch markers, which k8s-openapi's schemas lack, from the merge rules this server
+/// applies itself (`api::schema`): kubectl computes client-side apply patches from them (without them a
+/// list would be replaced whole, and an item removed from a manifest would stay).
+fn mark_lists(schemas: &mut serde_json::Map<String, Value>) {
+    use crate::api::schema::{ListType, list_type};
+    for schema in schemas.values_mut() {
+        let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) else {
+            continue;
+        };
+        for (field, property) in properties.iter_mut() {
+            if property["type"] != "array" {
+                continue;
+            }
+            let item = property["items"]["$ref"]
+                .as_str()
+                .and_then(|r| r.rsplit('/').next())
+                .unwrap_or_default()
+                .to_owned();
+            // The same field name means other lists in other kinds.
+            let listed = match (field.as_str(), item.as_str()) {
+                ("ports", "io.k8s.api.core.v1.ContainerPort") => {
+                    ListType::Map(&["containerPort", "protocol"])
+                }
+                ("ports", "io.k8s.api.core.v1.ServicePort") => ListType::Map(&["port", "protocol"]),
+                ("addresses", "io.k8s.api.core.v1.NodeAddress") => ListType::Map(&["type"]),
+                ("ports" | "addresses", _) => ListType::Atomic,
+                _ => list_type(field, &[]),
+            };
+            match listed {
+                ListType::Map(keys) => {
+                    property["x-kubernetes-list-type"] = "map".into();
+                    property["x-kubernetes-list-map-keys"] = json!(keys);
+                    property["x-kubernetes-patch-strategy"] = if field == "volumes" {
+                        "merge,retainKeys".into()
+                    } else {
+                        "merge".into()
+                    };
+                    property["x-kubernetes-patch-merge-key"] = keys[0].into();
+                }
+                ListType::Set => {
+                    property["x-kubernetes-list-type"] = "set".into();
+                    property["x-kubernetes-patch-strategy"] = "merge".into();
+                }
+                ListType::Atomic => property["x-kubernetes-list-type"] = "atomic".into(),
+            }
+        }
+    }
+}
+
+fn build_openapi_document(path: &str) -> Option<Value> {
     let (_, group, version) = group_version_paths()
         .into_iter()
         .find(|(p, _, _)| p == path)?;
@@ -224,7 +320,7 @@ pub fn openapi_document(path: &str) -> Option<Value> {
         "openapi": "3.0.0",
         "info": {"title": "wasmkube", "version": format!("v1.{KUBERNETES_MINOR}.0")},
         "paths": paths,
-        "components": {"schemas": {}},
+        "components": {"schemas": schemas(group, version)},
     }))
 }
 
