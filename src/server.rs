@@ -205,7 +205,11 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let mut api = ApiServer::new(Arc::new(store), service_network)
         .with_auth(auth)
         .with_pod_security(pod_security)
-        .with_token_signer(token_signer);
+        .with_token_signer(token_signer)
+        .with_in_process(wasmkube_control::apiserver::InProcess {
+            scheduler: !config.no_scheduler,
+            controller_manager: !config.no_controllers,
+        });
     if let Some((ca, _)) = &tls {
         let identity = ca
             .issue_client(pki::APISERVER_CLIENT, &[MASTERS])

@@ -809,3 +809,66 @@ fn kubectl_explain_reads_kubernetes_schemas_from_openapi_v3() {
     assert_eq!(containers[0]["image"], "app2.wasm");
     assert_eq!(containers[1]["name"], "side");
 }
+
+#[test]
+fn get_cs_and_cluster_info_dump_work_and_replication_controllers_are_served() {
+    let server = Server::start();
+    let _node = NodeAgent::start(&server, "dump-node");
+    let kubectl = Kubectl {
+        binary: kubectl_1_37(),
+        server: &server,
+    };
+    let out = kubectl.ok(&["get", "componentstatuses"]);
+    for expected in [
+        "NAME",
+        "STATUS",
+        "scheduler",
+        "controller-manager",
+        "etcd-0",
+        "Healthy",
+    ] {
+        assert!(out.contains(expected), "{expected} in {out}");
+    }
+    assert!(!out.contains("Unhealthy"), "{out}");
+    let out = kubectl.ok(&["get", "cs", "etcd-0", "-o", "json"]);
+    let etcd: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(etcd["conditions"][0]["status"], "True");
+
+    // A ReplicationController is stored with Kubernetes' defaults (its selector from its template's
+    // labels), listed with kubectl's columns, and refused when invalid.
+    let rc = "apiVersion: v1\nkind: ReplicationController\nmetadata: {name: legacy}\nspec:\n  replicas: 2\n  \
+              template:\n    metadata: {labels: {app: legacy}}\n    spec:\n      containers: [{name: app, image: app.wasm}]\n";
+    let (ok, out, err) = kubectl.run(&["apply", "-f", "-"], Some(rc));
+    assert!(ok, "{out}{err}");
+    let stored: Value =
+        serde_json::from_str(&kubectl.ok(&["get", "rc", "legacy", "-o", "json"])).unwrap();
+    assert_eq!(stored["spec"]["selector"], json!({"app": "legacy"}));
+    let out = kubectl.ok(&["get", "replicationcontrollers"]);
+    assert!(out.contains("DESIRED") && out.contains("legacy"), "{out}");
+    let bad = "apiVersion: v1\nkind: ReplicationController\nmetadata: {name: bad}\nspec:\n  selector: {app: a}\n  \
+               template:\n    metadata: {labels: {app: b}}\n    spec:\n      containers: [{name: app, image: app.wasm}]\n";
+    let (ok, _, err) = kubectl.run(&["apply", "-f", "-"], Some(bad));
+    assert!(!ok);
+    assert!(err.contains("spec.template.metadata.labels"), "{err}");
+
+    // cluster-info dump lists every namespace's objects and pod logs without an error.
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().display().to_string();
+    let (ok, out, err) = kubectl.run(
+        &[
+            "cluster-info",
+            "dump",
+            "--all-namespaces",
+            "--output-directory",
+            &out_dir,
+        ],
+        None,
+    );
+    assert!(ok, "{out}{err}");
+    assert!(dir.path().join("nodes.json").exists());
+    assert!(
+        dir.path()
+            .join("default/replication-controllers.json")
+            .exists()
+    );
+}

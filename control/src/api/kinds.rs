@@ -11,7 +11,8 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, Endpoints, Event, LimitRange, Namespace, NamespaceSpec, NamespaceStatus,
-    Node, Pod, PodSpec, PodStatus, PodTemplateSpec, ResourceQuota, Secret, Service,
+    Node, Pod, PodSpec, PodStatus, PodTemplateSpec, ReplicationController, ResourceQuota, Secret,
+    Service,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding, RoleRef};
@@ -266,6 +267,31 @@ impl KindRules for ReplicaSet {
 
     fn validate_update(&self, old: &Self) -> Vec<Cause> {
         immutable_selector(&self.spec.selector, &old.spec.selector)
+    }
+}
+
+impl KindRules for ReplicationController {
+    fn defaults(&mut self) {
+        let Some(spec) = self.spec.as_mut() else {
+            return;
+        };
+        spec.replicas.get_or_insert(1);
+        if let Some(template) = spec.template.as_mut() {
+            default_template(template);
+            // Without a selector, a ReplicationController selects its template's labels.
+            if spec.selector.as_ref().is_none_or(BTreeMap::is_empty) {
+                spec.selector = template.metadata.as_ref().and_then(|m| m.labels.clone());
+            }
+        }
+    }
+
+    fn validate(&self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        match &self.spec {
+            Some(spec) => validation::workloads::replication_controller(spec, &mut causes),
+            None => causes.push(Cause::required("spec")),
+        }
+        causes
     }
 }
 
@@ -726,6 +752,9 @@ impl KindRules for k8s_openapi::api::authorization::v1::LocalSubjectAccessReview
 impl KindRules for k8s_openapi::api::authorization::v1::SelfSubjectRulesReview {}
 impl KindRules for k8s_openapi::api::authentication::v1::SelfSubjectReview {}
 impl KindRules for k8s_openapi::api::authentication::v1::TokenReview {}
+
+// ComponentStatuses are computed when read, never written.
+impl KindRules for k8s_openapi::api::core::v1::ComponentStatus {}
 
 #[cfg(test)]
 mod tests {

@@ -13,8 +13,8 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Endpoints, Event, LimitRange, Namespace, Node, Pod, ResourceQuota, Secret, Service,
-    ServiceAccount,
+    ComponentStatus, ConfigMap, Endpoints, Event, LimitRange, Namespace, Node, Pod,
+    ReplicationController, ResourceQuota, Secret, Service, ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -143,6 +143,8 @@ pub struct ResourceType {
     pub table: &'static TableSpec,
     /// Whether objects are reviews: created and answered, never stored (access, rules and token reviews).
     pub review: bool,
+    /// Whether objects are computed from the server's state when read, never written (componentstatuses).
+    pub computed: bool,
     admit: AdmitFn,
     /// Its OpenAPI schema, as k8s-openapi carries Kubernetes' own.
     pub schema: SchemaFn,
@@ -295,7 +297,7 @@ use Subresource::{
 };
 
 macro_rules! resource {
-    ($ty:ty, $plural:literal, $singular:literal, [$($short:literal),*], all: $all:literal, [$($sub:expr),*], fields: [$($field:literal),*], table: $table:expr $(, status_on_create: $soc:literal)? $(, review: $review:literal)?) => {
+    ($ty:ty, $plural:literal, $singular:literal, [$($short:literal),*], all: $all:literal, [$($sub:expr),*], fields: [$($field:literal),*], table: $table:expr $(, status_on_create: $soc:literal)? $(, review: $review:literal)? $(, computed: $computed:literal)?) => {
         ResourceType {
             group: <$ty as Resource>::GROUP,
             version: <$ty as Resource>::VERSION,
@@ -310,6 +312,7 @@ macro_rules! resource {
             status_on_create: false $(|| $soc)?,
             table: $table,
             review: false $(|| $review)?,
+            computed: false $(|| $computed)?,
             admit: admit::<$ty>,
             schema: schema_of::<$ty>,
         }
@@ -334,6 +337,7 @@ pub fn all() -> &'static [ResourceType] {
             resource!(ResourceQuota, "resourcequotas", "resourcequota", ["quota"], all: false, [Status], fields: [], table: &table::RESOURCE_QUOTAS),
             resource!(Deployment, "deployments", "deployment", ["deploy"], all: true, [Status, Scale], fields: [], table: &table::DEPLOYMENTS),
             resource!(ReplicaSet, "replicasets", "replicaset", ["rs"], all: true, [Status, Scale], fields: [], table: &table::REPLICA_SETS),
+            resource!(ReplicationController, "replicationcontrollers", "replicationcontroller", ["rc"], all: true, [Status], fields: ["status.replicas"], table: &table::REPLICATION_CONTROLLERS),
             resource!(DaemonSet, "daemonsets", "daemonset", ["ds"], all: true, [Status], fields: [], table: &table::DAEMON_SETS),
             resource!(StatefulSet, "statefulsets", "statefulset", ["sts"], all: true, [Status, Scale], fields: [], table: &table::STATEFUL_SETS),
             resource!(Job, "jobs", "job", [], all: true, [Status], fields: ["status.successful"], table: &table::JOBS),
@@ -352,6 +356,7 @@ pub fn all() -> &'static [ResourceType] {
             resource!(SelfSubjectRulesReview, "selfsubjectrulesreviews", "", [], all: false, [], fields: [], table: &table::CREATED, review: true),
             resource!(SelfSubjectReview, "selfsubjectreviews", "", [], all: false, [], fields: [], table: &table::CREATED, review: true),
             resource!(TokenReview, "tokenreviews", "", [], all: false, [], fields: [], table: &table::CREATED, review: true),
+            resource!(ComponentStatus, "componentstatuses", "componentstatus", ["cs"], all: false, [], fields: [], table: &table::COMPONENT_STATUSES, computed: true),
         ]
     })
 }

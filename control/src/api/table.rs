@@ -497,6 +497,53 @@ pub static REPLICA_SETS: TableSpec = TableSpec {
     },
 };
 
+/// replicationcontrollers
+pub static REPLICATION_CONTROLLERS: TableSpec = TableSpec {
+    columns: REPLICA_SETS.columns,
+    row: |v, now| {
+        let [containers, images] = containers_and_images(v, "spec.template.spec");
+        let selector: Vec<String> = at(v, "spec.selector")
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, value)| format!("{k}={}", value.as_str().unwrap_or_default()))
+            .collect();
+        vec![
+            n(v, "spec.replicas").into(),
+            n(v, "status.replicas").into(),
+            n(v, "status.readyReplicas").into(),
+            created(v, now),
+            containers,
+            images,
+            or_none(selector.join(",")),
+        ]
+    },
+};
+
+/// componentstatuses
+pub static COMPONENT_STATUSES: TableSpec = TableSpec {
+    columns: &[
+        col("Status", "string", 0),
+        col("Message", "string", 0),
+        col("Error", "string", 0),
+    ],
+    row: |v, _| {
+        let healthy = list(v, "conditions")
+            .iter()
+            .find(|c| s(c, "type") == "Healthy");
+        let status = match healthy.map(|c| s(c, "status")) {
+            Some("True") => "Healthy",
+            Some("False") => "Unhealthy",
+            _ => "Unknown",
+        };
+        vec![
+            status.into(),
+            healthy.map_or("", |c| s(c, "message")).into(),
+            healthy.map_or("", |c| s(c, "error")).into(),
+        ]
+    },
+};
+
 /// daemonsets
 pub static DAEMON_SETS: TableSpec = TableSpec {
     columns: &[

@@ -63,6 +63,9 @@ fn verbs(resource: &ResourceType) -> Vec<&'static str> {
     if resource.review {
         return vec!["create"];
     }
+    if resource.computed {
+        return vec!["get", "list"];
+    }
     let mut verbs = vec![
         "create",
         "delete",

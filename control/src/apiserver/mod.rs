@@ -3,6 +3,7 @@
 
 mod admission;
 pub mod auth;
+mod component_statuses;
 mod discovery;
 pub mod error;
 mod logs;
@@ -59,6 +60,17 @@ pub struct ApiServer {
     pod_security: Arc<crate::api::pod_security::Config>,
     /// Signs and verifies service account tokens, when the server has a key.
     token_signer: Option<Arc<crate::api::service_account_tokens::Signer>>,
+    /// Which control plane components run in this server's process.
+    in_process: InProcess,
+}
+
+/// Which control plane components run in the server's process (componentstatuses reports them healthy).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InProcess {
+    /// The scheduler.
+    pub scheduler: bool,
+    /// The controller manager.
+    pub controller_manager: bool,
 }
 
 /// Which objects a request is about: a resource type and, for namespaced types, maybe one namespace.
@@ -87,6 +99,7 @@ impl ApiServer {
                 crate::api::pod_security::Level::Baseline,
             )),
             token_signer: None,
+            in_process: InProcess::default(),
         }
     }
 
@@ -115,6 +128,12 @@ impl ApiServer {
             .map_err(|e| e.to_string())?;
         self.agent_scheme = "https";
         Ok(self)
+    }
+
+    /// The same apiserver, knowing which components run in its process.
+    pub fn with_in_process(mut self, components: InProcess) -> Self {
+        self.in_process = components;
+        self
     }
 
     /// The same apiserver, serving the cluster CA's certificate at `/cacerts`.
@@ -393,6 +412,33 @@ async fn serve(
     let table = wants_table(&request.headers);
     let include = table::IncludeObject::parse(query.include_object.as_deref())
         .map_err(ApiError::BadRequest)?;
+    if resource.computed {
+        return match (request.method, name, subresource) {
+            (Method::GET, None, None) => {
+                let items = server.component_statuses();
+                Ok(if table {
+                    json(
+                        StatusCode::OK,
+                        table::build(resource.table, &items, "", None, include),
+                    )
+                } else {
+                    negotiated.respond(StatusCode::OK, &list_object(resource, items, 0, None))
+                })
+            }
+            (Method::GET, Some(name), None) => {
+                let item = server.component_status_named(target, name)?;
+                Ok(if table {
+                    json(
+                        StatusCode::OK,
+                        table::build(resource.table, &[item], "", None, include),
+                    )
+                } else {
+                    negotiated.respond(StatusCode::OK, &item)
+                })
+            }
+            _ => Err(ApiError::MethodNotAllowed),
+        };
+    }
     match request.method {
         Method::POST => query.check_dry_run("CreateOptions")?,
         Method::PUT => query.check_dry_run("UpdateOptions")?,

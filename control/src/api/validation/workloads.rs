@@ -283,6 +283,28 @@ pub fn replica_set(spec: &ReplicaSetSpec, causes: &mut Vec<Cause>) {
     );
 }
 
+/// A ReplicationController's spec: a ReplicaSet's, with its selector a plain map of labels.
+pub fn replication_controller(
+    spec: &k8s_openapi::api::core::v1::ReplicationControllerSpec,
+    causes: &mut Vec<Cause>,
+) {
+    let template = spec.template.clone().unwrap_or_default();
+    let selector = LabelSelector {
+        match_labels: spec.selector.clone(),
+        ..Default::default()
+    };
+    long_running(
+        &LongRunning {
+            replicas: spec.replicas,
+            min_ready_seconds: spec.min_ready_seconds,
+            revision_history_limit: None,
+            selector: &selector,
+            template: &template,
+        },
+        causes,
+    );
+}
+
 /// A DaemonSet's spec.
 pub fn daemon_set(spec: &DaemonSetSpec, causes: &mut Vec<Cause>) {
     long_running(
