@@ -553,3 +553,84 @@ fn the_kubernetes_service_leads_to_the_apiserver() {
     };
     assert!(version["gitVersion"].is_string(), "{version}");
 }
+
+/// The proxy subresources, directly and through `kubectl proxy`: to a pod's port, to a ready endpoint of a
+/// Service, to a node's agent; never to an address outside the pod network.
+#[test]
+fn proxy_subresources_reach_pods_services_and_nodes() {
+    let (server, _nodes, _) = hello_on_two_nodes("proxy-node");
+    let pods = get(
+        &server,
+        "/api/v1/namespaces/default/pods?labelSelector=app%3Dhello",
+    );
+    let pod = pods["items"][0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let http = server.http();
+    let fetch = |path: &str| {
+        let response = http.get(format!("{}{path}", server.url)).send().unwrap();
+        (response.status().as_u16(), response.text().unwrap())
+    };
+    let base = "/api/v1/namespaces/default";
+    assert_eq!(
+        fetch(&format!("{base}/pods/{pod}:8080/proxy/")),
+        (200, format!("hello from {pod}\n"))
+    );
+    assert_eq!(
+        fetch(&format!("{base}/pods/{pod}:http/proxy/healthz")),
+        (200, "ok\n".to_owned())
+    );
+    let (status, body) = fetch(&format!("{base}/services/hello:http/proxy/"));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("hello from hello-"), "{body}");
+    assert_eq!(
+        fetch("/api/v1/nodes/proxy-node-1/proxy/healthz"),
+        (200, "ok".to_owned())
+    );
+
+    // kubectl proxy serves the same paths without credentials.
+    let mut proxy = common::Killed(
+        std::process::Command::new(std::env::var("KUBECTL").unwrap_or_else(|_| "kubectl".into()))
+            .arg("--kubeconfig")
+            .arg(server.kubeconfig())
+            .args(["proxy", "--port=0"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("kubectl proxy"),
+    );
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(proxy.0.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let local = line.trim().rsplit(':').next().unwrap().to_owned();
+    let body = reqwest::blocking::get(format!(
+        "http://127.0.0.1:{local}{base}/services/hello/proxy/"
+    ))
+    .and_then(|r| r.text())
+    .unwrap();
+    assert!(body.starts_with("hello from hello-"), "{line}: {body}");
+
+    // A selector-less Service whose hand-written endpoints point at the apiserver: refused.
+    post(
+        &server,
+        &format!("{base}/services"),
+        &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "sneaky"},
+                "spec": {"ports": [{"name": "web", "port": 80}]}}),
+    );
+    let port: u16 = server.url.rsplit(':').next().unwrap().parse().unwrap();
+    post(
+        &server,
+        "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices",
+        &json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+                "metadata": {"name": "sneaky-1", "labels": {"kubernetes.io/service-name": "sneaky"}},
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}],
+                "ports": [{"name": "web", "port": port}]}),
+    );
+    let (status, body) = fetch(&format!("{base}/services/sneaky:web/proxy/api"));
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("no endpoints available"), "{body}");
+}

@@ -447,6 +447,8 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
     let pod_addresses = PodAddressBook::default();
     let containers = crate::running::RunningContainers::default();
     let endpoint = crate::log_server::router(config.data_dir.clone())
+        // As a kubelet's: what `nodes/NAME/proxy/healthz` reaches.
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
         .merge(crate::port_forward::router(pod_addresses.clone()))
         .merge(crate::exec::router(crate::exec::Sessions {
             containers: containers.clone(),

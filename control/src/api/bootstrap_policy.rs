@@ -69,6 +69,7 @@ const EDITABLE: [(&str, &[&str]); 5] = [
             "pods/eviction",
             "pods/exec",
             "pods/portforward",
+            "pods/proxy",
             "replicationcontrollers",
             "services",
             "endpoints",
@@ -76,6 +77,7 @@ const EDITABLE: [(&str, &[&str]); 5] = [
             "secrets",
             "serviceaccounts",
             "serviceaccounts/token",
+            "services/proxy",
         ],
     ),
     (

@@ -62,6 +62,8 @@ pub struct ResourcePath {
     pub name: Option<String>,
     /// The subresource.
     pub subresource: Option<String>,
+    /// For the `proxy` subresource, the path after it (`/` at least).
+    pub proxy_path: Option<String>,
 }
 
 /// What a request is about.
@@ -98,9 +100,22 @@ pub fn resolve(method: &Method, path: &str, query: QueryFacts<'_>) -> RequestInf
     let (resource, name, subresource) = match rest {
         [resource] => (*resource, None, None),
         [resource, name] => (*resource, Some(*name), None),
+        [resource, name, subresource, ..] if *subresource == "proxy" => {
+            (*resource, Some(*name), Some(*subresource))
+        }
         [resource, name, subresource] => (*resource, Some(*name), Some(*subresource)),
         _ => return non_resource(method, path, ApiPath::Other),
     };
+    // What follows `proxy` is the path to request there, its trailing slash kept.
+    let proxy_path = (subresource == Some("proxy")).then(|| {
+        let tail = rest.get(3..).unwrap_or_default().join("/");
+        let slash = if path.ends_with('/') && !tail.is_empty() {
+            "/"
+        } else {
+            ""
+        };
+        format!("/{tail}{slash}")
+    });
     let verb = match *method {
         // A WebSocket can only be opened with a GET: as Kubernetes, opening these streams is creating.
         Method::GET if matches!(subresource, Some("exec" | "attach" | "portforward")) => "create",
@@ -140,6 +155,7 @@ pub fn resolve(method: &Method, path: &str, query: QueryFacts<'_>) -> RequestInf
             resource: resource.to_owned(),
             name: owned(name),
             subresource: owned(subresource),
+            proxy_path,
         }),
     }
 }
@@ -355,6 +371,7 @@ mod tests {
                 resource: plural.into(),
                 name: name.map(Into::into),
                 subresource: sub.map(Into::into),
+                proxy_path: None,
             })
         };
         assert_eq!(

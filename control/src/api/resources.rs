@@ -44,6 +44,8 @@ pub enum Subresource {
     Attach,
     /// `ephemeralcontainers`: a pod's ephemeral containers, the one part of a pod's spec that grows.
     EphemeralContainers,
+    /// `proxy`: HTTP requests made again to the pod, a ready endpoint of the Service, or the node's agent.
+    Proxy,
     /// `approval`: a CertificateSigningRequest's approval conditions (written like `status`).
     Approval,
     /// `eviction`: a pod's deletion that respects its disruption budget (policy/v1 Eviction).
@@ -64,6 +66,7 @@ impl Subresource {
             Subresource::Exec => "exec",
             Subresource::Attach => "attach",
             Subresource::EphemeralContainers => "ephemeralcontainers",
+            Subresource::Proxy => "proxy",
             Subresource::Approval => "approval",
             Subresource::Eviction => "eviction",
             Subresource::Token => "token",
@@ -292,7 +295,7 @@ where
 }
 
 use Subresource::{
-    Approval, Attach, Binding, EphemeralContainers, Eviction, Exec, Log, PortForward, Scale,
+    Approval, Attach, Binding, EphemeralContainers, Eviction, Exec, Log, PortForward, Proxy, Scale,
     Status, Token,
 };
 
@@ -325,9 +328,9 @@ pub fn all() -> &'static [ResourceType] {
     ALL.get_or_init(|| {
         vec![
             resource!(Namespace, "namespaces", "namespace", ["ns"], all: false, [Status], fields: ["status.phase"], table: &table::NAMESPACES),
-            resource!(Node, "nodes", "node", ["no"], all: false, [Status], fields: ["spec.unschedulable"], table: &table::NODES, status_on_create: true),
-            resource!(Pod, "pods", "pod", ["po"], all: true, [Status, Binding, Log, PortForward, Exec, Attach, Eviction, EphemeralContainers], fields: ["spec.nodeName", "status.phase", "spec.restartPolicy", "spec.schedulerName", "status.podIP"], table: &table::PODS),
-            resource!(Service, "services", "service", ["svc"], all: true, [Status], fields: ["spec.clusterIP", "spec.type"], table: &table::SERVICES),
+            resource!(Node, "nodes", "node", ["no"], all: false, [Status, Proxy], fields: ["spec.unschedulable"], table: &table::NODES, status_on_create: true),
+            resource!(Pod, "pods", "pod", ["po"], all: true, [Status, Binding, Log, PortForward, Exec, Attach, Eviction, EphemeralContainers, Proxy], fields: ["spec.nodeName", "status.phase", "spec.restartPolicy", "spec.schedulerName", "status.podIP"], table: &table::PODS),
+            resource!(Service, "services", "service", ["svc"], all: true, [Status, Proxy], fields: ["spec.clusterIP", "spec.type"], table: &table::SERVICES),
             resource!(Endpoints, "endpoints", "endpoints", ["ep"], all: false, [], fields: [], table: &table::ENDPOINTS),
             resource!(ConfigMap, "configmaps", "configmap", ["cm"], all: false, [], fields: [], table: &table::CONFIGMAPS),
             resource!(Secret, "secrets", "secret", [], all: false, [], fields: ["type"], table: &table::SECRETS),

@@ -112,6 +112,14 @@ fn resource_entries(resource: &ResourceType) -> Vec<Value> {
             Subresource::Eviction => {
                 json!({"name": name, "singularName": "", "namespaced": resource.namespaced, "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"]})
             }
+            Subresource::Proxy => {
+                let kind = match resource.kind {
+                    "Pod" => "PodProxyOptions",
+                    "Service" => "ServiceProxyOptions",
+                    _ => "NodeProxyOptions",
+                };
+                json!({"name": name, "singularName": "", "namespaced": resource.namespaced, "kind": kind, "verbs": ["create", "delete", "get", "patch", "update"]})
+            }
             Subresource::Log => {
                 json!({"name": name, "singularName": "", "namespaced": resource.namespaced, "kind": resource.kind, "verbs": ["get"]})
             }

@@ -13,6 +13,7 @@ pub mod objects;
 mod pod_admission;
 mod pod_security;
 mod pod_streams;
+mod proxy;
 mod rbac_escalation;
 mod reviews;
 pub mod service_account_admission;
@@ -42,6 +43,8 @@ pub struct ApiServer {
     store: Arc<dyn Store>,
     /// Reaches node agents (logs).
     http: reqwest::Client,
+    /// Reaches pods for the proxy subresources: without the apiserver's client certificate.
+    pod_http: reqwest::Client,
     /// The ranges Services get cluster IPs and node ports from.
     service_network: Arc<ServiceNetwork>,
     /// Held from reading which addresses are taken to writing the Service that takes one.
@@ -88,6 +91,7 @@ impl ApiServer {
         Self {
             store,
             http: reqwest::Client::new(),
+            pod_http: reqwest::Client::new(),
             service_network: Arc::new(service_network),
             service_writes: Arc::new(tokio::sync::Mutex::new(())),
             pod_admission: Arc::new(tokio::sync::Mutex::new(())),
@@ -314,6 +318,27 @@ async fn route(server: &ApiServer, path: ResourcePath, connection: Connection) -
         },
     };
     let raw_query = raw_query.unwrap_or_default();
+    if subresource == Some(Subresource::Proxy) {
+        let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
+            return ApiError::TooLarge(MAX_BODY).into_response();
+        };
+        let target = Target {
+            resource,
+            namespace: path.namespace,
+        };
+        let proxied = proxy::Proxied {
+            method,
+            headers: &headers,
+            path: path.proxy_path.as_deref().unwrap_or("/"),
+            query: &raw_query,
+            body,
+        };
+        let name = path.name.as_deref().unwrap_or_default();
+        return match server.proxy(&target, name, proxied).await {
+            Ok(response) => response,
+            Err(error) => error.into_response(),
+        };
+    }
     let mut query = match serde_urlencoded::from_str::<Query>(&raw_query) {
         Ok(query) => query,
         Err(e) => {

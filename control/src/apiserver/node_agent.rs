@@ -64,7 +64,8 @@ pub(super) fn container_of(
     }
 }
 
-fn agent_base(node: &Value, scheme: &str) -> Option<String> {
+/// `SCHEME://ADDRESS:PORT` of a Node's agent, from its status.
+pub(super) fn agent_base(node: &Value, scheme: &str) -> Option<String> {
     let address = node["status"]["addresses"]
         .as_array()?
         .iter()
