@@ -564,6 +564,7 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
         events: Recorder::new(client.clone(), "kubelet").on_host(config.node_name.clone()),
         infrastructure: infrastructure.clone(),
         containers,
+        token_refreshes: Default::default(),
     });
     let agent = Arc::new(Agent {
         ctx,

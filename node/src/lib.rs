@@ -28,3 +28,4 @@ pub mod services;
 pub mod spdy;
 pub mod status;
 pub mod streaming;
+pub mod token_refresh;

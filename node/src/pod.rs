@@ -73,6 +73,8 @@ pub struct NodeContext {
     pub infrastructure: Arc<crate::sandbox::Infrastructure>,
     /// The runs of this node's containers, for exec and attach.
     pub containers: crate::running::RunningContainers,
+    /// The mounted tokens kept fresh.
+    pub token_refreshes: crate::token_refresh::Refreshes,
 }
 
 /// A running pod: stop it by dropping or calling [`PodWorker::stop`].
@@ -1087,6 +1089,7 @@ impl ContainerWorker {
             } else if let Some(source) = &volume.projected {
                 let files = self.projected_files(&namespace, source).await?;
                 write_volume(&own_dir, files, &[])?;
+                self.keep_tokens_fresh(&own_dir, &namespace, source)?;
                 (own_dir, true)
             } else {
                 return Err(format!(
@@ -1207,37 +1210,89 @@ impl ContainerWorker {
         namespace: &str,
         source: &ServiceAccountTokenProjection,
     ) -> Result<Vec<u8>, String> {
-        let account = self
-            .pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.service_account_name.clone())
-            .unwrap_or_else(|| "default".into());
-        let request = TokenRequest {
-            spec: Some(TokenRequestSpec {
-                audiences: source.audience.clone().map(|audience| vec![audience]),
-                expiration_seconds: source.expiration_seconds,
-                bound_object_ref: Some(BoundObjectReference {
-                    api_version: Some("v1".into()),
-                    kind: Some("Pod".into()),
-                    name: self.pod.metadata.name.clone(),
-                    uid: self.pod.metadata.uid.clone(),
-                }),
-                ..Default::default()
+        request_token(
+            self.ctx.client.clone(),
+            self.pod.clone(),
+            namespace.to_owned(),
+            source.clone(),
+        )
+        .await
+    }
+
+    /// Keeps the projected volume's tokens fresh while the pod runs.
+    fn keep_tokens_fresh(
+        &self,
+        dir: &Path,
+        namespace: &str,
+        projected: &ProjectedVolumeSource,
+    ) -> Result<(), String> {
+        let tokens = projected
+            .sources
+            .iter()
+            .flatten()
+            .filter_map(|s| s.service_account_token.clone());
+        for source in tokens {
+            let file = safe_path::descend(dir, "volume item path", &source.path)
+                .map_err(|e| e.to_string())?;
+            let lifetime = Duration::from_secs(
+                u64::try_from(source.expiration_seconds.unwrap_or(3600)).unwrap_or(3600),
+            );
+            let (client, pod, namespace) = (
+                self.ctx.client.clone(),
+                self.pod.clone(),
+                namespace.to_owned(),
+            );
+            self.ctx
+                .token_refreshes
+                .keep(file, lifetime, self.stopped.clone(), move || {
+                    request_token(
+                        client.clone(),
+                        pod.clone(),
+                        namespace.clone(),
+                        source.clone(),
+                    )
+                });
+        }
+        Ok(())
+    }
+}
+
+/// A token of the pod's ServiceAccount for `source`, bound to the pod, as the kubelet requests it.
+async fn request_token(
+    client: kube::Client,
+    pod: Pod,
+    namespace: String,
+    source: ServiceAccountTokenProjection,
+) -> Result<Vec<u8>, String> {
+    let account = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.clone())
+        .unwrap_or_else(|| "default".into());
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            audiences: source.audience.clone().map(|audience| vec![audience]),
+            expiration_seconds: source.expiration_seconds,
+            bound_object_ref: Some(BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Pod".into()),
+                name: pod.metadata.name.clone(),
+                uid: pod.metadata.uid.clone(),
             }),
             ..Default::default()
-        };
-        let accounts: Api<ServiceAccount> = Api::namespaced(self.ctx.client.clone(), namespace);
-        let answered = accounts
-            .create_token_request(&account, &Default::default(), &request)
-            .await
-            .map_err(|e| format!("cannot get a token of service account {account:?}: {e}"))?;
-        answered
-            .status
-            .and_then(|s| s.token)
-            .map(String::into_bytes)
-            .ok_or_else(|| format!("the token request of service account {account:?} has no token"))
-    }
+        }),
+        ..Default::default()
+    };
+    let accounts: Api<ServiceAccount> = Api::namespaced(client, &namespace);
+    let answered = accounts
+        .create_token_request(&account, &Default::default(), &request)
+        .await
+        .map_err(|e| format!("cannot get a token of service account {account:?}: {e}"))?;
+    answered
+        .status
+        .and_then(|s| s.token)
+        .map(String::into_bytes)
+        .ok_or_else(|| format!("the token request of service account {account:?} has no token"))
 }
 
 /// The files `items` select of a source's keys, by their paths (all keys, by name, without items).
