@@ -1116,3 +1116,51 @@ async fn evictions_spend_the_disruption_budget_or_are_refused_with_429() {
         "{spent}"
     );
 }
+
+#[tokio::test]
+async fn an_update_may_replace_or_clear_managed_fields_and_leaving_them_out_keeps_them() {
+    let server = Server::api_only();
+    let api = Api::new(&server);
+    let path = "/api/v1/namespaces/default/configmaps";
+    let (status, created) = api
+        .post(
+            &format!("{path}?fieldManager=creator"),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "owned"}, "data": {"a": "1"}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    assert_eq!(
+        created["metadata"]["managedFields"][0]["manager"],
+        "creator"
+    );
+    let item = format!("{path}/owned");
+
+    // A client that does not know the field leaves it out: the record stands.
+    let mut unaware = created.clone();
+    unaware["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("managedFields");
+    unaware["data"]["b"] = json!("2");
+    let (_, kept) = api
+        .put(&format!("{item}?fieldManager=unaware"), unaware)
+        .await;
+    let managers: Vec<&str> = kept["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["manager"].as_str())
+        .collect();
+    assert_eq!(managers, ["creator", "unaware"], "{kept}");
+
+    // One empty entry clears the record.
+    let mut clearing = kept.clone();
+    clearing["metadata"]["managedFields"] = json!([{}]);
+    let (status, cleared) = api
+        .put(&format!("{item}?fieldManager=clearer"), clearing)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{cleared}");
+    assert!(cleared["metadata"]["managedFields"].is_null(), "{cleared}");
+    let (_, stored) = api.get(&item).await;
+    assert!(stored["metadata"]["managedFields"].is_null(), "{stored}");
+}

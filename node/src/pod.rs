@@ -1257,6 +1257,9 @@ impl ContainerWorker {
     }
 }
 
+/// How many times (100 ms apart) a token is asked for while its account does not exist yet.
+const ACCOUNT_WAIT_ATTEMPTS: u32 = 50;
+
 /// A token of the pod's ServiceAccount for `source`, bound to the pod, as the kubelet requests it.
 async fn request_token(
     client: kube::Client,
@@ -1284,10 +1287,24 @@ async fn request_token(
         ..Default::default()
     };
     let accounts: Api<ServiceAccount> = Api::namespaced(client, &namespace);
-    let answered = accounts
-        .create_token_request(&account, &Default::default(), &request)
-        .await
-        .map_err(|e| format!("cannot get a token of service account {account:?}: {e}"))?;
+    // A pod made just after its namespace may start before the controller has made the default account.
+    let mut attempts = 0;
+    let answered = loop {
+        match accounts
+            .create_token_request(&account, &Default::default(), &request)
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.code == 404 && attempts < ACCOUNT_WAIT_ATTEMPTS => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            answered => {
+                break answered.map_err(|e| {
+                    format!("cannot get a token of service account {account:?}: {e}")
+                })?;
+            }
+        }
+    };
     answered
         .status
         .and_then(|s| s.token)

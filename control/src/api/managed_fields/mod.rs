@@ -127,10 +127,70 @@ fn entries(object: Option<&Value>) -> Vec<Entry> {
         .unwrap_or_default()
 }
 
+/// The most managers of updates an object keeps apart; older ones are merged into one.
+const MAX_UPDATE_MANAGERS: usize = 10;
+/// The manager the oldest updates are merged into.
+const ANCIENT_CHANGES: &str = "ancient-changes";
+
+/// Keeps at most [`MAX_UPDATE_MANAGERS`] update entries, as Kubernetes' field manager does: the oldest are
+/// merged, per API version, into an `ancient-changes` entry (the first of them becomes it), which takes the
+/// time of the newest merged.
+fn cap_update_managers(entries: &mut Vec<Entry>) {
+    let mut updaters: Vec<usize> = (0..entries.len())
+        .filter(|&i| entries[i].operation == Operation::Update.as_str())
+        .collect();
+    if updaters.len() <= MAX_UPDATE_MANAGERS {
+        return;
+    }
+    updaters.sort_by(|&a, &b| {
+        (&entries[a].time, &entries[a].manager).cmp(&(&entries[b].time, &entries[b].manager))
+    });
+    let mut remaining = updaters.len();
+    let mut first_of_version: std::collections::HashMap<String, usize> = Default::default();
+    let mut merged = std::collections::HashSet::new();
+    for &i in &updaters {
+        if remaining <= MAX_UPDATE_MANAGERS {
+            break;
+        }
+        let version = entries[i].api_version.clone();
+        let Some(&first) = first_of_version.get(&version) else {
+            first_of_version.insert(version, i);
+            continue;
+        };
+        let existing = (0..entries.len()).find(|&b| {
+            !merged.contains(&b)
+                && entries[b].manager == ANCIENT_CHANGES
+                && entries[b].operation == Operation::Update.as_str()
+                && entries[b].api_version == version
+                && entries[b].subresource.is_empty()
+        });
+        let bucket = existing.unwrap_or_else(|| {
+            entries[first].manager = ANCIENT_CHANGES.to_owned();
+            entries[first].subresource.clear();
+            first
+        });
+        if bucket == i {
+            continue;
+        }
+        let fields = entries[i].fields.clone();
+        entries[bucket].fields.union(&fields);
+        entries[bucket].time = entries[i].time.clone();
+        merged.insert(i);
+        remaining -= 1;
+    }
+    let mut index = 0;
+    entries.retain(|_| {
+        let keep = !merged.contains(&index);
+        index += 1;
+        keep
+    });
+}
+
 /// Writes `entries` into `object`, in Kubernetes' order (applies first, then by time, manager and
-/// subresource), leaving out managers that own nothing.
+/// subresource), leaving out managers that own nothing and merging the oldest updates past the cap.
 fn store_entries(object: &mut Value, mut entries: Vec<Entry>) {
     entries.retain(|e| !e.fields.is_empty());
+    cap_update_managers(&mut entries);
     entries.sort_by(|a, b| {
         (&a.operation, &a.time, &a.manager, &a.subresource).cmp(&(
             &b.operation,
@@ -218,6 +278,20 @@ fn owned_part(object: &Value, subresource: &str, separate_status: bool) -> Value
         }
     }
     Value::Object(part)
+}
+
+/// `old` with the managedFields a client sent in its update instead of its own, when it sent any: as
+/// Kubernetes, a client may take over the record (or clear it with a list of one empty entry). None when
+/// it sent none, or not a list of entries (then the stored record stands, so clients that do not know the
+/// field never lose it).
+pub fn with_sent_owners(old: &Value, sent: &Value) -> Option<Value> {
+    let list = sent.as_array().filter(|list| !list.is_empty())?;
+    if !list.iter().all(Value::is_object) {
+        return None;
+    }
+    let mut base = old.clone();
+    base["metadata"]["managedFields"] = sent.clone();
+    Some(base)
 }
 
 /// Records an update (a create when `old` is `None`) by `writer` in `new`'s managedFields: the writer owns
@@ -484,6 +558,64 @@ mod tests {
             .unwrap();
         assert_eq!(containers.len(), 1, "{second}");
         assert_eq!(second["metadata"]["annotations"]["note"], "x");
+    }
+
+    #[test]
+    fn more_than_ten_update_managers_merge_the_oldest_into_ancient_changes() {
+        // Twelve controllers each set one label, one after the other.
+        let mut object = deployment(1, "a.wasm");
+        for i in 0..12 {
+            let mut next = object.clone();
+            next["metadata"]["labels"][format!("l{i:02}")] = json!("x");
+            let mut by = writer(&format!("controller-{i:02}"), Operation::Update);
+            by.time = format!("2026-12-01T10:00:{i:02}Z");
+            record_update(Some(&object), &mut next, &by, true);
+            object = next;
+        }
+        let all = entries(Some(&object));
+        assert_eq!(all.len(), 10, "{:?}", owners(&object));
+        // controller-00 .. 02 are one entry now, named ancient-changes, with the newest merged's time.
+        let ancient = all.iter().find(|e| e.manager == ANCIENT_CHANGES).unwrap();
+        assert_eq!(ancient.time, "2026-12-01T10:00:02Z");
+        let labels: Vec<Vec<String>> = ancient
+            .fields
+            .paths()
+            .into_iter()
+            .filter(|p| p.iter().any(|s| s.contains("labels")))
+            .collect();
+        assert_eq!(labels.len(), 3, "{labels:?}");
+        assert!(!all.iter().any(|e| e.manager == "controller-01"));
+        assert!(all.iter().any(|e| e.manager == "controller-11"));
+    }
+
+    #[test]
+    fn a_client_may_replace_or_clear_the_record_in_an_update() {
+        let mut created = deployment(1, "a.wasm");
+        record_update(
+            None,
+            &mut created,
+            &writer("creator", Operation::Update),
+            true,
+        );
+        // Cleared with one empty entry: the update owns what it changed, nothing else remains.
+        let cleared = json!([{}]);
+        let base = with_sent_owners(&created, &cleared).unwrap();
+        let mut updated = created.clone();
+        updated["spec"]["replicas"] = json!(2);
+        record_update(
+            Some(&base),
+            &mut updated,
+            &writer("scaler", Operation::Update),
+            true,
+        );
+        assert_eq!(
+            owners(&updated),
+            [("scaler".to_owned(), "Update".to_owned())]
+        );
+        // Nothing sent, or not entries: the stored record stands.
+        assert!(with_sent_owners(&created, &Value::Null).is_none());
+        assert!(with_sent_owners(&created, &json!([])).is_none());
+        assert!(with_sent_owners(&created, &json!(["x"])).is_none());
     }
 
     #[test]

@@ -103,6 +103,11 @@ impl ApiServer {
             }
         }
         let applying = writer.operation == managed_fields::Operation::Apply;
+        let sent_owners = if applying {
+            None
+        } else {
+            managed_fields::with_sent_owners(&old, &new["metadata"]["managedFields"])
+        };
         if !applying {
             new["metadata"]
                 .as_object_mut()
@@ -126,6 +131,7 @@ impl ApiServer {
         }
         let separate_status = resource.has(Subresource::Status);
         if managed_fields::same_content(&old, &new)
+            && sent_owners.is_none()
             && (!applying || managed_fields::same_owners(&old, &new))
         {
             // Nothing changed: the owners' times stay as they were, and nothing is written.
@@ -136,7 +142,8 @@ impl ApiServer {
                     .map(|m| m.remove("managedFields"));
             }
         } else if !applying {
-            managed_fields::record_update(Some(&old), &mut new, writer, separate_status);
+            let base = sent_owners.as_ref().unwrap_or(&old);
+            managed_fields::record_update(Some(base), &mut new, writer, separate_status);
         }
         let revision = parse_revision(meta_str(&old, "resourceVersion").unwrap_or("0"))?;
         if new == old || query.dry_run() {
