@@ -454,7 +454,7 @@ async fn patches_merge_json_and_strategic() {
         )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
-    // Server-side apply creates, then updates.
+    // Server-side apply creates (201, as Kubernetes answers an apply that made the object), then updates.
     let (status, applied) = api
         .send(
             Method::PATCH,
@@ -463,7 +463,7 @@ async fn patches_merge_json_and_strategic() {
             Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ssa\ndata:\n  a: b\n".into()),
         )
         .await;
-    assert_eq!(status, StatusCode::OK, "{applied}");
+    assert_eq!(status, StatusCode::CREATED, "{applied}");
     assert_eq!(applied["data"]["a"], "b");
 }
 
@@ -1163,4 +1163,60 @@ async fn an_update_may_replace_or_clear_managed_fields_and_leaving_them_out_keep
     assert!(cleared["metadata"]["managedFields"].is_null(), "{cleared}");
     let (_, stored) = api.get(&item).await;
     assert!(stored["metadata"]["managedFields"].is_null(), "{stored}");
+}
+
+#[tokio::test]
+async fn applying_a_scale_owns_the_replicas_and_conflicts_with_their_owner() {
+    let server = Server::api_only();
+    let api = Api::new(&server);
+    let item = "/apis/apps/v1/namespaces/default/deployments/scaled";
+    let apply = "application/apply-patch+yaml";
+    let (status, body) = api
+        .patch(
+            &format!("{item}?fieldManager=kubectl"),
+            apply,
+            deployment("scaled"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let scale = json!({"apiVersion": "autoscaling/v1", "kind": "Scale",
+                       "metadata": {"name": "scaled"}, "spec": {"replicas": 3}});
+    let (status, body) = api
+        .patch(
+            &format!("{item}/scale?fieldManager=hpa"),
+            apply,
+            scale.clone(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("conflict with \"kubectl\": .spec.replicas"),
+        "{body}"
+    );
+    let (status, body) = api
+        .patch(
+            &format!("{item}/scale?fieldManager=hpa&force=true"),
+            apply,
+            scale,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["spec"]["replicas"], 3);
+    let (_, stored) = api.get(item).await;
+    let hpa = stored["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["manager"] == "hpa")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (&hpa["operation"], &hpa["subresource"]),
+        (&json!("Apply"), &json!("scale")),
+        "{stored}"
+    );
+    assert_eq!(hpa["fieldsV1"], json!({"f:spec": {"f:replicas": {}}}));
 }

@@ -613,13 +613,15 @@ async fn serve(
             let media = content_type(&request.headers)
                 .unwrap_or_default()
                 .to_owned();
-            Ok(written(
-                negotiated,
-                StatusCode::OK,
-                server
-                    .patch(target, name, &media, &request.body, subresource, query)
-                    .await?,
-            ))
+            let patched = server
+                .patch(target, name, &media, &request.body, subresource, query)
+                .await?;
+            let code = if patched.created {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            Ok(written(negotiated, code, patched))
         }
         (Method::DELETE, Some(name), None) => {
             let deletion = deletion(&request)?;

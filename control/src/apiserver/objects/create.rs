@@ -64,7 +64,11 @@ impl ApiServer {
             managed_fields::record_update(None, &mut object, writer, separate_status);
         }
         if query.dry_run() {
-            return Ok(Written { object, warnings });
+            return Ok(Written {
+                object,
+                warnings,
+                created: true,
+            });
         }
         let revision = self
             .store
@@ -76,7 +80,11 @@ impl ApiServer {
             .await
             .map_err(|e| ApiError::from_store(e, target.resource, &name))?;
         object["metadata"]["resourceVersion"] = revision.to_string().into();
-        Ok(Written { object, warnings })
+        Ok(Written {
+            object,
+            warnings,
+            created: true,
+        })
     }
 
     /// Creates an object on behalf of a component of the server itself (bootstrap objects), as `manager`.

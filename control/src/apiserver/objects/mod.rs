@@ -483,6 +483,8 @@ pub struct Written {
     pub object: Value,
     /// `Warning` headers to send.
     pub warnings: Vec<String>,
+    /// Whether the write made the object (an apply of one that did not exist): 201, not 200.
+    pub created: bool,
 }
 
 fn admit(

@@ -88,6 +88,17 @@ impl ApiServer {
                 align_with_target(&mut patched, target, Some(name))?;
                 patched
             };
+            // As Kubernetes: applying a Scale applies the parent's replicas, owned with subresource `scale`
+            // (and in conflict with another manager that owns them).
+            let new = if applying && subresource == Some(Subresource::Scale) {
+                let config = serde_json::json!({
+                    "apiVersion": old["apiVersion"], "kind": old["kind"], "metadata": {"name": name},
+                    "spec": {"replicas": new["spec"]["replicas"]},
+                });
+                applied(Some(&old), &config, &writer, query.force(), separate_status)?
+            } else {
+                new
+            };
             match self
                 .replace(
                     target,
@@ -110,6 +121,7 @@ impl ApiServer {
                     return Ok(Written {
                         object: scale_of(target.resource, &written.object)?,
                         warnings: written.warnings,
+                        created: false,
                     });
                 }
                 other => return other,

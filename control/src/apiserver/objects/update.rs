@@ -150,6 +150,7 @@ impl ApiServer {
             return Ok(Written {
                 object: new,
                 warnings,
+                created: false,
             });
         }
         let key = key(resource, target.namespace.as_deref(), name);
@@ -168,6 +169,7 @@ impl ApiServer {
             return Ok(Written {
                 object: new,
                 warnings,
+                created: false,
             });
         }
         let written = self
@@ -179,6 +181,7 @@ impl ApiServer {
         Ok(Written {
             object: new,
             warnings,
+            created: false,
         })
     }
 }
