@@ -1126,7 +1126,16 @@ impl ContainerWorker {
         optional: Option<bool>,
     ) -> Result<Vec<(String, Vec<u8>)>, String> {
         let maps: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), namespace);
-        match maps.get_opt(name).await.map_err(|e| e.to_string())? {
+        let mut found = maps.get_opt(name).await.map_err(|e| e.to_string())?;
+        // The cluster CA's ConfigMap is published by a controller just after its namespace is made: a pod
+        // started in between waits for it a little, as for its default ServiceAccount's token.
+        let mut attempts = 0;
+        while found.is_none() && name == ROOT_CA_CONFIG_MAP && attempts < ACCOUNT_WAIT_ATTEMPTS {
+            attempts += 1;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            found = maps.get_opt(name).await.map_err(|e| e.to_string())?;
+        }
+        match found {
             Some(map) => {
                 let text = map
                     .data
@@ -1257,8 +1266,11 @@ impl ContainerWorker {
     }
 }
 
-/// How many times (100 ms apart) a token is asked for while its account does not exist yet.
+/// How many times (100 ms apart) a token is asked for while its account does not exist yet (and the cluster
+/// CA's ConfigMap looked for).
 const ACCOUNT_WAIT_ATTEMPTS: u32 = 50;
+/// The ConfigMap of every namespace that holds the cluster CA.
+const ROOT_CA_CONFIG_MAP: &str = "kube-root-ca.crt";
 
 /// A token of the pod's ServiceAccount for `source`, bound to the pod, as the kubelet requests it.
 async fn request_token(

@@ -560,7 +560,7 @@ async fn serve(
             let token_request = decode_body(content_type(&request.headers), &request.body)?;
             Ok(negotiated.respond(
                 StatusCode::CREATED,
-                &server.request_token(target, name, token_request)?,
+                &server.request_token(target, name, token_request).await?,
             ))
         }
         (Method::POST, Some(name), Some(Subresource::Eviction)) => {

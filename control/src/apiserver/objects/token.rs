@@ -10,7 +10,7 @@ use crate::api::validation::Cause;
 
 impl ApiServer {
     /// POST serviceaccounts/{name}/token: the TokenRequest with its token and expiry.
-    pub fn request_token(
+    pub async fn request_token(
         &self,
         target: &Target,
         name: &str,
@@ -21,7 +21,20 @@ impl ApiServer {
             ApiError::Unavailable("this server has no service account signing key".into())
         })?;
         let namespace = target.namespace.clone().unwrap_or_default();
-        let current = self.read(target.resource, Some(&namespace), name)?;
+        let current = match self.read(target.resource, Some(&namespace), name) {
+            // A pod may start before the controller has made its namespace's default account (admission
+            // lets it, see service_account_admission.rs): the account is made now, as the controller would.
+            Err(ApiError::NotFound { .. }) if name == "default" => {
+                let account = json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                                     "metadata": {"name": "default", "namespace": namespace}});
+                match self.create_by(target, account, "kube-apiserver").await {
+                    Ok(_) | Err(ApiError::AlreadyExists { .. }) => {}
+                    Err(error) => return Err(error),
+                }
+                self.read(target.resource, Some(&namespace), name)?
+            }
+            other => other?,
+        };
         let account = served(&current.value, current.mod_revision)?;
         // The spec as Kubernetes types it: a wrong type (a string of seconds, a number as audience) is a 400.
         let spec: k8s_openapi::api::authentication::v1::TokenRequestSpec =
