@@ -224,6 +224,9 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     create_system_namespaces(&api).await?;
     create_bootstrap_policy(&api).await?;
     publish_apiserver(&api, &config, address).await?;
+    if let Some(ca) = ca_pem.as_deref() {
+        publish_root_ca(&api, ca).await?;
+    }
     let scheme = if tls.is_some() { "https" } else { "http" };
     let url = format!("{scheme}://{address}");
     let kubeconfig = write_kubeconfig(&config.data_dir, &url, &admin_token, ca_pem.as_deref())?;
@@ -538,6 +541,22 @@ async fn publish_apiserver(
         }
     }
     Ok(())
+}
+
+/// The cluster CA's ConfigMap of `default`, there before any pod mounts it (the root CA publisher controller
+/// keeps it, and those of the other namespaces, current).
+async fn publish_root_ca(api: &ApiServer, ca_pem: &str) -> anyhow::Result<()> {
+    let target = Target {
+        resource: resources::by_path("", "v1", "configmaps")
+            .context("configmaps are not served")?,
+        namespace: Some("default".into()),
+    };
+    let map = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kube-root-ca.crt"},
+                     "data": {"ca.crt": ca_pem}});
+    match api.create_by(&target, map, "kube-apiserver").await {
+        Ok(_) | Err(ApiError::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(anyhow::anyhow!("cannot publish the cluster CA: {e}")),
+    }
 }
 
 async fn create_system_namespaces(api: &ApiServer) -> anyhow::Result<()> {
