@@ -80,6 +80,15 @@ fn limit_ranges_default_and_bound_containers() {
         status["message"],
         "pods \"greedy\" is forbidden: maximum cpu usage per Container is 1, but limit is 2"
     );
+
+    // Validation runs after mutating admission: a request above the default limit LimitRanger fills in
+    // makes the pod invalid, as in Kubernetes.
+    let (code, status) = try_create(&server, &pod("eager", json!({"requests": {"cpu": "700m"}})));
+    assert_eq!(code, 422, "{status}");
+    assert_eq!(
+        status["message"],
+        "Pod \"eager\" is invalid: spec.containers[0].resources.requests: Invalid value: \"700m\": must be less than or equal to cpu limit of 500m"
+    );
 }
 
 #[test]

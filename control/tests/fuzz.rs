@@ -6,7 +6,7 @@
 use proptest::prelude::*;
 use serde_json::{Value, json};
 use wasmkube_control::api::patch::strategic_merge;
-use wasmkube_control::api::resources::{self, AdmitRequest};
+use wasmkube_control::api::resources::{self, ResourceType};
 
 fn leaf() -> impl Strategy<Value = Value> {
     prop_oneof![
@@ -72,19 +72,18 @@ fn pointers(value: &Value, at: String, out: &mut Vec<String>) {
     }
 }
 
+/// Decodes, defaults and validates as the apiserver does; the object if the kind accepts it.
+fn admit(resource: &ResourceType, object: Value, old: Option<&Value>) -> Option<Value> {
+    let new_uid = old.is_none().then_some("uid");
+    let decoded = resource.decode(object, new_uid).ok()?;
+    resource.validate(&decoded.object, old).ok()?;
+    Some(decoded.object)
+}
+
 fn admit_every_way(object: Value) {
     for resource in resources::all() {
-        let created = resource.admit(AdmitRequest {
-            object: object.clone(),
-            old: None,
-            new_uid: Some("uid"),
-        });
-        if let Ok(admitted) = created {
-            let _ = resource.admit(AdmitRequest {
-                object: object.clone(),
-                old: Some(&admitted.object),
-                new_uid: None,
-            });
+        if let Some(admitted) = admit(resource, object.clone(), None) {
+            admit(resource, object.clone(), Some(&admitted));
         }
     }
 }
@@ -117,7 +116,7 @@ proptest! {
         );
         match resource {
             Some(resource) => {
-                let _ = resource.admit(AdmitRequest { object, old: None, new_uid: Some("uid") });
+                admit(resource, object, None);
             }
             None => admit_every_way(object),
         }

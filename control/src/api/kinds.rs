@@ -490,6 +490,10 @@ impl KindRules for Service {
             spec.internal_traffic_policy
                 .get_or_insert_with(|| "Cluster".to_owned());
         }
+        if matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer")) {
+            spec.external_traffic_policy
+                .get_or_insert_with(|| "Cluster".to_owned());
+        }
         for port in spec.ports.iter_mut().flatten() {
             port.protocol.get_or_insert_with(|| "TCP".to_owned());
             port.target_port.get_or_insert(IntOrString::Int(port.port));

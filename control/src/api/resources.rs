@@ -79,10 +79,10 @@ impl Subresource {
     }
 }
 
-/// A decoded, defaulted and validated object, ready to store.
+/// A decoded and defaulted object, ready for mutating admission.
 #[derive(Debug)]
-pub struct Admitted {
-    /// The object as stored (unknown fields dropped, defaults filled in).
+pub struct Decoded {
+    /// The object as the kind holds it (unknown fields dropped, defaults filled in).
     pub object: Value,
     /// Paths of the fields the kind does not have.
     pub unknown_fields: Vec<String>,
@@ -97,17 +97,9 @@ pub enum AdmitError {
     Invalid(Vec<Cause>),
 }
 
-/// What the apiserver is asked to admit.
-pub struct AdmitRequest<'a> {
-    /// The object written.
-    pub object: Value,
-    /// The stored object an update replaces.
-    pub old: Option<&'a Value>,
-    /// For a create, the uid the new object gets.
-    pub new_uid: Option<&'a str>,
-}
+type DecodeFn = fn(Value, Option<&str>) -> Result<Decoded, AdmitError>;
 
-type AdmitFn = fn(AdmitRequest<'_>) -> Result<Admitted, AdmitError>;
+type ValidateFn = fn(&Value, Option<&Value>) -> Result<(), AdmitError>;
 
 /// Registers a kind's OpenAPI schema (and those it refers to) with a generator; returns its reference.
 pub type SchemaFn = fn(&mut schemars::SchemaGenerator) -> schemars::Schema;
@@ -148,7 +140,8 @@ pub struct ResourceType {
     pub review: bool,
     /// Whether objects are computed from the server's state when read, never written (componentstatuses).
     pub computed: bool,
-    admit: AdmitFn,
+    decode: DecodeFn,
+    validate: ValidateFn,
     /// Its OpenAPI schema, as k8s-openapi carries Kubernetes' own.
     pub schema: SchemaFn,
 }
@@ -197,9 +190,16 @@ impl ResourceType {
         self.subresources.contains(&subresource)
     }
 
-    /// Decodes, defaults and validates an object of this type.
-    pub fn admit(&self, request: AdmitRequest<'_>) -> Result<Admitted, AdmitError> {
-        (self.admit)(request)
+    /// Decodes a written object as this type and fills in its defaults; a create's object (`new_uid` given)
+    /// first gets what a new object starts with.
+    pub fn decode(&self, object: Value, new_uid: Option<&str>) -> Result<Decoded, AdmitError> {
+        (self.decode)(object, new_uid)
+    }
+
+    /// Checks a decoded (and admitted) object against the type's rules; `old` is the stored object an update
+    /// replaces.
+    pub fn validate(&self, object: &Value, old: Option<&Value>) -> Result<(), AdmitError> {
+        (self.validate)(object, old)
     }
 
     /// Every field selector this type accepts.
@@ -253,13 +253,12 @@ fn validate_metadata(meta: &ObjectMeta, rule: NameRule, namespaced: bool) -> Vec
     causes
 }
 
-fn admit<K>(request: AdmitRequest<'_>) -> Result<Admitted, AdmitError>
+fn decode<K>(object: Value, new_uid: Option<&str>) -> Result<Decoded, AdmitError>
 where
-    K: KindRules + Resource + Metadata<Ty = ObjectMeta> + Serialize + DeserializeOwned,
-    K::Scope: Scope,
+    K: KindRules + Serialize + DeserializeOwned,
 {
     let mut unknown_fields = Vec::new();
-    let mut object: K = serde_ignored::deserialize(request.object, |path| {
+    let mut decoded: K = serde_ignored::deserialize(object, |path| {
         // serde_ignored writes `?` for the Option layers it passes through.
         let path = path.to_string();
         unknown_fields.push(
@@ -269,29 +268,40 @@ where
                 .join("."),
         );
     })
-    .map_err(|e| AdmitError::Malformed(e.to_string()))?;
-    if let Some(uid) = request.new_uid {
-        object.prepare_create(uid);
+    .map_err(malformed)?;
+    if let Some(uid) = new_uid {
+        decoded.prepare_create(uid);
     }
-    object.defaults();
-    let mut causes = validate_metadata(object.metadata(), K::NAME_RULE, K::Scope::NAMESPACED);
-    causes.extend(object.validate());
-    if request.old.is_none() {
-        causes.extend(object.validate_create());
-    }
-    if let Some(old) = request.old {
-        let old: K = serde_json::from_value(old.clone())
-            .map_err(|e| AdmitError::Malformed(e.to_string()))?;
-        causes.extend(object.validate_update(&old));
-    }
-    if !causes.is_empty() {
-        return Err(AdmitError::Invalid(causes));
-    }
-    let object = serde_json::to_value(&object).map_err(|e| AdmitError::Malformed(e.to_string()))?;
-    Ok(Admitted {
-        object,
+    decoded.defaults();
+    Ok(Decoded {
+        object: serde_json::to_value(&decoded).map_err(malformed)?,
         unknown_fields,
     })
+}
+
+fn validate<K>(object: &Value, old: Option<&Value>) -> Result<(), AdmitError>
+where
+    K: KindRules + Resource + Metadata<Ty = ObjectMeta> + DeserializeOwned,
+    K::Scope: Scope,
+{
+    let object = K::deserialize(object).map_err(malformed)?;
+    let mut causes = validate_metadata(object.metadata(), K::NAME_RULE, K::Scope::NAMESPACED);
+    causes.extend(object.validate());
+    match old {
+        None => causes.extend(object.validate_create()),
+        Some(old) => {
+            causes.extend(object.validate_update(&K::deserialize(old).map_err(malformed)?))
+        }
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(AdmitError::Invalid(causes))
+    }
+}
+
+fn malformed(error: serde_json::Error) -> AdmitError {
+    AdmitError::Malformed(error.to_string())
 }
 
 use Subresource::{
@@ -316,7 +326,8 @@ macro_rules! resource {
             table: $table,
             review: false $(|| $review)?,
             computed: false $(|| $computed)?,
-            admit: admit::<$ty>,
+            decode: decode::<$ty>,
+            validate: validate::<$ty>,
             schema: schema_of::<$ty>,
         }
     };
@@ -428,13 +439,8 @@ mod tests {
                      "template": {"metadata": {"labels": {"app": "web"}},
                                   "spec": {"containers": [{"name": "web", "image": "hello.wasm"}]}}}
         });
-        let admitted = deployment
-            .admit(AdmitRequest {
-                object,
-                old: None,
-                new_uid: Some("u"),
-            })
-            .unwrap();
+        let admitted = deployment.decode(object, Some("u")).unwrap();
+        deployment.validate(&admitted.object, None).unwrap();
         assert_eq!(admitted.unknown_fields, vec!["spec.replicaz".to_owned()]);
         let spec = &admitted.object["spec"];
         assert_eq!(spec["replicas"], 1);
@@ -456,11 +462,8 @@ mod tests {
                      "template": {"metadata": {"labels": {"app": "other"}},
                                   "spec": {"containers": [{"name": "web"}]}}}
         });
-        let Err(AdmitError::Invalid(causes)) = deployment.admit(AdmitRequest {
-            object,
-            old: None,
-            new_uid: None,
-        }) else {
+        let decoded = deployment.decode(object, None).unwrap();
+        let Err(AdmitError::Invalid(causes)) = deployment.validate(&decoded.object, None) else {
             panic!("must be invalid");
         };
         let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();

@@ -103,6 +103,17 @@ fn selector_text(v: &Value, path: &str) -> Value {
     or_none(parsed.render())
 }
 
+/// A map of labels (a Service's or ReplicationController's selector, a node selector) as `k=v,k=v`.
+fn label_map_text(v: &Value, path: &str) -> Value {
+    let pairs: Vec<String> = at(v, path)
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, value)| format!("{k}={}", value.as_str().unwrap_or_default()))
+        .collect();
+    or_none(pairs.join(","))
+}
+
 fn containers_and_images(v: &Value, template: &str) -> [Value; 2] {
     let containers = list(v, &format!("{template}.containers"));
     let names: Vec<&str> = containers.iter().map(|c| s(c, "name")).collect();
@@ -294,12 +305,6 @@ pub static SERVICES: TableSpec = TableSpec {
         col("Selector", "string", 1),
     ],
     row: |v, now| {
-        let selector: Vec<String> = at(v, "spec.selector")
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, val)| format!("{k}={}", val.as_str().unwrap_or_default()))
-            .collect();
         let external = list(v, "spec.externalIPs")
             .iter()
             .filter_map(Value::as_str)
@@ -311,7 +316,7 @@ pub static SERVICES: TableSpec = TableSpec {
             or_none(external),
             or_none(service_ports(v)),
             created(v, now),
-            or_none(selector.join(",")),
+            label_map_text(v, "spec.selector"),
         ]
     },
 };
@@ -502,12 +507,6 @@ pub static REPLICATION_CONTROLLERS: TableSpec = TableSpec {
     columns: REPLICA_SETS.columns,
     row: |v, now| {
         let [containers, images] = containers_and_images(v, "spec.template.spec");
-        let selector: Vec<String> = at(v, "spec.selector")
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, value)| format!("{k}={}", value.as_str().unwrap_or_default()))
-            .collect();
         vec![
             n(v, "spec.replicas").into(),
             n(v, "status.replicas").into(),
@@ -515,7 +514,7 @@ pub static REPLICATION_CONTROLLERS: TableSpec = TableSpec {
             created(v, now),
             containers,
             images,
-            or_none(selector.join(",")),
+            label_map_text(v, "spec.selector"),
         ]
     },
 };
@@ -560,19 +559,13 @@ pub static DAEMON_SETS: TableSpec = TableSpec {
     ],
     row: |v, now| {
         let [containers, images] = containers_and_images(v, "spec.template.spec");
-        let node_selector: Vec<String> = at(v, "spec.template.spec.nodeSelector")
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(k, val)| format!("{k}={}", val.as_str().unwrap_or_default()))
-            .collect();
         vec![
             n(v, "status.desiredNumberScheduled").into(),
             n(v, "status.currentNumberScheduled").into(),
             n(v, "status.numberReady").into(),
             n(v, "status.updatedNumberScheduled").into(),
             n(v, "status.numberAvailable").into(),
-            or_none(node_selector.join(",")),
+            label_map_text(v, "spec.template.spec.nodeSelector"),
             created(v, now),
             containers,
             images,

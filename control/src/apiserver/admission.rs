@@ -1,13 +1,15 @@
 //! Admission: the plugins every write passes, as Kubernetes' admission chain. Before the body is decoded, each
 //! may refuse the request for what it is (create, update or delete of which object where); a create's or
-//! update's object, once decoded, defaulted and validated by its kind's rules, then passes every mutating
-//! step (they fill in) and every validating one (they refuse, or warn) before it is stored. Each plugin says
+//! update's object is decoded and defaulted as its kind, passes every mutating step (they fill in), is
+//! validated by its kind's rules, then passes every validating step (they refuse, or warn) before it is
+//! stored. Each plugin says
 //! which writes it is about; the verbs only run the chain. A plugin that decides on what other stored objects
 //! hold (addresses taken, quota used) names a lock that is held from admission until the write is stored.
 
 use super::ApiServer;
 use super::auth::REQUESTER;
 use super::error::ApiError;
+use super::objects::{self, Query};
 use crate::api::rbac::User;
 use crate::api::resources::ResourceType;
 use serde_json::Value;
@@ -269,20 +271,24 @@ impl ApiServer {
         Ok(Held { _guards: guards })
     }
 
-    /// Runs the chain over an object about to be written: every mutating step, then every validating one.
-    /// Returns the warnings for the client.
-    pub(super) fn admit_write(
+    /// Admits a create's or update's object, as Kubernetes does: decoded as its kind and defaulted, filled in
+    /// by every mutating plugin, checked against its kind's rules, then against every validating plugin.
+    /// Returns the object to store and the warnings for the client.
+    pub(super) fn admit(
         &self,
         write: &Write<'_>,
-        object: &mut Value,
-    ) -> Result<Vec<String>, ApiError> {
+        object: Value,
+        new_uid: Option<&str>,
+        query: &Query,
+    ) -> Result<(Value, Vec<String>), ApiError> {
+        let (mut object, mut warnings) = objects::decode(write.resource, object, new_uid, query)?;
         for plugin in CHAIN {
-            plugin.mutate(self, write, object)?;
+            plugin.mutate(self, write, &mut object)?;
         }
-        let mut warnings = Vec::new();
+        objects::validate(write.resource, &object, write.old)?;
         for plugin in CHAIN {
-            warnings.extend(plugin.validate(self, write, object)?);
+            warnings.extend(plugin.validate(self, write, &object)?);
         }
-        Ok(warnings)
+        Ok((object, warnings))
     }
 }

@@ -8,8 +8,8 @@
 use super::ApiServer;
 use super::error::ApiError;
 use super::objects::served;
-use crate::api::resources;
 use crate::api::service_account_tokens::MOUNTED_EXPIRATION_SECONDS;
+use crate::api::{resources, validation};
 use serde_json::{Value, json};
 
 /// Where the token, CA and namespace are mounted.
@@ -41,6 +41,10 @@ impl ApiServer {
             .to_owned();
         spec["serviceAccountName"] = account.clone().into();
         spec["serviceAccount"] = account.clone().into();
+        if validation::dns1123_subdomain(&account).is_some() {
+            // No account has such a name: validation, next, says what is wrong with it.
+            return Ok(());
+        }
         let accounts = resources::by_path("", "v1", "serviceaccounts")
             .ok_or_else(|| ApiError::Internal("serviceaccounts are not served".into()))?;
         let stored = match self.read(accounts, Some(&namespace), &account) {

@@ -148,7 +148,15 @@ impl ServiceNetwork {
         }
         spec.cluster_ip = Some(ip.clone());
         spec.cluster_ips = Some(vec![ip]);
-        spec.ip_families = Some(vec!["IPv4".to_owned()]);
+        match spec.ip_families.as_deref() {
+            None | Some([]) => spec.ip_families = Some(vec!["IPv4".to_owned()]),
+            Some([first, ..]) if first == "IPv6" => causes.push(Cause::invalid(
+                "spec.ipFamilies[0]",
+                first,
+                "not configured on this cluster",
+            )),
+            Some(_) => {}
+        }
         spec.ip_family_policy
             .get_or_insert_with(|| "SingleStack".to_owned());
     }
@@ -258,10 +266,12 @@ impl ServiceNetwork {
             own.insert(number);
             port.node_port = Some(i32::from(number));
         }
-        if wants_node_ports {
-            spec.external_traffic_policy
-                .get_or_insert_with(|| "Cluster".to_owned());
-        } else {
+        // A Service that stops being reachable from outside drops the policy it had for that (Kubernetes'
+        // dropTypeDependentFields); one that sets it anyway is refused by validation.
+        if !wants_node_ports
+            && let Some(old) = old.filter(|o| uses_node_ports(o))
+            && spec.external_traffic_policy == old.external_traffic_policy
+        {
             spec.external_traffic_policy = None;
         }
     }

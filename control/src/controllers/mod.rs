@@ -11,6 +11,7 @@ pub mod endpoints;
 pub mod garbage_collector;
 pub mod job;
 pub mod namespace;
+mod namespace_object;
 pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod ownership;

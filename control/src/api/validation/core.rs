@@ -127,11 +127,30 @@ pub fn service(spec: &ServiceSpec, causes: &mut Vec<Cause>) {
             "must be greater than 0 and less than 86400",
         ));
     }
-    for (field, value) in [
-        ("spec.externalTrafficPolicy", &spec.external_traffic_policy),
-        ("spec.internalTrafficPolicy", &spec.internal_traffic_policy),
-    ] {
-        one_of(field, value.as_deref(), &["Cluster", "Local"], causes);
+    one_of(
+        "spec.internalTrafficPolicy",
+        spec.internal_traffic_policy.as_deref(),
+        &["Cluster", "Local"],
+        causes,
+    );
+    let externally_accessible = matches!(spec.type_.as_deref(), Some("NodePort" | "LoadBalancer"))
+        || (spec.type_.as_deref() == Some("ClusterIP")
+            && spec
+                .external_ips
+                .as_ref()
+                .is_some_and(|ips| !ips.is_empty()));
+    match &spec.external_traffic_policy {
+        Some(policy) if !externally_accessible => causes.push(Cause::invalid(
+            "spec.externalTrafficPolicy",
+            policy,
+            "may only be set for externally-accessible services",
+        )),
+        policy => one_of(
+            "spec.externalTrafficPolicy",
+            policy.as_deref(),
+            &["Cluster", "Local"],
+            causes,
+        ),
     }
     one_of(
         "spec.ipFamilyPolicy",

@@ -53,8 +53,7 @@ impl ApiServer {
             object = applied(None, &object, writer, query.force(), separate_status)?;
         }
         let _held = self.hold_for_admission(&write).await?;
-        let (mut object, mut warnings) = admit(target.resource, object, None, Some(&uid), query)?;
-        warnings.extend(self.admit_write(&write, &mut object)?);
+        let (mut object, warnings) = self.admit(&write, object, Some(&uid), query)?;
         if let Some(empty) = target.resource.empty_status()
             && object.get("status").is_none_or(Value::is_null)
         {

@@ -8,7 +8,7 @@ use super::{ApiServer, Target};
 use crate::api::managed_fields;
 use crate::api::patch::strategic_merge;
 use crate::api::protobuf;
-use crate::api::resources::{self, AdmitError, AdmitRequest, ResourceType, Subresource};
+use crate::api::resources::{self, AdmitError, ResourceType, Subresource};
 use crate::api::selector::{FieldSelector, LabelSelector};
 use crate::api::validation::Cause;
 use crate::store::{Expect, KeyValue, ListRequest, Revision};
@@ -487,46 +487,59 @@ pub struct Written {
     pub created: bool,
 }
 
-fn admit(
+/// Decodes a written object as its kind and fills in defaults; returns it and the warnings its unknown
+/// fields give under the request's `fieldValidation`.
+pub(super) fn decode(
     resource: &ResourceType,
     object: Value,
-    old: Option<&Value>,
     new_uid: Option<&str>,
     query: &Query,
 ) -> Result<(Value, Vec<String>), ApiError> {
     let name = meta_str(&object, "name").unwrap_or_default().to_owned();
-    match resource.admit(AdmitRequest {
-        object,
-        old,
-        new_uid,
-    }) {
-        Ok(admitted) => {
-            let unknown: Vec<String> = admitted
-                .unknown_fields
-                .iter()
-                .map(|f| format!("unknown field {f:?}"))
-                .collect();
-            match query.field_validation.as_deref().unwrap_or("Warn") {
-                "Strict" if !unknown.is_empty() => Err(ApiError::BadRequest(format!(
-                    "strict decoding error: {}",
-                    unknown.join(", ")
-                ))),
-                "Ignore" => Ok((admitted.object, Vec::new())),
-                "Strict" | "Warn" => Ok((admitted.object, unknown)),
-                other => Err(ApiError::BadRequest(format!(
-                    "fieldValidation must be one of Ignore, Warn or Strict, not {other:?}"
-                ))),
-            }
-        }
-        Err(AdmitError::Malformed(detail)) => Err(ApiError::BadRequest(format!(
+    let decoded = resource
+        .decode(object, new_uid)
+        .map_err(|e| refusal(resource, name, e))?;
+    let unknown: Vec<String> = decoded
+        .unknown_fields
+        .iter()
+        .map(|f| format!("unknown field {f:?}"))
+        .collect();
+    match query.field_validation.as_deref().unwrap_or("Warn") {
+        "Strict" if !unknown.is_empty() => Err(ApiError::BadRequest(format!(
+            "strict decoding error: {}",
+            unknown.join(", ")
+        ))),
+        "Ignore" => Ok((decoded.object, Vec::new())),
+        "Strict" | "Warn" => Ok((decoded.object, unknown)),
+        other => Err(ApiError::BadRequest(format!(
+            "fieldValidation must be one of Ignore, Warn or Strict, not {other:?}"
+        ))),
+    }
+}
+
+/// Checks an object against its kind's rules (`old`: the stored object an update replaces).
+pub(super) fn validate(
+    resource: &ResourceType,
+    object: &Value,
+    old: Option<&Value>,
+) -> Result<(), ApiError> {
+    resource.validate(object, old).map_err(|e| {
+        let name = meta_str(object, "name").unwrap_or_default().to_owned();
+        refusal(resource, name, e)
+    })
+}
+
+fn refusal(resource: &ResourceType, name: String, error: AdmitError) -> ApiError {
+    match error {
+        AdmitError::Malformed(detail) => ApiError::BadRequest(format!(
             "{} in version {:?} cannot be handled as a {}: {detail}",
             resource.kind, resource.version, resource.kind
-        ))),
-        Err(AdmitError::Invalid(causes)) => Err(ApiError::Invalid {
+        )),
+        AdmitError::Invalid(causes) => ApiError::Invalid {
             kind: qualified_kind(resource),
             name,
             causes,
-        }),
+        },
     }
 }
 

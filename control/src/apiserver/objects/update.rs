@@ -122,8 +122,7 @@ impl ApiServer {
             status_only: subresource.is_some_and(Subresource::writes_status),
         };
         let _held = self.hold_for_admission(&write).await?;
-        let (mut new, mut warnings) = admit(resource, new, Some(&old), None, query)?;
-        warnings.extend(self.admit_write(&write, &mut new)?);
+        let (mut new, warnings) = self.admit(&write, new, None, query)?;
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
         if resource.tracks_generation() && spec_of(&new) != spec_of(&old) {
             let generation = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
