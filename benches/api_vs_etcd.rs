@@ -1,8 +1,13 @@
-//! Benchmark: wasmkube's apiserver (HTTP, Kubernetes objects, redb store) against Debian's etcd (its HTTP/JSON
-//! gateway) in the same run on the same machine: create and get throughput and latency at 1, 16 and 64
-//! concurrent clients, and watch fan-out to 100 watchers. Run with `cargo bench --bench api_vs_etcd`.
+//! Benchmark: wasmkube's apiserver (HTTP, Kubernetes objects) on each store — its redb file, a one-member etcd
+//! and a three-member etcd (`--etcd-servers`) — against Debian's etcd itself (its HTTP/JSON gateway), in the
+//! same run on the same machine: create and get throughput and latency at 1, 16 and 64 concurrent clients,
+//! and watch fan-out to 100 watchers. Run with `cargo bench --bench api_vs_etcd`.
 
 mod common;
+// The tests' etcd clusters; the benchmark does not kill or restart members.
+#[allow(dead_code)]
+#[path = "../tests/common/etcd.rs"]
+mod etcd;
 
 use base64::Engine;
 use common::{Process, free_port};
@@ -37,12 +42,13 @@ trait Target: Send + Sync {
 }
 
 struct Wasmkube {
+    name: &'static str,
     url: String,
 }
 
 impl Target for Wasmkube {
     fn name(&self) -> &'static str {
-        "wasmkube"
+        self.name
     }
 
     async fn create(&self, client: &reqwest::Client, n: usize) {
@@ -282,108 +288,114 @@ async fn run<T: Target + 'static>(target: Arc<T>, results: &mut Vec<(String, f64
     }
 }
 
-fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return;
-    }
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-
+/// A wasmkube server with `extra` flags, and the namespace the fan-out watches.
+fn start_wasmkube(
+    name: &'static str,
+    dir: &std::path::Path,
+    extra: &[&str],
+    runtime: &tokio::runtime::Runtime,
+) -> (Arc<Wasmkube>, Process) {
     let api_port = free_port();
-    let _wasmkube = Process(
+    let process = Process(
         Command::new(env!("CARGO_BIN_EXE_wasmkube"))
             .args(["server", "--insecure", "--data-dir"])
-            .arg(dir.path().join("wasmkube"))
+            .arg(dir.join(name.replace('/', "-")))
             .args(["--listen", &format!("127.0.0.1:{api_port}")])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start wasmkube"),
     );
     let wasmkube = Arc::new(Wasmkube {
+        name,
         url: format!("http://127.0.0.1:{api_port}"),
     });
     wait_for(&format!("{}/healthz", wasmkube.url));
-
-    let (client_port, peer_port) = (free_port(), free_port());
-    let etcd_url = format!("http://127.0.0.1:{client_port}");
-    let _etcd = Process(
-        Command::new("etcd")
-            .arg("--data-dir")
-            .arg(dir.path().join("etcd"))
-            .args([
-                "--listen-client-urls",
-                &etcd_url,
-                "--advertise-client-urls",
-                &etcd_url,
-            ])
-            .args([
-                "--listen-peer-urls",
-                &format!("http://127.0.0.1:{peer_port}"),
-            ])
-            .args([
-                "--initial-advertise-peer-urls",
-                &format!("http://127.0.0.1:{peer_port}"),
-            ])
-            .args([
-                "--initial-cluster",
-                &format!("default=http://127.0.0.1:{peer_port}"),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start etcd (apt-get install etcd-server)"),
-    );
-    let etcd = Arc::new(Etcd { url: etcd_url });
-    wait_for(&format!("{}/health", etcd.url));
-
-    let mut results = Vec::new();
-    let (ours, theirs) = runtime.block_on(async {
+    runtime.block_on(async {
         reqwest::Client::new()
             .post(format!("{}/api/v1/namespaces", wasmkube.url))
             .json(&json!({"metadata": {"name": "watched"}}))
             .send()
             .await
             .unwrap();
-        run(wasmkube.clone(), &mut results).await;
+    });
+    (wasmkube, process)
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (one, three) = (etcd::EtcdCluster::start(1), etcd::EtcdCluster::start(3));
+    let raw = etcd::EtcdCluster::start(1);
+    let etcd = Arc::new(Etcd {
+        url: raw.endpoints()[0].clone(),
+    });
+    let mut results = Vec::new();
+    let mut fan_outs = Vec::new();
+    for (name, servers) in [
+        ("wasmkube/redb", None),
+        ("wasmkube/etcd1", Some(one.endpoints().join(","))),
+        ("wasmkube/etcd3", Some(three.endpoints().join(","))),
+    ] {
+        let extra: Vec<&str> = match &servers {
+            Some(servers) => vec!["--etcd-servers", servers],
+            None => Vec::new(),
+        };
+        let (wasmkube, _process) = start_wasmkube(name, dir.path(), &extra, &runtime);
+        runtime.block_on(async {
+            run(wasmkube.clone(), &mut results).await;
+            let events = fan_out(
+                wasmkube.clone(),
+                |i| json!({"metadata": {"name": format!("w-{i}")}, "data": {"payload": "x".repeat(256)}}),
+                format!("{}/api/v1/namespaces/watched/configmaps", wasmkube.url),
+            )
+            .await;
+            fan_outs.push((name, events));
+        });
+    }
+    runtime.block_on(async {
         run(etcd.clone(), &mut results).await;
-        let ours = fan_out(
-            wasmkube.clone(),
-            |i| json!({"metadata": {"name": format!("w-{i}")}, "data": {"payload": "x".repeat(256)}}),
-            format!("{}/api/v1/namespaces/watched/configmaps", wasmkube.url),
-        )
-        .await;
-        let theirs = fan_out(
+        let events = fan_out(
             etcd.clone(),
             |i| json!({"key": b64(&format!("/registry/configmaps/watched/w-{i}")), "value": b64(&"x".repeat(300))}),
             format!("{}/v3/kv/put", etcd.url),
         )
         .await;
-        (ours, theirs)
+        fan_outs.push(("etcd", events));
     });
 
     println!(
-        "{:<24} {:>10} {:>9} {:>9}",
+        "{:<30} {:>10} {:>9} {:>9}",
         "benchmark", "ops/s", "p50 ms", "p99 ms"
     );
     for (name, rate, p50, p99) in &results {
-        println!("{name:<24} {rate:>10.0} {p50:>9.2} {p99:>9.2}");
+        println!("{name:<30} {rate:>10.0} {p50:>9.2} {p99:>9.2}");
     }
     println!();
-    println!("ratios wasmkube/etcd (throughput: higher is better; latency: lower is better)");
-    let half = results.len() / 2;
-    for (ours, theirs) in results[..half].iter().zip(&results[half..]) {
-        let label = ours.0.trim_start_matches("wasmkube ");
+    println!("ratios to etcd itself (throughput: higher is better; latency: lower is better)");
+    let per_target = results.len() / 4;
+    let theirs = &results[3 * per_target..];
+    for ours in results[..3 * per_target].chunks(per_target) {
+        for (ours, theirs) in ours.iter().zip(theirs) {
+            println!(
+                "{:<30} ops/s {:>5.2}x   p50 {:>5.2}x   p99 {:>5.2}x",
+                ours.0,
+                ours.1 / theirs.1,
+                ours.2 / theirs.2,
+                ours.3 / theirs.3
+            );
+        }
+    }
+    println!();
+    let etcd_events = fan_outs.last().map_or(1.0, |(_, e)| *e);
+    for (name, events) in &fan_outs {
         println!(
-            "{label:<16} ops/s {:>5.2}x   p50 {:>5.2}x   p99 {:>5.2}x",
-            ours.1 / theirs.1,
-            ours.2 / theirs.2,
-            ours.3 / theirs.3
+            "watch fan-out, {WATCHERS} watchers x {WATCHED_WRITES} writes: {name:<16} {events:>9.0} events/s, {:.2}x etcd",
+            events / etcd_events
         );
     }
-    println!();
-    println!(
-        "watch fan-out, {WATCHERS} watchers x {WATCHED_WRITES} writes: wasmkube {ours:.0} events/s, etcd {theirs:.0} events/s, ratio {:.2}x",
-        ours / theirs
-    );
 }

@@ -39,9 +39,9 @@ enum Command {
     /// Issue, list or revoke bearer tokens (bootstrap tokens for nodes, user tokens with --user).
     Token(tokens::TokenArgs),
     /// Run the scheduler on its own against an apiserver.
-    Scheduler,
+    Scheduler(server::ElectionArgs),
     /// Run the controllers on their own against an apiserver.
-    ControllerManager(server::ControllerArgs),
+    ControllerManager(server::ControllerManagerArgs),
     /// Run a node agent: register this node and run the pods bound to it as WebAssembly.
     Node(NodeArgs),
     /// Run the Service proxy of this machine on its own (for agents started with `--proxy false`).
@@ -89,15 +89,22 @@ fn main() -> ExitCode {
             Command::Down(down) => local_cluster::down(down).await,
             Command::Server(config) => server::run(config).await,
             Command::Token(token) => tokens::token(&args.client, token).await,
-            Command::Scheduler => {
+            Command::Scheduler(election) => {
+                let election = election.election("kube-scheduler", true)?;
                 let (client, _) = cli::client_as(&args.client, "kube-scheduler").await?;
-                wasmkube_control::scheduler::run(client).await;
+                server::run_component(client, election, wasmkube_control::scheduler::run).await;
                 Ok(())
             }
             Command::ControllerManager(controllers) => {
-                let config = controllers.config()?;
+                let config = controllers.controllers.config()?;
+                let election = controllers
+                    .election
+                    .election("kube-controller-manager", true)?;
                 let (client, _) = cli::client_as(&args.client, "kube-controller-manager").await?;
-                wasmkube_control::controllers::run(client, config).await;
+                server::run_component(client, election, move |client| {
+                    wasmkube_control::controllers::run(client, config.clone())
+                })
+                .await;
                 Ok(())
             }
             Command::Node(node) => run_node(&args.client, node).await,

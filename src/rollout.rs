@@ -295,7 +295,8 @@ pub fn statefulset_state(set: &StatefulSet) -> (String, bool) {
     )
 }
 
-fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+/// A duration as kubectl's and Kubernetes' flags write it: `15s`, `500ms`, `1m`, `2h` (a bare number is seconds).
+pub(crate) fn parse_duration(text: &str) -> anyhow::Result<Duration> {
     let (number, unit) = text.split_at(
         text.find(|c: char| c.is_ascii_alphabetic())
             .unwrap_or(text.len()),

@@ -17,8 +17,11 @@ use wasmkube_control::apiserver::error::ApiError;
 use wasmkube_control::apiserver::service_network::ServiceNetwork;
 use wasmkube_control::apiserver::{ApiServer, Target};
 use wasmkube_control::controllers::ControllersConfig;
+use wasmkube_control::leader_election::{ElectionConfig, run_while_leading};
 use wasmkube_control::pki;
-use wasmkube_control::store::{RedbStore, RedbStoreConfig};
+use wasmkube_control::store::{
+    EtcdStore, EtcdStoreConfig, Expect, ListRequest, RedbStore, RedbStoreConfig, Store, StoreError,
+};
 
 /// The control plane's settings.
 #[derive(clap::Args, Debug, Clone)]
@@ -32,6 +35,10 @@ pub struct ServerConfig {
     /// How long, in seconds, watches and paged lists can reach back in history.
     #[arg(long, default_value_t = 300)]
     pub history_window_seconds: u64,
+    /// Keep the cluster's state in etcd at these client URLs (`http://HOST:2379,...`), as kube-apiserver's
+    /// flag, instead of the embedded store file in DATA_DIR; several servers may share one etcd.
+    #[arg(long, value_delimiter = ',')]
+    pub etcd_servers: Vec<String>,
     /// The range Services' cluster IPs come from. The default, in 127.0.0.0/8, needs no setup on one machine:
     /// every node agent's proxy listens on the cluster IPs of all Services.
     #[arg(long, default_value = "127.43.0.0/16")]
@@ -75,6 +82,93 @@ pub struct ServerConfig {
     /// Controller settings.
     #[command(flatten)]
     pub controllers: ControllerArgs,
+    /// Leader election of the in-process scheduler and controllers.
+    #[command(flatten)]
+    pub election: ElectionArgs,
+}
+
+/// Leader election of the scheduler and the controller-manager, as Kubernetes' `--leader-elect*` flags: each
+/// acts only while it holds its Lease, `kube-system/kube-scheduler` or `kube-system/kube-controller-manager`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ElectionArgs {
+    /// Act only while holding the Lease (`true` or `false`; default: true, but false for a server on its own
+    /// store file, the only one there can be).
+    #[arg(long)]
+    pub leader_elect: Option<bool>,
+    /// How long a leader's renewal keeps the others out.
+    #[arg(long, default_value = "15s", value_parser = flag_duration)]
+    pub leader_elect_lease_duration: Duration,
+    /// How long a leader goes on without renewing before it stops acting.
+    #[arg(long, default_value = "10s", value_parser = flag_duration)]
+    pub leader_elect_renew_deadline: Duration,
+    /// How often candidates try to take the Lease and the leader renews it.
+    #[arg(long, default_value = "2s", value_parser = flag_duration)]
+    pub leader_elect_retry_period: Duration,
+}
+
+fn flag_duration(text: &str) -> Result<Duration, String> {
+    crate::rollout::parse_duration(text).map_err(|e| e.to_string())
+}
+
+impl ElectionArgs {
+    /// The election of the Lease `kube-system/NAME`, or none when leader election is off (`default`: whether
+    /// it is on unless the flag says).
+    pub fn election(&self, name: &str, default: bool) -> anyhow::Result<Option<ElectionConfig>> {
+        if !self.leader_elect.unwrap_or(default) {
+            return Ok(None);
+        }
+        if self.leader_elect_renew_deadline >= self.leader_elect_lease_duration {
+            anyhow::bail!(
+                "--leader-elect-renew-deadline must be shorter than --leader-elect-lease-duration"
+            );
+        }
+        if self.leader_elect_retry_period.is_zero()
+            || self.leader_elect_retry_period >= self.leader_elect_renew_deadline
+        {
+            anyhow::bail!(
+                "--leader-elect-retry-period must be above 0 and shorter than --leader-elect-renew-deadline"
+            );
+        }
+        let host = nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "wasmkube".into());
+        let mut config = ElectionConfig::new(name, &host);
+        config.lease_duration = self.leader_elect_lease_duration;
+        config.renew_deadline = self.leader_elect_renew_deadline;
+        config.retry_period = self.leader_elect_retry_period;
+        Ok(Some(config))
+    }
+}
+
+/// Runs a component that runs until the process ends: while it holds its Lease if `election` is given,
+/// else at once.
+pub async fn run_component<F, Fut>(
+    client: kube::Client,
+    election: Option<ElectionConfig>,
+    component: F,
+) where
+    F: Fn(kube::Client) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    match election {
+        Some(election) => {
+            let leading = client.clone();
+            run_while_leading(client, election, move || component(leading.clone())).await;
+        }
+        None => component(client).await,
+    }
+}
+
+/// `wasmkube controller-manager`: the controllers' settings and their leader election.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ControllerManagerArgs {
+    /// Controller settings.
+    #[command(flatten)]
+    pub controllers: ControllerArgs,
+    /// Leader election.
+    #[command(flatten)]
+    pub election: ElectionArgs,
 }
 
 /// Settings of the controllers, for `server` and `controller-manager`.
@@ -147,6 +241,82 @@ fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>, String>
     Ok(first..=last)
 }
 
+/// The store: etcd with --etcd-servers (waiting for it, with a line per failed attempt), else the redb file
+/// in the data dir.
+async fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
+    let history_window = Duration::from_secs(config.history_window_seconds);
+    // Compact at least twice per window, and at most every 30 seconds.
+    let compaction_interval =
+        Duration::from_millis(config.history_window_seconds.clamp(1, 60) * 500);
+    if config.etcd_servers.is_empty() {
+        let path = config.data_dir.join("store.redb");
+        let store = RedbStore::open(
+            &path,
+            RedbStoreConfig {
+                history_window,
+                compaction_interval,
+            },
+        )
+        .with_context(|| format!("cannot open the store {}", path.display()))?;
+        move_legacy_keys(&store).await?;
+        return Ok(Arc::new(store));
+    }
+    let mut etcd = EtcdStoreConfig::new(config.etcd_servers.clone());
+    etcd.history_window = history_window;
+    etcd.compaction_interval = compaction_interval;
+    loop {
+        match EtcdStore::connect(etcd.clone()).await {
+            Ok(store) => return Ok(Arc::new(store)),
+            Err(error) => {
+                tracing::error!(servers = %config.etcd_servers.join(","), %error, "cannot reach etcd; retrying in 2 s");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+}
+
+/// Where store files written before the server kept kube-apiserver's key layout had the four resources it
+/// stores elsewhere: (old prefix, new prefix, path segments after the old prefix).
+const LEGACY_KEYS: [(&str, &str, usize); 4] = [
+    ("/registry/services/", "/registry/services/specs/", 2),
+    ("/registry/endpoints/", "/registry/services/endpoints/", 2),
+    ("/registry/nodes/", "/registry/minions/", 1),
+    (
+        "/registry/replicationcontrollers/",
+        "/registry/controllers/",
+        2,
+    ),
+];
+
+/// Moves the objects of a store file written with the old key layout to kube-apiserver's (once: a key of the
+/// new layout under an old prefix, such as `/registry/services/specs/...`, has more segments and stays).
+async fn move_legacy_keys(store: &RedbStore) -> anyhow::Result<()> {
+    for (old, new, segments) in LEGACY_KEYS {
+        let listed = store.list(&ListRequest {
+            prefix: old.to_owned(),
+            ..Default::default()
+        })?;
+        for kv in listed.items {
+            let rest = &kv.key[old.len()..];
+            if rest.split('/').count() != segments {
+                continue;
+            }
+            match store
+                .put(format!("{new}{rest}"), kv.value, Expect::Absent)
+                .await
+            {
+                Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+                Err(e) => return Err(e).context("cannot move a key to the new layout"),
+            }
+            store
+                .delete(kv.key, Expect::Revision(kv.mod_revision))
+                .await
+                .context("cannot move a key to the new layout")?;
+        }
+    }
+    Ok(())
+}
+
 const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// Runs the control plane until Ctrl-C or SIGTERM.
@@ -154,16 +324,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let mut controllers = config.controllers.config()?;
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
-    let store_path = config.data_dir.join("store.redb");
-    let store_config = RedbStoreConfig {
-        history_window: Duration::from_secs(config.history_window_seconds),
-        // Compact at least twice per window, and at most every 30 seconds.
-        compaction_interval: Duration::from_millis(
-            config.history_window_seconds.clamp(1, 60) * 500,
-        ),
-    };
-    let store = RedbStore::open(&store_path, store_config)
-        .with_context(|| format!("cannot open the store {}", store_path.display()))?;
+    let store = open_store(&config).await?;
     let service_network = ServiceNetwork {
         cluster_ip_range: config.service_cluster_ip_range.trunc(),
         node_ports: config.service_node_port_range.clone(),
@@ -202,7 +363,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         &pki::public_key_pem(&token_key).context("the service account signing key")?,
     )
     .context("the service account signing key")?;
-    let mut api = ApiServer::new(Arc::new(store), service_network)
+    let mut api = ApiServer::new(store, service_network)
         .with_auth(auth)
         .with_pod_security(pod_security)
         .with_token_signer(token_signer)
@@ -239,14 +400,27 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         kube::Client::try_from(config)
     };
     let mut in_process = tokio::task::JoinSet::new();
+    // One server on its own store file is the only one: its components need no election.
+    let elect_by_default = !config.etcd_servers.is_empty();
     if !config.no_scheduler {
-        in_process.spawn(wasmkube_control::scheduler::run(client_as(
-            "kube-scheduler",
-        )?));
+        let election = config
+            .election
+            .election("kube-scheduler", elect_by_default)?;
+        in_process.spawn(run_component(
+            client_as("kube-scheduler")?,
+            election,
+            wasmkube_control::scheduler::run,
+        ));
     }
     if !config.no_controllers {
-        let client = client_as("kube-controller-manager")?;
-        in_process.spawn(wasmkube_control::controllers::run(client, controllers));
+        let election = config
+            .election
+            .election("kube-controller-manager", elect_by_default)?;
+        in_process.spawn(run_component(
+            client_as("kube-controller-manager")?,
+            election,
+            move |client| wasmkube_control::controllers::run(client, controllers.clone()),
+        ));
     }
     tracing::info!(%address, kubeconfig = %kubeconfig.display(), "control plane serving");
     println!("wasmkube control plane listening on {url}");

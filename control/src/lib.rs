@@ -5,6 +5,7 @@ pub mod api;
 pub mod apiserver;
 pub mod controllers;
 pub mod events;
+pub mod leader_election;
 pub mod pki;
 pub mod scheduler;
 pub mod store;

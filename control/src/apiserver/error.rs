@@ -85,10 +85,10 @@ pub enum ApiError {
     /// 410 Expired.
     #[error("{0}")]
     Expired(String),
-    /// 504 Timeout: a resourceVersion from the future.
+    /// 504 Timeout: a resourceVersion from the future, or a store that did not answer in time.
     #[error("{0}")]
     Timeout(String),
-    /// 503 ServiceUnavailable: a node agent could not be reached.
+    /// 503 ServiceUnavailable: a node agent or the store could not be reached.
     #[error("{0}")]
     Unavailable(String),
     /// 500 InternalError: the store failed.
@@ -240,6 +240,8 @@ impl From<StoreError> for ApiError {
             StoreError::FutureRevision { requested, .. } => {
                 ApiError::Timeout(format!("Too large resource version: {requested}"))
             }
+            StoreError::Unavailable(detail) => ApiError::Unavailable(detail),
+            StoreError::Timeout(detail) => ApiError::Timeout(detail),
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -464,6 +464,13 @@ async fn serve(
             _ => Err(ApiError::MethodNotAllowed),
         };
     }
+    // Every request but a watch, or a read that takes any version (resourceVersion=0), sees every write
+    // acknowledged before it, by this server or another one on the same etcd (Kubernetes' consistent reads).
+    let any_version =
+        request.method == Method::GET && query.resource_version.as_deref() == Some("0");
+    if !query.is_watch() && !any_version {
+        server.store.catch_up().await?;
+    }
     match request.method {
         Method::POST => query.check_dry_run("CreateOptions")?,
         Method::PUT => query.check_dry_run("UpdateOptions")?,

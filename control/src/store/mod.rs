@@ -6,12 +6,17 @@
 //! R and then follows live writes, with no gaps and no duplicates; history older than the retention window is
 //! compacted, and asking for it fails with [`StoreError::Expired`].
 
+mod etcd_endpoints;
+mod etcd_store;
+mod mirror;
 mod redb_store;
 
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use std::sync::Arc;
+use tokio::sync::mpsc;
 
+pub use etcd_store::{EtcdStore, EtcdStoreConfig};
 pub use redb_store::{RedbStore, RedbStoreConfig};
 
 /// A store revision: 0 before the first write, then +1 per committed write.
@@ -126,6 +131,12 @@ pub enum StoreError {
     /// The store has shut down.
     #[error("the store is closed")]
     Closed,
+    /// The store's servers cannot be reached or cannot serve (etcd without quorum).
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
+    /// The store did not answer within the request timeout.
+    #[error("the store did not answer in time: {0}")]
+    Timeout(String),
     /// The database failed.
     #[error("database failure: {0}")]
     Backend(String),
@@ -166,4 +177,115 @@ pub trait Store: Send + Sync + 'static {
 
     /// The revision at or before which history has been discarded.
     fn compacted_revision(&self) -> Revision;
+
+    /// Discards history at or before `upto` (etcd's Compact).
+    fn compact(&self, upto: Revision) -> BoxFuture<'_, Result<(), StoreError>>;
+
+    /// Waits until reads see every write acknowledged before the call, whoever made it (a store that more
+    /// than one process writes serves reads from a copy that follows it).
+    fn catch_up(&self) -> BoxFuture<'_, Result<(), StoreError>>;
+}
+
+/// Where a watch task sends its watcher's events.
+type WatchSender = mpsc::Sender<Result<Event, StoreError>>;
+
+/// One read of history for a watcher: the events after a revision, the revision they reach, whether more
+/// follow.
+type HistoryPage = Result<(Vec<Event>, Revision, bool), StoreError>;
+
+/// What a store's live channel carries to its watch tasks.
+#[derive(Clone)]
+enum Feed {
+    /// One committed batch of changes, in revision order.
+    Changes(Arc<Vec<Event>>),
+    /// The store's copy was read again whole: a watcher cannot know what it missed.
+    Reset,
+}
+
+/// Feeds one watcher: the history after `last` (`read` gives it a page at a time), then live batches; back to
+/// the history when it falls behind the live channel, [`StoreError::Expired`] (history since `compacted()`)
+/// when the history no longer reaches it or the store was reset.
+async fn run_watch(
+    prefix: String,
+    mut last: Revision,
+    mut live: tokio::sync::broadcast::Receiver<Feed>,
+    out: WatchSender,
+    mut read: impl FnMut(&str, Revision) -> HistoryPage,
+    compacted: impl Fn() -> Revision,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        if !replay(&out, &mut last, |after| read(&prefix, after)).await {
+            return;
+        }
+        loop {
+            let feed = tokio::select! {
+                feed = live.recv() => feed,
+                () = out.closed() => return,
+            };
+            match feed {
+                Ok(Feed::Changes(batch)) => {
+                    if !send_live(&batch, &prefix, &mut last, &out).await {
+                        return;
+                    }
+                }
+                Ok(Feed::Reset) => {
+                    let error = StoreError::Expired {
+                        requested: last,
+                        compacted: compacted(),
+                    };
+                    let _ = out.send(Err(error)).await;
+                    return;
+                }
+                // Behind the live channel: back to the history.
+                Err(RecvError::Lagged(_)) => break,
+                Err(RecvError::Closed) => {
+                    let _ = out.send(Err(StoreError::Closed)).await;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Sends a watcher the history after `last` a page at a time until it is caught up, moving `last`; false when
+/// the watch is over (the history failed, and the watcher was told, or the watcher has gone).
+async fn replay(
+    out: &WatchSender,
+    last: &mut Revision,
+    mut read: impl FnMut(Revision) -> HistoryPage,
+) -> bool {
+    loop {
+        let (events, upto, more) = match read(*last) {
+            Ok(page) => page,
+            Err(error) => {
+                let _ = out.send(Err(error)).await;
+                return false;
+            }
+        };
+        for event in events {
+            if out.send(Ok(event)).await.is_err() {
+                return false;
+            }
+        }
+        *last = upto;
+        if !more {
+            return true;
+        }
+    }
+}
+
+/// Sends a watcher the events of a live batch that are after `last` and under `prefix`, moving `last`; false
+/// when the watcher has gone.
+async fn send_live(batch: &[Event], prefix: &str, last: &mut Revision, out: &WatchSender) -> bool {
+    for event in batch {
+        if event.revision <= *last {
+            continue;
+        }
+        *last = event.revision;
+        if event.key.starts_with(prefix) && out.send(Ok(event.clone())).await.is_err() {
+            return false;
+        }
+    }
+    true
 }

@@ -6,8 +6,8 @@
 //! its own revision and its own compare-and-swap check against the state left by the writes before it.
 
 use super::{
-    Event, EventKind, Expect, KeyValue, ListRequest, ListResult, Revision, Store, StoreError,
-    WatchStream,
+    Event, EventKind, Expect, Feed, KeyValue, ListRequest, ListResult, Revision, Store, StoreError,
+    WatchStream, run_watch,
 };
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -66,7 +66,7 @@ pub struct RedbStore {
 
 struct Shared {
     db: Database,
-    events: broadcast::Sender<Arc<Vec<Event>>>,
+    events: broadcast::Sender<Feed>,
     revision: AtomicU64,
     compacted: AtomicU64,
 }
@@ -129,15 +129,6 @@ impl RedbStore {
             .spawn(move || writer_loop(&thread_shared, &requests, &config))
             .map_err(backend)?;
         Ok(Self { shared, writer })
-    }
-
-    /// Discards history at or before `upto` (etcd's Compact).
-    pub async fn compact(&self, upto: Revision) -> Result<(), StoreError> {
-        let (reply, rx) = oneshot::channel();
-        self.writer
-            .send(WriteRequest::Compact { upto, reply })
-            .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
     }
 }
 
@@ -354,7 +345,7 @@ fn commit_batch(shared: &Shared, batch: Vec<WriteRequest>) {
             }
             if !events.is_empty() {
                 // No receiver just means nobody watches right now.
-                let _ = shared.events.send(Arc::new(events));
+                let _ = shared.events.send(Feed::Changes(Arc::new(events)));
             }
             replies.into_iter().for_each(Reply::send);
         }
@@ -476,63 +467,6 @@ impl Shared {
             });
         }
         Ok((events, last, false))
-    }
-}
-
-/// Feeds one watcher: replay from the log, then live batches; a watcher that falls behind the live channel
-/// goes back to the log, so it never misses a change.
-async fn run_watch(
-    shared: Arc<Shared>,
-    prefix: String,
-    mut last: Revision,
-    mut live: broadcast::Receiver<Arc<Vec<Event>>>,
-    out: mpsc::Sender<Result<Event, StoreError>>,
-) {
-    'replay: loop {
-        loop {
-            let (events, upto, more) = match shared.read_log(&prefix, last) {
-                Ok(read) => read,
-                Err(e) => {
-                    let _ = out.send(Err(e)).await;
-                    return;
-                }
-            };
-            for event in events {
-                if out.send(Ok(event)).await.is_err() {
-                    return;
-                }
-            }
-            last = upto;
-            if !more {
-                break;
-            }
-        }
-        loop {
-            let batch = tokio::select! {
-                batch = live.recv() => batch,
-                () = out.closed() => return,
-            };
-            match batch {
-                Ok(batch) => {
-                    for event in batch.iter() {
-                        if event.revision <= last {
-                            continue;
-                        }
-                        last = event.revision;
-                        if event.key.starts_with(&prefix)
-                            && out.send(Ok(event.clone())).await.is_err()
-                        {
-                            return;
-                        }
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(_)) => continue 'replay,
-                Err(broadcast::error::RecvError::Closed) => {
-                    let _ = out.send(Err(StoreError::Closed)).await;
-                    return;
-                }
-            }
-        }
     }
 }
 
@@ -700,12 +634,14 @@ impl Store for RedbStore {
             });
         }
         let (out, rx) = mpsc::channel(256);
+        let shared = self.shared.clone();
         tokio::spawn(run_watch(
-            self.shared.clone(),
             prefix.to_owned(),
             after,
             live,
             out,
+            move |prefix, after| shared.read_log(prefix, after),
+            || 0,
         ));
         Ok(ReceiverStream::new(rx).boxed())
     }
@@ -716,5 +652,20 @@ impl Store for RedbStore {
 
     fn compacted_revision(&self) -> Revision {
         self.shared.compacted.load(Ordering::SeqCst)
+    }
+
+    fn compact(&self, upto: Revision) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let (reply, rx) = oneshot::channel();
+            self.writer
+                .send(WriteRequest::Compact { upto, reply })
+                .map_err(|_| StoreError::Closed)?;
+            rx.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn catch_up(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        // This process is the file's only writer: what it acknowledged, it reads.
+        Box::pin(async { Ok(()) })
     }
 }

@@ -33,17 +33,27 @@ pub const MAX_BODY: usize = 3 * 1024 * 1024;
 
 /// The store key of an object.
 pub fn key(resource: &ResourceType, namespace: Option<&str>, name: &str) -> String {
-    match namespace {
-        Some(ns) if resource.namespaced => format!("/registry/{}/{ns}/{name}", resource.plural),
-        _ => format!("/registry/{}/{name}", resource.plural),
-    }
+    format!("{}{name}", prefix(resource, namespace))
 }
 
 /// The store prefix of a list: one namespace, or all of them.
 pub fn prefix(resource: &ResourceType, namespace: Option<&str>) -> String {
+    let stored_as = stored_as(resource);
     match namespace {
-        Some(ns) if resource.namespaced => format!("/registry/{}/{ns}/", resource.plural),
-        _ => format!("/registry/{}/", resource.plural),
+        Some(ns) if resource.namespaced => format!("/registry/{stored_as}/{ns}/"),
+        _ => format!("/registry/{stored_as}/"),
+    }
+}
+
+/// Where kube-apiserver keeps a resource under `/registry/`: its plural, but for the four its storage has
+/// always named otherwise (so an etcd shared with, or taken over from, Kubernetes has the same keys).
+pub fn stored_as(resource: &ResourceType) -> &'static str {
+    match (resource.group, resource.plural) {
+        ("", "services") => "services/specs",
+        ("", "endpoints") => "services/endpoints",
+        ("", "nodes") => "minions",
+        ("", "replicationcontrollers") => "controllers",
+        (_, plural) => plural,
     }
 }
 

@@ -1,0 +1,160 @@
+//! Real etcd clusters for tests: Debian's etcd-server (scripts/setup-test-tools installs it), one process per
+//! member on loopback ports of its own, in a temporary directory; every member is killed when the cluster is
+//! dropped.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// One member: its URLs and, while it runs, its process.
+pub struct Member {
+    /// The member's name in the cluster.
+    pub name: String,
+    /// Where clients reach it.
+    pub client_url: String,
+    peer_url: String,
+    data_dir: PathBuf,
+    process: Option<Child>,
+}
+
+/// A running etcd cluster.
+pub struct EtcdCluster {
+    /// Its members, in start order.
+    pub members: Vec<Member>,
+    initial_cluster: String,
+    _dir: tempfile::TempDir,
+}
+
+fn loopback_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Whether etcd answers `/health` with a leader, at `client_url` (`http://127.0.0.1:PORT`).
+pub fn healthy(client_url: &str) -> bool {
+    let address = client_url.trim_start_matches("http://");
+    let Ok(mut stream) = TcpStream::connect(address) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream
+        .write_all(b"GET /health HTTP/1.0\r\nHost: etcd\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.contains("\"health\":\"true\"")
+}
+
+impl EtcdCluster {
+    /// Starts `size` members and waits until every one of them serves with a leader.
+    pub fn start(size: usize) -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut members: Vec<Member> = (0..size)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client_url: format!("http://127.0.0.1:{}", loopback_port()),
+                peer_url: format!("http://127.0.0.1:{}", loopback_port()),
+                data_dir: dir.path().join(format!("m{i}")),
+                process: None,
+            })
+            .collect();
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer_url))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Self {
+            members: Vec::new(),
+            initial_cluster,
+            _dir: dir,
+        };
+        for member in &mut members {
+            cluster.launch(member);
+        }
+        cluster.members = members;
+        for i in 0..size {
+            cluster.wait_healthy(i);
+        }
+        cluster
+    }
+
+    fn launch(&self, member: &mut Member) {
+        let log = std::fs::File::create(format!("{}.log", member.data_dir.display()))
+            .expect("an etcd log file");
+        let process = Command::new("etcd")
+            .args(["--name", &member.name])
+            .arg("--data-dir")
+            .arg(&member.data_dir)
+            .args(["--listen-client-urls", &member.client_url])
+            .args(["--advertise-client-urls", &member.client_url])
+            .args(["--listen-peer-urls", &member.peer_url])
+            .args(["--initial-advertise-peer-urls", &member.peer_url])
+            .args(["--initial-cluster", &self.initial_cluster])
+            .args(["--initial-cluster-state", "new"])
+            // Fast elections: a test's cluster lives on one machine.
+            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start etcd (apt-get install etcd-server)");
+        member.process = Some(process);
+    }
+
+    /// Waits (at most 30 s) until member `i` serves with a leader.
+    pub fn wait_healthy(&self, i: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !healthy(&self.members[i].client_url) {
+            assert!(
+                Instant::now() < deadline,
+                "etcd member {} did not become healthy (log: {}.log)",
+                self.members[i].name,
+                self.members[i].data_dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every member's client URL.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.client_url.clone()).collect()
+    }
+
+    /// Kills member `i` with SIGKILL.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut process) = self.members[i].process.take() {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+
+    /// Starts member `i` again on its data directory (after [`EtcdCluster::kill`]); returns at once.
+    pub fn restart(&mut self, i: usize) {
+        let mut member = std::mem::replace(
+            &mut self.members[i],
+            Member {
+                name: String::new(),
+                client_url: String::new(),
+                peer_url: String::new(),
+                data_dir: PathBuf::new(),
+                process: None,
+            },
+        );
+        self.launch(&mut member);
+        self.members[i] = member;
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}

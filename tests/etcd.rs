@@ -1,0 +1,367 @@
+//! `wasmkube server --etcd-servers`: the control plane's state in a real etcd (Debian's etcd-server on
+//! loopback ports), under kube-apiserver's keys; two servers on one etcd serving the same objects; a server
+//! started before its etcd waiting for it; a store file of the old key layout moved to the new one.
+
+mod common;
+#[path = "common/etcd.rs"]
+mod etcd;
+
+use base64::Engine;
+use common::{Server, free_port, kubectl};
+use etcd::EtcdCluster;
+use serde_json::{Value, json};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const CONFIGMAPS: &str = "/api/v1/namespaces/default/configmaps";
+
+fn b64(text: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+/// The keys etcd holds under `prefix`, read through its JSON gateway.
+fn etcd_keys(cluster: &EtcdCluster, prefix: &str) -> Vec<String> {
+    let mut end = prefix.as_bytes().to_vec();
+    if let Some(last) = end.last_mut() {
+        *last += 1;
+    }
+    let answer: Value = reqwest::blocking::Client::new()
+        .post(format!("{}/v3/kv/range", cluster.endpoints()[0]))
+        .json(&json!({"key": b64(prefix), "range_end": base64::engine::general_purpose::STANDARD.encode(&end), "keys_only": true}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    answer["kvs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|kv| kv["key"].as_str())
+        .map(|k| {
+            String::from_utf8(base64::engine::general_purpose::STANDARD.decode(k).unwrap()).unwrap()
+        })
+        .collect()
+}
+
+fn configmap(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": "v"}})
+}
+
+#[test]
+fn a_server_on_etcd_keeps_objects_under_kube_apiservers_keys_with_etcds_revisions() {
+    let cluster = EtcdCluster::start(1);
+    let server = Server::start_with(&["--etcd-servers", &cluster.endpoints().join(",")]);
+    let (ok, _, stderr) = kubectl(
+        &server,
+        None,
+        &["create", "service", "clusterip", "web", "--tcp=80:8080"],
+        None,
+    );
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = kubectl(
+        &server,
+        None,
+        &["create", "configmap", "settings", "--from-literal=a=b"],
+        None,
+    );
+    assert!(ok, "{stderr}");
+    // The `kubernetes` Service and ours, where kube-apiserver keeps Services.
+    assert_eq!(
+        etcd_keys(&cluster, "/registry/services/specs/"),
+        [
+            "/registry/services/specs/default/kubernetes",
+            "/registry/services/specs/default/web"
+        ]
+    );
+    assert!(
+        etcd_keys(&cluster, "/registry/configmaps/default/")
+            .contains(&"/registry/configmaps/default/settings".to_owned())
+    );
+    assert!(
+        etcd_keys(&cluster, "/registry/namespaces/")
+            .contains(&"/registry/namespaces/kube-system".to_owned())
+    );
+    // resourceVersions are etcd's mod revisions.
+    let served: Value = server
+        .http()
+        .get(format!("{}{CONFIGMAPS}/settings", server.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let answer: Value = reqwest::blocking::Client::new()
+        .post(format!("{}/v3/kv/range", cluster.endpoints()[0]))
+        .json(&json!({"key": b64("/registry/configmaps/default/settings")}))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        served["metadata"]["resourceVersion"],
+        answer["kvs"][0]["mod_revision"]
+    );
+}
+
+#[test]
+fn two_servers_on_one_etcd_serve_the_same_objects_and_conflicts() {
+    let cluster = EtcdCluster::start(1);
+    let servers = cluster.endpoints().join(",");
+    let a = Server::start_with(&["--etcd-servers", &servers]);
+    let b = Server::start_with(&["--etcd-servers", &servers]);
+    let created: Value = a
+        .http()
+        .post(format!("{}{CONFIGMAPS}", a.url))
+        .json(&configmap("shared"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let through_b: Value = b
+        .http()
+        .get(format!("{}{CONFIGMAPS}/shared", b.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(through_b["metadata"]["uid"], created["metadata"]["uid"]);
+    // A watch on one server sees the other's writes.
+    let rv = created["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let watch = {
+        let url = format!(
+            "{}{CONFIGMAPS}?watch=true&resourceVersion={rv}&timeoutSeconds=5",
+            b.url
+        );
+        std::thread::spawn(move || reqwest::blocking::get(url).unwrap().text().unwrap())
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let mut changed = created.clone();
+    changed["data"]["k"] = "w".into();
+    let updated = a
+        .http()
+        .put(format!("{}{CONFIGMAPS}/shared", a.url))
+        .json(&changed)
+        .send()
+        .unwrap();
+    assert_eq!(updated.status(), 200);
+    let events = watch.join().unwrap();
+    assert!(
+        events.contains("\"type\":\"MODIFIED\"") && events.contains("\"k\":\"w\""),
+        "{events}"
+    );
+    // An update through the other server with the old resourceVersion conflicts: the check is etcd's.
+    let stale = b
+        .http()
+        .put(format!("{}{CONFIGMAPS}/shared", b.url))
+        .json(&changed)
+        .send()
+        .unwrap();
+    assert_eq!(stale.status(), 409);
+    let status: Value = stale.json().unwrap();
+    assert_eq!(
+        status["message"],
+        "Operation cannot be fulfilled on configmaps \"shared\": the object has been modified; please apply your changes to the latest version and try again"
+    );
+}
+
+#[test]
+fn a_server_started_before_its_etcd_says_so_and_serves_once_etcd_is_up() {
+    let mut cluster = EtcdCluster::start(1);
+    cluster.kill(0);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let port = free_port();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
+        .args(["server", "--insecure", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--etcd-servers", &cluster.endpoints()[0]])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        server.try_wait().unwrap().is_none(),
+        "the server must wait for etcd, not exit"
+    );
+    let said = std::fs::read_to_string(&log).unwrap();
+    let line = said
+        .lines()
+        .find(|l| l.contains("cannot reach etcd"))
+        .unwrap_or_else(|| panic!("{said}"));
+    assert!(line.contains(&cluster.endpoints()[0]), "{line}");
+    cluster.restart(0);
+    let url = format!("http://127.0.0.1:{port}{CONFIGMAPS}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let created = loop {
+        if let Ok(response) = reqwest::blocking::Client::new()
+            .post(&url)
+            .json(&configmap("late"))
+            .send()
+        {
+            break response;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server never served: {}",
+            std::fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(created.status(), 201);
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[test]
+fn a_store_file_of_the_old_key_layout_is_moved_to_kube_apiservers() {
+    let dir = tempfile::tempdir().unwrap();
+    let service = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "old", "namespace": "default", "uid": "u1", "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"type": "ClusterIP", "ports": [{"port": 80, "protocol": "TCP", "targetPort": 80}]}});
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        use wasmkube_control::store::{Expect, RedbStore, RedbStoreConfig, Store};
+        let store =
+            RedbStore::open(&dir.path().join("store.redb"), RedbStoreConfig::default()).unwrap();
+        store
+            .put(
+                "/registry/services/default/old".into(),
+                serde_json::to_vec(&service).unwrap(),
+                Expect::Absent,
+            )
+            .await
+            .unwrap();
+    });
+    drop(runtime);
+    let server = Server::start_in(dir.path(), &[]);
+    let (ok, stdout, stderr) = kubectl(
+        &server,
+        None,
+        &["get", "service", "old", "-o", "jsonpath={.metadata.uid}"],
+        None,
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout, "u1");
+}
+
+fn lease_holder(server: &Server, name: &str) -> Option<(String, i64)> {
+    let lease: Value = server
+        .http()
+        .get(format!(
+            "{}/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{name}",
+            server.url
+        ))
+        .send()
+        .ok()?
+        .json()
+        .ok()?;
+    let holder = lease["spec"]["holderIdentity"].as_str()?.to_owned();
+    Some((
+        holder,
+        lease["spec"]["leaseTransitions"].as_i64().unwrap_or(0),
+    ))
+}
+
+fn wait_for_holder(
+    server: &Server,
+    name: &str,
+    not: Option<&str>,
+    within: Duration,
+) -> (String, i64) {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some((holder, transitions)) = lease_holder(server, name)
+            && Some(holder.as_str()) != not
+        {
+            return (holder, transitions);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new holder of {name} within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_standby_server_takes_the_scheduler_and_controller_leases_when_the_leader_dies() {
+    let cluster = EtcdCluster::start(1);
+    let servers = cluster.endpoints().join(",");
+    let flags = [
+        "--etcd-servers",
+        &servers,
+        "--leader-elect-lease-duration",
+        "3s",
+        "--leader-elect-renew-deadline",
+        "2s",
+        "--leader-elect-retry-period",
+        "300ms",
+    ];
+    let mut first = Server::start_with(&flags);
+    let (scheduler, _) = wait_for_holder(&first, "kube-scheduler", None, Duration::from_secs(10));
+    let (controllers, transitions) = wait_for_holder(
+        &first,
+        "kube-controller-manager",
+        None,
+        Duration::from_secs(10),
+    );
+    let standby = Server::start_with(&flags);
+    // The standby waits: the leader keeps renewing.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        lease_holder(&standby, "kube-scheduler").unwrap().0,
+        scheduler
+    );
+    assert_eq!(
+        lease_holder(&standby, "kube-controller-manager").unwrap().0,
+        controllers
+    );
+    first.kill();
+    let died = Instant::now();
+    let (taken, after) = wait_for_holder(
+        &standby,
+        "kube-controller-manager",
+        Some(&controllers),
+        Duration::from_secs(10),
+    );
+    assert_ne!(taken, controllers);
+    assert_eq!(after, transitions + 1);
+    wait_for_holder(
+        &standby,
+        "kube-scheduler",
+        Some(&scheduler),
+        Duration::from_secs(10),
+    );
+    // Taken within the lease's duration (3 s) and a few retry periods, not before it expired.
+    let took = died.elapsed();
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    // The new leader's controllers act: a Deployment gets its ReplicaSet.
+    let (ok, _, stderr) = kubectl(
+        &standby,
+        None,
+        &["create", "deployment", "web", "--image=hello.wasm"],
+        None,
+    );
+    assert!(ok, "{stderr}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, stdout, _) = kubectl(
+            &standby,
+            None,
+            &["get", "rs", "-l", "app=web", "-o", "name"],
+            None,
+        );
+        if !stdout.trim().is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no ReplicaSet: the standby's controllers are not acting"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
