@@ -6,6 +6,7 @@ mod local_cluster;
 mod port_forward;
 mod rollout;
 mod server;
+mod shared_files;
 mod tls_identity;
 mod tokens;
 

@@ -325,6 +325,10 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let store = open_store(&config).await?;
+    let shares_store = !config.etcd_servers.is_empty();
+    if shares_store {
+        crate::shared_files::adopt(&*store, &config.data_dir).await?;
+    }
     let service_network = ServiceNetwork {
         cluster_ip_range: config.service_cluster_ip_range.trunc(),
         node_ports: config.service_node_port_range.clone(),
@@ -363,6 +367,9 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         &pki::public_key_pem(&token_key).context("the service account signing key")?,
     )
     .context("the service account signing key")?;
+    if shares_store {
+        crate::shared_files::publish(&*store, &config.data_dir).await?;
+    }
     let mut api = ApiServer::new(store, service_network)
         .with_auth(auth)
         .with_pod_security(pod_security)
@@ -401,7 +408,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     };
     let mut in_process = tokio::task::JoinSet::new();
     // One server on its own store file is the only one: its components need no election.
-    let elect_by_default = !config.etcd_servers.is_empty();
+    let elect_by_default = shares_store;
     if !config.no_scheduler {
         let election = config
             .election

@@ -365,3 +365,56 @@ fn a_standby_server_takes_the_scheduler_and_controller_leases_when_the_leader_di
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn secure_servers_on_one_etcd_share_the_cluster_ca_and_the_admin_token() {
+    let cluster = EtcdCluster::start(1);
+    let servers = cluster.endpoints().join(",");
+    let secure = [
+        "--etcd-servers",
+        &servers,
+        "--authorization-mode",
+        "Node,RBAC",
+    ];
+    let first = Server::start_with(&secure);
+    let second = Server::start_with(&secure);
+    for file in ["pki/ca.crt", "pki/ca.key", "pki/sa.key", "admin.token"] {
+        assert_eq!(
+            std::fs::read(first.data_dir.join(file)).unwrap(),
+            std::fs::read(second.data_dir.join(file)).unwrap(),
+            "{file} differs"
+        );
+    }
+    // The first server's kubeconfig (its CA, its admin token) is good at the second.
+    let (ok, stdout, stderr) = kubectl(
+        &first,
+        None,
+        &[
+            "--server",
+            &second.url,
+            "get",
+            "namespace",
+            "kube-system",
+            "-o",
+            "name",
+        ],
+        None,
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.trim(), "namespace/kube-system");
+    // A service account token one server signs, the other verifies.
+    let (ok, token, stderr) = kubectl(&first, None, &["create", "token", "default"], None);
+    assert!(ok, "{stderr}");
+    let review = second
+        .http()
+        .post(format!("{}/apis/authentication.k8s.io/v1/tokenreviews", second.url))
+        .json(&json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token.trim()}}))
+        .send()
+        .unwrap();
+    let review: Value = review.json().unwrap();
+    assert_eq!(review["status"]["authenticated"], true, "{review}");
+    assert_eq!(
+        review["status"]["user"]["username"],
+        "system:serviceaccount:default:default"
+    );
+}
