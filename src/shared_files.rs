@@ -15,23 +15,6 @@ fn key(file: &str) -> String {
     format!("/wasmkube/shared/{file}")
 }
 
-fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    file.write_all(contents)
-        .with_context(|| format!("cannot write {}", path.display()))
-}
-
 /// Writes into `data_dir` every shared file the store holds (replacing a local one that differs).
 pub async fn adopt(store: &dyn Store, data_dir: &Path) -> anyhow::Result<()> {
     for file in FILES {
@@ -41,7 +24,11 @@ pub async fn adopt(store: &dyn Store, data_dir: &Path) -> anyhow::Result<()> {
         let path = data_dir.join(file);
         if std::fs::read(&path).ok().as_deref() != Some(shared.value.as_slice()) {
             tracing::info!(file, "taking the cluster's shared file from the store");
-            write_private(&path, &shared.value)?;
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+            }
+            crate::server::write_private(&path, &shared.value)?;
         }
     }
     Ok(())
