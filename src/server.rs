@@ -17,6 +17,7 @@ use wasmkube_control::apiserver::error::ApiError;
 use wasmkube_control::apiserver::service_network::ServiceNetwork;
 use wasmkube_control::apiserver::{ApiServer, Target};
 use wasmkube_control::controllers::ControllersConfig;
+use wasmkube_control::endpoint_reconciler;
 use wasmkube_control::leader_election::{ElectionConfig, run_while_leading};
 use wasmkube_control::pki;
 use wasmkube_control::store::{
@@ -429,6 +430,15 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             move |client| wasmkube_control::controllers::run(client, controllers.clone()),
         ));
     }
+    // Servers sharing a store keep the `kubernetes` Service's endpoints listing each live one.
+    let presence = if shares_store {
+        let client = client_as("kube-apiserver")?;
+        let advertised = SocketAddr::new(advertised_ip(&config, address), address.port());
+        in_process.spawn(endpoint_reconciler::run(client.clone(), advertised));
+        Some((client, advertised))
+    } else {
+        None
+    };
     tracing::info!(%address, kubeconfig = %kubeconfig.display(), "control plane serving");
     println!("wasmkube control plane listening on {url}");
     println!(
@@ -460,6 +470,10 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         }
         tracing::info!("shutting down");
         in_process.abort_all();
+        if let Some((client, advertised)) = &presence {
+            let withdrawn = endpoint_reconciler::withdraw(client, *advertised);
+            let _ = tokio::time::timeout(Duration::from_secs(2), withdrawn).await;
+        }
         // Open watches would hold the graceful shutdown open.
         watches.close_watches();
     };

@@ -418,3 +418,145 @@ fn secure_servers_on_one_etcd_share_the_cluster_ca_and_the_admin_token() {
         "system:serviceaccount:default:default"
     );
 }
+
+/// The `host:port` addresses the `kubernetes` Service's Endpoints list.
+fn apiserver_endpoints(server: &Server) -> Vec<String> {
+    let endpoints: Value = server
+        .http()
+        .get(format!(
+            "{}/api/v1/namespaces/default/endpoints/kubernetes",
+            server.url
+        ))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let mut addresses: Vec<String> = endpoints["subsets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|subset| {
+            let port = subset["ports"][0]["port"].as_i64().unwrap_or(0);
+            subset["addresses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(move |a| format!("{}:{port}", a["ip"].as_str().unwrap_or_default()))
+        })
+        .collect();
+    addresses.sort();
+    addresses
+}
+
+fn wait_for_endpoints(server: &Server, wanted: &[String], within: Duration) {
+    let mut wanted = wanted.to_vec();
+    wanted.sort();
+    let deadline = Instant::now() + within;
+    loop {
+        let seen = apiserver_endpoints(server);
+        if seen == wanted {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "endpoints {seen:?}, wanted {wanted:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn the_kubernetes_service_lists_every_live_server_on_one_etcd() {
+    let cluster = EtcdCluster::start(1);
+    let servers = cluster.endpoints().join(",");
+    let flags = ["--etcd-servers", servers.as_str()];
+    let first = Server::start_with(&flags);
+    let mut second = Server::start_with(&flags);
+    let mut third = Server::start_with(&flags);
+    let address = |s: &Server| s.url.trim_start_matches("http://").to_owned();
+    wait_for_endpoints(
+        &first,
+        &[address(&first), address(&second), address(&third)],
+        Duration::from_secs(15),
+    );
+    // A server stopped gracefully takes itself out at once.
+    assert_eq!(second.terminate(Duration::from_secs(10)), Some(true));
+    wait_for_endpoints(
+        &first,
+        &[address(&first), address(&third)],
+        Duration::from_secs(3),
+    );
+    // One killed drops out once its Lease is 15 s old.
+    third.kill();
+    wait_for_endpoints(&first, &[address(&first)], Duration::from_secs(30));
+}
+
+/// Writes `value` at `key` in etcd, through its JSON gateway (as another writer of the etcd would).
+fn etcd_put(cluster: &EtcdCluster, key: &str, value: &[u8]) {
+    let engine = base64::engine::general_purpose::STANDARD;
+    let answer = reqwest::blocking::Client::new()
+        .post(format!("{}/v3/kv/put", cluster.endpoints()[0]))
+        .json(&json!({"key": engine.encode(key), "value": engine.encode(value)}))
+        .send()
+        .unwrap();
+    assert!(answer.status().is_success());
+}
+
+#[test]
+fn objects_kube_apiserver_wrote_in_protobuf_are_read_and_encrypted_ones_refused_by_key() {
+    let cluster = EtcdCluster::start(1);
+    let server = Server::start_with(&["--etcd-servers", &cluster.endpoints().join(",")]);
+    let url = format!("{}{CONFIGMAPS}/from-kubernetes", server.url);
+    let created = server
+        .http()
+        .post(format!("{}{CONFIGMAPS}", server.url))
+        .json(&configmap("from-kubernetes"))
+        .send()
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    // The object in Kubernetes' protobuf, as kube-apiserver keeps it in etcd.
+    let protobuf = server
+        .http()
+        .get(&url)
+        .header("Accept", "application/vnd.kubernetes.protobuf")
+        .send()
+        .unwrap()
+        .bytes()
+        .unwrap();
+    assert!(protobuf.starts_with(b"k8s\0"));
+    etcd_put(
+        &cluster,
+        "/registry/configmaps/default/from-kubernetes",
+        &protobuf,
+    );
+    let read: Value = server.http().get(&url).send().unwrap().json().unwrap();
+    assert_eq!(read["data"]["k"], "v", "{read}");
+    assert_eq!(read["metadata"]["name"], "from-kubernetes");
+    // An update writes it back as JSON.
+    let mut changed = read.clone();
+    changed["data"]["k"] = "w".into();
+    let updated = server.http().put(&url).json(&changed).send().unwrap();
+    assert_eq!(updated.status(), 200);
+    // A value under kube-apiserver's encryption at rest is refused, saying so, and the rest stays served.
+    etcd_put(
+        &cluster,
+        "/registry/configmaps/default/sealed",
+        b"k8s:enc:aescbc:v1:key1:\x01\x02",
+    );
+    let sealed = server
+        .http()
+        .get(format!("{}{CONFIGMAPS}/sealed", server.url))
+        .send()
+        .unwrap();
+    assert_eq!(sealed.status(), 500);
+    let status: Value = sealed.json().unwrap();
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("encryption at rest"),
+        "{status}"
+    );
+    let other: Value = server.http().get(&url).send().unwrap().json().unwrap();
+    assert_eq!(other["data"]["k"], "w");
+}

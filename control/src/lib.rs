@@ -4,6 +4,7 @@
 pub mod api;
 pub mod apiserver;
 pub mod controllers;
+pub mod endpoint_reconciler;
 pub mod events;
 pub mod leader_election;
 pub mod pki;

@@ -4,7 +4,7 @@
 
 use super::ApiServer;
 use super::error::ApiError;
-use super::objects::{MAX_BODY, decode_body};
+use super::objects::{MAX_BODY, decode_body, decode_stored};
 use crate::api::impersonation;
 use crate::api::node_authorizer::{self, Decision, PodGraph};
 use crate::api::rbac::{AUTHENTICATED, MASTERS, Policy, Request, User};
@@ -115,7 +115,7 @@ impl ApiServer {
         ]
         .iter()
         .find_map(|name| self.read(secrets, Some(tokens::TOKEN_NAMESPACE), name).ok())
-        .and_then(|kv| serde_json::from_slice::<Secret>(&kv.value).ok())
+        .and_then(|kv| decode_stored::<Secret>(&kv.value).ok())
         .and_then(|stored| tokens::user_of_secret(&stored, secret, jiff::Timestamp::now()))
     }
 }
@@ -326,7 +326,7 @@ impl PodGraph for ApiServer {
     fn node_of_pod(&self, namespace: &str, name: &str) -> Option<String> {
         let pods = resources::by_path("", "v1", "pods")?;
         let kv = self.read(pods, Some(namespace), name).ok()?;
-        let pod: Pod = serde_json::from_slice(&kv.value).ok()?;
+        let pod: Pod = decode_stored(&kv.value).ok()?;
         pod.spec?.node_name
     }
 

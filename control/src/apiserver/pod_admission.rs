@@ -4,7 +4,7 @@
 
 use super::ApiServer;
 use super::error::ApiError;
-use super::objects::prefix;
+use super::objects::{decode_stored, prefix};
 use crate::api::quota::{apply_limit_ranges, check_quota};
 use crate::api::resources::{self, ResourceType};
 use crate::store::ListRequest;
@@ -36,11 +36,7 @@ impl ApiServer {
         })?;
         page.items
             .iter()
-            .map(|kv| {
-                serde_json::from_slice(&kv.value).map_err(|e| {
-                    ApiError::Internal(format!("stored {} are corrupt: {e}", resource.plural))
-                })
-            })
+            .map(|kv| decode_stored(&kv.value))
             .collect()
     }
 

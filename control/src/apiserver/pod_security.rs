@@ -6,6 +6,7 @@
 use super::ApiServer;
 use super::auth::REQUESTER;
 use super::error::{ApiError, qualified_kind};
+use super::objects::stored_object;
 use crate::api::pod_security::{self, Level, LevelVersion, Policy, Violation, forbidden_detail};
 use crate::api::rbac::User;
 use crate::api::resources::{self, ResourceType};
@@ -68,7 +69,7 @@ impl ApiServer {
         let namespaces = resources::by_path("", "v1", "namespaces")
             .ok_or_else(|| ApiError::Internal("namespaces are not served".into()))?;
         let labels = match self.read(namespaces, None, namespace) {
-            Ok(kv) => serde_json::from_slice::<Value>(&kv.value)
+            Ok(kv) => stored_object(&kv.value)
                 .map(|ns| labels_of(&ns))
                 .unwrap_or_default(),
             Err(ApiError::NotFound { .. }) => BTreeMap::new(),

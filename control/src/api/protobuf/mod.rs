@@ -23,7 +23,8 @@ pub const MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf";
 /// The media type of a protobuf watch stream.
 pub const WATCH_MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf;stream=watch";
 /// What every enveloped object starts with.
-const MAGIC: &[u8] = b"k8s\0";
+/// The first bytes of every Kubernetes protobuf object.
+pub const MAGIC: &[u8] = b"k8s\0";
 /// How deeply enveloped objects may nest inside each other (raw extensions holding protobuf objects).
 const MAX_NESTING: usize = 8;
 

@@ -33,8 +33,7 @@ impl ApiServer {
         let success = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
         for _attempt in 0..8 {
             let current = self.read(target.resource, target.namespace.as_deref(), name)?;
-            let pod: Pod = serde_json::from_slice(&current.value)
-                .map_err(|e| ApiError::Internal(format!("stored pod {name}: {e}")))?;
+            let pod: Pod = decode_stored(&current.value)?;
             if !self.spend_disruption(&pod, deletion.dry_run).await? {
                 continue;
             }
@@ -122,8 +121,7 @@ impl ApiServer {
         }
         // Record the disruption for the controller, compare-and-swap on the budget as read.
         let current = self.read(budgets_resource, Some(namespace), &budget_name)?;
-        let mut stored_budget: Value = serde_json::from_slice(&current.value)
-            .map_err(|e| ApiError::Internal(format!("stored budget {budget_name}: {e}")))?;
+        let mut stored_budget = stored_object(&current.value)?;
         let seen: PodDisruptionBudget = serde_json::from_value(stored_budget.clone())
             .map_err(|e| ApiError::Internal(format!("stored budget {budget_name}: {e}")))?;
         if seen.status.unwrap_or_default().disruptions_allowed != Some(allowed) {

@@ -57,10 +57,34 @@ pub fn stored_as(resource: &ResourceType) -> &'static str {
     }
 }
 
+/// A stored object: JSON as this server writes it, or Kubernetes' protobuf as kube-apiserver writes it (an
+/// etcd taken over from Kubernetes); anything else, such as kube-apiserver's encryption at rest, is refused
+/// with the reason.
+pub fn stored_object(value: &[u8]) -> Result<Value, ApiError> {
+    if value.starts_with(b"k8s:enc:") {
+        return Err(ApiError::Internal(
+            "the stored object is encrypted by kube-apiserver's encryption at rest, which this server does not read"
+                .into(),
+        ));
+    }
+    if value.starts_with(protobuf::MAGIC) {
+        return protobuf::decode(value).map_err(|e| {
+            ApiError::Internal(format!("the stored protobuf object cannot be read: {e}"))
+        });
+    }
+    serde_json::from_slice(value)
+        .map_err(|e| ApiError::Internal(format!("stored object is corrupt: {e}")))
+}
+
+/// A stored object as its Kubernetes type.
+pub fn decode_stored<T: serde::de::DeserializeOwned>(value: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_value(stored_object(value)?)
+        .map_err(|e| ApiError::Internal(format!("stored object is corrupt: {e}")))
+}
+
 /// An object as served: the stored JSON with `metadata.resourceVersion` set to its revision.
 pub fn served(value: &[u8], revision: Revision) -> Result<Value, ApiError> {
-    let mut object: Value = serde_json::from_slice(value)
-        .map_err(|e| ApiError::Internal(format!("stored object is corrupt: {e}")))?;
+    let mut object = stored_object(value)?;
     object["metadata"]["resourceVersion"] = Value::String(revision.to_string());
     Ok(object)
 }
@@ -580,8 +604,7 @@ impl ApiServer {
             service.metadata.name.clone(),
         );
         for kv in &page.items {
-            let other: Service = serde_json::from_slice(&kv.value)
-                .map_err(|e| ApiError::Internal(format!("stored object is corrupt: {e}")))?;
+            let other: Service = decode_stored(&kv.value)?;
             if (
                 other.metadata.namespace.clone(),
                 other.metadata.name.clone(),
