@@ -560,3 +560,70 @@ fn objects_kube_apiserver_wrote_in_protobuf_are_read_and_encrypted_ones_refused_
     let other: Value = server.http().get(&url).send().unwrap().json().unwrap();
     assert_eq!(other["data"]["k"], "w");
 }
+
+#[test]
+fn without_etcd_quorum_requests_fail_with_503_or_504_in_time_and_work_again_after() {
+    let mut cluster = EtcdCluster::start(3);
+    let server = Server::start_with(&["--etcd-servers", &cluster.endpoints().join(",")]);
+    let create = |name: &str| {
+        server
+            .http()
+            .post(format!("{}{CONFIGMAPS}", server.url))
+            .json(&configmap(name))
+            .timeout(Duration::from_secs(30))
+            .send()
+            .unwrap()
+    };
+    assert_eq!(create("before").status(), 201);
+    cluster.kill(1);
+    cluster.kill(2);
+    let get = || {
+        server
+            .http()
+            .get(format!("{}{CONFIGMAPS}/before", server.url))
+            .timeout(Duration::from_secs(30))
+            .send()
+            .unwrap()
+    };
+    for what in ["a create", "a get"] {
+        let sent = Instant::now();
+        let response = if what == "a create" {
+            create("during")
+        } else {
+            get()
+        };
+        // etcd's request timeout is 5 s; the consistent-read check and the write may each take it.
+        assert!(
+            sent.elapsed() < Duration::from_secs(12),
+            "{what} took {:?}",
+            sent.elapsed()
+        );
+        let code = response.status().as_u16();
+        let status: Value = response.json().unwrap();
+        assert!(code == 503 || code == 504, "{what}: {code} {status}");
+        assert_eq!(status["kind"], "Status", "{what}: {status}");
+    }
+    cluster.restart(1);
+    cluster.restart(2);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = create("after");
+        if response.status() == 201 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "writes never came back: {}",
+            response.status()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let read: Value = server
+        .http()
+        .get(format!("{}{CONFIGMAPS}/before", server.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(read["data"]["k"], "v");
+}

@@ -99,7 +99,7 @@ impl EtcdCluster {
             .args(["--initial-cluster", &self.initial_cluster])
             .args(["--initial-cluster-state", "new"])
             // Fast elections: a test's cluster lives on one machine.
-            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
+            .args(["--heartbeat-interval", "100", "--election-timeout", "1000"])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -28,6 +28,11 @@ pub const WEBSOCKET_PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s
 pub const SPDY_PROTOCOLS: [&str; 1] = ["v4.channel.k8s.io"];
 /// How long a SPDY client may take to open its streams, as the kubelet's stream creation timeout.
 const STREAM_CREATION: Duration = Duration::from_secs(30);
+/// How long a WebSocket session waits before its first output: client-go's WebSocket executor of the kubectl
+/// releases before its fix read the connection before it had made its streams, and dropped output that came
+/// first ("Unknown stream id 1, discarding message") — a Wasm command can finish within microseconds, where a
+/// container runtime takes this long to start a process.
+const WEBSOCKET_SETTLE: Duration = Duration::from_millis(100);
 
 /// What the client sent.
 #[derive(Debug)]
@@ -83,6 +88,7 @@ impl Client {
                 if !client.send(first, b"").await {
                     return Err("the client left".into());
                 }
+                tokio::time::sleep(WEBSOCKET_SETTLE).await;
                 Ok(client)
             }
             Upgraded::Spdy(mut events, sender) => {
