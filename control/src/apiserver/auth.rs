@@ -4,7 +4,7 @@
 
 use super::ApiServer;
 use super::error::ApiError;
-use super::objects::{MAX_BODY, decode_body, decode_stored};
+use super::objects::{decode_body, decode_stored, read_body};
 use crate::api::impersonation;
 use crate::api::node_authorizer::{self, Decision, PodGraph};
 use crate::api::rbac::{AUTHENTICATED, MASTERS, Policy, Request, User};
@@ -212,8 +212,9 @@ pub(super) async fn guard(
     // A node may create only its own Node and Lease: the name is in the body.
     let (request, created_name) = if creates && node_authorizer::node_of(&user).is_some() {
         let (parts, body) = request.into_parts();
-        let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
-            return ApiError::TooLarge(MAX_BODY).into_response();
+        let bytes = match read_body(body).await {
+            Ok(bytes) => bytes,
+            Err(error) => return error.into_response(),
         };
         let content_type = parts
             .headers

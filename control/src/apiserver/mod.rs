@@ -32,7 +32,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use error::ApiError;
 use negotiation::Negotiated;
-use objects::{Deletion, MAX_BODY, Query, Written, decode_body, list_object};
+use objects::{Deletion, Query, Written, decode_body, list_object, read_body};
 use serde_json::Value;
 use service_network::ServiceNetwork;
 use std::sync::Arc;
@@ -319,8 +319,9 @@ async fn route(server: &ApiServer, path: ResourcePath, connection: Connection) -
     };
     let raw_query = raw_query.unwrap_or_default();
     if subresource == Some(Subresource::Proxy) {
-        let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
-            return ApiError::TooLarge(MAX_BODY).into_response();
+        let body = match read_body(body).await {
+            Ok(body) => body,
+            Err(error) => return error.into_response(),
         };
         let target = Target {
             resource,
@@ -349,8 +350,9 @@ async fn route(server: &ApiServer, path: ResourcePath, connection: Connection) -
         .get(header::USER_AGENT)
         .and_then(|agent| agent.to_str().ok())
         .map(str::to_owned);
-    let Ok(body) = axum::body::to_bytes(body, MAX_BODY).await else {
-        return ApiError::TooLarge(MAX_BODY).into_response();
+    let body = match read_body(body).await {
+        Ok(body) => body,
+        Err(error) => return error.into_response(),
     };
     let target = Target {
         resource,

@@ -30,6 +30,39 @@ mod update;
 
 /// Largest request body accepted, as Kubernetes' 3 MiB.
 pub const MAX_BODY: usize = 3 * 1024 * 1024;
+/// How much of a body over [`MAX_BODY`] is read and thrown away before the 413, so that a client still
+/// writing it reads the answer rather than a broken pipe.
+const DISCARDED_BODY: usize = 64 * 1024 * 1024;
+
+/// A request's body, at most [`MAX_BODY`]; a larger one is a 413 (read to its end first, up to
+/// [`DISCARDED_BODY`], so the client gets the Status).
+pub async fn read_body(body: axum::body::Body) -> Result<bytes::Bytes, ApiError> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut kept = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return Err(ApiError::BadRequest(
+                "the request body could not be read".into(),
+            ));
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        seen = seen.saturating_add(data.len());
+        if seen > DISCARDED_BODY {
+            break;
+        }
+        if seen <= MAX_BODY {
+            kept.extend_from_slice(&data);
+        }
+    }
+    if seen > MAX_BODY {
+        return Err(ApiError::TooLarge(MAX_BODY));
+    }
+    Ok(kept.freeze())
+}
 
 /// The store key of an object.
 pub fn key(resource: &ResourceType, namespace: Option<&str>, name: &str) -> String {
