@@ -307,18 +307,28 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, writer: &Writer, sepa
     for entry in all.iter_mut().filter(|e| !e.is_of(writer)) {
         entry.fields = entry.fields.difference(&changed).difference(&removed);
     }
-    let mut mine = match all.iter().position(|e| e.is_of(writer)) {
-        Some(at) => all.remove(at).fields,
-        None => FieldSet::default(),
+    let (mut mine, owned_since) = match all.iter().position(|e| e.is_of(writer)) {
+        Some(at) => {
+            let entry = all.remove(at);
+            (entry.fields, Some(entry.time))
+        }
+        None => (FieldSet::default(), None),
     };
     mine.union(&changed);
+    let fields = mine.difference(&removed);
+    // A writer that changed nothing keeps its time, as Kubernetes' managedFields updater does: a no-op update
+    // stays a no-op.
+    let time = match owned_since {
+        Some(time) if changed.is_empty() && removed.is_empty() => time,
+        _ => writer.time.clone(),
+    };
     all.push(Entry {
         manager: writer.manager.clone(),
         operation: writer.operation.as_str().into(),
         api_version: writer.api_version.clone(),
-        time: writer.time.clone(),
+        time,
         subresource: writer.subresource.clone(),
-        fields: mine.difference(&removed),
+        fields,
     });
     store_entries(new, all);
 }
@@ -472,6 +482,41 @@ mod tests {
         assert_eq!(scale.fields.paths().len(), 1);
         let create = all.iter().find(|e| e.manager == "kubectl-create").unwrap();
         assert!(create.fields.intersection(&scale.fields).is_empty());
+    }
+
+    #[test]
+    fn an_update_that_changes_none_of_the_writer_s_fields_keeps_its_time() {
+        let mut created = deployment(1, "a.wasm");
+        record_update(
+            None,
+            &mut created,
+            &writer("kubectl", Operation::Update),
+            true,
+        );
+        let later = |time: &str| Writer {
+            time: time.into(),
+            ..writer("kubectl", Operation::Update)
+        };
+        let mut same = created.clone();
+        record_update(
+            Some(&created),
+            &mut same,
+            &later("2026-12-01T10:00:07Z"),
+            true,
+        );
+        assert_eq!(same, created, "a no-op update is a no-op");
+        let mut scaled = created.clone();
+        scaled["spec"]["replicas"] = json!(2);
+        record_update(
+            Some(&created),
+            &mut scaled,
+            &later("2026-12-01T10:00:09Z"),
+            true,
+        );
+        assert_eq!(
+            scaled["metadata"]["managedFields"][0]["time"],
+            "2026-12-01T10:00:09Z"
+        );
     }
 
     #[test]
