@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{NodeAgent, Server, wait_until};
+use common::{NodeAgent, Server, endpoint_addresses, wait_until};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -535,25 +535,6 @@ fn deleting_a_namespace_deletes_everything_in_it_then_the_namespace() {
     });
     assert!(names(&server, "/api/v1/namespaces/team/pods").is_empty());
     assert!(names(&server, "/api/v1/namespaces/team/configmaps").is_empty());
-}
-
-/// The ready addresses an Endpoints object lists, as `ip:port`, sorted.
-fn endpoint_addresses(endpoints: &Value) -> Vec<String> {
-    let mut found: Vec<String> = endpoints["subsets"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|subset| {
-            let port = subset["ports"][0]["port"].as_i64().unwrap_or_default();
-            subset["addresses"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(move |a| format!("{}:{port}", a["ip"].as_str().unwrap_or_default()))
-        })
-        .collect();
-    found.sort();
-    found
 }
 
 #[test]

@@ -7,7 +7,7 @@ mod common;
 mod etcd;
 
 use base64::Engine;
-use common::{Server, free_port, kubectl};
+use common::{Server, endpoint_addresses, free_port, kubectl};
 use etcd::EtcdCluster;
 use serde_json::{Value, json};
 use std::process::{Command, Stdio};
@@ -431,21 +431,7 @@ fn apiserver_endpoints(server: &Server) -> Vec<String> {
         .unwrap()
         .json()
         .unwrap();
-    let mut addresses: Vec<String> = endpoints["subsets"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|subset| {
-            let port = subset["ports"][0]["port"].as_i64().unwrap_or(0);
-            subset["addresses"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(move |a| format!("{}:{port}", a["ip"].as_str().unwrap_or_default()))
-        })
-        .collect();
-    addresses.sort();
-    addresses
+    endpoint_addresses(&endpoints)
 }
 
 fn wait_for_endpoints(server: &Server, wanted: &[String], within: Duration) {

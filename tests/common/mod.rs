@@ -665,3 +665,22 @@ pub fn push_wasm(path: &Path, image: &str, auth: oci_client::secrets::RegistryAu
             .expect("push the Wasm artifact");
     });
 }
+
+/// The ready addresses an Endpoints object lists, as `ip:port`, sorted.
+pub fn endpoint_addresses(endpoints: &serde_json::Value) -> Vec<String> {
+    let mut found: Vec<String> = endpoints["subsets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|subset| {
+            let port = subset["ports"][0]["port"].as_i64().unwrap_or_default();
+            subset["addresses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(move |a| format!("{}:{port}", a["ip"].as_str().unwrap_or_default()))
+        })
+        .collect();
+    found.sort();
+    found
+}
