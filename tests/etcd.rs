@@ -7,7 +7,7 @@ mod common;
 mod etcd;
 
 use base64::Engine;
-use common::{Server, endpoint_addresses, free_port, kubectl};
+use common::{Server, endpoint_addresses, free_port, kubectl, post};
 use etcd::EtcdCluster;
 use serde_json::{Value, json};
 use std::process::{Command, Stdio};
@@ -612,4 +612,106 @@ fn without_etcd_quorum_requests_fail_with_503_or_504_in_time_and_work_again_afte
         .json()
         .unwrap();
     assert_eq!(read["data"]["k"], "v");
+}
+
+/// Posts `body` to `path` through each of `servers` in turn, all at once (one thread per body); returns the
+/// answers' statuses and bodies in order.
+fn post_at_once(servers: &[&Server], path: &str, bodies: Vec<Value>) -> Vec<(u16, Value)> {
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(bodies.len()));
+    let threads: Vec<_> = bodies
+        .into_iter()
+        .enumerate()
+        .map(|(i, body)| {
+            let server = servers[i % servers.len()];
+            let (client, url) = (server.http(), format!("{}{path}", server.url));
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                let answer = client.post(url).json(&body).send().unwrap();
+                (answer.status().as_u16(), answer.json::<Value>().unwrap())
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+#[test]
+fn servers_on_one_etcd_never_give_two_services_one_address_or_pass_a_quota_together() {
+    let cluster = EtcdCluster::start(1);
+    let etcd = cluster.endpoints().join(",");
+    // Room for 13 Services: 127.43.0.2-14 (.1 is the `kubernetes` Service's) and 13 node ports.
+    let flags = [
+        "--etcd-servers",
+        &etcd,
+        "--service-cluster-ip-range",
+        "127.43.0.0/28",
+        "--service-node-port-range",
+        "30000-30012",
+    ];
+    let (a, b) = (Server::start_with(&flags), Server::start_with(&flags));
+    let services: Vec<Value> = (0..13)
+        .map(|i| {
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": format!("web-{i}")},
+            "spec": {"type": "NodePort", "ports": [{"port": 80}]}})
+        })
+        .collect();
+    let answers = post_at_once(&[&a, &b], "/api/v1/namespaces/default/services", services);
+    let (mut ips, mut ports) = (Vec::new(), Vec::new());
+    for (status, service) in &answers {
+        assert_eq!(*status, 201, "{service}");
+        ips.push(service["spec"]["clusterIP"].as_str().unwrap().to_owned());
+        ports.push(service["spec"]["ports"][0]["nodePort"].as_i64().unwrap());
+    }
+    ips.sort();
+    ips.dedup();
+    ports.sort();
+    ports.dedup();
+    assert_eq!((ips.len(), ports.len()), (13, 13), "{ips:?} {ports:?}");
+    // The range is full, whichever server is asked.
+    let full = post_at_once(
+        &[&b],
+        "/api/v1/namespaces/default/services",
+        vec![
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "one-more"},
+            "spec": {"ports": [{"port": 80}]}}),
+        ],
+    )
+    .remove(0)
+    .1;
+    assert_eq!(full["code"], 422, "{full}");
+    assert!(
+        full["message"]
+            .as_str()
+            .unwrap()
+            .contains("failed to allocate a serviceIP: range is full"),
+        "{full}"
+    );
+
+    // A quota of 4 pods holds when 12 are created at once through both servers.
+    let quota = post(
+        &a,
+        "/api/v1/namespaces/default/resourcequotas",
+        &json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "four"},
+            "spec": {"hard": {"pods": "4"}}}),
+    );
+    assert_eq!(quota["kind"], "ResourceQuota", "{quota}");
+    let pods: Vec<Value> = (0..12)
+        .map(|i| {
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": format!("p-{i}")},
+            "spec": {"containers": [{"name": "app", "image": "hello.wasm"}]}})
+        })
+        .collect();
+    let answers = post_at_once(&[&a, &b], "/api/v1/namespaces/default/pods", pods);
+    let created = answers.iter().filter(|(status, _)| *status == 201).count();
+    assert_eq!(created, 4, "{answers:?}");
+    for (status, body) in answers.iter().filter(|(status, _)| *status != 201) {
+        assert_eq!(*status, 403, "{body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("exceeded quota: four"),
+            "{body}"
+        );
+    }
 }

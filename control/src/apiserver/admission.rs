@@ -12,6 +12,7 @@ use super::error::ApiError;
 use super::objects::{self, Query};
 use crate::api::rbac::User;
 use crate::api::resources::ResourceType;
+use crate::store::lock::StoreLockGuard;
 use serde_json::Value;
 
 /// What a write does.
@@ -51,8 +52,18 @@ impl Write<'_> {
     }
 }
 
-/// The server lock a plugin needs held, if any.
-type Lock<'s> = Result<Option<&'s tokio::sync::Mutex<()>>, ApiError>;
+/// A lock a plugin needs held: this server's mutex, and the store key that servers sharing the store take
+/// turns on.
+pub(super) struct AdmissionLock<'s> {
+    local: &'s tokio::sync::Mutex<()>,
+    key: String,
+}
+
+/// Where admission locks live in the store (held only while a write is admitted and stored).
+const LOCKS: &str = "/registry/wasmkube.io/admission-locks/";
+
+/// The lock a plugin needs held, if any.
+type Lock<'s> = Result<Option<AdmissionLock<'s>>, ApiError>;
 
 /// What validating admission says: refused, or warnings for the client.
 type Verdict = Result<Vec<String>, ApiError>;
@@ -172,7 +183,10 @@ struct ServiceAddresses;
 
 impl Plugin for ServiceAddresses {
     fn lock<'s>(&self, server: &'s ApiServer, write: &Write<'_>) -> Lock<'s> {
-        Ok(write.is("", "Service").then_some(&*server.service_writes))
+        Ok(write.is("", "Service").then(|| AdmissionLock {
+            local: &server.service_writes,
+            key: format!("{LOCKS}services"),
+        }))
     }
 
     fn mutate(&self, server: &ApiServer, write: &Write<'_>, object: &mut Value) -> Mutation {
@@ -219,7 +233,10 @@ impl Plugin for ResourceQuota {
             return Ok(None);
         };
         let quotas: Vec<Value> = server.list_in("resourcequotas", namespace)?;
-        Ok((!quotas.is_empty()).then_some(&*server.pod_admission))
+        Ok((!quotas.is_empty()).then(|| AdmissionLock {
+            local: &server.pod_admission,
+            key: format!("{LOCKS}resourcequotas/{namespace}"),
+        }))
     }
 
     fn validate(&self, server: &ApiServer, write: &Write<'_>, object: &Value) -> Verdict {
@@ -232,7 +249,18 @@ impl Plugin for ResourceQuota {
 
 /// The locks a write's plugins hold until it is stored.
 pub(super) struct Held<'s> {
-    _guards: Vec<tokio::sync::MutexGuard<'s, ()>>,
+    /// The store keys, released first.
+    shared: Vec<StoreLockGuard>,
+    _local: Vec<tokio::sync::MutexGuard<'s, ()>>,
+}
+
+impl Held<'_> {
+    /// Releases the locks once the write is stored (dropping them releases them too, in the background).
+    pub(super) async fn release(self) {
+        for guard in self.shared {
+            guard.release().await;
+        }
+    }
 }
 
 impl ApiServer {
@@ -262,13 +290,21 @@ impl ApiServer {
     /// Takes the locks the write's plugins name, in the chain's order (so two writes never wait on each other
     /// crosswise). Hold them until the write is stored.
     pub(super) async fn hold_for_admission(&self, write: &Write<'_>) -> Result<Held<'_>, ApiError> {
-        let mut guards = Vec::new();
+        let holder = format!("apiserver-{}", std::process::id());
+        let (mut local, mut shared) = (Vec::new(), Vec::new());
         for plugin in CHAIN {
             if let Some(lock) = plugin.lock(self, write)? {
-                guards.push(lock.lock().await);
+                local.push(lock.local.lock().await);
+                let guard = crate::store::lock::acquire(self.store.clone(), lock.key, &holder)
+                    .await
+                    .map_err(|e| ApiError::from_store(e, write.resource, write.name))?;
+                shared.push(guard);
             }
         }
-        Ok(Held { _guards: guards })
+        Ok(Held {
+            shared,
+            _local: local,
+        })
     }
 
     /// Admits a create's or update's object, as Kubernetes does: decoded as its kind and defaulted, filled in

@@ -8,6 +8,7 @@
 
 mod etcd_endpoints;
 mod etcd_store;
+pub mod lock;
 mod mirror;
 mod redb_store;
 

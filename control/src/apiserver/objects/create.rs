@@ -52,7 +52,7 @@ impl ApiServer {
         if writer.operation == managed_fields::Operation::Apply {
             object = applied(None, &object, writer, query.force(), separate_status)?;
         }
-        let _held = self.hold_for_admission(&write).await?;
+        let held = self.hold_for_admission(&write).await?;
         let (mut object, warnings) = self.admit(&write, object, Some(&uid), query)?;
         if let Some(empty) = target.resource.empty_status()
             && object.get("status").is_none_or(Value::is_null)
@@ -69,15 +69,16 @@ impl ApiServer {
                 created: true,
             });
         }
-        let revision = self
+        let put = self
             .store
             .put(
                 key(target.resource, target.namespace.as_deref(), &name),
                 stored(&object)?,
                 Expect::Absent,
             )
-            .await
-            .map_err(|e| ApiError::from_store(e, target.resource, &name))?;
+            .await;
+        held.release().await;
+        let revision = put.map_err(|e| ApiError::from_store(e, target.resource, &name))?;
         object["metadata"]["resourceVersion"] = revision.to_string().into();
         Ok(Written {
             object,

@@ -121,7 +121,7 @@ impl ApiServer {
             old: Some(&old),
             status_only: subresource.is_some_and(Subresource::writes_status),
         };
-        let _held = self.hold_for_admission(&write).await?;
+        let held = self.hold_for_admission(&write).await?;
         let (mut new, warnings) = self.admit(&write, new, None, query)?;
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
         if resource.tracks_generation() && spec_of(&new) != spec_of(&old) {
@@ -171,11 +171,12 @@ impl ApiServer {
                 created: false,
             });
         }
-        let written = self
+        let put = self
             .store
             .put(key, stored(&new)?, Expect::Revision(revision))
-            .await
-            .map_err(|e| ApiError::from_store(e, resource, name))?;
+            .await;
+        held.release().await;
+        let written = put.map_err(|e| ApiError::from_store(e, resource, name))?;
         new["metadata"]["resourceVersion"] = written.to_string().into();
         Ok(Written {
             object: new,
