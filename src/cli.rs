@@ -16,7 +16,7 @@ pub struct ClientArgs {
     /// The kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).
     #[arg(long, global = true)]
     pub kubeconfig: Option<PathBuf>,
-    /// The API server's URL, overriding the kubeconfig.
+    /// The API server's URL, overriding the kubeconfig; several, comma-separated, are failed over between.
     #[arg(long, global = true)]
     pub server: Option<String>,
     /// The namespace (default: the kubeconfig context's, then `default`).
@@ -139,7 +139,84 @@ pub async fn client_as(args: &ClientArgs, component: &str) -> anyhow::Result<(Cl
         .namespace
         .clone()
         .unwrap_or_else(|| config.default_namespace.clone());
-    Ok((Client::try_from(config)?, namespace))
+    let mut servers = server_urls(args)?;
+    if servers.is_empty() {
+        servers = kubeconfig_servers(args);
+    }
+    let configs = each_server(config, &servers);
+    Ok((crate::failover::client(configs)?, namespace))
+}
+
+/// The name of the kubeconfig cluster extension listing every server of a highly available cluster (written
+/// by `wasmkube up --control-planes N`; other clients use the entry's `server`, the first).
+pub const SERVERS_EXTENSION: &str = "wasmkube.io/servers";
+
+/// The servers the current context's cluster lists in its [`SERVERS_EXTENSION`] (none without one).
+fn kubeconfig_servers(args: &ClientArgs) -> Vec<http::Uri> {
+    let kubeconfig = match &args.kubeconfig {
+        Some(path) => Kubeconfig::read_from(path),
+        None => Kubeconfig::read(),
+    };
+    let Ok(kubeconfig) = kubeconfig else {
+        return Vec::new();
+    };
+    let context = kubeconfig
+        .contexts
+        .iter()
+        .find(|c| Some(&c.name) == kubeconfig.current_context.as_ref())
+        .and_then(|c| c.context.as_ref());
+    let cluster = context.and_then(|context| {
+        kubeconfig
+            .clusters
+            .iter()
+            .find(|c| c.name == context.cluster)
+            .and_then(|c| c.cluster.as_ref())
+    });
+    cluster
+        .and_then(|c| c.extensions.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|e| e.name == SERVERS_EXTENSION)
+        .flat_map(|e| {
+            e.extension["servers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .filter_map(|url| url.as_str().and_then(|u| u.parse().ok()))
+        .collect()
+}
+
+/// The URLs of `--server URL,URL,...` (none without the flag).
+pub fn server_urls(args: &ClientArgs) -> anyhow::Result<Vec<http::Uri>> {
+    let Some(servers) = &args.server else {
+        return Ok(Vec::new());
+    };
+    servers
+        .split(',')
+        .map(|url| {
+            url.trim()
+                .parse::<http::Uri>()
+                .ok()
+                .filter(|u| u.scheme().is_some() && u.host().is_some())
+                .ok_or_else(|| anyhow!("invalid server URL {url:?} in --server"))
+        })
+        .collect()
+}
+
+/// `config` for each of several servers (the config itself when there are fewer than two).
+pub fn each_server(config: Config, servers: &[http::Uri]) -> Vec<Config> {
+    if servers.len() < 2 {
+        return vec![config];
+    }
+    servers
+        .iter()
+        .map(|url| {
+            let mut one = config.clone();
+            one.cluster_url = url.clone();
+            one
+        })
+        .collect()
 }
 
 /// Sets the User-Agent of a client configuration to `component/VERSION (wasmkube)`.
@@ -154,25 +231,18 @@ pub fn identify(config: &mut Config, component: &str) {
 }
 
 async fn session(args: &ClientArgs) -> anyhow::Result<Session> {
-    let mut config = config(args).await?;
-    identify(&mut config, "wasmkube");
-    let namespace = args
-        .namespace
-        .clone()
-        .unwrap_or_else(|| config.default_namespace.clone());
-    Ok(Session {
-        client: Client::try_from(config)?,
-        namespace,
-    })
+    let (client, namespace) = client(args).await?;
+    Ok(Session { client, namespace })
 }
 
 /// The client configuration of `--server`, `--kubeconfig` or the usual kubeconfig rules, with the overrides.
 pub async fn config(args: &ClientArgs) -> anyhow::Result<Config> {
     let mut config = match (&args.server, &args.kubeconfig) {
-        (Some(server), _) => Config::new(
-            server
-                .parse()
-                .with_context(|| format!("invalid server URL {server:?}"))?,
+        (Some(_), _) => Config::new(
+            server_urls(args)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| anyhow!("--server names no URL"))?,
         ),
         (None, Some(path)) => {
             let kubeconfig = Kubeconfig::read_from(path)

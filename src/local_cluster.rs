@@ -6,13 +6,17 @@
 //! clusters run side by side with Kubernetes' default ports: the API on `127.S.255.254:6443`, node `i` on
 //! `127.S.192.i` (agent endpoint on 10250, NodePorts 30000-32767), pods from `127.S.0.0/17` and Services from
 //! `127.S.128.0/18`, where S is 100 + slot.
+//!
+//! With `--control-planes N` (N > 1) the control plane is highly available: N etcd members (the machine's
+//! `etcd`, member `i` on `127.S.254.i:2379`), N servers on that etcd (server `i` on `127.S.255.(255-i):6443`),
+//! and agents and the Service proxy given every server's URL.
 
 use anyhow::{Context, anyhow, bail};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Node;
 use kube::config::{
     AuthInfo, Cluster, Context as KubeContext, Kubeconfig, NamedAuthInfo, NamedCluster,
-    NamedContext,
+    NamedContext, NamedExtension,
 };
 use kube::{Api, Client, Config};
 use serde::{Deserialize, Serialize};
@@ -41,6 +45,11 @@ pub struct UpArgs {
     /// Where the cluster keeps its store, node data and logs (default: its directory in $WASMKUBE_HOME).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// How many control planes (etcd member + server) to run: 1 keeps the store in a file; more make a
+    /// highly available control plane on an etcd cluster (needs `etcd` installed; default: 1 for a new
+    /// cluster, the cluster's own count on a restart).
+    #[arg(long)]
+    pub control_planes: Option<u32>,
 }
 
 /// `down` arguments.
@@ -64,25 +73,81 @@ pub struct ClusterRecord {
     pub slot: u8,
     /// How many node agents it runs.
     pub nodes: u32,
+    /// How many control planes (servers, and etcd members when more than one) it runs.
+    #[serde(default = "one")]
+    pub control_planes: u32,
     /// Where its data lives.
     pub data_dir: PathBuf,
     /// The directory it was created in, where its processes run: relative image paths resolve against it.
     pub working_dir: PathBuf,
 }
 
+fn one() -> u32 {
+    1
+}
+
+/// The most control planes `up` runs (etcd clusters are 1, 3, 5 or 7 members in practice).
+const MAX_CONTROL_PLANES: u32 = 7;
+
 impl ClusterRecord {
     fn octet(&self) -> u8 {
         FIRST_OCTET + self.slot
     }
 
-    /// The API's address.
+    /// The (first) API's address.
     pub fn api_address(&self) -> String {
-        format!("127.{}.255.254:6443", self.octet())
+        self.server_address(1)
     }
 
-    /// The API's URL.
+    /// The address of server `i` (from 1).
+    fn server_address(&self, i: u32) -> String {
+        format!("127.{}.255.{}:6443", self.octet(), 255 - i.min(254))
+    }
+
+    /// The (first) API's URL: the one kubeconfig names.
     pub fn api_url(&self) -> String {
         format!("https://{}", self.api_address())
+    }
+
+    /// Every server's URL, comma-separated (`--server` of the agents and the proxy).
+    fn api_urls(&self) -> String {
+        (1..=self.control_planes)
+            .map(|i| format!("https://{}", self.server_address(i)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn highly_available(&self) -> bool {
+        self.control_planes > 1
+    }
+
+    /// The process name of server `i`.
+    fn server_name(&self, i: u32) -> String {
+        if self.highly_available() {
+            format!("server-{i}")
+        } else {
+            "server".to_owned()
+        }
+    }
+
+    /// The data dir of server `i` (the cluster's files live in the first's, `server/`).
+    fn server_data_dir(&self, i: u32) -> PathBuf {
+        if self.highly_available() {
+            self.data_dir.join(self.server_name(i))
+        } else {
+            self.server_dir()
+        }
+    }
+
+    /// The process name of etcd member `i`.
+    fn etcd_name(i: u32) -> String {
+        format!("etcd-{i}")
+    }
+
+    /// Where etcd member `i` serves clients and its peers.
+    fn etcd_urls(&self, i: u32) -> (String, String) {
+        let host = format!("127.{}.254.{}", self.octet(), i.min(254));
+        (format!("http://{host}:2379"), format!("http://{host}:2380"))
     }
 
     /// The range pod addresses come from.
@@ -134,12 +199,29 @@ impl ClusterRecord {
         self.data_dir.join("run").join(format!("{process}.pid"))
     }
 
-    /// The processes of the cluster: the server, the nodes, then the machine's Service proxy.
+    /// The processes of the cluster in the order they stop: the nodes and the machine's Service proxy, the
+    /// servers, then the etcd members.
+    fn stages(&self) -> [Vec<String>; 3] {
+        let etcd = if self.highly_available() {
+            (1..=self.control_planes).map(Self::etcd_name).collect()
+        } else {
+            Vec::new()
+        };
+        [
+            (1..=self.nodes)
+                .map(|i| self.node_name(i))
+                .chain(std::iter::once(PROXY.to_owned()))
+                .collect(),
+            (1..=self.control_planes)
+                .map(|i| self.server_name(i))
+                .collect(),
+            etcd,
+        ]
+    }
+
+    /// Every process of the cluster.
     fn processes(&self) -> Vec<String> {
-        std::iter::once("server".to_owned())
-            .chain((1..=self.nodes).map(|i| self.node_name(i)))
-            .chain(std::iter::once(PROXY.to_owned()))
-            .collect()
+        self.stages().concat()
     }
 }
 
@@ -222,9 +304,11 @@ fn running_pid(record: &ClusterRecord, process: &str) -> Option<i32> {
     cmdline.contains(dir.as_ref()).then_some(pid)
 }
 
+/// Starts one of the cluster's processes: this binary with `args`, or `program` when given.
 fn spawn(
     record: &ClusterRecord,
     process: &str,
+    program: Option<&Path>,
     args: &[String],
     token: Option<&str>,
 ) -> anyhow::Result<()> {
@@ -235,7 +319,11 @@ fn spawn(
         .append(true)
         .open(&log_path)
         .with_context(|| format!("cannot open {}", log_path.display()))?;
-    let mut command = Command::new(std::env::current_exe().context("cannot find this executable")?);
+    let program = match program {
+        Some(program) => program.to_owned(),
+        None => std::env::current_exe().context("cannot find this executable")?,
+    };
+    let mut command = Command::new(program);
     // In the environment, not the command line: other users can read command lines.
     match token {
         Some(token) => command.env("WASMKUBE_TOKEN", token),
@@ -255,20 +343,133 @@ fn spawn(
     Ok(())
 }
 
-fn server_args(record: &ClusterRecord) -> Vec<String> {
-    vec![
+fn server_args(record: &ClusterRecord, i: u32) -> Vec<String> {
+    let mut args: Vec<String> = vec![
         "server".into(),
         "--data-dir".into(),
-        record.server_dir().display().to_string(),
+        record.server_data_dir(i).display().to_string(),
         "--listen".into(),
-        record.api_address(),
+        record.server_address(i),
         "--cluster-cidr".into(),
         record.cluster_cidr(),
         "--service-cluster-ip-range".into(),
         record.service_range(),
         "--token-auth-file".into(),
         record.tokens_file().display().to_string(),
+    ];
+    if record.highly_available() {
+        let members: Vec<String> = (1..=record.control_planes)
+            .map(|m| record.etcd_urls(m).0)
+            .collect();
+        args.extend(["--etcd-servers".into(), members.join(",")]);
+    }
+    args
+}
+
+fn etcd_args(record: &ClusterRecord, i: u32) -> Vec<String> {
+    let (client, peer) = record.etcd_urls(i);
+    let members: Vec<String> = (1..=record.control_planes)
+        .map(|m| format!("{}={}", ClusterRecord::etcd_name(m), record.etcd_urls(m).1))
+        .collect();
+    [
+        ("--name", ClusterRecord::etcd_name(i)),
+        (
+            "--data-dir",
+            record
+                .data_dir
+                .join(ClusterRecord::etcd_name(i))
+                .display()
+                .to_string(),
+        ),
+        ("--listen-client-urls", client.clone()),
+        ("--advertise-client-urls", client),
+        ("--listen-peer-urls", peer.clone()),
+        ("--initial-advertise-peer-urls", peer),
+        ("--initial-cluster", members.join(",")),
+        ("--initial-cluster-token", record.context()),
+        ("--initial-cluster-state", "new".to_owned()),
     ]
+    .into_iter()
+    .flat_map(|(flag, value)| [flag.to_owned(), value])
+    .collect()
+}
+
+/// The machine's etcd, for a highly available control plane.
+fn etcd_program() -> anyhow::Result<PathBuf> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("etcd"))
+        .find(|path| path.is_file())
+        .ok_or_else(|| {
+            anyhow!("--control-planes above 1 needs etcd on PATH (Debian: apt install etcd-server)")
+        })
+}
+
+/// Whether the etcd member at `client_url` answers `/health` as healthy.
+async fn etcd_healthy(client_url: &str) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = client_url.trim_start_matches("http://");
+    let Ok(Ok(mut stream)) = tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio::net::TcpStream::connect(address),
+    )
+    .await
+    else {
+        return false;
+    };
+    let request = format!("GET /health HTTP/1.0\r\nHost: {address}\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(2), stream.read_to_string(&mut answer));
+    matches!(read.await, Ok(Ok(_))) && answer.contains("\"health\":\"true\"")
+}
+
+/// Waits until every etcd member is healthy (a quorum elected a leader).
+async fn wait_for_etcd(record: &ClusterRecord) -> anyhow::Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    for i in 1..=record.control_planes {
+        let name = ClusterRecord::etcd_name(i);
+        while !etcd_healthy(&record.etcd_urls(i).0).await {
+            if running_pid(record, &name).is_none() {
+                bail!(
+                    "etcd member {name} exited:\n{}",
+                    tail(&record.logs_dir().join(format!("{name}.log")))
+                );
+            }
+            if Instant::now() > deadline {
+                bail!("etcd member {name} was not healthy within {READY_TIMEOUT:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Gives each server of a highly available control plane the cluster's CA, service account key and admin
+/// token from `server/`, so all start alike (they also agree through etcd; see shared_files).
+fn share_cluster_files(record: &ClusterRecord) -> anyhow::Result<()> {
+    wasmkube_control::pki::service_account_key(&record.server_dir().join("pki"))
+        .context("cannot make the service account signing key")?;
+    for i in 1..=record.control_planes {
+        for file in ["pki/ca.crt", "pki/ca.key", "pki/sa.key", "admin.token"] {
+            let from = record.server_dir().join(file);
+            let to = record.server_data_dir(i).join(file);
+            if to.exists() {
+                continue;
+            }
+            if let Some(dir) = to.parent() {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+            }
+            let contents =
+                std::fs::read(&from).with_context(|| format!("cannot read {}", from.display()))?;
+            crate::server::write_private(&to, &contents)?;
+        }
+    }
+    Ok(())
 }
 
 /// The cluster's credentials, made on its first start: the admin's token (which the server reads from its
@@ -329,7 +530,7 @@ const PROXY: &str = "proxy";
 fn proxy_args(record: &ClusterRecord) -> Vec<String> {
     let mut args: Vec<String> = vec![
         "--server".into(),
-        record.api_url(),
+        record.api_urls(),
         "--certificate-authority".into(),
         record.ca_file().display().to_string(),
         PROXY.into(),
@@ -343,7 +544,7 @@ fn proxy_args(record: &ClusterRecord) -> Vec<String> {
 fn node_args(record: &ClusterRecord, i: u32) -> Vec<String> {
     vec![
         "--server".into(),
-        record.api_url(),
+        record.api_urls(),
         "--certificate-authority".into(),
         record.ca_file().display().to_string(),
         "node".into(),
@@ -376,6 +577,17 @@ fn plan(args: &UpArgs) -> anyhow::Result<(ClusterRecord, bool)> {
                 existing.name
             );
         }
+        if let Some(count) = args
+            .control_planes
+            .filter(|n| *n != existing.control_planes)
+        {
+            bail!(
+                "cluster {:?} has {} control planes, not {count}: run `wasmkube down --name {} --purge` first to change that",
+                existing.name,
+                existing.control_planes,
+                existing.name
+            );
+        }
         if let Some(dir) = args.data_dir.as_ref().filter(|d| **d != existing.data_dir) {
             bail!(
                 "cluster {:?} keeps its data in {}, not {}",
@@ -390,6 +602,13 @@ fn plan(args: &UpArgs) -> anyhow::Result<(ClusterRecord, bool)> {
     if !(1..=254).contains(&nodes) {
         bail!("--nodes must be from 1 to 254, not {nodes}");
     }
+    let control_planes = args.control_planes.unwrap_or(1);
+    if !(1..=MAX_CONTROL_PLANES).contains(&control_planes) {
+        bail!("--control-planes must be from 1 to {MAX_CONTROL_PLANES}, not {control_planes}");
+    }
+    if control_planes > 1 {
+        etcd_program()?;
+    }
     let taken: Vec<u8> = all_records().iter().map(|r| r.slot).collect();
     // A slot whose API address is in use belongs to a cluster of another home (or another program).
     let api_free = |slot: u8| {
@@ -397,6 +616,7 @@ fn plan(args: &UpArgs) -> anyhow::Result<(ClusterRecord, bool)> {
             name: String::new(),
             slot,
             nodes: 0,
+            control_planes: 1,
             data_dir: PathBuf::new(),
             working_dir: PathBuf::new(),
         };
@@ -413,6 +633,7 @@ fn plan(args: &UpArgs) -> anyhow::Result<(ClusterRecord, bool)> {
             name: args.name.clone(),
             slot,
             nodes,
+            control_planes,
             data_dir,
             working_dir: std::env::current_dir().context("cannot read the working directory")?,
         },
@@ -435,7 +656,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         println!(
             "Cluster {:?} is already running (API {}, {} nodes)",
             record.name,
-            record.api_url(),
+            record.api_urls().replace(',', ", "),
             record.nodes
         );
         return set_context(&record);
@@ -457,14 +678,33 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     write_record(&record)?;
     let credentials = credentials(&record)?;
-    if !running.contains(&"server".to_owned()) {
-        spawn(&record, "server", &server_args(&record), None)?;
+    if record.highly_available() {
+        let etcd = etcd_program()?;
+        for i in 1..=record.control_planes {
+            let name = ClusterRecord::etcd_name(i);
+            if !running.contains(&name) {
+                spawn(&record, &name, Some(&etcd), &etcd_args(&record, i), None)?;
+            }
+        }
+        wait_for_etcd(&record).await?;
+        step(
+            started,
+            &format!("etcd cluster of {} members healthy", record.control_planes),
+        );
+        share_cluster_files(&record)?;
+    }
+    for i in 1..=record.control_planes {
+        let name = record.server_name(i);
+        if !running.contains(&name) {
+            spawn(&record, &name, None, &server_args(&record, i), None)?;
+        }
     }
     for (i, token) in (1..=record.nodes).zip(&credentials.nodes) {
         if !running.contains(&record.node_name(i)) {
             spawn(
                 &record,
                 &record.node_name(i),
+                None,
                 &node_args(&record, i),
                 Some(token),
             )?;
@@ -473,11 +713,23 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let mut config = Config::new(record.api_url().parse()?);
     config.auth_info.token = Some(credentials.admin.clone().into());
     config.root_cert = Some(wasmkube_control::pki::certificates_der(&credentials.ca_pem));
-    let client = Client::try_from(config)?;
+    let configs = record
+        .api_urls()
+        .split(',')
+        .map(|url| {
+            let mut one = config.clone();
+            one.cluster_url = url.parse()?;
+            Ok(one)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let client = crate::failover::client(configs)?;
     wait_for_api(&client, &record).await?;
     step(
         started,
-        &format!("Control plane serving {}", record.api_url()),
+        &format!(
+            "Control plane serving {}",
+            record.api_urls().replace(',', ", ")
+        ),
     );
     wait_for_nodes(&client, &record, started_at).await?;
     // After the nodes: it serves NodePorts on their addresses, which it reads from their Nodes.
@@ -485,6 +737,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         spawn(
             &record,
             PROXY,
+            None,
             &proxy_args(&record),
             Some(&credentials.proxy),
         )?;
@@ -524,11 +777,13 @@ async fn wait_for_api(client: &Client, record: &ClusterRecord) -> anyhow::Result
         if client.apiserver_version().await.is_ok() {
             return Ok(());
         }
-        if running_pid(record, "server").is_none() {
-            bail!(
-                "the control plane exited:\n{}",
-                tail(&record.logs_dir().join("server.log"))
-            );
+        for name in record.stages()[1].iter().chain(&record.stages()[2]) {
+            if running_pid(record, name).is_none() {
+                bail!(
+                    "the control plane's {name} exited:\n{}",
+                    tail(&record.logs_dir().join(format!("{name}.log")))
+                );
+            }
         }
         if Instant::now() > deadline {
             bail!("the control plane did not answer within {READY_TIMEOUT:?}");
@@ -667,8 +922,9 @@ pub fn without_cluster(mut config: Kubeconfig, context: &str) -> Kubeconfig {
 
 /// How a kubeconfig reaches a cluster: its URL, the CA it trusts and the admin's token.
 pub struct Access<'a> {
-    /// The API URL.
-    pub server: &'a str,
+    /// Every API URL, comma-separated: the first is the entry's `server`, all are listed in the
+    /// `wasmkube.io/servers` extension when there are several.
+    pub servers: &'a str,
     /// The cluster CA, PEM.
     pub ca_pem: &'a str,
     /// The admin's bearer token.
@@ -688,13 +944,21 @@ pub fn with_cluster(config: Kubeconfig, context: &str, access: &Access<'_>) -> K
         }),
         ..Default::default()
     });
+    let servers: Vec<&str> = access.servers.split(',').collect();
+    let extensions = (servers.len() > 1).then(|| {
+        vec![NamedExtension {
+            name: crate::cli::SERVERS_EXTENSION.to_owned(),
+            extension: serde_json::json!({ "servers": servers }),
+        }]
+    });
     config.clusters.push(NamedCluster {
         name: context.to_owned(),
         cluster: Some(Cluster {
-            server: Some(access.server.to_owned()),
+            server: servers.first().map(|s| (*s).to_owned()),
             certificate_authority_data: Some(
                 base64::engine::general_purpose::STANDARD.encode(access.ca_pem),
             ),
+            extensions,
             ..Default::default()
         }),
         ..Default::default()
@@ -721,7 +985,7 @@ fn set_context(record: &ClusterRecord) -> anyhow::Result<()> {
         read_kubeconfig(&path)?,
         &record.context(),
         &Access {
-            server: &record.api_url(),
+            servers: &record.api_urls(),
             ca_pem: &ca_pem,
             token: &admin,
         },
@@ -737,6 +1001,27 @@ fn set_context(record: &ClusterRecord) -> anyhow::Result<()> {
 
 fn signal(pid: i32, signal: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+}
+
+/// Stops `processes` of the cluster (SIGTERM, then SIGKILL after 10 s); returns how many were running.
+async fn stop(record: &ClusterRecord, processes: &[String]) -> usize {
+    let pids: Vec<(&String, i32)> = processes
+        .iter()
+        .filter_map(|p| running_pid(record, p).map(|pid| (p, pid)))
+        .collect();
+    for (_, pid) in &pids {
+        signal(*pid, nix::sys::signal::Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(|(p, _)| running_pid(record, p).is_some()) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (process, pid) in &pids {
+        if running_pid(record, process).is_some() {
+            signal(*pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+    pids.len()
 }
 
 /// `wasmkube down`: stops a cluster's processes (SIGTERM, then SIGKILL after 10 s) and with `--purge` removes
@@ -755,33 +1040,19 @@ pub async fn down(args: DownArgs) -> anyhow::Result<()> {
             }
         )
     })?;
-    // Nodes first, so the control plane does not see them go silent and act on it.
-    let mut order = record.processes();
-    order.rotate_left(1);
-    let pids: Vec<(String, i32)> = order
-        .iter()
-        .filter_map(|p| running_pid(&record, p).map(|pid| (p.clone(), pid)))
-        .collect();
-    for (_, pid) in &pids {
-        signal(*pid, nix::sys::signal::Signal::SIGTERM);
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while pids.iter().any(|(p, _)| running_pid(&record, p).is_some()) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    for (process, pid) in &pids {
-        if running_pid(&record, process).is_some() {
-            signal(*pid, nix::sys::signal::Signal::SIGKILL);
-        }
+    // Nodes first, so the control plane does not see them go silent and act on it; etcd last, so the
+    // servers can still write as they leave.
+    let [agents, servers, etcd] = record.stages();
+    let mut stopped = stop(&record, &agents).await + stop(&record, &servers).await;
+    // One member at a time: a member stopping while its peers run hands leadership on at once, where
+    // members stopping together wait out the hand-over.
+    for member in etcd {
+        stopped += stop(&record, &[member]).await;
     }
     for process in record.processes() {
         let _ = std::fs::remove_file(record.pid_file(&process));
     }
-    println!(
-        "Stopped cluster {:?} ({} processes)",
-        record.name,
-        pids.len()
-    );
+    println!("Stopped cluster {:?} ({stopped} processes)", record.name);
     if args.purge {
         let path = kubeconfig_path();
         if path.exists() {
@@ -814,6 +1085,7 @@ mod tests {
             name: "dev".into(),
             slot,
             nodes: 3,
+            control_planes: 1,
             data_dir: "/tmp/dev".into(),
             working_dir: "/tmp".into(),
         }
@@ -831,8 +1103,51 @@ mod tests {
         assert_eq!(other.api_url(), "https://127.107.255.254:6443");
         assert_eq!(
             first.processes(),
-            ["server", "dev-node-1", "dev-node-2", "dev-node-3", "proxy"]
+            ["dev-node-1", "dev-node-2", "dev-node-3", "proxy", "server"]
         );
+    }
+
+    #[test]
+    fn a_highly_available_cluster_has_a_server_and_an_etcd_member_per_control_plane() {
+        let ha = ClusterRecord {
+            control_planes: 3,
+            nodes: 1,
+            ..record(1)
+        };
+        assert_eq!(
+            ha.api_urls(),
+            "https://127.101.255.254:6443,https://127.101.255.253:6443,https://127.101.255.252:6443"
+        );
+        assert_eq!(
+            ha.stages(),
+            [
+                vec!["dev-node-1", "proxy"],
+                vec!["server-1", "server-2", "server-3"],
+                vec!["etcd-1", "etcd-2", "etcd-3"]
+            ]
+        );
+        assert_eq!(
+            ha.etcd_urls(2),
+            (
+                "http://127.101.254.2:2379".to_owned(),
+                "http://127.101.254.2:2380".to_owned()
+            )
+        );
+        let args = server_args(&ha, 2);
+        assert!(args.windows(2).any(|w| w
+            == [
+                "--etcd-servers",
+                "http://127.101.254.1:2379,http://127.101.254.2:2379,http://127.101.254.3:2379"
+            ]));
+        assert!(
+            args.windows(2)
+                .any(|w| w == ["--listen", "127.101.255.253:6443"])
+        );
+        assert!(etcd_args(&ha, 3).windows(2).any(|w| w
+            == [
+                "--initial-cluster",
+                "etcd-1=http://127.101.254.1:2380,etcd-2=http://127.101.254.2:2380,etcd-3=http://127.101.254.3:2380"
+            ]));
     }
 
     #[test]
@@ -856,8 +1171,8 @@ mod tests {
 
     #[test]
     fn kubeconfig_entries_are_replaced_and_removed_leaving_others() {
-        let access = |server| Access {
-            server,
+        let access = |servers| Access {
+            servers,
             ca_pem: "CA",
             token: "t",
         };

@@ -2,6 +2,7 @@
 //! kubectl-like client of it.
 
 mod cli;
+mod failover;
 mod local_cluster;
 mod port_forward;
 mod rollout;
@@ -205,17 +206,14 @@ async fn run_node(client_args: &cli::ClientArgs, args: NodeArgs) -> anyhow::Resu
         .filter(|t| join::is_join_token(t));
     let apiserver_ips = apiserver_ips(client_args).await?;
     let joined = data_dir.join("pki/node.crt").exists();
-    let client = match (&client_args.server, join_token.is_some() || joined) {
-        (Some(server), true) => {
-            let server: http::Uri = server
-                .parse()
-                .with_context(|| format!("invalid server URL {server:?}"))?;
-            let mut config =
-                join::node_credentials(&server, join_token, &args.name, &data_dir).await?;
+    let servers = cli::server_urls(client_args)?;
+    let client = match (servers.is_empty(), join_token.is_some() || joined) {
+        (false, true) => {
+            let mut config = join_any(&servers, join_token, &args.name, &data_dir).await?;
             cli::identify(&mut config, "kubelet");
-            kube::Client::try_from(config)?
+            failover::client(cli::each_server(config, &servers))?
         }
-        (None, true) => anyhow::bail!("joining a cluster needs --server https://HOST:PORT"),
+        (true, true) => anyhow::bail!("joining a cluster needs --server https://HOST:PORT"),
         (_, false) => cli::client_as(client_args, "kubelet").await?.0,
     };
     let ca_file = match &client_args.certificate_authority {
@@ -250,18 +248,39 @@ async fn run_node(client_args: &cli::ClientArgs, args: NodeArgs) -> anyhow::Resu
 
 /// The addresses of the apiserver the agent talks to (its URL's host, resolved).
 async fn apiserver_ips(client_args: &cli::ClientArgs) -> anyhow::Result<Vec<std::net::IpAddr>> {
-    let url: http::Uri = match &client_args.server {
-        Some(server) => server
-            .parse()
-            .with_context(|| format!("invalid server URL {server:?}"))?,
-        None => cli::config(client_args).await?.cluster_url,
-    };
-    let host = url.host().unwrap_or_default().trim_matches(['[', ']']);
-    let port = url.port_u16().unwrap_or(443);
-    Ok(tokio::net::lookup_host((host, port))
-        .await
-        .map(|found| found.map(|a| a.ip()).collect())
-        .unwrap_or_default())
+    let mut urls = cli::server_urls(client_args)?;
+    if urls.is_empty() {
+        urls.push(cli::config(client_args).await?.cluster_url);
+    }
+    let mut ips = Vec::new();
+    for url in urls {
+        let host = url.host().unwrap_or_default().trim_matches(['[', ']']);
+        let port = url.port_u16().unwrap_or(443);
+        if let Ok(found) = tokio::net::lookup_host((host, port)).await {
+            ips.extend(found.map(|a| a.ip()));
+        }
+    }
+    Ok(ips)
+}
+
+/// The agent's credentials from the first of `servers` that answers (its kept ones need no server).
+async fn join_any(
+    servers: &[http::Uri],
+    join_token: Option<&str>,
+    node: &str,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<kube::Config> {
+    let mut failure = None;
+    for server in servers {
+        match join::node_credentials(server, join_token, node, data_dir).await {
+            Ok(config) => return Ok(config),
+            Err(error) => {
+                tracing::warn!(%server, %error, "cannot join through this apiserver");
+                failure = Some(error);
+            }
+        }
+    }
+    Err(failure.map_or_else(|| anyhow::anyhow!("no apiserver to join"), Into::into))
 }
 
 /// Where a path argument points, for the data dir default.

@@ -246,12 +246,115 @@ fn up_and_down_refuse_bad_input_with_one_line() {
             vec!["up", "--name", "x", "--nodes", "0"],
             "--nodes must be from 1 to 254, not 0",
         ),
+        (
+            vec!["up", "--name", "x", "--control-planes", "0"],
+            "--control-planes must be from 1 to 7, not 0",
+        ),
     ] {
         let (ok, _, err) = home.run(&args);
         assert!(!ok, "{args:?}");
         assert!(err.contains(message), "{args:?}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
+}
+
+/// The pids of a cluster's running processes, by the pid files `up` keeps.
+fn cluster_pids(home: &Home, cluster: &str) -> Vec<(String, u32)> {
+    let run = home.dir.path().join("clusters").join(cluster).join("run");
+    std::fs::read_dir(&run)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let pid = std::fs::read_to_string(entry.path())
+                .ok()?
+                .trim()
+                .parse()
+                .ok()?;
+            let name = entry
+                .file_name()
+                .to_string_lossy()
+                .trim_end_matches(".pid")
+                .to_owned();
+            Some((name, pid))
+        })
+        .collect()
+}
+
+/// Whether a process runs (a zombie, exited but not reaped by its adoptive parent, does not).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(") ")
+                .map(|(_, rest)| !rest.starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+#[test]
+fn up_with_three_control_planes_keeps_the_cluster_working_when_a_server_dies() {
+    common::wasm_app("wasm32-wasip2", "hello_http");
+    let _one_at_a_time = CLUSTERS.lock().unwrap_or_else(|e| e.into_inner());
+    let home = Home::new();
+    let out = home.ok(&[
+        "up",
+        "--name",
+        "ha",
+        "--control-planes",
+        "3",
+        "--nodes",
+        "2",
+    ]);
+    assert!(out.contains("etcd cluster of 3 members healthy"), "{out}");
+    assert!(out.contains("2 nodes Ready: ha-node-1, ha-node-2"), "{out}");
+    let pids = cluster_pids(&home, "ha");
+    let mut names: Vec<&str> = pids.iter().map(|(name, _)| name.as_str()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "etcd-1",
+            "etcd-2",
+            "etcd-3",
+            "ha-node-1",
+            "ha-node-2",
+            "proxy",
+            "server-1",
+            "server-2",
+            "server-3"
+        ]
+    );
+    // The `kubernetes` Service lists every server.
+    let endpoints = json(&home, &["get", "endpoints", "kubernetes"]);
+    assert_eq!(
+        common::endpoint_addresses(&endpoints).len(),
+        3,
+        "{endpoints}"
+    );
+    home.ok(&["apply", "-f", "manifests/hello-deployment.yaml"]);
+    home.ok(&["rollout", "status", "deployment/hello", "--timeout", "60s"]);
+    let service = json(&home, &["get", "service", "hello"]);
+    let address = format!("{}:80", service["spec"]["clusterIP"].as_str().unwrap());
+    replicas_behind(&address, 3);
+
+    // The first server (the kubeconfig's `server`) dies: the CLI, the agents, the proxy and the control
+    // loops go on through the others.
+    let first = pids.iter().find(|(name, _)| name == "server-1").unwrap().1;
+    Command::new("kill")
+        .args(["-9", &first.to_string()])
+        .status()
+        .unwrap();
+    assert!(hello_through(&address).is_some());
+    let nodes = json(&home, &["get", "nodes"]);
+    assert_eq!(nodes["items"].as_array().map(Vec::len), Some(2), "{nodes}");
+    home.ok(&["scale", "deployment", "hello", "--replicas", "5"]);
+    assert_eq!(replicas_behind(&address, 5).len(), 5);
+
+    // Down stops every process, etcd members included.
+    home.ok(&["down", "--name", "ha", "--purge"]);
+    let left: Vec<&(String, u32)> = pids.iter().filter(|(_, pid)| alive(*pid)).collect();
+    assert!(left.is_empty(), "still running after down: {left:?}");
 }
 
 /// What one new connection to `address` got within `limit`: true if the hello app answered.

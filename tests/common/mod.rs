@@ -215,9 +215,15 @@ impl Drop for Server {
 
 /// Runs the wasmkube CLI against a server; returns (success, stdout, stderr).
 pub fn wasmkube(server: &Server, args: &[&str]) -> (bool, String, String) {
+    let kubeconfig = server.kubeconfig();
+    let mut full = vec!["--kubeconfig", kubeconfig.to_str().expect("a UTF-8 path")];
+    full.extend(args);
+    run_wasmkube(&full)
+}
+
+/// Runs the wasmkube CLI with `args`; returns (success, stdout, stderr).
+pub fn run_wasmkube(args: &[&str]) -> (bool, String, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_wasmkube"))
-        .arg("--kubeconfig")
-        .arg(server.kubeconfig())
         .args(args)
         .output()
         .expect("run wasmkube");
@@ -235,12 +241,15 @@ pub struct NodeAgent {
     token: Option<String>,
     /// Extra `wasmkube node` flags, kept for restarts.
     extra: Vec<String>,
+    /// The `--server` URLs, when more than the one server's.
+    urls: Option<String>,
     child: Child,
     _dir: tempfile::TempDir,
 }
 
 fn spawn_agent(
     server: &Server,
+    urls: &str,
     name: &str,
     data_dir: &Path,
     token: Option<&str>,
@@ -256,7 +265,7 @@ fn spawn_agent(
     command
         .args([
             "--server",
-            &server.url,
+            urls,
             "node",
             "--name",
             name,
@@ -290,15 +299,33 @@ impl NodeAgent {
         Self::start_full(server, name, None, extra)
     }
 
+    /// Starts an agent given every server's URL (`--server A,B,...`); waits for it through the first.
+    pub fn start_over(servers: &[&Server], name: &str) -> Self {
+        let urls: Vec<&str> = servers.iter().map(|s| s.url.as_str()).collect();
+        Self::start_full_over(servers[0], Some(urls.join(",")), name, None, &[])
+    }
+
     fn start_full(server: &Server, name: &str, token: Option<&str>, extra: &[&str]) -> Self {
+        Self::start_full_over(server, None, name, token, extra)
+    }
+
+    fn start_full_over(
+        server: &Server,
+        urls: Option<String>,
+        name: &str,
+        token: Option<&str>,
+        extra: &[&str],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
-        let child = spawn_agent(server, name, dir.path(), token, &extra);
+        let url = urls.as_deref().unwrap_or(&server.url);
+        let child = spawn_agent(server, url, name, dir.path(), token, &extra);
         let agent = Self {
             name: name.to_owned(),
             data_dir: dir.path().to_path_buf(),
             token: token.map(str::to_owned),
             extra,
+            urls,
             child,
             _dir: dir,
         };
@@ -312,6 +339,7 @@ impl NodeAgent {
         self.kill();
         self.child = spawn_agent(
             server,
+            self.urls.as_deref().unwrap_or(&server.url),
             &self.name,
             &self.data_dir,
             self.token.as_deref(),
