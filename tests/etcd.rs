@@ -560,7 +560,36 @@ fn without_etcd_quorum_requests_fail_with_503_or_504_in_time_and_work_again_afte
             .send()
             .unwrap()
     };
-    assert_eq!(create("before").status(), 201);
+    let before: Value = create("before").json().unwrap();
+    // A watch open across the outage delivers what is written after it.
+    let watch = {
+        let url = format!(
+            "{}{CONFIGMAPS}?watch=true&resourceVersion={}&timeoutSeconds=90",
+            server.url,
+            before["metadata"]["resourceVersion"].as_str().unwrap()
+        );
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let response = reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(90))
+                .build()
+                .unwrap()
+                .get(url)
+                .send()
+                .unwrap();
+            let mut seen = Vec::new();
+            for line in std::io::BufReader::new(response).lines() {
+                let Ok(line) = line else { break };
+                let done = line.contains("\"name\":\"after\"");
+                seen.push(line);
+                if done {
+                    break;
+                }
+            }
+            seen
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
     cluster.kill(1);
     cluster.kill(2);
     let get = || {
@@ -612,6 +641,16 @@ fn without_etcd_quorum_requests_fail_with_503_or_504_in_time_and_work_again_afte
         .json()
         .unwrap();
     assert_eq!(read["data"]["k"], "v");
+    let seen = watch.join().unwrap();
+    assert!(
+        seen.last()
+            .is_some_and(|l| l.contains("\"name\":\"after\"")),
+        "the watch did not resume: {seen:?}"
+    );
+    assert!(
+        seen.iter().all(|l| !l.contains("\"type\":\"ERROR\"")),
+        "{seen:?}"
+    );
 }
 
 /// Posts `body` to `path` through each of `servers` in turn, all at once (one thread per body); returns the

@@ -110,3 +110,299 @@ fn an_agent_and_the_cli_given_every_server_go_on_through_another_when_one_is_kil
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// What a write load got: every acknowledged (201) ConfigMap's name and when, and every failure.
+#[derive(Default)]
+struct Load {
+    acknowledged: Vec<(String, Instant)>,
+    failures: Vec<String>,
+}
+
+/// Creates ConfigMaps from `writers` threads until `stop` is set, writer `t` starting at `urls[t % n]` and
+/// moving to the next URL when one cannot be reached (as a failing-over client does).
+fn write_load(
+    urls: &[String],
+    writers: usize,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<Load> {
+    let threads: Vec<_> = (0..writers)
+        .map(|t| {
+            let (urls, stop) = (urls.to_vec(), stop.clone());
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::builder()
+                    .timeout(Duration::from_secs(15))
+                    .build()
+                    .unwrap();
+                let mut load = Load::default();
+                let mut at = t % urls.len();
+                for i in 0.. {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let name = format!("w{t}-{i}");
+                    let body = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": name}, "data": {"k": "v"}});
+                    match client
+                        .post(format!("{}{CONFIGMAPS}", urls[at]))
+                        .json(&body)
+                        .send()
+                    {
+                        Ok(answer) if answer.status() == 201 => {
+                            load.acknowledged.push((name, Instant::now()));
+                        }
+                        Ok(answer) => load.failures.push(format!("{name}: {}", answer.status())),
+                        Err(error) => {
+                            load.failures.push(format!("{name}: {error}"));
+                            at = (at + 1) % urls.len();
+                        }
+                    }
+                }
+                load
+            })
+        })
+        .collect();
+    std::thread::spawn(move || {
+        let mut all = Load::default();
+        for thread in threads {
+            let load = thread.join().unwrap();
+            all.acknowledged.extend(load.acknowledged);
+            all.failures.extend(load.failures);
+        }
+        all
+    })
+}
+
+const CONFIGMAPS: &str = "/api/v1/namespaces/default/configmaps";
+
+/// The names of the default namespace's ConfigMaps, read through `server`.
+fn configmap_names(server: &Server) -> std::collections::HashSet<String> {
+    let list: Value = server
+        .http()
+        .get(format!("{}{CONFIGMAPS}", server.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|item| item["metadata"]["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Runs a write load through `urls`, does `fault` after a second, goes on for `after` more; returns the load
+/// and when the fault was done.
+fn load_across(urls: &[String], after: Duration, fault: impl FnOnce()) -> (Load, Instant) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = write_load(urls, 8, &stop);
+    std::thread::sleep(Duration::from_secs(1));
+    fault();
+    let at = Instant::now();
+    std::thread::sleep(after);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    (load.join().unwrap(), at)
+}
+
+/// Asserts every acknowledged write is there, and writes went on after the fault (from `settle` after it).
+fn assert_kept_and_went_on(
+    load: &Load,
+    fault: Instant,
+    settle: Duration,
+    names: &std::collections::HashSet<String>,
+) {
+    let lost: Vec<&String> = load
+        .acknowledged
+        .iter()
+        .map(|(name, _)| name)
+        .filter(|name| !names.contains(*name))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    let later = load
+        .acknowledged
+        .iter()
+        .filter(|(_, at)| *at > fault + settle)
+        .count();
+    assert!(
+        later > 20,
+        "only {later} writes acknowledged after the fault; failures: {:?}",
+        load.failures
+    );
+    eprintln!(
+        "{} writes acknowledged ({later} after the fault settled), {} failed",
+        load.acknowledged.len(),
+        load.failures.len()
+    );
+}
+
+#[test]
+fn every_write_a_killed_server_acknowledged_is_read_through_the_other() {
+    let cluster = EtcdCluster::start(3);
+    let mut servers = servers_on(&cluster, 2);
+    let urls = [servers[0].url.clone(), servers[1].url.clone()];
+    let (load, killed) = load_across(&urls, Duration::from_secs(3), || servers[0].kill());
+    let names = configmap_names(&servers[1]);
+    assert_kept_and_went_on(&load, killed, Duration::from_millis(500), &names);
+}
+
+/// The index of the member leading `cluster`, asked through its JSON gateway.
+fn etcd_leader(cluster: &EtcdCluster) -> usize {
+    let status = |url: &str| -> Value {
+        reqwest::blocking::Client::new()
+            .post(format!("{url}/v3/maintenance/status"))
+            .json(&serde_json::json!({}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let endpoints = cluster.endpoints();
+    let leader = status(&endpoints[0])["leader"].clone();
+    endpoints
+        .iter()
+        .position(|url| status(url)["header"]["member_id"] == leader)
+        .expect("a member leads")
+}
+
+#[test]
+fn writes_through_the_apiserver_go_on_and_are_kept_when_the_etcd_leader_is_killed() {
+    let mut cluster = EtcdCluster::start(3);
+    let servers = servers_on(&cluster, 1);
+    let leader = etcd_leader(&cluster);
+    let urls = [servers[0].url.clone()];
+    let (load, killed) = load_across(&urls, Duration::from_secs(5), || cluster.kill(leader));
+    let names = configmap_names(&servers[0]);
+    // A new leader is elected within the election timeout (1 s here) and the server's clients move on.
+    assert_kept_and_went_on(&load, killed, Duration::from_secs(3), &names);
+}
+
+/// The hello app's Deployment: `replicas` pods answering "hello from NAME" on port 8080.
+fn hello_deployment(replicas: u32) -> Value {
+    let image = format!(
+        "file://{}",
+        common::wasm_app("wasm32-wasip2", "hello_http").display()
+    );
+    serde_json::json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "hello"},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "hello"}},
+            "template": {"metadata": {"labels": {"app": "hello"}}, "spec": {"containers": [{
+                "name": "hello", "image": image, "ports": [{"containerPort": 8080}],
+                "env": [{"name": "VERSION", "value": "1"},
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}]}}}})
+}
+
+/// The hello pods read through `server`.
+fn hello_pods(server: &Server) -> Vec<Value> {
+    let list: Value = server
+        .http()
+        .get(format!("{}{PODS}?labelSelector=app%3Dhello", server.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn ready(pod: &Value) -> bool {
+    common::ready_status(pod) == "True" && pod["metadata"]["deletionTimestamp"].is_null()
+}
+
+/// Waits up to `within` for `count` Ready hello pods; returns them.
+fn wait_for_ready_pods(server: &Server, count: usize, within: Duration) -> Vec<Value> {
+    let deadline = Instant::now() + within;
+    loop {
+        let pods: Vec<Value> = hello_pods(server).into_iter().filter(ready).collect();
+        if pods.len() == count {
+            return pods;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {count} hello pods Ready",
+            pods.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn pods_keep_serving_while_every_control_plane_process_is_killed_and_restarted_at_once() {
+    let mut cluster = EtcdCluster::start(3);
+    let mut servers = servers_on(&cluster, 2);
+    let agent = NodeAgent::start_over(&[&servers[0], &servers[1]], "n1");
+    post(
+        &servers[0],
+        "/apis/apps/v1/namespaces/default/deployments",
+        &hello_deployment(3),
+    );
+    let pods = wait_for_ready_pods(&servers[0], 3, Duration::from_secs(60));
+    let addresses: Vec<(String, String)> = pods
+        .iter()
+        .map(|p| {
+            (
+                p["metadata"]["name"].as_str().unwrap().to_owned(),
+                format!("http://{}:8080/", p["status"]["podIP"].as_str().unwrap()),
+            )
+        })
+        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (addresses, stop) = (addresses.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let client = reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .unwrap();
+            let (mut answered, mut failed) = (0, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                for (name, url) in &addresses {
+                    match client.get(url).send().and_then(|r| r.text()) {
+                        Ok(text) if text.trim() == format!("hello from {name}") => answered += 1,
+                        other => failed.push(format!("{name}: {other:?}")),
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            (answered, failed)
+        })
+    };
+    let renewed = lease_renewed(&servers[0], &agent.name);
+    for server in &mut servers {
+        server.kill();
+    }
+    for member in 0..3 {
+        cluster.kill(member);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    for member in 0..3 {
+        cluster.restart(member);
+    }
+    for server in &mut servers {
+        server.restart();
+    }
+    // The agent reports again (its Lease renewed), and nothing was replaced or restarted.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lease_renewed(&servers[1], &agent.name) == renewed {
+        assert!(Instant::now() < deadline, "the agent never came back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (answered, failed) = sampler.join().unwrap();
+    assert!(failed.is_empty(), "pods failed to answer: {failed:?}");
+    assert!(answered > 30, "only {answered} answers");
+    let after = wait_for_ready_pods(&servers[1], 3, Duration::from_secs(10));
+    let uids = |pods: &[Value]| {
+        let mut uids: Vec<String> = pods
+            .iter()
+            .map(|p| p["metadata"]["uid"].as_str().unwrap().to_owned())
+            .collect();
+        uids.sort();
+        uids
+    };
+    assert_eq!(uids(&after), uids(&pods));
+    for pod in &after {
+        assert_eq!(
+            pod["status"]["containerStatuses"][0]["restartCount"], 0,
+            "{pod}"
+        );
+    }
+}
