@@ -7,19 +7,25 @@ mod common;
 #[path = "common/etcd.rs"]
 mod etcd;
 
-use common::{NodeAgent, PODS, Server, echo_pod, get_pod, post, run_wasmkube};
+use common::{NodeAgent, PODS, Server, echo_pod, get_pod, kubectl, post, run_wasmkube};
 use etcd::EtcdCluster;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
 /// `count` servers on `cluster`, with the same address ranges (as servers of one cluster are configured).
 fn servers_on(cluster: &EtcdCluster, count: usize) -> Vec<Server> {
+    servers_with(cluster, count, &[])
+}
+
+/// `count` servers on `cluster` as [`servers_on`] starts them, with `extra` flags, one after the other (the
+/// first holds the leader Leases it finds free).
+fn servers_with(cluster: &EtcdCluster, count: usize, extra: &[&str]) -> Vec<Server> {
     let etcd = cluster.endpoints().join(",");
     let slot = std::process::id() % 100;
     let cluster_cidr = format!("127.{}.0.0/17", 100 + slot);
     let service_range = format!("127.{}.128.0/17", 100 + slot);
     let node_ports = format!("{}-{}", 31000 + slot * 10, 31009 + slot * 10);
-    let flags = [
+    let flags: Vec<&str> = [
         "--etcd-servers",
         &etcd,
         "--cluster-cidr",
@@ -28,7 +34,11 @@ fn servers_on(cluster: &EtcdCluster, count: usize) -> Vec<Server> {
         &service_range,
         "--service-node-port-range",
         &node_ports,
-    ];
+    ]
+    .iter()
+    .chain(extra)
+    .copied()
+    .collect::<Vec<_>>();
     (0..count).map(|_| Server::start_with(&flags)).collect()
 }
 
@@ -405,4 +415,248 @@ fn pods_keep_serving_while_every_control_plane_process_is_killed_and_restarted_a
             "{pod}"
         );
     }
+}
+
+fn lease_holder(server: &Server, name: &str) -> Option<(String, i64)> {
+    let lease: Value = server
+        .http()
+        .get(format!(
+            "{}/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{name}",
+            server.url
+        ))
+        .send()
+        .ok()?
+        .json()
+        .ok()?;
+    let holder = lease["spec"]["holderIdentity"].as_str()?.to_owned();
+    Some((
+        holder,
+        lease["spec"]["leaseTransitions"].as_i64().unwrap_or(0),
+    ))
+}
+
+fn wait_for_holder(
+    server: &Server,
+    name: &str,
+    not: Option<&str>,
+    within: Duration,
+) -> (String, i64) {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some((holder, transitions)) = lease_holder(server, name)
+            && Some(holder.as_str()) != not
+        {
+            return (holder, transitions);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new holder of {name} within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Who holds the scheduler's and the controller-manager's Leases.
+struct Leaders {
+    scheduler: String,
+    controllers: String,
+    /// The controller-manager Lease's leaseTransitions.
+    transitions: i64,
+}
+
+/// The holders of both Leases, once held (read through `server`).
+fn leaders(server: &Server) -> Leaders {
+    let within = Duration::from_secs(10);
+    let (scheduler, _) = wait_for_holder(server, "kube-scheduler", None, within);
+    let (controllers, transitions) =
+        wait_for_holder(server, "kube-controller-manager", None, within);
+    Leaders {
+        scheduler,
+        controllers,
+        transitions,
+    }
+}
+
+/// Waits until others than `before` hold both Leases; the controller-manager's changed hands once.
+fn wait_for_new_leaders(server: &Server, before: &Leaders) {
+    let within = Duration::from_secs(10);
+    let (taken, after) = wait_for_holder(
+        server,
+        "kube-controller-manager",
+        Some(&before.controllers),
+        within,
+    );
+    assert_ne!(taken, before.controllers);
+    assert_eq!(after, before.transitions + 1);
+    wait_for_holder(server, "kube-scheduler", Some(&before.scheduler), within);
+}
+
+#[test]
+fn a_standby_server_takes_the_scheduler_and_controller_leases_when_the_leader_dies() {
+    let cluster = EtcdCluster::start(1);
+    let servers = cluster.endpoints().join(",");
+    let flags: Vec<&str> = ["--etcd-servers", &servers]
+        .into_iter()
+        .chain(QUICK_ELECTION)
+        .collect();
+    let mut first = Server::start_with(&flags);
+    let before = leaders(&first);
+    let standby = Server::start_with(&flags);
+    // The standby waits: the leader keeps renewing.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        lease_holder(&standby, "kube-scheduler").unwrap().0,
+        before.scheduler
+    );
+    assert_eq!(
+        lease_holder(&standby, "kube-controller-manager").unwrap().0,
+        before.controllers
+    );
+    first.kill();
+    let died = Instant::now();
+    wait_for_new_leaders(&standby, &before);
+    // Taken within the lease's duration (3 s) and a few retry periods, not before it expired.
+    let took = died.elapsed();
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    // The new leader's controllers act: a Deployment gets its ReplicaSet.
+    let (ok, _, stderr) = kubectl(
+        &standby,
+        None,
+        &["create", "deployment", "web", "--image=hello.wasm"],
+        None,
+    );
+    assert!(ok, "{stderr}");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, stdout, _) = kubectl(
+            &standby,
+            None,
+            &["get", "rs", "-l", "app=web", "-o", "name"],
+            None,
+        );
+        if !stdout.trim().is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no ReplicaSet: the standby's controllers are not acting"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Leader election in seconds rather than Kubernetes' 15/10/2 s defaults, for tests that kill leaders.
+const QUICK_ELECTION: [&str; 6] = [
+    "--leader-elect-lease-duration",
+    "3s",
+    "--leader-elect-renew-deadline",
+    "2s",
+    "--leader-elect-retry-period",
+    "300ms",
+];
+
+#[test]
+fn a_rolling_update_of_30_replicas_completes_within_its_bounds_when_the_leaders_are_killed() {
+    let cluster = EtcdCluster::start(1);
+    let mut servers = servers_with(&cluster, 1, &QUICK_ELECTION);
+    let before = leaders(&servers[0]);
+    servers.extend(servers_with(&cluster, 1, &QUICK_ELECTION));
+    let _agent = NodeAgent::start_over(&[&servers[0], &servers[1]], "n1");
+    post(
+        &servers[0],
+        "/apis/apps/v1/namespaces/default/deployments",
+        &hello_deployment(30),
+    );
+    wait_for_ready_pods(&servers[1], 30, Duration::from_secs(90));
+
+    // Kubernetes' defaults for 30 replicas: maxSurge 25% (8, rounded up), maxUnavailable 25% (7, down).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let monitor = {
+        let (stop, survivor) = (stop.clone(), servers[1].url.clone());
+        std::thread::spawn(move || {
+            let client = reqwest::blocking::Client::new();
+            let mut outside = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let list: Value = client
+                    .get(format!("{survivor}{PODS}?labelSelector=app%3Dhello"))
+                    .send()
+                    .and_then(|r| r.json())
+                    .unwrap_or_default();
+                let pods: Vec<&Value> = list["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+                    .collect();
+                let ready = pods.iter().filter(|p| ready(p)).count();
+                if pods.len() > 38 || ready < 23 {
+                    outside.push((pods.len(), ready));
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            outside
+        })
+    };
+    let updated = servers[1]
+        .http()
+        .patch(format!(
+            "{}/apis/apps/v1/namespaces/default/deployments/hello",
+            servers[1].url
+        ))
+        .header("Content-Type", "application/json-patch+json")
+        .body(r#"[{"op": "replace", "path": "/spec/template/spec/containers/0/env/0/value", "value": "2"}]"#)
+        .send()
+        .unwrap();
+    assert_eq!(updated.status(), 200);
+    std::thread::sleep(Duration::from_millis(300));
+    servers[0].kill();
+
+    let survivor = &servers[1];
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let status: Value = survivor
+            .http()
+            .get(format!(
+                "{}/apis/apps/v1/namespaces/default/deployments/hello",
+                survivor.url
+            ))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let status = &status["status"];
+        if status["observedGeneration"] == 2
+            && [
+                "replicas",
+                "updatedReplicas",
+                "readyReplicas",
+                "availableReplicas",
+            ]
+            .iter()
+            .all(|field| status[field] == 30)
+        {
+            break;
+        }
+        if Instant::now() > deadline {
+            let (_, rs, _) = kubectl(survivor, None, &["get", "rs", "-o", "yaml"], None);
+            let log =
+                std::fs::read_to_string(survivor.data_dir.join("server.log")).unwrap_or_default();
+            panic!("the rollout did not complete: {status}\n{rs}\n{log}");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let outside = monitor.join().unwrap();
+    assert!(
+        outside.is_empty(),
+        "(pods, ready) outside maxSurge 8 / maxUnavailable 7: {outside:?}"
+    );
+    wait_for_new_leaders(survivor, &before);
+    let pods = hello_pods(survivor);
+    assert!(
+        pods.iter()
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .all(|p| p["spec"]["containers"][0]["env"][0]["value"] == "2"),
+        "old pods left"
+    );
 }

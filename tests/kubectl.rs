@@ -833,6 +833,16 @@ fn get_cs_and_cluster_info_dump_work_and_replication_controllers_are_served() {
     let out = kubectl.ok(&["get", "cs", "etcd-0", "-o", "json"]);
     let etcd: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(etcd["conditions"][0]["status"], "True");
+    // Computed on each read: nothing to watch (Kubernetes' 405), rather than a list where events belong.
+    let watch = server
+        .http()
+        .get(format!(
+            "{}/api/v1/componentstatuses?watch=true",
+            server.url
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(watch.status(), 405);
 
     // A ReplicationController is stored with Kubernetes' defaults (its selector from its template's
     // labels), listed with kubectl's columns, and refused when invalid.

@@ -576,9 +576,12 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
     let pods: Api<Pod> = Api::all(client);
     let selector =
         watcher::Config::default().fields(&format!("spec.nodeName={}", config.node_name));
-    let controller = Controller::new(pods, selector);
-    let store = controller.store();
-    tokio::spawn(sweep_removed_pods(store, agent.clone()));
+    let (cache, events) = wasmkube_control::cache::reflect(pods, selector);
+    tokio::spawn(sweep_removed_pods(cache.clone(), agent.clone()));
+    let controller = Controller::for_stream(
+        kube::runtime::WatchStreamExt::applied_objects(events),
+        cache.store().clone(),
+    );
     controller
         .run(reconcile, error_policy, agent)
         .for_each(|result| async move {
@@ -687,10 +690,10 @@ async fn wait_for_pod_cidr(client: &kube::Client, node_name: &str) -> Result<Str
 }
 
 /// Stops the workers of pods that vanished from the API without a graceful deletion (force deletes).
-async fn sweep_removed_pods(store: kube::runtime::reflector::Store<Pod>, agent: Arc<Agent>) {
+async fn sweep_removed_pods(store: wasmkube_control::cache::Cache<Pod>, agent: Arc<Agent>) {
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        if store.wait_until_ready().await.is_err() {
+        if store.ready().await.is_err() {
             continue;
         }
         let present: Vec<String> = store.state().iter().filter_map(|p| p.uid()).collect();

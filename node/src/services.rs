@@ -1,14 +1,14 @@
 //! The cluster's Services as this node sees them (watched through the apiserver): what the proxy serves, the
 //! `<NAME>_SERVICE_HOST` variables pods start with, and the Service names pods look up.
 
-use futures::{FutureExt, Stream, StreamExt};
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::runtime::reflector::{self, Store, reflector};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use std::net::IpAddr;
 use std::time::Duration;
+use wasmkube_control::cache::{self, Cache};
 
 /// The cluster's domain, as Kubernetes' default `cluster.local`.
 pub const CLUSTER_DOMAIN: &str = "cluster.local";
@@ -16,30 +16,20 @@ pub const CLUSTER_DOMAIN: &str = "cluster.local";
 /// Read access to the watched Services and EndpointSlices; cheap to clone.
 #[derive(Clone)]
 pub struct ServiceView {
-    services: Store<Service>,
-    slices: Store<EndpointSlice>,
+    services: Cache<Service>,
+    slices: Cache<EndpointSlice>,
 }
 
 /// Starts watching Services and EndpointSlices; the stream yields once per change and must be polled for the
 /// view to stay current.
 pub fn watch(client: &kube::Client) -> (ServiceView, impl Stream<Item = ()> + Send + use<>) {
-    let (services, services_writer) = reflector::store();
-    let (slices, slices_writer) = reflector::store();
-    let service_events = reflector(
-        services_writer,
-        watcher(
-            Api::<Service>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff(),
+    let (services, service_events) = cache::reflect(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
     );
-    let slice_events = reflector(
-        slices_writer,
-        watcher(
-            Api::<EndpointSlice>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff(),
+    let (slices, slice_events) = cache::reflect(
+        Api::<EndpointSlice>::all(client.clone()),
+        watcher::Config::default(),
     );
     let changes = futures::stream::select(
         service_events.map(|event| event.map(|_| ())),
@@ -57,8 +47,8 @@ impl ServiceView {
     /// Waits until both watches have listed everything once (or the time is up); false if they have not.
     pub async fn wait_ready(&self, limit: Duration) -> bool {
         tokio::time::timeout(limit, async {
-            let _ = self.services.wait_until_ready().await;
-            let _ = self.slices.wait_until_ready().await;
+            let _ = self.services.ready().await;
+            let _ = self.slices.ready().await;
         })
         .await
         .is_ok()
@@ -66,7 +56,7 @@ impl ServiceView {
 
     /// Whether both watches have listed everything once.
     pub fn is_ready(&self) -> bool {
-        self.wait_ready(Duration::ZERO).now_or_never() == Some(true)
+        self.services.is_ready() && self.slices.is_ready()
     }
 
     /// Whether `ip` is a Service's cluster IP.

@@ -91,7 +91,13 @@ impl Server {
             .args(["--listen", address_of(url)])
             .args(args)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(data_dir.join("server.log"))
+                    .expect("a server log file"),
+            )
             .spawn()
             .expect("start wasmkube server");
         let mut server = Self {

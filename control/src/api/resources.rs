@@ -375,11 +375,11 @@ pub fn all() -> &'static [ResourceType] {
     })
 }
 
-/// The resource types whose objects are stored (all but the reviews): what controllers watch, the garbage
+/// The resource types whose objects are stored (all but the reviews and computed ones): what controllers watch, the garbage
 /// collector follows and namespace deletion empties.
 pub fn stored() -> &'static [&'static ResourceType] {
     static STORED: std::sync::OnceLock<Vec<&'static ResourceType>> = std::sync::OnceLock::new();
-    STORED.get_or_init(|| all().iter().filter(|r| !r.review).collect())
+    STORED.get_or_init(|| all().iter().filter(|r| !r.review && !r.computed).collect())
 }
 
 /// Finds a resource type by group, version and plural name.

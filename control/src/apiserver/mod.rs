@@ -441,7 +441,7 @@ async fn serve(
         .map_err(ApiError::BadRequest)?;
     if resource.computed {
         return match (request.method, name, subresource) {
-            (Method::GET, None, None) => {
+            (Method::GET, None, None) if !query.is_watch() => {
                 let items = server.component_statuses();
                 Ok(if table {
                     json(

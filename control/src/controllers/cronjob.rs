@@ -6,13 +6,14 @@
 use super::ownership::controller_reference;
 use super::{ControllerError, drive, reflect, retry_after, write_status};
 use crate::api::schedule::{MAX_MISSED, Schedule};
+use crate::cache::Cache;
 use crate::events::{EventType, Recorder};
 use k8s_openapi::api::batch::v1::{CronJob, CronJobStatus, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{DeleteParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use std::time::Duration;
 
 struct Context {
     client: kube::Client,
-    jobs: Store<Job>,
+    jobs: Cache<Job>,
     events: Recorder,
 }
 

@@ -7,6 +7,7 @@ use super::rollout::{scaled_value, template_hash};
 use super::{
     ControllerError, Expectations, cached_in, drive, ownership, reflect, retry_after, write_status,
 };
+use crate::cache::Cache;
 use crate::events::Recorder;
 use crate::scheduler::plugins::{node_selector_matches, tolerates_taints};
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
@@ -15,7 +16,7 @@ use k8s_openapi::api::core::v1::{
     Toleration,
 };
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use std::collections::BTreeMap;
@@ -26,8 +27,8 @@ pub const REVISION_LABEL: &str = "controller-revision-hash";
 
 struct Context {
     client: kube::Client,
-    pods: Store<Pod>,
-    nodes: Store<Node>,
+    pods: Cache<Pod>,
+    nodes: Cache<Node>,
     expectations: Expectations,
     events: Recorder,
 }
@@ -230,7 +231,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Cont
     let namespace = ds.namespace().unwrap_or_default();
     let key = format!("{namespace}/{}", ds.name_any());
     ctx.nodes
-        .wait_until_ready()
+        .ready()
         .await
         .map_err(|_| ControllerError::NotReady)?;
     let nodes = ctx.nodes.state();

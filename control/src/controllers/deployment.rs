@@ -10,12 +10,12 @@ use super::rollout::{
     Step, TEMPLATE_HASH_LABEL, spec_replicas,
 };
 use super::{ControllerError, cached_in, drive, reflect, retry_after, write_status};
+use crate::cache::Cache;
 use crate::events::{EventType, Recorder};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, ReplicaSetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use std::collections::BTreeMap;
@@ -24,7 +24,7 @@ use std::time::Duration;
 
 struct Context {
     client: kube::Client,
-    replicasets: Store<ReplicaSet>,
+    replicasets: Cache<ReplicaSet>,
     events: Recorder,
 }
 

@@ -4,12 +4,13 @@
 
 use super::{ControllerError, cached_in, drive, reflect, retry_after};
 use crate::api::disruption::{self, DISRUPTION_WINDOW_SECONDS};
+use crate::cache::Cache;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,7 +19,7 @@ use std::time::Duration;
 
 struct Context {
     client: kube::Client,
-    pods: Store<Pod>,
+    pods: Cache<Pod>,
 }
 
 /// The summed replicas of the controllers (Deployments through their ReplicaSets, ReplicaSets, StatefulSets)

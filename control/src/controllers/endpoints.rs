@@ -4,6 +4,7 @@
 
 use super::ownership::controller_reference;
 use super::{ControllerError, cached_in, drive, reflect, retry_after};
+use crate::cache::Cache;
 use k8s_openapi::api::core::v1::{
     EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
 };
@@ -14,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use std::collections::BTreeMap;
@@ -28,7 +29,7 @@ const MANAGED_BY: &str = "endpointslice-controller.k8s.io";
 
 struct Context {
     client: kube::Client,
-    pods: Store<Pod>,
+    pods: Cache<Pod>,
 }
 
 /// A Service port resolved against one pod: (name, port, protocol, appProtocol).

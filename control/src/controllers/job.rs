@@ -6,13 +6,13 @@ use super::pods::{self, is_active};
 use super::{
     ControllerError, Expectations, cached_in, drive, ownership, reflect, retry_after, write_status,
 };
+use crate::cache::Cache;
 use crate::events::{EventType, Recorder};
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::DeleteParams;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use std::sync::Arc;
@@ -23,7 +23,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(360);
 
 struct Context {
     client: kube::Client,
-    pods: Store<Pod>,
+    pods: Cache<Pod>,
     expectations: Expectations,
     events: Recorder,
     backoff: Duration,

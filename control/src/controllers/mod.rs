@@ -24,10 +24,10 @@ pub mod root_ca;
 pub mod service_accounts;
 pub mod statefulset;
 
+use crate::cache::{Cache, Cacheable};
 use futures::{Stream, StreamExt};
 use ipnet::Ipv4Net;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource};
 use std::collections::{HashMap, HashSet};
@@ -112,58 +112,34 @@ pub async fn run(client: kube::Client, config: ControllersConfig) {
 
 /// A cache of every object of one kind, and the stream of its changes (which keeps the cache current while a
 /// controller consumes it as a trigger).
-fn reflect<K>(
+fn reflect<K: Cacheable>(
     api: Api<K>,
 ) -> (
-    Store<K>,
+    Cache<K>,
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
+) {
     reflect_with(api, watcher::Config::default())
 }
 
 /// [`reflect`] of the objects `config` selects.
-fn reflect_with<K>(
+fn reflect_with<K: Cacheable>(
     api: Api<K>,
     config: watcher::Config,
 ) -> (
-    Store<K>,
+    Cache<K>,
     impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    let (store, writer) = reflector::store();
-    let changes = reflector::reflector(writer, watcher(api, config))
-        .default_backoff()
-        .touched_objects();
-    (store, changes)
+) {
+    let (cache, events) = crate::cache::reflect(api, config);
+    (cache, events.touched_objects())
 }
 
 /// The cached objects of one namespace, once the cache has synced.
-async fn cached_in<K>(store: &Store<K>, namespace: &str) -> Result<Vec<Arc<K>>, ControllerError>
+async fn cached_in<K>(cache: &Cache<K>, namespace: &str) -> Result<Vec<Arc<K>>, ControllerError>
 where
     K: Resource<DynamicType = ()> + Clone,
 {
-    store
-        .wait_until_ready()
-        .await
-        .map_err(|_| ControllerError::NotReady)?;
-    Ok(store
+    cache.ready().await.map_err(|_| ControllerError::NotReady)?;
+    Ok(cache
         .state()
         .into_iter()
         .filter(|o| o.meta().namespace.as_deref() == Some(namespace))

@@ -2,11 +2,12 @@
 //! `default` ServiceAccount, the `kube-root-ca.crt` ConfigMap): made again if deleted, put right if changed.
 
 use super::{ControllerError, drive, reflect_with, retry_after};
+use crate::cache::Cache;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
@@ -39,7 +40,7 @@ pub(super) trait NamespaceObject: Send + Sync + 'static {
 
 struct Context<N: NamespaceObject> {
     client: kube::Client,
-    objects: Store<N::Object>,
+    objects: Cache<N::Object>,
     spec: N,
 }
 
@@ -51,7 +52,7 @@ async fn reconcile<N: NamespaceObject>(
     let terminating = namespace.metadata.deletion_timestamp.is_some()
         || namespace.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating");
     ctx.objects
-        .wait_until_ready()
+        .ready()
         .await
         .map_err(|_| ControllerError::NotReady)?;
     let existing = ctx.objects.get(&ObjectRef::new(N::NAME).within(&name));

@@ -37,10 +37,6 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, Control
     if pod_cidr(&node).is_some() || node.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    ctx.nodes
-        .wait_until_ready()
-        .await
-        .map_err(|_| ControllerError::NotReady)?;
     let mut assigned = ctx.assigned.lock().await;
     let nodes = ctx.nodes.state();
     // Forget our own writes once the cache shows them (or the node is gone).

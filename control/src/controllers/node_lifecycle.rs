@@ -5,6 +5,7 @@
 //! agent writes its pods' readiness again.
 
 use super::{ControllerError, drive, reflect, retry_after};
+use crate::cache::Cache;
 use crate::events::{EventType, Recorder};
 use crate::scheduler::plugins::tolerates;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -12,7 +13,7 @@ use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use std::collections::HashMap;
@@ -24,8 +25,8 @@ pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
 
 struct Context {
     client: kube::Client,
-    leases: Store<Lease>,
-    pods: Store<Pod>,
+    leases: Cache<Lease>,
+    pods: Cache<Pod>,
     grace: Duration,
     events: Recorder,
     /// When this controller last saw each node's agent report in, by node name.

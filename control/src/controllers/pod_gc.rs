@@ -60,7 +60,7 @@ pub async fn run(client: kube::Client, quarantine: Duration) {
     let mut missing_since = HashMap::new();
     loop {
         tokio::time::sleep(PERIOD).await;
-        if nodes.wait_until_ready().await.is_err() || pods.wait_until_ready().await.is_err() {
+        if nodes.ready().await.is_err() || pods.ready().await.is_err() {
             continue;
         }
         let present: HashSet<String> = nodes.state().iter().map(|n| n.name_any()).collect();

@@ -4,11 +4,11 @@
 use super::ownership;
 use super::pods::{self, is_active};
 use super::{ControllerError, Expectations, cached_in, drive, reflect, retry_after, write_status};
+use crate::cache::Cache;
 use crate::events::Recorder;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use std::sync::Arc;
@@ -16,7 +16,7 @@ use std::time::Duration;
 
 struct Context {
     client: kube::Client,
-    pods: Store<Pod>,
+    pods: Cache<Pod>,
     expectations: Expectations,
     events: Recorder,
 }

@@ -3,17 +3,18 @@
 
 use super::{ControllerError, cached_in, drive, reflect, retry_after};
 use crate::api::quota::{used, used_quantities};
+use crate::cache::Cache;
 use k8s_openapi::api::core::v1::{Pod, ResourceQuota};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use std::sync::Arc;
 
 struct Context {
     client: kube::Client,
-    pods: Store<Pod>,
+    pods: Cache<Pod>,
 }
 
 async fn reconcile(

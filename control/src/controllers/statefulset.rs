@@ -8,11 +8,11 @@ use super::rollout::template_hash;
 use super::{
     ControllerError, Expectations, cached_in, drive, ownership, reflect, retry_after, write_status,
 };
+use crate::cache::Cache;
 use crate::events::Recorder;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use std::collections::BTreeMap;
@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 struct Context {
     client: kube::Client,
-    pods: Store<Pod>,
+    pods: Cache<Pod>,
     expectations: Expectations,
     events: Recorder,
 }

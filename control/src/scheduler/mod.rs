@@ -11,7 +11,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use std::sync::{Arc, Mutex};
@@ -36,7 +36,7 @@ pub enum SchedulerError {
 struct Context {
     client: kube::Client,
     events: Recorder,
-    nodes: Store<Node>,
+    nodes: crate::cache::Cache<Node>,
     /// Each node's load, with the pods this scheduler placed but has not seen bound yet.
     cache: Mutex<Cache>,
     /// Whether the pod watch has listed every pod once.
@@ -127,7 +127,7 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Scheduler
         return Ok(Action::await_change());
     }
     let mut pods_synced = ctx.pods_synced.subscribe();
-    if ctx.nodes.wait_until_ready().await.is_err() || pods_synced.wait_for(|s| *s).await.is_err() {
+    if ctx.nodes.ready().await.is_err() || pods_synced.wait_for(|s| *s).await.is_err() {
         return Err(SchedulerError::NotReady);
     }
     let (name, namespace) = (pod.name_any(), pod.namespace().unwrap_or_default());
@@ -204,11 +204,8 @@ fn error_policy(_pod: Arc<Pod>, error: &SchedulerError, _ctx: Arc<Context>) -> A
 
 /// Runs the scheduler until the process ends.
 pub async fn run(client: kube::Client) {
-    let (nodes, node_writer) = reflector::store();
-    let node_events = reflector::reflector(
-        node_writer,
-        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
-    );
+    let (nodes, node_events) =
+        crate::cache::reflect(Api::<Node>::all(client.clone()), watcher::Config::default());
     // Unschedulable pods are tried again when a node changes or a pod frees room, and every RETRY anyway.
     let (wake, woken) = tokio::sync::mpsc::unbounded_channel::<()>();
     let wake_on_node = wake.clone();

@@ -1,0 +1,138 @@
+//! A reflector's store with a readiness signal that any number of tasks can wait on.
+//!
+//! kube-runtime's `Store::wait_until_ready` keeps one oneshot receiver behind a mutex, and a oneshot receiver
+//! keeps one waker: when several tasks wait at once (concurrent reconciles of a controller, pods starting
+//! together), only the last to poll is woken when the store fills, and the others wait forever. Seen as a
+//! ReplicaSet that a newly elected controller-manager never scaled down. Here readiness is a
+//! `tokio::sync::watch`, set when the reflector has applied the first complete list.
+
+use futures::{Stream, StreamExt};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Resource};
+use std::ops::Deref;
+
+/// The cache closed before it was ready (its watch stream was dropped).
+#[derive(Debug, thiserror::Error)]
+#[error("the cache closed before it filled")]
+pub struct CacheClosed;
+
+/// A reflector store and whether it holds a complete list yet.
+pub struct Cache<K: 'static + Resource<DynamicType = ()> + Clone> {
+    store: Store<K>,
+    ready: tokio::sync::watch::Receiver<bool>,
+}
+
+impl<K: 'static + Resource<DynamicType = ()> + Clone> Clone for Cache<K> {
+    fn clone(&self) -> Self {
+        Self {
+            store: self.store.clone(),
+            ready: self.ready.clone(),
+        }
+    }
+}
+
+impl<K: 'static + Resource<DynamicType = ()> + Clone> Deref for Cache<K> {
+    type Target = Store<K>;
+
+    fn deref(&self) -> &Store<K> {
+        &self.store
+    }
+}
+
+impl<K: 'static + Resource<DynamicType = ()> + Clone> Cache<K> {
+    /// Waits until the store holds a complete list.
+    pub async fn ready(&self) -> Result<(), CacheClosed> {
+        self.ready
+            .clone()
+            .wait_for(|ready| *ready)
+            .await
+            .map(|_| ())
+            .map_err(|_| CacheClosed)
+    }
+
+    /// The store itself (what kube-runtime's `Controller::for_stream` reads).
+    pub fn store(&self) -> &Store<K> {
+        &self.store
+    }
+
+    /// Whether the store holds a complete list now.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+}
+
+/// What a cache can hold: a Kubernetes object type that can be watched.
+pub trait Cacheable:
+    Resource<DynamicType = ()>
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<K> Cacheable for K where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+/// Watches `api` into a cache; the returned stream of watch events (retried with kube-runtime's default
+/// backoff) must be polled for the cache to fill and stay current.
+pub fn reflect<K: Cacheable>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (
+    Cache<K>,
+    impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static,
+) {
+    let (store, writer) = reflector::store();
+    let (ready_tx, ready) = tokio::sync::watch::channel(false);
+    let events = reflector::reflector(writer, watcher::watcher(api, config))
+        .default_backoff()
+        .inspect(move |event| {
+            if matches!(event, Ok(Event::InitDone)) {
+                ready_tx.send_replace(true);
+            }
+        });
+    (Cache { store, ready }, events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Pod;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn every_task_waiting_for_a_cache_is_woken_when_it_fills() {
+        let (store, _writer) = reflector::store::<Pod>();
+        let (ready_tx, ready) = tokio::sync::watch::channel(false);
+        let cache = Cache { store, ready };
+        let waiters: Vec<_> = (0..16)
+            .map(|_| {
+                let cache = cache.clone();
+                tokio::spawn(async move { cache.ready().await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!cache.is_ready());
+        ready_tx.send_replace(true);
+        for waiter in waiters {
+            tokio::time::timeout(Duration::from_secs(1), waiter)
+                .await
+                .expect("a waiter was not woken")
+                .unwrap()
+                .unwrap();
+        }
+    }
+}
