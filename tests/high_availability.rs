@@ -660,3 +660,166 @@ fn a_rolling_update_of_30_replicas_completes_within_its_bounds_when_the_leaders_
         "old pods left"
     );
 }
+
+/// The hello app as a StatefulSet `db` of `replicas` pods.
+fn hello_statefulset(replicas: u32) -> Value {
+    let mut set = hello_deployment(replicas);
+    set["kind"] = "StatefulSet".into();
+    set["metadata"]["name"] = "db".into();
+    set["spec"]["serviceName"] = "db".into();
+    set["spec"]["selector"] = serde_json::json!({"matchLabels": {"app": "db"}});
+    set["spec"]["template"]["metadata"]["labels"] = serde_json::json!({"app": "db"});
+    set
+}
+
+fn pods_labelled(server: &Server, app: &str) -> Vec<Value> {
+    let list: Value = server
+        .http()
+        .get(format!("{}{PODS}?labelSelector=app%3D{app}", server.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn node_ready(server: &Server, node: &str) -> String {
+    let node: Value = server
+        .http()
+        .get(format!("{}/api/v1/nodes/{node}", server.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    common::ready_status(&node)
+}
+
+/// Waits up to 60 s for `check` to hold.
+fn wait_until_true(what: &str, check: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check() {
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn a_node_cut_off_has_its_pods_replaced_but_never_runs_a_statefulset_ordinal_twice() {
+    let cluster = EtcdCluster::start(1);
+    let servers = servers_with(&cluster, 2, &["--node-monitor-grace-period-seconds", "4"]);
+    let agents = [
+        NodeAgent::start_over(&[&servers[0], &servers[1]], "n1"),
+        NodeAgent::start_over(&[&servers[0], &servers[1]], "n2"),
+    ];
+    let api = &servers[1];
+    post(
+        api,
+        "/apis/apps/v1/namespaces/default/deployments",
+        &hello_deployment(2),
+    );
+    post(
+        api,
+        "/apis/apps/v1/namespaces/default/statefulsets",
+        &hello_statefulset(2),
+    );
+    wait_until_true("web and db Ready", || {
+        pods_labelled(api, "hello")
+            .iter()
+            .filter(|p| ready(p))
+            .count()
+            == 2
+            && pods_labelled(api, "db").iter().filter(|p| ready(p)).count() == 2
+    });
+    let db0 = get_pod(api, "db-0").unwrap();
+    let cut = db0["spec"]["nodeName"].as_str().unwrap().to_owned();
+    let agent = agents.iter().find(|a| a.name == cut).unwrap();
+
+    // Every 100 ms, every address db-0 ever had is asked who it is: never two answer as db-0 at once.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let (stop, url) = (stop.clone(), api.url.clone());
+        std::thread::spawn(move || {
+            let client = reqwest::blocking::Client::builder()
+                .timeout(Duration::from_millis(300))
+                .build()
+                .unwrap();
+            let (mut addresses, mut uids) = (
+                std::collections::BTreeSet::new(),
+                std::collections::BTreeSet::new(),
+            );
+            let mut twice = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(pod) = client
+                    .get(format!("{url}{PODS}/db-0"))
+                    .send()
+                    .and_then(|r| r.json::<Value>())
+                {
+                    if let Some(ip) = pod["status"]["podIP"].as_str() {
+                        addresses.insert(ip.to_owned());
+                    }
+                    if let Some(uid) = pod["metadata"]["uid"].as_str() {
+                        uids.insert(uid.to_owned());
+                    }
+                }
+                let answering: Vec<&String> = addresses
+                    .iter()
+                    .filter(|ip| {
+                        client
+                            .get(format!("http://{ip}:8080/"))
+                            .send()
+                            .and_then(|r| r.text())
+                            .is_ok_and(|t| t.trim() == "hello from db-0")
+                    })
+                    .collect();
+                if answering.len() > 1 {
+                    twice.push(format!("{answering:?}"));
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (uids, twice)
+        })
+    };
+
+    agent.signal("STOP");
+    wait_until_true("the cut-off node NotReady", || {
+        node_ready(api, &cut) != "True"
+    });
+    // Its Deployment pods are evicted and replaced on the other node; db-0 is evicted but, its agent not
+    // having confirmed that it stopped, is not replaced.
+    wait_until_true("web running twice elsewhere", || {
+        let pods = pods_labelled(api, "hello");
+        pods.iter()
+            .filter(|p| ready(p) && p["spec"]["nodeName"] != cut.as_str())
+            .count()
+            == 2
+    });
+    wait_until_true("db-0 evicted", || {
+        get_pod(api, "db-0").is_some_and(|p| !p["metadata"]["deletionTimestamp"].is_null())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let held = get_pod(api, "db-0").unwrap();
+    assert_eq!(
+        held["metadata"]["uid"], db0["metadata"]["uid"],
+        "db-0 replaced while its node was cut off"
+    );
+
+    // Healed: the agent stops the old db-0 and confirms; only then does a new db-0 start.
+    agent.signal("CONT");
+    wait_until_true("a new db-0 Ready", || {
+        get_pod(api, "db-0")
+            .is_some_and(|p| p["metadata"]["uid"] != db0["metadata"]["uid"] && ready(&p))
+    });
+    wait_until_true("the node Ready again", || node_ready(api, &cut) == "True");
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (uids, twice) = sampler.join().unwrap();
+    assert!(
+        twice.is_empty(),
+        "db-0 answered at two addresses at once: {twice:?}"
+    );
+    assert_eq!(uids.len(), 2, "{uids:?}");
+    assert_eq!(
+        pods_labelled(api, "db").iter().filter(|p| ready(p)).count(),
+        2
+    );
+}

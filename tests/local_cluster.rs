@@ -326,12 +326,15 @@ fn up_with_three_control_planes_keeps_the_cluster_working_when_a_server_dies() {
         ]
     );
     // The `kubernetes` Service lists every server.
-    let endpoints = json(&home, &["get", "endpoints", "kubernetes"]);
-    assert_eq!(
-        common::endpoint_addresses(&endpoints).len(),
-        3,
-        "{endpoints}"
-    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let endpoints = json(&home, &["get", "endpoints", "kubernetes"]);
+        if common::endpoint_addresses(&endpoints).len() == 3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{endpoints}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     home.ok(&["apply", "-f", "manifests/hello-deployment.yaml"]);
     home.ok(&["rollout", "status", "deployment/hello", "--timeout", "60s"]);
     let service = json(&home, &["get", "service", "hello"]);

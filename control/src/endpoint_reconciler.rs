@@ -242,14 +242,23 @@ async fn reconcile(
     Ok(())
 }
 
+/// How soon a write that lost to another server's is tried again.
+const CONFLICT_RETRY: Duration = Duration::from_millis(100);
+
 /// Keeps this server (listening at `address`) in the `kubernetes` Service's endpoints, renewing its Lease,
 /// until the task is dropped.
 pub async fn run(client: kube::Client, address: SocketAddr) {
     loop {
-        if let Err(error) = reconcile(&client, address, true).await {
-            tracing::warn!(%error, "cannot keep the apiserver endpoints");
-        }
-        tokio::time::sleep(RENEW_PERIOD).await;
+        let pause = match reconcile(&client, address, true).await {
+            Ok(()) => RENEW_PERIOD,
+            // Another server wrote the endpoints meanwhile: read them again soon.
+            Err(kube::Error::Api(e)) if e.code == 409 => CONFLICT_RETRY,
+            Err(error) => {
+                tracing::warn!(%error, "cannot keep the apiserver endpoints");
+                RENEW_PERIOD
+            }
+        };
+        tokio::time::sleep(pause).await;
     }
 }
 
