@@ -94,7 +94,13 @@ fn main() -> ExitCode {
             Command::Scheduler(election) => {
                 let election = election.election("kube-scheduler", true)?;
                 let (client, _) = cli::client_as(&args.client, "kube-scheduler").await?;
-                server::run_component(client, election, wasmkube_control::scheduler::run).await;
+                server::run_component(
+                    client,
+                    election,
+                    wasmkube_control::scheduler::run,
+                    server::terminated(),
+                )
+                .await;
                 Ok(())
             }
             Command::ControllerManager(controllers) => {
@@ -103,9 +109,12 @@ fn main() -> ExitCode {
                     .election
                     .election("kube-controller-manager", true)?;
                 let (client, _) = cli::client_as(&args.client, "kube-controller-manager").await?;
-                server::run_component(client, election, move |client| {
-                    wasmkube_control::controllers::run(client, config.clone())
-                })
+                server::run_component(
+                    client,
+                    election,
+                    move |client| wasmkube_control::controllers::run(client, config.clone()),
+                    server::terminated(),
+                )
                 .await;
                 Ok(())
             }

@@ -142,12 +142,13 @@ impl ElectionArgs {
     }
 }
 
-/// Runs a component that runs until the process ends: while it holds its Lease if `election` is given,
-/// else at once.
+/// Runs a component until `stop` completes: while it holds its Lease if `election` is given (released when
+/// stopped), else at once.
 pub async fn run_component<F, Fut>(
     client: kube::Client,
     election: Option<ElectionConfig>,
     component: F,
+    stop: impl std::future::Future<Output = ()>,
 ) where
     F: Fn(kube::Client) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -155,9 +156,23 @@ pub async fn run_component<F, Fut>(
     match election {
         Some(election) => {
             let leading = client.clone();
-            run_while_leading(client, election, move || component(leading.clone())).await;
+            run_while_leading(client, election, move || component(leading.clone()), stop).await;
         }
-        None => component(client).await,
+        None => {
+            tokio::select! {
+                () = component(client) => {}
+                () = stop => {}
+            }
+        }
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn terminated() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
     }
 }
 
@@ -408,6 +423,14 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         kube::Client::try_from(config)
     };
     let mut in_process = tokio::task::JoinSet::new();
+    // Set at shutdown: the components stop and give up their Leases.
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut stopping = stopping.clone();
+        async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+        }
+    };
     // One server on its own store file is the only one: its components need no election.
     let elect_by_default = shares_store;
     if !config.no_scheduler {
@@ -418,6 +441,7 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             client_as("kube-scheduler")?,
             election,
             wasmkube_control::scheduler::run,
+            stopped(),
         ));
     }
     if !config.no_controllers {
@@ -428,14 +452,15 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
             client_as("kube-controller-manager")?,
             election,
             move |client| wasmkube_control::controllers::run(client, controllers.clone()),
+            stopped(),
         ));
     }
     // Servers sharing a store keep the `kubernetes` Service's endpoints listing each live one.
     let presence = if shares_store {
         let client = client_as("kube-apiserver")?;
         let advertised = SocketAddr::new(advertised_ip(&config, address), address.port());
-        in_process.spawn(endpoint_reconciler::run(client.clone(), advertised));
-        Some((client, advertised))
+        let renewing = tokio::spawn(endpoint_reconciler::run(client.clone(), advertised));
+        Some((client, advertised, renewing))
     } else {
         None
     };
@@ -462,15 +487,14 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         );
     }
     let shutdown = async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {},
-        }
+        terminated().await;
         tracing::info!("shutting down");
+        stopping_tx.send_replace(true);
+        let released = async { while in_process.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(Duration::from_secs(2), released).await;
         in_process.abort_all();
-        if let Some((client, advertised)) = &presence {
+        if let Some((client, advertised, renewing)) = &presence {
+            renewing.abort();
             let withdrawn = endpoint_reconciler::withdraw(client, *advertised);
             let _ = tokio::time::timeout(Duration::from_secs(2), withdrawn).await;
         }

@@ -823,3 +823,18 @@ fn a_node_cut_off_has_its_pods_replaced_but_never_runs_a_statefulset_ordinal_twi
         2
     );
 }
+
+#[test]
+fn a_leader_stopped_gracefully_hands_its_leases_over_before_they_would_expire() {
+    let cluster = EtcdCluster::start(1);
+    // Leases of 15 s (Kubernetes' default), retried every 300 ms.
+    let flags = ["--leader-elect-retry-period", "300ms"];
+    let mut servers = servers_with(&cluster, 1, &flags);
+    let before = leaders(&servers[0]);
+    servers.extend(servers_with(&cluster, 1, &flags));
+    let stopped = Instant::now();
+    assert_eq!(servers[0].terminate(Duration::from_secs(10)), Some(true));
+    wait_for_new_leaders(&servers[1], &before);
+    let took = stopped.elapsed();
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}

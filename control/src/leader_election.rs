@@ -175,9 +175,15 @@ impl Candidate {
 }
 
 /// Runs `work` (a component that runs until the process ends) only while this candidate leads: it waits for
-/// the Lease, runs `work`, and stops it at once when leadership is lost, then stands again. Never returns.
-pub async fn run_while_leading<F, Fut>(client: kube::Client, config: ElectionConfig, work: F)
-where
+/// the Lease, runs `work`, and stops it at once when leadership is lost, then stands again. Returns when
+/// `stop` completes, having released the Lease if it held it (client-go's ReleaseOnCancel), so a standby
+/// takes over at its next try rather than after the lease duration.
+pub async fn run_while_leading<F, Fut>(
+    client: kube::Client,
+    config: ElectionConfig,
+    work: F,
+    stop: impl Future<Output = ()>,
+) where
     F: Fn() -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
@@ -187,6 +193,7 @@ where
         observed: Observed::default(),
     };
     let retry = candidate.config.retry_period;
+    tokio::pin!(stop);
     loop {
         loop {
             match candidate.try_acquire_or_renew().await {
@@ -196,7 +203,10 @@ where
                     tracing::warn!(lease = %candidate.config.name, %error, "cannot read the lease")
                 }
             }
-            tokio::time::sleep(jittered(retry)).await;
+            tokio::select! {
+                () = tokio::time::sleep(jittered(retry)) => {}
+                () = &mut stop => return,
+            }
         }
         tracing::info!(lease = %candidate.config.name, identity = %candidate.config.identity, "leading");
         let mut leading = tokio::spawn(work());
@@ -205,6 +215,11 @@ where
             tokio::select! {
                 _ = &mut leading => break,
                 () = tokio::time::sleep(retry) => {}
+                () = &mut stop => {
+                    leading.abort();
+                    candidate.release().await;
+                    return;
+                }
             }
             match candidate.try_acquire_or_renew().await {
                 Ok(true) => renewed = Instant::now(),
@@ -220,6 +235,37 @@ where
         }
         leading.abort();
         tracing::warn!(lease = %candidate.config.name, identity = %candidate.config.identity, "stopped leading");
+    }
+}
+
+impl Candidate {
+    /// Gives the Lease up if this candidate holds it: no holder, a one-second duration (client-go's release).
+    async fn release(&mut self) {
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.config.name).await else {
+            return;
+        };
+        let spec = lease.spec.clone().unwrap_or_default();
+        if spec.holder_identity.as_deref() != Some(self.config.identity.as_str()) {
+            return;
+        }
+        let now = MicroTime(jiff::Timestamp::now());
+        lease.spec = Some(LeaseSpec {
+            holder_identity: Some(String::new()),
+            lease_duration_seconds: Some(1),
+            acquire_time: Some(now.clone()),
+            renew_time: Some(now),
+            ..spec
+        });
+        match self
+            .api
+            .replace(&self.config.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => tracing::info!(lease = %self.config.name, "released the lease"),
+            Err(error) => {
+                tracing::warn!(lease = %self.config.name, %error, "cannot release the lease")
+            }
+        }
     }
 }
 
