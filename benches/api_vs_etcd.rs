@@ -1,10 +1,13 @@
-//! Benchmark: wasmkube's apiserver (HTTP, Kubernetes objects) on each store — its redb file, a one-member etcd
-//! and a three-member etcd (`--etcd-servers`) — against Debian's etcd itself (its HTTP/JSON gateway), in the
-//! same run on the same machine: create and get throughput and latency at 1, 16 and 64 concurrent clients,
-//! and watch fan-out to 100 watchers. Run with `cargo bench --bench api_vs_etcd`.
+//! Benchmark: wasmkube's apiserver (HTTP, Kubernetes pods) on each store — its redb file, a one-member etcd
+//! and a three-member etcd (`--etcd-servers`) — against Debian's etcd itself (its HTTP/JSON gateway, values of
+//! a stored pod's size), in the same run on the same machine: create and get throughput and latency at 1, 16
+//! and 64 concurrent clients, and watch fan-out to 100 watchers. Then recovery times of two servers on a
+//! three-member etcd: a watch moving to the other server when its own is killed, leader takeover after a
+//! SIGKILL and after a graceful stop, and writes through the apiserver while the etcd leader is killed.
+//! Run with `cargo bench --bench api_vs_etcd`.
 
 mod common;
-// The tests' etcd clusters; the benchmark does not kill or restart members.
+// The tests' etcd clusters; the benchmark does not restart members.
 #[allow(dead_code)]
 #[path = "../tests/common/etcd.rs"]
 mod etcd;
@@ -20,17 +23,6 @@ use std::time::{Duration, Instant};
 const CLIENTS: [usize; 3] = [1, 16, 64];
 const WATCHERS: usize = 100;
 const WATCHED_WRITES: usize = 500;
-
-fn wait_for(url: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if reqwest::blocking::get(url).is_ok_and(|r| r.status().is_success()) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("{url} did not come up");
-}
 
 /// One system under test: how to write, read and watch a key through its HTTP API.
 trait Target: Send + Sync {
@@ -52,11 +44,9 @@ impl Target for Wasmkube {
     }
 
     async fn create(&self, client: &reqwest::Client, n: usize) {
-        let body =
-            json!({"metadata": {"name": format!("cm-{n}")}, "data": {"payload": "x".repeat(256)}});
         let response = client
-            .post(format!("{}/api/v1/namespaces/default/configmaps", self.url))
-            .json(&body)
+            .post(format!("{}/api/v1/namespaces/default/pods", self.url))
+            .json(&pod(&format!("p-{n}")))
             .send()
             .await
             .unwrap();
@@ -66,10 +56,7 @@ impl Target for Wasmkube {
 
     async fn get(&self, client: &reqwest::Client, n: usize) {
         let response = client
-            .get(format!(
-                "{}/api/v1/namespaces/default/configmaps/cm-{n}",
-                self.url
-            ))
+            .get(format!("{}/api/v1/namespaces/default/pods/p-{n}", self.url))
             .send()
             .await
             .unwrap();
@@ -79,7 +66,7 @@ impl Target for Wasmkube {
 
     async fn watch(&self, client: &reqwest::Client) -> reqwest::Response {
         let rv: Value = client
-            .get(format!("{}/api/v1/namespaces/watched/configmaps", self.url))
+            .get(format!("{}/api/v1/namespaces/watched/pods", self.url))
             .send()
             .await
             .unwrap()
@@ -92,7 +79,7 @@ impl Target for Wasmkube {
             .to_owned();
         client
             .get(format!(
-                "{}/api/v1/namespaces/watched/configmaps?watch=1&resourceVersion={rv}",
+                "{}/api/v1/namespaces/watched/pods?watch=1&resourceVersion={rv}",
                 self.url
             ))
             .send()
@@ -105,8 +92,16 @@ impl Target for Wasmkube {
     }
 }
 
+/// A pod as a user would create it: one container, the rest defaulted by the apiserver.
+fn pod(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"containers": [{"name": "app", "image": "hello.wasm", "ports": [{"containerPort": 8080}]}]}})
+}
+
 struct Etcd {
     url: String,
+    /// The bytes of a value: a pod as wasmkube stores it.
+    value: String,
 }
 
 fn b64(text: &str) -> String {
@@ -119,11 +114,7 @@ impl Target for Etcd {
     }
 
     async fn create(&self, client: &reqwest::Client, n: usize) {
-        // The same bytes a configmap of this size takes, written as one key.
-        let value =
-            json!({"metadata": {"name": format!("cm-{n}")}, "data": {"payload": "x".repeat(256)}})
-                .to_string();
-        let body = json!({"key": b64(&format!("/registry/configmaps/default/cm-{n}")), "value": b64(&value)});
+        let body = json!({"key": b64(&format!("/registry/pods/default/p-{n}")), "value": b64(&self.value)});
         let response = client
             .post(format!("{}/v3/kv/put", self.url))
             .json(&body)
@@ -135,7 +126,7 @@ impl Target for Etcd {
     }
 
     async fn get(&self, client: &reqwest::Client, n: usize) {
-        let body = json!({"key": b64(&format!("/registry/configmaps/default/cm-{n}"))});
+        let body = json!({"key": b64(&format!("/registry/pods/default/p-{n}"))});
         let response = client
             .post(format!("{}/v3/kv/range", self.url))
             .json(&body)
@@ -147,7 +138,7 @@ impl Target for Etcd {
     }
 
     async fn watch(&self, client: &reqwest::Client) -> reqwest::Response {
-        let body = json!({"create_request": {"key": b64("/registry/configmaps/watched/"), "range_end": b64("/registry/configmaps/watched0")}});
+        let body = json!({"create_request": {"key": b64("/registry/pods/watched/"), "range_end": b64("/registry/pods/watched0")}});
         client
             .post(format!("{}/v3/watch", self.url))
             .json(&body)
@@ -289,16 +280,15 @@ async fn run<T: Target + 'static>(target: Arc<T>, results: &mut Vec<(String, f64
 }
 
 /// A wasmkube server with `extra` flags, and the namespace the fan-out watches.
-fn start_wasmkube(
+async fn start_wasmkube(
     name: &'static str,
     dir: &std::path::Path,
     extra: &[&str],
-    runtime: &tokio::runtime::Runtime,
 ) -> (Arc<Wasmkube>, Process) {
     let api_port = free_port();
     let process = Process(
         Command::new(env!("CARGO_BIN_EXE_wasmkube"))
-            .args(["server", "--insecure", "--data-dir"])
+            .args(["server", "--insecure", "--no-scheduler", "--data-dir"])
             .arg(dir.join(name.replace('/', "-")))
             .args(["--listen", &format!("127.0.0.1:{api_port}")])
             .args(extra)
@@ -311,15 +301,37 @@ fn start_wasmkube(
         name,
         url: format!("http://127.0.0.1:{api_port}"),
     });
-    wait_for(&format!("{}/healthz", wasmkube.url));
-    runtime.block_on(async {
-        reqwest::Client::new()
-            .post(format!("{}/api/v1/namespaces", wasmkube.url))
-            .json(&json!({"metadata": {"name": "watched"}}))
-            .send()
-            .await
-            .unwrap();
-    });
+    let client = reqwest::Client::new();
+    let answers = |url: String| {
+        let client = client.clone();
+        async move {
+            client
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !answers(format!("{}/healthz", wasmkube.url)).await {
+        assert!(Instant::now() < deadline, "{name} did not come up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = client
+        .post(format!("{}/api/v1/namespaces", wasmkube.url))
+        .json(&json!({"metadata": {"name": "watched"}}))
+        .send()
+        .await;
+    // Pods need their namespace's `default` ServiceAccount, which a controller makes.
+    for namespace in ["default", "watched"] {
+        let url = format!(
+            "{}/api/v1/namespaces/{namespace}/serviceaccounts/default",
+            wasmkube.url
+        );
+        while !answers(url.clone()).await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     (wasmkube, process)
 }
 
@@ -331,6 +343,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let mut results = Vec::new();
     let mut fan_outs = Vec::new();
+    let mut stored_pod = String::new();
     // Each system runs alone: an idle etcd member still takes CPU (heartbeats) from the one measured.
     for (name, members) in [
         ("wasmkube/redb", 0),
@@ -343,13 +356,26 @@ fn main() {
             Some(servers) => vec!["--etcd-servers", servers],
             None => Vec::new(),
         };
-        let (wasmkube, _process) = start_wasmkube(name, dir.path(), &extra, &runtime);
+        let (wasmkube, _process) = runtime.block_on(start_wasmkube(name, dir.path(), &extra));
         runtime.block_on(async {
             run(wasmkube.clone(), &mut results).await;
+            if stored_pod.is_empty() {
+                stored_pod = reqwest::Client::new()
+                    .get(format!(
+                        "{}/api/v1/namespaces/default/pods/p-0",
+                        wasmkube.url
+                    ))
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+            }
             let events = fan_out(
                 wasmkube.clone(),
-                |i| json!({"metadata": {"name": format!("w-{i}")}, "data": {"payload": "x".repeat(256)}}),
-                format!("{}/api/v1/namespaces/watched/configmaps", wasmkube.url),
+                |i| pod(&format!("w-{i}")),
+                format!("{}/api/v1/namespaces/watched/pods", wasmkube.url),
             )
             .await;
             fan_outs.push((name, events));
@@ -358,12 +384,13 @@ fn main() {
     let raw = etcd::EtcdCluster::start(1);
     let etcd = Arc::new(Etcd {
         url: raw.endpoints()[0].clone(),
+        value: stored_pod.clone(),
     });
     runtime.block_on(async {
         run(etcd.clone(), &mut results).await;
         let events = fan_out(
             etcd.clone(),
-            |i| json!({"key": b64(&format!("/registry/configmaps/watched/w-{i}")), "value": b64(&"x".repeat(300))}),
+            move |i| json!({"key": b64(&format!("/registry/pods/watched/w-{i}")), "value": b64(&stored_pod)}),
             format!("{}/v3/kv/put", etcd.url),
         )
         .await;
@@ -401,4 +428,245 @@ fn main() {
             events / etcd_events
         );
     }
+    println!();
+    println!("recovery, two servers on a three-member etcd (seconds, or counts)");
+    for (what, value) in recovery(&runtime, dir.path()) {
+        println!("{what:<62} {value:>8.3}");
+    }
+}
+
+/// Who holds `kube-system/NAME`, read through `url`.
+async fn lease_holder(client: &reqwest::Client, url: &str, name: &str) -> Option<String> {
+    let lease: Value = client
+        .get(format!(
+            "{url}/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/{name}"
+        ))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    lease["spec"]["holderIdentity"]
+        .as_str()
+        .filter(|h| !h.is_empty())
+        .map(str::to_owned)
+}
+
+/// Waits until someone other than `not` holds the controller-manager's Lease; returns the holder.
+async fn wait_for_leader(client: &reqwest::Client, url: &str, not: Option<&str>) -> String {
+    loop {
+        if let Some(holder) = lease_holder(client, url, "kube-controller-manager").await
+            && Some(holder.as_str()) != not
+        {
+            return holder;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Creates ConfigMaps through `url` from `writers` tasks until `until`; returns the instants of every
+/// acknowledged write and the count of failed ones.
+async fn writes_until(
+    url: &str,
+    writers: usize,
+    until: Instant,
+    tag: &str,
+) -> (Vec<Instant>, usize) {
+    let tasks: Vec<_> = (0..writers)
+        .map(|w| {
+            let (url, tag) = (url.to_owned(), tag.to_owned());
+            tokio::spawn(async move {
+                let client = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .unwrap();
+                let (mut acknowledged, mut failed) = (Vec::new(), 0);
+                for i in 0.. {
+                    if Instant::now() >= until {
+                        break;
+                    }
+                    let body =
+                        json!({"metadata": {"name": format!("{tag}-{w}-{i}")}, "data": {"k": "v"}});
+                    match client
+                        .post(format!("{url}/api/v1/namespaces/default/configmaps"))
+                        .json(&body)
+                        .send()
+                        .await
+                    {
+                        Ok(r) if r.status() == 201 => acknowledged.push(Instant::now()),
+                        _ => failed += 1,
+                    }
+                }
+                (acknowledged, failed)
+            })
+        })
+        .collect();
+    let (mut acknowledged, mut failed) = (Vec::new(), 0);
+    for task in tasks {
+        let (a, f) = task.await.unwrap();
+        acknowledged.extend(a);
+        failed += f;
+    }
+    acknowledged.sort();
+    (acknowledged, failed)
+}
+
+/// The longest time without an acknowledged write from `from` on.
+fn longest_gap(acknowledged: &[Instant], from: Instant) -> Duration {
+    let mut last = from;
+    let mut longest = Duration::ZERO;
+    for at in acknowledged.iter().filter(|at| **at >= from) {
+        longest = longest.max(*at - last);
+        last = *at;
+    }
+    longest
+}
+
+/// Recovery times of two (then three) servers on a three-member etcd, with Kubernetes' leader election
+/// defaults (15 s leases, 2 s retries). Returns (what, seconds) lines.
+fn recovery(runtime: &tokio::runtime::Runtime, dir: &std::path::Path) -> Vec<(&'static str, f64)> {
+    let mut cluster = etcd::EtcdCluster::start(3);
+    let servers = cluster.endpoints().join(",");
+    let flags = ["--etcd-servers", servers.as_str()];
+    let mut times = Vec::new();
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        let (first, mut first_process) = start_wasmkube("ha-1", dir, &flags).await;
+        let leader = wait_for_leader(&client, &first.url, None).await;
+        let (second, second_process) = start_wasmkube("ha-2", dir, &flags).await;
+        // A watch through the first server; a writer through the second.
+        let list: Value = common::get(
+            &client,
+            &format!("{}/api/v1/namespaces/default/configmaps", first.url),
+        )
+        .await;
+        let mut rv = list["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let writing = {
+            let url = second.url.clone();
+            tokio::spawn(async move {
+                writes_until(&url, 1, Instant::now() + Duration::from_secs(4), "seen").await
+            })
+        };
+        let mut watch_url = first.url.clone();
+        let mut killed_at = None;
+        let mut resumed = None;
+        let deadline = Instant::now() + Duration::from_secs(4);
+        let mut seen = 0usize;
+        while Instant::now() < deadline && resumed.is_none() {
+            let response = client
+                .get(format!(
+                    "{watch_url}/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=5&resourceVersion={rv}"
+                ))
+                .send()
+                .await;
+            let Ok(response) = response else {
+                // The watch's server is gone: a failing-over client resumes through the other.
+                watch_url = second.url.clone();
+                continue;
+            };
+            let mut stream = response.bytes_stream();
+            let mut buffer = Vec::new();
+            while let Some(Ok(chunk)) = stream.next().await {
+                buffer.extend_from_slice(&chunk);
+                while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buffer.drain(..=end).collect();
+                    let Ok(event) = serde_json::from_slice::<Value>(&line) else {
+                        continue;
+                    };
+                    if let Some(v) = event["object"]["metadata"]["resourceVersion"].as_str() {
+                        rv = v.to_owned();
+                    }
+                    seen += 1;
+                    if killed_at.is_some() && watch_url == second.url && resumed.is_none() {
+                        resumed = killed_at.map(|at: Instant| at.elapsed());
+                    }
+                    if seen == 20 && killed_at.is_none() {
+                        let _ = first_process.0.kill();
+                        killed_at = Some(Instant::now());
+                    }
+                }
+                if resumed.is_some() {
+                    break;
+                }
+            }
+            if killed_at.is_some() {
+                watch_url = second.url.clone();
+            }
+        }
+        writing.await.unwrap();
+        if let Some(resumed) = resumed {
+            times.push((
+                "watch resumed through the other server after SIGKILL",
+                resumed.as_secs_f64(),
+            ));
+        }
+        let killed_at = killed_at.unwrap_or_else(Instant::now);
+        let taken_by = wait_for_leader(&client, &second.url, Some(&leader)).await;
+        times.push((
+            "leader Lease taken after the leader's SIGKILL (15 s lease)",
+            killed_at.elapsed().as_secs_f64(),
+        ));
+        drop(first_process);
+
+        // A graceful stop hands the Lease over.
+        let (third, _third_process) = start_wasmkube("ha-3", dir, &flags).await;
+        let mut second_process = second_process;
+        let stopped = Instant::now();
+        let _ = Command::new("kill")
+            .args(["-TERM", &second_process.0.id().to_string()])
+            .status();
+        wait_for_leader(&client, &third.url, Some(&taken_by)).await;
+        times.push((
+            "leader Lease taken after the leader's graceful stop",
+            stopped.elapsed().as_secs_f64(),
+        ));
+        let _ = second_process.0.wait();
+
+        // The etcd leader killed under 8 writers through the apiserver.
+        let leader = etcd_leader(&cluster).await;
+        let started = Instant::now();
+        let url = third.url.clone();
+        let load = tokio::spawn(async move {
+            writes_until(&url, 8, started + Duration::from_secs(6), "load").await
+        });
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let killed = Instant::now();
+        cluster.kill(leader);
+        let (acknowledged, failed) = load.await.unwrap();
+        times.push((
+            "longest write pause, etcd leader SIGKILLed under 8 writers",
+            longest_gap(&acknowledged, killed).as_secs_f64(),
+        ));
+        times.push((
+            "  writes acknowledged / failed in those 6 s",
+            acknowledged.len() as f64,
+        ));
+        times.push(("  (failed)", failed as f64));
+    });
+    times
+}
+
+/// The index of the member leading `cluster`.
+async fn etcd_leader(cluster: &etcd::EtcdCluster) -> usize {
+    let client = reqwest::Client::new();
+    let mut leader = None;
+    let mut ids = Vec::new();
+    for url in cluster.endpoints() {
+        let status: Value = client
+            .post(format!("{url}/v3/maintenance/status"))
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        leader = status["leader"].as_str().map(str::to_owned);
+        ids.push(status["header"]["member_id"].as_str().map(str::to_owned));
+    }
+    ids.iter().position(|id| *id == leader).unwrap_or(0)
 }
