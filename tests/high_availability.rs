@@ -12,6 +12,23 @@ use etcd::EtcdCluster;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
+/// The address slot of `cluster`'s servers: the same for every server of one cluster, another for each
+/// cluster of this test process (tests run side by side; pods of two clusters must not share addresses).
+fn slot_of(cluster: &EtcdCluster) -> u32 {
+    static CLUSTERS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let key = cluster.endpoints().join(",");
+    let mut clusters = CLUSTERS.lock().unwrap_or_else(|e| e.into_inner());
+    let index = match clusters.iter().position(|k| *k == key) {
+        Some(index) => index,
+        None => {
+            clusters.push(key);
+            clusters.len() - 1
+        }
+    };
+    // 7 and 100 share no factor: a hundred clusters get a hundred slots.
+    (std::process::id() + index as u32 * 7) % 100
+}
+
 /// `count` servers on `cluster`, with the same address ranges (as servers of one cluster are configured).
 fn servers_on(cluster: &EtcdCluster, count: usize) -> Vec<Server> {
     servers_with(cluster, count, &[])
@@ -21,7 +38,7 @@ fn servers_on(cluster: &EtcdCluster, count: usize) -> Vec<Server> {
 /// first holds the leader Leases it finds free).
 fn servers_with(cluster: &EtcdCluster, count: usize, extra: &[&str]) -> Vec<Server> {
     let etcd = cluster.endpoints().join(",");
-    let slot = std::process::id() % 100;
+    let slot = slot_of(cluster);
     let cluster_cidr = format!("127.{}.0.0/17", 100 + slot);
     let service_range = format!("127.{}.128.0/17", 100 + slot);
     let node_ports = format!("{}-{}", 31000 + slot * 10, 31009 + slot * 10);
@@ -324,11 +341,17 @@ fn wait_for_ready_pods(server: &Server, count: usize, within: Duration) -> Vec<V
         if pods.len() == count {
             return pods;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{} of {count} hello pods Ready",
-            pods.len()
-        );
+        if Instant::now() > deadline {
+            let waiting: Vec<Value> = hello_pods(server)
+                .into_iter()
+                .filter(|p| !ready(p))
+                .map(|p| serde_json::json!({"name": p["metadata"]["name"], "node": p["spec"]["nodeName"], "status": p["status"]}))
+                .collect();
+            panic!(
+                "{} of {count} hello pods Ready; waiting: {waiting:#?}",
+                pods.len()
+            );
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -399,7 +422,7 @@ fn pods_keep_serving_while_every_control_plane_process_is_killed_and_restarted_a
     let (answered, failed) = sampler.join().unwrap();
     assert!(failed.is_empty(), "pods failed to answer: {failed:?}");
     assert!(answered > 30, "only {answered} answers");
-    let after = wait_for_ready_pods(&servers[1], 3, Duration::from_secs(10));
+    let after = wait_for_ready_pods(&servers[1], 3, Duration::from_secs(30));
     let uids = |pods: &[Value]| {
         let mut uids: Vec<String> = pods
             .iter()
@@ -428,7 +451,11 @@ fn lease_holder(server: &Server, name: &str) -> Option<(String, i64)> {
         .ok()?
         .json()
         .ok()?;
-    let holder = lease["spec"]["holderIdentity"].as_str()?.to_owned();
+    // A released Lease has an empty holder: nobody holds it.
+    let holder = lease["spec"]["holderIdentity"]
+        .as_str()
+        .filter(|h| !h.is_empty())?
+        .to_owned();
     Some((
         holder,
         lease["spec"]["leaseTransitions"].as_i64().unwrap_or(0),
@@ -561,7 +588,7 @@ fn a_rolling_update_of_30_replicas_completes_within_its_bounds_when_the_leaders_
     let mut servers = servers_with(&cluster, 1, &QUICK_ELECTION);
     let before = leaders(&servers[0]);
     servers.extend(servers_with(&cluster, 1, &QUICK_ELECTION));
-    let _agent = NodeAgent::start_over(&[&servers[0], &servers[1]], "n1");
+    let agent = NodeAgent::start_over(&[&servers[0], &servers[1]], "n1");
     post(
         &servers[0],
         "/apis/apps/v1/namespaces/default/deployments",
@@ -638,10 +665,26 @@ fn a_rolling_update_of_30_replicas_completes_within_its_bounds_when_the_leaders_
             break;
         }
         if Instant::now() > deadline {
-            let (_, rs, _) = kubectl(survivor, None, &["get", "rs", "-o", "yaml"], None);
-            let log =
-                std::fs::read_to_string(survivor.data_dir.join("server.log")).unwrap_or_default();
-            panic!("the rollout did not complete: {status}\n{rs}\n{log}");
+            let waiting: Vec<Value> = hello_pods(survivor)
+                .into_iter()
+                .filter(|p| !ready(p) && p["metadata"]["deletionTimestamp"].is_null())
+                .map(|p| p["metadata"]["name"].clone())
+                .collect();
+            let log = std::fs::read_to_string(agent.data_dir.join("agent.log")).unwrap_or_default();
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| {
+                    waiting
+                        .iter()
+                        .any(|w| l.contains(w.as_str().unwrap_or("-")))
+                        || l.contains("WARN")
+                        || l.contains("ERROR")
+                })
+                .collect();
+            panic!(
+                "the rollout did not complete: {status}; pods not Ready: {waiting:?}\n{}",
+                lines.join("\n")
+            );
         }
         std::thread::sleep(Duration::from_millis(200));
     }

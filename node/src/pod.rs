@@ -29,6 +29,12 @@ use wasmkube_control::scheduler::plugins::Resources;
 /// How long a container start waits for the Service watch to have listed once (for its service links).
 const SERVICES_READY: Duration = Duration::from_secs(10);
 
+/// The first pause before a failed status write is tried again; it doubles up to [`STATUS_RETRY_MAX`].
+const STATUS_RETRY_FIRST: Duration = Duration::from_millis(200);
+
+/// The longest pause between tries of a status write.
+const STATUS_RETRY_MAX: Duration = Duration::from_secs(5);
+
 /// Restart backoff: Kubernetes' defaults are 10 s doubling to 5 minutes, reset after 10 minutes of running.
 #[derive(Debug, Clone)]
 pub struct Backoff {
@@ -465,6 +471,8 @@ async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, worker: Worker) {
     });
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let mut written = pod.status.clone();
+    // After a failed write (its apiserver died mid-request, say), the next try: nothing else may change.
+    let mut retry: Option<Duration> = None;
     loop {
         let mut status = status::pod_status(
             &restart_policy,
@@ -489,14 +497,20 @@ async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, worker: Worker) {
                 .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
-                Ok(_) => written = Some(status),
+                Ok(_) => {
+                    written = Some(status);
+                    retry = None;
+                }
                 Err(kube::Error::Api(e)) if e.code == 404 => return,
                 Err(error) => {
-                    tracing::warn!(pod = %name, namespace = %namespace, %error, "cannot write pod status")
+                    tracing::warn!(pod = %name, namespace = %namespace, %error, "cannot write pod status");
+                    retry =
+                        Some(retry.map_or(STATUS_RETRY_FIRST, |r| (r * 2).min(STATUS_RETRY_MAX)));
                 }
             }
         }
         let first = tokio::select! {
+            () = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => continue,
             change = changes.recv() => match change {
                 Some(change) => change,
                 None => return,
