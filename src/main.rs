@@ -76,6 +76,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    raise_open_files_limit();
     // Two TLS providers are linked in (through dependencies): name the one every TLS client and server uses.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let runtime = match tokio::runtime::Runtime::new() {
@@ -182,6 +183,9 @@ struct NodeArgs {
     /// Whether the agent serves Services itself; `false` when the machine runs `wasmkube proxy`.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     proxy: bool,
+    /// The most pods the node runs at once (the kubelet's flag and default): its `pods` capacity.
+    #[arg(long, default_value_t = 110, value_parser = clap::value_parser!(u32).range(1..))]
+    max_pods: u32,
 }
 
 /// `wasmkube proxy` arguments.
@@ -191,6 +195,21 @@ struct ProxyArgs {
     /// regardless).
     #[arg(long)]
     node: Vec<String>,
+}
+
+/// Raises the soft limit on open files to the hard one: an agent holds a listener and connections per pod, a
+/// server a connection per watch (the soft default, 1024, caps both).
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(%error, soft, hard, "cannot raise the open files limit");
+            }
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot read the open files limit"),
+    }
 }
 
 fn parse_bytes(text: &str) -> Result<usize, String> {
@@ -247,6 +266,7 @@ async fn run_node(client_args: &cli::ClientArgs, args: NodeArgs) -> anyhow::Resu
         },
         port: args.port,
         instance_pool: args.instance_pool,
+        max_pods: args.max_pods,
         guest_memory: args.guest_memory,
         cluster_ca,
         apiserver_ips,

@@ -1116,3 +1116,76 @@ fn relative_paths_resolve_against_the_working_dir() {
     let (_, text) = log(&server, "own-dir", "");
     assert!(text.contains("wrote /app/also.txt"), "{text}");
 }
+
+/// A limit of `/proc/PID/limits` (soft, hard), by its name.
+fn process_limit(pid: u32, name: &str) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits.lines().find(|l| l.starts_with(name)).unwrap();
+    let fields: Vec<&str> = line[name.len()..].split_whitespace().collect();
+    (fields[0].to_owned(), fields[1].to_owned())
+}
+
+#[test]
+fn max_pods_is_the_nodes_pod_capacity_and_the_open_files_limit_is_raised() {
+    let server = Server::start();
+    let agent = NodeAgent::start_with(&server, "two", &["--max-pods", "2"]);
+    let node: Value = server
+        .http()
+        .get(format!("{}/api/v1/nodes/two", server.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(node["status"]["capacity"]["pods"], "2");
+    assert_eq!(node["status"]["allocatable"]["pods"], "2");
+    for name in ["one", "another"] {
+        create_pod(&server, common::echo_pod(name, "two"));
+        wait_for(&server, name, "Running", |p| {
+            p["status"]["phase"] == "Running"
+        });
+    }
+    create_pod(&server, common::echo_pod("third", "two"));
+    let rejected = wait_for(&server, "third", "rejected", |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    assert_eq!(rejected["status"]["reason"], "OutOfpods");
+    drop(agent);
+    // A listener and connections per pod: an agent started with a low soft open-files limit raises it to the
+    // hard one.
+    let dir = tempfile::tempdir().unwrap();
+    let mut limited = common::Killed(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "ulimit -S -n 256 && exec {} --server {} node --name limited --port 0 --data-dir {}",
+                env!("CARGO_BIN_EXE_wasmkube"),
+                server.url,
+                dir.path().display()
+            ))
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server
+        .http()
+        .get(format!("{}/api/v1/nodes/limited", server.url))
+        .send()
+        .unwrap()
+        .status()
+        != 200
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the limited agent did not register"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (soft, hard) = process_limit(limited.0.id(), "Max open files");
+    assert_ne!(soft, "256");
+    assert_eq!(soft, hard);
+    let _ = limited.0.kill();
+    let (ok, _, err) = common::run_wasmkube(&["node", "--name", "x", "--max-pods", "0"]);
+    assert!(!ok);
+    assert!(err.contains("--max-pods"), "{err}");
+}

@@ -49,6 +49,8 @@ pub struct AgentConfig {
     pub port: u16,
     /// Instance slots of the pooling allocator (0: allocate on demand).
     pub instance_pool: u32,
+    /// The most pods the node runs at once (its `pods` capacity).
+    pub max_pods: u32,
     /// Bytes all guests may hold together (none: the node's memory less a reserve).
     pub guest_memory: Option<usize>,
     /// The cluster CA (PEM), when known: the endpoint then serves TLS to the apiserver alone.
@@ -91,7 +93,7 @@ fn node_object(config: &AgentConfig, port: u16) -> Node {
             "memory".to_owned(),
             Quantity(format!("{}Ki", memory / 1024)),
         ),
-        ("pods".to_owned(), Quantity("110".into())),
+        ("pods".to_owned(), Quantity(config.max_pods.to_string())),
     ]);
     let labels = BTreeMap::from([
         (
