@@ -627,7 +627,7 @@ fn recovery(runtime: &tokio::runtime::Runtime, dir: &std::path::Path) -> Vec<(&'
         let _ = second_process.0.wait();
 
         // The etcd leader killed under 8 writers through the apiserver.
-        let leader = etcd_leader(&cluster).await;
+        let leader = cluster.leader();
         let started = Instant::now();
         let url = third.url.clone();
         let load = tokio::spawn(async move {
@@ -648,25 +648,4 @@ fn recovery(runtime: &tokio::runtime::Runtime, dir: &std::path::Path) -> Vec<(&'
         times.push(("  (failed)", failed as f64));
     });
     times
-}
-
-/// The index of the member leading `cluster`.
-async fn etcd_leader(cluster: &etcd::EtcdCluster) -> usize {
-    let client = reqwest::Client::new();
-    let mut leader = None;
-    let mut ids = Vec::new();
-    for url in cluster.endpoints() {
-        let status: Value = client
-            .post(format!("{url}/v3/maintenance/status"))
-            .json(&json!({}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        leader = status["leader"].as_str().map(str::to_owned);
-        ids.push(status["header"]["member_id"].as_str().map(str::to_owned));
-    }
-    ids.iter().position(|id| *id == leader).unwrap_or(0)
 }

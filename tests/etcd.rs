@@ -3,6 +3,8 @@
 //! started before its etcd waiting for it; a store file of the old key layout moved to the new one.
 
 mod common;
+// Shared with the other suites; not every helper is used here.
+#[allow(dead_code)]
 #[path = "common/etcd.rs"]
 mod etcd;
 

@@ -272,30 +272,11 @@ fn every_write_a_killed_server_acknowledged_is_read_through_the_other() {
     assert_kept_and_went_on(&load, killed, Duration::from_millis(500), &names);
 }
 
-/// The index of the member leading `cluster`, asked through its JSON gateway.
-fn etcd_leader(cluster: &EtcdCluster) -> usize {
-    let status = |url: &str| -> Value {
-        reqwest::blocking::Client::new()
-            .post(format!("{url}/v3/maintenance/status"))
-            .json(&serde_json::json!({}))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap()
-    };
-    let endpoints = cluster.endpoints();
-    let leader = status(&endpoints[0])["leader"].clone();
-    endpoints
-        .iter()
-        .position(|url| status(url)["header"]["member_id"] == leader)
-        .expect("a member leads")
-}
-
 #[test]
 fn writes_through_the_apiserver_go_on_and_are_kept_when_the_etcd_leader_is_killed() {
     let mut cluster = EtcdCluster::start(3);
     let servers = servers_on(&cluster, 1);
-    let leader = etcd_leader(&cluster);
+    let leader = cluster.leader();
     let urls = [servers[0].url.clone()];
     let (load, killed) = load_across(&urls, Duration::from_secs(5), || cluster.kill(leader));
     let names = configmap_names(&servers[0]);

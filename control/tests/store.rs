@@ -3,6 +3,8 @@
 //! where each store starts (etcd's first is 1, redb's 0). Then what only one backend has: redb's reopening and
 //! background compaction; etcd's shared keyspace between stores, member loss and unreachable servers.
 
+// Shared with the other suites; not every helper is used here.
+#[allow(dead_code)]
 #[path = "../../tests/common/etcd.rs"]
 mod etcd;
 

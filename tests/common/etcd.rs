@@ -34,6 +34,24 @@ fn loopback_port() -> u16 {
         .expect("a free port")
 }
 
+/// POSTs `body` to `path` of the etcd member at `client_url` (its JSON gateway); returns the answer's JSON.
+fn post_json(client_url: &str, path: &str, body: &str) -> serde_json::Value {
+    let address = client_url.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).expect("etcd answers");
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let request = format!(
+        "POST {path} HTTP/1.0\r\nHost: etcd\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .expect("etcd takes the request");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let json = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("etcd's answer to {path}: {e}: {answer}"))
+}
+
 /// Whether etcd answers `/health` with a leader, at `client_url` (`http://127.0.0.1:PORT`).
 pub fn healthy(client_url: &str) -> bool {
     let address = client_url.trim_start_matches("http://");
@@ -119,6 +137,23 @@ impl EtcdCluster {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The index of the member that leads the cluster (asked of each member's status endpoint).
+    pub fn leader(&self) -> usize {
+        let statuses: Vec<serde_json::Value> = self
+            .members
+            .iter()
+            .map(|m| post_json(&m.client_url, "/v3/maintenance/status", "{}"))
+            .collect();
+        let leader = statuses
+            .iter()
+            .find_map(|s| s["leader"].as_str())
+            .expect("a member knows the leader");
+        statuses
+            .iter()
+            .position(|s| s["header"]["member_id"].as_str() == Some(leader))
+            .expect("the leader is a member")
     }
 
     /// Every member's client URL.
