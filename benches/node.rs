@@ -1,46 +1,97 @@
-//! Benchmark of one node agent: (1) from creating 1,000 pods bound to the node to each one Running (p50/p99),
-//! (2) the agent's resident memory per idle HTTP pod at 1,000 pods, (3) requests/s and latency of the HTTP hello
-//! app through the agent (one pod, keep-alive clients). Run with `cargo bench --bench node`.
+//! Benchmark of one node agent with pods of the HTTP hello app bound to it directly: (1) pod start: 1,000 pods
+//! created 16 at a time, from each `POST` to the first watch event that shows it Running (p50/p99) and pods/s;
+//! (2) density: more pods up to 10,000 idle ones on the node (`BENCH_IDLE_PODS` for another number): the time
+//! until all run, the agent's resident memory per pod, its CPU while they idle, and every pod answering HTTP;
+//! (3), measured first, requests/s and latency of one pod (keep-alive clients) and the agent's memory after them.
+//! Run with `cargo bench --bench node`.
 
 mod common;
 
-use common::{get, hello_image, spawn_node, start_server, wait_healthy};
+use common::{
+    cpu_seconds, get, hello_image, resident_kib, spawn_node_with, start_server, wait_healthy,
+};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const PODS: usize = 1000;
+const START_PODS: usize = 1000;
 const CLIENTS: usize = 32;
 const LOAD_TIME: Duration = Duration::from_secs(5);
-
-fn resident_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_owned();
-            line.split_whitespace().nth(1)?.parse().ok()
-        })
-        .unwrap_or(0)
-}
+const IDLE_TIME: Duration = Duration::from_secs(10);
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Creates pods `range` (named hello-NNNNN), `concurrency` at a time, noting when each POST was sent.
+async fn create_pods(
+    client: &reqwest::Client,
+    url: &str,
+    body: &(dyn Fn(String) -> Value + Sync),
+    range: std::ops::Range<usize>,
+    concurrency: usize,
+    created: &Mutex<HashMap<String, Instant>>,
+) {
+    futures::stream::iter(range)
+        .for_each_concurrent(concurrency, |i| {
+            let name = format!("hello-{i:05}");
+            let request = client
+                .post(format!("{url}/api/v1/namespaces/default/pods"))
+                .json(&body(name.clone()));
+            async move {
+                created.lock().unwrap().insert(name, Instant::now());
+                let response = request.send().await.unwrap();
+                assert!(
+                    response.status().is_success(),
+                    "{}",
+                    response.text().await.unwrap_or_default()
+                );
+            }
+        })
+        .await;
+}
+
+/// Waits until the watch has seen `count` pods named hello-* Running.
+async fn wait_running(running: &Mutex<HashMap<String, Instant>>, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while running
+        .lock()
+        .unwrap()
+        .keys()
+        .filter(|k| k.starts_with("hello-"))
+        .count()
+        < count
+    {
+        assert!(Instant::now() < deadline, "not every pod ran");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
+    let idle_pods: usize = std::env::var("BENCH_IDLE_PODS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10_000)
+        .max(START_PODS);
     let image = hello_image();
     let dir = tempfile::tempdir().unwrap();
-    // A /20 per node: room for 1,000 pod addresses on one node.
-    let (url, _server) = start_server(dir.path(), &["--node-cidr-mask-size", "20"]);
+    // A /18 per node: room for 16,381 pod addresses on one node.
+    let (url, server) = start_server(dir.path(), &["--node-cidr-mask-size", "18"]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let client = reqwest::Client::new();
     runtime.block_on(wait_healthy(&client, &url));
-    let agent = spawn_node(&url, "bench", &dir.path().join("node"));
+    let max_pods = (idle_pods + 1).to_string();
+    let agent = spawn_node_with(
+        &url,
+        "bench",
+        &dir.path().join("node"),
+        &["--max-pods", &max_pods],
+    );
     let pid = agent.0.id();
     runtime.block_on(async {
         while !get(&client, &format!("{url}/api/v1/nodes/bench")).await["spec"]["podCIDR"].is_string() {
@@ -56,77 +107,8 @@ fn main() {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let idle_before = resident_kib(pid);
-
-        // (1) 1,000 pods: creation time per pod, then the first time a watch shows it Running.
-        let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-        let running: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
-        let watch_url = format!("{url}/api/v1/namespaces/default/pods?watch=1&labelSelector=app%3Dhello");
-        let watcher = {
-            let (client, running) = (client.clone(), running.clone());
-            tokio::spawn(async move {
-                let response = client.get(watch_url).send().await.unwrap();
-                let mut lines = response.bytes_stream();
-                let mut buffer = Vec::new();
-                while let Some(Ok(chunk)) = lines.next().await {
-                    buffer.extend_from_slice(&chunk);
-                    while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
-                        let line: Vec<u8> = buffer.drain(..=end).collect();
-                        let Ok(event) = serde_json::from_slice::<Value>(&line) else { continue };
-                        if event["object"]["status"]["phase"] == "Running" {
-                            let name = event["object"]["metadata"]["name"].as_str().unwrap_or_default().to_owned();
-                            running.lock().unwrap().entry(name).or_insert_with(Instant::now);
-                        }
-                    }
-                    if running.lock().unwrap().len() > PODS {
-                        break;
-                    }
-                }
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        let started = Instant::now();
-        futures::stream::iter(0..PODS)
-            .for_each_concurrent(16, |i| {
-                let (client, created, url) = (client.clone(), created.clone(), url.clone());
-                let body = pod(format!("hello-{i:04}"));
-                async move {
-                    let name = format!("hello-{i:04}");
-                    created.lock().unwrap().insert(name, Instant::now());
-                    let response = client.post(format!("{url}/api/v1/namespaces/default/pods")).json(&body).send().await.unwrap();
-                    assert!(response.status().is_success());
-                }
-            })
-            .await;
-        let deadline = Instant::now() + Duration::from_secs(300);
-        while running.lock().unwrap().keys().filter(|k| k.starts_with("hello-")).count() < PODS {
-            assert!(Instant::now() < deadline, "not every pod ran");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let all_running = started.elapsed().as_secs_f64();
-        watcher.abort();
-        let created = created.lock().unwrap().clone();
-        let running = running.lock().unwrap().clone();
-        let mut latencies: Vec<f64> = created
-            .iter()
-            .map(|(name, at)| running[name].duration_since(*at).as_secs_f64() * 1000.0)
-            .collect();
-        latencies.sort_by(f64::total_cmp);
-        println!(
-            "pod start: {PODS} pods on one node, create -> Running p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; all Running after {all_running:.2} s",
-            percentile(&latencies, 0.5), percentile(&latencies, 0.99), latencies.last().copied().unwrap_or(0.0)
-        );
-
-        // (2) Memory: let the agent settle, then its resident size over the 1,000 idle HTTP pods.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let idle_after = resident_kib(pid);
-        println!(
-            "memory: agent RSS {:.1} MiB with 1 pod, {:.1} MiB with {} pods: {:.1} KiB per idle HTTP pod",
-            idle_before as f64 / 1024.0, idle_after as f64 / 1024.0, PODS + 1,
-            (idle_after.saturating_sub(idle_before)) as f64 / PODS as f64
-        );
-
-        // (3) HTTP through the agent to one pod, keep-alive clients.
+        // (3) HTTP through the agent to one pod, keep-alive clients: the agent's memory after ~10^5 requests.
+        let fresh = resident_kib(pid);
         let warm = get(&client, &format!("{url}/api/v1/namespaces/default/pods/warm")).await;
         let target = format!("http://{}:8080/", warm["status"]["podIP"].as_str().unwrap());
         let latencies: Arc<Mutex<Vec<f64>>> = Arc::default();
@@ -154,9 +136,91 @@ fn main() {
         let mut latencies = latencies.lock().unwrap().clone();
         latencies.sort_by(f64::total_cmp);
         println!(
-            "http: hello app, one pod, {CLIENTS} keep-alive clients for {}s: {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms",
-            LOAD_TIME.as_secs(), latencies.len() as f64 / LOAD_TIME.as_secs_f64(), percentile(&latencies, 0.5), percentile(&latencies, 0.99)
+            "http: hello app, one pod, {CLIENTS} keep-alive clients for {}s: {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms; agent RSS {:.1} MiB before, {:.1} MiB after",
+            LOAD_TIME.as_secs(), latencies.len() as f64 / LOAD_TIME.as_secs_f64(), percentile(&latencies, 0.5), percentile(&latencies, 0.99),
+            fresh as f64 / 1024.0, resident_kib(pid) as f64 / 1024.0
         );
+        let idle_before = resident_kib(pid);
+
+        // A watch notes the first time it shows each pod Running.
+        let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+        let running: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+        let watch_url = format!("{url}/api/v1/namespaces/default/pods?watch=1&labelSelector=app%3Dhello");
+        let watcher = {
+            let (client, running) = (client.clone(), running.clone());
+            tokio::spawn(async move {
+                let response = client.get(watch_url).send().await.unwrap();
+                let mut lines = response.bytes_stream();
+                let mut buffer = Vec::new();
+                while let Some(Ok(chunk)) = lines.next().await {
+                    buffer.extend_from_slice(&chunk);
+                    while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = buffer.drain(..=end).collect();
+                        let Ok(event) = serde_json::from_slice::<Value>(&line) else { continue };
+                        if event["object"]["status"]["phase"] == "Running" {
+                            let name = event["object"]["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+                            running.lock().unwrap().entry(name).or_insert_with(Instant::now);
+                        }
+                    }
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        // (1) Pod start: 1,000 pods, 16 at a time.
+        let started = Instant::now();
+        create_pods(&client, &url, &pod, 0..START_PODS, 16, &created).await;
+        wait_running(&running, START_PODS).await;
+        let all_running = started.elapsed().as_secs_f64();
+        let mut latencies: Vec<f64> = {
+            let (created, running) = (created.lock().unwrap(), running.lock().unwrap());
+            created.iter().map(|(name, at)| running[name].duration_since(*at).as_secs_f64() * 1000.0).collect()
+        };
+        latencies.sort_by(f64::total_cmp);
+        println!(
+            "pod start: {START_PODS} pods on one node, 16 created at a time, create -> Running p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; all Running after {all_running:.2} s ({:.0} pods/s)",
+            percentile(&latencies, 0.5), percentile(&latencies, 0.99), latencies.last().copied().unwrap_or(0.0),
+            START_PODS as f64 / all_running
+        );
+
+        // (2) Density: up to `idle_pods` on the node, then they idle.
+        let started = Instant::now();
+        create_pods(&client, &url, &pod, START_PODS..idle_pods, 16, &created).await;
+        wait_running(&running, idle_pods).await;
+        let more = started.elapsed().as_secs_f64();
+        watcher.abort();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let idle_after = resident_kib(pid);
+        let (agent_cpu, server_cpu) = (cpu_seconds(pid), cpu_seconds(server.0.id()));
+        tokio::time::sleep(IDLE_TIME).await;
+        let agent_idle = (cpu_seconds(pid) - agent_cpu) / IDLE_TIME.as_secs_f64() * 100.0;
+        let server_idle = (cpu_seconds(server.0.id()) - server_cpu) / IDLE_TIME.as_secs_f64() * 100.0;
+        println!(
+            "density: {} more pods Running in {more:.1} s ({:.0} pods/s); agent RSS {:.1} MiB with 1 pod, {:.1} MiB with {} pods: {:.1} KiB per idle HTTP pod; CPU while they idle: agent {agent_idle:.1}%, server {server_idle:.1}% of a core (server RSS {:.1} MiB)",
+            idle_pods - START_PODS, (idle_pods - START_PODS) as f64 / more,
+            idle_before as f64 / 1024.0, idle_after as f64 / 1024.0, idle_pods + 1,
+            (idle_after.saturating_sub(idle_before)) as f64 / idle_pods as f64,
+            resident_kib(server.0.id()) as f64 / 1024.0
+        );
+        let list = get(&client, &format!("{url}/api/v1/namespaces/default/pods?labelSelector=app%3Dhello")).await;
+        let targets: Vec<String> = list["items"].as_array().unwrap().iter()
+            .map(|p| format!("http://{}:8080/", p["status"]["podIP"].as_str().unwrap_or_default()))
+            .collect();
+        let asked = Instant::now();
+        let answered = futures::stream::iter(targets.iter())
+            .map(|target| {
+                let client = client.clone();
+                async move { client.get(target).send().await.is_ok_and(|r| r.status().is_success()) }
+            })
+            .buffer_unordered(64)
+            .filter(|ok| futures::future::ready(*ok))
+            .count()
+            .await;
+        println!(
+            "every pod: {answered} of {} pods answered HTTP in {:.1} s",
+            targets.len(), asked.elapsed().as_secs_f64()
+        );
+
     });
     drop(agent);
 }

@@ -86,6 +86,9 @@ fn one() -> u32 {
     1
 }
 
+/// The prefix length of a cluster's pod range (the first half of its loopback /16).
+const POD_RANGE_PREFIX: u8 = 17;
+
 /// The most control planes `up` runs (etcd clusters are 1, 3, 5 or 7 members in practice).
 const MAX_CONTROL_PLANES: u32 = 7;
 
@@ -152,7 +155,20 @@ impl ClusterRecord {
 
     /// The range pod addresses come from.
     pub fn cluster_cidr(&self) -> String {
-        format!("127.{}.0.0/17", self.octet())
+        format!("127.{}.0.0/{POD_RANGE_PREFIX}", self.octet())
+    }
+
+    /// The prefix length of each node's podCIDR: the cluster range cut into as many equal slices as the next power
+    /// of two of its node count (at least two), so a node of a small cluster has thousands of pod addresses.
+    pub fn node_cidr_mask_size(&self) -> u8 {
+        let slices = self.nodes.max(2).next_power_of_two();
+        POD_RANGE_PREFIX + u8::try_from(slices.trailing_zeros()).unwrap_or(u8::MAX)
+    }
+
+    /// How many pods each node takes: every address of its podCIDR but its own.
+    pub fn max_pods(&self) -> u32 {
+        let mask = u32::from(self.node_cidr_mask_size()).min(30);
+        (1u32 << (32 - mask)) - 3
     }
 
     /// The range Service cluster IPs come from.
@@ -352,6 +368,8 @@ fn server_args(record: &ClusterRecord, i: u32) -> Vec<String> {
         record.server_address(i),
         "--cluster-cidr".into(),
         record.cluster_cidr(),
+        "--node-cidr-mask-size".into(),
+        record.node_cidr_mask_size().to_string(),
         "--service-cluster-ip-range".into(),
         record.service_range(),
         "--token-auth-file".into(),
@@ -558,6 +576,8 @@ fn node_args(record: &ClusterRecord, i: u32) -> Vec<String> {
         "10250".into(),
         "--proxy".into(),
         "false".into(),
+        "--max-pods".into(),
+        record.max_pods().to_string(),
     ]
 }
 
@@ -1101,10 +1121,27 @@ mod tests {
         assert_eq!(first.node_name(2), "dev-node-2");
         let other = record(7);
         assert_eq!(other.api_url(), "https://127.107.255.254:6443");
+        // Three nodes share the pod range in quarters: 8,189 pods each.
+        assert_eq!(first.node_cidr_mask_size(), 19);
+        assert_eq!(first.max_pods(), 8189);
         assert_eq!(
             first.processes(),
             ["dev-node-1", "dev-node-2", "dev-node-3", "proxy", "server"]
         );
+    }
+
+    #[test]
+    fn the_more_nodes_the_smaller_each_ones_slice_of_the_pod_range() {
+        let sized = |nodes| {
+            let record = ClusterRecord { nodes, ..record(0) };
+            (record.node_cidr_mask_size(), record.max_pods())
+        };
+        assert_eq!(sized(1), (18, 16381));
+        assert_eq!(sized(2), (18, 16381));
+        assert_eq!(sized(4), (19, 8189));
+        assert_eq!(sized(10), (21, 2045));
+        assert_eq!(sized(128), (24, 253));
+        assert_eq!(sized(254), (25, 125));
     }
 
     #[test]

@@ -78,7 +78,7 @@ fn main() -> ExitCode {
         .init();
     raise_open_files_limit();
     // Two TLS providers are linked in (through dependencies): name the one every TLS client and server uses.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -183,8 +183,11 @@ struct NodeArgs {
     /// Whether the agent serves Services itself; `false` when the machine runs `wasmkube proxy`.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     proxy: bool,
-    /// The most pods the node runs at once (the kubelet's flag and default): its `pods` capacity.
-    #[arg(long, default_value_t = 110, value_parser = clap::value_parser!(u32).range(1..))]
+    /// The most pods the node runs at once (the kubelet's flag): its `pods` capacity, and never more than its
+    /// podCIDR has addresses for. A Wasm pod costs the agent ~75 KiB and its instances share the node's guest
+    /// memory budget, so the default is a large constant (the kubelet's is 110) that the default podCIDR (/22)
+    /// holds.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     max_pods: u32,
 }
 
@@ -197,18 +200,27 @@ struct ProxyArgs {
     node: Vec<String>,
 }
 
-/// Raises the soft limit on open files to the hard one: an agent holds a listener and connections per pod, a
-/// server a connection per watch (the soft default, 1024, caps both).
+/// Raises the limit on open files (the soft one to the hard one, both to the kernel's ceiling when privileged):
+/// an agent holds a listener and connections per pod, a server a connection per watch (the soft default, 1024,
+/// caps both).
 fn raise_open_files_limit() {
     use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    match getrlimit(Resource::RLIMIT_NOFILE) {
-        Ok((soft, hard)) if soft < hard => {
-            if let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-                tracing::warn!(%error, soft, hard, "cannot raise the open files limit");
-            }
-        }
-        Ok(_) => {}
-        Err(error) => tracing::warn!(%error, "cannot read the open files limit"),
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(limits) => limits,
+        Err(error) => return tracing::warn!(%error, "cannot read the open files limit"),
+    };
+    // With the privilege to (root, CAP_SYS_RESOURCE), the hard limit goes up to the kernel's ceiling too.
+    let ceiling = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok())
+        .unwrap_or(hard);
+    if ceiling > hard && setrlimit(Resource::RLIMIT_NOFILE, ceiling, ceiling).is_ok() {
+        return;
+    }
+    if soft < hard
+        && let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!(%error, soft, hard, "cannot raise the open files limit");
     }
 }
 

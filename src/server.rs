@@ -194,8 +194,10 @@ pub struct ControllerArgs {
     /// setup on one machine; give nodes on several hosts a routed range such as 10.42.0.0/16.
     #[arg(long, default_value = "127.42.0.0/16")]
     pub cluster_cidr: ipnet::Ipv4Net,
-    /// The prefix length of each node's slice of the cluster CIDR.
-    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u8).range(8..=30))]
+    /// The prefix length of each node's slice of the cluster CIDR (kube-controller-manager's flag). The default,
+    /// /22, gives a node 1,021 pod addresses, room for the agent's default `--max-pods` (1,000), and a /16
+    /// cluster CIDR room for 64 nodes.
+    #[arg(long, default_value_t = 22, value_parser = clap::value_parser!(u8).range(8..=30))]
     pub node_cidr_mask_size: u8,
     /// Seconds a node's agent may be silent before the node is NotReady and its pods move elsewhere (agents
     /// renew their Lease every 2 seconds).
@@ -271,6 +273,7 @@ async fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
             RedbStoreConfig {
                 history_window,
                 compaction_interval,
+                ..RedbStoreConfig::default()
             },
         )
         .with_context(|| format!("cannot open the store {}", path.display()))?;

@@ -134,3 +134,73 @@ async fn the_kube_rs_watcher_follows_objects_with_list_then_watch() {
 async fn the_kube_rs_watcher_follows_objects_with_streaming_lists() {
     watcher_sees_initial_state_and_changes(watcher::Config::default().streaming_lists()).await;
 }
+
+/// Collects names from a subscription until `wanted` are all seen (or 10 s pass).
+async fn names_until(
+    changes: &mut (impl futures::Stream<Item = Result<ConfigMap, watcher::Error>> + Unpin),
+    wanted: &[&str],
+) -> Vec<String> {
+    let mut seen: Vec<String> = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !wanted.iter().all(|w| seen.iter().any(|s| s == w)) {
+        match tokio::time::timeout_at(deadline, changes.next()).await {
+            Ok(Some(Ok(object))) => seen.push(object.metadata.name.unwrap_or_default()),
+            _ => break,
+        }
+    }
+    seen
+}
+
+#[tokio::test]
+async fn one_shared_informer_feeds_every_subscriber_even_one_that_joins_late() {
+    let server = Server::api_only();
+    let configmaps: Api<ConfigMap> = Api::namespaced(client(&server), "default");
+    for name in ["one", "two"] {
+        configmaps
+            .create(&PostParams::default(), &configmap(name))
+            .await
+            .unwrap();
+    }
+    let informer =
+        wasmkube_control::cache::Informer::start(configmaps.clone(), watcher::Config::default());
+    let mut early = Box::pin(informer.subscribe());
+    let (cache, late) = informer.follow();
+    let mut late = Box::pin(late);
+    cache.ready().await.unwrap();
+    // Both see what existed before; the late one gets it from the cache.
+    assert!(names_until(&mut early, &["one", "two"]).await.len() >= 2);
+    let mut joined = Box::pin(informer.subscribe());
+    assert!(names_until(&mut joined, &["one", "two"]).await.len() >= 2);
+    // A change and a deletion reach every subscriber; the cache follows.
+    configmaps
+        .create(&PostParams::default(), &configmap("three"))
+        .await
+        .unwrap();
+    configmaps.delete("one", &Default::default()).await.unwrap();
+    for subscriber in [&mut early, &mut joined] {
+        let seen = names_until(subscriber, &["three", "one"]).await;
+        assert!(
+            seen.contains(&"three".to_owned()) && seen.contains(&"one".to_owned()),
+            "{seen:?}"
+        );
+    }
+    let seen = names_until(&mut late, &["one", "two", "three"]).await;
+    assert!(seen.contains(&"three".to_owned()), "{seen:?}");
+    let mut cached: Vec<String> = cache
+        .state()
+        .iter()
+        .filter_map(|c| c.metadata.name.clone())
+        .collect();
+    cached.sort();
+    assert_eq!(cached, ["three", "two"]);
+    // Dropped, the informer stops watching: its subscribers end.
+    drop(informer);
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while early.next().await.is_some() {}
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "a subscriber of a dropped informer did not end"
+    );
+}

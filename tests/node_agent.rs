@@ -33,7 +33,7 @@ fn the_node_registers_with_capacity_labels_and_a_lease() {
         node["metadata"]["labels"]["kubernetes.io/hostname"],
         "edge-1"
     );
-    assert_eq!(node["status"]["capacity"]["pods"], "110");
+    assert_eq!(node["status"]["capacity"]["pods"], "1000");
     assert!(
         node["status"]["allocatable"]["memory"]
             .as_str()
@@ -952,6 +952,16 @@ fn a_finished_pod_gives_its_address_back() {
         "the second pod reused the only address"
     );
     assert!(!addresses[0].is_empty());
+    // The node takes no more pods than it has addresses for, whatever --max-pods (1,000) says.
+    let node: Value = server
+        .http()
+        .get(format!("{}/api/v1/nodes/tiny", server.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(node["status"]["capacity"]["pods"], "1");
+    assert_eq!(node["status"]["allocatable"]["pods"], "1");
 }
 
 /// Pushes the hello app to `image` as an OCI Wasm artifact.
@@ -1188,4 +1198,58 @@ fn max_pods_is_the_nodes_pod_capacity_and_the_open_files_limit_is_raised() {
     let (ok, _, err) = common::run_wasmkube(&["node", "--name", "x", "--max-pods", "0"]);
     assert!(!ok);
     assert!(err.contains("--max-pods"), "{err}");
+}
+
+/// What a process holds open: the targets of its descriptors.
+fn open_descriptors(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .map(|target| target.display().to_string())
+        .collect()
+}
+
+#[test]
+fn an_idle_http_pod_holds_no_log_file_open() {
+    let server = Server::start();
+    let agent = NodeAgent::start(&server, "dense");
+    for i in 0..20 {
+        let name = format!("idle-{i}");
+        create_pod(&server, http_pod(&name, "dense", 8080));
+    }
+    for i in 0..20 {
+        wait_for(&server, &format!("idle-{i}"), "Running", |p| {
+            p["status"]["phase"] == "Running"
+        });
+    }
+    // A listener each, but no log file before a container writes to it: 10,000 pods on one node would
+    // otherwise pass a 20,000 open-files limit.
+    let logs: Vec<String> = open_descriptors(agent.pid())
+        .into_iter()
+        .filter(|target| target.contains("/pods/") && target.ends_with(".log"))
+        .collect();
+    assert!(logs.is_empty(), "log files open: {logs:?}");
+    // Written to, a log is opened: the batch app's output is there.
+    let mut batch = pod(
+        "talker",
+        "dense",
+        &wasm_app("wasm32-wasip1", "batch"),
+        "Never",
+    );
+    batch["spec"]["containers"][0]["command"] = json!(["batch", "1"]);
+    create_pod(&server, batch);
+    wait_for(&server, "talker", "Succeeded", |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
+    let logs = server
+        .http()
+        .get(format!(
+            "{}/api/v1/namespaces/default/pods/talker/log",
+            server.url
+        ))
+        .send()
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(!logs.is_empty());
 }

@@ -92,8 +92,13 @@ pub async fn wait_healthy(client: &reqwest::Client, url: &str) {
 
 /// Starts a node agent `name` for the server at `url`, its data in `dir`.
 pub fn spawn_node(url: &str, name: &str, dir: &std::path::Path) -> Process {
+    spawn_node_with(url, name, dir, &[])
+}
+
+/// [`spawn_node`] with more `wasmkube node` flags.
+pub fn spawn_node_with(url: &str, name: &str, dir: &std::path::Path, extra: &[&str]) -> Process {
     let data = dir.display().to_string();
-    spawn_wasmkube(&[
+    let mut args = vec![
         "--server",
         url,
         "node",
@@ -103,5 +108,32 @@ pub fn spawn_node(url: &str, name: &str, dir: &std::path::Path) -> Process {
         "0",
         "--data-dir",
         &data,
-    ])
+    ];
+    args.extend_from_slice(extra);
+    spawn_wasmkube(&args)
+}
+
+/// CPU seconds (user + system) a process has used so far.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let ticks = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // Fields after the command name (which may hold spaces) in parentheses: utime and stime are 14 and 15.
+            let after = stat.rsplit_once(')')?.1.to_owned();
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .unwrap_or(0);
+    ticks as f64 / 100.0
+}
+
+/// Resident memory of a process, in KiB.
+pub fn resident_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_owned();
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0)
 }

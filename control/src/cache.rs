@@ -12,6 +12,8 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Resource};
 use std::ops::Deref;
+use std::sync::{Arc, Mutex, PoisonError};
+use tokio::sync::mpsc;
 
 /// The cache closed before it was ready (its watch stream was dropped).
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +107,87 @@ pub fn reflect<K: Cacheable>(
             }
         });
     (Cache { store, ready }, events)
+}
+
+/// One watch of a kind shared by every controller of a process that follows it (client-go's shared informer):
+/// one cache, and for each subscriber a stream of the objects that change. A subscriber first gets every object
+/// cached when it subscribed, so one that joins late misses nothing. The watch stops when the informer is
+/// dropped.
+pub struct Informer<K: Cacheable> {
+    cache: Cache<K>,
+    subscribers: Subscribers<K>,
+    watch: tokio::task::AbortHandle,
+}
+
+type Subscribers<K> = Arc<Mutex<Vec<mpsc::UnboundedSender<K>>>>;
+
+impl<K: Cacheable> Informer<K> {
+    /// Starts watching `api` (on the current tokio runtime).
+    pub fn start(api: Api<K>, config: watcher::Config) -> Self {
+        let (cache, events) = reflect(api, config);
+        let subscribers: Subscribers<K> = Arc::default();
+        let fan_out = subscribers.clone();
+        let watch = tokio::spawn(events.for_each(move |event| {
+            match event {
+                Ok(Event::Apply(object) | Event::Delete(object) | Event::InitApply(object)) => {
+                    fan_out
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .retain(|subscriber| subscriber.send(object.clone()).is_ok());
+                }
+                Ok(Event::Init | Event::InitDone) => {}
+                Err(error) => {
+                    tracing::warn!(kind = %K::kind(&()), %error, "watch failed; retrying");
+                }
+            }
+            async {}
+        }))
+        .abort_handle();
+        Self {
+            cache,
+            subscribers,
+            watch,
+        }
+    }
+
+    /// The cache every subscriber shares.
+    pub fn cache(&self) -> Cache<K> {
+        self.cache.clone()
+    }
+
+    /// The shared cache and a subscription: what a controller that follows the kind takes.
+    pub fn follow(
+        &self,
+    ) -> (
+        Cache<K>,
+        impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
+    ) {
+        (self.cache(), self.subscribe())
+    }
+
+    /// The objects cached now, then every object that changes (or is deleted) from now on.
+    pub fn subscribe(&self) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static {
+        let (sender, changes) = mpsc::unbounded_channel();
+        // Under the lock the watch fans out with: an object cached after this look is sent to the new subscriber.
+        let mut subscribers = self
+            .subscribers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let cached: Vec<K> = self.cache.state().iter().map(|o| (**o).clone()).collect();
+        subscribers.push(sender);
+        drop(subscribers);
+        futures::stream::iter(cached)
+            .chain(tokio_stream::wrappers::UnboundedReceiverStream::new(
+                changes,
+            ))
+            .map(Ok)
+    }
+}
+
+impl<K: Cacheable> Drop for Informer<K> {
+    fn drop(&mut self) {
+        self.watch.abort();
+    }
 }
 
 #[cfg(test)]

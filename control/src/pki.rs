@@ -254,7 +254,7 @@ pub fn server_config(
             .collect();
     let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes())
         .map_err(|_| PkiError::Pem(PathBuf::from("the serving key")))?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for der in certificates_der(client_ca) {
         roots.add(der.into())?;

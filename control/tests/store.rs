@@ -365,6 +365,7 @@ async fn redb_compacts_history_older_than_the_window_in_the_background() {
     let config = RedbStoreConfig {
         history_window: Duration::from_millis(100),
         compaction_interval: Duration::from_millis(50),
+        ..RedbStoreConfig::default()
     };
     let store = RedbStore::open(&dir.path().join("store.redb"), config).unwrap();
     for i in 0..5u8 {

@@ -84,7 +84,14 @@ struct Agent {
     allocatable: Resources,
 }
 
-fn node_object(config: &AgentConfig, port: u16) -> Node {
+/// The node's `pods` capacity: `--max-pods`, but no more than its podCIDR has addresses for once it has one.
+fn pod_capacity(config: &AgentConfig, pod_cidr: Option<&str>) -> u32 {
+    pod_cidr.map_or(config.max_pods, |cidr| {
+        config.max_pods.min(crate::addresses::pod_capacity(cidr))
+    })
+}
+
+fn node_object(config: &AgentConfig, port: u16, pod_cidr: Option<&str>) -> Node {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let memory = total_memory_bytes();
     let resources = BTreeMap::from([
@@ -93,7 +100,10 @@ fn node_object(config: &AgentConfig, port: u16) -> Node {
             "memory".to_owned(),
             Quantity(format!("{}Ki", memory / 1024)),
         ),
-        ("pods".to_owned(), Quantity(config.max_pods.to_string())),
+        (
+            "pods".to_owned(),
+            Quantity(pod_capacity(config, pod_cidr).to_string()),
+        ),
     ]);
     let labels = BTreeMap::from([
         (
@@ -211,7 +221,7 @@ async fn register(
     pod_cidr: Option<&str>,
 ) -> Result<(), AgentError> {
     let nodes: Api<Node> = Api::all(client.clone());
-    let mut node = node_object(config, port);
+    let mut node = node_object(config, port, pod_cidr);
     if let Some(cidr) = pod_cidr {
         let spec = node.spec.get_or_insert_with(Default::default);
         spec.pod_cidr = Some(cidr.to_owned());
@@ -516,6 +526,14 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
     ));
     let pod_cidr = wait_for_pod_cidr(&client, &config.node_name).await?;
     let _ = known_pod_cidr.set(pod_cidr.clone());
+    if pod_capacity(&config, Some(&pod_cidr)) < config.max_pods {
+        tracing::warn!(
+            node = %config.node_name, pod_cidr = %pod_cidr, max_pods = config.max_pods,
+            pods = pod_capacity(&config, Some(&pod_cidr)),
+            "the podCIDR has fewer addresses than --max-pods: the node takes as many pods as it has addresses"
+        );
+        register(&client, &config, port, Some(&pod_cidr)).await?;
+    }
     let addresses = Arc::new(PodAddresses::new(&pod_cidr)?);
     // Set once per process: the podCIDR is fixed for the Node's life.
     let _ = pod_addresses.set(addresses.clone());
@@ -572,7 +590,7 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
         ctx,
         workers: Mutex::new(HashMap::new()),
         evicted: Mutex::default(),
-        allocatable: allocatable(&node_object(&config, port)),
+        allocatable: allocatable(&node_object(&config, port, Some(&pod_cidr))),
     });
     tokio::spawn(evict_under_pressure(agent.clone()));
     let pods: Api<Pod> = Api::all(client);
@@ -698,12 +716,13 @@ async fn sweep_removed_pods(store: wasmkube_control::cache::Cache<Pod>, agent: A
         if store.ready().await.is_err() {
             continue;
         }
-        let present: Vec<String> = store.state().iter().filter_map(|p| p.uid()).collect();
+        let present: std::collections::HashSet<String> =
+            store.state().iter().filter_map(|p| p.uid()).collect();
         let gone: Vec<PodWorker> = match agent.workers.lock() {
             Ok(mut workers) => {
                 let uids: Vec<String> = workers
                     .keys()
-                    .filter(|uid| !present.contains(uid))
+                    .filter(|uid| !present.contains(*uid))
                     .cloned()
                     .collect();
                 uids.into_iter()
@@ -720,14 +739,17 @@ async fn sweep_removed_pods(store: wasmkube_control::cache::Cache<Pod>, agent: A
 }
 
 /// Removes the logs and volumes of pods that no longer exist (deleted while the agent was away, or forced).
-async fn remove_dirs_of_deleted_pods(data_dir: &std::path::Path, present: &[String]) {
+async fn remove_dirs_of_deleted_pods(
+    data_dir: &std::path::Path,
+    present: &std::collections::HashSet<String>,
+) {
     let Ok(mut entries) = tokio::fs::read_dir(data_dir.join("pods")).await else {
         return;
     };
     while let Ok(Some(entry)) = entries.next_entry().await {
         let name = entry.file_name().to_string_lossy().into_owned();
         let uid = name.rsplit('_').next().unwrap_or_default();
-        if !present.iter().any(|p| p == uid)
+        if !present.contains(uid)
             && let Err(error) = tokio::fs::remove_dir_all(entry.path()).await
         {
             tracing::warn!(%error, dir = %name, "cannot remove a deleted pod's files");

@@ -64,7 +64,7 @@ impl ClientCertVerifier for ApiserverOnly {
 pub fn server_config(ca_pem: &str, address: &str) -> Result<Arc<rustls::ServerConfig>, PkiError> {
     use rustls::pki_types::pem::PemObject;
     let issued = pki::self_signed_server(&[address.to_owned()])?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for der in pki::certificates_der(ca_pem) {
         roots.add(der.into())?;

@@ -7,7 +7,9 @@
 use crate::pull_secrets::credentials_for;
 use k8s_openapi::api::core::v1::Secret;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Why an image could not be had; shown as the container's ErrImagePull / ErrImageNeverPull message.
 #[derive(Debug, thiserror::Error)]
@@ -59,10 +61,36 @@ impl ImageError {
     }
 }
 
+/// An image's bytes and their digest (`sha256:<hex>`, the container's imageID).
+#[derive(Clone)]
+pub struct Image {
+    /// `sha256:` and the hex digest of the bytes.
+    pub digest: String,
+    /// The Wasm binary.
+    pub bytes: Arc<Vec<u8>>,
+}
+
+impl Image {
+    fn of(bytes: Vec<u8>) -> Self {
+        Self {
+            digest: format!("sha256:{}", hex_digest(&bytes)),
+            bytes: Arc::new(bytes),
+        }
+    }
+}
+
 /// The node's image fetcher and download cache.
 pub struct Images {
     dir: PathBuf,
     http: reqwest::Client,
+    /// Images read before, by reference: a thousand pods of one image read and hash it once. A local file's
+    /// entry holds its modification time and size, and is read again when either changes.
+    known: Mutex<HashMap<String, Known>>,
+}
+
+struct Known {
+    file: Option<(std::time::SystemTime, u64)>,
+    image: Image,
 }
 
 fn hex_digest(bytes: &[u8]) -> String {
@@ -75,17 +103,44 @@ impl Images {
         Self {
             dir,
             http: reqwest::Client::new(),
+            known: Mutex::default(),
         }
     }
 
-    /// The bytes of an image under a pull policy (`Always`, `IfNotPresent` or `Never`).
-    /// OCI registries get the credentials `pull_secrets` hold for them.
+    fn known(&self, image: &str, file: Option<(std::time::SystemTime, u64)>) -> Option<Image> {
+        let known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+        known
+            .get(image)
+            .filter(|k| k.file == file)
+            .map(|k| k.image.clone())
+    }
+
+    fn remember(
+        &self,
+        image: &str,
+        file: Option<(std::time::SystemTime, u64)>,
+        bytes: Vec<u8>,
+    ) -> Image {
+        let fetched = Image::of(bytes);
+        let known = Known {
+            file,
+            image: fetched.clone(),
+        };
+        self.known
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(image.to_owned(), known);
+        fetched
+    }
+
+    /// An image under a pull policy (`Always`, `IfNotPresent` or `Never`). OCI registries get the credentials
+    /// `pull_secrets` hold for them.
     pub async fn fetch(
         &self,
         image: &str,
         policy: &str,
         pull_secrets: &[Secret],
-    ) -> Result<Vec<u8>, ImageError> {
+    ) -> Result<Image, ImageError> {
         let web = image.starts_with("http://") || image.starts_with("https://");
         if !web {
             if image.contains("://") && !image.starts_with("file://") {
@@ -93,12 +148,17 @@ impl Images {
             }
             let path = image.strip_prefix("file://").unwrap_or(image);
             if image.starts_with("file://") || is_path(path) {
-                return tokio::fs::read(path)
-                    .await
-                    .map_err(|source| ImageError::Read {
-                        image: image.to_owned(),
-                        source,
-                    });
+                let unreadable = |source| ImageError::Read {
+                    image: image.to_owned(),
+                    source,
+                };
+                let metadata = tokio::fs::metadata(path).await.map_err(unreadable)?;
+                let stamp = metadata.modified().ok().map(|at| (at, metadata.len()));
+                if let Some(known) = stamp.and_then(|stamp| self.known(image, Some(stamp))) {
+                    return Ok(known);
+                }
+                let bytes = tokio::fs::read(path).await.map_err(unreadable)?;
+                return Ok(self.remember(image, stamp, bytes));
             }
         }
         let (url, pinned) = match image.rsplit_once("@sha256:") {
@@ -106,10 +166,13 @@ impl Images {
             None => (image, None),
         };
         let kept = self.dir.join(hex_digest(image.as_bytes()));
-        if policy != "Always"
-            && let Ok(bytes) = tokio::fs::read(&kept).await
-        {
-            return Ok(bytes);
+        if policy != "Always" {
+            if let Some(known) = self.known(image, None) {
+                return Ok(known);
+            }
+            if let Ok(bytes) = tokio::fs::read(&kept).await {
+                return Ok(self.remember(image, None, bytes));
+            }
         }
         if policy == "Never" {
             return Err(ImageError::NeverPull(image.to_owned()));
@@ -121,7 +184,7 @@ impl Images {
         if !web {
             let bytes = pull_oci(image, pull_secrets).await.map_err(download)?;
             self.keep(&kept, image, &bytes).await;
-            return Ok(bytes);
+            return Ok(self.remember(image, None, bytes));
         }
         let response = self
             .http
@@ -148,7 +211,7 @@ impl Images {
             }
         }
         self.keep(&kept, image, &bytes).await;
-        Ok(bytes)
+        Ok(self.remember(image, None, bytes))
     }
 
     /// Keeps a download for later `IfNotPresent` and `Never` pulls.
@@ -199,6 +262,8 @@ async fn pull_oci(image: &str, pull_secrets: &[Secret]) -> Result<Vec<u8>, Strin
         },
         ..Default::default()
     };
+    // The registry client takes the process's TLS provider: ring, the only one built in.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = oci_client::Client::new(config);
     let auth = match credentials_for(&registry, pull_secrets) {
         Some(c) => oci_client::secrets::RegistryAuth::Basic(c.username, c.password),

@@ -37,7 +37,9 @@ const MAX_LINE: usize = 16 << 10;
 
 struct LogFile {
     path: PathBuf,
-    file: std::fs::File,
+    /// Open from the first output on: a container that writes nothing (an idle HTTP pod) holds no descriptor,
+    /// so ten thousand of them fit a node's open-files limit.
+    file: Option<std::fs::File>,
     written: u64,
     stdout_partial: Vec<u8>,
     stderr_partial: Vec<u8>,
@@ -52,7 +54,13 @@ impl LogFile {
         if self.written + line.len() as u64 > MAX_LOG_BYTES {
             self.rotate()?;
         }
-        self.file.write_all(&line)?;
+        let file = match &mut self.file {
+            Some(file) => file,
+            None => self
+                .file
+                .insert(std::fs::OpenOptions::new().append(true).open(&self.path)?),
+        };
+        file.write_all(&line)?;
         self.written += line.len() as u64;
         Ok(())
     }
@@ -61,7 +69,7 @@ impl LogFile {
         let mut older = self.path.clone().into_os_string();
         older.push(".1");
         std::fs::rename(&self.path, older)?;
-        self.file = std::fs::File::create(&self.path)?;
+        self.file = Some(std::fs::File::create(&self.path)?);
         self.written = 0;
         Ok(())
     }
@@ -104,7 +112,7 @@ impl LogFile {
                 self.append(stream, &rest, true)?;
             }
         }
-        self.file.flush()
+        self.file.as_mut().map_or(Ok(()), std::io::Write::flush)
     }
 }
 
@@ -127,11 +135,11 @@ impl ContainerLog {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
-        let file = std::fs::File::create(path)?;
+        std::fs::File::create(path)?;
         prune_older_runs(path);
         let log = LogFile {
             path: path.to_path_buf(),
-            file,
+            file: None,
             written: 0,
             stdout_partial: Vec::new(),
             stderr_partial: Vec::new(),

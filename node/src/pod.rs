@@ -29,6 +29,11 @@ use wasmkube_control::scheduler::plugins::Resources;
 /// How long a container start waits for the Service watch to have listed once (for its service links).
 const SERVICES_READY: Duration = Duration::from_secs(10);
 
+/// How long a starting pod's first status write waits for its containers to start: a pod whose containers
+/// start within it is written once, Running, rather than ContainerCreating and then Running (one write of the
+/// apiserver's less per pod); one that takes longer (an image pull) is shown ContainerCreating after it.
+const FIRST_WRITE_HOLD: Duration = Duration::from_millis(500);
+
 /// The first pause before a failed status write is tried again; it doubles up to [`STATUS_RETRY_MAX`].
 const STATUS_RETRY_FIRST: Duration = Duration::from_millis(200);
 
@@ -338,6 +343,7 @@ fn ephemeral_spec(ephemeral: &EphemeralContainer, spec: &PodSpec) -> ContainerSp
 }
 
 async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, worker: Worker) {
+    let began = std::time::Instant::now();
     let Worker {
         stopped,
         mut observed,
@@ -473,6 +479,8 @@ async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, worker: Worker) {
     let mut written = pod.status.clone();
     // After a failed write (its apiserver died mid-request, say), the next try: nothing else may change.
     let mut retry: Option<Duration> = None;
+    // Until then, the first write waits for the containers to start, so a pod is written once, Running.
+    let mut hold = Some(tokio::time::Instant::now() + FIRST_WRITE_HOLD);
     loop {
         let mut status = status::pod_status(
             &restart_policy,
@@ -491,13 +499,22 @@ async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, worker: Worker) {
             // Nothing of the pod runs any more: its address can go to another pod (its status keeps it).
             ctx.addresses.release(&uid);
         }
-        if written.as_ref() != Some(&status) {
+        let settled = matches!(status.phase.as_deref(), Some("Succeeded" | "Failed"))
+            || !inits.iter().chain(&containers).any(is_starting);
+        if settled {
+            hold = None;
+        }
+        if hold.is_none() && written.as_ref() != Some(&status) {
             let patch = serde_json::json!({"status": status});
             match pods
                 .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
             {
                 Ok(_) => {
+                    tracing::debug!(
+                        pod = %name, namespace = %namespace, phase = ?status.phase,
+                        since_start_us = began.elapsed().as_micros(), "status written"
+                    );
                     written = Some(status);
                     retry = None;
                 }
@@ -511,6 +528,10 @@ async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, worker: Worker) {
         }
         let first = tokio::select! {
             () = tokio::time::sleep(retry.unwrap_or_default()), if retry.is_some() => continue,
+            () = tokio::time::sleep_until(hold.unwrap_or_else(tokio::time::Instant::now)), if hold.is_some() => {
+                hold = None;
+                continue;
+            }
             change = changes.recv() => match change {
                 Some(change) => change,
                 None => return,
@@ -553,6 +574,13 @@ async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, worker: Worker) {
             next = changes.try_recv().ok();
         }
     }
+}
+
+/// Whether a container is still in the state it was created in (waiting for its image, or for the init
+/// containers), before its worker first reported on it.
+fn is_starting(container: &Container) -> bool {
+    matches!(&container.state, State::Waiting { reason, message: None }
+        if reason == "ContainerCreating" || reason == "PodInitializing")
 }
 
 struct ContainerWorker {
@@ -820,7 +848,7 @@ impl ContainerWorker {
             .unwrap_or("IfNotPresent");
         let pull_secrets = self.pull_secrets().await;
         let pulling = std::time::Instant::now();
-        let bytes = self
+        let pulled = self
             .ctx
             .images
             .fetch(&image, policy, &pull_secrets)
@@ -831,23 +859,27 @@ impl ContainerWorker {
             "Pulled",
             format!(
                 "Image {image:?} ready ({} KiB) in {} ms",
-                bytes.len() / 1024,
+                pulled.bytes.len() / 1024,
                 pulling.elapsed().as_millis()
             ),
         );
+        let fetched = pulling.elapsed();
         let loaded = self
             .ctx
             .runtime
-            .load(&bytes)
+            .load_digested(&pulled.digest, &pulled.bytes)
             .map_err(|e| waiting("CreateContainerError", format!("{image}: {e}")))?;
+        let loading = pulling.elapsed();
         let env = self
             .env()
             .await
             .map_err(|e| waiting("CreateContainerConfigError", e))?;
+        let environment = pulling.elapsed();
         let mut mounts = self
             .mounts()
             .await
             .map_err(|e| waiting("CreateContainerConfigError", e))?;
+        let mounting = pulling.elapsed();
         if let Some(dir) = self.spec.working_dir.as_deref().filter(|d| !d.is_empty()) {
             let own = safe_path::segment("container", &self.spec.name)
                 .map(|name| self.dir.join("workdir").join(name))
@@ -912,6 +944,18 @@ impl ContainerWorker {
         } else {
             None
         };
+        // Where a container start's time goes, cumulative from its image fetch (RUST_LOG=wasmkube_node=debug).
+        tracing::debug!(
+            pod = %self.pod.metadata.name.as_deref().unwrap_or_default(),
+            namespace = %self.pod.metadata.namespace.as_deref().unwrap_or_default(),
+            container = %self.spec.name,
+            image_us = fetched.as_micros(),
+            load_us = loading.as_micros(),
+            env_us = environment.as_micros(),
+            mounts_us = mounting.as_micros(),
+            ready_us = pulling.elapsed().as_micros(),
+            "container prepared"
+        );
         Ok((loaded, spec, listener, log))
     }
 
@@ -1197,34 +1241,32 @@ impl ContainerWorker {
         namespace: &str,
         projected: &ProjectedVolumeSource,
     ) -> Result<Vec<(String, Vec<u8>)>, String> {
-        let mut files = Vec::new();
-        for source in projected.sources.iter().flatten() {
+        // Every source at once: the cluster CA's ConfigMap and the pod's token are two requests to the apiserver.
+        let sources = projected.sources.iter().flatten().map(|source| async move {
             if let Some(map) = &source.config_map {
                 let found = self
                     .config_map_files(namespace, &map.name, map.optional)
                     .await?;
-                files.extend(select(found, map.items.as_deref().unwrap_or_default()));
+                Ok(select(found, map.items.as_deref().unwrap_or_default()))
             } else if let Some(secret) = &source.secret {
                 let found = self
                     .secret_files(namespace, &secret.name, secret.optional)
                     .await?;
-                files.extend(select(found, secret.items.as_deref().unwrap_or_default()));
+                Ok(select(found, secret.items.as_deref().unwrap_or_default()))
             } else if let Some(downward) = &source.downward_api {
-                files.extend(downward_files(
-                    &self.pod,
-                    downward.items.as_deref().unwrap_or_default(),
-                )?);
+                downward_files(&self.pod, downward.items.as_deref().unwrap_or_default())
             } else if let Some(token) = &source.service_account_token {
-                files.push((token.path.clone(), self.token(namespace, token).await?));
+                Ok(vec![(token.path.clone(), self.token(namespace, token).await?)])
             } else {
-                return Err(
+                Err(
                     "projected volumes support configMap, secret, downwardAPI and serviceAccountToken \
                      sources"
-                        .into(),
-                );
+                        .to_owned(),
+                )
             }
-        }
-        Ok(files)
+        });
+        let files = futures::future::try_join_all(sources).await?;
+        Ok(files.into_iter().flatten().collect())
     }
 
     /// A token of the pod's ServiceAccount, bound to the pod, as the kubelet requests it.

@@ -467,6 +467,10 @@ impl Runtime {
                 // madvise costs a TLB shootdown across every core per request instance.
                 .linear_memory_keep_resident(KEEP_RESIDENT)
                 .table_keep_resident(KEEP_RESIDENT)
+                // Reuse the slots a program used before (least recently used first) rather than warm up cold
+                // ones: the slots kept resident are then as many as the instances that ran at once, not up to
+                // 100 more (168 MiB for three pods after 10^5 requests).
+                .max_unused_warm_slots(0)
                 .decommit_batch_size(DECOMMIT_BATCH);
             config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
         }
@@ -517,7 +521,13 @@ impl Runtime {
 
     /// Compiles and links a binary once per digest; later loads of the same bytes are free.
     pub fn load(&self, bytes: &[u8]) -> Result<Loaded, LoadError> {
-        let digest = format!("sha256:{:x}", Sha256::digest(bytes));
+        self.load_digested(&format!("sha256:{:x}", Sha256::digest(bytes)), bytes)
+    }
+
+    /// [`Runtime::load`] of bytes whose digest (`sha256:<hex>`) the caller knows: nothing is hashed, and a
+    /// digest loaded before costs a map lookup.
+    pub fn load_digested(&self, digest: &str, bytes: &[u8]) -> Result<Loaded, LoadError> {
+        let digest = digest.to_owned();
         if let Some(loaded) = self
             .loaded
             .lock()

@@ -290,6 +290,11 @@ fn spawn_agent(
 }
 
 impl NodeAgent {
+    /// The agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts an agent for `server` with a short crash backoff, and waits for its Node to be Ready.
     pub fn start(server: &Server, name: &str) -> Self {
         Self::start_as(server, name, None)
@@ -679,6 +684,7 @@ pub fn push_wasm(path: &Path, image: &str, auth: oci_client::secrets::RegistryAu
     let bytes = std::fs::read(path).unwrap();
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = oci_client::Client::new(ClientConfig {
             protocol: ClientProtocol::Http,
             ..Default::default()

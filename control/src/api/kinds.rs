@@ -590,6 +590,12 @@ impl KindRules for Node {
         }
         causes
     }
+
+    fn validate_update(&self, old: &Self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        validation::core::node_update(self.spec.as_ref(), old.spec.as_ref(), &mut causes);
+        causes
+    }
 }
 
 impl KindRules for Endpoints {

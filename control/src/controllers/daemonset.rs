@@ -2,10 +2,11 @@
 //! following nodes as they join and leave; pods are pinned by node affinity on `metadata.name` and bound by the
 //! scheduler, as in Kubernetes; RollingUpdate replaces them at most `maxUnavailable` at a time.
 
+use super::Informers;
 use super::pods::{self, is_active};
 use super::rollout::{scaled_value, template_hash};
 use super::{
-    ControllerError, Expectations, cached_in, drive, ownership, reflect, retry_after, write_status,
+    ControllerError, Expectations, cached_in, drive, ownership, retry_after, write_status,
 };
 use crate::cache::Cache;
 use crate::events::Recorder;
@@ -284,9 +285,9 @@ fn error_policy(ds: Arc<DaemonSet>, error: &ControllerError, _ctx: Arc<Context>)
 }
 
 /// Runs the controller until the process ends.
-pub async fn run(client: kube::Client) {
-    let (pods, pod_changes) = reflect(Api::<Pod>::all(client.clone()));
-    let (nodes, node_changes) = reflect(Api::<Node>::all(client.clone()));
+pub async fn run(client: kube::Client, informers: &Informers) {
+    let (pods, pod_changes) = informers.pods().follow();
+    let (nodes, node_changes) = informers.nodes().follow();
     let controller = Controller::new(
         Api::<DaemonSet>::all(client.clone()),
         watcher::Config::default(),

@@ -2,7 +2,8 @@
 //! may be evicted now) current as its pods come, go and change readiness. The eviction API spends what it
 //! reports.
 
-use super::{ControllerError, cached_in, drive, reflect, retry_after};
+use super::Informers;
+use super::{ControllerError, cached_in, drive, retry_after};
 use crate::api::disruption::{self, DISRUPTION_WINDOW_SECONDS};
 use crate::cache::Cache;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
@@ -188,8 +189,8 @@ fn error_policy(
 }
 
 /// Runs the controller until the process ends.
-pub async fn run(client: kube::Client) {
-    let (pods, pod_changes) = reflect(Api::<Pod>::all(client.clone()));
+pub async fn run(client: kube::Client, informers: &Informers) {
+    let (pods, pod_changes) = informers.pods().follow();
     let budgets = Api::<PodDisruptionBudget>::all(client.clone());
     let controller = Controller::new(budgets, watcher::Config::default());
     let all_budgets = controller.store();

@@ -2,8 +2,9 @@
 //! object and an EndpointSlice (one per set of resolved ports): ready pods serve, others wait in
 //! notReadyAddresses, a targetPort by name resolves to each pod's own container port of that name.
 
+use super::Informers;
 use super::ownership::controller_reference;
-use super::{ControllerError, cached_in, drive, reflect, retry_after};
+use super::{ControllerError, cached_in, drive, retry_after};
 use crate::cache::Cache;
 use k8s_openapi::api::core::v1::{
     EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
@@ -339,8 +340,8 @@ fn error_policy(service: Arc<Service>, error: &ControllerError, _ctx: Arc<Contex
 }
 
 /// Runs the controller until the process ends.
-pub async fn run(client: kube::Client) {
-    let (pods, pod_changes) = reflect(Api::<Pod>::all(client.clone()));
+pub async fn run(client: kube::Client, informers: &Informers) {
+    let (pods, pod_changes) = informers.pods().follow();
     let controller = Controller::new(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),

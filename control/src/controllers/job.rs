@@ -2,9 +2,10 @@
 //! retries failures with Kubernetes' exponential delay until `backoffLimit`, stops at `activeDeadlineSeconds`,
 //! honours `suspend`, reports Complete or Failed, and deletes finished Jobs after `ttlSecondsAfterFinished`.
 
+use super::Informers;
 use super::pods::{self, is_active};
 use super::{
-    ControllerError, Expectations, cached_in, drive, ownership, reflect, retry_after, write_status,
+    ControllerError, Expectations, cached_in, drive, ownership, retry_after, write_status,
 };
 use crate::cache::Cache;
 use crate::events::{EventType, Recorder};
@@ -356,8 +357,8 @@ fn error_policy(job: Arc<Job>, error: &ControllerError, _ctx: Arc<Context>) -> A
 }
 
 /// Runs the controller until the process ends; `backoff` is the first delay after a failed pod.
-pub async fn run(client: kube::Client, backoff: Duration) {
-    let (pods, pod_changes) = reflect(Api::<Pod>::all(client.clone()));
+pub async fn run(client: kube::Client, informers: &Informers, backoff: Duration) {
+    let (pods, pod_changes) = informers.pods().follow();
     let controller = Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default());
     let jobs = controller.store();
     let ctx = Arc::new(Context {

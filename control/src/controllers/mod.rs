@@ -24,14 +24,15 @@ pub mod root_ca;
 pub mod service_accounts;
 pub mod statefulset;
 
-use crate::cache::{Cache, Cacheable};
+use crate::cache::{Cache, Cacheable, Informer};
 use futures::{Stream, StreamExt};
 use ipnet::Ipv4Net;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::controller::Action;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource};
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use std::time::Instant;
 
@@ -83,21 +84,22 @@ pub enum ControllerError {
 /// Runs every controller until the process ends.
 pub async fn run(client: kube::Client, config: ControllersConfig) {
     tracing::info!("controllers running");
+    let informers = Informers::new(client.clone());
     tokio::join!(
         node_ipam::run(client.clone(), config.clone()),
-        replicaset::run(client.clone()),
+        replicaset::run(client.clone(), &informers),
         deployment::run(client.clone()),
         garbage_collector::run(client.clone()),
         namespace::run(client.clone()),
-        endpoints::run(client.clone()),
-        node_lifecycle::run(client.clone(), config.node_monitor_grace),
-        pod_gc::run(client.clone(), config.pod_gc_quarantine),
-        job::run(client.clone(), config.job_backoff),
-        daemonset::run(client.clone()),
-        statefulset::run(client.clone()),
+        endpoints::run(client.clone(), &informers),
+        node_lifecycle::run(client.clone(), &informers, config.node_monitor_grace),
+        pod_gc::run(client.clone(), &informers, config.pod_gc_quarantine),
+        job::run(client.clone(), &informers, config.job_backoff),
+        daemonset::run(client.clone(), &informers),
+        statefulset::run(client.clone(), &informers),
         cronjob::run(client.clone()),
-        resource_quota::run(client.clone()),
-        disruption::run(client.clone()),
+        resource_quota::run(client.clone(), &informers),
+        disruption::run(client.clone(), &informers),
         service_accounts::run(client.clone()),
         async {
             if let Some(ca) = config.signer.clone() {
@@ -108,6 +110,40 @@ pub async fn run(client: kube::Client, config: ControllersConfig) {
             }
         },
     );
+}
+
+/// The watches the controllers of one controller-manager share: one per kind, however many controllers follow
+/// it (kube-controller-manager's shared informer factory). With 10,000 pods, the pods are held once rather than
+/// once per controller.
+pub struct Informers {
+    client: kube::Client,
+    pods: OnceLock<Informer<Pod>>,
+    nodes: OnceLock<Informer<Node>>,
+}
+
+impl Informers {
+    /// Informers that start watching a kind when a controller first asks for it.
+    pub fn new(client: kube::Client) -> Self {
+        Self {
+            client,
+            pods: OnceLock::new(),
+            nodes: OnceLock::new(),
+        }
+    }
+
+    /// Every pod of the cluster.
+    pub fn pods(&self) -> &Informer<Pod> {
+        self.pods.get_or_init(|| {
+            Informer::start(Api::all(self.client.clone()), watcher::Config::default())
+        })
+    }
+
+    /// Every node of the cluster.
+    pub fn nodes(&self) -> &Informer<Node> {
+        self.nodes.get_or_init(|| {
+            Informer::start(Api::all(self.client.clone()), watcher::Config::default())
+        })
+    }
 }
 
 /// A cache of every object of one kind, and the stream of its changes (which keeps the cache current while a

@@ -16,9 +16,9 @@ struct Context {
     client: kube::Client,
     config: ControllersConfig,
     nodes: Store<Node>,
-    /// Ranges this controller assigned that the cache may not show yet: node name → range. One lock, held
-    /// across choose-and-write, so two nodes never get the same range.
-    assigned: tokio::sync::Mutex<HashMap<String, Ipv4Net>>,
+    /// Ranges this controller assigned that the cache may not show yet: node name → (uid, range). One lock,
+    /// held across choose-and-write, so two nodes never get the same range and a node never gets two.
+    assigned: tokio::sync::Mutex<HashMap<String, (String, Ipv4Net)>>,
 }
 
 /// The first `mask`-sized slice of `cluster` not in `used`.
@@ -39,17 +39,22 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, Control
     }
     let mut assigned = ctx.assigned.lock().await;
     let nodes = ctx.nodes.state();
-    // Forget our own writes once the cache shows them (or the node is gone).
-    assigned.retain(|name, _| {
+    // Forget our own writes once the cache shows them (or the node is gone, or is another one by that name).
+    assigned.retain(|name, (uid, _)| {
         nodes
             .iter()
             .find(|n| n.name_any() == *name)
-            .is_some_and(|n| pod_cidr(n).is_none())
+            .is_some_and(|n| pod_cidr(n).is_none() && n.uid().as_ref() == Some(uid))
     });
+    // Assigned already, the cache not showing it yet: a second range would be one taken for nothing (and, in a
+    // range cut in few slices, the one another node needed).
+    if assigned.contains_key(&node.name_any()) {
+        return Ok(Action::await_change());
+    }
     let used: Vec<Ipv4Net> = nodes
         .iter()
         .filter_map(|n| pod_cidr(n))
-        .chain(assigned.values().copied())
+        .chain(assigned.values().map(|(_, range)| *range))
         .collect();
     let range = next_free_range(ctx.config.cluster_cidr, ctx.config.node_cidr_mask, &used)
         .ok_or_else(|| {
@@ -68,7 +73,7 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, Control
             &Patch::Merge(&patch),
         )
         .await?;
-    assigned.insert(node.name_any(), range);
+    assigned.insert(node.name_any(), (node.uid().unwrap_or_default(), range));
     tracing::info!(node = %node.name_any(), pod_cidr = %range, "assigned podCIDR");
     Ok(Action::await_change())
 }

@@ -4,6 +4,7 @@
 //! out) are evicted, so their owners replace them on live nodes. When the agent is back, the taints go and the
 //! agent writes its pods' readiness again.
 
+use super::Informers;
 use super::{ControllerError, drive, reflect, retry_after};
 use crate::cache::Cache;
 use crate::events::{EventType, Recorder};
@@ -323,10 +324,10 @@ fn error_policy(node: Arc<Node>, error: &ControllerError, _ctx: Arc<Context>) ->
 }
 
 /// Runs the controller until the process ends; `grace` is how long a node may stay silent.
-pub async fn run(client: kube::Client, grace: Duration) {
+pub async fn run(client: kube::Client, informers: &Informers, grace: Duration) {
     let (leases, lease_changes) =
         reflect(Api::<Lease>::namespaced(client.clone(), "kube-node-lease"));
-    let (pods, pod_changes) = reflect(Api::<Pod>::all(client.clone()));
+    let (pods, pod_changes) = informers.pods().follow();
     let controller = Controller::new(Api::<Node>::all(client.clone()), watcher::Config::default())
         .watches_stream(lease_changes, |lease: Lease| {
             Some(ObjectRef::new(&lease.name_any()))

@@ -2,8 +2,7 @@
 //! they are deleted for good (grace 0) once the node has been missing for the quarantine time (Kubernetes: 40 s),
 //! so pods bound to a node that has not registered yet are not lost.
 
-use super::reflect;
-use futures::StreamExt;
+use super::Informers;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::DeleteParams;
 use kube::{Api, ResourceExt};
@@ -51,11 +50,8 @@ pub fn orphaned<'a>(
 }
 
 /// Runs the collector until the process ends.
-pub async fn run(client: kube::Client, quarantine: Duration) {
-    let (nodes, node_changes) = reflect(Api::<Node>::all(client.clone()));
-    let (pods, pod_changes) = reflect(Api::<Pod>::all(client.clone()));
-    tokio::spawn(node_changes.for_each(|_| async {}));
-    tokio::spawn(pod_changes.for_each(|_| async {}));
+pub async fn run(client: kube::Client, informers: &Informers, quarantine: Duration) {
+    let (nodes, pods) = (informers.nodes().cache(), informers.pods().cache());
     let node_api: Api<Node> = Api::all(client.clone());
     let mut missing_since = HashMap::new();
     loop {

@@ -1,9 +1,10 @@
 //! The ReplicaSet controller: keeps exactly `replicas` active pods matching each ReplicaSet, adopting orphans
 //! that match and releasing pods that stop matching, and reports replicas, ready and available counts.
 
+use super::Informers;
 use super::ownership;
 use super::pods::{self, is_active};
-use super::{ControllerError, Expectations, cached_in, drive, reflect, retry_after, write_status};
+use super::{ControllerError, Expectations, cached_in, drive, retry_after, write_status};
 use crate::cache::Cache;
 use crate::events::Recorder;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
@@ -146,8 +147,8 @@ fn error_policy(rs: Arc<ReplicaSet>, error: &ControllerError, _ctx: Arc<Context>
 }
 
 /// Runs the controller until the process ends.
-pub async fn run(client: kube::Client) {
-    let (pods, pod_changes) = reflect(Api::<Pod>::all(client.clone()));
+pub async fn run(client: kube::Client, informers: &Informers) {
+    let (pods, pod_changes) = informers.pods().follow();
     let controller = Controller::new(
         Api::<ReplicaSet>::all(client.clone()),
         watcher::Config::default(),

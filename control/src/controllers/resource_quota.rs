@@ -1,7 +1,8 @@
 //! The resource quota controller: keeps each ResourceQuota's `status.hard` and `status.used` current as pods
 //! come and go (admission refuses what would exceed `hard`; this reports what is used).
 
-use super::{ControllerError, cached_in, drive, reflect, retry_after};
+use super::Informers;
+use super::{ControllerError, cached_in, drive, retry_after};
 use crate::api::quota::{used, used_quantities};
 use crate::cache::Cache;
 use k8s_openapi::api::core::v1::{Pod, ResourceQuota};
@@ -54,8 +55,8 @@ fn error_policy(quota: Arc<ResourceQuota>, error: &ControllerError, _ctx: Arc<Co
 }
 
 /// Runs the controller until the process ends.
-pub async fn run(client: kube::Client) {
-    let (pods, pod_changes) = reflect(Api::<Pod>::all(client.clone()));
+pub async fn run(client: kube::Client, informers: &Informers) {
+    let (pods, pod_changes) = informers.pods().follow();
     let quotas = Api::<ResourceQuota>::all(client.clone());
     let controller = Controller::new(quotas, watcher::Config::default());
     let all_quotas = controller.store();

@@ -2,11 +2,12 @@
 //! Ready before the next, or all at once with `Parallel`), removed from the highest ordinal down, and updated
 //! from the highest ordinal down to `partition`, one pod at a time.
 
+use super::Informers;
 use super::daemonset::REVISION_LABEL;
 use super::pods::{self, is_active};
 use super::rollout::template_hash;
 use super::{
-    ControllerError, Expectations, cached_in, drive, ownership, reflect, retry_after, write_status,
+    ControllerError, Expectations, cached_in, drive, ownership, retry_after, write_status,
 };
 use crate::cache::Cache;
 use crate::events::Recorder;
@@ -234,8 +235,8 @@ fn error_policy(sts: Arc<StatefulSet>, error: &ControllerError, _ctx: Arc<Contex
 }
 
 /// Runs the controller until the process ends.
-pub async fn run(client: kube::Client) {
-    let (pods, pod_changes) = reflect(Api::<Pod>::all(client.clone()));
+pub async fn run(client: kube::Client, informers: &Informers) {
+    let (pods, pod_changes) = informers.pods().follow();
     let controller = Controller::new(
         Api::<StatefulSet>::all(client.clone()),
         watcher::Config::default(),

@@ -289,6 +289,37 @@ pub fn immutable_data(
     }
 }
 
+/// What an update may change of a Node's spec: its pod ranges and providerID only from unset to set (node IPAM
+/// assigns the ranges once; a node's pods have addresses in them).
+pub fn node_update(new: Option<&NodeSpec>, old: Option<&NodeSpec>, causes: &mut Vec<Cause>) {
+    let ranges = |spec: Option<&NodeSpec>| -> Vec<String> {
+        let Some(spec) = spec else { return Vec::new() };
+        match (&spec.pod_cidrs, spec.pod_cidr.as_deref()) {
+            (Some(ranges), _) if !ranges.is_empty() => ranges.clone(),
+            (_, Some(range)) if !range.is_empty() => vec![range.to_owned()],
+            _ => Vec::new(),
+        }
+    };
+    let (was, now) = (ranges(old), ranges(new));
+    if !was.is_empty() && was != now {
+        let message = if now.is_empty() {
+            "field cannot be cleared once set"
+        } else {
+            "node updates may not change podCIDR except from \"\" to valid"
+        };
+        causes.push(Cause::forbidden("spec.podCIDRs", message));
+    }
+    let provider =
+        |spec: Option<&NodeSpec>| spec.and_then(|s| s.provider_id.clone()).unwrap_or_default();
+    let old_provider = provider(old);
+    if !old_provider.is_empty() && old_provider != provider(new) {
+        causes.push(Cause::forbidden(
+            "spec.providerID",
+            "node updates may not change providerID except from \"\" to valid",
+        ));
+    }
+}
+
 /// A Node's spec.
 pub fn node(spec: &NodeSpec, causes: &mut Vec<Cause>) {
     if let Some(range) = spec.pod_cidr.as_deref().filter(|c| !c.is_empty()) {
@@ -576,6 +607,33 @@ pub fn limit_range(spec: &LimitRangeSpec, causes: &mut Vec<Cause>) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_nodes_pod_ranges_are_set_once() {
+        let spec = |ranges: &[&str]| NodeSpec {
+            pod_cidr: ranges.first().map(|r| (*r).to_owned()),
+            pod_cidrs: Some(ranges.iter().map(|r| (*r).to_owned()).collect()),
+            ..Default::default()
+        };
+        let causes = |new: &NodeSpec, old: &NodeSpec| {
+            let mut causes = Vec::new();
+            node_update(Some(new), Some(old), &mut causes);
+            causes.iter().map(ToString::to_string).collect::<Vec<_>>()
+        };
+        assert!(causes(&spec(&["10.42.0.0/24"]), &spec(&[])).is_empty());
+        assert!(causes(&spec(&["10.42.0.0/24"]), &spec(&["10.42.0.0/24"])).is_empty());
+        assert_eq!(
+            causes(&spec(&["10.42.1.0/24"]), &spec(&["10.42.0.0/24"])),
+            [
+                "spec.podCIDRs: Forbidden: node updates may not change podCIDR except from \"\" to valid"
+            ]
+        );
+        assert_eq!(
+            causes(&spec(&[]), &spec(&["10.42.0.0/24"])),
+            ["spec.podCIDRs: Forbidden: field cannot be cleared once set"]
+        );
+    }
+
     use super::*;
     use serde_json::json;
 
