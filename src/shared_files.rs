@@ -44,6 +44,8 @@ pub async fn publish(store: &dyn Store, data_dir: &Path) -> anyhow::Result<()> {
         match store.put(key(file), local.clone(), Expect::Absent).await {
             Ok(_) => {}
             Err(StoreError::AlreadyExists(_)) => {
+                // Reads come from the store's copy of etcd, which may not show the other server's write yet.
+                store.catch_up().await?;
                 let shared = store.get(&key(file))?.map(|kv| kv.value);
                 if shared.as_deref() != Some(local.as_slice()) {
                     anyhow::bail!(

@@ -137,14 +137,14 @@ async fn the_kube_rs_watcher_follows_objects_with_streaming_lists() {
 
 /// Collects names from a subscription until `wanted` are all seen (or 10 s pass).
 async fn names_until(
-    changes: &mut (impl futures::Stream<Item = Result<ConfigMap, watcher::Error>> + Unpin),
+    changes: &mut (impl futures::Stream<Item = std::sync::Arc<ConfigMap>> + Unpin),
     wanted: &[&str],
 ) -> Vec<String> {
     let mut seen: Vec<String> = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while !wanted.iter().all(|w| seen.iter().any(|s| s == w)) {
         match tokio::time::timeout_at(deadline, changes.next()).await {
-            Ok(Some(Ok(object))) => seen.push(object.metadata.name.unwrap_or_default()),
+            Ok(Some(object)) => seen.push(object.metadata.name.clone().unwrap_or_default()),
             _ => break,
         }
     }

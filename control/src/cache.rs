@@ -119,7 +119,7 @@ pub struct Informer<K: Cacheable> {
     watch: tokio::task::AbortHandle,
 }
 
-type Subscribers<K> = Arc<Mutex<Vec<mpsc::UnboundedSender<K>>>>;
+type Subscribers<K> = Arc<Mutex<Vec<mpsc::UnboundedSender<Arc<K>>>>>;
 
 impl<K: Cacheable> Informer<K> {
     /// Starts watching `api` (on the current tokio runtime).
@@ -130,6 +130,9 @@ impl<K: Cacheable> Informer<K> {
         let watch = tokio::spawn(events.for_each(move |event| {
             match event {
                 Ok(Event::Apply(object) | Event::Delete(object) | Event::InitApply(object)) => {
+                    // One copy for all: a burst of 10,000 pod changes waiting in nine subscriptions took 700 MB
+                    // as a copy each.
+                    let object = Arc::new(object);
                     fan_out
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
@@ -156,31 +159,24 @@ impl<K: Cacheable> Informer<K> {
     }
 
     /// The shared cache and a subscription: what a controller that follows the kind takes.
-    pub fn follow(
-        &self,
-    ) -> (
-        Cache<K>,
-        impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-    ) {
+    pub fn follow(&self) -> (Cache<K>, impl Stream<Item = Arc<K>> + Send + 'static) {
         (self.cache(), self.subscribe())
     }
 
     /// The objects cached now, then every object that changes (or is deleted) from now on.
-    pub fn subscribe(&self) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static {
+    pub fn subscribe(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
         let (sender, changes) = mpsc::unbounded_channel();
         // Under the lock the watch fans out with: an object cached after this look is sent to the new subscriber.
         let mut subscribers = self
             .subscribers
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let cached: Vec<K> = self.cache.state().iter().map(|o| (**o).clone()).collect();
+        let cached = self.cache.state();
         subscribers.push(sender);
         drop(subscribers);
-        futures::stream::iter(cached)
-            .chain(tokio_stream::wrappers::UnboundedReceiverStream::new(
-                changes,
-            ))
-            .map(Ok)
+        futures::stream::iter(cached).chain(tokio_stream::wrappers::UnboundedReceiverStream::new(
+            changes,
+        ))
     }
 }
 

@@ -17,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, Time};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use std::collections::{BTreeMap, HashMap};
@@ -709,21 +710,34 @@ async fn wait_for_pod_cidr(client: &kube::Client, node_name: &str) -> Result<Str
     }
 }
 
-/// Stops the workers of pods that vanished from the API without a graceful deletion (force deletes).
+/// How many sweeps pass between looks at the pods' directories on disk (a look reads every one of them).
+const DIRECTORY_SWEEP_EVERY: u32 = 30;
+
+/// Stops the workers of pods that vanished from the API without a graceful deletion (force deletes), every 2 s;
+/// once a minute (and first), removes the files of pods that no longer exist.
 async fn sweep_removed_pods(store: wasmkube_control::cache::Cache<Pod>, agent: Arc<Agent>) {
+    let mut sweep = 0u32;
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;
         if store.ready().await.is_err() {
             continue;
         }
-        let present: std::collections::HashSet<String> =
-            store.state().iter().filter_map(|p| p.uid()).collect();
         let gone: Vec<PodWorker> = match agent.workers.lock() {
             Ok(mut workers) => {
+                // Looked up under the workers' lock: a worker is made after its pod is in the cache, so a pod
+                // made while we look cannot pass for gone (its worker stopped, its address given to another pod
+                // while it still served on it: seen at 10,000 pods as two pods with one address).
                 let uids: Vec<String> = workers
-                    .keys()
-                    .filter(|uid| !present.contains(*uid))
-                    .cloned()
+                    .iter()
+                    .filter(|(uid, worker)| {
+                        let pod = &worker.pod;
+                        let key = ObjectRef::<Pod>::new(&pod.name_any())
+                            .within(pod.namespace().as_deref().unwrap_or_default());
+                        store
+                            .get(&key)
+                            .is_none_or(|now| now.uid().as_ref() != Some(*uid))
+                    })
+                    .map(|(uid, _)| uid.clone())
                     .collect();
                 uids.into_iter()
                     .filter_map(|uid| workers.remove(&uid))
@@ -734,7 +748,11 @@ async fn sweep_removed_pods(store: wasmkube_control::cache::Cache<Pod>, agent: A
         for worker in gone {
             worker.stop(Duration::from_secs(1)).await;
         }
-        remove_dirs_of_deleted_pods(&agent.ctx.data_dir, &present).await;
+        if sweep.is_multiple_of(DIRECTORY_SWEEP_EVERY) {
+            let present = store.state().iter().filter_map(|p| p.uid()).collect();
+            remove_dirs_of_deleted_pods(&agent.ctx.data_dir, &present).await;
+        }
+        sweep = sweep.wrapping_add(1);
     }
 }
 

@@ -301,11 +301,13 @@ pub async fn run(client: kube::Client, informers: &Informers) {
         expectations: Expectations::default(),
     });
     let controller = controller
-        .watches_stream(pod_changes, move |pod| {
-            ownership::owners_of(&pod, &for_pods, |ds: &DaemonSet| Some(&ds.spec.selector))
+        .watches_shared_stream(pod_changes, move |pod| {
+            ownership::owners_of(pod.as_ref(), &for_pods, |ds: &DaemonSet| {
+                Some(&ds.spec.selector)
+            })
         })
         // Every DaemonSet may want a pod on a node that joined or changed.
-        .watches_stream(node_changes, move |_node: Node| {
+        .watches_shared_stream(node_changes, move |_node: Arc<Node>| {
             for_nodes
                 .state()
                 .iter()

@@ -195,7 +195,7 @@ pub async fn run(client: kube::Client, informers: &Informers) {
     let controller = Controller::new(budgets, watcher::Config::default());
     let all_budgets = controller.store();
     // A pod's change concerns the budgets that select it.
-    let controller = controller.watches_stream(pod_changes, move |pod: Pod| {
+    let controller = controller.watches_shared_stream(pod_changes, move |pod: Arc<Pod>| {
         all_budgets
             .state()
             .into_iter()

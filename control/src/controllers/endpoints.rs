@@ -350,7 +350,7 @@ pub async fn run(client: kube::Client, informers: &Informers) {
     let ctx = Arc::new(Context { client, pods });
     // A pod's change concerns every Service of its namespace: the ones that select it now, and the ones that
     // selected it before its labels changed.
-    let controller = controller.watches_stream(pod_changes, move |pod: Pod| {
+    let controller = controller.watches_shared_stream(pod_changes, move |pod: Arc<Pod>| {
         let namespace = pod.namespace();
         services
             .state()

@@ -368,8 +368,8 @@ pub async fn run(client: kube::Client, informers: &Informers, backoff: Duration)
         expectations: Expectations::default(),
         backoff,
     });
-    let controller = controller.watches_stream(pod_changes, move |pod| {
-        ownership::owners_of(&pod, &jobs, |job: &Job| {
+    let controller = controller.watches_shared_stream(pod_changes, move |pod| {
+        ownership::owners_of(pod.as_ref(), &jobs, |job: &Job| {
             job.spec.as_ref().and_then(|s| s.selector.as_ref())
         })
     });

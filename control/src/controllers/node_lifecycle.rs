@@ -332,11 +332,12 @@ pub async fn run(client: kube::Client, informers: &Informers, grace: Duration) {
         .watches_stream(lease_changes, |lease: Lease| {
             Some(ObjectRef::new(&lease.name_any()))
         })
-        .watches_stream(pod_changes, |pod: Pod| {
+        .watches_shared_stream(pod_changes, |pod: Arc<Pod>| {
             pod.spec
-                .and_then(|s| s.node_name)
+                .as_ref()
+                .and_then(|s| s.node_name.as_deref())
                 .filter(|n| !n.is_empty())
-                .map(|n| ObjectRef::new(&n))
+                .map(ObjectRef::new)
         });
     let ctx = Arc::new(Context {
         events: Recorder::new(client.clone(), "node-controller"),

@@ -160,8 +160,8 @@ pub async fn run(client: kube::Client, informers: &Informers) {
         pods,
         expectations: Expectations::default(),
     });
-    let controller = controller.watches_stream(pod_changes, move |pod| {
-        ownership::owners_of(&pod, &replicasets, |rs: &ReplicaSet| {
+    let controller = controller.watches_shared_stream(pod_changes, move |pod| {
+        ownership::owners_of(pod.as_ref(), &replicasets, |rs: &ReplicaSet| {
             Some(&rs.spec.selector)
         })
     });

@@ -61,7 +61,7 @@ pub async fn run(client: kube::Client, informers: &Informers) {
     let controller = Controller::new(quotas, watcher::Config::default());
     let all_quotas = controller.store();
     // A pod's change concerns every quota of its namespace.
-    let controller = controller.watches_stream(pod_changes, move |pod: Pod| {
+    let controller = controller.watches_shared_stream(pod_changes, move |pod: Arc<Pod>| {
         let namespace = pod.namespace().unwrap_or_default();
         all_quotas
             .state()

@@ -248,8 +248,10 @@ pub async fn run(client: kube::Client, informers: &Informers) {
         pods,
         expectations: Expectations::default(),
     });
-    let controller = controller.watches_stream(pod_changes, move |pod| {
-        ownership::owners_of(&pod, &sets, |sts: &StatefulSet| Some(&sts.spec.selector))
+    let controller = controller.watches_shared_stream(pod_changes, move |pod| {
+        ownership::owners_of(pod.as_ref(), &sets, |sts: &StatefulSet| {
+            Some(&sts.spec.selector)
+        })
     });
     drive("statefulset", controller.run(reconcile, error_policy, ctx)).await;
 }
