@@ -307,6 +307,20 @@ async fn execute(
     }
 }
 
+/// Whether a watch event can call for an action: an object without owners, finalizers or a deletion (a node's
+/// heartbeat, an Event, a Lease renewal) changing cannot, so it does not cost a scan of every object (at 10,000
+/// pods, a quarter of a core while idle). Deletions, relists and everything else can.
+fn may_change_the_plan(event: &Event<DynamicObject>) -> bool {
+    match event {
+        Event::Apply(object) | Event::InitApply(object) => {
+            !object.owner_references().is_empty()
+                || !object.finalizers().is_empty()
+                || object.metadata.deletion_timestamp.is_some()
+        }
+        Event::Delete(_) | Event::Init | Event::InitDone => true,
+    }
+}
+
 fn uid_of(action: &Action) -> &str {
     match action {
         Action::Delete { uid, .. }
@@ -338,10 +352,12 @@ pub async fn run(client: kube::Client) {
         tokio::select! {
             Some((kind, event)) = events.next() => {
                 match event {
-                    Ok(event) => graph.apply(kind, event),
+                    Ok(event) => {
+                        dirty |= may_change_the_plan(&event);
+                        graph.apply(kind, event);
+                    }
                     Err(error) => tracing::debug!(%error, "garbage collector watch failed; retrying"),
                 }
-                dirty = true;
             }
             _ = tick.tick() => {
                 if !(dirty || last_scan.elapsed() > RESYNC) {
@@ -377,6 +393,30 @@ pub async fn run(client: kube::Client) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_changes_of_owned_finalized_or_deleted_objects_call_for_a_scan() {
+        let object = |extra: serde_json::Value| -> DynamicObject {
+            let mut value = serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "uid": "u"}});
+            if let (Some(meta), Some(extra)) =
+                (value["metadata"].as_object_mut(), extra.as_object())
+            {
+                meta.extend(extra.clone());
+            }
+            serde_json::from_value(value).unwrap()
+        };
+        let heartbeat = object(serde_json::json!({}));
+        assert!(!may_change_the_plan(&Event::Apply(heartbeat.clone())));
+        assert!(may_change_the_plan(&Event::Delete(heartbeat)));
+        let owned = object(
+            serde_json::json!({"ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "o"}]}),
+        );
+        assert!(may_change_the_plan(&Event::Apply(owned)));
+        let deleting = object(serde_json::json!({"deletionTimestamp": "2026-12-06T00:00:00Z"}));
+        assert!(may_change_the_plan(&Event::Apply(deleting)));
+        let finalized = object(serde_json::json!({"finalizers": ["foregroundDeletion"]}));
+        assert!(may_change_the_plan(&Event::InitApply(finalized)));
+    }
 
     fn kind(name: &str) -> usize {
         resources::stored()
