@@ -953,13 +953,7 @@ fn a_finished_pod_gives_its_address_back() {
     );
     assert!(!addresses[0].is_empty());
     // The node takes no more pods than it has addresses for, whatever --max-pods (1,000) says.
-    let node: Value = server
-        .http()
-        .get(format!("{}/api/v1/nodes/tiny", server.url))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let node = node_object(&server, "tiny");
     assert_eq!(node["status"]["capacity"]["pods"], "1");
     assert_eq!(node["status"]["allocatable"]["pods"], "1");
 }
@@ -1139,13 +1133,7 @@ fn process_limit(pid: u32, name: &str) -> (String, String) {
 fn max_pods_is_the_nodes_pod_capacity_and_the_open_files_limit_is_raised() {
     let server = Server::start();
     let agent = NodeAgent::start_with(&server, "two", &["--max-pods", "2"]);
-    let node: Value = server
-        .http()
-        .get(format!("{}/api/v1/nodes/two", server.url))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let node = node_object(&server, "two");
     assert_eq!(node["status"]["capacity"]["pods"], "2");
     assert_eq!(node["status"]["allocatable"]["pods"], "2");
     for name in ["one", "another"] {
@@ -1252,4 +1240,15 @@ fn an_idle_http_pod_holds_no_log_file_open() {
         .text()
         .unwrap();
     assert!(!logs.is_empty());
+}
+
+/// The Node object `name` as the apiserver serves it.
+fn node_object(server: &Server, name: &str) -> Value {
+    server
+        .http()
+        .get(format!("{}/api/v1/nodes/{name}", server.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
 }
