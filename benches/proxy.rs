@@ -150,13 +150,7 @@ fn main() {
         let deadline = Instant::now() + Duration::from_secs(60);
         let pod_ips = loop {
             let pods = get(&client, &format!("{url}/api/v1/namespaces/default/pods?labelSelector=app%3Dhello")).await;
-            let ips: Vec<String> = pods["items"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|p| p["status"]["phase"] == "Running")
-                .filter_map(|p| p["status"]["podIP"].as_str().map(str::to_owned))
-                .collect();
+            let ips = common::running_pod_ips(&pods);
             if ips.len() == 3 {
                 break ips;
             }

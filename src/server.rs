@@ -661,7 +661,8 @@ pub fn write_private(path: &std::path::Path, contents: &[u8]) -> anyhow::Result<
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Creates the default ClusterRoles and ClusterRoleBindings that are missing (changed ones are kept).
+/// Creates the default ClusterRoles and ClusterRoleBindings and the system PriorityClasses that are missing
+/// (changed ones are kept).
 async fn create_bootstrap_policy(api: &ApiServer) -> anyhow::Result<()> {
     let rbac = |plural| {
         resources::by_path("rbac.authorization.k8s.io", "v1", plural)
@@ -673,15 +674,24 @@ async fn create_bootstrap_policy(api: &ApiServer) -> anyhow::Result<()> {
     let bindings = bootstrap_policy::cluster_role_bindings()
         .into_iter()
         .map(serde_json::to_value);
-    for (plural, objects) in [
-        ("clusterroles", roles.collect::<Result<Vec<_>, _>>()?),
+    let priority_classes = wasmkube_control::api::priority::system_priority_classes()
+        .into_iter()
+        .map(serde_json::to_value);
+    for (resource, objects) in [
+        (rbac("clusterroles")?, roles.collect::<Result<Vec<_>, _>>()?),
         (
-            "clusterrolebindings",
+            rbac("clusterrolebindings")?,
             bindings.collect::<Result<Vec<_>, _>>()?,
         ),
+        (
+            resources::by_path("scheduling.k8s.io", "v1", "priorityclasses")
+                .context("priorityclasses are not served")?,
+            priority_classes.collect::<Result<Vec<_>, _>>()?,
+        ),
     ] {
+        let plural = resource.plural;
         let target = Target {
-            resource: rbac(plural)?,
+            resource,
             namespace: None,
         };
         for object in objects {

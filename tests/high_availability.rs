@@ -708,14 +708,7 @@ fn pods_labelled(server: &Server, app: &str) -> Vec<Value> {
 }
 
 fn node_ready(server: &Server, node: &str) -> String {
-    let node: Value = server
-        .http()
-        .get(format!("{}/api/v1/nodes/{node}", server.url))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    common::ready_status(&node)
+    common::ready_status(&common::get_json(server, &format!("/api/v1/nodes/{node}")))
 }
 
 /// Waits up to 60 s for `check` to hold.

@@ -1,9 +1,10 @@
 //! The scheduler inside `wasmkube server`, with real node agents: unbound pods are spread over the nodes that
-//! fit them and run; pods that fit nowhere say why.
+//! fit them and run; pods that fit nowhere say why; anti-affinity keeps pods apart; a pod of a higher
+//! PriorityClass preempts a lower one.
 
 mod common;
 
-use common::{NodeAgent, Server, create_pod, wait_for, wasm_app};
+use common::{NodeAgent, Server, create_pod, event_reasons, get_pod, post, wait_for, wasm_app};
 use serde_json::{Value, json};
 
 fn batch_pod(name: &str) -> Value {
@@ -68,7 +69,7 @@ fn node_selectors_pick_the_node_and_pods_that_fit_nowhere_are_unschedulable() {
         .clone();
     assert_eq!(
         condition["message"],
-        "0/2 nodes are available: 2 Insufficient memory."
+        "0/2 nodes are available: 2 Insufficient memory. preemption: 0/2 nodes are available: 2 No preemption victims found for incoming pod.."
     );
     assert_eq!(pending["status"]["phase"], "Pending");
     // The event is recorded right after the condition is written.
@@ -87,7 +88,7 @@ fn node_selectors_pick_the_node_and_pods_that_fit_nowhere_are_unschedulable() {
     }
     assert_eq!(
         events["items"][0]["message"],
-        "0/2 nodes are available: 2 Insufficient memory."
+        "0/2 nodes are available: 2 Insufficient memory. preemption: 0/2 nodes are available: 2 No preemption victims found for incoming pod.."
     );
 }
 
@@ -123,4 +124,203 @@ fn an_unschedulable_pod_is_placed_as_soon_as_a_node_changes_to_fit_it() {
         labelled.elapsed()
     );
     assert_eq!(bound["spec"]["nodeName"], "plain");
+}
+
+/// A TCP echo pod that keeps running until deleted, scheduled by the scheduler.
+fn long_running_pod(name: &str, cpu_milli: i64) -> Value {
+    let mut pod = common::echo_pod(name, "");
+    pod["spec"].as_object_mut().unwrap().remove("nodeName");
+    pod["spec"]["containers"][0]["resources"] =
+        json!({"requests": {"cpu": format!("{cpu_milli}m")}});
+    pod
+}
+
+fn allocatable_cpu_milli(server: &Server, node: &str) -> i64 {
+    let node = common::get_json(server, &format!("/api/v1/nodes/{node}"));
+    let cpu = node["status"]["allocatable"]["cpu"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    match cpu.strip_suffix('m') {
+        Some(milli) => milli.parse().unwrap(),
+        None => cpu.parse::<i64>().unwrap() * 1000,
+    }
+}
+
+#[test]
+fn a_pod_of_a_higher_priority_class_preempts_a_lower_one_and_runs() {
+    let server = Server::start();
+    let _node = NodeAgent::start(&server, "n1");
+    let cpu = allocatable_cpu_milli(&server, "n1");
+    let class = post(
+        &server,
+        "/apis/scheduling.k8s.io/v1/priorityclasses",
+        &json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": "high"}, "value": 1000}),
+    );
+    assert_eq!(class["preemptionPolicy"], "PreemptLowerPriority");
+
+    // Each asks for 60% of the node's cpu: the two cannot run together.
+    create_pod(&server, long_running_pod("low", cpu * 6 / 10));
+    let low = wait_for(&server, "low", "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    assert_eq!(low["spec"]["priority"], 0);
+    let mut high = long_running_pod("high", cpu * 6 / 10);
+    high["spec"]["priorityClassName"] = json!("high");
+    create_pod(&server, high);
+
+    let high = wait_for(&server, "high", "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    assert_eq!(high["spec"]["priority"], 1000);
+    assert_eq!(high["spec"]["nodeName"], "n1");
+    assert_eq!(high["status"]["nominatedNodeName"], "n1");
+    assert!(
+        get_pod(&server, "low").is_none(),
+        "the lower pod was deleted"
+    );
+    assert!(
+        event_reasons(&server, "low")
+            .iter()
+            .any(|r| r == "Preempted")
+    );
+
+    // A pod of the same priority preempts nothing: it waits, saying why.
+    let mut peer = long_running_pod("peer", cpu * 6 / 10);
+    peer["spec"]["priorityClassName"] = json!("high");
+    create_pod(&server, peer);
+    let waiting = wait_for(&server, "peer", "Unschedulable", |p| {
+        p["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["reason"] == "Unschedulable")
+    });
+    let message = waiting["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "PodScheduled")
+        .unwrap()["message"]
+        .clone();
+    assert_eq!(
+        message,
+        "0/1 nodes are available: 1 Insufficient cpu. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.."
+    );
+}
+
+#[test]
+fn priority_classes_are_checked_as_kubernetes_checks_them() {
+    let server = Server::start();
+    let http = server.http();
+    let classes = format!("{}/apis/scheduling.k8s.io/v1/priorityclasses", server.url);
+    let create = |body: Value| {
+        let response = http.post(&classes).json(&body).send().unwrap();
+        (
+            response.status().as_u16(),
+            response.json::<Value>().unwrap(),
+        )
+    };
+    let (code, status) = create(json!({"metadata": {"name": "too-high"}, "value": 1_000_000_001}));
+    assert_eq!(code, 422, "{status}");
+    assert_eq!(
+        status["details"]["causes"][0]["message"],
+        "Forbidden: maximum allowed value of a user defined priority is 1000000000"
+    );
+    let (code, _) = create(json!({"metadata": {"name": "system-mine"}, "value": 5}));
+    assert_eq!(code, 422);
+    assert_eq!(
+        create(json!({"metadata": {"name": "default"}, "value": 10, "globalDefault": true})).0,
+        201
+    );
+    let (code, status) =
+        create(json!({"metadata": {"name": "other"}, "value": 20, "globalDefault": true}));
+    assert_eq!(code, 403);
+    assert_eq!(
+        status["message"],
+        "priorityclasses.scheduling.k8s.io \"other\" is forbidden: PriorityClass default is already marked as default. Only one default can exist"
+    );
+    let system = http
+        .delete(format!("{classes}/system-node-critical"))
+        .send()
+        .unwrap();
+    assert_eq!(system.status(), 403);
+
+    // A pod without a class gets the global default; one naming a missing class is refused.
+    let pod = post(&server, common::PODS, &long_running_pod("plain", 10));
+    assert_eq!(
+        (
+            pod["spec"]["priorityClassName"].as_str(),
+            pod["spec"]["priority"].as_i64()
+        ),
+        (Some("default"), Some(10))
+    );
+    let mut missing = long_running_pod("missing", 10);
+    missing["spec"]["priorityClassName"] = json!("nope");
+    let response = http
+        .post(format!("{}{}", server.url, common::PODS))
+        .json(&missing)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert_eq!(
+        response.json::<Value>().unwrap()["message"],
+        "pods \"missing\" is forbidden: no PriorityClass with name nope was found"
+    );
+    let mut critical = long_running_pod("critical", 10);
+    critical["spec"]["priorityClassName"] = json!("system-node-critical");
+    critical["spec"]["priority"] = json!(7);
+    let response = http
+        .post(format!("{}{}", server.url, common::PODS))
+        .json(&critical)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 403);
+}
+
+#[test]
+fn required_anti_affinity_puts_each_replica_on_its_own_node() {
+    let server = Server::start();
+    let _a = NodeAgent::start(&server, "n1");
+    let _b = NodeAgent::start(&server, "n2");
+    let apart = |name: &str| {
+        let mut pod = long_running_pod(name, 10);
+        pod["spec"]["affinity"] = json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "echo"}}, "topologyKey": "kubernetes.io/hostname"}]}});
+        pod
+    };
+    for name in ["e1", "e2", "e3"] {
+        create_pod(&server, apart(name));
+    }
+    let mut nodes = Vec::new();
+    let mut waiting = Vec::new();
+    for name in ["e1", "e2", "e3"] {
+        let pod = wait_for(&server, name, "placed or refused", |p| {
+            p["spec"]["nodeName"].is_string()
+                || p["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["reason"] == "Unschedulable")
+        });
+        match pod["spec"]["nodeName"].as_str() {
+            Some(node) => nodes.push(node.to_owned()),
+            None => waiting.push(pod),
+        }
+    }
+    nodes.sort();
+    assert_eq!(nodes, ["n1", "n2"]);
+    assert_eq!(waiting.len(), 1);
+    let message = &waiting[0]["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "PodScheduled")
+        .unwrap()["message"];
+    assert!(
+        message.as_str().unwrap().starts_with(
+            "0/2 nodes are available: 2 node(s) didn't satisfy existing pods anti-affinity rules. preemption: "
+        ),
+        "{message}"
+    );
 }

@@ -35,6 +35,17 @@ pub async fn get(client: &reqwest::Client, url: &str) -> serde_json::Value {
         .expect("json")
 }
 
+/// The addresses of the Running pods of a pod list.
+pub fn running_pod_ips(list: &serde_json::Value) -> Vec<String> {
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["status"]["phase"] == "Running")
+        .filter_map(|p| p["status"]["podIP"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// Builds wasm-apps/ and returns the file:// image of the HTTP hello app.
 pub fn hello_image() -> String {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));

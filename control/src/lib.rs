@@ -3,11 +3,10 @@
 
 pub mod api;
 pub mod apiserver;
-pub mod cache;
 pub mod controllers;
 pub mod endpoint_reconciler;
-pub mod events;
 pub mod leader_election;
-pub mod pki;
 pub mod scheduler;
 pub mod store;
+
+pub use wasmkube_core::{cache, events, pki};

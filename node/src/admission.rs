@@ -5,8 +5,9 @@
 //! eviction manager does.
 
 use k8s_openapi::api::core::v1::{Pod, Taint};
-use wasmkube_control::api::qos::QosClass;
-use wasmkube_control::scheduler::plugins::{Resources, tolerates};
+use wasmkube_core::qos::QosClass;
+use wasmkube_core::resources::Resources;
+use wasmkube_core::tolerations::tolerates;
 
 /// Why a pod was turned away: the pod status' reason and message.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,8 +24,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use wasmkube_control::events::{EventType, Recorder};
-use wasmkube_control::scheduler::plugins::{Resources, allocatable, requests};
+use wasmkube_core::events::{EventType, Recorder};
+use wasmkube_core::resources::{Resources, allocatable, requests};
 
 /// How often the Lease is renewed; the control plane declares a node lost after its grace period (10 s by
 /// default) without one.
@@ -597,7 +597,7 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
     let pods: Api<Pod> = Api::all(client);
     let selector =
         watcher::Config::default().fields(&format!("spec.nodeName={}", config.node_name));
-    let (cache, events) = wasmkube_control::cache::reflect(pods, selector);
+    let (cache, events) = wasmkube_core::cache::reflect(pods, selector);
     tokio::spawn(sweep_removed_pods(cache.clone(), agent.clone()));
     let controller = Controller::for_stream(
         kube::runtime::WatchStreamExt::applied_objects(events),
@@ -715,7 +715,7 @@ const DIRECTORY_SWEEP_EVERY: u32 = 30;
 
 /// Stops the workers of pods that vanished from the API without a graceful deletion (force deletes), every 2 s;
 /// once a minute (and first), removes the files of pods that no longer exist.
-async fn sweep_removed_pods(store: wasmkube_control::cache::Cache<Pod>, agent: Arc<Agent>) {
+async fn sweep_removed_pods(store: wasmkube_core::cache::Cache<Pod>, agent: Arc<Agent>) {
     let mut sweep = 0u32;
     loop {
         tokio::time::sleep(Duration::from_secs(2)).await;

@@ -70,9 +70,7 @@ pub fn govern<T: 'static>(store: &mut Store<T>, quota: Option<Arc<Mutex<Quota>>>
 
 /// A container's CPU limit in millicores, from `resources.limits.cpu` ("500m", "0.5", "2").
 pub fn millicores(text: &str) -> Option<u64> {
-    let milli = wasmkube_control::api::quantity::Quantity::parse(text)
-        .ok()?
-        .milli();
+    let milli = wasmkube_core::quantity::Quantity::parse(text).ok()?.milli();
     u64::try_from(milli).ok().filter(|m| *m > 0)
 }
 

@@ -7,7 +7,7 @@ use rustls::client::danger::HandshakeSignatureValid;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use std::sync::Arc;
-use wasmkube_control::pki::{self, APISERVER_CLIENT, PkiError};
+use wasmkube_core::pki::{self, APISERVER_CLIENT, PkiError};
 
 /// Accepts only client certificates of the cluster CA naming the apiserver.
 #[derive(Debug)]

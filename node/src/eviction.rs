@@ -2,7 +2,7 @@
 //! under memory pressure: BestEffort before Burstable before Guaranteed (`api::qos`), and within a class the
 //! pod using the most memory. Pure: the agent supplies its pods and their usage, and does the eviction.
 
-pub use wasmkube_control::api::qos::QosClass;
+pub use wasmkube_core::qos::QosClass;
 
 /// A pod that may be evicted: its key, class and the memory its guests hold.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,8 +9,8 @@ use kube::Api;
 use kube::api::PostParams;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use wasmkube_control::api::csr::KUBELET_CLIENT_SIGNER;
-use wasmkube_control::api::tokens::{ca_hash, parse_join_token};
+use wasmkube_core::csr::KUBELET_CLIENT_SIGNER;
+use wasmkube_core::join_token::{ca_hash, parse_join_token};
 
 /// How long the agent waits for its certificate to be approved and issued.
 const ISSUE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -115,7 +115,7 @@ fn with_certificate(server: &http::Uri, ca: &str, cert: &str, key: &str) -> kube
     use base64::Engine;
     let encode = |pem: &str| base64::engine::general_purpose::STANDARD.encode(pem);
     let mut config = kube::Config::new(server.clone());
-    config.root_cert = Some(wasmkube_control::pki::certificates_der(ca));
+    config.root_cert = Some(wasmkube_core::pki::certificates_der(ca));
     config.auth_info.client_certificate_data = Some(encode(cert));
     config.auth_info.client_key_data = Some(encode(key).into());
     config
@@ -142,7 +142,7 @@ pub async fn node_credentials(
         .ok_or(JoinError::NotAJoinToken)?;
     let ca = discover_ca(server, expected).await?;
     let mut config = kube::Config::new(server.clone());
-    config.root_cert = Some(wasmkube_control::pki::certificates_der(&ca));
+    config.root_cert = Some(wasmkube_core::pki::certificates_der(&ca));
     config.auth_info.token = Some(bootstrap.to_owned().into());
     let (cert, key) = request_certificate(kube::Client::try_from(config)?, node).await?;
     files.write(&ca, &cert, &key)?;

@@ -21,10 +21,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use wasmkube_control::api::quantity::Quantity;
-use wasmkube_control::events::EventType::{Normal, Warning};
-use wasmkube_control::events::{EventType, Recorder};
-use wasmkube_control::scheduler::plugins::Resources;
+use wasmkube_core::events::EventType::{Normal, Warning};
+use wasmkube_core::events::{EventType, Recorder};
+use wasmkube_core::quantity::Quantity;
+use wasmkube_core::resources::Resources;
 
 /// How long a container start waits for the Service watch to have listed once (for its service links).
 const SERVICES_READY: Duration = Duration::from_secs(10);
@@ -115,7 +115,7 @@ impl PodWorker {
         let (observed, observations) = watch::channel(pod.status.clone());
         let (ephemeral, ephemeral_list) = watch::channel(ephemeral_containers(&pod));
         let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let requests = wasmkube_control::scheduler::plugins::requests(&pod);
+        let requests = wasmkube_core::resources::requests(&pod);
         let qos = crate::eviction::QosClass::of(&pod.spec.clone().unwrap_or_default());
         let memory = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let worker = Worker {

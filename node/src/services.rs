@@ -8,7 +8,7 @@ use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use std::net::IpAddr;
 use std::time::Duration;
-use wasmkube_control::cache::{self, Cache};
+use wasmkube_core::cache::{self, Cache};
 
 /// The cluster's domain, as Kubernetes' default `cluster.local`.
 pub const CLUSTER_DOMAIN: &str = "cluster.local";

@@ -486,6 +486,17 @@ pub fn python(server: &Server, args: &[&std::ffi::OsStr], expected: &str) {
     assert!(stdout.contains(expected), "{stdout}{stderr}");
 }
 
+/// The JSON document at an API path.
+pub fn get_json(server: &Server, path: &str) -> serde_json::Value {
+    server
+        .http()
+        .get(format!("{}{path}", server.url))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
 /// A pod of the default namespace, if it exists.
 pub fn get_pod(server: &Server, name: &str) -> Option<serde_json::Value> {
     let response = server

@@ -766,6 +766,68 @@ impl KindRules for k8s_openapi::api::authentication::v1::TokenReview {}
 // ComponentStatuses are computed when read, never written.
 impl KindRules for k8s_openapi::api::core::v1::ComponentStatus {}
 
+impl KindRules for k8s_openapi::api::scheduling::v1::PriorityClass {
+    fn defaults(&mut self) {
+        self.preemption_policy
+            .get_or_insert_with(|| "PreemptLowerPriority".to_owned());
+    }
+
+    fn validate(&self) -> Vec<Cause> {
+        use super::priority::{
+            HIGHEST_USER_DEFINABLE_PRIORITY, SYSTEM_PRIORITY_CLASS_PREFIX, is_known_system_class,
+        };
+        let mut causes = Vec::new();
+        let name = self.metadata.name.as_deref().unwrap_or_default();
+        if name.starts_with(SYSTEM_PRIORITY_CLASS_PREFIX) {
+            if let Err(error) = is_known_system_class(
+                name,
+                self.value.unwrap_or(0),
+                self.global_default == Some(true),
+            ) {
+                causes.push(Cause::forbidden(
+                    "metadata.name",
+                    &format!(
+                        "priority class names with '{SYSTEM_PRIORITY_CLASS_PREFIX}' prefix are reserved for \
+                         system use only. error: {error}"
+                    ),
+                ));
+            }
+        } else if self.value.unwrap_or(0) > HIGHEST_USER_DEFINABLE_PRIORITY {
+            causes.push(Cause::forbidden(
+                "value",
+                &format!(
+                    "maximum allowed value of a user defined priority is {HIGHEST_USER_DEFINABLE_PRIORITY}"
+                ),
+            ));
+        }
+        validation::one_of(
+            "preemptionPolicy",
+            self.preemption_policy.as_deref(),
+            &["Never", "PreemptLowerPriority"],
+            &mut causes,
+        );
+        causes
+    }
+
+    fn validate_update(&self, old: &Self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        if self.value.unwrap_or(0) != old.value.unwrap_or(0) {
+            causes.push(Cause::forbidden(
+                "value",
+                "may not be changed in an update.",
+            ));
+        }
+        if self.preemption_policy != old.preemption_policy {
+            causes.push(Cause::invalid(
+                "preemptionPolicy",
+                self.preemption_policy.as_deref().unwrap_or_default(),
+                "field is immutable",
+            ));
+        }
+        causes
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

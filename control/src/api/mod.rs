@@ -2,7 +2,6 @@
 //! tables.
 
 pub mod bootstrap_policy;
-pub mod csr;
 pub mod disruption;
 pub mod impersonation;
 pub mod kinds;
@@ -10,9 +9,8 @@ pub mod managed_fields;
 pub mod node_authorizer;
 pub mod patch;
 pub mod pod_security;
+pub mod priority;
 pub mod protobuf;
-pub mod qos;
-pub mod quantity;
 pub mod quota;
 pub mod rbac;
 pub mod request_info;
@@ -21,7 +19,8 @@ pub mod schedule;
 pub mod schema;
 pub mod selector;
 pub mod service_account_tokens;
-pub mod stream_options;
 pub mod table;
 pub mod tokens;
 pub mod validation;
+
+pub use wasmkube_core::{csr, qos, quantity, stream_options};

@@ -19,6 +19,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::{Metadata, Resource};
 use serde::Serialize;
@@ -363,6 +364,7 @@ pub fn all() -> &'static [ResourceType] {
             resource!(ClusterRoleBinding, "clusterrolebindings", "clusterrolebinding", [], all: false, [], fields: [], table: &table::BINDINGS),
             resource!(EndpointSlice, "endpointslices", "endpointslice", [], all: false, [], fields: [], table: &table::ENDPOINT_SLICES),
             resource!(CertificateSigningRequest, "certificatesigningrequests", "certificatesigningrequest", ["csr"], all: false, [Status, Approval], fields: ["spec.signerName"], table: &table::CERTIFICATE_SIGNING_REQUESTS),
+            resource!(PriorityClass, "priorityclasses", "priorityclass", ["pc"], all: false, [], fields: [], table: &table::PRIORITY_CLASSES),
             resource!(PodDisruptionBudget, "poddisruptionbudgets", "poddisruptionbudget", ["pdb"], all: false, [Status], fields: [], table: &table::DISRUPTION_BUDGETS),
             resource!(SelfSubjectAccessReview, "selfsubjectaccessreviews", "", [], all: false, [], fields: [], table: &table::CREATED, review: true),
             resource!(SubjectAccessReview, "subjectaccessreviews", "", [], all: false, [], fields: [], table: &table::CREATED, review: true),

@@ -717,6 +717,24 @@ pub static DISRUPTION_BUDGETS: TableSpec = TableSpec {
     },
 };
 
+/// priorityclasses: as kubectl shows them.
+pub static PRIORITY_CLASSES: TableSpec = TableSpec {
+    columns: &[
+        col("Value", "integer", 0),
+        col("Global-Default", "boolean", 0),
+        col("Age", "string", 0),
+        col("PreemptionPolicy", "string", 0),
+    ],
+    row: |v, now| {
+        vec![
+            n(v, "value").into(),
+            at(v, "globalDefault").as_bool().unwrap_or(false).into(),
+            created(v, now),
+            s(v, "preemptionPolicy").into(),
+        ]
+    },
+};
+
 /// leases
 pub static LEASES: TableSpec = TableSpec {
     columns: &[col("Holder", "string", 0), col("Age", "string", 0)],

@@ -95,11 +95,12 @@ trait Plugin: Sync {
 }
 
 /// The plugins, in the order they run.
-const CHAIN: [&dyn Plugin; 8] = [
+const CHAIN: [&dyn Plugin; 9] = [
     &NamespaceLifecycle,
     &CertificateSigningRequester,
     &LimitRanger,
     &ServiceAccount,
+    &Priority,
     &ServiceAddresses,
     &PodSecurity,
     &RbacEscalation,
@@ -174,6 +175,46 @@ impl Plugin for ServiceAccount {
             server.admit_service_account(object)?;
         }
         Ok(())
+    }
+}
+
+/// Priority: a new pod gets the priority and preemption policy of its PriorityClass (or of the global default);
+/// at most one class is the global default; the system's classes are never deleted.
+struct Priority;
+
+impl Plugin for Priority {
+    fn admit_request(&self, _server: &ApiServer, write: &Write<'_>) -> Mutation {
+        let system = crate::api::priority::SYSTEM_PRIORITY_CLASSES
+            .iter()
+            .any(|(name, _, _)| *name == write.name);
+        if write.is("scheduling.k8s.io", "PriorityClass")
+            && write.operation == Operation::Delete
+            && system
+        {
+            return Err(ApiError::Forbidden(format!(
+                "priorityclasses.scheduling.k8s.io {:?} is forbidden: this is a system priority class and cannot \
+                 be deleted",
+                write.name
+            )));
+        }
+        Ok(())
+    }
+
+    fn mutate(&self, server: &ApiServer, write: &Write<'_>, object: &mut Value) -> Mutation {
+        if write.is("", "Pod") && write.creates() {
+            server.admit_pod_priority(object)?;
+        }
+        Ok(())
+    }
+
+    fn validate(&self, server: &ApiServer, write: &Write<'_>, object: &Value) -> Verdict {
+        if write.is("scheduling.k8s.io", "PriorityClass")
+            && write.operation != Operation::Delete
+            && object["globalDefault"] == Value::Bool(true)
+        {
+            server.check_one_global_default(write, object)?;
+        }
+        Ok(Vec::new())
     }
 }
 

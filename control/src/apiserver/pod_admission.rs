@@ -5,10 +5,12 @@
 use super::ApiServer;
 use super::error::ApiError;
 use super::objects::{decode_stored, prefix};
+use crate::api::priority::resolve_pod_priority;
 use crate::api::quota::{apply_limit_ranges, check_quota};
 use crate::api::resources::{self, ResourceType};
 use crate::store::ListRequest;
 use k8s_openapi::api::core::v1::{LimitRange, Pod, ResourceQuota};
+use k8s_openapi::api::scheduling::v1::PriorityClass;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -83,6 +85,58 @@ impl ApiServer {
             check_quota(quota, &pod, &others).map_err(|m| forbidden(&pod, m))?;
         }
         Ok(())
+    }
+}
+
+impl ApiServer {
+    /// Priority admission: sets a new pod's `priorityClassName`, `priority` and `preemptionPolicy` from its
+    /// class, refusing a missing class or a priority of its own.
+    pub(super) fn admit_pod_priority(&self, object: &mut Value) -> Result<(), ApiError> {
+        let pod = typed_pod(object)?;
+        let spec = pod.spec.as_ref();
+        let classes: Vec<PriorityClass> = self.priority_classes()?;
+        let resolved = resolve_pod_priority(
+            spec.and_then(|s| s.priority_class_name.as_deref()),
+            spec.and_then(|s| s.priority),
+            spec.and_then(|s| s.preemption_policy.as_deref()),
+            &classes,
+        )
+        .map_err(|message| forbidden(&pod, message))?;
+        if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
+            if !resolved.class_name.is_empty() {
+                spec.insert("priorityClassName".into(), resolved.class_name.into());
+            }
+            spec.insert("priority".into(), resolved.value.into());
+            spec.insert("preemptionPolicy".into(), resolved.preemption_policy.into());
+        }
+        Ok(())
+    }
+
+    fn priority_classes(&self) -> Result<Vec<PriorityClass>, ApiError> {
+        let resource = resources::by_path("scheduling.k8s.io", "v1", "priorityclasses")
+            .ok_or_else(|| ApiError::Internal("priorityclasses are not served".into()))?;
+        self.list_of(resource, None)
+    }
+
+    /// At most one PriorityClass is the global default: another one may not become it.
+    pub(super) fn check_one_global_default(
+        &self,
+        write: &super::admission::Write<'_>,
+        object: &Value,
+    ) -> Result<(), ApiError> {
+        let name = object["metadata"]["name"].as_str().unwrap_or(write.name);
+        let other = self
+            .priority_classes()?
+            .into_iter()
+            .find(|c| c.global_default == Some(true) && c.metadata.name.as_deref() != Some(name));
+        match other {
+            Some(default) => Err(ApiError::Forbidden(format!(
+                "priorityclasses.scheduling.k8s.io {name:?} is forbidden: PriorityClass {} is already marked as \
+                 default. Only one default can exist",
+                default.metadata.name.unwrap_or_default()
+            ))),
+            None => Ok(()),
+        }
     }
 }
 

@@ -1,45 +1,192 @@
-//! The scheduler's view of what each node already runs, kept current from the pod watch (not recomputed per
-//! pod): requested resources, owners and host ports of the pods bound to every node, plus the pods this
-//! scheduler placed whose binding the watch has not shown yet ("assumed"), as kube-scheduler's cache does.
+//! The scheduler's view of the cluster, kept current from its watches (not recomputed per pod), as
+//! kube-scheduler's cache: every node with what its pods request, the host ports they hold and how many of
+//! them carry each set of labels; the pods with affinity terms; the namespaces' labels; and the pods this
+//! scheduler placed whose binding the watch has not shown yet ("assumed").
 
+use super::plugins::inter_pod_affinity::PodAffinityTerms;
+use super::plugins::node_ports::host_ports;
+use super::plugins::node_resources::nonzero_requests;
+use super::plugins::selection::{NamespaceLabels, PodLabels};
 use super::plugins::{self, Resources};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::ResourceExt;
 use kube::runtime::watcher::Event;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 /// What the scheduler needs to know of one placed pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placed {
+    /// Its name.
+    pub name: String,
     /// Its node.
     pub node: String,
     /// What it requests.
     pub requests: Resources,
-    /// Its controller's uid, for spreading.
-    pub owner: Option<String>,
+    /// What it counts for when nodes are scored (unset requests as kube-scheduler's defaults).
+    pub nonzero: Resources,
     /// The host ports it takes.
     pub host_ports: Vec<i32>,
+    /// Its namespace and labels.
+    pub labels: Arc<PodLabels>,
+    /// Being deleted: still holds its resources, no longer counts for spreading or affinity.
+    pub terminating: bool,
+    /// Its priority (`spec.priority`).
+    pub priority: i32,
+    /// Its inter-pod affinity terms, if it has any.
+    pub affinity: Option<Arc<PodAffinityTerms>>,
     /// Placed by this scheduler, not yet seen bound.
     pub assumed: bool,
 }
 
-/// One node's load.
-#[derive(Debug, Clone, Default)]
-pub struct NodeLoad {
-    /// The sum of its pods' requests.
-    pub requested: Resources,
-    /// How many of its pods each owner has.
-    pub owners: HashMap<String, usize>,
-    /// Host ports in use.
-    pub host_ports: HashSet<i32>,
+impl Placed {
+    /// What a pod holds on `node`.
+    pub fn new(pod: &Pod, node: String) -> Self {
+        let affinity = PodAffinityTerms::of(pod);
+        Placed {
+            name: pod.name_any(),
+            node,
+            requests: plugins::requests(pod),
+            nonzero: nonzero_requests(pod),
+            host_ports: host_ports(pod),
+            labels: Arc::new(PodLabels::of(pod)),
+            terminating: pod.metadata.deletion_timestamp.is_some(),
+            priority: pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0),
+            affinity: (!affinity.is_empty()).then(|| Arc::new(affinity)),
+            assumed: false,
+        }
+    }
 }
 
-/// Every placed pod by uid, and each node's load.
+/// One node and its load.
+#[derive(Debug, Clone, Default)]
+pub struct NodeInfo {
+    /// The Node object (absent while only pods bound to that name are known).
+    pub node: Option<Arc<Node>>,
+    /// What the node offers to pods.
+    pub allocatable: Resources,
+    /// Whether its Ready condition is True.
+    pub ready: bool,
+    /// Whether it is cordoned (`spec.unschedulable`).
+    pub cordoned: bool,
+    /// The sum of its pods' requests.
+    pub requested: Resources,
+    /// The sum of its pods' requests as scoring counts them.
+    pub nonzero_requested: Resources,
+    /// Host ports in use, with how many pods hold each.
+    pub host_ports: HashMap<i32, usize>,
+    /// How many of its pods (not terminating) carry each namespace and label set.
+    pub label_groups: HashMap<Arc<PodLabels>, usize>,
+    /// The uids of its pods.
+    pub pods: BTreeSet<String>,
+    /// How many of its pods have each priority.
+    pub priorities: BTreeMap<i32, usize>,
+}
+
+impl NodeInfo {
+    /// How many of the node's pods in `namespace` a selector picks.
+    pub fn count_matching(
+        &self,
+        namespace: &str,
+        selector: &crate::api::selector::LabelSelector,
+    ) -> i64 {
+        self.label_groups
+            .iter()
+            .filter(|(group, _)| group.namespace == namespace && selector.matches(&group.labels))
+            .map(|(_, n)| *n as i64)
+            .sum()
+    }
+
+    /// The lowest priority of its pods.
+    pub fn lowest_priority(&self) -> Option<i32> {
+        self.priorities.keys().next().copied()
+    }
+
+    /// The node's labels.
+    pub fn labels(&self) -> Option<&BTreeMap<String, String>> {
+        self.node.as_ref()?.metadata.labels.as_ref()
+    }
+
+    /// One label of the node.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels()?.get(key).map(String::as_str)
+    }
+
+    /// Counts a pod on the node.
+    pub fn add(&mut self, uid: &str, placed: &Placed) {
+        self.requested = self.requested + placed.requests;
+        self.nonzero_requested = self.nonzero_requested + placed.nonzero;
+        for port in &placed.host_ports {
+            *self.host_ports.entry(*port).or_default() += 1;
+        }
+        if !placed.terminating {
+            *self.label_groups.entry(placed.labels.clone()).or_default() += 1;
+        }
+        self.pods.insert(uid.to_owned());
+        *self.priorities.entry(placed.priority).or_default() += 1;
+    }
+
+    /// Stops counting a pod on the node.
+    pub fn remove(&mut self, uid: &str, placed: &Placed) {
+        self.requested = self.requested - placed.requests;
+        self.nonzero_requested = self.nonzero_requested - placed.nonzero;
+        for port in &placed.host_ports {
+            if let Some(count) = self.host_ports.get_mut(port) {
+                *count -= 1;
+                if *count == 0 {
+                    self.host_ports.remove(port);
+                }
+            }
+        }
+        if !placed.terminating
+            && let Some(count) = self.label_groups.get_mut(&placed.labels)
+        {
+            *count -= 1;
+            if *count == 0 {
+                self.label_groups.remove(&placed.labels);
+            }
+        }
+        self.pods.remove(uid);
+        if let Some(count) = self.priorities.get_mut(&placed.priority) {
+            *count -= 1;
+            if *count == 0 {
+                self.priorities.remove(&placed.priority);
+            }
+        }
+    }
+
+    /// The node as it would be without some of its pods (what preemption weighs).
+    pub fn without<'a>(
+        &self,
+        victims: impl IntoIterator<Item = (&'a str, &'a Placed)>,
+    ) -> NodeInfo {
+        let mut node = self.clone();
+        for (uid, placed) in victims {
+            node.remove(uid, placed);
+        }
+        node
+    }
+}
+
+/// Every placed pod by uid, every node by name, and the namespaces' labels.
 #[derive(Debug, Default)]
 pub struct Cache {
     pods: HashMap<String, Placed>,
-    nodes: HashMap<String, NodeLoad>,
-    relisted: Option<HashSet<String>>,
+    nodes: HashMap<String, NodeInfo>,
+    /// The names of the nodes that have a Node object, sorted: the order nodes are tried in.
+    order: Vec<String>,
+    namespaces: NamespaceLabels,
+    /// Every namespace and label set of placed pods (not terminating), with how many carry it on each node:
+    /// what selectors are matched against, once per set rather than once per pod or node.
+    groups: HashMap<Arc<PodLabels>, HashMap<String, usize>>,
+    with_affinity: BTreeSet<String>,
+    /// Unbound pods that preempted others, by uid: their nominated node and what they will take there.
+    nominated: HashMap<String, Placed>,
+    relisted_pods: Option<HashSet<String>>,
+    relisted_nodes: Option<HashSet<String>>,
+    relisted_namespaces: Option<HashSet<String>>,
+    /// Where the next search through the nodes starts (kube-scheduler's nextStartNodeIndex).
+    pub next_start: usize,
 }
 
 /// What a pod holds on its node, if it is bound and not finished.
@@ -50,38 +197,88 @@ pub fn placed(pod: &Pod) -> Option<Placed> {
         .node_name
         .clone()
         .filter(|n| !n.is_empty())?;
-    let finished = matches!(
+    (!pod_finished(pod)).then(|| Placed::new(pod, node))
+}
+
+fn pod_finished(pod: &Pod) -> bool {
+    matches!(
         pod.status.as_ref().and_then(|s| s.phase.as_deref()),
         Some("Succeeded" | "Failed")
-    );
-    (!finished).then(|| Placed {
-        node,
-        requests: plugins::requests(pod),
-        owner: plugins::owner(pod).map(str::to_owned),
-        host_ports: plugins::host_ports(pod),
-        assumed: false,
-    })
+    )
 }
 
 impl Cache {
-    /// One node's load (empty for a node without pods).
-    pub fn load(&self, node: &str) -> NodeLoad {
-        self.nodes.get(node).cloned().unwrap_or_default()
+    /// The names of the nodes with a Node object, in the order they are tried.
+    pub fn node_names(&self) -> &[String] {
+        &self.order
+    }
+
+    /// One node and its load.
+    pub fn node(&self, name: &str) -> Option<&NodeInfo> {
+        self.nodes.get(name)
+    }
+
+    /// The placed pods of a node, with their uids.
+    pub fn pods_on<'a>(
+        &'a self,
+        node: &'a NodeInfo,
+    ) -> impl Iterator<Item = (&'a str, &'a Placed)> {
+        node.pods
+            .iter()
+            .filter_map(|uid| Some((uid.as_str(), self.pods.get(uid)?)))
+    }
+
+    /// The placed pods that have affinity terms, with their uids.
+    pub fn pods_with_affinity(&self) -> impl Iterator<Item = (&str, &Placed)> {
+        self.with_affinity
+            .iter()
+            .filter_map(|uid| Some((uid.as_str(), self.pods.get(uid)?)))
+    }
+
+    /// Every namespace and label set of placed pods (not terminating), with how many carry it on each node.
+    pub fn label_groups(&self) -> impl Iterator<Item = (&PodLabels, &HashMap<String, usize>)> {
+        self.groups
+            .iter()
+            .map(|(group, nodes)| (group.as_ref(), nodes))
+    }
+
+    /// The nodes (with a Node object) holding pods in `namespace` that `selector` picks, with how many.
+    pub fn matching_by_node<'a>(
+        &'a self,
+        namespace: &'a str,
+        selector: &'a crate::api::selector::LabelSelector,
+    ) -> impl Iterator<Item = (&'a NodeInfo, i64)> + 'a {
+        self.groups
+            .iter()
+            .filter(move |(group, _)| {
+                group.namespace == namespace && selector.matches(&group.labels)
+            })
+            .flat_map(|(_, nodes)| nodes.iter())
+            .filter_map(|(node, count)| {
+                let info = self.nodes.get(node).filter(|n| n.node.is_some())?;
+                Some((info, *count as i64))
+            })
+    }
+
+    /// Every namespace's labels.
+    pub fn namespaces(&self) -> &NamespaceLabels {
+        &self.namespaces
     }
 
     /// Takes one event of the pod watch.
-    pub fn apply(&mut self, event: &Event<Pod>) {
+    pub fn apply_pod(&mut self, event: &Event<Pod>) {
         match event {
-            Event::Init => self.relisted = Some(HashSet::new()),
+            Event::Init => self.relisted_pods = Some(HashSet::new()),
             Event::InitApply(pod) => {
-                if let (Some(seen), Some(uid)) = (self.relisted.as_mut(), pod.uid()) {
+                if let (Some(seen), Some(uid)) = (self.relisted_pods.as_mut(), pod.uid()) {
                     seen.insert(uid);
                 }
-                self.update(pod);
+                self.update_pod(pod);
             }
             Event::InitDone => {
                 // Pods that vanished while the watch was down; assumed ones stay until their binding answers.
-                let seen = self.relisted.take().unwrap_or_default();
+                let seen = self.relisted_pods.take().unwrap_or_default();
+                self.nominated.retain(|uid, _| seen.contains(uid));
                 let gone: Vec<String> = self
                     .pods
                     .iter()
@@ -92,17 +289,116 @@ impl Cache {
                     self.remove(&uid);
                 }
             }
-            Event::Apply(pod) => self.update(pod),
+            Event::Apply(pod) => self.update_pod(pod),
             Event::Delete(pod) => {
                 if let Some(uid) = pod.uid() {
+                    self.nominated.remove(&uid);
                     self.remove(&uid);
                 }
             }
         }
     }
 
-    fn update(&mut self, pod: &Pod) {
+    /// Takes one event of the node watch.
+    pub fn apply_node(&mut self, event: &Event<Node>) {
+        match event {
+            Event::Init => self.relisted_nodes = Some(HashSet::new()),
+            Event::InitApply(node) => {
+                if let Some(seen) = self.relisted_nodes.as_mut() {
+                    seen.insert(node.name_any());
+                }
+                self.set_node(node.name_any(), Some(node));
+            }
+            Event::InitDone => {
+                let seen = self.relisted_nodes.take().unwrap_or_default();
+                let gone: Vec<String> = self
+                    .order
+                    .iter()
+                    .filter(|n| !seen.contains(*n))
+                    .cloned()
+                    .collect();
+                for name in gone {
+                    self.set_node(name, None);
+                }
+            }
+            Event::Apply(node) => self.set_node(node.name_any(), Some(node)),
+            Event::Delete(node) => self.set_node(node.name_any(), None),
+        }
+    }
+
+    /// Takes one event of the namespace watch.
+    pub fn apply_namespace(&mut self, event: &Event<Namespace>) {
+        match event {
+            Event::Init => self.relisted_namespaces = Some(HashSet::new()),
+            Event::InitApply(namespace) | Event::Apply(namespace) => {
+                if let Some(seen) = self.relisted_namespaces.as_mut() {
+                    seen.insert(namespace.name_any());
+                }
+                self.namespaces
+                    .insert(namespace.name_any(), namespace.labels().clone());
+            }
+            Event::InitDone => {
+                let seen = self.relisted_namespaces.take().unwrap_or_default();
+                self.namespaces.retain(|name, _| seen.contains(name));
+            }
+            Event::Delete(namespace) => {
+                self.namespaces.remove(&namespace.name_any());
+            }
+        }
+    }
+
+    fn set_node(&mut self, name: String, node: Option<&Node>) {
+        match node {
+            Some(node) => {
+                let info = self.nodes.entry(name.clone()).or_default();
+                info.allocatable = plugins::allocatable(node);
+                info.ready = plugins::node_unschedulable::is_ready(node);
+                info.cordoned = node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true);
+                info.node = Some(Arc::new(node.clone()));
+                if let Err(at) = self.order.binary_search(&name) {
+                    self.order.insert(at, name);
+                }
+            }
+            None => {
+                if let Ok(at) = self.order.binary_search(&name) {
+                    self.order.remove(at);
+                }
+                if let Some(info) = self.nodes.get_mut(&name) {
+                    info.node = None;
+                    info.allocatable = Resources::default();
+                    info.ready = false;
+                    if info.pods.is_empty() {
+                        self.nodes.remove(&name);
+                    }
+                }
+            }
+        }
+    }
+
+    /// What the pods nominated to `node` that come before `placed` (as high a priority or higher, not the pod
+    /// itself) will take there: kept free for them while their victims leave.
+    pub fn nominated_ahead_of(&self, uid: &str, placed: &Placed, node: &str) -> Resources {
+        self.nominated
+            .iter()
+            .filter(|(other, p)| *other != uid && p.node == node && p.priority >= placed.priority)
+            .fold(Resources::default(), |sum, (_, p)| sum + p.requests)
+    }
+
+    fn update_pod(&mut self, pod: &Pod) {
         let Some(uid) = pod.uid() else { return };
+        let nominated = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.nominated_node_name.clone())
+            .filter(|n| !n.is_empty() && placed(pod).is_none() && !pod_finished(pod));
+        match nominated {
+            Some(node) if pod.metadata.deletion_timestamp.is_none() => {
+                self.nominated.insert(uid.clone(), Placed::new(pod, node));
+            }
+            _ => {
+                self.nominated.remove(&uid);
+            }
+        }
         match placed(pod) {
             Some(placed) => self.insert(uid, placed),
             // Not bound (yet): an assumption of ours stands until its binding is seen or fails.
@@ -131,12 +427,21 @@ impl Cache {
 
     fn insert(&mut self, uid: String, placed: Placed) {
         self.remove(&uid);
-        let load = self.nodes.entry(placed.node.clone()).or_default();
-        load.requested = load.requested + placed.requests;
-        if let Some(owner) = &placed.owner {
-            *load.owners.entry(owner.clone()).or_default() += 1;
+        if !placed.terminating {
+            *self
+                .groups
+                .entry(placed.labels.clone())
+                .or_default()
+                .entry(placed.node.clone())
+                .or_default() += 1;
         }
-        load.host_ports.extend(placed.host_ports.iter().copied());
+        self.nodes
+            .entry(placed.node.clone())
+            .or_default()
+            .add(&uid, &placed);
+        if placed.affinity.is_some() {
+            self.with_affinity.insert(uid.clone());
+        }
         self.pods.insert(uid, placed);
     }
 
@@ -144,29 +449,28 @@ impl Cache {
         let Some(placed) = self.pods.remove(uid) else {
             return;
         };
-        let Some(load) = self.nodes.get_mut(&placed.node) else {
-            return;
-        };
-        load.requested = load.requested - placed.requests;
-        if let Some(owner) = &placed.owner
-            && let Some(count) = load.owners.get_mut(owner)
+        self.with_affinity.remove(uid);
+        if !placed.terminating
+            && let Some(nodes) = self.groups.get_mut(&placed.labels)
         {
-            *count -= 1;
-            if *count == 0 {
-                load.owners.remove(owner);
+            if let Some(count) = nodes.get_mut(&placed.node) {
+                *count -= 1;
+                if *count == 0 {
+                    nodes.remove(&placed.node);
+                }
+            }
+            if nodes.is_empty() {
+                self.groups.remove(&placed.labels);
             }
         }
-        for port in &placed.host_ports {
-            load.host_ports.remove(port);
+        let Some(node) = self.nodes.get_mut(&placed.node) else {
+            return;
+        };
+        node.remove(uid, &placed);
+        if node.node.is_none() && node.pods.is_empty() {
+            self.nodes.remove(&placed.node);
         }
     }
-}
-
-fn pod_finished(pod: &Pod) -> bool {
-    matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    )
 }
 
 #[cfg(test)]
@@ -175,43 +479,71 @@ mod tests {
     use serde_json::json;
 
     fn pod(uid: &str, node: Option<&str>, phase: &str) -> Pod {
-        serde_json::from_value(json!({"metadata": {"name": uid, "uid": uid,
+        serde_json::from_value(json!({"metadata": {"name": uid, "namespace": "ns", "uid": uid, "labels": {"app": "web"},
             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "rs", "controller": true}]},
             "spec": {"nodeName": node, "containers": [{"name": "c", "resources": {"requests": {"cpu": "100m"}},
                      "ports": [{"containerPort": 80, "hostPort": 8080}]}]},
             "status": {"phase": phase}})).unwrap()
     }
 
+    fn web() -> crate::api::selector::LabelSelector {
+        crate::api::selector::LabelSelector::parse("app=web").unwrap()
+    }
+
     #[test]
     fn loads_follow_bindings_assumptions_and_finished_pods() {
         let mut cache = Cache::default();
-        cache.apply(&Event::Apply(pod("a", Some("n1"), "Running")));
-        let load = cache.load("n1");
+        cache.apply_pod(&Event::Apply(pod("a", Some("n1"), "Running")));
+        let load = cache.node("n1").unwrap();
         assert_eq!((load.requested.cpu_milli, load.requested.pods), (100, 1));
-        assert_eq!(load.owners["rs"], 1);
-        assert!(load.host_ports.contains(&8080));
+        assert_eq!(load.count_matching("ns", &web()), 1);
+        assert_eq!(load.count_matching("other", &web()), 0);
+        assert!(load.host_ports.contains_key(&8080));
 
         // An assumed pod counts at once and survives status updates that do not show the binding yet.
         cache.assume("b", placed(&pod("b", Some("n1"), "Pending")).unwrap());
-        cache.apply(&Event::Apply(pod("b", None, "Pending")));
-        assert_eq!(cache.load("n1").requested.pods, 2);
-        cache.apply(&Event::Apply(pod("b", Some("n1"), "Running")));
-        assert_eq!(
-            cache.load("n1").requested.pods,
-            2,
-            "seen bound: counted once"
-        );
+        cache.apply_pod(&Event::Apply(pod("b", None, "Pending")));
+        assert_eq!(cache.node("n1").unwrap().requested.pods, 2);
+        cache.apply_pod(&Event::Apply(pod("b", Some("n1"), "Running")));
+        let load = cache.node("n1").unwrap();
+        assert_eq!(load.requested.pods, 2, "seen bound: counted once");
+        assert_eq!(load.count_matching("ns", &web()), 2);
 
-        cache.apply(&Event::Apply(pod("a", Some("n1"), "Succeeded")));
+        cache.apply_pod(&Event::Apply(pod("a", Some("n1"), "Succeeded")));
         cache.forget("b");
         assert_eq!(
-            cache.load("n1").requested.pods,
+            cache.node("n1").unwrap().requested.pods,
             1,
             "b was confirmed, so forget leaves it"
         );
-        cache.apply(&Event::Delete(pod("b", Some("n1"), "Running")));
-        let load = cache.load("n1");
-        assert_eq!(load.requested.pods, 0);
-        assert!(load.owners.is_empty() && load.host_ports.is_empty());
+        cache.apply_pod(&Event::Delete(pod("b", Some("n1"), "Running")));
+        assert!(
+            cache.node("n1").is_none(),
+            "a name with neither a Node nor pods is dropped"
+        );
+    }
+
+    #[test]
+    fn nodes_are_tried_in_name_order_and_leave_with_their_object() {
+        let node = |name: &str| -> Node {
+            serde_json::from_value(json!({"metadata": {"name": name},
+                "status": {"allocatable": {"cpu": "2", "memory": "1Gi", "pods": "10"}}}))
+            .unwrap()
+        };
+        let mut cache = Cache::default();
+        cache.apply_node(&Event::Apply(node("n2")));
+        cache.apply_node(&Event::Apply(node("n1")));
+        cache.apply_pod(&Event::Apply(pod("a", Some("n2"), "Running")));
+        assert_eq!(cache.node_names(), ["n1", "n2"]);
+        assert_eq!(cache.node("n1").unwrap().allocatable.cpu_milli, 2000);
+        cache.apply_node(&Event::Init);
+        cache.apply_node(&Event::InitApply(node("n1")));
+        cache.apply_node(&Event::InitDone);
+        assert_eq!(cache.node_names(), ["n1"], "n2 was gone at the relist");
+        assert_eq!(
+            cache.node("n2").unwrap().requested.pods,
+            1,
+            "its pods stay known until they go"
+        );
     }
 }

@@ -1,19 +1,30 @@
 //! The scheduler: binds pods without a node to the best node that fits them, through the binding subresource.
-//! It keeps a watch-fed cache of nodes and of each node's load (no list per pod), counts pods it bound but has
-//! not seen bound yet ("assumed"), and marks pods that fit nowhere as Unschedulable with Kubernetes' message.
+//! It keeps a watch-fed cache of the nodes, of what each node's pods hold and of the namespaces, counts pods
+//! it bound but has not seen bound yet ("assumed"), preempts pods of lower priority when a pod fits nowhere,
+//! and marks pods that fit nowhere as Unschedulable with Kubernetes' message.
 
 pub mod cache;
+#[cfg(test)]
+mod fixtures;
+pub mod framework;
 pub mod plugins;
+pub mod preemption;
 
+use crate::api::selector::{LabelSelector, Requirement};
 use crate::events::{EventType, Recorder};
 use cache::Cache;
+use framework::{FitError, Incoming};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Patch, PatchParams, PostParams};
+use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ReplicationController, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
+use plugins::selection::{PodLabels, selector};
+use preemption::Preemption;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,69 +40,141 @@ pub enum SchedulerError {
     #[error("apiserver request failed: {0}")]
     Api(#[from] kube::Error),
     /// The caches have not synced yet.
-    #[error("the node and pod caches are not ready yet")]
+    #[error("the scheduler's caches are not ready yet")]
     NotReady,
+}
+
+/// The other objects decisions read: what selects pods for default spreading (Services and the controllers
+/// that own pods) and the disruption budgets preemption respects.
+struct Listers {
+    services: crate::cache::Cache<Service>,
+    replica_sets: crate::cache::Cache<ReplicaSet>,
+    stateful_sets: crate::cache::Cache<StatefulSet>,
+    replication_controllers: crate::cache::Cache<ReplicationController>,
+    budgets: crate::cache::Cache<PodDisruptionBudget>,
+}
+
+impl Listers {
+    async fn ready(&self) -> bool {
+        self.services.ready().await.is_ok()
+            && self.replica_sets.ready().await.is_ok()
+            && self.stateful_sets.ready().await.is_ok()
+            && self.replication_controllers.ready().await.is_ok()
+            && self.budgets.ready().await.is_ok()
+    }
+
+    /// Every PodDisruptionBudget, as preemption weighs them.
+    fn budgets(&self) -> Vec<preemption::Budget> {
+        self.budgets
+            .state()
+            .iter()
+            .map(|pdb| preemption::Budget {
+                namespace: pdb.metadata.namespace.clone().unwrap_or_default(),
+                selector: selector(pdb.spec.as_ref().and_then(|s| s.selector.as_ref())),
+                allowed: pdb
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.disruptions_allowed)
+                    .unwrap_or(0),
+                disrupted: pdb
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.disrupted_pods.as_ref())
+                    .map(|d| d.keys().cloned().collect())
+                    .unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// The selectors of the pod's Services and of its controller, merged (kube-scheduler's DefaultSelector).
+    fn default_selector(&self, pod: &Pod) -> LabelSelector {
+        let labels = PodLabels::of(pod);
+        let services = self.services.state();
+        let service_selectors = services
+            .iter()
+            .filter(|s| s.metadata.namespace.as_deref() == Some(labels.namespace.as_str()))
+            .filter_map(|s| s.spec.as_ref()?.selector.as_ref());
+        let controller = pod
+            .owner_references()
+            .iter()
+            .find(|o| o.controller == Some(true));
+        let controller_selector = controller.and_then(|owner| {
+            let name = owner.name.as_str();
+            let namespace = labels.namespace.as_str();
+            match (owner.api_version.as_str(), owner.kind.as_str()) {
+                ("apps/v1", "ReplicaSet") => {
+                    let rs = self
+                        .replica_sets
+                        .get(&ObjectRef::new(name).within(namespace))?;
+                    selector(Some(&rs.spec.selector))
+                }
+                ("apps/v1", "StatefulSet") => {
+                    let set = self
+                        .stateful_sets
+                        .get(&ObjectRef::new(name).within(namespace))?;
+                    selector(Some(&set.spec.selector))
+                }
+                ("v1", "ReplicationController") => {
+                    let rc = self
+                        .replication_controllers
+                        .get(&ObjectRef::new(name).within(namespace))?;
+                    let map = rc.spec.as_ref()?.selector.clone()?;
+                    Some(LabelSelector(
+                        map.into_iter()
+                            .map(|(k, v)| Requirement::In(k, vec![v]))
+                            .collect(),
+                    ))
+                }
+                _ => None,
+            }
+        });
+        plugins::pod_topology_spread::default_selector(
+            &labels,
+            service_selectors,
+            controller_selector,
+        )
+    }
 }
 
 struct Context {
     client: kube::Client,
     events: Recorder,
-    nodes: crate::cache::Cache<Node>,
-    /// Each node's load, with the pods this scheduler placed but has not seen bound yet.
+    /// Nodes, what their pods hold, namespaces, and the pods this scheduler placed but has not seen bound yet.
     cache: Mutex<Cache>,
-    /// Whether the pod watch has listed every pod once.
-    pods_synced: tokio::sync::watch::Sender<bool>,
+    listers: Listers,
+    /// Whether the pod, node and namespace watches have each listed everything once.
+    synced: tokio::sync::watch::Sender<[bool; 3]>,
 }
 
-/// Picks the node for a pod and assumes the pod there, or explains why none fits.
-fn choose(ctx: &Context, pod: &Pod) -> Result<String, String> {
-    let nodes = ctx.nodes.state();
-    let request = plugins::requests(pod);
-    let owner = plugins::owner(pod).map(str::to_owned);
+/// What one scheduling attempt decided.
+enum Decision {
+    /// Bind to this node.
+    Bind(String),
+    /// Fits nowhere; preempt these pods, or explain why preemption does not help.
+    Unschedulable(FitError, Result<Preemption, String>),
+}
+
+/// Picks the node for a pod and assumes the pod there, or plans a preemption.
+fn decide(ctx: &Context, pod: &Pod) -> Decision {
+    let incoming = Incoming::new(pod, ctx.listers.default_selector(pod));
     // Choosing and assuming under one lock: pods scheduled at once see each other.
     let mut cache = ctx.cache.lock().unwrap_or_else(|e| e.into_inner());
-    let mut reasons = Vec::new();
-    let mut best: Option<(i64, String)> = None;
-    for node in &nodes {
-        let name = node.name_any();
-        let load = cache.load(&name);
-        let total = plugins::allocatable(node);
-        let free = total - load.requested;
-        let verdict = plugins::node_ready(node)
-            .and_then(|()| plugins::node_selector_matches(pod, node))
-            .and_then(|()| plugins::tolerates_taints(pod, node))
-            .and_then(|()| plugins::fits(request, free))
-            .and_then(|()| plugins::host_ports_free(pod, &load.host_ports));
-        match verdict {
-            Err(reason) => reasons.push(reason),
-            Ok(()) => {
-                let siblings = owner
-                    .as_ref()
-                    .and_then(|uid| load.owners.get(uid))
-                    .copied()
-                    .unwrap_or(0);
-                let score = plugins::score(request, free, total, siblings);
-                if best
-                    .as_ref()
-                    .is_none_or(|(s, n)| score > *s || (score == *s && name < *n))
-                {
-                    best = Some((score, name));
-                }
+    match framework::find_node(&mut cache, &incoming) {
+        Ok(node) => {
+            if !incoming.uid.is_empty() {
+                let placed = cache::Placed {
+                    node: node.clone(),
+                    ..incoming.placed.clone()
+                };
+                cache.assume(&incoming.uid, placed);
             }
+            Decision::Bind(node)
+        }
+        Err(error) => {
+            let preemption = preemption::plan(&cache, &incoming, &error, &ctx.listers.budgets());
+            Decision::Unschedulable(error, preemption)
         }
     }
-    let (_, node) = best.ok_or_else(|| plugins::unschedulable_message(nodes.len(), &reasons))?;
-    if let Some(uid) = pod.uid() {
-        let placed = cache::Placed {
-            node: node.clone(),
-            requests: request,
-            owner,
-            host_ports: plugins::host_ports(pod),
-            assumed: true,
-        };
-        cache.assume(&uid, placed);
-    }
-    Ok(node)
 }
 
 /// Whether the pod waits with PodScheduled=False.
@@ -115,6 +198,145 @@ fn forget(ctx: &Context, pod: &Pod) {
     }
 }
 
+async fn bind(ctx: &Context, pod: &Pod, node: &str) -> Result<(), SchedulerError> {
+    let (name, namespace) = (pod.name_any(), pod.namespace().unwrap_or_default());
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let binding = serde_json::json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name}, "target": {"kind": "Node", "name": node}});
+    match pods
+        .create_subresource::<serde_json::Value, serde_json::Value>(
+            "binding",
+            &name,
+            &PostParams::default(),
+            &binding,
+        )
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(pod = %name, namespace = %namespace, node = %node, "scheduled");
+            ctx.events
+                .record(
+                    pod,
+                    EventType::Normal,
+                    "Scheduled",
+                    &format!("Successfully assigned {namespace}/{name} to {node}"),
+                )
+                .await;
+            Ok(())
+        }
+        // Bound meanwhile (by another scheduler run, or the pod went away): nothing to do.
+        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {
+            forget(ctx, pod);
+            Ok(())
+        }
+        Err(e) => {
+            forget(ctx, pod);
+            Err(e.into())
+        }
+    }
+}
+
+/// Deletes one victim as kube-scheduler does: a DisruptionTarget condition first, then the deletion (only of
+/// that very pod), and a Preempted event.
+async fn preempt(
+    ctx: &Context,
+    preemptor: &Pod,
+    node: &str,
+    victim: &preemption::Victim,
+) -> Result<(), SchedulerError> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &victim.namespace);
+    if !victim.terminating {
+        let condition = serde_json::json!({"status": {"conditions": [{
+            "type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
+            "message": "default-scheduler: preempting to accommodate a higher priority pod",
+            "lastTransitionTime": jiff::Timestamp::now().to_string(),
+        }]}});
+        let deleted = match pods
+            .patch_status(
+                &victim.name,
+                &PatchParams::default(),
+                &Patch::Strategic(&condition),
+            )
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.code == 404 => true,
+            other => other.map(|_| false)?,
+        };
+        if !deleted {
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid: Some(victim.uid.clone()),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match pods.delete(&victim.name, &params).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    tracing::info!(pod = %victim.name, namespace = %victim.namespace, node = %node, preemptor = %preemptor.name_any(), "preempted");
+    let mut subject = Pod::default();
+    subject.metadata.name = Some(victim.name.clone());
+    subject.metadata.namespace = Some(victim.namespace.clone());
+    subject.metadata.uid = Some(victim.uid.clone());
+    ctx.events
+        .record(
+            &subject,
+            EventType::Normal,
+            "Preempted",
+            &format!(
+                "Preempted by pod {} on node {node}",
+                preemptor.uid().unwrap_or_default()
+            ),
+        )
+        .await;
+    Ok(())
+}
+
+/// Writes PodScheduled=False with the message (and the nominated node of a preemption), and a
+/// FailedScheduling event, unless the pod already says so.
+async fn mark_unschedulable(
+    ctx: &Context,
+    pod: &Pod,
+    message: &str,
+    nominated: Option<&str>,
+) -> Result<(), SchedulerError> {
+    let status = pod.status.as_ref();
+    let already = status
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.type_ == "PodScheduled"
+                    && c.status == "False"
+                    && c.message.as_deref() == Some(message)
+            })
+        });
+    let nominated_now = status.and_then(|s| s.nominated_node_name.as_deref());
+    if already && (nominated.is_none() || nominated == nominated_now) {
+        return Ok(());
+    }
+    let mut patch = serde_json::json!({"status": {"conditions": [{
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
+        "lastTransitionTime": jiff::Timestamp::now().to_string(), "lastProbeTime": null,
+    }]}});
+    if let Some(node) = nominated {
+        patch["status"]["nominatedNodeName"] = node.into();
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
+    pods.patch_status(
+        &pod.name_any(),
+        &PatchParams::default(),
+        &Patch::Strategic(&patch),
+    )
+    .await?;
+    ctx.events
+        .record(pod, EventType::Warning, "FailedScheduling", message)
+        .await;
+    Ok(())
+}
+
 async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, SchedulerError> {
     let spec = pod.spec.as_ref();
     let bound = spec
@@ -126,72 +348,30 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, Scheduler
     if bound || !ours || pod.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let mut pods_synced = ctx.pods_synced.subscribe();
-    if ctx.nodes.ready().await.is_err() || pods_synced.wait_for(|s| *s).await.is_err() {
+    let mut synced = ctx.synced.subscribe();
+    if synced.wait_for(|s| s.iter().all(|s| *s)).await.is_err() || !ctx.listers.ready().await {
         return Err(SchedulerError::NotReady);
     }
-    let (name, namespace) = (pod.name_any(), pod.namespace().unwrap_or_default());
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    match choose(&ctx, &pod) {
-        Ok(node) => {
-            let binding = serde_json::json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name}, "target": {"kind": "Node", "name": node}});
-            match pods
-                .create_subresource::<serde_json::Value, serde_json::Value>(
-                    "binding",
-                    &name,
-                    &PostParams::default(),
-                    &binding,
-                )
-                .await
-            {
-                Ok(_) => {
-                    tracing::info!(pod = %name, namespace = %namespace, node = %node, "scheduled");
-                    ctx.events
-                        .record(
-                            pod.as_ref(),
-                            EventType::Normal,
-                            "Scheduled",
-                            &format!("Successfully assigned {namespace}/{name} to {node}"),
-                        )
-                        .await;
-                }
-                // Bound meanwhile (by another scheduler run, or the pod went away): nothing to do.
-                Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => forget(&ctx, &pod),
-                Err(e) => {
-                    forget(&ctx, &pod);
-                    return Err(e.into());
-                }
-            }
+    match decide(&ctx, &pod) {
+        Decision::Bind(node) => {
+            bind(&ctx, &pod, &node).await?;
             Ok(Action::await_change())
         }
-        Err(message) => {
-            let already = pod
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| {
-                    cs.iter().any(|c| {
-                        c.type_ == "PodScheduled"
-                            && c.status == "False"
-                            && c.message.as_deref() == Some(message.as_str())
-                    })
-                });
-            if !already {
-                let status = serde_json::json!({"status": {"conditions": [{
-                    "type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
-                    "lastTransitionTime": jiff::Timestamp::now().to_string(), "lastProbeTime": null,
-                }]}});
-                pods.patch_status(&name, &PatchParams::default(), &Patch::Strategic(&status))
-                    .await?;
-                ctx.events
-                    .record(
-                        pod.as_ref(),
-                        EventType::Warning,
-                        "FailedScheduling",
-                        &message,
-                    )
-                    .await;
+        Decision::Unschedulable(error, Ok(preemption)) => {
+            mark_unschedulable(&ctx, &pod, &error.message(), Some(&preemption.node)).await?;
+            for victim in &preemption.victims {
+                preempt(&ctx, &pod, &preemption.node, victim).await?;
             }
+            Ok(Action::requeue(RETRY))
+        }
+        Decision::Unschedulable(error, Err(why)) => {
+            let message = format!("{} {why}.", error.message());
+            let message = if error.nodes == 0 {
+                error.message()
+            } else {
+                message
+            };
+            mark_unschedulable(&ctx, &pod, &message, None).await?;
             Ok(Action::requeue(RETRY))
         }
     }
@@ -202,55 +382,100 @@ fn error_policy(_pod: Arc<Pod>, error: &SchedulerError, _ctx: Arc<Context>) -> A
     Action::requeue(RETRY)
 }
 
-/// Runs the scheduler until the process ends.
-pub async fn run(client: kube::Client) {
-    let (nodes, node_events) =
-        crate::cache::reflect(Api::<Node>::all(client.clone()), watcher::Config::default());
-    // Unschedulable pods are tried again when a node changes or a pod frees room, and every RETRY anyway.
-    let (wake, woken) = tokio::sync::mpsc::unbounded_channel::<()>();
-    let wake_on_node = wake.clone();
-    tokio::spawn(node_events.applied_objects().for_each(move |_| {
-        let _ = wake_on_node.send(());
-        async {}
-    }));
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        events: Recorder::new(client.clone(), "default-scheduler"),
-        nodes,
-        cache: Mutex::new(Cache::default()),
-        pods_synced: tokio::sync::watch::channel(false).0,
-    });
-    let feed = ctx.clone();
-    let pod_events =
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).default_backoff();
-    tokio::spawn(pod_events.for_each(move |event| {
+/// Feeds one watch into the scheduler's cache, marking `synced[slot]` at its first complete list and calling
+/// `wake` on every event that may let a waiting pod fit.
+fn feed<K: crate::cache::Cacheable>(
+    ctx: Arc<Context>,
+    api: Api<K>,
+    slot: usize,
+    apply: fn(&mut Cache, &watcher::Event<K>),
+    wakes: fn(&watcher::Event<K>) -> bool,
+    wake: tokio::sync::mpsc::UnboundedSender<()>,
+) {
+    use kube::runtime::WatchStreamExt;
+    let events = watcher(api, watcher::Config::default()).default_backoff();
+    tokio::spawn(events.for_each(move |event| {
         if let Ok(event) = event {
-            let synced = matches!(event, watcher::Event::InitDone);
-            let frees_room = match &event {
-                watcher::Event::Delete(_) => true,
-                watcher::Event::Apply(pod) => {
-                    cache::placed(pod).is_none()
-                        && pod
-                            .spec
-                            .as_ref()
-                            .and_then(|s| s.node_name.as_deref())
-                            .is_some_and(|n| !n.is_empty())
-                }
-                _ => false,
-            };
-            if frees_room {
-                let _ = wake.send(());
+            apply(
+                &mut ctx.cache.lock().unwrap_or_else(|e| e.into_inner()),
+                &event,
+            );
+            if matches!(event, watcher::Event::InitDone) {
+                ctx.synced.send_modify(|s| s[slot] = true);
             }
-            feed.cache
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .apply(&event);
-            if synced {
-                feed.pods_synced.send_replace(true);
+            if wakes(&event) {
+                let _ = wake.send(());
             }
         }
         async {}
     }));
+}
+
+/// A pod event that can free room: a deletion, or a pod that finished.
+fn frees_room(event: &watcher::Event<Pod>) -> bool {
+    match event {
+        watcher::Event::Delete(_) => true,
+        watcher::Event::Apply(pod) => {
+            cache::placed(pod).is_none()
+                && pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.as_deref())
+                    .is_some_and(|n| !n.is_empty())
+        }
+        _ => false,
+    }
+}
+
+/// A cache of every object of a kind, kept by a watch of its own.
+fn reflected<K: crate::cache::Cacheable>(api: Api<K>) -> crate::cache::Cache<K> {
+    let (cache, events) = crate::cache::reflect(api, watcher::Config::default());
+    tokio::spawn(events.for_each(|_| async {}));
+    cache
+}
+
+/// Runs the scheduler until the process ends.
+pub async fn run(client: kube::Client) {
+    let listers = Listers {
+        services: reflected(Api::all(client.clone())),
+        replica_sets: reflected(Api::all(client.clone())),
+        stateful_sets: reflected(Api::all(client.clone())),
+        replication_controllers: reflected(Api::all(client.clone())),
+        budgets: reflected(Api::all(client.clone())),
+    };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        events: Recorder::new(client.clone(), "default-scheduler"),
+        cache: Mutex::new(Cache::default()),
+        listers,
+        synced: tokio::sync::watch::channel([false; 3]).0,
+    });
+    // Unschedulable pods are tried again when a node changes or a pod frees room, and every RETRY anyway.
+    let (wake, woken) = tokio::sync::mpsc::unbounded_channel::<()>();
+    feed(
+        ctx.clone(),
+        Api::<Pod>::all(client.clone()),
+        0,
+        Cache::apply_pod,
+        frees_room,
+        wake.clone(),
+    );
+    feed(
+        ctx.clone(),
+        Api::<Node>::all(client.clone()),
+        1,
+        Cache::apply_node,
+        |e| matches!(e, watcher::Event::Apply(_)),
+        wake.clone(),
+    );
+    feed(
+        ctx.clone(),
+        Api::<Namespace>::all(client.clone()),
+        2,
+        Cache::apply_namespace,
+        |_| false,
+        wake,
+    );
     let pending = watcher::Config::default().fields("spec.nodeName=");
     tracing::info!("scheduler running");
     // Decisions are serial (one cache lock); this many bindings may be in flight at once.

@@ -12,7 +12,7 @@ use serde_json::Value;
 use std::collections::VecDeque;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use wasmkube_control::api::stream_options::StreamOptions;
+use wasmkube_core::stream_options::StreamOptions;
 
 /// The channels, as numbered on a WebSocket.
 pub const STDIN: u8 = 0;

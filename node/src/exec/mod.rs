@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::{broadcast, mpsc};
-use wasmkube_control::api::stream_options::{self, Session, StreamOptions};
+use wasmkube_core::stream_options::{self, Session, StreamOptions};
 
 /// Bytes of an exec'd guest's output buffered before it waits for the client.
 const OUTPUT_BUFFER: usize = 64 << 10;
