@@ -242,21 +242,30 @@ impl Cache {
             .map(|(group, nodes)| (group.as_ref(), nodes))
     }
 
-    /// The nodes (with a Node object) holding pods in `namespace` that `selector` picks, with how many.
-    pub fn matching_by_node<'a>(
+    /// The names of the nodes holding pods in `namespace` that `selector` picks, with how many.
+    pub fn matching_names<'a>(
         &'a self,
         namespace: &'a str,
         selector: &'a crate::api::selector::LabelSelector,
-    ) -> impl Iterator<Item = (&'a NodeInfo, i64)> + 'a {
+    ) -> impl Iterator<Item = (&'a str, i64)> + 'a {
         self.groups
             .iter()
             .filter(move |(group, _)| {
                 group.namespace == namespace && selector.matches(&group.labels)
             })
             .flat_map(|(_, nodes)| nodes.iter())
+            .map(|(node, count)| (node.as_str(), *count as i64))
+    }
+
+    /// The nodes (with a Node object) holding pods in `namespace` that `selector` picks, with how many.
+    pub fn matching_by_node<'a>(
+        &'a self,
+        namespace: &'a str,
+        selector: &'a crate::api::selector::LabelSelector,
+    ) -> impl Iterator<Item = (&'a NodeInfo, i64)> + 'a {
+        self.matching_names(namespace, selector)
             .filter_map(|(node, count)| {
-                let info = self.nodes.get(node).filter(|n| n.node.is_some())?;
-                Some((info, *count as i64))
+                Some((self.nodes.get(node).filter(|n| n.node.is_some())?, count))
             })
     }
 

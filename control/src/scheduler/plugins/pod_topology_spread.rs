@@ -219,8 +219,8 @@ impl SpreadFilter {
 #[derive(Debug)]
 pub struct SpreadScore {
     constraints: Vec<SpreadConstraint>,
-    namespace: String,
-    /// Per constraint (but per-node ones), the matching pods in each of its domains (by label value).
+    /// Per constraint, the matching pods in each of its domains: by label value, or by node name for the
+    /// per-node (hostname) ones.
     counts: Vec<HashMap<String, i64>>,
     weights: Vec<f64>,
     ignored: HashSet<String>,
@@ -258,13 +258,16 @@ impl SpreadScore {
                 }
             }
         }
-        // Per-node counts (hostname) are taken when each node is scored; the others over every node that counts,
-        // through the cache's label sets (each matched once), not node by node.
+        // Counted through the cache's label sets (each matched once), not node by node: per node (hostname,
+        // keyed by node name) over every node, the others over every node that counts.
         for (constraint, domains) in constraints.iter().zip(counts.iter_mut()) {
             let Some(selector) = constraint.selector.as_ref() else {
                 continue;
             };
             if constraint.topology_key == HOSTNAME {
+                for (name, count) in cache.matching_names(namespace, selector) {
+                    *domains.entry(name.to_owned()).or_default() += count;
+                }
                 continue;
             }
             for (info, count) in cache.matching_by_node(namespace, selector) {
@@ -296,7 +299,6 @@ impl SpreadScore {
             .collect();
         Some(SpreadScore {
             constraints,
-            namespace: namespace.to_owned(),
             counts,
             weights,
             ignored,
@@ -319,11 +321,12 @@ impl SpreadScore {
             let Some(value) = node.label(&constraint.topology_key) else {
                 continue;
             };
-            let count = if constraint.topology_key == HOSTNAME {
-                constraint.count(&self.namespace, node)
+            let domain = if constraint.topology_key == HOSTNAME {
+                name
             } else {
-                self.counts[i].get(value).copied().unwrap_or(0)
+                value
             };
+            let count = self.counts[i].get(domain).copied().unwrap_or(0);
             score += count as f64 * self.weights[i] + (constraint.max_skew - 1) as f64;
         }
         score.round() as i64
