@@ -122,7 +122,7 @@ fn main() -> ExitCode {
             Command::Node(node) => run_node(&args.client, node).await,
             Command::Proxy(proxy) => {
                 let (client, _) = cli::client_as(&args.client, "kube-proxy").await?;
-                wasmkube_node::proxy::run_for_nodes(client, &proxy.node).await;
+                wasmkube_node::network::proxy::run_for_nodes(client, &proxy.node).await;
                 Ok(())
             }
             Command::Apply(apply) => cli::apply(&args.client, apply).await,

@@ -1,12 +1,12 @@
 //! The node agent: registers the Node, keeps its Lease and Ready condition fresh, and reconciles the pods bound
 //! to it (field selector `spec.nodeName`) against the pod workers it runs.
 
-use crate::addresses::PodAddresses;
-use crate::admission::{admit, admit_under_memory_pressure};
+use crate::network::addresses::PodAddresses;
+use crate::network::proxy::Proxy;
+use crate::pod::admission::{admit, admit_under_memory_pressure};
 use crate::pod::{Backoff, NodeContext, PodWorker, pod_dir};
-use crate::port_forward::PodAddressBook;
-use crate::proxy::Proxy;
 use crate::runtime::Runtime;
+use crate::streams::port_forward::PodAddressBook;
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
@@ -70,7 +70,7 @@ pub enum AgentError {
     Api(#[from] kube::Error),
     /// The Node's podCIDR cannot be used.
     #[error(transparent)]
-    Addresses(#[from] crate::addresses::AddressError),
+    Addresses(#[from] crate::network::addresses::AddressError),
     /// A pod worker panicked while holding the worker table.
     #[error("the pod worker table is poisoned")]
     Poisoned,
@@ -88,7 +88,9 @@ struct Agent {
 /// The node's `pods` capacity: `--max-pods`, but no more than its podCIDR has addresses for once it has one.
 fn pod_capacity(config: &AgentConfig, pod_cidr: Option<&str>) -> u32 {
     pod_cidr.map_or(config.max_pods, |cidr| {
-        config.max_pods.min(crate::addresses::pod_capacity(cidr))
+        config
+            .max_pods
+            .min(crate::network::addresses::pod_capacity(cidr))
     })
 }
 
@@ -251,7 +253,7 @@ async fn heartbeat(
     config: AgentConfig,
     port: u16,
     pod_cidr: Arc<std::sync::OnceLock<String>>,
-    memory: Arc<crate::memory::NodeMemory>,
+    memory: Arc<crate::runtime::memory::NodeMemory>,
 ) {
     let node_name = config.node_name.clone();
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
@@ -418,7 +420,7 @@ fn error_policy(_pod: Arc<Pod>, error: &AgentError, _agent: Arc<Agent>) -> Actio
 async fn follow_nodes(
     client: kube::Client,
     node_name: String,
-    guard: Arc<crate::sandbox::Infrastructure>,
+    guard: Arc<crate::network::sandbox::Infrastructure>,
     routes: bool,
 ) {
     use kube::runtime::WatchStreamExt;
@@ -434,9 +436,9 @@ async fn follow_nodes(
         let nodes = store.state();
         guard.set_nodes(nodes.iter().map(|n| n.as_ref()));
         if routes {
-            let wanted = crate::routes::desired(&node_name, &nodes);
+            let wanted = crate::network::routes::desired(&node_name, &nodes);
             if wanted != installed {
-                installed = crate::routes::apply(&installed, &wanted).await;
+                installed = crate::network::routes::apply(&installed, &wanted).await;
             }
         }
     }
@@ -458,15 +460,17 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
     let listener = tokio::net::TcpListener::bind((config.address.as_str(), config.port)).await?;
     let port = listener.local_addr()?.port();
     let pod_addresses = PodAddressBook::default();
-    let containers = crate::running::RunningContainers::default();
-    let endpoint = crate::log_server::router(config.data_dir.clone())
+    let containers = crate::streams::running::RunningContainers::default();
+    let endpoint = crate::logs::log_server::router(config.data_dir.clone())
         // As a kubelet's: what `nodes/NAME/proxy/healthz` reaches.
         .route("/healthz", axum::routing::get(|| async { "ok" }))
-        .merge(crate::port_forward::router(pod_addresses.clone()))
-        .merge(crate::exec::router(crate::exec::Sessions {
-            containers: containers.clone(),
-            runtime: runtime.clone(),
-        }));
+        .merge(crate::streams::port_forward::router(pod_addresses.clone()))
+        .merge(crate::streams::exec::router(
+            crate::streams::exec::Sessions {
+                containers: containers.clone(),
+                runtime: runtime.clone(),
+            },
+        ));
     let tls = match &config.cluster_ca {
         Some(ca) => Some(crate::endpoint_tls::server_config(ca, &config.address)?),
         None => None,
@@ -539,18 +543,18 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
     // Set once per process: the podCIDR is fixed for the Node's life.
     let _ = pod_addresses.set(addresses.clone());
     tracing::info!(node = %config.node_name, pod_cidr = %addresses.range(), "pod addresses");
-    let routes = crate::routes::needs_routes(&addresses.range());
+    let routes = crate::network::routes::needs_routes(&addresses.range());
     if routes {
-        crate::routes::make_local(&addresses.range())
+        crate::network::routes::make_local(&addresses.range())
             .await
             .map_err(|e| {
                 anyhow::anyhow!("cannot give pods their addresses (needs CAP_NET_ADMIN): {e}")
             })?;
     }
     let own = config.address.parse().ok();
-    let (services, service_changes) = crate::services::watch(&client);
+    let (services, service_changes) = crate::network::services::watch(&client);
     let service_addresses = services.clone();
-    let infrastructure = Arc::new(crate::sandbox::Infrastructure::new(
+    let infrastructure = Arc::new(crate::network::sandbox::Infrastructure::new(
         config.apiserver_ips.iter().copied().chain(own),
         Some(addresses.range().into()),
         Box::new(move |ip| service_addresses.is_service_address(ip)),
@@ -564,7 +568,7 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
     if config.run_proxy {
         let mut node_ips: Vec<std::net::IpAddr> = config.address.parse().into_iter().collect();
         node_ips.extend(addresses.node_address().map(std::net::IpAddr::from));
-        tokio::spawn(crate::proxy::run(
+        tokio::spawn(crate::network::proxy::run(
             Proxy::new(node_ips),
             services.clone(),
             service_changes,
@@ -579,7 +583,7 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
         address: config.address.clone(),
         data_dir: config.data_dir.clone(),
         backoff: config.backoff.clone(),
-        images: crate::images::Images::new(config.data_dir.join("images")),
+        images: crate::pod::images::Images::new(config.data_dir.join("images")),
         addresses,
         services,
         events: Recorder::new(client.clone(), "kubelet").on_host(config.node_name.clone()),
@@ -629,16 +633,16 @@ async fn evict_under_pressure(agent: Arc<Agent>) {
             let Ok(workers) = agent.workers.lock() else {
                 return;
             };
-            let candidates: Vec<crate::eviction::Candidate> = workers
+            let candidates: Vec<crate::pod::eviction::Candidate> = workers
                 .iter()
                 .filter(|(_, w)| w.is_active())
-                .map(|(uid, w)| crate::eviction::Candidate {
+                .map(|(uid, w)| crate::pod::eviction::Candidate {
                     uid: uid.clone(),
                     qos: w.qos,
                     usage: w.memory_usage(),
                 })
                 .collect();
-            crate::eviction::victim(&candidates).cloned()
+            crate::pod::eviction::victim(&candidates).cloned()
         };
         if let Some(victim) = victim
             && let Err(error) = evict(&agent, &victim).await
@@ -649,7 +653,7 @@ async fn evict_under_pressure(agent: Arc<Agent>) {
 }
 
 /// Stops a pod for good and marks it Failed with reason Evicted, as the kubelet does.
-async fn evict(agent: &Agent, victim: &crate::eviction::Candidate) -> Result<(), AgentError> {
+async fn evict(agent: &Agent, victim: &crate::pod::eviction::Candidate) -> Result<(), AgentError> {
     agent
         .evicted
         .lock()

@@ -1,31 +1,16 @@
 //! wasmkube's node agent: runs the pods bound to its node as WebAssembly with wasmtime.
+//!
+//! `agent` registers the node and reconciles its pods; `pod/` runs one pod (containers, status, probes, images,
+//! admission and eviction); `runtime/` is wasmtime (the engine, compiled modules, wasi:http serving, CPU and memory
+//! budgets); `network/` holds pod addresses, routes, the sandbox, Services and the proxy; `logs/` the containers'
+//! logs and their endpoint; `streams/` exec, attach and port-forward; `join` and `endpoint_tls` the node's
+//! credentials.
 
-pub mod addresses;
-pub mod admission;
 pub mod agent;
-pub mod cpu;
 pub mod endpoint_tls;
-pub mod eviction;
-pub mod exec;
-pub mod http_serve;
-pub mod images;
 pub mod join;
-pub mod local_sockets;
-pub mod log_server;
 pub mod logs;
-pub mod memory;
+pub mod network;
 pub mod pod;
-pub mod port_forward;
-pub mod probes;
-pub mod proxy;
-pub mod pull_secrets;
-pub mod routes;
-pub mod running;
 pub mod runtime;
-pub mod safe_path;
-pub mod sandbox;
-pub mod services;
-pub mod spdy;
-pub mod status;
-pub mod streaming;
-pub mod token_refresh;
+pub mod streams;

@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 use std::time::Duration;
-use wasmkube_node::http_serve::Serving;
 use wasmkube_node::logs::{ContainerLog, Stream, parse};
+use wasmkube_node::runtime::http_serve::Serving;
 use wasmkube_node::runtime::{LoadError, PodNetwork, RunSpec, Runtime};
 
 fn app(target: &str, name: &str) -> Vec<u8> {

@@ -12,9 +12,9 @@
 mod client;
 
 use crate::logs::Stream;
-use crate::running::{Running, RunningContainers};
 use crate::runtime::{Exit, Output, RunError, Runtime};
-use crate::streaming;
+use crate::streams::running::{Running, RunningContainers};
+use crate::streams::streaming;
 use axum::Router;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::StatusCode;

@@ -26,9 +26,9 @@ pub(crate) struct Handler {
     /// The guest's environment, limits and logs.
     pub spec: RunSpec,
     /// The container's CPU quota, shared by its requests.
-    pub cpu: Option<Arc<std::sync::Mutex<crate::cpu::Quota>>>,
+    pub cpu: Option<Arc<std::sync::Mutex<crate::runtime::cpu::Quota>>>,
     /// The node's memory budget, charged by every request's instance.
-    pub memory: Arc<crate::memory::NodeMemory>,
+    pub memory: Arc<crate::runtime::memory::NodeMemory>,
 }
 
 /// Where an HTTP component is served, and the signal to drain it.

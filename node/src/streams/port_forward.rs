@@ -12,9 +12,9 @@
 //!   `data` stream with the same `requestID` and `port` headers; the agent connects to the port and copies
 //!   between the data stream and the connection, or writes why not on the error stream.
 
-use crate::addresses::PodAddresses;
-use crate::spdy::{self, frame::header};
-use crate::streaming::{self, Upgrade, Upgraded};
+use crate::network::addresses::PodAddresses;
+use crate::streams::spdy::{self, frame::header};
+use crate::streams::streaming::{self, Upgrade, Upgraded};
 use axum::Router;
 use axum::extract::ws::{Message, WebSocket};
 use axum::extract::{Path, RawQuery, Request, State};

@@ -123,7 +123,7 @@ impl ServiceView {
                 slice.namespace().as_deref() == Some(service_namespace)
                     && slice
                         .labels()
-                        .get(crate::proxy::table::SERVICE_NAME_LABEL)
+                        .get(crate::network::proxy::table::SERVICE_NAME_LABEL)
                         .map(String::as_str)
                         == Some(labels[0])
             })

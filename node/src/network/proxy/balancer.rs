@@ -368,7 +368,7 @@ impl Backends {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::table::Mode;
+    use crate::network::proxy::table::Mode;
 
     fn behaviour(balance: Balance, affinity: Option<Duration>) -> Behaviour {
         Behaviour {

@@ -14,7 +14,7 @@ pub mod http;
 pub mod table;
 pub mod tcp;
 
-use crate::services::ServiceView;
+use crate::network::services::ServiceView;
 use balancer::Backends;
 use futures::{FutureExt, Stream, StreamExt};
 use std::collections::{BTreeMap, HashMap};
@@ -127,10 +127,10 @@ pub fn node_port_addresses(node: &k8s_openapi::api::core::v1::Node) -> Vec<IpAdd
     let Some(cidr) = node.spec.as_ref().and_then(|s| s.pod_cidr.as_deref()) else {
         return Vec::new();
     };
-    let first = crate::addresses::PodAddresses::new(cidr)
+    let first = crate::network::addresses::PodAddresses::new(cidr)
         .ok()
         .and_then(|a| a.node_address());
-    crate::sandbox::internal_ips([node])
+    crate::network::sandbox::internal_ips([node])
         .into_iter()
         .chain(first.map(IpAddr::from))
         .collect()
@@ -163,7 +163,7 @@ pub async fn run_for_nodes(client: kube::Client, nodes: &[String]) {
         }
     }
     tracing::info!(nodes = ?nodes, addresses = ?node_ips, "proxy serving");
-    let (services, changes) = crate::services::watch(&client);
+    let (services, changes) = crate::network::services::watch(&client);
     run(Proxy::new(node_ips), services, changes).await;
 }
 

@@ -55,7 +55,7 @@ fn runs(data_dir: &std::path::Path, namespace: &str, pod: &str, container: &str)
     ];
     if names
         .iter()
-        .any(|(what, name)| crate::safe_path::segment(what, name).is_err())
+        .any(|(what, name)| crate::pod::safe_path::segment(what, name).is_err())
     {
         return Vec::new();
     }

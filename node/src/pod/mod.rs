@@ -1,14 +1,23 @@
 //! One pod on this node: its containers run as Wasm, restarted per the pod's policy with Kubernetes'
 //! CrashLoopBackOff, and every change of their state written to the pod's status.
 
-use crate::http_serve::Serving;
+pub mod admission;
+pub mod eviction;
+pub mod images;
+pub mod probes;
+pub mod pull_secrets;
+pub mod safe_path;
+pub mod status;
+pub mod token_refresh;
+
 use crate::logs::{ContainerLog, Stream};
-use crate::probes::{self, ProbeEvent};
-use crate::running::Stdin;
+use crate::network::services::{PodNames, ServiceView};
+use crate::pod::probes::ProbeEvent;
+use crate::pod::safe_path::UnsafePath;
+use crate::pod::status::{Container, State};
+use crate::runtime::http_serve::Serving;
 use crate::runtime::{Mount, PodNetwork, RunSpec, Runtime};
-use crate::safe_path::{self, UnsafePath};
-use crate::services::{PodNames, ServiceView};
-use crate::status::{self, Container, State};
+use crate::streams::running::Stdin;
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container as ContainerSpec, DownwardAPIVolumeFile, EphemeralContainer, KeyToPath,
@@ -73,19 +82,19 @@ pub struct NodeContext {
     /// Restart delays.
     pub backoff: Backoff,
     /// Where images come from.
-    pub images: crate::images::Images,
+    pub images: crate::pod::images::Images,
     /// The addresses of this node's pods.
-    pub addresses: Arc<crate::addresses::PodAddresses>,
+    pub addresses: Arc<crate::network::addresses::PodAddresses>,
     /// The cluster's Services.
     pub services: ServiceView,
     /// Records Events about pods, as the kubelet of this node.
     pub events: Recorder,
     /// The addresses pods may not connect to.
-    pub infrastructure: Arc<crate::sandbox::Infrastructure>,
+    pub infrastructure: Arc<crate::network::sandbox::Infrastructure>,
     /// The runs of this node's containers, for exec and attach.
-    pub containers: crate::running::RunningContainers,
+    pub containers: crate::streams::running::RunningContainers,
     /// The mounted tokens kept fresh.
-    pub token_refreshes: crate::token_refresh::Refreshes,
+    pub token_refreshes: crate::pod::token_refresh::Refreshes,
 }
 
 /// A running pod: stop it by dropping or calling [`PodWorker::stop`].
@@ -104,7 +113,7 @@ pub struct PodWorker {
     /// Bytes of linear memory its guests hold.
     memory: Arc<std::sync::atomic::AtomicUsize>,
     /// Its Quality of Service class, which orders evictions.
-    pub qos: crate::eviction::QosClass,
+    pub qos: crate::pod::eviction::QosClass,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -116,7 +125,7 @@ impl PodWorker {
         let (ephemeral, ephemeral_list) = watch::channel(ephemeral_containers(&pod));
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let requests = wasmkube_core::resources::requests(&pod);
-        let qos = crate::eviction::QosClass::of(&pod.spec.clone().unwrap_or_default());
+        let qos = crate::pod::eviction::QosClass::of(&pod.spec.clone().unwrap_or_default());
         let memory = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let worker = Worker {
             stopped,
@@ -916,14 +925,14 @@ impl ContainerWorker {
             .as_ref()
             .and_then(|r| r.limits.as_ref())
             .and_then(|l| l.get("cpu"))
-            .and_then(|q| crate::cpu::millicores(&q.0));
+            .and_then(|q| crate::runtime::cpu::millicores(&q.0));
         let cpu_request = self
             .spec
             .resources
             .as_ref()
             .and_then(|r| r.requests.as_ref())
             .and_then(|l| l.get("cpu"))
-            .and_then(|q| crate::cpu::millicores(&q.0));
+            .and_then(|q| crate::runtime::cpu::millicores(&q.0));
         let spec = RunSpec {
             args,
             env,

@@ -2,8 +2,12 @@
 //! disk through wasmtime's compilation cache), and a fresh Store per run (or per HTTP request) with memory
 //! limits and an epoch deadline that makes busy guests yield to the others.
 
-use crate::local_sockets::Transport;
-use crate::memory::NodeMemory;
+pub mod cpu;
+pub mod http_serve;
+pub mod memory;
+
+use crate::network::local_sockets::Transport;
+use crate::runtime::memory::NodeMemory;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -131,7 +135,7 @@ pub struct PodNetwork {
     /// The names the cluster answers for the guest.
     pub names: Option<Arc<dyn NameLookup>>,
     /// The addresses the guest may not connect to (none: it may connect anywhere).
-    pub infrastructure: Option<Arc<crate::sandbox::Infrastructure>>,
+    pub infrastructure: Option<Arc<crate::network::sandbox::Infrastructure>>,
 }
 
 impl PodNetwork {
@@ -286,7 +290,7 @@ impl WasiHttpView for P2State {
 /// header keeps the name); everything else is wasmtime-wasi-http's default client.
 struct PodHttpHooks {
     names: Option<Arc<dyn NameLookup>>,
-    infrastructure: Option<Arc<crate::sandbox::Infrastructure>>,
+    infrastructure: Option<Arc<crate::network::sandbox::Infrastructure>>,
 }
 
 impl PodHttpHooks {
@@ -569,7 +573,7 @@ impl Runtime {
         &self,
         loaded: &Loaded,
         spec: RunSpec,
-        serving: Option<crate::http_serve::Serving>,
+        serving: Option<crate::runtime::http_serve::Serving>,
     ) -> Result<Exit, RunError> {
         let executor = self.guests.for_program(&loaded.program)?;
         // The listener moves to the executor that serves it.
@@ -587,7 +591,7 @@ impl Runtime {
             let serving = serving
                 .map(|(listener, drain)| {
                     tokio::net::TcpListener::from_std(listener)
-                        .map(|listener| crate::http_serve::Serving { listener, drain })
+                        .map(|listener| crate::runtime::http_serve::Serving { listener, drain })
                         .map_err(|e| RunError::Setup(format!("cannot serve the listener: {e}")))
                 })
                 .transpose()?;
@@ -603,7 +607,7 @@ async fn run_program(
     engine: &Engine,
     program: &Program,
     spec: RunSpec,
-    serving: Option<crate::http_serve::Serving>,
+    serving: Option<crate::runtime::http_serve::Serving>,
     memory: Arc<NodeMemory>,
 ) -> Result<Exit, RunError> {
     let refused = Arc::new(AtomicBool::new(false));
@@ -617,7 +621,7 @@ async fn run_program(
                 },
             );
             store.limiter(|state| &mut state.limiter);
-            crate::cpu::govern(&mut store, cpu_quota(&spec), slice_ticks(&spec));
+            crate::runtime::cpu::govern(&mut store, cpu_quota(&spec), slice_ticks(&spec));
             match pre.instantiate_async(&mut store).await {
                 Ok(instance) => match instance.get_typed_func::<(), ()>(&mut store, "_start") {
                     Ok(start) => start.call_async(&mut store, ()).await,
@@ -642,13 +646,13 @@ async fn run_program(
             let serving = serving.ok_or_else(|| {
                 RunError::Setup("an HTTP component needs a containerPort to be served on".into())
             })?;
-            let handler = crate::http_serve::Handler {
+            let handler = crate::runtime::http_serve::Handler {
                 pre: pre.clone(),
                 cpu: cpu_quota(&spec),
                 spec,
                 memory,
             };
-            crate::http_serve::serve(serving, Arc::new(handler)).await;
+            crate::runtime::http_serve::serve(serving, Arc::new(handler)).await;
             Ok(())
         }
     };
@@ -746,7 +750,7 @@ pub(crate) fn p2_store(
     engine: &Engine,
     spec: &RunSpec,
     limiter: MemoryLimiter,
-    cpu: Option<Arc<Mutex<crate::cpu::Quota>>>,
+    cpu: Option<Arc<Mutex<crate::runtime::cpu::Quota>>>,
 ) -> Result<Store<P2State>, RunError> {
     let mut store = Store::new(
         engine,
@@ -764,14 +768,14 @@ pub(crate) fn p2_store(
         },
     );
     store.limiter(|state| &mut state.limiter);
-    crate::cpu::govern(&mut store, cpu, slice_ticks(spec));
+    crate::runtime::cpu::govern(&mut store, cpu, slice_ticks(spec));
     Ok(store)
 }
 
 /// The CPU quota of one run of a container (shared by all its requests, for an HTTP component).
-fn cpu_quota(spec: &RunSpec) -> Option<Arc<Mutex<crate::cpu::Quota>>> {
+fn cpu_quota(spec: &RunSpec) -> Option<Arc<Mutex<crate::runtime::cpu::Quota>>> {
     spec.cpu_limit.map(|millicores| {
-        Arc::new(Mutex::new(crate::cpu::Quota::new(
+        Arc::new(Mutex::new(crate::runtime::cpu::Quota::new(
             millicores,
             EPOCH_TICK,
             std::time::Instant::now(),

@@ -8,7 +8,7 @@
 //! whose endpoints are such an address is the way to allow it: its cluster IP is not one of them, and the
 //! proxy (not the guest) makes the connection.
 
-use crate::local_sockets::{LocalSockets, Transport};
+use crate::network::local_sockets::{LocalSockets, Transport};
 use ipnet::IpNet;
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};

@@ -2,8 +2,8 @@
 //! their channel (0 stdin, 1 stdout, 2 stderr, 3 the outcome, 4 resizes; in v5 `[255, 0]` closes stdin), or
 //! SPDY with one stream per channel, named by its `streamType` header.
 
-use crate::spdy::{self, frame::header};
-use crate::streaming::Upgraded;
+use crate::streams::spdy::{self, frame::header};
+use crate::streams::streaming::Upgraded;
 use axum::extract::ws::{Message, WebSocket};
 use bytes::Bytes;
 use futures::stream::{SplitSink, SplitStream};

@@ -2,7 +2,7 @@
 //! accepts them: a WebSocket speaking one of Kubernetes' channel subprotocols, SPDY/3.1 (`Upgrade: SPDY/3.1`
 //! with `X-Stream-Protocol-Version`), or SPDY tunnelled in a WebSocket (`SPDY/3.1+portforward.k8s.io`).
 
-use crate::spdy;
+use crate::streams::spdy;
 use axum::extract::FromRequestParts;
 use axum::extract::Request;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};

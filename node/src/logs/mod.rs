@@ -2,6 +2,8 @@
 //! `<RFC 3339 time> <stdout|stderr> <F|P> <text>` (P marks a line cut at the size limit and continued).
 //! Files are rotated at a size limit, keeping one older file.
 
+pub mod log_server;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -171,7 +173,7 @@ impl ContainerLog {
         };
         let marked = file
             .flush_partial()
-            .and_then(|()| std::fs::write(crate::log_server::done_marker(&file.path), b""));
+            .and_then(|()| std::fs::write(crate::logs::log_server::done_marker(&file.path), b""));
         if let Err(error) = marked {
             tracing::warn!(%error, "cannot finish a container log");
         }

@@ -4,7 +4,7 @@
 //! 127.0.0.0/8 are spoken to over plain HTTP, as Docker does. Downloads are kept per reference, so
 //! `IfNotPresent` does not fetch again, and `Never` only uses what is kept.
 
-use crate::pull_secrets::credentials_for;
+use crate::pod::pull_secrets::credentials_for;
 use k8s_openapi::api::core::v1::Secret;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
