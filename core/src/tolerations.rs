@@ -22,3 +22,14 @@ pub fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
     };
     key_ok && effect_ok && value_ok
 }
+
+/// Whether tolerations tolerate the NoSchedule taint `key` (no value) that the node lifecycle puts on nodes in a
+/// condition (cordoned, under memory pressure, ...).
+pub fn tolerates_no_schedule(tolerations: &[Toleration], key: &str) -> bool {
+    let taint = Taint {
+        key: key.to_owned(),
+        effect: "NoSchedule".into(),
+        ..Default::default()
+    };
+    tolerations.iter().any(|t| tolerates(t, &taint))
+}

@@ -395,20 +395,27 @@ impl Cache {
 
     fn update_pod(&mut self, pod: &Pod) {
         let Some(uid) = pod.uid() else { return };
+        let bound = placed(pod);
         let nominated = pod
             .status
             .as_ref()
-            .and_then(|s| s.nominated_node_name.clone())
-            .filter(|n| !n.is_empty() && placed(pod).is_none() && !pod_finished(pod));
+            .and_then(|s| s.nominated_node_name.as_deref())
+            .filter(|n| {
+                !n.is_empty()
+                    && bound.is_none()
+                    && !pod_finished(pod)
+                    && pod.metadata.deletion_timestamp.is_none()
+            });
         match nominated {
-            Some(node) if pod.metadata.deletion_timestamp.is_none() => {
-                self.nominated.insert(uid.clone(), Placed::new(pod, node));
+            Some(node) => {
+                self.nominated
+                    .insert(uid.clone(), Placed::new(pod, node.to_owned()));
             }
-            _ => {
+            None => {
                 self.nominated.remove(&uid);
             }
         }
-        match placed(pod) {
+        match bound {
             Some(placed) => self.insert(uid, placed),
             // Not bound (yet): an assumption of ours stands until its binding is seen or fails.
             None if self.pods.get(&uid).is_some_and(|p| p.assumed) && !pod_finished(pod) => {}

@@ -4,10 +4,10 @@
 //! memory pressure, a BestEffort pod that does not tolerate it is rejected (`Evicted`), as the kubelet's
 //! eviction manager does.
 
-use k8s_openapi::api::core::v1::{Pod, Taint};
+use k8s_openapi::api::core::v1::Pod;
 use wasmkube_core::qos::QosClass;
 use wasmkube_core::resources::Resources;
-use wasmkube_core::tolerations::tolerates;
+use wasmkube_core::tolerations::tolerates_no_schedule;
 
 /// Why a pod was turned away: the pod status' reason and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,16 +49,10 @@ pub fn admit_under_memory_pressure(pod: &Pod, under_pressure: bool) -> Result<()
     let Some(spec) = pod.spec.as_ref() else {
         return Ok(());
     };
-    let taint = Taint {
-        key: "node.kubernetes.io/memory-pressure".into(),
-        effect: "NoSchedule".into(),
-        ..Default::default()
-    };
-    let tolerated = spec
-        .tolerations
-        .iter()
-        .flatten()
-        .any(|t| tolerates(t, &taint));
+    let tolerated = tolerates_no_schedule(
+        spec.tolerations.as_deref().unwrap_or_default(),
+        "node.kubernetes.io/memory-pressure",
+    );
     if !under_pressure || QosClass::of(spec) != QosClass::BestEffort || tolerated {
         return Ok(());
     }

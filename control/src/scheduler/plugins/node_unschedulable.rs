@@ -1,8 +1,9 @@
 //! NodeUnschedulable: a cordoned node takes only pods that tolerate its `node.kubernetes.io/unschedulable`
 //! taint; and a node that is not Ready takes none.
 
-use super::{Reason, tolerates};
-use k8s_openapi::api::core::v1::{Node, Pod, Taint};
+use super::Reason;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use wasmkube_core::tolerations::tolerates_no_schedule;
 
 /// Whether a node's Ready condition is True.
 pub fn is_ready(node: &Node) -> bool {
@@ -19,16 +20,12 @@ pub fn node_schedulable(pod: &Pod, ready: bool, cordoned: bool) -> Result<(), Re
         return Err("node(s) were not ready".into());
     }
     if cordoned {
-        let cordon = Taint {
-            key: "node.kubernetes.io/unschedulable".into(),
-            effect: "NoSchedule".into(),
-            ..Default::default()
-        };
-        let tolerated = pod
+        let tolerations = pod
             .spec
             .as_ref()
-            .and_then(|s| s.tolerations.as_ref())
-            .is_some_and(|ts| ts.iter().any(|t| tolerates(t, &cordon)));
+            .and_then(|s| s.tolerations.as_deref())
+            .unwrap_or_default();
+        let tolerated = tolerates_no_schedule(tolerations, "node.kubernetes.io/unschedulable");
         if !tolerated {
             return Err("node(s) were unschedulable".into());
         }
