@@ -62,13 +62,27 @@ pub fn hello_image() -> String {
     )
 }
 
-/// Starts `wasmkube ARGS`, its output discarded.
+/// Starts `wasmkube ARGS`. Its output is discarded, or kept in `$BENCH_LOG_DIR/N-COMMAND.log` when that is set
+/// (with `RUST_LOG`, where a benchmark's time goes).
 pub fn spawn_wasmkube(args: &[&str]) -> Process {
+    static SPAWNED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let stderr = match std::env::var_os("BENCH_LOG_DIR") {
+        Some(dir) => {
+            let n = SPAWNED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let command = args
+                .iter()
+                .find(|a| !a.starts_with('-') && !a.contains(':'))
+                .unwrap_or(&"wasmkube");
+            let path = std::path::Path::new(&dir).join(format!("{n}-{command}.log"));
+            std::process::Stdio::from(std::fs::File::create(path).expect("a log file"))
+        }
+        None => std::process::Stdio::null(),
+    };
     Process(
         std::process::Command::new(env!("CARGO_BIN_EXE_wasmkube"))
             .args(args)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("start wasmkube"),
     )

@@ -162,11 +162,20 @@ impl LabelSelector {
 
     /// Whether a label map satisfies every requirement.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.matches_with(|key| labels.get(key).map(String::as_str))
+    }
+
+    /// Whether the labels `label` looks up satisfy every requirement.
+    pub fn matches_with<'a>(&self, label: impl Fn(&str) -> Option<&'a str>) -> bool {
         self.0.iter().all(|requirement| match requirement {
-            Requirement::In(key, values) => labels.get(key).is_some_and(|v| values.contains(v)),
-            Requirement::NotIn(key, values) => labels.get(key).is_none_or(|v| !values.contains(v)),
-            Requirement::Exists(key) => labels.contains_key(key),
-            Requirement::DoesNotExist(key) => !labels.contains_key(key),
+            Requirement::In(key, values) => {
+                label(key).is_some_and(|v| values.iter().any(|w| w == v))
+            }
+            Requirement::NotIn(key, values) => {
+                label(key).is_none_or(|v| !values.iter().any(|w| w == v))
+            }
+            Requirement::Exists(key) => label(key).is_some(),
+            Requirement::DoesNotExist(key) => label(key).is_none(),
         })
     }
 
@@ -224,12 +233,12 @@ impl FieldSelector {
             for segment in field.split('.') {
                 node = node.get(segment).unwrap_or(&Value::Null);
             }
-            let actual = match node {
-                Value::String(s) => s.clone(),
-                Value::Null => String::new(),
-                other => other.to_string(),
+            let same = match node {
+                Value::String(s) => s == value,
+                Value::Null => value.is_empty(),
+                other => other.to_string() == *value,
             };
-            (actual == *value) == *equal
+            same == *equal
         })
     }
 }

@@ -18,6 +18,7 @@ mod rbac_escalation;
 mod reviews;
 pub mod service_account_admission;
 pub mod service_network;
+mod shared_events;
 mod watch;
 
 use crate::api::request_info::{ApiPath, RequestInfo, ResourcePath};
@@ -65,6 +66,8 @@ pub struct ApiServer {
     token_signer: Option<Arc<crate::api::service_account_tokens::Signer>>,
     /// Which control plane components run in this server's process.
     in_process: InProcess,
+    /// Recent changes, decoded once for every watch.
+    shared_events: Arc<shared_events::SharedEvents>,
 }
 
 /// Which control plane components run in the server's process (componentstatuses reports them healthy).
@@ -104,6 +107,7 @@ impl ApiServer {
             )),
             token_signer: None,
             in_process: InProcess::default(),
+            shared_events: Arc::default(),
         }
     }
 

@@ -3,7 +3,8 @@
 
 use super::error::ApiError;
 use super::negotiation::Encoding;
-use super::objects::{Filter, Query, prefix, served};
+use super::objects::{Filter, Query, prefix};
+use super::shared_events::SharedEvent;
 use super::{ApiServer, Target};
 use crate::api::protobuf;
 use crate::api::resources::ResourceType;
@@ -54,6 +55,31 @@ impl Render {
                 let mut text = json!({"type": kind, "object": object}).to_string();
                 text.push('\n');
                 Some(text.into())
+            }
+        }
+    }
+
+    /// One change as it goes on the stream: in JSON, the object's shared serialization in an event line.
+    fn shared_event(
+        self,
+        kind: &str,
+        change: &SharedEvent,
+        resource: &ResourceType,
+    ) -> Option<bytes::Bytes> {
+        match self {
+            Render::Object(Encoding::Json) => {
+                let object = change.json()?;
+                let mut line = Vec::with_capacity(object.len() + kind.len() + 24);
+                line.extend_from_slice(b"{\"type\":\"");
+                line.extend_from_slice(kind.as_bytes());
+                line.extend_from_slice(b"\",\"object\":");
+                line.extend_from_slice(object);
+                line.extend_from_slice(b"}\n");
+                Some(line.into())
+            }
+            Render::Object(Encoding::Protobuf) | Render::Table(_) => {
+                let object = change.object()?.clone();
+                self.event(kind, &self.object(resource, object, change.revision()))
             }
         }
     }
@@ -122,19 +148,25 @@ impl ApiServer {
             (Vec::new(), revision)
         };
         let (tx, rx) = mpsc::channel::<Result<bytes::Bytes, std::convert::Infallible>>(64);
-        // Sends one event; false when the stream has ended.
-        let send = {
+        // Sends one rendered event; false when the stream has ended.
+        let send_bytes = {
             let tx = tx.clone();
-            move |kind: &'static str, object: Value| {
+            move |bytes: Option<bytes::Bytes>| {
                 let tx = tx.clone();
                 async move {
-                    match how.event(kind, &object) {
+                    match bytes {
                         Some(bytes) => tx.send(Ok(bytes)).await.is_ok(),
                         None => false,
                     }
                 }
             }
         };
+        // Sends one event; false when the stream has ended.
+        let send = {
+            let send_bytes = send_bytes.clone();
+            move |kind: &'static str, object: Value| send_bytes(how.event(kind, &object))
+        };
+        let shared = self.shared_events.clone();
         let events = self
             .store
             .watch(&prefix(resource, target.namespace.as_deref()), start);
@@ -189,22 +221,28 @@ impl ApiServer {
                     None => return,
                 };
                 last = event.revision;
-                let Ok(object) = served(&event.value, event.revision) else {
+                let kind = event.kind;
+                let change = shared.get(event);
+                let Some(object) = change.object() else {
                     continue;
                 };
-                let now_matches = filter.matches(&object);
-                let before = event
-                    .prev
-                    .as_ref()
-                    .and_then(|p| served(p, event.revision).ok());
-                let kind = match (event.kind, before.map(|b| filter.matches(&b)), now_matches) {
+                // Without selectors every object matches: the one before need not be read.
+                let (before, now) = if filter.selects_everything() {
+                    (change.replaced().then_some(true), true)
+                } else {
+                    (
+                        change.before().map(|b| filter.matches(b)),
+                        filter.matches(object),
+                    )
+                };
+                let kind = match (kind, before, now) {
                     (EventKind::Delete, _, true) => "DELETED",
                     (EventKind::Put, None | Some(false), true) => "ADDED",
                     (EventKind::Put, Some(true), true) => "MODIFIED",
                     (EventKind::Put, Some(true), false) => "DELETED",
                     _ => continue,
                 };
-                if !send(kind, how.object(resource, object, event.revision)).await {
+                if !send_bytes(how.shared_event(kind, &change, resource)).await {
                     return;
                 }
             }

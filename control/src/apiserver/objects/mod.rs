@@ -413,12 +413,15 @@ impl Filter {
 
     /// Whether an object passes both selectors.
     pub fn matches(&self, object: &Value) -> bool {
-        let labels = object
-            .get("metadata")
-            .and_then(|m| m.get("labels"))
-            .and_then(|l| serde_json::from_value(l.clone()).ok())
-            .unwrap_or_default();
-        self.labels.matches(&labels) && self.fields.matches(object)
+        let labels = object.get("metadata").and_then(|m| m.get("labels"));
+        self.labels
+            .matches_with(|key| labels.and_then(|l| l.get(key)).and_then(Value::as_str))
+            && self.fields.matches(object)
+    }
+
+    /// Whether every object passes (no selector was given).
+    pub fn selects_everything(&self) -> bool {
+        self.labels.0.is_empty() && self.fields.0.is_empty()
     }
 }
 
