@@ -99,7 +99,12 @@ pub fn reflect<K: Cacheable>(
 ) {
     let (store, writer) = reflector::store();
     let (ready_tx, ready) = tokio::sync::watch::channel(false);
-    let events = reflector::reflector(writer, watcher::watcher(api, config))
+    // No component reads managedFields, often the largest part of an object: as kube-controller-manager's
+    // informers, the cache drops them (unset, so an update sent from a cached object keeps the stored ones).
+    let watched = watcher::watcher(api, config).modify(|object: &mut K| {
+        object.meta_mut().managed_fields = None;
+    });
+    let events = reflector::reflector(writer, watched)
         .default_backoff()
         .inspect(move |event| {
             if matches!(event, Ok(Event::InitDone)) {

@@ -383,7 +383,7 @@ async fn reconcile(pod: Arc<Pod>, agent: Arc<Agent>) -> Result<Action, AgentErro
         match admitted {
             Ok(()) => {
                 tracing::info!(pod = %name, namespace = %namespace, "starting");
-                workers.insert(uid, PodWorker::start((*pod).clone(), agent.ctx.clone()));
+                workers.insert(uid, PodWorker::start(pod.clone(), agent.ctx.clone()));
                 return Ok(Action::await_change());
             }
             Err(rejection) => rejection,

@@ -236,7 +236,7 @@ impl FieldSelector {
             let same = match node {
                 Value::String(s) => s == value,
                 Value::Null => value.is_empty(),
-                other => other.to_string() == *value,
+                other => serde_json::to_string(other).is_ok_and(|text| text == *value),
             };
             same == *equal
         })

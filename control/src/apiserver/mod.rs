@@ -32,7 +32,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use error::ApiError;
-use negotiation::Negotiated;
+use negotiation::{Encoding, Negotiated};
 use objects::{Deletion, Query, Written, decode_body, list_object, read_body};
 use serde_json::Value;
 use service_network::ServiceNetwork;
@@ -209,6 +209,28 @@ impl ApiServer {
             ))
             .with_state(self)
     }
+}
+
+/// A JSON list response: `envelope` (a list without items) with `items`, a JSON array already written.
+fn with_items(mut envelope: Value, items: &[u8]) -> Response {
+    if let Some(list) = envelope.as_object_mut() {
+        list.remove("items");
+    }
+    let mut body = envelope.to_string().into_bytes();
+    // `{...}` becomes `{...,"items":[...]}`.
+    body.pop();
+    if body.len() > 1 {
+        body.push(b',');
+    }
+    body.extend_from_slice(b"\"items\":");
+    body.extend_from_slice(items);
+    body.push(b'}');
+    let mut response = (StatusCode::OK, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 fn json(code: StatusCode, body: Value) -> Response {
@@ -493,6 +515,20 @@ async fn serve(
                 watch::Render::Object(negotiated.encoding)
             },
         ),
+        (Method::GET, None, None) if !table && negotiated.encoding == Encoding::Json => {
+            // Each item is written as it is read: a list of 10,000 pods is never held decoded at once.
+            let mut items = vec![b'['];
+            let (revision, token) = server.list_each(target, query, |object| {
+                if items.len() > 1 {
+                    items.push(b',');
+                }
+                serde_json::to_writer(&mut items, &object)
+                    .map_err(|e| ApiError::Internal(e.to_string()))
+            })?;
+            items.push(b']');
+            let envelope = list_object(resource, Vec::new(), revision, token);
+            Ok(with_items(envelope, &items))
+        }
         (Method::GET, None, None) => {
             let (items, revision, token) = server.list(target, query)?;
             Ok(if table {

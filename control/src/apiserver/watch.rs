@@ -130,22 +130,30 @@ impl ApiServer {
         }
         // With no resourceVersion (or "0"), or when asked, the watch starts with the current state.
         let initial_state = send_initial || matches!(rv, None | Some("0"));
-        let (initial, start) = if initial_state {
-            let (items, revision, _) = self.list(
+        // The current state, each object rendered as it is read (tables need the list's revision first).
+        let mut initial: Vec<Value> = Vec::new();
+        let mut rendered: Vec<Option<bytes::Bytes>> = Vec::new();
+        let start = if initial_state {
+            let (revision, _) = self.list_each(
                 target,
                 &Query {
                     label_selector: query.label_selector.clone(),
                     field_selector: query.field_selector.clone(),
                     ..Query::default()
                 },
+                |object| {
+                    match how {
+                        Render::Object(_) => rendered.push(how.event("ADDED", &object)),
+                        Render::Table(_) => initial.push(object),
+                    }
+                    Ok(())
+                },
             )?;
-            (items, revision)
+            revision
         } else {
             let rv = rv.unwrap_or("0");
-            let revision = rv
-                .parse()
-                .map_err(|_| ApiError::BadRequest(format!("invalid resource version: {rv:?}")))?;
-            (Vec::new(), revision)
+            rv.parse()
+                .map_err(|_| ApiError::BadRequest(format!("invalid resource version: {rv:?}")))?
         };
         let (tx, rx) = mpsc::channel::<Result<bytes::Bytes, std::convert::Infallible>>(64);
         // Sends one rendered event; false when the stream has ended.
@@ -188,6 +196,11 @@ impl ApiServer {
                     return;
                 }
             };
+            for event in rendered {
+                if !send_bytes(event).await {
+                    return;
+                }
+            }
             for object in initial {
                 if !send("ADDED", how.object(resource, object, start)).await {
                     return;

@@ -128,7 +128,8 @@ pub type Chunk = (Stream, bytes::Bytes);
 #[derive(Clone)]
 pub struct ContainerLog {
     file: Arc<Mutex<LogFile>>,
-    live: tokio::sync::broadcast::Sender<Chunk>,
+    /// Made when a client first attaches: its backlog is most of an idle pod's memory otherwise.
+    live: Arc<std::sync::OnceLock<tokio::sync::broadcast::Sender<Chunk>>>,
 }
 
 impl ContainerLog {
@@ -148,7 +149,7 @@ impl ContainerLog {
         };
         Ok(Self {
             file: Arc::new(Mutex::new(log)),
-            live: tokio::sync::broadcast::channel(ATTACH_BACKLOG).0,
+            live: Arc::default(),
         })
     }
 
@@ -163,7 +164,9 @@ impl ContainerLog {
     /// The output written from now on (`kubectl attach`): a client that falls behind by more than
     /// [`ATTACH_BACKLOG`] chunks misses the oldest.
     pub fn follow(&self) -> tokio::sync::broadcast::Receiver<Chunk> {
-        self.live.subscribe()
+        self.live
+            .get_or_init(|| tokio::sync::broadcast::channel(ATTACH_BACKLOG).0)
+            .subscribe()
     }
 
     /// Writes out an unfinished last line and marks the run as ended, so followers stop.
@@ -215,12 +218,12 @@ impl AsyncWrite for LogStream {
             Ok(mut file) => file.write(self.stream.name(), buf).map(|()| buf.len()),
             Err(_) => Err(std::io::Error::other("log file lock poisoned")),
         };
-        if result.is_ok() && self.log.live.receiver_count() > 0 {
+        if let Some(live) = self.log.live.get()
+            && result.is_ok()
+            && live.receiver_count() > 0
+        {
             // No one attached is not an error.
-            let _ = self
-                .log
-                .live
-                .send((self.stream, bytes::Bytes::copy_from_slice(buf)));
+            let _ = live.send((self.stream, bytes::Bytes::copy_from_slice(buf)));
         }
         Poll::Ready(result)
     }

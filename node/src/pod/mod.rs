@@ -119,7 +119,7 @@ pub struct PodWorker {
 
 impl PodWorker {
     /// Starts running a pod.
-    pub fn start(pod: Pod, ctx: Arc<NodeContext>) -> Self {
+    pub fn start(pod: Arc<Pod>, ctx: Arc<NodeContext>) -> Self {
         let (stop, stopped) = watch::channel(false);
         let (observed, observations) = watch::channel(pod.status.clone());
         let (ephemeral, ephemeral_list) = watch::channel(ephemeral_containers(&pod));
@@ -133,7 +133,7 @@ impl PodWorker {
             memory: memory.clone(),
             ephemeral: ephemeral_list,
         };
-        let started = Arc::new(pod.clone());
+        let started = pod.clone();
         let task = tokio::spawn(run_pod(pod, ctx.clone(), worker));
         Self {
             uid,
@@ -275,7 +275,7 @@ enum Kind {
 struct Update {
     kind: Kind,
     index: usize,
-    container: Container,
+    container: Box<Container>,
 }
 
 /// The status entries of containers before they start: creating, or waiting for the init containers.
@@ -351,7 +351,7 @@ fn ephemeral_spec(ephemeral: &EphemeralContainer, spec: &PodSpec) -> ContainerSp
     container
 }
 
-async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, worker: Worker) {
+async fn run_pod(pod: Arc<Pod>, ctx: Arc<NodeContext>, worker: Worker) {
     let began = std::time::Instant::now();
     let Worker {
         stopped,
@@ -362,7 +362,8 @@ async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, worker: Worker) {
     let name = pod.metadata.name.clone().unwrap_or_default();
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
-    let spec = pod.spec.clone().unwrap_or_default();
+    let no_spec = PodSpec::default();
+    let spec = pod.spec.as_ref().unwrap_or(&no_spec);
     let restart_policy = spec
         .restart_policy
         .clone()
@@ -389,17 +390,19 @@ async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, worker: Worker) {
     let dir = match pod_dir(&ctx.data_dir, &namespace, &name, &uid) {
         Ok(dir) => dir,
         Err(error) => {
-            ctx.events
-                .record(&pod, Warning, "Failed", &error.to_string())
-                .await;
-            return failed
-                .report(
-                    &mut inits,
-                    &mut containers,
-                    "CreateContainerConfigError",
-                    &error.to_string(),
-                )
-                .await;
+            // Futures awaited once are boxed: an idle pod's task keeps only the size of what it waits on.
+            Box::pin(
+                ctx.events
+                    .record(pod.as_ref(), Warning, "Failed", &error.to_string()),
+            )
+            .await;
+            return Box::pin(failed.report(
+                &mut inits,
+                &mut containers,
+                "CreateContainerConfigError",
+                &error.to_string(),
+            ))
+            .await;
         }
     };
     let previous_ip = pod.status.as_ref().and_then(|s| s.pod_ip.as_deref());
@@ -407,14 +410,13 @@ async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, worker: Worker) {
         Ok(ip) => ip,
         Err(error) => {
             tracing::warn!(pod = %name, namespace = %namespace, %error, "no pod address");
-            return failed
-                .report(
-                    &mut inits,
-                    &mut containers,
-                    "ContainerCreating",
-                    &error.to_string(),
-                )
-                .await;
+            return Box::pin(failed.report(
+                &mut inits,
+                &mut containers,
+                "ContainerCreating",
+                &error.to_string(),
+            ))
+            .await;
         }
     };
     let network = PodNetwork {
@@ -515,8 +517,7 @@ async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, worker: Worker) {
         }
         if hold.is_none() && written.as_ref() != Some(&status) {
             let patch = serde_json::json!({"status": status});
-            match pods
-                .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            match Box::pin(pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)))
                 .await
             {
                 Ok(_) => {
@@ -559,7 +560,7 @@ async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, worker: Worker) {
                     .collect();
                 for added in added {
                     let Some(updates) = ephemeral_updates.upgrade() else { break };
-                    let spec = ephemeral_spec(added, &spec);
+                    let spec = ephemeral_spec(added, spec);
                     let state = initial_states(&pod, std::slice::from_ref(&spec), "ContainerCreating", false)
                         .remove(0);
                     ephemerals.push(state.clone());
@@ -578,7 +579,7 @@ async fn run_pod(pod: Pod, ctx: Arc<NodeContext>, worker: Worker) {
                 Kind::Ephemeral => &mut ephemerals,
             };
             if let Some(entry) = list.get_mut(update.index) {
-                *entry = update.container;
+                *entry = *update.container;
             }
             next = changes.try_recv().ok();
         }
@@ -593,7 +594,7 @@ fn is_starting(container: &Container) -> bool {
 }
 
 struct ContainerWorker {
-    pod: Pod,
+    pod: Arc<Pod>,
     spec: ContainerSpec,
     index: usize,
     /// Which list it is in: an init container runs until it succeeds once, an ephemeral one once.
@@ -622,7 +623,7 @@ impl ContainerWorker {
     /// Records an Event about the pod without holding up the container.
     fn event(&self, kind: EventType, reason: &'static str, message: String) {
         let (events, pod) = (self.ctx.events.clone(), self.pod.clone());
-        tokio::spawn(async move { events.record(&pod, kind, reason, &message).await });
+        tokio::spawn(async move { events.record(pod.as_ref(), kind, reason, &message).await });
     }
 
     async fn report(&mut self, state: State) {
@@ -635,7 +636,7 @@ impl ContainerWorker {
         let update = Update {
             kind: self.kind,
             index: self.index,
-            container: self.state.clone(),
+            container: Box::new(self.state.clone()),
         };
         let _ = self.updates.send(update).await;
     }
@@ -654,7 +655,8 @@ impl ContainerWorker {
         let mut backoff = self.ctx.backoff.initial;
         loop {
             let started = jiff::Timestamp::now();
-            let ran = match self.prepare().await {
+            // Boxed, as the run below: the container's task keeps only the size of the step it is in.
+            let ran = match Box::pin(self.prepare()).await {
                 Ok((loaded, mut spec, listener, log)) => {
                     let stdin = self.spec.stdin.unwrap_or(false).then(|| {
                         let (stdin, input) = Stdin::pipe(self.spec.stdin_once.unwrap_or(false));
@@ -691,8 +693,7 @@ impl ContainerWorker {
                         listener,
                         drain: self.stopped.clone(),
                     });
-                    let run = runtime.run(&loaded, spec, serving);
-                    tokio::pin!(run);
+                    let mut run = Box::pin(runtime.run(&loaded, spec, serving));
                     let outcome = loop {
                         let verdict = tokio::select! {
                             exit = &mut run => break Ended::Exited(exit),
@@ -1340,7 +1341,7 @@ const ROOT_CA_CONFIG_MAP: &str = "kube-root-ca.crt";
 /// A token of the pod's ServiceAccount for `source`, bound to the pod, as the kubelet requests it.
 async fn request_token(
     client: kube::Client,
-    pod: Pod,
+    pod: Arc<Pod>,
     namespace: String,
     source: ServiceAccountTokenProjection,
 ) -> Result<Vec<u8>, String> {

@@ -27,6 +27,23 @@ impl ApiServer {
         target: &Target,
         query: &Query,
     ) -> Result<(Vec<Value>, Revision, Option<String>), ApiError> {
+        let mut items = Vec::new();
+        let (revision, token) = self.list_each(target, query, |object| {
+            items.push(object);
+            Ok(())
+        })?;
+        Ok((items, revision, token))
+    }
+
+    /// A list given to `each` one matching object at a time, read from the store a page at a time, so that a
+    /// list of every pod never holds them all decoded; returns the revision of the snapshot and the continue
+    /// token of the next page.
+    pub fn list_each(
+        &self,
+        target: &Target,
+        query: &Query,
+        mut each: impl FnMut(Value) -> Result<(), ApiError>,
+    ) -> Result<(Revision, Option<String>), ApiError> {
         let filter = Filter::new(target.resource, query)?;
         let prefix = prefix(target.resource, target.namespace.as_deref());
         let (mut start_after, mut revision) = match &query.continue_token {
@@ -50,12 +67,16 @@ impl ApiServer {
             }
         }
         let limit = query.limit.unwrap_or(0);
-        let mut items = Vec::new();
+        let mut listed = 0;
         loop {
             let page = self.store.list(&ListRequest {
                 prefix: prefix.clone(),
                 start_after: start_after.clone(),
-                limit: if limit == 0 { 0 } else { limit.max(64) },
+                limit: if limit == 0 {
+                    STORE_PAGE
+                } else {
+                    limit.clamp(64, STORE_PAGE)
+                },
                 revision,
             })?;
             revision = Some(page.revision);
@@ -63,19 +84,23 @@ impl ApiServer {
                 start_after = Some(kv.key.clone());
                 let object = served(&kv.value, kv.mod_revision)?;
                 if filter.matches(&object) {
-                    items.push(object);
-                    if limit > 0 && items.len() == limit {
+                    each(object)?;
+                    listed += 1;
+                    if limit > 0 && listed == limit {
                         let more = page.more
                             || kv.key
                                 != page.items.last().map(|l| l.key.clone()).unwrap_or_default();
                         let token = more.then(|| encode_continue(kv.key.as_str(), page.revision));
-                        return Ok((items, page.revision, token));
+                        return Ok((page.revision, token));
                     }
                 }
             }
             if !page.more {
-                return Ok((items, page.revision, None));
+                return Ok((page.revision, None));
             }
         }
     }
 }
+
+/// How many stored objects a list reads at a time, whatever the client's limit.
+const STORE_PAGE: usize = 500;
