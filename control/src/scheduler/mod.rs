@@ -480,8 +480,13 @@ pub async fn run(client: kube::Client) {
     tracing::info!("scheduler running");
     // Decisions are serial (one cache lock); this many bindings may be in flight at once.
     let config = kube::runtime::controller::Config::default().concurrency(BINDINGS_IN_FLIGHT);
-    let controller = Controller::new(Api::<Pod>::all(client), pending).with_config(config);
-    let waiting = controller.store();
+    // The pending pods' cache drops managedFields, as every cache here does.
+    let (waiting, pending_events) = crate::cache::reflect(Api::<Pod>::all(client), pending);
+    let controller = Controller::for_stream(
+        kube::runtime::WatchStreamExt::applied_objects(pending_events),
+        waiting.store().clone(),
+    )
+    .with_config(config);
     let retries = tokio_stream::wrappers::UnboundedReceiverStream::new(woken).flat_map(move |()| {
         let unschedulable: Vec<ObjectRef<Pod>> = waiting
             .state()
