@@ -82,13 +82,18 @@ struct Recent {
 }
 
 impl SharedEvents {
-    /// The shared form of a change, made by the first watch that asks.
+    /// The shared form of a change, made by the first watch that asks. A revision that changed several keys
+    /// (an etcd transaction someone else wrote) is shared for its first key only.
     pub fn get(&self, event: Event) -> Arc<SharedEvent> {
         let Ok(mut recent) = self.recent.lock() else {
             return Arc::new(SharedEvent::new(event));
         };
         if let Some(shared) = recent.by_revision.get(&event.revision) {
-            return shared.clone();
+            return if shared.event.key == event.key {
+                shared.clone()
+            } else {
+                Arc::new(SharedEvent::new(event))
+            };
         }
         let revision = event.revision;
         let shared = Arc::new(SharedEvent::new(event));
@@ -133,13 +138,19 @@ mod tests {
     }
 
     #[test]
-    fn only_recent_changes_are_kept_and_unreadable_ones_serve_nothing() {
+    fn only_recent_changes_are_kept_one_per_revision_and_key_and_unreadable_ones_serve_nothing() {
         let events = SharedEvents::default();
         let oldest = events.get(event(1, "{}", None));
         for revision in 2..=(KEPT as Revision + 1) {
             events.get(event(revision, "{}", None));
         }
         assert!(!Arc::ptr_eq(&oldest, &events.get(event(1, "{}", None))));
+        let mut other_key = event(5000, r#"{"metadata":{"name":"b"}}"#, None);
+        other_key.key = "/registry/pods/default/b".into();
+        let first = events.get(event(5000, r#"{"metadata":{"name":"a"}}"#, None));
+        let second = events.get(other_key);
+        assert_eq!(first.object().unwrap()["metadata"]["name"], "a");
+        assert_eq!(second.object().unwrap()["metadata"]["name"], "b");
         let corrupt = events.get(event(1000, "not json", Some("also not")));
         assert!(corrupt.object().is_none() && corrupt.json().is_none());
         assert!(corrupt.replaced() && corrupt.before().is_none());
