@@ -1,6 +1,6 @@
 //! The scheduler inside `wasmkube server`, with real node agents: unbound pods are spread over the nodes that
 //! fit them and run; pods that fit nowhere say why; anti-affinity keeps pods apart; a pod of a higher
-//! PriorityClass preempts a lower one.
+//! PriorityClass preempts a lower one; freed room goes to the highest priority waiting; gated pods wait.
 
 mod common;
 
@@ -323,4 +323,163 @@ fn required_anti_affinity_puts_each_replica_on_its_own_node() {
         ),
         "{message}"
     );
+}
+
+/// Whether the pod waits with PodScheduled=False for `reason`.
+fn waits_for(pod: &Value, reason: &str) -> bool {
+    pod["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "PodScheduled" && c["status"] == "False" && c["reason"] == reason)
+}
+
+fn merge_patch(server: &Server, name: &str, patch: Value) -> reqwest::blocking::Response {
+    server
+        .http()
+        .patch(format!("{}{}/{name}", server.url, common::PODS))
+        .header("content-type", "application/merge-patch+json")
+        .body(patch.to_string())
+        .send()
+        .unwrap()
+}
+
+#[test]
+fn a_gated_pod_is_not_scheduled_until_its_last_gate_is_removed() {
+    let server = Server::start();
+    let _node = NodeAgent::start(&server, "n1");
+    let mut gated = batch_pod("gated");
+    gated["spec"]["schedulingGates"] =
+        json!([{"name": "example.com/quota"}, {"name": "example.com/arch"}]);
+    let created = post(&server, common::PODS, &gated);
+    let condition = created["status"]["conditions"][0].clone();
+    assert_eq!(condition["type"], "PodScheduled");
+    assert_eq!(condition["reason"], "SchedulingGated");
+    assert_eq!(
+        condition["message"],
+        "Scheduling is blocked due to non-empty scheduling gates"
+    );
+    // kubectl's STATUS column.
+    let table: Value = server
+        .http()
+        .get(format!("{}{}/gated", server.url, common::PODS))
+        .header("accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(table["rows"][0]["cells"][2], "SchedulingGated");
+
+    // Gates are only ever removed; a gated pod is neither bound nor created bound.
+    let added = merge_patch(
+        &server,
+        "gated",
+        json!({"spec": {"schedulingGates": [{"name": "example.com/quota"}, {"name": "example.com/arch"}, {"name": "x"}]}}),
+    );
+    assert_eq!(added.status(), 422);
+    let status: Value = added.json().unwrap();
+    assert_eq!(
+        status["details"]["causes"][0]["message"],
+        "Forbidden: only deletion is allowed, but found new scheduling gate 'x'"
+    );
+    assert_eq!(
+        status["details"]["causes"][0]["field"],
+        "spec.schedulingGates[2].name"
+    );
+    let binding = server
+        .http()
+        .post(format!("{}{}/gated/binding", server.url, common::PODS))
+        .json(&json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "gated"}, "target": {"kind": "Node", "name": "n1"}}))
+        .send()
+        .unwrap();
+    assert_eq!(binding.status(), 409);
+    let mut bound = batch_pod("bound");
+    bound["spec"]["nodeName"] = json!("n1");
+    bound["spec"]["schedulingGates"] = json!([{"name": "example.com/quota"}]);
+    let refused = server
+        .http()
+        .post(format!("{}{}", server.url, common::PODS))
+        .json(&bound)
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 422);
+    assert!(refused.text().unwrap().contains(
+        "spec.nodeName: Forbidden: cannot be set until all schedulingGates have been cleared"
+    ));
+
+    // While gated, where it may run can still narrow.
+    let narrowed = merge_patch(
+        &server,
+        "gated",
+        json!({"spec": {"schedulingGates": [{"name": "example.com/arch"}], "nodeSelector": {"kubernetes.io/hostname": "n1"}}}),
+    );
+    assert!(
+        narrowed.status().is_success(),
+        "{}",
+        narrowed.text().unwrap()
+    );
+    // A pod created after the change is placed and finishes: the scheduler has seen the change by then.
+    create_pod(&server, batch_pod("after"));
+    wait_for(&server, "after", "Succeeded", |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
+    let still = get_pod(&server, "gated").unwrap();
+    assert!(still["spec"]["nodeName"].is_null(), "{still}");
+    assert!(waits_for(&still, "SchedulingGated"), "{}", still["status"]);
+
+    let released = merge_patch(&server, "gated", json!({"spec": {"schedulingGates": null}}));
+    assert!(
+        released.status().is_success(),
+        "{}",
+        released.text().unwrap()
+    );
+    let done = wait_for(&server, "gated", "Succeeded", |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
+    assert_eq!(done["spec"]["nodeName"], "n1");
+    let reasons = event_reasons(&server, "gated");
+    assert!(
+        !reasons.iter().any(|r| r == "FailedScheduling"),
+        "{reasons:?}"
+    );
+}
+
+#[test]
+fn pods_waiting_together_are_placed_highest_priority_first() {
+    let server = Server::start_with(&["--no-scheduler"]);
+    let _node = NodeAgent::start(&server, "n1");
+    let cpu = allocatable_cpu_milli(&server, "n1");
+    post(
+        &server,
+        "/apis/scheduling.k8s.io/v1/priorityclasses",
+        &json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": "patient"},
+                "value": 1000, "preemptionPolicy": "Never"}),
+    );
+    // Each asks for 60% of the node's cpu: only one fits. Created while no scheduler runs, the three of the
+    // default priority first (and first by name), so the scheduler finds all four waiting at once.
+    for name in ["a-low", "b-low", "c-low"] {
+        create_pod(&server, long_running_pod(name, cpu * 6 / 10));
+    }
+    let mut high = long_running_pod("z-high", cpu * 6 / 10);
+    high["spec"]["priorityClassName"] = json!("patient");
+    create_pod(&server, high);
+    let _scheduler = common::Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_wasmkube"))
+            .args(["--server", &server.url, "scheduler"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start wasmkube scheduler"),
+    );
+    let placed = wait_for(&server, "z-high", "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    assert_eq!(placed["spec"]["nodeName"], "n1");
+    assert_eq!(placed["spec"]["priority"], 1000);
+    for name in ["a-low", "b-low", "c-low"] {
+        let low = wait_for(&server, name, "Unschedulable", |p| {
+            waits_for(p, "Unschedulable")
+        });
+        assert!(low["spec"]["nodeName"].is_null(), "{name} took the room");
+    }
 }

@@ -11,8 +11,8 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
     ConfigMap, Container, Endpoints, Event, LimitRange, Namespace, NamespaceSpec, NamespaceStatus,
-    Node, Pod, PodSpec, PodStatus, PodTemplateSpec, ReplicationController, ResourceQuota, Secret,
-    Service,
+    Node, Pod, PodCondition, PodSpec, PodStatus, PodTemplateSpec, ReplicationController,
+    ResourceQuota, Secret, Service,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding, RoleRef};
@@ -147,10 +147,29 @@ fn immutable_selector(new: &LabelSelector, old: &LabelSelector) -> Vec<Cause> {
 
 impl KindRules for Pod {
     fn prepare_create(&mut self, _uid: &str) {
+        let created = self.metadata.creation_timestamp.clone();
+        let gated = self
+            .spec
+            .as_ref()
+            .and_then(|s| s.scheduling_gates.as_ref())
+            .is_some_and(|gates| !gates.is_empty());
         let status = self.status.get_or_insert_with(PodStatus::default);
         status.phase.get_or_insert_with(|| "Pending".to_owned());
         let class = super::qos::QosClass::of(&self.spec.clone().unwrap_or_default());
         status.qos_class = Some(class.name().to_owned());
+        if gated {
+            // As kube-apiserver's pod strategy: a gated pod says so from the start (kubectl shows SchedulingGated).
+            let conditions = status.conditions.get_or_insert_with(Vec::new);
+            conditions.retain(|c| c.type_ != "PodScheduled");
+            conditions.push(PodCondition {
+                type_: "PodScheduled".into(),
+                status: "False".into(),
+                reason: Some("SchedulingGated".into()),
+                message: Some("Scheduling is blocked due to non-empty scheduling gates".into()),
+                last_transition_time: created,
+                ..PodCondition::default()
+            });
+        }
     }
 
     fn defaults(&mut self) {
@@ -169,37 +188,91 @@ impl KindRules for Pod {
     }
 
     fn validate_create(&self) -> Vec<Cause> {
-        let ephemeral = self
-            .spec
+        let mut causes = Vec::new();
+        let Some(spec) = self.spec.as_ref() else {
+            return causes;
+        };
+        if spec
+            .ephemeral_containers
             .as_ref()
-            .and_then(|s| s.ephemeral_containers.as_ref());
-        match ephemeral {
-            Some(list) if !list.is_empty() => vec![Cause::forbidden(
+            .is_some_and(|l| !l.is_empty())
+        {
+            causes.push(Cause::forbidden(
                 "spec.ephemeralContainers",
                 "cannot be set on create",
-            )],
-            _ => Vec::new(),
+            ));
         }
+        let bound = spec.node_name.as_ref().is_some_and(|n| !n.is_empty());
+        if bound
+            && spec
+                .scheduling_gates
+                .as_ref()
+                .is_some_and(|g| !g.is_empty())
+        {
+            causes.push(Cause::forbidden(
+                "spec.nodeName",
+                "cannot be set until all schedulingGates have been cleared",
+            ));
+        }
+        causes
     }
 
     fn validate_update(&self, old: &Self) -> Vec<Cause> {
-        // Only images, activeDeadlineSeconds and tolerations may change in a pod's spec (and its ephemeral
-        // containers, through their subresource, which checks them). Both sides with today's defaults: a
-        // pod stored before a default was added is not changed by it.
-        let mutable_cleared = |spec: &Option<PodSpec>| {
-            spec.clone().map(|mut spec| {
-                default_pod_spec(&mut spec);
-                spec.ephemeral_containers = None;
-                spec.containers.iter_mut().for_each(|c| c.image = None);
-                spec.init_containers
-                    .iter_mut()
-                    .flatten()
-                    .for_each(|c| c.image = None);
-                spec.active_deadline_seconds = None;
-                spec.tolerations = None;
-                spec
-            })
+        let gates = |spec: &Option<PodSpec>| {
+            spec.as_ref()
+                .and_then(|s| s.scheduling_gates.clone())
+                .unwrap_or_default()
         };
+        let mut causes =
+            validation::pod::scheduling_gates_update(&gates(&self.spec), &gates(&old.spec));
+        // A gated pod may still narrow where it will run (how queueing controllers such as Kueue place it).
+        let gated = !gates(&old.spec).is_empty();
+        if gated {
+            let node_affinity =
+                |spec: &Option<PodSpec>| spec.as_ref()?.affinity.as_ref()?.node_affinity.clone();
+            let selector = |spec: &Option<PodSpec>| spec.as_ref()?.node_selector.clone();
+            causes.extend(validation::pod::node_selector_additions(
+                selector(&self.spec).as_ref(),
+                selector(&old.spec).as_ref(),
+            ));
+            causes.extend(validation::pod::node_affinity_additions(
+                node_affinity(&self.spec).as_ref(),
+                node_affinity(&old.spec).as_ref(),
+            ));
+        }
+        // Only images, activeDeadlineSeconds, tolerations and scheduling gates may change in a pod's spec (and
+        // its ephemeral containers, through their subresource, which checks them); the rules above say how.
+        // Both sides with today's defaults: a pod stored before a default was added is not changed by it.
+        let mutable_cleared =
+            |spec: &Option<PodSpec>| {
+                spec.clone().map(|mut spec| {
+                    default_pod_spec(&mut spec);
+                    spec.ephemeral_containers = None;
+                    spec.containers.iter_mut().for_each(|c| c.image = None);
+                    spec.init_containers
+                        .iter_mut()
+                        .flatten()
+                        .for_each(|c| c.image = None);
+                    spec.active_deadline_seconds = None;
+                    spec.tolerations = None;
+                    spec.scheduling_gates = None;
+                    if gated {
+                        spec.node_selector = None;
+                        if let Some(affinity) = spec.affinity.as_mut() {
+                            affinity.node_affinity = None;
+                        }
+                        if spec.affinity.as_ref().is_some_and(|a| {
+                            a.pod_affinity.is_none() && a.pod_anti_affinity.is_none()
+                        }) {
+                            spec.affinity = None;
+                        }
+                    }
+                    spec
+                })
+            };
+        if !causes.is_empty() {
+            return causes;
+        }
         if mutable_cleared(&self.spec) != mutable_cleared(&old.spec) {
             return vec![Cause::forbidden(
                 "spec",

@@ -190,6 +190,12 @@ fn pod_status(v: &Value) -> String {
         "" => s(v, "status.phase").to_owned(),
         r => r.to_owned(),
     };
+    let gated = list(v, "status.conditions")
+        .iter()
+        .any(|c| s(c, "type") == "PodScheduled" && s(c, "reason") == "SchedulingGated");
+    if gated {
+        reason = "SchedulingGated".into();
+    }
     let inits = list(v, "status.initContainerStatuses");
     let init_count = list(v, "spec.initContainers").len();
     let mut initializing = false;

@@ -1,7 +1,8 @@
 //! The scheduler: binds pods without a node to the best node that fits them, through the binding subresource.
 //! It keeps a watch-fed cache of the nodes, of what each node's pods hold and of the namespaces, counts pods
-//! it bound but has not seen bound yet ("assumed"), preempts pods of lower priority when a pod fits nowhere,
-//! and marks pods that fit nowhere as Unschedulable with Kubernetes' message.
+//! it bound but has not seen bound yet ("assumed"), takes pending pods from a priority queue with per-pod
+//! backoff, preempts pods of lower priority when a pod fits nowhere, and marks pods that fit nowhere as
+//! Unschedulable with Kubernetes' message.
 
 pub mod cache;
 #[cfg(test)]
@@ -9,29 +10,34 @@ mod fixtures;
 pub mod framework;
 pub mod plugins;
 pub mod preemption;
+pub mod queue;
 
 use crate::api::selector::{LabelSelector, Requirement};
 use crate::events::{EventType, Recorder};
 use cache::Cache;
 use framework::{FitError, Incoming};
-use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ReplicationController, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, ResourceExt};
 use plugins::selection::{PodLabels, selector};
 use preemption::Preemption;
+use queue::{Outcome, SchedulingQueue};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// How often an unschedulable pod is tried again even if nothing changed.
+/// How long an unschedulable pod waits for a change before it is tried again anyway. kube-scheduler waits
+/// 5 minutes, but it also retries on every kind of change its plugins name (queueing hints); this scheduler
+/// retries on node changes and freed room only, so it flushes sooner.
 const RETRY: Duration = Duration::from_secs(10);
 /// Pods being scheduled (and bound) at once.
-const BINDINGS_IN_FLIGHT: u16 = 64;
+const BINDINGS_IN_FLIGHT: usize = 64;
 
 /// Scheduler failures.
 #[derive(Debug, thiserror::Error)]
@@ -175,17 +181,6 @@ fn decide(ctx: &Context, pod: &Pod) -> Decision {
             Decision::Unschedulable(error, preemption)
         }
     }
-}
-
-/// Whether the pod waits with PodScheduled=False.
-fn is_unschedulable(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| {
-            cs.iter()
-                .any(|c| c.type_ == "PodScheduled" && c.status == "False")
-        })
 }
 
 /// Drops the assumption of a pod whose binding failed.
@@ -337,49 +332,185 @@ async fn mark_unschedulable(
     Ok(())
 }
 
-async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, SchedulerError> {
-    let spec = pod.spec.as_ref();
-    let bound = spec
-        .and_then(|s| s.node_name.as_deref())
-        .is_some_and(|n| !n.is_empty());
-    let ours = spec
-        .and_then(|s| s.scheduler_name.as_deref())
-        .is_none_or(|n| n == "default-scheduler");
-    if bound || !ours || pod.metadata.deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
-    }
-    let mut synced = ctx.synced.subscribe();
-    if synced.wait_for(|s| s.iter().all(|s| *s)).await.is_err() || !ctx.listers.ready().await {
-        return Err(SchedulerError::NotReady);
-    }
-    match decide(&ctx, &pod) {
+/// Carries out a decision: binds, or marks the pod unschedulable and preempts its victims.
+async fn act(ctx: &Context, pod: &Pod, decision: Decision) -> Result<Outcome, SchedulerError> {
+    match decision {
         Decision::Bind(node) => {
-            bind(&ctx, &pod, &node).await?;
-            Ok(Action::await_change())
+            bind(ctx, pod, &node).await?;
+            Ok(Outcome::Scheduled)
         }
         Decision::Unschedulable(error, Ok(preemption)) => {
-            mark_unschedulable(&ctx, &pod, &error.message(), Some(&preemption.node)).await?;
+            mark_unschedulable(ctx, pod, &error.message(), Some(&preemption.node)).await?;
             for victim in &preemption.victims {
-                preempt(&ctx, &pod, &preemption.node, victim).await?;
+                preempt(ctx, pod, &preemption.node, victim).await?;
             }
-            Ok(Action::requeue(RETRY))
+            Ok(Outcome::Unschedulable)
         }
         Decision::Unschedulable(error, Err(why)) => {
-            let message = format!("{} {why}.", error.message());
             let message = if error.nodes == 0 {
                 error.message()
             } else {
-                message
+                format!("{} {why}.", error.message())
             };
-            mark_unschedulable(&ctx, &pod, &message, None).await?;
-            Ok(Action::requeue(RETRY))
+            mark_unschedulable(ctx, pod, &message, None).await?;
+            Ok(Outcome::Unschedulable)
         }
     }
 }
 
-fn error_policy(_pod: Arc<Pod>, error: &SchedulerError, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(%error, "scheduling failed");
-    Action::requeue(RETRY)
+/// One scheduling attempt's IO, ending in what the queue needs to know.
+async fn attempt(
+    ctx: Arc<Context>,
+    key: String,
+    pod: Arc<Pod>,
+    decision: Decision,
+) -> (String, Outcome) {
+    match act(&ctx, &pod, decision).await {
+        Ok(outcome) => (key, outcome),
+        Err(error) => {
+            tracing::warn!(%error, pod = %pod.name_any(), namespace = %pod.namespace().unwrap_or_default(), "scheduling failed");
+            (key, Outcome::Error)
+        }
+    }
+}
+
+/// The queue's key of a pod.
+fn key_of(pod: &Pod) -> String {
+    format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
+}
+
+/// Whether this scheduler should place the pod: it names this scheduler and is not being deleted.
+fn is_ours(pod: &Pod) -> bool {
+    let ours = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.scheduler_name.as_deref())
+        .is_none_or(|n| n == "default-scheduler");
+    ours && pod.metadata.deletion_timestamp.is_none()
+}
+
+/// Whether the pod still carries scheduling gates (kube-scheduler's SchedulingGates PreEnqueue plugin).
+fn is_gated(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.scheduling_gates.as_ref())
+        .is_some_and(|gates| !gates.is_empty())
+}
+
+/// Puts a pending pod into the queue, or takes it out when it is no longer this scheduler's to place.
+fn enqueue(queue: &mut SchedulingQueue<Arc<Pod>>, pod: Pod, now: Instant) {
+    let key = key_of(&pod);
+    let known = queue.get(&key);
+    if !is_ours(&pod) || known.is_some_and(|old| old.metadata.uid != pod.metadata.uid) {
+        // Gone from this scheduler's hands, or deleted and made anew under the same name.
+        queue.remove(&key);
+        if !is_ours(&pod) {
+            return;
+        }
+    }
+    // Its own status written (by this scheduler, say) is no reason to try it again; its spec or labels are.
+    let changed = queue
+        .get(&key)
+        .is_none_or(|old| old.spec != pod.spec || old.metadata.labels != pod.metadata.labels);
+    let priority = pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
+    let gated = is_gated(&pod);
+    queue.upsert(&key, Arc::new(pod), priority, gated, changed, now);
+}
+
+/// Feeds one event of the pending-pod watch into the queue; after a relist, pods it no longer lists leave.
+fn apply_pending(
+    queue: &mut SchedulingQueue<Arc<Pod>>,
+    relisted: &mut Option<HashSet<String>>,
+    event: watcher::Event<Pod>,
+    now: Instant,
+) {
+    match event {
+        watcher::Event::Init => *relisted = Some(HashSet::new()),
+        watcher::Event::InitApply(pod) => {
+            if let Some(seen) = relisted.as_mut() {
+                seen.insert(key_of(&pod));
+            }
+            enqueue(queue, pod, now);
+        }
+        watcher::Event::InitDone => {
+            if let Some(seen) = relisted.take() {
+                let gone: Vec<String> = queue
+                    .keys()
+                    .filter(|k| !seen.contains(*k))
+                    .cloned()
+                    .collect();
+                for key in gone {
+                    queue.remove(&key);
+                }
+            }
+        }
+        watcher::Event::Apply(pod) => enqueue(queue, pod, now),
+        watcher::Event::Delete(pod) => queue.remove(&key_of(&pod)),
+    }
+}
+
+/// The scheduling loop: pops pods in priority order and decides for each in turn (one cache, so pods decided
+/// one after another see each other), while up to BINDINGS_IN_FLIGHT decisions are carried out at once.
+async fn schedule(
+    ctx: Arc<Context>,
+    pending: impl futures::Stream<Item = Result<watcher::Event<Pod>, watcher::Error>>,
+    mut woken: tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    let mut pending = std::pin::pin!(pending);
+    let mut queue: SchedulingQueue<Arc<Pod>> = SchedulingQueue::default();
+    let mut relisted = None;
+    let mut attempts = FuturesUnordered::new();
+    // Nothing is tried before the first list is in (kube-scheduler waits for its informers' sync): the
+    // pods that were waiting are then taken by priority, not in the order the list happens to give them.
+    let mut listed = false;
+    loop {
+        let now = Instant::now();
+        queue.flush_unschedulable(now, RETRY);
+        while listed && attempts.len() < BINDINGS_IN_FLIGHT {
+            let Some((key, pod)) = queue.pop(now) else {
+                break;
+            };
+            let decision = decide(&ctx, &pod);
+            attempts.push(attempt(ctx.clone(), key, pod, decision));
+        }
+        let deadline = queue.next_deadline(RETRY);
+        let wait = async move {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            event = pending.next() => {
+                let mut event = event;
+                // Every change already delivered goes in before the next decision.
+                loop {
+                    match event {
+                        Some(Ok(event)) => {
+                            listed |= matches!(event, watcher::Event::InitDone);
+                            apply_pending(&mut queue, &mut relisted, event, Instant::now());
+                        }
+                        // The watch backs off and lists again by itself.
+                        Some(Err(error)) => tracing::warn!(%error, "pending pods' watch failed"),
+                        None => return,
+                    }
+                    match pending.next().now_or_never() {
+                        Some(next) => event = next,
+                        None => break,
+                    }
+                }
+            }
+            Some(()) = woken.recv() => {
+                // One pass for a burst of changes.
+                while woken.try_recv().is_ok() {}
+                queue.move_all(Instant::now());
+            }
+            Some((key, outcome)) = attempts.next(), if !attempts.is_empty() => {
+                queue.done(&key, outcome, Instant::now());
+            }
+            () = wait => {}
+        }
+    }
 }
 
 /// Feeds one watch into the scheduler's cache, marking `synced[slot]` at its first complete list and calling
@@ -392,7 +523,6 @@ fn feed<K: crate::cache::Cacheable>(
     wakes: fn(&watcher::Event<K>) -> bool,
     wake: tokio::sync::mpsc::UnboundedSender<()>,
 ) {
-    use kube::runtime::WatchStreamExt;
     let events = watcher(api, watcher::Config::default()).default_backoff();
     tokio::spawn(events.for_each(move |event| {
         if let Ok(event) = event {
@@ -476,29 +606,18 @@ pub async fn run(client: kube::Client) {
         |_| false,
         wake,
     );
-    let pending = watcher::Config::default().fields("spec.nodeName=");
+    let mut synced = ctx.synced.subscribe();
+    if synced.wait_for(|s| s.iter().all(|s| *s)).await.is_err() || !ctx.listers.ready().await {
+        tracing::error!(error = %SchedulerError::NotReady, "scheduler stopped");
+        return;
+    }
     tracing::info!("scheduler running");
-    // Decisions are serial (one cache lock); this many bindings may be in flight at once.
-    let config = kube::runtime::controller::Config::default().concurrency(BINDINGS_IN_FLIGHT);
-    // The pending pods' cache drops managedFields, as every cache here does.
-    let (waiting, pending_events) = crate::cache::reflect(Api::<Pod>::all(client), pending);
-    let controller = Controller::for_stream(
-        kube::runtime::WatchStreamExt::applied_objects(pending_events),
-        waiting.store().clone(),
+    // The pending pods, without managedFields (no cache here reads them).
+    let pending = watcher(
+        Api::<Pod>::all(client),
+        watcher::Config::default().fields("spec.nodeName="),
     )
-    .with_config(config);
-    let retries = tokio_stream::wrappers::UnboundedReceiverStream::new(woken).flat_map(move |()| {
-        let unschedulable: Vec<ObjectRef<Pod>> = waiting
-            .state()
-            .iter()
-            .filter(|pod| is_unschedulable(pod))
-            .map(|pod| ObjectRef::from_obj(pod.as_ref()))
-            .collect();
-        futures::stream::iter(unschedulable)
-    });
-    controller
-        .reconcile_on(retries)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
-        .await;
+    .modify(|pod| pod.metadata.managed_fields = None)
+    .default_backoff();
+    schedule(ctx, pending, woken).await;
 }

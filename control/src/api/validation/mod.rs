@@ -83,6 +83,16 @@ impl Cause {
         )
     }
 
+    /// A field has a structured value that is not allowed (shown as JSON, as Kubernetes shows maps and lists).
+    pub fn invalid_value(field: impl Into<String>, value: &impl Serialize, detail: &str) -> Self {
+        let shown = serde_json::to_string(value).unwrap_or_else(|_| "null".into());
+        Self::new(
+            "FieldValueInvalid",
+            field,
+            with_detail(format!("Invalid value: {shown}"), detail),
+        )
+    }
+
     /// A field may not be changed or set.
     pub fn forbidden(field: impl Into<String>, detail: &str) -> Self {
         Self::new(

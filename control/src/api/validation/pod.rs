@@ -9,8 +9,9 @@ use super::{
 };
 use crate::api::quantity::Quantity;
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, EnvVar, KeyToPath, NodeSelectorRequirement, NodeSelectorTerm,
-    PodAffinityTerm, PodSpec, Probe, ResourceRequirements, SecurityContext, Toleration, Volume,
+    Affinity, Container, EnvVar, KeyToPath, NodeAffinity, NodeSelectorRequirement,
+    NodeSelectorTerm, PodAffinityTerm, PodSchedulingGate, PodSpec, Probe, ResourceRequirements,
+    SecurityContext, Toleration, Volume,
 };
 use std::collections::{BTreeMap, HashSet};
 
@@ -1238,6 +1239,113 @@ pub fn pod_spec(field: &str, spec: &PodSpec, causes: &mut Vec<Cause>) {
             non_negative_quantity(&format!("{field}.overhead[{name}]"), &value.0, causes);
         }
     }
+    scheduling_gates(
+        &format!("{field}.schedulingGates"),
+        spec.scheduling_gates.as_deref().unwrap_or_default(),
+        causes,
+    );
+}
+
+/// Scheduling gates are qualified names, each named once (Kubernetes' validateSchedulingGates).
+fn scheduling_gates(field: &str, gates: &[PodSchedulingGate], causes: &mut Vec<Cause>) {
+    let mut seen = HashSet::new();
+    for (i, gate) in gates.iter().enumerate() {
+        let at = format!("{field}[{i}]");
+        qualified_name(&at, &gate.name, causes);
+        if !seen.insert(gate.name.as_str()) {
+            causes.push(Cause::duplicate(at, &gate.name));
+        }
+    }
+}
+
+/// Once a pod exists its scheduling gates may only be removed (Kubernetes' validateOnlyDeletedSchedulingGates).
+pub fn scheduling_gates_update(new: &[PodSchedulingGate], old: &[PodSchedulingGate]) -> Vec<Cause> {
+    new.iter()
+        .enumerate()
+        .filter(|(_, gate)| !old.iter().any(|o| o.name == gate.name))
+        .map(|(i, gate)| {
+            Cause::forbidden(
+                format!("spec.schedulingGates[{i}].name"),
+                &format!(
+                    "only deletion is allowed, but found new scheduling gate '{}'",
+                    gate.name
+                ),
+            )
+        })
+        .collect()
+}
+
+/// A gated pod's nodeSelector may gain entries but not lose or change any (validateNodeSelectorMutation).
+pub fn node_selector_additions(
+    new: Option<&BTreeMap<String, String>>,
+    old: Option<&BTreeMap<String, String>>,
+) -> Vec<Cause> {
+    let kept = old
+        .into_iter()
+        .flatten()
+        .all(|(key, value)| new.and_then(|n| n.get(key)) == Some(value));
+    if kept {
+        return Vec::new();
+    }
+    vec![Cause::invalid_value(
+        "spec.nodeSelector",
+        &new,
+        "only additions to spec.nodeSelector are allowed (no mutations or deletions)",
+    )]
+}
+
+/// A gated pod's required node affinity may only narrow: the same terms, each keeping its requirements and
+/// gaining more (validateNodeAffinityMutation). Preferred terms may change freely.
+pub fn node_affinity_additions(
+    new: Option<&NodeAffinity>,
+    old: Option<&NodeAffinity>,
+) -> Vec<Cause> {
+    let terms = |affinity: Option<&NodeAffinity>| {
+        affinity
+            .and_then(|a| {
+                a.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
+            .map(|r| r.node_selector_terms.clone())
+    };
+    let Some(old_terms) = terms(old).filter(|t| !t.is_empty()) else {
+        return Vec::new();
+    };
+    let new_terms = terms(new).unwrap_or_default();
+    let field = "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms";
+    if new_terms.len() != old_terms.len() {
+        return vec![Cause::invalid_value(
+            field,
+            &new_terms,
+            "no additions/deletions to non-empty NodeSelectorTerms list are allowed",
+        )];
+    }
+    let keeps = |new: &[NodeSelectorRequirement], old: &[NodeSelectorRequirement]| {
+        new.len() >= old.len() && new[..old.len()] == *old
+    };
+    new_terms
+        .iter()
+        .zip(&old_terms)
+        .enumerate()
+        .filter(|(_, (new, old))| {
+            let expressions = keeps(
+                new.match_expressions.as_deref().unwrap_or_default(),
+                old.match_expressions.as_deref().unwrap_or_default(),
+            );
+            let fields = keeps(
+                new.match_fields.as_deref().unwrap_or_default(),
+                old.match_fields.as_deref().unwrap_or_default(),
+            );
+            !(expressions && fields)
+        })
+        .map(|(i, (new, _))| {
+            Cause::invalid_value(
+                format!("{field}[{i}]"),
+                new,
+                "only additions are allowed (no mutations or deletions)",
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -1250,6 +1358,92 @@ mod tests {
         let mut causes = Vec::new();
         pod_spec("spec", &spec, &mut causes);
         causes.iter().map(Cause::to_string).collect()
+    }
+
+    #[test]
+    fn scheduling_gates_are_qualified_names_each_named_once() {
+        let causes = causes_of(json!({
+            "containers": [{"name": "app", "image": "app.wasm"}],
+            "schedulingGates": [{"name": "example.com/quota"}, {"name": "example.com/quota"}, {"name": "-bad"}]
+        }));
+        assert_eq!(causes.len(), 2, "{causes:?}");
+        assert_eq!(
+            causes[0],
+            "spec.schedulingGates[1]: Duplicate value: \"example.com/quota\""
+        );
+        assert!(
+            causes[1].starts_with(
+                "spec.schedulingGates[2]: Invalid value: \"-bad\": name part must consist of"
+            ),
+            "{causes:?}"
+        );
+    }
+
+    #[test]
+    fn a_gated_pod_may_only_lose_gates_and_narrow_where_it_runs() {
+        let gate = |name: &str| PodSchedulingGate { name: name.into() };
+        let added: Vec<String> =
+            scheduling_gates_update(&[gate("a"), gate("x")], &[gate("a"), gate("b")])
+                .iter()
+                .map(Cause::to_string)
+                .collect();
+        assert_eq!(
+            added,
+            [
+                "spec.schedulingGates[1].name: Forbidden: only deletion is allowed, but found new scheduling gate 'x'"
+            ]
+        );
+        assert!(scheduling_gates_update(&[], &[gate("a")]).is_empty());
+
+        let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(
+            node_selector_additions(
+                Some(&map(&[("a", "b"), ("c", "d")])),
+                Some(&map(&[("a", "b")]))
+            )
+            .is_empty()
+        );
+        let changed: Vec<String> = node_selector_additions(
+            Some(&map(&[("a", "z"), ("c", "d")])),
+            Some(&map(&[("a", "b")])),
+        )
+        .iter()
+        .map(Cause::to_string)
+        .collect();
+        assert_eq!(
+            changed,
+            [
+                r#"spec.nodeSelector: Invalid value: {"a":"z","c":"d"}: only additions to spec.nodeSelector are allowed (no mutations or deletions)"#
+            ]
+        );
+
+        let affinity = |terms: serde_json::Value| -> NodeAffinity {
+            serde_json::from_value(json!({"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}})).unwrap()
+        };
+        let zone = json!({"key": "zone", "operator": "In", "values": ["a"]});
+        let disk = json!({"key": "disk", "operator": "Exists"});
+        let old = affinity(json!([{"matchExpressions": [zone.clone()]}]));
+        let narrowed = affinity(json!([{"matchExpressions": [zone.clone(), disk.clone()]}]));
+        assert!(node_affinity_additions(Some(&narrowed), Some(&old)).is_empty());
+        assert!(
+            node_affinity_additions(Some(&old), None).is_empty(),
+            "anything may be set where nothing was"
+        );
+        let replaced = affinity(json!([{"matchExpressions": [disk.clone()]}]));
+        assert_eq!(
+            node_affinity_additions(Some(&replaced), Some(&old))[0].field,
+            "spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0]"
+        );
+        let another = affinity(json!([{"matchExpressions": [zone]}, {"matchExpressions": [disk]}]));
+        assert_eq!(
+            node_affinity_additions(Some(&another), Some(&old))[0].message,
+            r#"Invalid value: [{"matchExpressions":[{"key":"zone","operator":"In","values":["a"]}]},{"matchExpressions":[{"key":"disk","operator":"Exists"}]}]: no additions/deletions to non-empty NodeSelectorTerms list are allowed"#
+        );
     }
 
     #[test]

@@ -35,6 +35,16 @@ impl ApiServer {
                 detail: format!("pod {name} is being deleted, cannot be assigned to a host"),
             });
         }
+        if pod["spec"]["schedulingGates"]
+            .as_array()
+            .is_some_and(|gates| !gates.is_empty())
+        {
+            return Err(ApiError::Conflict {
+                resource: "pods".into(),
+                name: name.to_owned(),
+                detail: format!("pod {name} has non-empty .spec.schedulingGates"),
+            });
+        }
         pod["spec"]["nodeName"] = node.into();
         let conditions = pod["status"]["conditions"]
             .as_array()
