@@ -251,7 +251,8 @@ async fn run_node(client_args: &cli::ClientArgs, args: NodeArgs) -> anyhow::Resu
         .as_deref()
         .filter(|t| join::is_join_token(t));
     let apiserver_ips = apiserver_ips(client_args).await?;
-    let joined = data_dir.join("pki/node.crt").exists();
+    let layout = wasmkube_node::data_dir::DataDir::new(&data_dir);
+    let joined = layout.node_certificate().exists();
     let servers = cli::server_urls(client_args)?;
     let client = match (servers.is_empty(), join_token.is_some() || joined) {
         (false, true) => {
@@ -264,7 +265,7 @@ async fn run_node(client_args: &cli::ClientArgs, args: NodeArgs) -> anyhow::Resu
     };
     let ca_file = match &client_args.certificate_authority {
         Some(path) => Some(path.clone()),
-        None => Some(data_dir.join("pki/ca.crt")).filter(|p| p.exists()),
+        None => Some(layout.cluster_ca()).filter(|p| p.exists()),
     };
     let cluster_ca = match ca_file {
         Some(path) => Some(

@@ -1252,3 +1252,83 @@ fn node_object(server: &Server, name: &str) -> Value {
         .json()
         .unwrap()
 }
+
+#[test]
+fn env_from_config_map_and_secret_keys_leaves_out_optional_ones_that_are_missing() {
+    let server = Server::start();
+    let _agent = NodeAgent::start(&server, "n1");
+    common::post(
+        &server,
+        "/api/v1/namespaces/default/configmaps",
+        &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"},
+                "data": {"mode": "fast"}, "binaryData": {"blob": "AAE="}}),
+    );
+    common::post(
+        &server,
+        "/api/v1/namespaces/default/secrets",
+        &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"}, "data": {"password": "czNjcmV0"}}),
+    );
+    let with_env = |name: &str, env: Value| {
+        let mut p = pod(name, "n1", &wasm_app("wasm32-wasip1", "batch"), "Never");
+        p["spec"]["containers"][0]["args"] = json!(["1"]);
+        let mut vars = vec![json!({"name": "PRINT_ENV", "value": "K_"})];
+        vars.extend(env.as_array().unwrap().iter().cloned());
+        p["spec"]["containers"][0]["env"] = Value::Array(vars);
+        p
+    };
+    let key = |kind: &str, name: &str, key: &str, optional: bool| json!({kind: {"name": name, "key": key, "optional": optional}});
+    create_pod(
+        &server,
+        with_env(
+            "env",
+            json!([
+                {"name": "K_MODE", "valueFrom": key("configMapKeyRef", "settings", "mode", false)},
+                {"name": "K_PASSWORD", "valueFrom": key("secretKeyRef", "db", "password", false)},
+                {"name": "K_NO_KEY", "valueFrom": key("configMapKeyRef", "settings", "absent", true)},
+                {"name": "K_NO_MAP", "valueFrom": key("configMapKeyRef", "nothing", "x", true)},
+                {"name": "K_NO_SECRET", "valueFrom": key("secretKeyRef", "nothing", "x", true)},
+            ]),
+        ),
+    );
+    wait_for(&server, "env", "Succeeded", |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
+    let (_, text) = log(&server, "env", "");
+    assert_eq!(
+        text,
+        "sum of squares 1..=1 = 1\nK_MODE=fast\nK_PASSWORD=s3cret\nbatch done\n"
+    );
+
+    // Required ones that are missing stop the container with the kubelet's words; a binaryData key is no
+    // environment variable.
+    for (name, reference, message) in [
+        (
+            "no-key",
+            key("configMapKeyRef", "settings", "absent", false),
+            "couldn't find key absent in ConfigMap default/settings",
+        ),
+        (
+            "binary-key",
+            key("configMapKeyRef", "settings", "blob", false),
+            "couldn't find key blob in ConfigMap default/settings",
+        ),
+        (
+            "no-secret",
+            key("secretKeyRef", "missing", "x", false),
+            "secret \"missing\" not found",
+        ),
+    ] {
+        create_pod(
+            &server,
+            with_env(name, json!([{"name": "K_X", "valueFrom": reference}])),
+        );
+        let waiting = wait_for(&server, name, "CreateContainerConfigError", |p| {
+            container(p)["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+        });
+        let said = container(&waiting)["state"]["waiting"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(said.contains(message), "{name}: {said}");
+    }
+}

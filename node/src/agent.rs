@@ -1,10 +1,11 @@
 //! The node agent: registers the Node, keeps its Lease and Ready condition fresh, and reconciles the pods bound
 //! to it (field selector `spec.nodeName`) against the pod workers it runs.
 
+use crate::data_dir::DataDir;
 use crate::network::addresses::PodAddresses;
 use crate::network::proxy::Proxy;
 use crate::pod::admission::{admit, admit_under_memory_pressure};
-use crate::pod::{Backoff, NodeContext, PodWorker, pod_dir};
+use crate::pod::{Backoff, NodeContext, PodWorker};
 use crate::runtime::Runtime;
 use crate::streams::port_forward::PodAddressBook;
 use futures::StreamExt;
@@ -343,8 +344,8 @@ async fn reconcile(pod: Arc<Pod>, agent: Arc<Agent>) -> Result<Action, AgentErro
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
             Err(e) => return Err(e.into()),
         }
-        if let Ok(dir) = pod_dir(&agent.ctx.data_dir, &namespace, &name, &uid) {
-            let _ = tokio::fs::remove_dir_all(dir.join("volumes")).await;
+        if let Ok(dir) = agent.ctx.data_dir.pod(&namespace, &name, &uid) {
+            let _ = tokio::fs::remove_dir_all(dir.volumes()).await;
         }
         return Ok(Action::await_change());
     }
@@ -447,6 +448,7 @@ async fn follow_nodes(
 /// Runs the node agent until the process ends.
 pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)?;
+    let data_dir = DataDir::new(&config.data_dir);
     // Guests may take the node's memory but a reserve for the agent and the system (a tenth, at least
     // 100 MiB, as the kubelet's default eviction threshold).
     let total = usize::try_from(total_memory_bytes()).unwrap_or(usize::MAX);
@@ -454,14 +456,13 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
         .guest_memory
         .unwrap_or_else(|| total.saturating_sub((total / 10).max(100 << 20)));
     let runtime = Arc::new(
-        Runtime::new(&config.data_dir.join("cache"), config.instance_pool)?
-            .with_memory_budget(budget),
+        Runtime::new(&data_dir.compile_cache(), config.instance_pool)?.with_memory_budget(budget),
     );
     let listener = tokio::net::TcpListener::bind((config.address.as_str(), config.port)).await?;
     let port = listener.local_addr()?.port();
     let pod_addresses = PodAddressBook::default();
     let containers = crate::streams::running::RunningContainers::default();
-    let endpoint = crate::logs::log_server::router(config.data_dir.clone())
+    let endpoint = crate::logs::log_server::router(data_dir.clone())
         // As a kubelet's: what `nodes/NAME/proxy/healthz` reaches.
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .merge(crate::streams::port_forward::router(pod_addresses.clone()))
@@ -581,9 +582,9 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
         runtime,
         node_name: config.node_name.clone(),
         address: config.address.clone(),
-        data_dir: config.data_dir.clone(),
+        images: crate::pod::images::Images::new(data_dir.images()),
+        data_dir,
         backoff: config.backoff.clone(),
-        images: crate::pod::images::Images::new(config.data_dir.join("images")),
         addresses,
         services,
         events: Recorder::new(client.clone(), "kubelet").on_host(config.node_name.clone()),
@@ -762,19 +763,14 @@ async fn sweep_removed_pods(store: wasmkube_core::cache::Cache<Pod>, agent: Arc<
 
 /// Removes the logs and volumes of pods that no longer exist (deleted while the agent was away, or forced).
 async fn remove_dirs_of_deleted_pods(
-    data_dir: &std::path::Path,
+    data_dir: &DataDir,
     present: &std::collections::HashSet<String>,
 ) {
-    let Ok(mut entries) = tokio::fs::read_dir(data_dir.join("pods")).await else {
-        return;
-    };
-    while let Ok(Some(entry)) = entries.next_entry().await {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let uid = name.rsplit('_').next().unwrap_or_default();
-        if !present.contains(uid)
-            && let Err(error) = tokio::fs::remove_dir_all(entry.path()).await
+    for (dir, uid) in data_dir.pod_dirs().await {
+        if !present.contains(&uid)
+            && let Err(error) = tokio::fs::remove_dir_all(dir.path()).await
         {
-            tracing::warn!(%error, dir = %name, "cannot remove a deleted pod's files");
+            tracing::warn!(%error, dir = %dir.path().display(), "cannot remove a deleted pod's files");
         }
     }
 }

@@ -4,6 +4,7 @@
 //! `system:nodes`), wait until it is issued, and keep key, certificate and CA in the data dir. A restarted
 //! agent uses what it kept; the bootstrap token is needed only once.
 
+use crate::data_dir::DataDir;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube::Api;
 use kube::api::PostParams;
@@ -69,11 +70,11 @@ struct Files {
 
 impl Files {
     fn in_dir(data_dir: &Path) -> Self {
-        let dir = data_dir.join("pki");
+        let dir = DataDir::new(data_dir);
         Self {
-            ca: dir.join("ca.crt"),
-            cert: dir.join("node.crt"),
-            key: dir.join("node.key"),
+            ca: dir.cluster_ca(),
+            cert: dir.node_certificate(),
+            key: dir.node_key(),
         }
     }
 

@@ -4,9 +4,10 @@
 //! admission and eviction); `runtime/` is wasmtime (the engine, compiled modules, wasi:http serving, CPU and memory
 //! budgets); `network/` holds pod addresses, routes, the sandbox, Services and the proxy; `logs/` the containers'
 //! logs and their endpoint; `streams/` exec, attach and port-forward; `join` and `endpoint_tls` the node's
-//! credentials.
+//! credentials; `data_dir` the layout of the agent's directory.
 
 pub mod agent;
+pub mod data_dir;
 pub mod endpoint_tls;
 pub mod join;
 pub mod logs;

@@ -2,6 +2,7 @@
 //! to a kubelet: `GET /containerLogs/{namespace}/{pod}/{container}` with `follow`, `tailLines`, `sinceSeconds`,
 //! `timestamps` and `previous`.
 
+use crate::data_dir::DataDir;
 use crate::logs::{LogLine, parse};
 use axum::Router;
 use axum::body::Body;
@@ -33,7 +34,7 @@ pub struct LogOptions {
 }
 
 /// The routes of the log endpoint over a node's data dir.
-pub fn router(data_dir: PathBuf) -> Router {
+pub fn router(data_dir: DataDir) -> Router {
     Router::new()
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
@@ -47,31 +48,11 @@ fn not_found(message: String) -> Response {
 }
 
 /// The log files of a container, oldest run first: `<n>.log` for run n.
-fn runs(data_dir: &std::path::Path, namespace: &str, pod: &str, container: &str) -> Vec<PathBuf> {
-    let names = [
-        ("namespace", namespace),
-        ("pod", pod),
-        ("container", container),
-    ];
-    if names
-        .iter()
-        .any(|(what, name)| crate::pod::safe_path::segment(what, name).is_err())
-    {
-        return Vec::new();
-    }
-    let prefix = format!("{namespace}_{pod}_");
-    let Ok(entries) = std::fs::read_dir(data_dir.join("pods")) else {
-        return Vec::new();
-    };
-    // A pod recreated under the same name has a new uid: the newest directory is the live one.
-    let newest = entries
-        .filter_map(Result::ok)
-        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
-        .max_by_key(|e| e.metadata().and_then(|m| m.modified()).ok());
-    let Some(pod_dir) = newest else {
-        return Vec::new();
-    };
-    let Ok(files) = std::fs::read_dir(pod_dir.path().join("logs").join(container)) else {
+fn runs(data_dir: &DataDir, namespace: &str, pod: &str, container: &str) -> Vec<PathBuf> {
+    let logs = data_dir
+        .newest_pod(namespace, pod)
+        .and_then(|dir| dir.container_logs(container).ok());
+    let Some(Ok(files)) = logs.map(std::fs::read_dir) else {
         return Vec::new();
     };
     let mut runs: Vec<(u64, PathBuf)> = files
@@ -106,7 +87,7 @@ pub fn done_marker(log: &std::path::Path) -> PathBuf {
 }
 
 async fn container_logs(
-    State(data_dir): State<PathBuf>,
+    State(data_dir): State<DataDir>,
     Path((namespace, pod, container)): Path<(String, String, String)>,
     Query(options): Query<LogOptions>,
 ) -> Response {

@@ -10,10 +10,10 @@ pub mod safe_path;
 pub mod status;
 pub mod token_refresh;
 
+use crate::data_dir::{DataDir, PodDir};
 use crate::logs::{ContainerLog, Stream};
 use crate::network::services::{PodNames, ServiceView};
 use crate::pod::probes::ProbeEvent;
-use crate::pod::safe_path::UnsafePath;
 use crate::pod::status::{Container, State};
 use crate::runtime::http_serve::Serving;
 use crate::runtime::{Mount, PodNetwork, RunSpec, Runtime};
@@ -78,7 +78,7 @@ pub struct NodeContext {
     /// This node's address.
     pub address: String,
     /// Where pods keep their logs and volumes.
-    pub data_dir: PathBuf,
+    pub data_dir: DataDir,
     /// Restart delays.
     pub backoff: Backoff,
     /// Where images come from.
@@ -195,30 +195,6 @@ fn ephemeral_containers(pod: &Pod) -> Vec<EphemeralContainer> {
         .as_ref()
         .and_then(|s| s.ephemeral_containers.clone())
         .unwrap_or_default()
-}
-
-/// The directory of a pod's logs and volumes, refused when a name is not one plain path segment.
-pub fn pod_dir(
-    data_dir: &Path,
-    namespace: &str,
-    name: &str,
-    uid: &str,
-) -> Result<PathBuf, UnsafePath> {
-    let segment = format!(
-        "{}_{}_{}",
-        safe_path::segment("namespace", namespace)?,
-        safe_path::segment("pod", name)?,
-        safe_path::segment("uid", uid)?
-    );
-    Ok(data_dir.join("pods").join(segment))
-}
-
-/// The log file of one run of a container, refused when the container's name is not one path segment.
-pub fn log_path(pod_dir: &Path, container: &str, restart: i32) -> Result<PathBuf, UnsafePath> {
-    Ok(pod_dir
-        .join("logs")
-        .join(safe_path::segment("container", container)?)
-        .join(format!("{restart}.log")))
 }
 
 /// A pod that cannot start at all (no address, an unsafe name): its status says why.
@@ -387,7 +363,7 @@ async fn run_pod(pod: Arc<Pod>, ctx: Arc<NodeContext>, worker: Worker) {
         restart_policy: &restart_policy,
         start_time,
     };
-    let dir = match pod_dir(&ctx.data_dir, &namespace, &name, &uid) {
+    let dir = match ctx.data_dir.pod(&namespace, &name, &uid) {
         Ok(dir) => dir,
         Err(error) => {
             // Futures awaited once are boxed: an idle pod's task keeps only the size of what it waits on.
@@ -600,7 +576,7 @@ struct ContainerWorker {
     /// Which list it is in: an init container runs until it succeeds once, an ephemeral one once.
     kind: Kind,
     restart_policy: String,
-    dir: PathBuf,
+    dir: PodDir,
     ctx: Arc<NodeContext>,
     state: Container,
     updates: mpsc::Sender<Update>,
@@ -891,14 +867,17 @@ impl ContainerWorker {
             .map_err(|e| waiting("CreateContainerConfigError", e))?;
         let mounting = pulling.elapsed();
         if let Some(dir) = self.spec.working_dir.as_deref().filter(|d| !d.is_empty()) {
-            let own = safe_path::segment("container", &self.spec.name)
-                .map(|name| self.dir.join("workdir").join(name))
+            let own = self
+                .dir
+                .working_dir(&self.spec.name)
                 .map_err(|e| waiting("CreateContainerConfigError", e.to_string()))?;
             let working = working_dir(dir, &mounts, &own)
                 .map_err(|e| waiting("CreateContainerConfigError", e))?;
             mounts.extend(working);
         }
-        let log_file = log_path(&self.dir, &self.spec.name, self.state.restart_count)
+        let log_file = self
+            .dir
+            .log(&self.spec.name, self.state.restart_count)
             .map_err(|e| waiting("CreateContainerConfigError", e.to_string()))?;
         let log = ContainerLog::create(&log_file).map_err(|e| {
             waiting(
@@ -1072,36 +1051,23 @@ impl ContainerWorker {
                                 ));
                             }
                         }
-                    } else if let Some(key) = &from.config_map_key_ref {
-                        let maps: Api<ConfigMap> =
-                            Api::namespaced(self.ctx.client.clone(), &namespace);
-                        let map = maps.get(&key.name).await.map_err(|e| {
-                            format!("configmap {:?} for env {}: {e}", key.name, var.name)
-                        })?;
-                        map.data
-                            .and_then(|d| d.get(&key.key).cloned())
-                            .ok_or_else(|| {
-                                format!(
-                                    "couldn't find key {} in ConfigMap {}/{}",
-                                    key.key, namespace, key.name
-                                )
-                            })?
-                    } else if let Some(key) = &from.secret_key_ref {
-                        let secrets: Api<Secret> =
-                            Api::namespaced(self.ctx.client.clone(), &namespace);
-                        let secret = secrets.get(&key.name).await.map_err(|e| {
-                            format!("secret {:?} for env {}: {e}", key.name, var.name)
-                        })?;
-                        let bytes = secret
-                            .data
-                            .and_then(|d| d.get(&key.key).cloned())
-                            .ok_or_else(|| {
-                                format!(
-                                    "couldn't find key {} in Secret {}/{}",
-                                    key.key, namespace, key.name
-                                )
-                            })?;
-                        String::from_utf8_lossy(&bytes.0).into_owned()
+                    } else if let Some((holder, name, key, optional)) = from
+                        .config_map_key_ref
+                        .as_ref()
+                        .map(|r| (KeyHolder::ConfigMap, &r.name, &r.key, r.optional))
+                        .or_else(|| {
+                            from.secret_key_ref
+                                .as_ref()
+                                .map(|r| (KeyHolder::Secret, &r.name, &r.key, r.optional))
+                        })
+                    {
+                        match self
+                            .key_value(holder, &namespace, name, key, optional)
+                            .await?
+                        {
+                            Some(value) => value,
+                            None => continue,
+                        }
                     } else {
                         return Err(format!("env {} has no supported valueFrom", var.name));
                     }
@@ -1127,10 +1093,7 @@ impl ContainerWorker {
                 .iter()
                 .find(|v| v.name == mount.name)
                 .ok_or_else(|| format!("volume {:?} is not defined in the pod", mount.name))?;
-            let own_dir = self
-                .dir
-                .join("volumes")
-                .join(safe_path::segment("volume", &volume.name).map_err(|e| e.to_string())?);
+            let own_dir = self.dir.volume(&volume.name).map_err(|e| e.to_string())?;
             let (host_path, forced_read_only) = if let Some(host) = &volume.host_path {
                 (PathBuf::from(&host.path), false)
             } else if volume.empty_dir.is_some() {
@@ -1139,14 +1102,19 @@ impl ContainerWorker {
                 (own_dir, false)
             } else if let Some(source) = &volume.config_map {
                 let files = self
-                    .config_map_files(&namespace, &source.name, source.optional)
+                    .key_files(
+                        KeyHolder::ConfigMap,
+                        &namespace,
+                        &source.name,
+                        source.optional,
+                    )
                     .await?;
                 write_volume(&own_dir, files, source.items.as_deref().unwrap_or_default())?;
                 (own_dir, true)
             } else if let Some(source) = &volume.secret {
                 let name = source.secret_name.clone().unwrap_or_default();
                 let files = self
-                    .secret_files(&namespace, &name, source.optional)
+                    .key_files(KeyHolder::Secret, &namespace, &name, source.optional)
                     .await?;
                 write_volume(&own_dir, files, source.items.as_deref().unwrap_or_default())?;
                 (own_dir, true)
@@ -1185,62 +1153,118 @@ impl ContainerWorker {
     }
 }
 
-impl ContainerWorker {
-    /// A ConfigMap's keys and values (none when it is missing and optional).
-    async fn config_map_files(
-        &self,
-        namespace: &str,
-        name: &str,
-        optional: Option<bool>,
-    ) -> Result<Vec<(String, Vec<u8>)>, String> {
-        let maps: Api<ConfigMap> = Api::namespaced(self.ctx.client.clone(), namespace);
-        let mut found = maps.get_opt(name).await.map_err(|e| e.to_string())?;
-        // The cluster CA's ConfigMap is published by a controller just after its namespace is made: a pod
-        // started in between waits for it a little, as for its default ServiceAccount's token.
-        let mut attempts = 0;
-        while found.is_none() && name == ROOT_CA_CONFIG_MAP && attempts < ACCOUNT_WAIT_ATTEMPTS {
-            attempts += 1;
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            found = maps.get_opt(name).await.map_err(|e| e.to_string())?;
-        }
-        match found {
-            Some(map) => {
-                let text = map
-                    .data
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(k, v)| (k, v.into_bytes()));
-                Ok(text
-                    .chain(
-                        map.binary_data
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|(k, v)| (k, v.0)),
-                    )
-                    .collect())
-            }
-            None if optional == Some(true) => Ok(Vec::new()),
-            None => Err(format!("configmap {name:?} not found")),
+/// The kinds of object whose keys become environment variables and volume files.
+#[derive(Debug, Clone, Copy)]
+enum KeyHolder {
+    ConfigMap,
+    Secret,
+}
+
+impl KeyHolder {
+    fn kind(self) -> &'static str {
+        match self {
+            Self::ConfigMap => "ConfigMap",
+            Self::Secret => "Secret",
         }
     }
 
-    /// A Secret's keys and values (none when it is missing and optional).
-    async fn secret_files(
+    /// The kubelet's words for a missing one.
+    fn not_found(self, name: &str) -> String {
+        match self {
+            Self::ConfigMap => format!("configmap {name:?} not found"),
+            Self::Secret => format!("secret {name:?} not found"),
+        }
+    }
+}
+
+impl ContainerWorker {
+    /// The keys and values of a ConfigMap (its binaryData too when `binary`) or a Secret; None when it does not
+    /// exist.
+    async fn keys_of(
         &self,
+        holder: KeyHolder,
+        namespace: &str,
+        name: &str,
+        binary: bool,
+    ) -> Result<Option<Vec<(String, Vec<u8>)>>, String> {
+        let client = self.ctx.client.clone();
+        match holder {
+            KeyHolder::ConfigMap => {
+                let maps: Api<ConfigMap> = Api::namespaced(client, namespace);
+                let mut found = maps.get_opt(name).await.map_err(|e| e.to_string())?;
+                // The cluster CA's ConfigMap is published by a controller just after its namespace is made: a
+                // pod started in between waits for it a little, as for its default ServiceAccount's token.
+                let mut attempts = 0;
+                while found.is_none()
+                    && name == ROOT_CA_CONFIG_MAP
+                    && attempts < ACCOUNT_WAIT_ATTEMPTS
+                {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    found = maps.get_opt(name).await.map_err(|e| e.to_string())?;
+                }
+                Ok(found.map(|map| {
+                    let text = map
+                        .data
+                        .into_iter()
+                        .flatten()
+                        .map(|(k, v)| (k, v.into_bytes()));
+                    let bytes = map.binary_data.into_iter().flatten().map(|(k, v)| (k, v.0));
+                    text.chain(bytes.filter(|_| binary)).collect()
+                }))
+            }
+            KeyHolder::Secret => {
+                let secrets: Api<Secret> = Api::namespaced(client, namespace);
+                let found = secrets.get_opt(name).await.map_err(|e| e.to_string())?;
+                Ok(found.map(|secret| {
+                    secret
+                        .data
+                        .into_iter()
+                        .flatten()
+                        .map(|(k, v)| (k, v.0))
+                        .collect()
+                }))
+            }
+        }
+    }
+
+    /// A ConfigMap's or Secret's keys as files (none when it is missing and optional).
+    async fn key_files(
+        &self,
+        holder: KeyHolder,
         namespace: &str,
         name: &str,
         optional: Option<bool>,
     ) -> Result<Vec<(String, Vec<u8>)>, String> {
-        let secrets: Api<Secret> = Api::namespaced(self.ctx.client.clone(), namespace);
-        match secrets.get_opt(name).await.map_err(|e| e.to_string())? {
-            Some(secret) => Ok(secret
-                .data
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k, v.0))
-                .collect()),
+        match self.keys_of(holder, namespace, name, true).await? {
+            Some(keys) => Ok(keys),
             None if optional == Some(true) => Ok(Vec::new()),
-            None => Err(format!("secret {name:?} not found")),
+            None => Err(holder.not_found(name)),
+        }
+    }
+
+    /// One key of a ConfigMap or Secret as an environment variable's value; None when it or its object is
+    /// missing and the reference is optional (the kubelet then leaves the variable out).
+    async fn key_value(
+        &self,
+        holder: KeyHolder,
+        namespace: &str,
+        name: &str,
+        key: &str,
+        optional: Option<bool>,
+    ) -> Result<Option<String>, String> {
+        let keys = self.keys_of(holder, namespace, name, false).await?;
+        let value = keys
+            .as_ref()
+            .and_then(|keys| keys.iter().find(|(k, _)| k == key));
+        match (value, keys.is_some()) {
+            (Some((_, value)), _) => Ok(Some(String::from_utf8_lossy(value).into_owned())),
+            _ if optional == Some(true) => Ok(None),
+            (None, false) => Err(holder.not_found(name)),
+            (None, true) => Err(format!(
+                "couldn't find key {key} in {} {namespace}/{name}",
+                holder.kind()
+            )),
         }
     }
 
@@ -1255,12 +1279,12 @@ impl ContainerWorker {
         let sources = projected.sources.iter().flatten().map(|source| async move {
             if let Some(map) = &source.config_map {
                 let found = self
-                    .config_map_files(namespace, &map.name, map.optional)
+                    .key_files(KeyHolder::ConfigMap, namespace, &map.name, map.optional)
                     .await?;
                 Ok(select(found, map.items.as_deref().unwrap_or_default()))
             } else if let Some(secret) = &source.secret {
                 let found = self
-                    .secret_files(namespace, &secret.name, secret.optional)
+                    .key_files(KeyHolder::Secret, namespace, &secret.name, secret.optional)
                     .await?;
                 Ok(select(found, secret.items.as_deref().unwrap_or_default()))
             } else if let Some(downward) = &source.downward_api {
