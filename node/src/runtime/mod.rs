@@ -23,8 +23,8 @@ use wasmtime_wasi::{FsPerms, I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, Wasi
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-/// Bytes of each pooled memory and table reset in place rather than returned to the kernel.
-const KEEP_RESIDENT: usize = 2 << 20;
+/// Bytes of each pooled table reset in place rather than returned to the kernel (tables are small).
+const TABLE_KEEP_RESIDENT: usize = 2 << 20;
 /// Decommits gathered before one flush.
 const DECOMMIT_BATCH: usize = 16;
 
@@ -455,7 +455,7 @@ fn link_error(error: wasmtime::Error) -> LoadError {
 impl Runtime {
     /// Creates the node's Engine, with compiled code cached under `cache_dir`. With `pool_size` > 0, instances
     /// come from a pool of that many pre-reserved slots (measured with per-request HTTP instances: 7,780 requests/s
-    /// on demand, 14,600 pooled with memories kept resident); 0 allocates each instance on demand.
+    /// on demand, 14,600 pooled, when the pool came in); 0 allocates each instance on demand.
     pub fn new(cache_dir: &Path, pool_size: u32) -> Result<Self, InitError> {
         let mut config = wasmtime::Config::new();
         config.epoch_interruption(true);
@@ -467,13 +467,15 @@ impl Runtime {
                 .total_memories(size)
                 .total_tables(size * 2)
                 .total_stacks(size)
-                // Reset small memories and tables with memset and keep them mapped: returning pages with
-                // madvise costs a TLB shootdown across every core per request instance.
-                .linear_memory_keep_resident(KEEP_RESIDENT)
-                .table_keep_resident(KEEP_RESIDENT)
+                // A linear memory's pages go back to the kernel when its instance ends, gathered into one
+                // madvise per DECOMMIT_BATCH instances: no memory is kept resident by slots nothing runs in.
+                // Keeping the first 2 MiB of each memory (reset with memset) was slower for the hello app
+                // (~17,000 requests/s against ~24,000 with 32 clients: the memset touched all of a 1 MiB
+                // memory where a request touches a few pages) and held 1 MiB per slot ever used (agent RSS
+                // 125 MiB after the load, 53 MiB now).
+                .table_keep_resident(TABLE_KEEP_RESIDENT)
                 // Reuse the slots a program used before (least recently used first) rather than warm up cold
-                // ones: the slots kept resident are then as many as the instances that ran at once, not up to
-                // 100 more (168 MiB for three pods after 10^5 requests).
+                // ones: fewer slots hold the module's memory image and a table.
                 .max_unused_warm_slots(0)
                 .decommit_batch_size(DECOMMIT_BATCH);
             config.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
