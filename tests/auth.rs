@@ -14,7 +14,8 @@ use std::process::Command;
 const TOKENS: &str = "alice-token,alice,1001\n\
 bob-token,bob,1002,\"ops,other\"\n\
 n1-token,system:node:auth-n1,n1,system:nodes\n\
-n2-token,system:node:auth-n2,n2,system:nodes\n";
+n2-token,system:node:auth-n2,n2,system:nodes\n\
+prom-token,prometheus,1003,system:monitoring\n";
 
 fn secured_server(dir: &Path) -> Server {
     let tokens = dir.join("tokens.csv");
@@ -1127,4 +1128,44 @@ fn pods_get_their_service_account_token_mounted_and_call_the_api_under_rbac() {
         "pods \"lost\" is forbidden: error looking up service account default/missing: serviceaccount \
          \"missing\" not found"
     );
+}
+
+#[test]
+fn the_apiserver_serves_its_metrics_to_admins_and_the_monitoring_group_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = secured_server(dir.path());
+    let (ok, out, err) = kubectl(
+        &server,
+        None,
+        &["apply", "-f", "-"],
+        Some(&config_map("default", "counted")),
+    );
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = kubectl(&server, None, &["get", "pods"], None);
+    assert!(ok, "{err}");
+    let (ok, _, _) = kubectl(&server, Some("alice-token"), &["get", "pods"], None);
+    assert!(!ok, "alice may not list the default namespace's pods");
+
+    let (ok, metrics, err) = kubectl(&server, None, &["get", "--raw", "/metrics"], None);
+    assert!(ok, "{err}");
+    for line in [
+        // kubectl apply reads the object first (404), then creates it (as the controllers create theirs).
+        r#"apiserver_request_total{verb="GET",group="",version="v1",resource="configmaps",subresource="",scope="resource",component="apiserver",dry_run="",code="404"} "#,
+        r#"apiserver_request_total{verb="POST",group="",version="v1",resource="configmaps",subresource="",scope="resource",component="apiserver",dry_run="",code="201"} "#,
+        r#"apiserver_request_total{verb="LIST",group="",version="v1",resource="pods",subresource="",scope="namespace",component="apiserver",dry_run="",code="403"} 1"#,
+        "# TYPE apiserver_request_duration_seconds histogram",
+        r#"apiserver_request_duration_seconds_bucket{le="60.0",verb="POST",group="",version="v1",resource="configmaps",subresource="",scope="resource",component="apiserver",dry_run=""} "#,
+        "# TYPE apiserver_longrunning_requests gauge",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+
+    for (token, code) in [("prom-token", 200), ("alice-token", 403)] {
+        let response = server
+            .http_as(Some(token))
+            .get(format!("{}/metrics", server.url))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), code, "{token}");
+    }
 }

@@ -185,6 +185,13 @@ pub fn cluster_roles() -> Vec<ClusterRole> {
             "system:public-info-viewer",
             vec![json!({"nonResourceURLs": public_info, "verbs": ["get"]})],
         ),
+        // Full access to the metrics and health endpoints.
+        cluster_role(
+            "system:monitoring",
+            vec![json!({"nonResourceURLs": ["/metrics", "/metrics/slis", "/livez", "/readyz", "/healthz",
+                                            "/livez/*", "/readyz/*", "/healthz/*"],
+                        "verbs": ["get"]})],
+        ),
         cluster_role(
             "system:node-bootstrapper",
             vec![json!({"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests"],
@@ -231,6 +238,12 @@ pub fn cluster_role_bindings() -> Vec<ClusterRoleBinding> {
             "system:basic-user",
             "Group",
             &["system:authenticated"],
+        ),
+        binding(
+            "system:monitoring",
+            "system:monitoring",
+            "Group",
+            &["system:monitoring"],
         ),
         binding(
             "system:node-bootstrapper",

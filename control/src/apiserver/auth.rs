@@ -4,6 +4,7 @@
 
 use super::ApiServer;
 use super::error::ApiError;
+use super::metrics::RequestKind;
 use super::objects::{decode_body, decode_stored, read_body};
 use crate::api::impersonation;
 use crate::api::node_authorizer::{self, Decision, PodGraph};
@@ -207,6 +208,18 @@ pub(super) async fn guard(
         field_selector: query.field_selector.as_deref(),
     };
     let info = request_info::resolve(request.method(), request.uri().path(), facts);
+    let started = std::time::Instant::now();
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let kind = RequestKind::of(
+        &info,
+        request.method(),
+        request.uri().query().unwrap_or_default(),
+        content_type,
+    );
     let asked = &info.request;
     let creates = matches!(asked, Request::Resource(r) if r.name.is_none() && r.verb == "create");
     // A node may create only its own Node and Lease: the name is in the body.
@@ -234,11 +247,12 @@ pub(super) async fn guard(
         Ok(()) => {
             let mut request = request;
             request.extensions_mut().insert(info);
-            REQUESTER.scope(user, next.run(request)).await
+            let response = REQUESTER.scope(user, next.run(request)).await;
+            server.metrics.record(kind, started, response)
         }
         Err(error) => {
             tracing::debug!(user = %user.name, error = %error, "request refused");
-            error.into_response()
+            server.metrics.record(kind, started, error.into_response())
         }
     }
 }

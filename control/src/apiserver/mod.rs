@@ -7,6 +7,7 @@ mod component_statuses;
 mod discovery;
 pub mod error;
 mod logs;
+mod metrics;
 mod negotiation;
 mod node_agent;
 pub mod objects;
@@ -68,6 +69,8 @@ pub struct ApiServer {
     in_process: InProcess,
     /// Recent changes, decoded once for every watch.
     shared_events: Arc<shared_events::SharedEvents>,
+    /// Requests served, by kind and code, and their durations (`/metrics`).
+    metrics: Arc<metrics::ApiMetrics>,
 }
 
 /// Which control plane components run in the server's process (componentstatuses reports them healthy).
@@ -108,6 +111,7 @@ impl ApiServer {
             token_signer: None,
             in_process: InProcess::default(),
             shared_events: Arc::default(),
+            metrics: Arc::default(),
         }
     }
 
@@ -170,6 +174,7 @@ impl ApiServer {
                 get(|| async { json(StatusCode::OK, discovery::version()) }),
             )
             .route("/healthz", get(|| async { "ok" }))
+            .route("/metrics", get(metrics_text))
             .route("/cacerts", get(ca_certificate))
             .route("/livez", get(|| async { "ok" }))
             .route("/readyz", get(|| async { "ok" }))
@@ -238,6 +243,16 @@ fn json(code: StatusCode, body: Value) -> Response {
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// `/metrics`: Prometheus' text exposition (OpenMetrics).
+async fn metrics_text(State(server): State<ApiServer>) -> Response {
+    let mut response = server.metrics.render().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
     );
     response
 }

@@ -90,9 +90,14 @@ where
     let may_adopt = owner.meta().deletion_timestamp.is_none();
     let mut owned = Vec::new();
     for child in candidates {
-        let selected = selector.as_ref().is_some_and(|s| matches(s, child.meta()));
         let controller = controller_of(child.meta());
         let ours = controller.is_some_and(|r| r.uid == uid);
+        if controller.is_some() && !ours {
+            // Another controller's: neither ours nor adoptable, whatever its labels (most of a namespace's
+            // pods, so the selector is not even matched).
+            continue;
+        }
+        let selected = selector.as_ref().is_some_and(|s| matches(s, child.meta()));
         let adopt = !ours && selected && controller.is_none() && may_adopt && adoptable(&child);
         if ours && selected {
             owned.push(child);
