@@ -473,7 +473,10 @@ async fn schedule(
             let decision = decide(&ctx, &pod);
             attempts.push(attempt(ctx.clone(), key, pod, decision));
         }
-        let deadline = queue.next_deadline(RETRY);
+        // With every binding slot taken, a backoff that ends changes nothing until an attempt does.
+        let deadline = (attempts.len() < BINDINGS_IN_FLIGHT)
+            .then(|| queue.next_deadline(RETRY))
+            .flatten();
         let wait = async move {
             match deadline {
                 Some(at) => tokio::time::sleep_until(at.into()).await,
