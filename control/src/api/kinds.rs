@@ -145,14 +145,16 @@ fn immutable_selector(new: &LabelSelector, old: &LabelSelector) -> Vec<Cause> {
     causes
 }
 
+/// Whether a pod still carries scheduling gates: it is not scheduled (nor may it be bound) until they are gone.
+pub fn is_scheduling_gated(spec: Option<&PodSpec>) -> bool {
+    spec.and_then(|s| s.scheduling_gates.as_ref())
+        .is_some_and(|gates| !gates.is_empty())
+}
+
 impl KindRules for Pod {
     fn prepare_create(&mut self, _uid: &str) {
         let created = self.metadata.creation_timestamp.clone();
-        let gated = self
-            .spec
-            .as_ref()
-            .and_then(|s| s.scheduling_gates.as_ref())
-            .is_some_and(|gates| !gates.is_empty());
+        let gated = is_scheduling_gated(self.spec.as_ref());
         let status = self.status.get_or_insert_with(PodStatus::default);
         status.phase.get_or_insert_with(|| "Pending".to_owned());
         let class = super::qos::QosClass::of(&self.spec.clone().unwrap_or_default());
@@ -203,12 +205,7 @@ impl KindRules for Pod {
             ));
         }
         let bound = spec.node_name.as_ref().is_some_and(|n| !n.is_empty());
-        if bound
-            && spec
-                .scheduling_gates
-                .as_ref()
-                .is_some_and(|g| !g.is_empty())
-        {
+        if bound && is_scheduling_gated(Some(spec)) {
             causes.push(Cause::forbidden(
                 "spec.nodeName",
                 "cannot be set until all schedulingGates have been cleared",
@@ -226,7 +223,7 @@ impl KindRules for Pod {
         let mut causes =
             validation::pod::scheduling_gates_update(&gates(&self.spec), &gates(&old.spec));
         // A gated pod may still narrow where it will run (how queueing controllers such as Kueue place it).
-        let gated = !gates(&old.spec).is_empty();
+        let gated = is_scheduling_gated(old.spec.as_ref());
         if gated {
             let node_affinity =
                 |spec: &Option<PodSpec>| spec.as_ref()?.affinity.as_ref()?.node_affinity.clone();

@@ -389,14 +389,6 @@ fn is_ours(pod: &Pod) -> bool {
     ours && pod.metadata.deletion_timestamp.is_none()
 }
 
-/// Whether the pod still carries scheduling gates (kube-scheduler's SchedulingGates PreEnqueue plugin).
-fn is_gated(pod: &Pod) -> bool {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.scheduling_gates.as_ref())
-        .is_some_and(|gates| !gates.is_empty())
-}
-
 /// Puts a pending pod into the queue, or takes it out when it is no longer this scheduler's to place.
 fn enqueue(queue: &mut SchedulingQueue<Arc<Pod>>, pod: Pod, now: Instant) {
     let key = key_of(&pod);
@@ -413,7 +405,8 @@ fn enqueue(queue: &mut SchedulingQueue<Arc<Pod>>, pod: Pod, now: Instant) {
         .get(&key)
         .is_none_or(|old| old.spec != pod.spec || old.metadata.labels != pod.metadata.labels);
     let priority = pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
-    let gated = is_gated(&pod);
+    // kube-scheduler's SchedulingGates PreEnqueue plugin: a gated pod waits apart, never tried.
+    let gated = crate::api::kinds::is_scheduling_gated(pod.spec.as_ref());
     queue.upsert(&key, Arc::new(pod), priority, gated, changed, now);
 }
 
