@@ -1,10 +1,13 @@
 //! The apiserver's Prometheus metrics at `/metrics`, with kube-apiserver's names and labels:
 //! `apiserver_request_total`, `apiserver_request_duration_seconds` and `apiserver_longrunning_requests`.
 //! A long-running request (a watch, exec, attach, port-forward, proxy) counts while its response streams and
-//! is recorded when it ends, as kube-apiserver records a watch when it closes.
+//! is recorded when it ends, as kube-apiserver records a watch when it closes. Label values come only from
+//! what the apiserver serves: a path naming a resource or subresource that does not exist is labelled with
+//! empty ones, so no client can grow the number of series.
 
 use crate::api::rbac::Request;
 use crate::api::request_info::{ApiPath, RequestInfo};
+use crate::api::resources;
 use axum::body::Body;
 use axum::response::Response;
 use futures::StreamExt;
@@ -60,7 +63,15 @@ impl RequestKind {
         };
         match &info.request {
             Request::Resource(request) => {
-                let subresource = request.subresource.clone().unwrap_or_default();
+                let served = resources::by_path(&request.group, &version, &request.resource);
+                let subresource = request
+                    .subresource
+                    .as_deref()
+                    .filter(|sub| {
+                        served.is_some_and(|r| r.subresources.iter().any(|s| s.name() == *sub))
+                    })
+                    .unwrap_or_default()
+                    .to_owned();
                 let verb = if CONNECT_SUBRESOURCES.contains(&subresource.as_str()) {
                     "CONNECT"
                 } else {
@@ -74,7 +85,7 @@ impl RequestKind {
                         "watch" => "WATCH",
                         "delete" => "DELETE",
                         "deletecollection" => "DELETECOLLECTION",
-                        _ => method.as_str(),
+                        _ => method_label(method),
                     }
                 };
                 // kube-apiserver's CleanScope.
@@ -85,11 +96,15 @@ impl RequestKind {
                 } else {
                     "cluster"
                 };
+                let (group, version, resource) = match served {
+                    Some(r) => (r.group.to_owned(), version, r.plural.to_owned()),
+                    None => (String::new(), String::new(), String::new()),
+                };
                 Self {
                     verb: verb.to_owned(),
-                    group: request.group.clone(),
+                    group,
                     version,
-                    resource: request.resource.clone(),
+                    resource,
                     subresource,
                     scope: scope.to_owned(),
                     component: "apiserver",
@@ -97,9 +112,9 @@ impl RequestKind {
                 }
             }
             Request::NonResource { .. } => Self {
-                verb: method.as_str().to_owned(),
+                verb: method_label(method).to_owned(),
                 group: String::new(),
-                version,
+                version: String::new(),
                 resource: String::new(),
                 subresource: String::new(),
                 scope: String::new(),
@@ -112,6 +127,18 @@ impl RequestKind {
     fn is_long_running(&self) -> bool {
         self.verb == "WATCH" || self.verb == "CONNECT"
     }
+}
+
+/// An HTTP method as a label: HTTP allows any token as a method, so others are `other` (kube-apiserver's
+/// validRequestMethods).
+fn method_label(method: &http::Method) -> &'static str {
+    const KNOWN: [&str; 9] = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == method.as_str())
+        .unwrap_or("other")
 }
 
 /// The apiserver's metrics.
@@ -272,6 +299,23 @@ mod tests {
                 "CONNECT resource - v1 pods exec",
             ),
             ("GET /healthz", "", "GET - - - - -"),
+            // Made-up resources, versions and subresources are not label values.
+            (
+                "GET /api/v1/namespaces/a/made-up-1234",
+                "",
+                "LIST namespace - - - -",
+            ),
+            (
+                "GET /apis/apps/v9/namespaces/a/deployments/d",
+                "",
+                "GET resource - - - -",
+            ),
+            (
+                "GET /api/v1/namespaces/a/pods/p/made-up",
+                "",
+                "GET resource - v1 pods -",
+            ),
+            ("BREW /healthz", "", "other - - - - -"),
         ];
         for (request, content_type, expected) in cases {
             let parts: Vec<&str> = request.split(' ').collect();
