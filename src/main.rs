@@ -195,6 +195,23 @@ struct NodeArgs {
     /// holds.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     max_pods: u32,
+    /// Events the agent writes per second at most, after a burst of `--event-burst` (the kubelet's flags and
+    /// defaults); 0 for no limit. Events beyond 1,000 waiting are dropped, as the kubelet's are.
+    #[arg(long, default_value_t = 50.0, value_parser = parse_event_qps)]
+    event_qps: f64,
+    /// Events the agent may write at once before `--event-qps` applies.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    event_burst: u32,
+}
+
+/// An events-per-second rate: a finite number, 0 or more.
+fn parse_event_qps(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(qps) if qps.is_finite() && qps >= 0.0 => Ok(qps),
+        _ => Err(format!(
+            "{value:?} is not a rate of 0 or more events per second"
+        )),
+    }
 }
 
 /// `wasmkube proxy` arguments.
@@ -286,6 +303,10 @@ async fn run_node(client_args: &cli::ClientArgs, args: NodeArgs) -> anyhow::Resu
         port: args.port,
         instance_pool: args.instance_pool,
         max_pods: args.max_pods,
+        event_limit: wasmkube_core::events::RateLimit {
+            qps: args.event_qps,
+            burst: args.event_burst,
+        },
         guest_memory: args.guest_memory,
         cluster_ca,
         apiserver_ips,

@@ -866,7 +866,8 @@ async fn discovery_lists_every_resource_with_its_subresources() {
             "scheduling.k8s.io",
             "policy",
             "authorization.k8s.io",
-            "authentication.k8s.io"
+            "authentication.k8s.io",
+            "metrics.k8s.io"
         ]
     );
     let (_, index) = api.get("/openapi/v3").await;

@@ -1,6 +1,6 @@
 //! What wasmkube's control plane and node agent share, so that the agent does not build the control plane:
 //! Kubernetes' resource arithmetic (quantities, pod requests, QoS classes, tolerations), the cluster's
-//! certificate authority and join tokens, the options of exec/attach/port-forward streams, and two client
+//! certificate authority and join tokens, the options of exec/attach/port-forward streams, the agent's usage summary, and two client
 //! helpers (an Event recorder and watch-fed caches).
 
 pub mod cache;
@@ -11,5 +11,6 @@ pub mod pki;
 pub mod qos;
 pub mod quantity;
 pub mod resources;
+pub mod stats;
 pub mod stream_options;
 pub mod tolerations;

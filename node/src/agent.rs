@@ -53,6 +53,8 @@ pub struct AgentConfig {
     pub instance_pool: u32,
     /// The most pods the node runs at once (its `pods` capacity).
     pub max_pods: u32,
+    /// How fast the agent writes Events (a qps of 0: no limit).
+    pub event_limit: wasmkube_core::events::RateLimit,
     /// Bytes all guests may hold together (none: the node's memory less a reserve).
     pub guest_memory: Option<usize>,
     /// The cluster CA (PEM), when known: the endpoint then serves TLS to the apiserver alone.
@@ -398,16 +400,12 @@ async fn reconcile(pod: Arc<Pod>, agent: Arc<Agent>) -> Result<Action, AgentErro
     let pods: Api<Pod> = Api::namespaced(agent.ctx.client.clone(), &namespace);
     pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
         .await?;
-    agent
-        .ctx
-        .events
-        .record(
-            pod.as_ref(),
-            EventType::Warning,
-            &rejected.reason,
-            &rejected.message,
-        )
-        .await;
+    agent.ctx.events.record(
+        pod.as_ref(),
+        EventType::Warning,
+        &rejected.reason,
+        &rejected.message,
+    );
     Ok(Action::await_change())
 }
 
@@ -466,6 +464,10 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
         // As a kubelet's: what `nodes/NAME/proxy/healthz` reaches.
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .merge(crate::streams::port_forward::router(pod_addresses.clone()))
+        .merge(crate::stats::router(crate::stats::Sources {
+            node_name: config.node_name.clone(),
+            containers: containers.clone(),
+        }))
         .merge(crate::streams::exec::router(
             crate::streams::exec::Sessions {
                 containers: containers.clone(),
@@ -587,7 +589,8 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
         backoff: config.backoff.clone(),
         addresses,
         services,
-        events: Recorder::new(client.clone(), "kubelet").on_host(config.node_name.clone()),
+        events: Recorder::limited(client.clone(), "kubelet", Some(config.event_limit))
+            .on_host(config.node_name.clone()),
         infrastructure: infrastructure.clone(),
         containers,
         token_refreshes: Default::default(),
@@ -691,8 +694,7 @@ async fn evict(agent: &Agent, victim: &crate::pod::eviction::Candidate) -> Resul
     agent
         .ctx
         .events
-        .record(pod.as_ref(), EventType::Warning, "Evicted", &message)
-        .await;
+        .record(pod.as_ref(), EventType::Warning, "Evicted", &message);
     Ok(())
 }
 

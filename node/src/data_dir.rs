@@ -6,7 +6,8 @@
 //!   cache/                                   compiled Wasm (wasmtime's cache)
 //!   images/                                  pulled images
 //!   pods/NAMESPACE_NAME_UID/
-//!     logs/CONTAINER/RUN.log                 each run's output (RUN.done once it ended)
+//!     logs/CONTAINER/RUN.log                 each run's output (RUN.done once it ended); a first run's file
+//!                                            is made at its first output
 //!     volumes/VOLUME/                        emptyDir volumes and the files of configMap, secret... volumes
 //!     workdir/CONTAINER/                     a container's own working directory (not in a volume)
 //! ```

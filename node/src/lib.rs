@@ -14,4 +14,5 @@ pub mod logs;
 pub mod network;
 pub mod pod;
 pub mod runtime;
+pub mod stats;
 pub mod streams;

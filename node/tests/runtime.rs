@@ -37,7 +37,7 @@ async fn run(
 ) -> Run {
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("0.log");
-    let log = ContainerLog::create(&log_path).unwrap();
+    let log = ContainerLog::create(&log_path, false).unwrap();
     let loaded = runtime.load(bytes).expect("loads");
     let spec = RunSpec {
         args: args.iter().map(|a| a.to_string()).collect(),
@@ -54,6 +54,7 @@ async fn run(
         stderr: log.stream(Stream::Stderr),
         network: loopback(&[]),
         pod_memory: Default::default(),
+        usage: Default::default(),
     };
     let exit = runtime.run(&loaded, spec, None).await.expect("runs");
     log.finish();
@@ -275,7 +276,7 @@ async fn an_http_component_gets_a_fresh_instance_per_request_and_a_trap_costs_on
     assert!(loaded.serves_http());
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("0.log");
-    let log = ContainerLog::create(&log_path).unwrap();
+    let log = ContainerLog::create(&log_path, false).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let spec = RunSpec {
@@ -290,6 +291,7 @@ async fn an_http_component_gets_a_fresh_instance_per_request_and_a_trap_costs_on
         stderr: log.stream(Stream::Stderr),
         network: loopback(&[]),
         pod_memory: Default::default(),
+        usage: Default::default(),
     };
     let (drain, draining) = tokio::sync::watch::channel(false);
     let serving = Serving {
@@ -335,7 +337,7 @@ async fn heartbeats(
 ) -> usize {
     let dir = tempfile::tempdir().unwrap();
     let log_path = dir.path().join("0.log");
-    let log = ContainerLog::create(&log_path).unwrap();
+    let log = ContainerLog::create(&log_path, false).unwrap();
     let loaded = runtime.load(&app("wasm32-wasip1", "cpu-hog")).unwrap();
     let spec = RunSpec {
         args: vec!["cpu-hog".into(), "2000000".into()],
@@ -349,6 +351,7 @@ async fn heartbeats(
         stderr: log.stream(Stream::Stderr),
         network: loopback(&[]),
         pod_memory: Default::default(),
+        usage: Default::default(),
     };
     let _ = tokio::time::timeout(time, runtime.run(&loaded, spec, None)).await;
     parse(&std::fs::read_to_string(&log_path).unwrap()).len()

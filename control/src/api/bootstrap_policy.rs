@@ -6,8 +6,8 @@
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use serde_json::{Value, json};
 
-/// What `view` may read: everything of a namespace but its Secrets and its roles.
-const VIEWABLE: [(&str, &[&str]); 6] = [
+/// What `view` may read: everything of a namespace but its Secrets and its roles, and what pods and nodes use.
+const VIEWABLE: [(&str, &[&str]); 7] = [
     (
         "",
         &[
@@ -51,6 +51,8 @@ const VIEWABLE: [(&str, &[&str]); 6] = [
     ),
     ("discovery.k8s.io", &["endpointslices"]),
     ("events.k8s.io", &["events"]),
+    // Kubernetes' system:aggregated-metrics-reader, aggregated into view, edit and admin.
+    ("metrics.k8s.io", &["pods", "nodes"]),
     (
         "policy",
         &["poddisruptionbudgets", "poddisruptionbudgets/status"],

@@ -833,8 +833,10 @@ impl KindRules for k8s_openapi::api::authorization::v1::SelfSubjectRulesReview {
 impl KindRules for k8s_openapi::api::authentication::v1::SelfSubjectReview {}
 impl KindRules for k8s_openapi::api::authentication::v1::TokenReview {}
 
-// ComponentStatuses are computed when read, never written.
+// ComponentStatuses and resource metrics are computed when read, never written.
 impl KindRules for k8s_openapi::api::core::v1::ComponentStatus {}
+impl KindRules for super::resource_metrics::NodeMetrics {}
+impl KindRules for super::resource_metrics::PodMetrics {}
 
 impl KindRules for k8s_openapi::api::scheduling::v1::PriorityClass {
     fn defaults(&mut self) {

@@ -14,6 +14,7 @@ pub mod protobuf;
 pub mod quota;
 pub mod rbac;
 pub mod request_info;
+pub mod resource_metrics;
 pub mod resources;
 pub mod schedule;
 pub mod schema;

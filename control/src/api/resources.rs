@@ -2,6 +2,7 @@
 //! decoded, defaulted and validated through its k8s-openapi type.
 
 use super::kinds::{KindRules, NameRule};
+use super::resource_metrics::{NodeMetrics, PodMetrics};
 use super::table::{self, TableSpec};
 use super::validation::{self, Cause};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
@@ -373,6 +374,8 @@ pub fn all() -> &'static [ResourceType] {
             resource!(SelfSubjectReview, "selfsubjectreviews", "", [], all: false, [], fields: [], table: &table::CREATED, review: true),
             resource!(TokenReview, "tokenreviews", "", [], all: false, [], fields: [], table: &table::CREATED, review: true),
             resource!(ComponentStatus, "componentstatuses", "componentstatus", ["cs"], all: false, [], fields: [], table: &table::COMPONENT_STATUSES, computed: true),
+            resource!(NodeMetrics, "nodes", "", [], all: false, [], fields: [], table: &table::CREATED, computed: true),
+            resource!(PodMetrics, "pods", "", [], all: false, [], fields: [], table: &table::CREATED, computed: true),
         ]
     })
 }

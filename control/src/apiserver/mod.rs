@@ -16,6 +16,7 @@ mod pod_security;
 mod pod_streams;
 mod proxy;
 mod rbac_escalation;
+mod resource_metrics;
 mod reviews;
 pub mod service_account_admission;
 pub mod service_network;
@@ -71,6 +72,8 @@ pub struct ApiServer {
     shared_events: Arc<shared_events::SharedEvents>,
     /// Requests served, by kind and code, and their durations (`/metrics`).
     metrics: Arc<metrics::ApiMetrics>,
+    /// The nodes' usage summaries behind metrics.k8s.io.
+    summaries: Arc<resource_metrics::Summaries>,
 }
 
 /// Which control plane components run in the server's process (componentstatuses reports them healthy).
@@ -112,6 +115,7 @@ impl ApiServer {
             in_process: InProcess::default(),
             shared_events: Arc::default(),
             metrics: Arc::default(),
+            summaries: Arc::default(),
         }
     }
 
@@ -482,26 +486,23 @@ async fn serve(
         .map_err(ApiError::BadRequest)?;
     if resource.computed {
         return match (request.method, name, subresource) {
-            (Method::GET, None, None) if !query.is_watch() => {
-                let items = server.component_statuses();
+            (Method::GET, _, None) if !query.is_watch() => {
+                let items = match resource.kind {
+                    "ComponentStatus" => match name {
+                        Some(name) => vec![server.component_status_named(target, name)?],
+                        None => server.component_statuses(),
+                    },
+                    _ => server.resource_metrics(target, name, query)?,
+                };
                 Ok(if table {
                     json(
                         StatusCode::OK,
                         table::build(resource.table, &items, "", None, include),
                     )
+                } else if let (Some(_), Some(item)) = (name, items.first()) {
+                    negotiated.respond(StatusCode::OK, item)
                 } else {
                     negotiated.respond(StatusCode::OK, &list_object(resource, items, 0, None))
-                })
-            }
-            (Method::GET, Some(name), None) => {
-                let item = server.component_status_named(target, name)?;
-                Ok(if table {
-                    json(
-                        StatusCode::OK,
-                        table::build(resource.table, &[item], "", None, include),
-                    )
-                } else {
-                    negotiated.respond(StatusCode::OK, &item)
                 })
             }
             _ => Err(ApiError::MethodNotAllowed),

@@ -96,14 +96,12 @@ async fn reconcile(cronjob: Arc<CronJob>, ctx: Arc<Context>) -> Result<Action, C
     let schedule = match Schedule::new(&spec.schedule, spec.time_zone.as_deref()) {
         Ok(schedule) => schedule,
         Err(message) => {
-            ctx.events
-                .record(
-                    cronjob.as_ref(),
-                    EventType::Warning,
-                    "UnparseableSchedule",
-                    &message,
-                )
-                .await;
+            ctx.events.record(
+                cronjob.as_ref(),
+                EventType::Warning,
+                "UnparseableSchedule",
+                &message,
+            );
             return Ok(Action::await_change());
         }
     };
@@ -164,14 +162,12 @@ async fn reconcile(cronjob: Arc<CronJob>, ctx: Arc<Context>) -> Result<Action, C
             .map_or(now, |t| t.0);
         let (due, missed) = schedule.latest_due(since, now);
         if missed > MAX_MISSED {
-            ctx.events
-                .record(
-                    cronjob.as_ref(),
-                    EventType::Warning,
-                    "TooManyMissedTimes",
-                    "too many missed start times; starting the latest",
-                )
-                .await;
+            ctx.events.record(
+                cronjob.as_ref(),
+                EventType::Warning,
+                "TooManyMissedTimes",
+                "too many missed start times; starting the latest",
+            );
         }
         let too_late = |at: jiff::Timestamp| {
             spec.starting_deadline_seconds
@@ -187,16 +183,12 @@ async fn reconcile(cronjob: Arc<CronJob>, ctx: Arc<Context>) -> Result<Action, C
                             .delete(&job.name_any(), &DeleteParams::background())
                             .await
                         {
-                            Ok(_) => {
-                                ctx.events
-                                    .record(
-                                        cronjob.as_ref(),
-                                        EventType::Normal,
-                                        "SuccessfulDelete",
-                                        &format!("Deleted job {}", job.name_any()),
-                                    )
-                                    .await
-                            }
+                            Ok(_) => ctx.events.record(
+                                cronjob.as_ref(),
+                                EventType::Normal,
+                                "SuccessfulDelete",
+                                &format!("Deleted job {}", job.name_any()),
+                            ),
                             Err(kube::Error::Api(status)) if status.code == 404 => {}
                             Err(error) => return Err(error.into()),
                         }
@@ -205,14 +197,12 @@ async fn reconcile(cronjob: Arc<CronJob>, ctx: Arc<Context>) -> Result<Action, C
                 let job = job_for(&cronjob, at);
                 match jobs_api.create(&PostParams::default(), &job).await {
                     Ok(created) => {
-                        ctx.events
-                            .record(
-                                cronjob.as_ref(),
-                                EventType::Normal,
-                                "SuccessfulCreate",
-                                &format!("Created job {}", created.name_any()),
-                            )
-                            .await;
+                        ctx.events.record(
+                            cronjob.as_ref(),
+                            EventType::Normal,
+                            "SuccessfulCreate",
+                            &format!("Created job {}", created.name_any()),
+                        );
                         active.push(Arc::new(created));
                     }
                     Err(kube::Error::Api(status)) if status.code == 409 => {}

@@ -115,8 +115,7 @@ async fn record_scaling(ctx: &Context, deployment: &Deployment, name: &str, from
     let verb = if to > from { "up" } else { "down" };
     let message = format!("Scaled {verb} replica set {name} from {from} to {to}");
     ctx.events
-        .record(deployment, EventType::Normal, "ScalingReplicaSet", &message)
-        .await;
+        .record(deployment, EventType::Normal, "ScalingReplicaSet", &message);
 }
 
 /// Finds the ReplicaSet of the current template or creates it; moves its revision past the old ones (a
@@ -376,17 +375,15 @@ async fn reconcile(
                 .flat_map(|s| s.conditions.iter().flatten())
                 .any(|c| c.reason.as_deref() == Some("ProgressDeadlineExceeded"))
         {
-            ctx.events
-                .record(
-                    deployment.as_ref(),
-                    EventType::Warning,
-                    "ProgressDeadlineExceeded",
-                    &format!(
-                        "Deployment {} has timed out progressing.",
-                        deployment.name_any()
-                    ),
-                )
-                .await;
+            ctx.events.record(
+                deployment.as_ref(),
+                EventType::Warning,
+                "ProgressDeadlineExceeded",
+                &format!(
+                    "Deployment {} has timed out progressing.",
+                    deployment.name_any()
+                ),
+            );
         }
         write_status(&api, &deployment.name_any(), None, &status).await?;
     }

@@ -303,9 +303,7 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Controlle
                 .conditions
                 .get_or_insert_with(Vec::new)
                 .extend(conditions);
-            ctx.events
-                .record(job.as_ref(), event.0, event.1, event.2)
-                .await;
+            ctx.events.record(job.as_ref(), event.0, event.1, event.2);
             tracing::info!(job = %job.name_any(), namespace = %namespace, ?ending, "job ended");
         }
         Plan::Run(want) if ctx.expectations.satisfied(&key, &candidates) => {

@@ -213,14 +213,12 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, Control
             .patch_status(&name, &PatchParams::default(), &Patch::Strategic(&status))
             .await?;
         tracing::warn!(node = %name, "node stopped renewing its lease: not ready");
-        ctx.events
-            .record(
-                node.as_ref(),
-                EventType::Normal,
-                "NodeNotReady",
-                &format!("Node {name} status is now: NodeNotReady"),
-            )
-            .await;
+        ctx.events.record(
+            node.as_ref(),
+            EventType::Normal,
+            "NodeNotReady",
+            &format!("Node {name} status is now: NodeNotReady"),
+        );
     }
     let current = taints(&node);
     let wanted = wanted_taints(&node, silent, now);
@@ -250,14 +248,12 @@ async fn reconcile(node: Arc<Node>, ctx: Arc<Context>) -> Result<Action, Control
         match pods.delete(&pod.name_any(), &DeleteParams::default()).await {
             Ok(_) => {
                 tracing::info!(pod = %pod.name_any(), namespace = ?pod.namespace(), node = %name, "evicted from an unreachable node");
-                ctx.events
-                    .record(
-                        pod.as_ref(),
-                        EventType::Normal,
-                        "TaintManagerEviction",
-                        "Marking for deletion Pod",
-                    )
-                    .await;
+                ctx.events.record(
+                    pod.as_ref(),
+                    EventType::Normal,
+                    "TaintManagerEviction",
+                    "Marking for deletion Pod",
+                );
             }
             Err(kube::Error::Api(status)) if status.code == 404 => {}
             Err(error) => return Err(error.into()),

@@ -55,14 +55,12 @@ where
         namespace = owner.namespace().unwrap_or_default(),
         "selector cannot be used: not acting"
     );
-    events
-        .record(
-            owner,
-            EventType::Warning,
-            "InvalidSelector",
-            "the selector is empty or cannot be parsed: nothing is done until it is fixed",
-        )
-        .await;
+    events.record(
+        owner,
+        EventType::Warning,
+        "InvalidSelector",
+        "the selector is empty or cannot be parsed: nothing is done until it is fixed",
+    );
     false
 }
 

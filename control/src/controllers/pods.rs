@@ -69,15 +69,13 @@ impl<O: Resource<DynamicType = ()>> PodControl<'_, O> {
         if !created.is_empty() {
             let message = format!("Created pod: {}", created.join(", "));
             self.events
-                .record(self.owner, EventType::Normal, "SuccessfulCreate", &message)
-                .await;
+                .record(self.owner, EventType::Normal, "SuccessfulCreate", &message);
         }
         match error {
             Some(error) => {
                 let message = format!("Error creating: {error}");
                 self.events
-                    .record(self.owner, EventType::Warning, "FailedCreate", &message)
-                    .await;
+                    .record(self.owner, EventType::Warning, "FailedCreate", &message);
                 Err(error)
             }
             None => Ok(()),
@@ -94,8 +92,7 @@ impl<O: Resource<DynamicType = ()>> PodControl<'_, O> {
         self.expectations.expect_deleted(self.key, names.to_vec());
         let message = format!("Deleted pod: {}", names.join(", "));
         self.events
-            .record(self.owner, EventType::Normal, "SuccessfulDelete", &message)
-            .await;
+            .record(self.owner, EventType::Normal, "SuccessfulDelete", &message);
         results.into_iter().try_for_each(|r| match r {
             Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
             other => other.map(|_| ()),

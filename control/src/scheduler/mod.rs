@@ -208,14 +208,12 @@ async fn bind(ctx: &Context, pod: &Pod, node: &str) -> Result<(), SchedulerError
     {
         Ok(_) => {
             tracing::info!(pod = %name, namespace = %namespace, node = %node, "scheduled");
-            ctx.events
-                .record(
-                    pod,
-                    EventType::Normal,
-                    "Scheduled",
-                    &format!("Successfully assigned {namespace}/{name} to {node}"),
-                )
-                .await;
+            ctx.events.record(
+                pod,
+                EventType::Normal,
+                "Scheduled",
+                &format!("Successfully assigned {namespace}/{name} to {node}"),
+            );
             Ok(())
         }
         // Bound meanwhile (by another scheduler run, or the pod went away): nothing to do.
@@ -276,17 +274,15 @@ async fn preempt(
     subject.metadata.name = Some(victim.name.clone());
     subject.metadata.namespace = Some(victim.namespace.clone());
     subject.metadata.uid = Some(victim.uid.clone());
-    ctx.events
-        .record(
-            &subject,
-            EventType::Normal,
-            "Preempted",
-            &format!(
-                "Preempted by pod {} on node {node}",
-                preemptor.uid().unwrap_or_default()
-            ),
-        )
-        .await;
+    ctx.events.record(
+        &subject,
+        EventType::Normal,
+        "Preempted",
+        &format!(
+            "Preempted by pod {} on node {node}",
+            preemptor.uid().unwrap_or_default()
+        ),
+    );
     Ok(())
 }
 
@@ -327,8 +323,7 @@ async fn mark_unschedulable(
     )
     .await?;
     ctx.events
-        .record(pod, EventType::Warning, "FailedScheduling", message)
-        .await;
+        .record(pod, EventType::Warning, "FailedScheduling", message);
     Ok(())
 }
 

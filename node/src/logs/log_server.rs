@@ -98,7 +98,17 @@ async fn container_logs(
         (true, false) => runs.len().checked_sub(2),
         _ => runs.len().checked_sub(1),
     };
-    let Some(path) = wanted.map(|i| runs[i].clone()) else {
+    // A first run that has written nothing yet has no file: its log is empty so far.
+    let first_run = || {
+        let dir = data_dir.newest_pod(&namespace, &pod)?;
+        dir.log(&container, 0).ok()
+    };
+    let path = match wanted {
+        Some(i) => Some(runs[i].clone()),
+        None if runs.is_empty() && !options.previous.unwrap_or(false) => first_run(),
+        None => None,
+    };
+    let Some(path) = path else {
         let which = if options.previous.unwrap_or(false) {
             "previous terminated container"
         } else {

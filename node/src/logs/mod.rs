@@ -42,6 +42,10 @@ struct LogFile {
     /// Open from the first output on: a container that writes nothing (an idle HTTP pod) holds no descriptor,
     /// so ten thousand of them fit a node's open-files limit.
     file: Option<std::fs::File>,
+    /// Whether the file exists: a first run's file (and its container's directory) is made at its first
+    /// output, so that a pod that prints nothing costs no inodes (making directories is most of a pod
+    /// start's work for the filesystem).
+    created: bool,
     written: u64,
     stdout_partial: Vec<u8>,
     stderr_partial: Vec<u8>,
@@ -53,6 +57,7 @@ impl LogFile {
         let mut line = format!("{now} {stream} {} ", if complete { 'F' } else { 'P' }).into_bytes();
         line.extend_from_slice(text);
         line.push(b'\n');
+        self.make()?;
         if self.written + line.len() as u64 > MAX_LOG_BYTES {
             self.rotate()?;
         }
@@ -64,6 +69,18 @@ impl LogFile {
         };
         file.write_all(&line)?;
         self.written += line.len() as u64;
+        Ok(())
+    }
+
+    /// Makes the (empty) file and its directory if they are not there yet.
+    fn make(&mut self) -> std::io::Result<()> {
+        if !self.created {
+            if let Some(parent) = self.path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::File::create(&self.path)?;
+            self.created = true;
+        }
         Ok(())
     }
 
@@ -133,20 +150,28 @@ pub struct ContainerLog {
 }
 
 impl ContainerLog {
-    /// Creates (truncating) the log file at `path`.
-    pub fn create(path: &Path) -> std::io::Result<Self> {
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::File::create(path)?;
-        prune_older_runs(path);
-        let log = LogFile {
+    /// Creates (truncating) the log file at `path`; with `at_first_output`, the file is made when the run first
+    /// writes (or ends), and a file left at `path` by an earlier agent is removed now. Only a container's first
+    /// run may wait: the log server takes the newest file for the current run, which a later run without output
+    /// would not have replaced.
+    pub fn create(path: &Path, at_first_output: bool) -> std::io::Result<Self> {
+        let mut log = LogFile {
             path: path.to_path_buf(),
             file: None,
+            created: false,
             written: 0,
             stdout_partial: Vec::new(),
             stderr_partial: Vec::new(),
         };
+        if at_first_output {
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        } else {
+            log.make()?;
+        }
+        prune_older_runs(path);
         Ok(Self {
             file: Arc::new(Mutex::new(log)),
             live: Arc::default(),
@@ -175,7 +200,8 @@ impl ContainerLog {
             return;
         };
         let marked = file
-            .flush_partial()
+            .make()
+            .and_then(|()| file.flush_partial())
             .and_then(|()| std::fs::write(crate::logs::log_server::done_marker(&file.path), b""));
         if let Err(error) = marked {
             tracing::warn!(%error, "cannot finish a container log");
@@ -283,10 +309,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_first_run_makes_its_file_at_its_first_output_or_its_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let quiet = dir.path().join("quiet/0.log");
+        // A file an earlier agent left for the same run is not taken for this run's output.
+        std::fs::create_dir_all(dir.path().join("quiet")).unwrap();
+        std::fs::write(&quiet, "2026-12-06T10:00:00Z stdout F old\n").unwrap();
+        let log = ContainerLog::create(&quiet, true).unwrap();
+        assert!(!quiet.exists());
+        log.finish();
+        assert_eq!(std::fs::read_to_string(&quiet).unwrap(), "");
+        assert!(crate::logs::log_server::done_marker(&quiet).exists());
+
+        let talking = dir.path().join("talking/0.log");
+        let log = ContainerLog::create(&talking, true).unwrap();
+        assert!(!dir.path().join("talking").exists());
+        let mut out = Box::into_pin(log.stream(Stream::Stdout).async_stream());
+        futures::executor::block_on(async {
+            use tokio::io::AsyncWriteExt;
+            out.write_all(b"hi\n").await.unwrap();
+        });
+        let lines: Vec<String> = parse(&std::fs::read_to_string(&talking).unwrap())
+            .into_iter()
+            .map(|l| l.text)
+            .collect();
+        assert_eq!(lines, ["hi"]);
+    }
+
+    #[test]
     fn lines_from_both_streams_are_framed_and_parsed_back() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c/0.log");
-        let log = ContainerLog::create(&path).unwrap();
+        let log = ContainerLog::create(&path, false).unwrap();
         let mut live = log.follow();
         let (mut out, mut err) = (
             Box::into_pin(log.stream(Stream::Stdout).async_stream()),
@@ -320,11 +374,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let run = |n: u32| dir.path().join(format!("c/{n}.log"));
         for n in 0..4 {
-            let log = ContainerLog::create(&run(n)).unwrap();
+            let log = ContainerLog::create(&run(n), false).unwrap();
             log.finish();
         }
         std::fs::write(dir.path().join("c/1.log.1"), "rotated").unwrap();
-        ContainerLog::create(&run(4)).unwrap().finish();
+        ContainerLog::create(&run(4), false).unwrap().finish();
         let mut kept: Vec<String> = std::fs::read_dir(dir.path().join("c"))
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -34,6 +34,7 @@ use wasmkube_core::events::EventType::{Normal, Warning};
 use wasmkube_core::events::{EventType, Recorder};
 use wasmkube_core::quantity::Quantity;
 use wasmkube_core::resources::Resources;
+use wasmkube_core::stats::PodReference;
 
 /// How long a container start waits for the Service watch to have listed once (for its service links).
 const SERVICES_READY: Duration = Duration::from_secs(10);
@@ -366,12 +367,9 @@ async fn run_pod(pod: Arc<Pod>, ctx: Arc<NodeContext>, worker: Worker) {
     let dir = match ctx.data_dir.pod(&namespace, &name, &uid) {
         Ok(dir) => dir,
         Err(error) => {
+            ctx.events
+                .record(pod.as_ref(), Warning, "Failed", &error.to_string());
             // Futures awaited once are boxed: an idle pod's task keeps only the size of what it waits on.
-            Box::pin(
-                ctx.events
-                    .record(pod.as_ref(), Warning, "Failed", &error.to_string()),
-            )
-            .await;
             return Box::pin(failed.report(
                 &mut inits,
                 &mut containers,
@@ -381,6 +379,17 @@ async fn run_pod(pod: Arc<Pod>, ctx: Arc<NodeContext>, worker: Worker) {
             .await;
         }
     };
+    // The pod's directory, where its logs (made at their first output) and volumes go.
+    if let Err(error) = std::fs::create_dir_all(dir.path()) {
+        let message = format!("cannot create the pod's directory: {error}");
+        return Box::pin(failed.report(
+            &mut inits,
+            &mut containers,
+            "CreateContainerError",
+            &message,
+        ))
+        .await;
+    }
     let previous_ip = pod.status.as_ref().and_then(|s| s.pod_ip.as_deref());
     let pod_ip = match ctx.addresses.assign(&uid, previous_ip) {
         Ok(ip) => ip,
@@ -596,10 +605,11 @@ enum Ended {
 }
 
 impl ContainerWorker {
-    /// Records an Event about the pod without holding up the container.
+    /// Records an Event about the pod.
     fn event(&self, kind: EventType, reason: &'static str, message: String) {
-        let (events, pod) = (self.ctx.events.clone(), self.pod.clone());
-        tokio::spawn(async move { events.record(pod.as_ref(), kind, reason, &message).await });
+        self.ctx
+            .events
+            .record(self.pod.as_ref(), kind, reason, &message);
     }
 
     async fn report(&mut self, state: State) {
@@ -640,7 +650,11 @@ impl ContainerWorker {
                         stdin
                     });
                     let _registration = self.ctx.containers.register(
-                        self.pod.metadata.uid.as_deref().unwrap_or_default(),
+                        PodReference {
+                            name: self.pod.metadata.name.clone().unwrap_or_default(),
+                            namespace: self.pod.metadata.namespace.clone().unwrap_or_default(),
+                            uid: self.pod.metadata.uid.clone().unwrap_or_default(),
+                        },
                         &self.spec.name,
                         loaded.clone(),
                         spec.clone(),
@@ -879,7 +893,7 @@ impl ContainerWorker {
             .dir
             .log(&self.spec.name, self.state.restart_count)
             .map_err(|e| waiting("CreateContainerConfigError", e.to_string()))?;
-        let log = ContainerLog::create(&log_file).map_err(|e| {
+        let log = ContainerLog::create(&log_file, self.state.restart_count == 0).map_err(|e| {
             waiting(
                 "CreateContainerError",
                 format!("cannot create the log file: {e}"),
@@ -925,6 +939,7 @@ impl ContainerWorker {
             stderr: log.stream(Stream::Stderr),
             network: self.network.clone(),
             pod_memory: self.memory.clone(),
+            usage: Arc::default(),
         };
         let listener = if loaded.serves_http() {
             Some(self.listen().await.map_err(|message| {

@@ -72,7 +72,7 @@ impl Container {
 
 impl State {
     fn to_k8s(&self) -> ContainerState {
-        let time = |t: &jiff::Timestamp| Some(Time(*t));
+        let time = |t: &jiff::Timestamp| Some(api_time(*t));
         match self {
             State::Waiting { reason, message } => ContainerState {
                 waiting: Some(ContainerStateWaiting {
@@ -106,6 +106,12 @@ impl State {
             },
         }
     }
+}
+
+/// A time as the API stores it: whole seconds (RFC 3339 without a fraction). A status built with the fraction
+/// would differ from its own stored copy and be written again (the kubelet normalizes the same way).
+fn api_time(t: jiff::Timestamp) -> Time {
+    Time(jiff::Timestamp::from_second(t.as_second()).unwrap_or(t))
 }
 
 fn succeeded(container: &Container) -> bool {
@@ -150,7 +156,7 @@ fn condition(kind: &str, ok: bool, reason: Option<&str>, since: jiff::Timestamp)
         type_: kind.to_owned(),
         status: if ok { "True" } else { "False" }.to_owned(),
         reason: if ok { None } else { reason.map(str::to_owned) },
-        last_transition_time: Some(Time(since)),
+        last_transition_time: Some(api_time(since)),
         ..Default::default()
     }
 }
@@ -223,7 +229,7 @@ pub fn pod_status(
         host_ip: Some(host_ip.to_owned()),
         pod_ip: pod_ip.map(|ip| ip.to_string()),
         pod_ips: pod_ip.map(|ip| vec![k8s_openapi::api::core::v1::PodIP { ip: ip.to_string() }]),
-        start_time: Some(Time(start_time)),
+        start_time: Some(api_time(start_time)),
         qos_class: previous.and_then(|p| p.qos_class.clone()),
         ..Default::default()
     }
@@ -272,6 +278,24 @@ mod tests {
             started_at: t,
             finished_at: t,
         }
+    }
+
+    #[test]
+    fn a_status_is_the_same_after_the_api_stores_it() {
+        let started_at = jiff::Timestamp::new(1_700_000_000, 123_456_789).unwrap();
+        let running = container(State::Running { started_at }, 0);
+        let status = pod_status(
+            "Always",
+            &[],
+            &[running],
+            "127.0.0.1",
+            None,
+            started_at,
+            None,
+        );
+        let stored: PodStatus =
+            serde_json::from_value(serde_json::to_value(&status).unwrap()).unwrap();
+        assert_eq!(stored, status);
     }
 
     #[test]

@@ -139,13 +139,17 @@ async fn instantiate_and_handle(
         .map_err(|e| format!("{e:#}"))?;
     let pre = handler.pre.clone();
     // The guest may go on writing the body after it sent the head, so it runs on its own task.
-    let task = tokio::spawn(async move {
+    let guest = async move {
         let proxy = pre.instantiate_async(&mut store).await?;
         proxy
             .wasi_http_incoming_handler()
             .call_handle(store, request, out)
             .await
-    });
+    };
+    let task = tokio::spawn(crate::runtime::usage::Charged::new(
+        guest,
+        handler.spec.usage.clone(),
+    ));
     match receiver.await {
         Ok(Ok(response)) => Ok(response),
         Ok(Err(code)) => Err(format!("the component answered with an error: {code:?}")),

@@ -5,6 +5,7 @@
 pub mod cpu;
 pub mod http_serve;
 pub mod memory;
+pub mod usage;
 
 use crate::network::local_sockets::Transport;
 use crate::runtime::memory::NodeMemory;
@@ -194,6 +195,8 @@ pub struct RunSpec {
     pub network: PodNetwork,
     /// Bytes of linear memory the pod's guests hold, kept current for the agent's eviction.
     pub pod_memory: Arc<std::sync::atomic::AtomicUsize>,
+    /// What this run's guests use, for the node's metrics.
+    pub usage: Arc<usage::Usage>,
 }
 
 /// Caps linear memory growth and remembers whether it had to refuse.
@@ -206,6 +209,8 @@ pub(crate) struct MemoryLimiter {
     held: usize,
     /// The pod's count of what its guests hold.
     pod: Arc<std::sync::atomic::AtomicUsize>,
+    /// The run's usage, which counts it too.
+    usage: Arc<usage::Usage>,
 }
 
 impl MemoryLimiter {
@@ -216,6 +221,7 @@ impl MemoryLimiter {
             node,
             held: 0,
             pod: spec.pod_memory.clone(),
+            usage: spec.usage.clone(),
         }
     }
 }
@@ -224,6 +230,7 @@ impl Drop for MemoryLimiter {
     fn drop(&mut self) {
         self.node.give_back(self.held);
         self.pod.fetch_sub(self.held, Ordering::SeqCst);
+        self.usage.shrink_memory(self.held);
     }
 }
 
@@ -241,6 +248,7 @@ impl ResourceLimiter for MemoryLimiter {
         if allowed {
             self.held = self.held.saturating_add(growth);
             self.pod.fetch_add(growth, Ordering::SeqCst);
+            self.usage.grow_memory(growth);
         } else {
             self.refused.store(true, Ordering::SeqCst);
         }
@@ -624,25 +632,31 @@ async fn run_program(
             );
             store.limiter(|state| &mut state.limiter);
             crate::runtime::cpu::govern(&mut store, cpu_quota(&spec), slice_ticks(&spec));
-            match pre.instantiate_async(&mut store).await {
-                Ok(instance) => match instance.get_typed_func::<(), ()>(&mut store, "_start") {
-                    Ok(start) => start.call_async(&mut store, ()).await,
+            let run = async {
+                match pre.instantiate_async(&mut store).await {
+                    Ok(instance) => match instance.get_typed_func::<(), ()>(&mut store, "_start") {
+                        Ok(start) => start.call_async(&mut store, ()).await,
+                        Err(e) => Err(e),
+                    },
                     Err(e) => Err(e),
-                },
-                Err(e) => Err(e),
-            }
+                }
+            };
+            usage::Charged::new(run, spec.usage.clone()).await
         }
         Program::Command(pre) => {
             let limiter = MemoryLimiter::new(&spec, refused.clone(), memory);
             let mut store = p2_store(engine, &spec, limiter, cpu_quota(&spec))?;
-            match pre.instantiate_async(&mut store).await {
-                Ok(command) => match command.wasi_cli_run().call_run(&mut store).await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(())) => Err(I32Exit(1).into()),
+            let run = async {
+                match pre.instantiate_async(&mut store).await {
+                    Ok(command) => match command.wasi_cli_run().call_run(&mut store).await {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(())) => Err(I32Exit(1).into()),
+                        Err(e) => Err(e),
+                    },
                     Err(e) => Err(e),
-                },
-                Err(e) => Err(e),
-            }
+                }
+            };
+            usage::Charged::new(run, spec.usage.clone()).await
         }
         Program::Http(pre) => {
             let serving = serving.ok_or_else(|| {

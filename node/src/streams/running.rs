@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncWriteExt, DuplexStream};
 use tokio::sync::watch;
+use wasmkube_core::stats::PodReference;
 
 /// Bytes of stdin buffered for a guest that has not read them yet.
 const STDIN_BUFFER: usize = 64 << 10;
@@ -73,8 +74,8 @@ impl Stdin {
     }
 }
 
-/// Runs by pod uid and container name.
-type Runs = HashMap<(String, String), Arc<Running>>;
+/// Runs by pod uid and container name, with the pod they are of.
+type Runs = HashMap<(String, String), (PodReference, Arc<Running>)>;
 
 /// The runs of this node's containers, by pod uid and container name.
 #[derive(Clone, Default)]
@@ -96,7 +97,7 @@ impl Drop for Registration {
         if let Ok(mut runs) = self.table.runs.lock()
             && runs
                 .get(&self.key)
-                .is_some_and(|r| Arc::ptr_eq(r, &self.run))
+                .is_some_and(|(_, r)| Arc::ptr_eq(r, &self.run))
         {
             runs.remove(&self.key);
         }
@@ -104,10 +105,10 @@ impl Drop for Registration {
 }
 
 impl RunningContainers {
-    /// Registers the run of container `name` of pod `uid` until the returned registration is dropped.
+    /// Registers the run of container `name` of `pod` until the returned registration is dropped.
     pub fn register(
         &self,
-        uid: &str,
+        pod: PodReference,
         name: &str,
         loaded: Loaded,
         spec: RunSpec,
@@ -122,9 +123,9 @@ impl RunningContainers {
             stdin,
             ended: watching,
         });
-        let key = (uid.to_owned(), name.to_owned());
+        let key = (pod.uid.clone(), name.to_owned());
         if let Ok(mut runs) = self.runs.lock() {
-            runs.insert(key.clone(), run.clone());
+            runs.insert(key.clone(), (pod, run.clone()));
         }
         Registration {
             table: self.clone(),
@@ -137,6 +138,17 @@ impl RunningContainers {
     /// The current run of container `name` of pod `uid`.
     pub fn find(&self, uid: &str, name: &str) -> Option<Arc<Running>> {
         let runs = self.runs.lock().ok()?;
-        runs.get(&(uid.to_owned(), name.to_owned())).cloned()
+        runs.get(&(uid.to_owned(), name.to_owned()))
+            .map(|(_, run)| run.clone())
+    }
+
+    /// Every run: its pod, its container's name and the run.
+    pub fn all(&self) -> Vec<(PodReference, String, Arc<Running>)> {
+        let Ok(runs) = self.runs.lock() else {
+            return Vec::new();
+        };
+        runs.iter()
+            .map(|((_, name), (pod, run))| (pod.clone(), name.clone(), run.clone()))
+            .collect()
     }
 }
