@@ -209,6 +209,10 @@ pub struct ControllerArgs {
     /// Seconds a node must be missing before the pods bound to it are deleted (Kubernetes: 40).
     #[arg(long, default_value_t = 40.0)]
     pub pod_gc_quarantine_seconds: f64,
+    /// Seconds between two looks of each HorizontalPodAutoscaler at its metrics (kube-controller-manager's
+    /// `--horizontal-pod-autoscaler-sync-period`, 15 s).
+    #[arg(long, default_value_t = 15.0)]
+    pub horizontal_pod_autoscaler_sync_period_seconds: f64,
 }
 
 impl ControllerArgs {
@@ -237,6 +241,16 @@ impl ControllerArgs {
                     anyhow::anyhow!("--pod-gc-quarantine-seconds must be a positive number")
                 })?,
             signer: None,
+            hpa_sync_period: Duration::try_from_secs_f64(
+                self.horizontal_pod_autoscaler_sync_period_seconds,
+            )
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--horizontal-pod-autoscaler-sync-period-seconds must be a positive number"
+                )
+            })?,
         })
     }
 }

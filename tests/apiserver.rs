@@ -863,6 +863,7 @@ async fn discovery_lists_every_resource_with_its_subresources() {
             "rbac.authorization.k8s.io",
             "discovery.k8s.io",
             "certificates.k8s.io",
+            "autoscaling",
             "scheduling.k8s.io",
             "policy",
             "authorization.k8s.io",

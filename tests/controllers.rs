@@ -1035,3 +1035,190 @@ fn the_scheduler_and_controllers_also_run_as_their_own_processes() {
             .starts_with("127.250.")
     }));
 }
+
+#[test]
+fn an_autoscaler_made_by_kubectl_autoscale_scales_a_busy_deployment_up_and_back_down() {
+    let server = Server::start_with(&["--horizontal-pod-autoscaler-sync-period-seconds", "1"]);
+    let _agent = NodeAgent::start(&server, "n1");
+    let deployments = "/apis/apps/v1/namespaces/default/deployments";
+    let hpas = "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers";
+    // Each replica spins at its 200m limit: 200% of its 100m request.
+    let hog = format!(
+        "file://{}",
+        common::wasm_app("wasm32-wasip1", "cpu-hog").display()
+    );
+    send(
+        &server,
+        "POST",
+        deployments,
+        json!({"metadata": {"name": "busy"}, "spec": {"replicas": 1,
+        "selector": {"matchLabels": {"app": "busy"}},
+        "template": {"metadata": {"labels": {"app": "busy"}}, "spec": {"containers": [{"name": "spin",
+            "image": hog, "resources": {"requests": {"cpu": "100m"}, "limits": {"cpu": "200m"}}}]}}}}),
+    );
+    let kubectl = common::test_tool("kubectl-1.37/kubectl");
+    let mut command = std::process::Command::new(kubectl);
+    command.arg("--kubeconfig").arg(server.kubeconfig()).args([
+        "autoscale",
+        "deployment",
+        "busy",
+        "--cpu=50%",
+        "--min=1",
+        "--max=3",
+    ]);
+    let output = common::output_with_stdin(command, None);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // 200% against 50% asks for 4; maxReplicas holds it at 3.
+    wait_until(
+        &server,
+        &format!("{deployments}/busy"),
+        "scaled to 3",
+        |d| d["spec"]["replicas"] == 3,
+    );
+    let hpa = wait_until(&server, &format!("{hpas}/busy"), "reporting", |h| {
+        h["status"]["desiredReplicas"] == 3 && h["status"]["currentMetrics"].is_array()
+    });
+    let condition = |h: &Value, kind: &str| -> Value {
+        h["status"]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == kind).cloned())
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(
+        condition(&hpa, "ScalingActive")["reason"],
+        "ValidMetricFound"
+    );
+    assert!(hpa["status"]["lastScaleTime"].is_string(), "{hpa}");
+    let events = get(
+        &server,
+        "/api/v1/namespaces/default/events?fieldSelector=reason%3DSuccessfulRescale",
+    );
+    assert_eq!(
+        events["items"][0]["message"],
+        "New size: 3; reason: cpu resource utilization (percentage of request) above target"
+    );
+    let (ok, table, err) = common::kubectl(&server, None, &["get", "hpa", "busy"], None);
+    assert!(ok, "{err}");
+    assert!(
+        table.contains("Deployment/busy") && table.contains("/50%"),
+        "{table}"
+    );
+    // A target far above the use, with no scale-down window: back to minReplicas.
+    send(
+        &server,
+        "PATCH",
+        &format!("{hpas}/busy"),
+        json!({"spec": {
+        "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 1000}}}],
+        "behavior": {"scaleDown": {"stabilizationWindowSeconds": 0}}}}),
+    );
+    wait_until(
+        &server,
+        &format!("{deployments}/busy"),
+        "scaled back to 1",
+        |d| d["spec"]["replicas"] == 1,
+    );
+    // Bad input is refused with Kubernetes' words.
+    let response = http()
+        .post(format!("{}{hpas}", server.url))
+        .json(&json!({"metadata": {"name": "bad"}, "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "busy"},
+            "minReplicas": 5, "maxReplicas": 2}}))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 422);
+    let status: Value = response.json().unwrap();
+    assert!(
+        status["message"].as_str().unwrap_or_default().contains(
+            "spec.maxReplicas: Invalid value: 2: must be greater than or equal to `minReplicas`"
+        ),
+        "{status}"
+    );
+}
+
+#[test]
+fn the_hello_app_scales_out_under_http_load_and_back_when_it_ends() {
+    let server = Server::start_with(&["--horizontal-pod-autoscaler-sync-period-seconds", "1"]);
+    let _agent = NodeAgent::start(&server, "n1");
+    let deployments = "/apis/apps/v1/namespaces/default/deployments";
+    let mut hello = template("hello");
+    hello["spec"]["containers"][0]["resources"] = json!({"requests": {"cpu": "10m"}});
+    send(
+        &server,
+        "POST",
+        deployments,
+        json!({"metadata": {"name": "hello"}, "spec": {"replicas": 1,
+        "selector": {"matchLabels": {"app": "hello"}}, "template": hello}}),
+    );
+    let service = send(
+        &server,
+        "POST",
+        "/api/v1/namespaces/default/services",
+        json!({
+        "metadata": {"name": "hello"}, "spec": {"selector": {"app": "hello"}, "ports": [{"port": 80, "targetPort": 8080}]}}),
+    );
+    let url = format!("http://{}/", service["spec"]["clusterIP"].as_str().unwrap());
+    send(
+        &server,
+        "POST",
+        "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers",
+        json!({
+        "metadata": {"name": "hello"}, "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "hello"},
+        "minReplicas": 1, "maxReplicas": 4,
+        "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}],
+        "behavior": {"scaleDown": {"stabilizationWindowSeconds": 0}}}}),
+    );
+    wait_until(&server, &format!("{deployments}/hello"), "available", |d| {
+        d["status"]["availableReplicas"] == 1
+    });
+    // Load through the Service until the autoscaler adds replicas; every request is answered.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, stop) = (url.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let client = reqwest::blocking::Client::new();
+                let (mut answered, mut failed) = (0u64, 0u64);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match client.get(&url).send().and_then(|r| r.error_for_status()) {
+                        Ok(_) => answered += 1,
+                        Err(_) => failed += 1,
+                    }
+                }
+                (answered, failed)
+            })
+        })
+        .collect();
+    let scaled = wait_until(
+        &server,
+        &format!("{deployments}/hello"),
+        "scaled out",
+        |d| d["spec"]["replicas"].as_i64() > Some(1),
+    );
+    wait_until(
+        &server,
+        &format!("{deployments}/hello"),
+        "serving with more replicas",
+        |d| d["status"]["availableReplicas"].as_i64() > Some(1),
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (answered, failed) = load
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .fold((0, 0), |(a, f), (x, y)| (a + x, f + y));
+    assert!(
+        answered > 0 && failed == 0,
+        "{answered} answered, {failed} failed"
+    );
+    assert!(scaled["spec"]["replicas"].as_i64() <= Some(4), "{scaled}");
+    // Load gone: back to one replica.
+    wait_until(
+        &server,
+        &format!("{deployments}/hello"),
+        "scaled back to 1",
+        |d| d["spec"]["replicas"] == 1,
+    );
+}

@@ -7,7 +7,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use serde_json::{Value, json};
 
 /// What `view` may read: everything of a namespace but its Secrets and its roles, and what pods and nodes use.
-const VIEWABLE: [(&str, &[&str]); 7] = [
+const VIEWABLE: [(&str, &[&str]); 8] = [
     (
         "",
         &[
@@ -49,6 +49,13 @@ const VIEWABLE: [(&str, &[&str]); 7] = [
         "batch",
         &["jobs", "jobs/status", "cronjobs", "cronjobs/status"],
     ),
+    (
+        "autoscaling",
+        &[
+            "horizontalpodautoscalers",
+            "horizontalpodautoscalers/status",
+        ],
+    ),
     ("discovery.k8s.io", &["endpointslices"]),
     ("events.k8s.io", &["events"]),
     // Kubernetes' system:aggregated-metrics-reader, aggregated into view, edit and admin.
@@ -60,8 +67,8 @@ const VIEWABLE: [(&str, &[&str]); 7] = [
 ];
 
 /// What `edit` may change besides: the workloads, their configuration and Secrets, exec, attach and port
-/// forwarding, evictions and disruption budgets.
-const EDITABLE: [(&str, &[&str]); 5] = [
+/// forwarding, evictions, disruption budgets and autoscalers.
+const EDITABLE: [(&str, &[&str]); 6] = [
     (
         "",
         &[
@@ -94,6 +101,7 @@ const EDITABLE: [(&str, &[&str]); 5] = [
             "daemonsets",
         ],
     ),
+    ("autoscaling", &["horizontalpodautoscalers"]),
     ("batch", &["jobs", "cronjobs"]),
     ("coordination.k8s.io", &["leases"]),
     ("policy", &["poddisruptionbudgets"]),

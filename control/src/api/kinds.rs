@@ -825,6 +825,18 @@ impl KindRules for k8s_openapi::api::policy::v1::PodDisruptionBudget {
 
 impl KindRules for k8s_openapi::api::core::v1::ServiceAccount {}
 
+impl KindRules for k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler {
+    fn defaults(&mut self) {
+        super::autoscaling::defaults(&mut self.spec);
+    }
+
+    fn validate(&self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        super::autoscaling::validate(&self.spec, &mut causes);
+        causes
+    }
+}
+
 // Reviews are answered and never stored; the apiserver's review handler checks them.
 impl KindRules for k8s_openapi::api::authorization::v1::SelfSubjectAccessReview {}
 impl KindRules for k8s_openapi::api::authorization::v1::SubjectAccessReview {}

@@ -1,6 +1,7 @@
 //! Pure API logic, free of IO: the served resource types, defaulting and validation, selectors, patches and
 //! tables.
 
+pub mod autoscaling;
 pub mod bootstrap_policy;
 pub mod disruption;
 pub mod impersonation;

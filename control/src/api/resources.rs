@@ -10,6 +10,7 @@ use k8s_openapi::api::authentication::v1::{SelfSubjectReview, TokenReview};
 use k8s_openapi::api::authorization::v1::{
     LocalSubjectAccessReview, SelfSubjectAccessReview, SelfSubjectRulesReview, SubjectAccessReview,
 };
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -365,6 +366,7 @@ pub fn all() -> &'static [ResourceType] {
             resource!(ClusterRoleBinding, "clusterrolebindings", "clusterrolebinding", [], all: false, [], fields: [], table: &table::BINDINGS),
             resource!(EndpointSlice, "endpointslices", "endpointslice", [], all: false, [], fields: [], table: &table::ENDPOINT_SLICES),
             resource!(CertificateSigningRequest, "certificatesigningrequests", "certificatesigningrequest", ["csr"], all: false, [Status, Approval], fields: ["spec.signerName"], table: &table::CERTIFICATE_SIGNING_REQUESTS),
+            resource!(HorizontalPodAutoscaler, "horizontalpodautoscalers", "horizontalpodautoscaler", ["hpa"], all: true, [Status], fields: [], table: &table::HORIZONTAL_POD_AUTOSCALERS),
             resource!(PriorityClass, "priorityclasses", "priorityclass", ["pc"], all: false, [], fields: [], table: &table::PRIORITY_CLASSES),
             resource!(PodDisruptionBudget, "poddisruptionbudgets", "poddisruptionbudget", ["pdb"], all: false, [Status], fields: [], table: &table::DISRUPTION_BUDGETS),
             resource!(SelfSubjectAccessReview, "selfsubjectaccessreviews", "", [], all: false, [], fields: [], table: &table::CREATED, review: true),

@@ -410,6 +410,67 @@ pub static EVENTS: TableSpec = TableSpec {
     },
 };
 
+/// horizontalpodautoscalers: their target, each metric's current and target value, bounds and replicas, as
+/// kubectl's printer shows them (`cpu: 250%/50%`).
+pub static HORIZONTAL_POD_AUTOSCALERS: TableSpec = TableSpec {
+    columns: &[
+        col("Reference", "string", 0),
+        col("Targets", "string", 0),
+        col("MinPods", "string", 0),
+        col("MaxPods", "integer", 0),
+        col("Replicas", "integer", 0),
+        col("Age", "string", 0),
+    ],
+    row: |v, now| {
+        let current = list(v, "status.currentMetrics");
+        let targets: Vec<String> = list(v, "spec.metrics")
+            .iter()
+            .map(|metric| {
+                let name = s(metric, "resource.name");
+                let seen = current.iter().find(|c| s(c, "resource.name") == name);
+                match s(metric, "resource.target.type") {
+                    "Utilization" => {
+                        let now = seen
+                            .and_then(|c| at(c, "resource.current.averageUtilization").as_i64())
+                            .map_or("<unknown>".to_owned(), |u| format!("{u}%"));
+                        format!(
+                            "{name}: {now}/{}%",
+                            n(metric, "resource.target.averageUtilization")
+                        )
+                    }
+                    "AverageValue" => {
+                        let now = seen
+                            .map(|c| s(c, "resource.current.averageValue"))
+                            .filter(|v| !v.is_empty())
+                            .unwrap_or("<unknown>");
+                        format!(
+                            "{name}: {now}/{}",
+                            s(metric, "resource.target.averageValue")
+                        )
+                    }
+                    _ => format!("<unknown>/{}", s(metric, "type")),
+                }
+            })
+            .collect();
+        let min = at(v, "spec.minReplicas")
+            .as_i64()
+            .map_or("<unset>".to_owned(), |m| m.to_string());
+        vec![
+            format!(
+                "{}/{}",
+                s(v, "spec.scaleTargetRef.kind"),
+                s(v, "spec.scaleTargetRef.name")
+            )
+            .into(),
+            or_none(targets.join(", ")),
+            min.into(),
+            n(v, "spec.maxReplicas").into(),
+            n(v, "status.currentReplicas").into(),
+            created(v, now),
+        ]
+    },
+};
+
 /// limitranges, roles and clusterroles: when they were made.
 pub static CREATED: TableSpec = TableSpec {
     columns: &[col("Created At", "date", 0)],

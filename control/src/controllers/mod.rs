@@ -2,6 +2,7 @@
 //! function run by kube-runtime's Controller (watch → deduplicating queue → reconcile → retry), talking to the
 //! rest of the cluster only through the apiserver.
 
+pub mod autoscaling;
 pub mod certificates;
 pub mod cronjob;
 pub mod daemonset;
@@ -51,6 +52,8 @@ pub struct ControllersConfig {
     pub pod_gc_quarantine: Duration,
     /// The CA that signs approved client certificate requests (none: requests wait for another signer).
     pub signer: Option<Arc<crate::pki::ClusterCa>>,
+    /// How often each HorizontalPodAutoscaler looks at its metrics.
+    pub hpa_sync_period: Duration,
 }
 
 impl Default for ControllersConfig {
@@ -63,6 +66,7 @@ impl Default for ControllersConfig {
             job_backoff: Duration::from_secs(10),
             pod_gc_quarantine: Duration::from_secs(40),
             signer: None,
+            hpa_sync_period: Duration::from_secs(15),
         }
     }
 }
@@ -79,6 +83,9 @@ pub enum ControllerError {
     /// A resource (addresses, names) ran out.
     #[error("{0}")]
     Exhausted(String),
+    /// An object the controller acts on cannot be used as it is (a selector that does not parse).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Runs every controller until the process ends.
@@ -100,6 +107,7 @@ pub async fn run(client: kube::Client, config: ControllersConfig) {
         cronjob::run(client.clone()),
         resource_quota::run(client.clone(), &informers),
         disruption::run(client.clone(), &informers),
+        autoscaling::run(client.clone(), &informers, config.hpa_sync_period),
         service_accounts::run(client.clone()),
         async {
             if let Some(ca) = config.signer.clone() {

@@ -1,0 +1,530 @@
+//! The horizontal pod autoscaler: every sync period (kube-controller-manager's
+//! `--horizontal-pod-autoscaler-sync-period`, 15 s) each HorizontalPodAutoscaler reads its target's scale
+//! subresource, the pods its selector picks and their PodMetrics (metrics.k8s.io), asks each resource metric
+//! for a replica count (`replicas`), normalizes the largest (`normalize`), sets the scale when it changed (a
+//! `SuccessfulRescale` Event) and reports what it saw in its status, with Kubernetes' conditions.
+
+pub mod normalize;
+pub mod replicas;
+
+use super::{ControllerError, Informers, cached_in, drive};
+use crate::api::resource_metrics::PodMetrics;
+use crate::cache::Cache;
+use crate::events::{EventType, Recorder};
+use k8s_openapi::api::autoscaling::v2::{
+    HorizontalPodAutoscaler, HorizontalPodAutoscalerCondition, HorizontalPodAutoscalerStatus,
+    MetricSpec, MetricStatus, MetricValueStatus, ResourceMetricStatus,
+};
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use normalize::{History, Limit};
+use replicas::{CalculationError, PodSample, Recommendation, Target};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use wasmkube_core::quantity::milli_of;
+
+struct Context {
+    client: kube::Client,
+    pods: Cache<Pod>,
+    events: Recorder,
+    sync: Duration,
+    /// Each HPA's recommendations and scale events, by namespace/name.
+    histories: Mutex<HashMap<String, History>>,
+}
+
+/// The scalable kinds an HPA may target, by kind: their group/version and plural.
+fn target_resource(api_version: Option<&str>, kind: &str) -> Option<ApiResource> {
+    let (group, version, plural) = match kind {
+        "Deployment" => ("apps", "v1", "deployments"),
+        "ReplicaSet" => ("apps", "v1", "replicasets"),
+        "StatefulSet" => ("apps", "v1", "statefulsets"),
+        "ReplicationController" => ("", "v1", "replicationcontrollers"),
+        _ => return None,
+    };
+    let api_version = api_version.map_or_else(
+        || {
+            if group.is_empty() {
+                version.to_owned()
+            } else {
+                format!("{group}/{version}")
+            }
+        },
+        str::to_owned,
+    );
+    Some(ApiResource {
+        group: group.into(),
+        version: version.into(),
+        api_version,
+        kind: kind.into(),
+        plural: plural.into(),
+    })
+}
+
+/// A pod as the replica calculation needs it, with its use of `resource` from `metrics`.
+fn sample(pod: &Pod, resource: &str, metrics: Option<&PodMetrics>) -> PodSample {
+    let status = pod.status.clone().unwrap_or_default();
+    let phase = status.phase.as_deref().unwrap_or("Pending");
+    let ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| c.type_ == "Ready")
+        .map(|c| {
+            let since = c
+                .last_transition_time
+                .as_ref()
+                .map_or_else(jiff::Timestamp::now, |t| t.0);
+            (c.status == "True", since)
+        });
+    let containers = pod
+        .spec
+        .as_ref()
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default();
+    let request = containers
+        .iter()
+        .map(|c| {
+            c.resources
+                .as_ref()
+                .and_then(|r| r.requests.as_ref())
+                .and_then(|r| r.get(resource))
+                .map(|q| milli_of(&q.0))
+        })
+        .sum::<Option<i64>>();
+    let usage = metrics.map(|m| {
+        let used = m
+            .containers
+            .iter()
+            .filter_map(|c| c.usage.get(resource))
+            .map(|q| milli_of(&q.0))
+            .sum::<i64>();
+        let window = window_of(&m.window);
+        (used, m.timestamp.0, window)
+    });
+    PodSample {
+        name: pod.name_any(),
+        gone: pod.metadata.deletion_timestamp.is_some() || phase == "Failed",
+        pending: phase == "Pending",
+        ready,
+        started: status.start_time.map(|t| t.0),
+        request,
+        usage,
+    }
+}
+
+/// A window as metrics.k8s.io writes it (`5s`, `1.5s`, `1m5s`); zero when unreadable.
+fn window_of(text: &str) -> Duration {
+    let (minutes, rest) = text.split_once('m').unwrap_or(("0", text));
+    let seconds: f64 = rest.trim_end_matches('s').parse().unwrap_or(0.0);
+    let minutes: f64 = minutes.parse().unwrap_or(0.0);
+    Duration::try_from_secs_f64(minutes * 60.0 + seconds).unwrap_or_default()
+}
+
+/// A resource metric's name and target; `None` for other metric sources, which are not supported yet.
+fn resource_target(metric: &MetricSpec) -> Option<(String, Target)> {
+    let resource = metric.resource.as_ref()?;
+    let target = &resource.target;
+    let target = match target.type_.as_str() {
+        "Utilization" => Target::Utilization(target.average_utilization?),
+        "AverageValue" => Target::AverageValue(milli_of(&target.average_value.as_ref()?.0)),
+        _ => return None,
+    };
+    Some((resource.name.clone(), target))
+}
+
+/// What one metric measured, for the status.
+fn metric_status(name: &str, recommendation: &Recommendation) -> MetricStatus {
+    let average = if name == "cpu" {
+        format!("{}m", recommendation.average)
+    } else {
+        (recommendation.average / 1000).to_string()
+    };
+    MetricStatus {
+        type_: "Resource".into(),
+        resource: Some(ResourceMetricStatus {
+            name: name.to_owned(),
+            current: MetricValueStatus {
+                average_utilization: recommendation.utilization,
+                average_value: Some(Quantity(average)),
+                value: None,
+            },
+        }),
+        ..Default::default()
+    }
+}
+
+fn condition(
+    kind: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+) -> HorizontalPodAutoscalerCondition {
+    HorizontalPodAutoscalerCondition {
+        type_: kind.into(),
+        status: if ok { "True" } else { "False" }.into(),
+        reason: Some(reason.into()),
+        message: Some(message),
+        ..Default::default()
+    }
+}
+
+/// Keeps a condition's transition time when its status did not change.
+fn keep_transitions(
+    mut conditions: Vec<HorizontalPodAutoscalerCondition>,
+    previous: &[HorizontalPodAutoscalerCondition],
+) -> Vec<HorizontalPodAutoscalerCondition> {
+    let now =
+        Time(jiff::Timestamp::from_second(jiff::Timestamp::now().as_second()).unwrap_or_default());
+    for c in &mut conditions {
+        c.last_transition_time = previous
+            .iter()
+            .find(|p| p.type_ == c.type_ && p.status == c.status)
+            .and_then(|p| p.last_transition_time.clone())
+            .or_else(|| Some(now.clone()));
+    }
+    conditions
+}
+
+async fn reconcile(
+    hpa: Arc<HorizontalPodAutoscaler>,
+    ctx: Arc<Context>,
+) -> Result<Action, ControllerError> {
+    let namespace = hpa.namespace().unwrap_or_default();
+    let name = hpa.name_any();
+    let key = format!("{namespace}/{name}");
+    let spec = hpa.spec.clone();
+    let previous = hpa.status.clone().unwrap_or_default();
+    let target = &spec.scale_target_ref;
+    let min = spec.min_replicas.unwrap_or(1);
+    let max = spec.max_replicas;
+    let now = jiff::Timestamp::now();
+    let mut conditions = Vec::new();
+    let mut status = HorizontalPodAutoscalerStatus {
+        current_metrics: None,
+        current_replicas: previous.current_replicas,
+        desired_replicas: previous.desired_replicas,
+        last_scale_time: previous.last_scale_time.clone(),
+        observed_generation: hpa.metadata.generation,
+        conditions: None,
+    };
+    let scale = match target_resource(target.api_version.as_deref(), &target.kind) {
+        Some(resource) => {
+            Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &namespace, &resource)
+                .get_scale(&target.name)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        None => Err(format!(
+            "no matches for kind {:?} in the scalable kinds",
+            target.kind
+        )),
+    };
+    let scale = match scale {
+        Ok(scale) => scale,
+        Err(error) => {
+            let message =
+                format!("the HPA controller was unable to get the target's current scale: {error}");
+            ctx.events
+                .record(hpa.as_ref(), EventType::Warning, "FailedGetScale", &message);
+            conditions.push(condition("AbleToScale", false, "FailedGetScale", message));
+            write_status(&ctx, &hpa, status, conditions, &previous).await?;
+            return Ok(Action::requeue(ctx.sync));
+        }
+    };
+    let current = scale.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0);
+    let selector = scale
+        .status
+        .as_ref()
+        .and_then(|s| s.selector.clone())
+        .unwrap_or_default();
+    status.current_replicas = Some(current);
+    let (desired, reason, limited) = if current == 0 && min != 0 {
+        conditions.push(condition(
+            "ScalingActive",
+            false,
+            "ScalingDisabled",
+            "scaling is disabled since the replica count of the target is zero".into(),
+        ));
+        (0, String::new(), Limit::None)
+    } else if current > max {
+        (
+            max,
+            "Current number of replicas above Spec.MaxReplicas".into(),
+            Limit::None,
+        )
+    } else if current < min {
+        (
+            min,
+            "Current number of replicas below Spec.MinReplicas".into(),
+            Limit::None,
+        )
+    } else {
+        let pods: Vec<Arc<Pod>> = {
+            let selector = crate::api::selector::LabelSelector::parse(&selector)
+                .map_err(|e| ControllerError::Invalid(e.to_string()))?;
+            cached_in(&ctx.pods, &namespace)
+                .await?
+                .into_iter()
+                .filter(|p| selector.matches(p.labels()))
+                .collect()
+        };
+        let metrics: HashMap<String, PodMetrics> =
+            Api::<PodMetrics>::namespaced(ctx.client.clone(), &namespace)
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .map(|list| {
+                    list.items
+                        .into_iter()
+                        .map(|m| (m.metadata.name.clone().unwrap_or_default(), m))
+                        .collect()
+                })
+                .unwrap_or_default();
+        let mut best: Option<(i32, String)> = None;
+        let mut measured = Vec::new();
+        let mut failure = None;
+        for metric in spec.metrics.iter().flatten() {
+            let Some((resource, goal)) = resource_target(metric) else {
+                failure = Some((
+                    "InvalidMetricSourceType",
+                    format!(
+                        "the HPA was unable to compute the replica count: metric source type {:?} is not supported",
+                        metric.type_
+                    ),
+                ));
+                continue;
+            };
+            let samples: Vec<PodSample> = pods
+                .iter()
+                .map(|p| sample(p, &resource, metrics.get(&p.name_any())))
+                .collect();
+            match replicas::recommend(current, &samples, &resource, goal, now) {
+                Ok(recommendation) => {
+                    measured.push(metric_status(&resource, &recommendation));
+                    let what = match goal {
+                        Target::Utilization(_) => {
+                            format!("{resource} resource utilization (percentage of request)")
+                        }
+                        Target::AverageValue(_) => format!("{resource} resource"),
+                    };
+                    if best
+                        .as_ref()
+                        .is_none_or(|(r, _)| recommendation.replicas > *r)
+                    {
+                        best = Some((recommendation.replicas, what));
+                    }
+                }
+                Err(error) => {
+                    let reason = match error {
+                        CalculationError::MissingRequest { .. }
+                        | CalculationError::NoMetrics
+                        | CalculationError::NoPods => "FailedGetResourceMetric",
+                    };
+                    failure = Some((
+                        reason,
+                        format!(
+                            "the HPA was unable to compute the replica count: failed to get {resource} utilization: {error}"
+                        ),
+                    ));
+                }
+            }
+        }
+        status.current_metrics = (!measured.is_empty()).then_some(measured);
+        let Some((recommended, what)) = best else {
+            let (why, message) = failure.unwrap_or((
+                "FailedGetResourceMetric",
+                "the HPA has no metrics to compute a replica count from".into(),
+            ));
+            ctx.events
+                .record(hpa.as_ref(), EventType::Warning, why, &message);
+            conditions.push(condition(
+                "AbleToScale",
+                true,
+                "SucceededGetScale",
+                "the HPA controller was able to get the target's current scale".into(),
+            ));
+            conditions.push(condition("ScalingActive", false, why, message));
+            status.desired_replicas = current;
+            write_status(&ctx, &hpa, status, conditions, &previous).await?;
+            return Ok(Action::requeue(ctx.sync));
+        };
+        conditions.push(condition(
+            "ScalingActive",
+            true,
+            "ValidMetricFound",
+            format!("the HPA was able to successfully calculate a replica count from {what}"),
+        ));
+        let reason = if recommended > current {
+            format!("{what} above target")
+        } else {
+            "All metrics below target".into()
+        };
+        let mut histories = ctx
+            .histories
+            .lock()
+            .map_err(|_| ControllerError::NotReady)?;
+        let history = histories.entry(key.clone()).or_default();
+        let (desired, limited) = normalize::normalize(
+            current,
+            recommended,
+            (min, max),
+            spec.behavior.as_ref(),
+            history,
+            now.as_second(),
+        );
+        (desired, reason, limited)
+    };
+    if desired != current {
+        let resource = target_resource(target.api_version.as_deref(), &target.kind)
+            .ok_or_else(|| ControllerError::Invalid("the target kind is not scalable".into()))?;
+        let patch = serde_json::json!({"spec": {"replicas": desired}});
+        Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &namespace, &resource)
+            .patch_scale(&target.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        ctx.events.record(
+            hpa.as_ref(),
+            EventType::Normal,
+            "SuccessfulRescale",
+            &format!("New size: {desired}; reason: {reason}"),
+        );
+        if let Ok(mut histories) = ctx.histories.lock() {
+            normalize::record_scale(
+                histories.entry(key).or_default(),
+                current,
+                desired,
+                now.as_second(),
+            );
+        }
+        status.last_scale_time = Some(Time(
+            jiff::Timestamp::from_second(now.as_second()).unwrap_or(now),
+        ));
+        conditions.insert(
+            0,
+            condition(
+                "AbleToScale",
+                true,
+                "SucceededRescale",
+                format!("the HPA controller was able to update the target scale to {desired}"),
+            ),
+        );
+    } else {
+        conditions.insert(
+            0,
+            condition(
+                "AbleToScale",
+                true,
+                "ReadyForNewScale",
+                "recommended size matches current size".into(),
+            ),
+        );
+    }
+    status.desired_replicas = desired;
+    let limit = match limited {
+        Limit::None => condition(
+            "ScalingLimited",
+            false,
+            "DesiredWithinRange",
+            "the desired count is within the acceptable range".into(),
+        ),
+        Limit::TooFewReplicas => condition(
+            "ScalingLimited",
+            true,
+            "TooFewReplicas",
+            "the desired replica count is less than the minimum replica count".into(),
+        ),
+        Limit::TooManyReplicas => condition(
+            "ScalingLimited",
+            true,
+            "TooManyReplicas",
+            "the desired replica count is more than the maximum replica count".into(),
+        ),
+        Limit::ScaleUpLimit => condition(
+            "ScalingLimited",
+            true,
+            "ScaleUpLimit",
+            "the desired replica count is increasing faster than the maximum scale rate".into(),
+        ),
+        Limit::ScaleDownLimit => condition(
+            "ScalingLimited",
+            true,
+            "ScaleDownLimit",
+            "the desired replica count is decreasing faster than the maximum scale rate".into(),
+        ),
+    };
+    conditions.push(limit);
+    write_status(&ctx, &hpa, status, conditions, &previous).await?;
+    Ok(Action::requeue(ctx.sync))
+}
+
+/// Writes the status when it differs from the one stored.
+async fn write_status(
+    ctx: &Context,
+    hpa: &HorizontalPodAutoscaler,
+    mut status: HorizontalPodAutoscalerStatus,
+    conditions: Vec<HorizontalPodAutoscalerCondition>,
+    previous: &HorizontalPodAutoscalerStatus,
+) -> Result<(), ControllerError> {
+    status.conditions = Some(keep_transitions(
+        conditions,
+        previous.conditions.as_deref().unwrap_or_default(),
+    ));
+    if &status == previous {
+        return Ok(());
+    }
+    let api = Api::<HorizontalPodAutoscaler>::namespaced(
+        ctx.client.clone(),
+        &hpa.namespace().unwrap_or_default(),
+    );
+    let patch = serde_json::json!({"status": status});
+    api.patch_status(
+        &hpa.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+fn error_policy(
+    hpa: Arc<HorizontalPodAutoscaler>,
+    error: &ControllerError,
+    ctx: Arc<Context>,
+) -> Action {
+    tracing::warn!(hpa = %hpa.name_any(), namespace = ?hpa.namespace(), %error, "autoscaler sync failed");
+    Action::requeue(ctx.sync.min(Duration::from_secs(5)))
+}
+
+/// Runs the autoscaler until the process ends, looking at every HPA each `sync` period.
+pub async fn run(client: kube::Client, informers: &Informers, sync: Duration) {
+    let hpas = Api::<HorizontalPodAutoscaler>::all(client.clone());
+    let context = Arc::new(Context {
+        events: Recorder::new(client.clone(), "horizontal-pod-autoscaler"),
+        client,
+        pods: informers.pods().cache(),
+        sync,
+        histories: Mutex::default(),
+    });
+    drive(
+        "horizontal-pod-autoscaler",
+        Controller::new(hpas, watcher::Config::default()).run(reconcile, error_policy, context),
+    )
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_are_read_as_metrics_k8s_io_writes_them() {
+        assert_eq!(window_of("5s"), Duration::from_secs(5));
+        assert_eq!(window_of("1.5s"), Duration::from_millis(1500));
+        assert_eq!(window_of("1m5s"), Duration::from_secs(65));
+        assert_eq!(window_of("nonsense"), Duration::ZERO);
+    }
+}
