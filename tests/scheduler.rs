@@ -35,6 +35,41 @@ fn unbound_pods_are_spread_over_the_nodes_and_run() {
     );
     let reasons = common::event_reasons(&server, "p0");
     assert!(reasons.iter().any(|r| r == "Scheduled"), "{reasons:?}");
+    // kube-scheduler's metrics, at the apiserver's /metrics of the same process.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let metrics = loop {
+        let text = server
+            .http()
+            .get(format!("{}/metrics", server.url))
+            .send()
+            .and_then(|r| r.text())
+            .unwrap_or_default();
+        if text.contains("scheduler_pending_pods{queue=\"active\"} 0\n")
+            || std::time::Instant::now() > deadline
+        {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let scheduled: f64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "scheduler_schedule_attempts_total{result=\"scheduled\",profile=\"default-scheduler\"} ",
+            )
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(scheduled >= 4.0, "{metrics}");
+    for line in [
+        "scheduler_pending_pods{queue=\"active\"} 0\n",
+        "scheduler_pending_pods{queue=\"unschedulable\"} 0\n",
+        "# TYPE scheduler_scheduling_attempt_duration_seconds histogram",
+        "# TYPE apiserver_request_duration_seconds histogram",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
+    assert!(metrics.ends_with("# EOF\n"), "{metrics}");
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod apiserver;
+pub mod component_metrics;
 pub mod controllers;
 pub mod endpoint_reconciler;
 pub mod leader_election;

@@ -222,11 +222,13 @@ impl ApiMetrics {
         Response::from_parts(parts, Body::from_stream(body))
     }
 
-    /// The text exposition of every metric.
+    /// The text exposition of every metric: the apiserver's and those of the components in its process.
     pub fn render(&self) -> String {
         let mut text = String::new();
         // Writing to a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        let _ = prometheus_client::encoding::text::encode_registry(&mut text, &self.registry);
+        crate::component_metrics::encode(&mut text);
+        let _ = prometheus_client::encoding::text::encode_eof(&mut text);
         text
     }
 }

@@ -8,6 +8,7 @@ pub mod cache;
 #[cfg(test)]
 mod fixtures;
 pub mod framework;
+pub mod metrics;
 pub mod plugins;
 pub mod preemption;
 pub mod queue;
@@ -38,6 +39,8 @@ use std::time::{Duration, Instant};
 const RETRY: Duration = Duration::from_secs(10);
 /// Pods being scheduled (and bound) at once.
 const BINDINGS_IN_FLIGHT: usize = 64;
+/// How often the queue sizes of `/metrics` are counted at most.
+const METRICS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Scheduler failures.
 #[derive(Debug, thiserror::Error)]
@@ -359,14 +362,17 @@ async fn attempt(
     key: String,
     pod: Arc<Pod>,
     decision: Decision,
+    started: Instant,
 ) -> (String, Outcome) {
-    match act(&ctx, &pod, decision).await {
-        Ok(outcome) => (key, outcome),
+    let outcome = match act(&ctx, &pod, decision).await {
+        Ok(outcome) => outcome,
         Err(error) => {
             tracing::warn!(%error, pod = %pod.name_any(), namespace = %pod.namespace().unwrap_or_default(), "scheduling failed");
-            (key, Outcome::Error)
+            Outcome::Error
         }
-    }
+    };
+    metrics::metrics().attempted(outcome, started.elapsed());
+    (key, outcome)
 }
 
 /// The queue's key of a pod.
@@ -451,6 +457,7 @@ async fn schedule(
     // Nothing is tried before the first list is in (kube-scheduler waits for its informers' sync): the
     // pods that were waiting are then taken by priority, not in the order the list happens to give them.
     let mut listed = false;
+    let (mut counted, mut stale) = (Instant::now() - METRICS_INTERVAL, true);
     loop {
         let now = Instant::now();
         queue.flush_unschedulable(now, RETRY);
@@ -458,13 +465,24 @@ async fn schedule(
             let Some((key, pod)) = queue.pop(now) else {
                 break;
             };
+            let started = Instant::now();
             let decision = decide(&ctx, &pod);
-            attempts.push(attempt(ctx.clone(), key, pod, decision));
+            attempts.push(attempt(ctx.clone(), key, pod, decision, started));
+        }
+        // The queue sizes for /metrics, counted after changes and at most once a second (a count walks every
+        // queued pod).
+        if stale && now >= counted + METRICS_INTERVAL {
+            (counted, stale) = (now, false);
+            metrics::metrics().queued(queue.places());
         }
         // With every binding slot taken, a backoff that ends changes nothing until an attempt does.
         let deadline = (attempts.len() < BINDINGS_IN_FLIGHT)
             .then(|| queue.next_deadline(RETRY))
             .flatten();
+        let deadline = match (deadline, stale.then_some(counted + METRICS_INTERVAL)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
         let wait = async move {
             match deadline {
                 Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -501,6 +519,7 @@ async fn schedule(
             }
             () = wait => {}
         }
+        stale = true;
     }
 }
 

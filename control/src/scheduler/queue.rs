@@ -110,6 +110,11 @@ impl<P: Clone> SchedulingQueue<P> {
         self.entries.keys()
     }
 
+    /// Where each queued pod waits.
+    pub fn places(&self) -> impl Iterator<Item = Place> + '_ {
+        self.entries.values().map(|e| e.place)
+    }
+
     /// A pending pod was added or changed. `changed` says whether what scheduling reads (its spec, labels or
     /// priority) changed, rather than only its status: a changed pod that fits nowhere is tried again.
     pub fn upsert(
