@@ -1107,6 +1107,20 @@ fn an_autoscaler_made_by_kubectl_autoscale_scales_a_busy_deployment_up_and_back_
         table.contains("Deployment/busy") && table.contains("/50%"),
         "{table}"
     );
+    // Each controller's reconciles are counted and timed at the apiserver's /metrics (controller-runtime's names).
+    let metrics = server
+        .http()
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .and_then(|r| r.text())
+        .unwrap_or_default();
+    for line in [
+        "controller_runtime_reconcile_total{controller=\"horizontal-pod-autoscaler\",result=\"success\"} ",
+        "controller_runtime_reconcile_total{controller=\"deployment\",result=\"success\"} ",
+        "controller_runtime_reconcile_time_seconds_bucket{le=\"0.005\",controller=\"replicaset\"} ",
+    ] {
+        assert!(metrics.contains(line), "{line} in {metrics}");
+    }
     // A target far above the use, with no scale-down window: back to minReplicas.
     send(
         &server,

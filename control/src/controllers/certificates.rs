@@ -102,7 +102,7 @@ pub async fn run(client: kube::Client, ca: Arc<ClusterCa>) {
     drive(
         "certificates",
         Controller::new(requests, watcher::Config::default()).run(
-            reconcile,
+            super::metrics::timed("certificates", reconcile),
             error_policy,
             Arc::new(Context { client, ca }),
         ),

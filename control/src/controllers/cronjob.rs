@@ -258,5 +258,13 @@ pub async fn run(client: kube::Client) {
             .filter(|r| r.kind == "CronJob")
             .map(|r| ObjectRef::new(&r.name).within(&namespace))
     });
-    drive("cronjob", controller.run(reconcile, error_policy, ctx)).await;
+    drive(
+        "cronjob",
+        controller.run(
+            super::metrics::timed("cronjob", reconcile),
+            error_policy,
+            ctx,
+        ),
+    )
+    .await;
 }

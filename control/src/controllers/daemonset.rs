@@ -314,7 +314,15 @@ pub async fn run(client: kube::Client, informers: &Informers) {
                 .map(|ds| ObjectRef::from_obj(ds.as_ref()))
                 .collect::<Vec<_>>()
         });
-    drive("daemonset", controller.run(reconcile, error_policy, ctx)).await;
+    drive(
+        "daemonset",
+        controller.run(
+            super::metrics::timed("daemonset", reconcile),
+            error_policy,
+            ctx,
+        ),
+    )
+    .await;
 }
 
 #[cfg(test)]

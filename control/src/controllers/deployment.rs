@@ -424,5 +424,13 @@ pub async fn run(client: kube::Client) {
     let controller = controller.watches_stream(changes, move |rs| {
         ownership::owners_of(&rs, &deployments, |d: &Deployment| Some(&d.spec.selector))
     });
-    drive("deployment", controller.run(reconcile, error_policy, ctx)).await;
+    drive(
+        "deployment",
+        controller.run(
+            super::metrics::timed("deployment", reconcile),
+            error_policy,
+            ctx,
+        ),
+    )
+    .await;
 }

@@ -205,7 +205,11 @@ pub async fn run(client: kube::Client, informers: &Informers) {
     });
     drive(
         "disruption",
-        controller.run(reconcile, error_policy, Arc::new(Context { client, pods })),
+        controller.run(
+            super::metrics::timed("disruption", reconcile),
+            error_policy,
+            Arc::new(Context { client, pods }),
+        ),
     )
     .await;
 }

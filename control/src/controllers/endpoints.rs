@@ -359,7 +359,15 @@ pub async fn run(client: kube::Client, informers: &Informers) {
             .map(|s| ObjectRef::from_obj(s.as_ref()))
             .collect::<Vec<_>>()
     });
-    drive("endpoints", controller.run(reconcile, error_policy, ctx)).await;
+    drive(
+        "endpoints",
+        controller.run(
+            super::metrics::timed("endpoints", reconcile),
+            error_policy,
+            ctx,
+        ),
+    )
+    .await;
 }
 
 #[cfg(test)]

@@ -371,7 +371,11 @@ pub async fn run(client: kube::Client, informers: &Informers, backoff: Duration)
             job.spec.as_ref().and_then(|s| s.selector.as_ref())
         })
     });
-    drive("job", controller.run(reconcile, error_policy, ctx)).await;
+    drive(
+        "job",
+        controller.run(super::metrics::timed("job", reconcile), error_policy, ctx),
+    )
+    .await;
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod disruption;
 pub mod endpoints;
 pub mod garbage_collector;
 pub mod job;
+mod metrics;
 pub mod namespace;
 mod namespace_object;
 pub mod node_ipam;

@@ -67,7 +67,11 @@ pub async fn run(client: kube::Client) {
     );
     drive(
         "namespace",
-        controller.run(reconcile, error_policy, Arc::new(client)),
+        controller.run(
+            super::metrics::timed("namespace", reconcile),
+            error_policy,
+            Arc::new(client),
+        ),
     )
     .await;
 }

@@ -105,7 +105,7 @@ pub(super) async fn run<N: NamespaceObject>(client: kube::Client, spec: N) {
     drive(
         N::CONTROLLER,
         controller.run(
-            reconcile,
+            super::metrics::timed(N::CONTROLLER, reconcile),
             error_policy,
             Arc::new(Context {
                 client,

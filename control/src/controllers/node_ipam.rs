@@ -92,7 +92,15 @@ pub async fn run(client: kube::Client, config: ControllersConfig) {
         nodes: controller.store(),
         assigned: tokio::sync::Mutex::new(HashMap::new()),
     });
-    drive("node-ipam", controller.run(reconcile, error_policy, ctx)).await;
+    drive(
+        "node-ipam",
+        controller.run(
+            super::metrics::timed("node-ipam", reconcile),
+            error_policy,
+            ctx,
+        ),
+    )
+    .await;
 }
 
 #[cfg(test)]

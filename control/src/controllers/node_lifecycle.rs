@@ -345,7 +345,11 @@ pub async fn run(client: kube::Client, informers: &Informers, grace: Duration) {
     });
     drive(
         "node-lifecycle",
-        controller.run(reconcile, error_policy, ctx),
+        controller.run(
+            super::metrics::timed("node-lifecycle", reconcile),
+            error_policy,
+            ctx,
+        ),
     )
     .await;
 }

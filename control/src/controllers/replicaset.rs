@@ -165,7 +165,15 @@ pub async fn run(client: kube::Client, informers: &Informers) {
             Some(&rs.spec.selector)
         })
     });
-    drive("replicaset", controller.run(reconcile, error_policy, ctx)).await;
+    drive(
+        "replicaset",
+        controller.run(
+            super::metrics::timed("replicaset", reconcile),
+            error_policy,
+            ctx,
+        ),
+    )
+    .await;
 }
 
 #[cfg(test)]

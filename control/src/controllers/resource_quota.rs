@@ -72,7 +72,11 @@ pub async fn run(client: kube::Client, informers: &Informers) {
     });
     drive(
         "resource-quota",
-        controller.run(reconcile, error_policy, Arc::new(Context { client, pods })),
+        controller.run(
+            super::metrics::timed("resource-quota", reconcile),
+            error_policy,
+            Arc::new(Context { client, pods }),
+        ),
     )
     .await;
 }

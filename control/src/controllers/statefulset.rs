@@ -253,7 +253,15 @@ pub async fn run(client: kube::Client, informers: &Informers) {
             Some(&sts.spec.selector)
         })
     });
-    drive("statefulset", controller.run(reconcile, error_policy, ctx)).await;
+    drive(
+        "statefulset",
+        controller.run(
+            super::metrics::timed("statefulset", reconcile),
+            error_policy,
+            ctx,
+        ),
+    )
+    .await;
 }
 
 #[cfg(test)]

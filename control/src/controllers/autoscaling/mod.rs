@@ -511,7 +511,11 @@ pub async fn run(client: kube::Client, informers: &Informers, sync: Duration) {
     });
     drive(
         "horizontal-pod-autoscaler",
-        Controller::new(hpas, watcher::Config::default()).run(reconcile, error_policy, context),
+        Controller::new(hpas, watcher::Config::default()).run(
+            super::metrics::timed("horizontal-pod-autoscaler", reconcile),
+            error_policy,
+            context,
+        ),
     )
     .await;
 }
