@@ -96,14 +96,15 @@ fn sample(pod: &Pod, resource: &str, metrics: Option<&PodMetrics>) -> PodSample 
                 .and_then(|r| r.get(resource))
                 .map(|q| milli_of(&q.0))
         })
-        .sum::<Option<i64>>();
+        // Saturating: requests are whatever users wrote.
+        .try_fold(0i64, |sum, request| Some(sum.saturating_add(request?)));
     let usage = metrics.map(|m| {
         let used = m
             .containers
             .iter()
             .filter_map(|c| c.usage.get(resource))
             .map(|q| milli_of(&q.0))
-            .sum::<i64>();
+            .fold(0i64, i64::saturating_add);
         let window = window_of(&m.window);
         (used, m.timestamp.0, window)
     });

@@ -51,8 +51,7 @@ fn changed_within(events: &[Timed], period: i32, now: i64) -> i32 {
     events
         .iter()
         .filter(|e| e.at > now - i64::from(period))
-        .map(|e| e.value)
-        .sum()
+        .fold(0i32, |sum, e| sum.saturating_add(e.value))
 }
 
 /// The most replicas the scale-up rules allow now.
@@ -62,7 +61,7 @@ fn scale_up_limit(current: i32, events: &[Timed], rules: &HPAScalingRules, now: 
         return current;
     }
     let proposals = rules.policies.iter().flatten().map(|policy| {
-        let start = current - changed_within(events, policy.period_seconds, now);
+        let start = current.saturating_sub(changed_within(events, policy.period_seconds, now));
         match policy.type_.as_str() {
             "Pods" => start.saturating_add(policy.value),
             _ => (f64::from(start) * (1.0 + f64::from(policy.value) / 100.0)).ceil() as i32,
@@ -83,7 +82,7 @@ fn scale_down_limit(current: i32, events: &[Timed], rules: &HPAScalingRules, now
         return current;
     }
     let proposals = rules.policies.iter().flatten().map(|policy| {
-        let start = current + changed_within(events, policy.period_seconds, now);
+        let start = current.saturating_add(changed_within(events, policy.period_seconds, now));
         match policy.type_.as_str() {
             "Pods" => start.saturating_sub(policy.value),
             _ => (f64::from(start) * (1.0 - f64::from(policy.value) / 100.0)) as i32,
@@ -186,12 +185,12 @@ pub fn record_scale(history: &mut History, from: i32, to: i32, now: i64) {
     history.scale_downs.retain(|e| e.at > now - keep);
     if to > from {
         history.scale_ups.push(Timed {
-            value: to - from,
+            value: to.saturating_sub(from),
             at: now,
         });
     } else if to < from {
         history.scale_downs.push(Timed {
-            value: from - to,
+            value: from.saturating_sub(to),
             at: now,
         });
     }

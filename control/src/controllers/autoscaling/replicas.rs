@@ -122,18 +122,21 @@ fn ratio(
     target: Target,
     resource: &str,
 ) -> Result<(f64, Option<i32>, i64), CalculationError> {
-    let total: i64 = uses.iter().map(|(_, used)| used).sum();
-    let average = total / i64::try_from(uses.len().max(1)).unwrap_or(i64::MAX);
+    // In i128: a metric or a request may be any quantity a user wrote, and their sums must not wrap.
+    let total: i128 = uses.iter().map(|(_, used)| i128::from(*used)).sum();
+    let count = i128::try_from(uses.len().max(1)).unwrap_or(i128::MAX);
+    let average = i64::try_from(total / count).unwrap_or(i64::MAX);
     match target {
         Target::Utilization(percent) => {
-            let mut requested = 0i64;
+            let mut requested = 0i128;
             for (pod, _) in uses {
-                requested += pod
+                let request = pod
                     .request
                     .ok_or_else(|| CalculationError::MissingRequest {
                         resource: resource.to_owned(),
                         pod: pod.name.clone(),
                     })?;
+                requested += i128::from(request);
             }
             if requested == 0 {
                 return Err(CalculationError::NoMetrics);
@@ -328,6 +331,17 @@ mod tests {
                 .replicas,
             7
         );
+    }
+
+    #[test]
+    fn quantities_as_large_as_users_write_them_do_not_overflow() {
+        let pods: Vec<PodSample> = (0..3)
+            .map(|i| pod(&format!("p{i}"), i64::MAX / 2, Some(i64::MAX / 2)))
+            .collect();
+        let r = recommend(3, &pods, "memory", Target::Utilization(50), at(0)).unwrap();
+        assert!(r.replicas >= 3, "{r:?}");
+        let r = recommend(3, &pods, "memory", Target::AverageValue(1), at(0)).unwrap();
+        assert_eq!(r.replicas, i32::MAX);
     }
 
     #[test]
