@@ -392,15 +392,11 @@ async fn read_summary(http: &reqwest::Client, base: &str) -> Result<Summary, Str
     serde_json::from_slice(&body).map_err(|e| e.to_string())
 }
 
-fn to_value<T: serde::Serialize>(object: &T) -> Result<Value, ApiError> {
+/// The object as served, with its kind and apiVersion (which the types carry, not their fields).
+fn to_value<T: serde::Serialize + k8s_openapi::Resource>(object: &T) -> Result<Value, ApiError> {
     let mut value = serde_json::to_value(object).map_err(|e| ApiError::Internal(e.to_string()))?;
-    let kind = if value.get("containers").is_some() {
-        "PodMetrics"
-    } else {
-        "NodeMetrics"
-    };
-    value["kind"] = kind.into();
-    value["apiVersion"] = "metrics.k8s.io/v1beta1".into();
+    value["kind"] = T::KIND.into();
+    value["apiVersion"] = T::API_VERSION.into();
     Ok(value)
 }
 

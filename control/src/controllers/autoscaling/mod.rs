@@ -214,13 +214,12 @@ async fn reconcile(
         observed_generation: hpa.metadata.generation,
         conditions: None,
     };
-    let scale = match target_resource(target.api_version.as_deref(), &target.kind) {
-        Some(resource) => {
-            Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &namespace, &resource)
-                .get_scale(&target.name)
-                .await
-                .map_err(|e| e.to_string())
-        }
+    // The target's API, read once: its scale is read here and written below.
+    let scalable = target_resource(target.api_version.as_deref(), &target.kind).map(|resource| {
+        Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &namespace, &resource)
+    });
+    let scale = match &scalable {
+        Some(api) => api.get_scale(&target.name).await.map_err(|e| e.to_string()),
         None => Err(format!(
             "no matches for kind {:?} in the scalable kinds",
             target.kind
@@ -381,11 +380,11 @@ async fn reconcile(
         (desired, reason, limited)
     };
     if desired != current {
-        let resource = target_resource(target.api_version.as_deref(), &target.kind)
+        let api = scalable
+            .as_ref()
             .ok_or_else(|| ControllerError::Invalid("the target kind is not scalable".into()))?;
         let patch = serde_json::json!({"spec": {"replicas": desired}});
-        Api::<DynamicObject>::namespaced_with(ctx.client.clone(), &namespace, &resource)
-            .patch_scale(&target.name, &PatchParams::default(), &Patch::Merge(&patch))
+        api.patch_scale(&target.name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
         ctx.events.record(
             hpa.as_ref(),
