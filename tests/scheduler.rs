@@ -352,12 +352,34 @@ fn required_anti_affinity_puts_each_replica_on_its_own_node() {
         .iter()
         .find(|c| c["type"] == "PodScheduled")
         .unwrap()["message"];
-    assert!(
-        message.as_str().unwrap().starts_with(
-            "0/2 nodes are available: 2 node(s) didn't satisfy existing pods anti-affinity rules. preemption: "
-        ),
-        "{message}"
+    assert_eq!(
+        message,
+        "0/2 nodes are available: 2 node(s) didn't satisfy existing pods anti-affinity rules. preemption: 0/2 nodes are available: 2 No preemption victims found for incoming pod.."
     );
+
+    // A replica of a higher priority class preempts one of them: anti-affinity is resolved by removing pods.
+    post(
+        &server,
+        "/apis/scheduling.k8s.io/v1/priorityclasses",
+        &json!({"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": "high"}, "value": 1000}),
+    );
+    let mut urgent = apart("urgent");
+    urgent["spec"]["priorityClassName"] = json!("high");
+    create_pod(&server, urgent);
+    let urgent = wait_for(&server, "urgent", "Running", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    let node = urgent["spec"]["nodeName"].as_str().unwrap();
+    assert_eq!(urgent["status"]["nominatedNodeName"], node);
+    let staying: Vec<&str> = ["e1", "e2", "e3"]
+        .into_iter()
+        .filter(|name| {
+            get_pod(&server, name).is_some_and(|p| {
+                p["spec"]["nodeName"] == node && p["metadata"]["deletionTimestamp"].is_null()
+            })
+        })
+        .collect();
+    assert!(staying.is_empty(), "{staying:?} still run on {node}");
 }
 
 /// Whether the pod waits with PodScheduled=False for `reason`.

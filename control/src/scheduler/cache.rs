@@ -154,18 +154,6 @@ impl NodeInfo {
             }
         }
     }
-
-    /// The node as it would be without some of its pods (what preemption weighs).
-    pub fn without<'a>(
-        &self,
-        victims: impl IntoIterator<Item = (&'a str, &'a Placed)>,
-    ) -> NodeInfo {
-        let mut node = self.clone();
-        for (uid, placed) in victims {
-            node.remove(uid, placed);
-        }
-        node
-    }
 }
 
 /// Every placed pod by uid, every node by name, and the namespaces' labels.

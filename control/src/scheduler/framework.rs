@@ -4,11 +4,12 @@
 //! and the best node wins. Pure: a function of the cache and the pod.
 
 use super::cache::{Cache, NodeInfo, Placed};
+pub use super::plugins::Rejection;
 use super::plugins::inter_pod_affinity::{self, AffinityFilter, AffinityScore};
 use super::plugins::pod_topology_spread::{self, SpreadFilter, SpreadScore};
 use super::plugins::{
     Reason, Resources, count_reasons, default_normalize, node_affinity, node_ports, node_resources,
-    node_unschedulable, taint_toleration,
+    node_unschedulable, resolvable, taint_toleration, unresolvable,
 };
 use crate::api::selector::LabelSelector;
 use k8s_openapi::api::core::v1::Pod;
@@ -25,29 +26,6 @@ const WEIGHT_POD_TOPOLOGY_SPREAD: i64 = 2;
 const WEIGHT_INTER_POD_AFFINITY: i64 = 2;
 const WEIGHT_NODE_RESOURCES_FIT: i64 = 1;
 const WEIGHT_BALANCED_ALLOCATION: i64 = 1;
-
-/// Why one node cannot take the pod.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Rejection {
-    /// Kubernetes' reason.
-    pub reason: Reason,
-    /// Whether removing pods from the node could change it (so preemption may help).
-    pub resolvable: bool,
-}
-
-fn resolvable(result: Result<(), Reason>) -> Result<(), Rejection> {
-    result.map_err(|reason| Rejection {
-        reason,
-        resolvable: true,
-    })
-}
-
-fn unresolvable(result: Result<(), Reason>) -> Result<(), Rejection> {
-    result.map_err(|reason| Rejection {
-        reason,
-        resolvable: false,
-    })
-}
 
 /// Why a pod fits no node: each node's rejection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -108,6 +86,7 @@ impl<'a> Incoming<'a> {
 }
 
 /// The checks that need the whole cluster, computed once per pod (kube-scheduler's PreFilter).
+#[derive(Clone)]
 pub struct ClusterFilters {
     affinity: AffinityFilter,
     spread: SpreadFilter,
@@ -126,6 +105,30 @@ impl ClusterFilters {
             affinity: AffinityFilter::new(&incoming.placed.labels, &terms, cache),
             spread: SpreadFilter::new(incoming.pod, &incoming.placed.labels, cache),
         }
+    }
+
+    /// Counts (`sign` 1) or stops counting (-1) a pod placed on `node`, as preemption weighs taking it away.
+    pub fn update(
+        &mut self,
+        incoming: &Incoming,
+        cache: &Cache,
+        node: &NodeInfo,
+        pod: &Placed,
+        sign: i64,
+    ) {
+        self.spread.update(incoming.pod, pod, node, sign);
+        self.affinity.update(pod, node, cache.namespaces(), sign);
+    }
+
+    /// The spreading and inter-pod affinity filters for one node.
+    pub fn check(&self, node: &NodeInfo) -> Result<(), Rejection> {
+        if !self.spread.is_empty() {
+            self.spread.check(node)?;
+        }
+        if !self.affinity.is_empty() {
+            self.affinity.check(node)?;
+        }
+        Ok(())
     }
 }
 
@@ -166,13 +169,7 @@ pub fn filter(
     unresolvable(node_affinity::node_selector_matches(pod, object))?;
     let reserved = cache.nominated_ahead_of(&incoming.uid, &incoming.placed, node_name(node));
     fits_resources(&incoming.placed, node, reserved)?;
-    if !cluster.spread.is_empty() {
-        unresolvable(cluster.spread.check(node))?;
-    }
-    if !cluster.affinity.is_empty() {
-        unresolvable(cluster.affinity.check(node))?;
-    }
-    Ok(())
+    cluster.check(node)
 }
 
 fn node_name(node: &NodeInfo) -> &str {

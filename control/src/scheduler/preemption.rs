@@ -3,7 +3,9 @@
 //! nominates the node in the pod's status and deletes the victims.
 
 use super::cache::{Cache, NodeInfo, Placed};
-use super::framework::{FitError, Incoming, fits_resources, preemption_message};
+use super::framework::{
+    ClusterFilters, FitError, Incoming, Rejection, fits_resources, preemption_message,
+};
 use super::plugins::Reason;
 use crate::api::selector::LabelSelector;
 use std::collections::BTreeSet;
@@ -100,11 +102,25 @@ impl Preemption {
     }
 }
 
+/// Whether the pod fits a node as preemption changes it: its resources and host ports, its spreading and its
+/// inter-pod affinity (the filters whose answer depends on the node's pods).
+fn fits(
+    incoming: &Incoming,
+    cluster: &ClusterFilters,
+    room: &NodeInfo,
+    reserved: super::plugins::Resources,
+) -> Result<(), Rejection> {
+    fits_resources(&incoming.placed, room, reserved)?;
+    cluster.check(room)
+}
+
 /// The victims on one node: the pods of lower priority whose removal lets the pod fit there, reprieving the
-/// most important first (those a disruption budget protects before the others) as long as the pod still fits.
+/// most important first (those a disruption budget protects before the others) as long as the pod still fits
+/// (kube-scheduler's SelectVictimsOnNode, with the spreading and affinity counts updated as pods go and come).
 fn victims_on(
     cache: &Cache,
     incoming: &Incoming,
+    cluster: &ClusterFilters,
     name: &str,
     node: &NodeInfo,
     budgets: &[Budget],
@@ -125,8 +141,13 @@ fn victims_on(
         return Err("No preemption victims found for incoming pod".into());
     }
     let reserved = cache.nominated_ahead_of(&incoming.uid, &incoming.placed, name);
-    let mut room = node.without(lower.iter().copied());
-    fits_resources(&incoming.placed, &room, reserved).map_err(|r| r.reason)?;
+    let mut room = node.clone();
+    let mut state = cluster.clone();
+    for (uid, pod) in &lower {
+        room.remove(uid, pod);
+        state.update(incoming, cache, node, pod, -1);
+    }
+    fits(incoming, &state, &room, reserved).map_err(|r| r.reason)?;
     lower.sort_by(|(_, a), (_, b)| {
         b.priority
             .cmp(&a.priority)
@@ -138,8 +159,10 @@ fn victims_on(
     for (pods, protected) in [(protected, true), (unprotected, false)] {
         for (uid, pod) in pods {
             room.add(uid, pod);
-            if fits_resources(&incoming.placed, &room, reserved).is_err() {
+            state.update(incoming, cache, node, pod, 1);
+            if fits(incoming, &state, &room, reserved).is_err() {
                 room.remove(uid, pod);
+                state.update(incoming, cache, node, pod, -1);
                 budget_violations += usize::from(protected);
                 victims.push(Victim {
                     uid: uid.to_owned(),
@@ -187,6 +210,7 @@ pub fn plan(
             );
         }
     }
+    let cluster = ClusterFilters::new(incoming, cache);
     let mut reasons = Vec::new();
     let mut best: Option<Preemption> = None;
     for (name, rejection) in &error.rejections {
@@ -195,7 +219,7 @@ pub fn plan(
             reasons.push("Preemption is not helpful for scheduling".to_owned());
             continue;
         };
-        match victims_on(cache, incoming, name, node, budgets) {
+        match victims_on(cache, incoming, &cluster, name, node, budgets) {
             Err(reason) => reasons.push(reason),
             Ok(candidate) => {
                 if best.as_ref().is_none_or(|b| candidate.rank() < b.rank()) {
@@ -312,6 +336,123 @@ mod tests {
             plan(&cache, &incoming, &error, &[]).unwrap_err(),
             "preemption: not eligible due to preemptionPolicy=Never."
         );
+    }
+
+    fn anti_affinity(app: &str) -> serde_json::Value {
+        json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": app}}, "topologyKey": "kubernetes.io/hostname"}]}})
+    }
+
+    fn victims(plan: &Preemption) -> Vec<&str> {
+        plan.victims.iter().map(|v| v.name.as_str()).collect()
+    }
+
+    #[test]
+    fn preemption_removes_the_pods_a_pods_anti_affinity_refuses() {
+        // n1 runs web-low (priority 0), n2 web-high (priority 1000): the urgent pod (priority 100) refuses to
+        // share a node with app=web. Only n1's pod may go.
+        let mut cache = cluster(
+            vec![node("n1", json!({})), node("n2", json!({}))],
+            vec![
+                (
+                    pod("web-low", json!({"app": "web"}), "100m", priority(0)),
+                    "n1",
+                ),
+                (
+                    pod("web-high", json!({"app": "web"}), "100m", priority(1000)),
+                    "n2",
+                ),
+            ],
+        );
+        let mut spec = priority(100);
+        spec["affinity"] = anti_affinity("web");
+        let urgent = pod("urgent", json!({"app": "api"}), "100m", spec);
+        let incoming = Incoming::new(&urgent, LabelSelector::default());
+        let error = find_node(&mut cache, &incoming).unwrap_err();
+        assert_eq!(
+            error.message(),
+            "0/2 nodes are available: 2 node(s) didn't match pod anti-affinity rules."
+        );
+        let plan = plan(&cache, &incoming, &error, &[]).unwrap();
+        assert_eq!(
+            (plan.node.as_str(), victims(&plan)),
+            ("n1", vec!["web-low"])
+        );
+    }
+
+    #[test]
+    fn preemption_removes_a_pod_whose_anti_affinity_refuses_the_newcomer() {
+        // n1's loner (priority 0) keeps app=api off its node; n2 is full with a pod of priority 1000.
+        let mut loner = priority(0);
+        loner["affinity"] = anti_affinity("api");
+        let mut cache = cluster(
+            vec![node("n1", json!({})), node("n2", json!({}))],
+            vec![
+                (pod("loner", json!({}), "100m", loner), "n1"),
+                (pod("big", json!({}), "950m", priority(1000)), "n2"),
+            ],
+        );
+        let urgent = pod("urgent", json!({"app": "api"}), "100m", priority(100));
+        let incoming = Incoming::new(&urgent, LabelSelector::default());
+        let error = find_node(&mut cache, &incoming).unwrap_err();
+        assert_eq!(
+            error.message(),
+            "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) didn't satisfy existing pods anti-affinity rules."
+        );
+        let plan = plan(&cache, &incoming, &error, &[]).unwrap();
+        assert_eq!((plan.node.as_str(), victims(&plan)), ("n1", vec!["loner"]));
+    }
+
+    #[test]
+    fn preemption_does_not_help_a_pod_whose_affinity_matches_nothing() {
+        // The pod wants to be next to app=db, which runs nowhere: removing pods cannot make that true.
+        let mut cache = cluster(
+            vec![node("n1", json!({}))],
+            vec![(pod("web", json!({"app": "web"}), "100m", priority(0)), "n1")],
+        );
+        let mut spec = priority(100);
+        spec["affinity"] = json!({"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "kubernetes.io/hostname"}]}});
+        let urgent = pod("urgent", json!({"app": "api"}), "100m", spec);
+        let incoming = Incoming::new(&urgent, LabelSelector::default());
+        let error = find_node(&mut cache, &incoming).unwrap_err();
+        assert_eq!(
+            plan(&cache, &incoming, &error, &[]).unwrap_err(),
+            "preemption: 0/1 nodes are available: 1 Preemption is not helpful for scheduling."
+        );
+    }
+
+    #[test]
+    fn preemption_takes_the_fewest_pods_that_bring_spreading_within_max_skew() {
+        // maxSkew 2 over hostnames for app=web. n1 has web-1 and web-2 (priority 0): 2 + 1 − 0 = 3 > 2. n2 has
+        // no web pod but is full with a pod of priority 1000. Without both web pods n1 is at 0; giving web-1
+        // back makes 1 + 1 − 0 = 2 (fits), giving web-2 back too makes 3: web-2 goes, web-1 stays.
+        let mut cache = cluster(
+            vec![node("n1", json!({})), node("n2", json!({}))],
+            vec![
+                (
+                    pod("web-1", json!({"app": "web"}), "100m", priority(0)),
+                    "n1",
+                ),
+                (
+                    pod("web-2", json!({"app": "web"}), "100m", priority(0)),
+                    "n1",
+                ),
+                (pod("big", json!({}), "950m", priority(1000)), "n2"),
+            ],
+        );
+        let mut spec = priority(100);
+        spec["topologySpreadConstraints"] = json!([{"maxSkew": 2, "topologyKey": "kubernetes.io/hostname",
+            "whenUnsatisfiable": "DoNotSchedule", "labelSelector": {"matchLabels": {"app": "web"}}}]);
+        let urgent = pod("web-urgent", json!({"app": "web"}), "100m", spec);
+        let incoming = Incoming::new(&urgent, LabelSelector::default());
+        let error = find_node(&mut cache, &incoming).unwrap_err();
+        assert_eq!(
+            error.message(),
+            "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) didn't match pod topology spread constraints."
+        );
+        let plan = plan(&cache, &incoming, &error, &[]).unwrap();
+        assert_eq!((plan.node.as_str(), victims(&plan)), ("n1", vec!["web-2"]));
     }
 
     #[test]

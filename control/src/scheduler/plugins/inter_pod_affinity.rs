@@ -3,9 +3,9 @@
 //! existing pods' terms toward the new pod, score them.
 
 use super::selection::{NamespaceLabels, PodLabels, selector, selects};
-use super::{MAX_NODE_SCORE, Reason};
+use super::{MAX_NODE_SCORE, Rejection, resolvable, unresolvable};
 use crate::api::selector::LabelSelector;
-use crate::scheduler::cache::{Cache, NodeInfo};
+use crate::scheduler::cache::{Cache, NodeInfo, Placed};
 use k8s_openapi::api::core::v1::{Pod, PodAffinityTerm, WeightedPodAffinityTerm};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -119,9 +119,12 @@ impl PodAffinityTerms {
 /// A topology domain: a node label key and value.
 type Domain = (String, String);
 
-/// What the filter needs, computed once per pod (kube-scheduler's PreFilter state).
-#[derive(Debug, Default)]
+/// What the filter needs, computed once per pod (kube-scheduler's PreFilter state); preemption updates it as
+/// it takes pods away and gives them back.
+#[derive(Debug, Clone, Default)]
 pub struct AffinityFilter {
+    /// The new pod's namespace and labels.
+    incoming: PodLabels,
     /// Domains that existing pods' required anti-affinity keeps the new pod out of.
     blocked_by_existing: HashMap<Domain, i64>,
     /// Pods matching all the new pod's required affinity terms, per domain of each term.
@@ -139,6 +142,7 @@ impl AffinityFilter {
     pub fn new(pod: &PodLabels, terms: &PodAffinityTerms, cache: &Cache) -> Self {
         let namespaces = cache.namespaces();
         let mut state = AffinityFilter {
+            incoming: pod.clone(),
             required_affinity: terms.required_affinity.clone(),
             required_anti_affinity: terms.required_anti_affinity.clone(),
             matches_own_affinity: terms
@@ -224,18 +228,21 @@ impl AffinityFilter {
             .unwrap_or(0)
     }
 
-    /// The filter for one node.
-    pub fn check(&self, node: &NodeInfo) -> Result<(), Reason> {
+    /// The filter for one node. Existing pods' anti-affinity and the pod's own anti-affinity are resolvable by
+    /// removing pods; a missing affinity match is not (kube-scheduler's statuses).
+    pub fn check(&self, node: &NodeInfo) -> Result<(), Rejection> {
         let labels = node.labels();
         let blocked = labels.into_iter().flatten().any(|(key, value)| {
             !self.blocked_by_existing.is_empty()
                 && Self::count(&self.blocked_by_existing, key, value) > 0
         });
         if blocked {
-            return Err("node(s) didn't satisfy existing pods anti-affinity rules".into());
+            return resolvable(Err(
+                "node(s) didn't satisfy existing pods anti-affinity rules".into(),
+            ));
         }
         if !self.satisfies_affinity(node) {
-            return Err("node(s) didn't match pod affinity rules".into());
+            return unresolvable(Err("node(s) didn't match pod affinity rules".into()));
         }
         let anti = self.required_anti_affinity.iter().any(|term| {
             node.label(&term.topology_key).is_some_and(|value| {
@@ -243,9 +250,64 @@ impl AffinityFilter {
             })
         });
         if anti {
-            return Err("node(s) didn't match pod anti-affinity rules".into());
+            return resolvable(Err("node(s) didn't match pod anti-affinity rules".into()));
         }
         Ok(())
+    }
+
+    /// Counts (`sign` 1) or stops counting (-1) a pod on `node` (kube-scheduler's AddPod/RemovePod extensions):
+    /// its anti-affinity toward the new pod, and whether the new pod's required terms pick it.
+    pub fn update(
+        &mut self,
+        pod: &Placed,
+        node: &NodeInfo,
+        namespaces: &NamespaceLabels,
+        sign: i64,
+    ) {
+        fn add(counts: &mut HashMap<Domain, i64>, node: &NodeInfo, key: &str, sign: i64) {
+            let Some(value) = node.label(key) else {
+                return;
+            };
+            let domain = (key.to_owned(), value.to_owned());
+            let count = counts.entry(domain.clone()).or_default();
+            *count += sign;
+            if *count == 0 {
+                counts.remove(&domain);
+            }
+        }
+        for term in pod.affinity.iter().flat_map(|a| &a.required_anti_affinity) {
+            if term.matches(&self.incoming, namespaces) {
+                add(
+                    &mut self.blocked_by_existing,
+                    node,
+                    &term.topology_key,
+                    sign,
+                );
+            }
+        }
+        if pod.terminating {
+            return;
+        }
+        let affine = !self.required_affinity.is_empty()
+            && self
+                .required_affinity
+                .iter()
+                .all(|t| t.matches(&pod.labels, namespaces));
+        if affine {
+            for term in &self.required_affinity {
+                add(&mut self.affinity_counts, node, &term.topology_key, sign);
+            }
+        }
+        for term in &self.required_anti_affinity {
+            if term.matches(&pod.labels, namespaces) {
+                add(
+                    &mut self.anti_affinity_counts,
+                    node,
+                    &term.topology_key,
+                    sign,
+                );
+            }
+        }
     }
 
     fn satisfies_affinity(&self, node: &NodeInfo) -> bool {

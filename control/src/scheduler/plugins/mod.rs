@@ -23,6 +23,32 @@ pub const MAX_NODE_SCORE: i64 = 100;
 /// Why a node cannot take a pod, worded as Kubernetes' scheduler words it.
 pub type Reason = String;
 
+/// Why one node cannot take the pod, and whether preemption could change it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// Kubernetes' reason.
+    pub reason: Reason,
+    /// Whether removing pods from the node could change it (kube-scheduler's Unschedulable, as opposed to
+    /// UnschedulableAndUnresolvable).
+    pub resolvable: bool,
+}
+
+/// A filter's result where removing pods could help.
+pub fn resolvable(result: Result<(), Reason>) -> Result<(), Rejection> {
+    result.map_err(|reason| Rejection {
+        reason,
+        resolvable: true,
+    })
+}
+
+/// A filter's result that no preemption changes.
+pub fn unresolvable(result: Result<(), Reason>) -> Result<(), Rejection> {
+    result.map_err(|reason| Rejection {
+        reason,
+        resolvable: false,
+    })
+}
+
 /// Scales raw scores so the highest becomes [`MAX_NODE_SCORE`] (kube-scheduler's DefaultNormalizeScore); with
 /// `reverse`, the highest raw score becomes 0 and a raw 0 the maximum. All zero: all 0 (or all the maximum when
 /// reversed).

@@ -4,9 +4,11 @@
 //! (per node, maxSkew 3; per zone, maxSkew 5; both ScheduleAnyway).
 
 use super::selection::{PodLabels, selector};
-use super::{MAX_NODE_SCORE, Reason, node_selector_matches, tolerates_taints};
+use super::{
+    MAX_NODE_SCORE, Rejection, node_selector_matches, resolvable, tolerates_taints, unresolvable,
+};
 use crate::api::selector::{LabelSelector, Requirement};
-use crate::scheduler::cache::{Cache, NodeInfo};
+use crate::scheduler::cache::{Cache, NodeInfo, Placed};
 use k8s_openapi::api::core::v1::{Node, Pod, TopologySpreadConstraint};
 use std::collections::{HashMap, HashSet};
 
@@ -122,8 +124,19 @@ fn domain(node: &NodeInfo, key: &str) -> Domain {
     )
 }
 
+/// The lowest count of a key's domains (i32::MAX with none) and how many domains it has.
+fn lowest_count(counts: &HashMap<Domain, i64>, key: &str) -> (i64, i64) {
+    counts
+        .iter()
+        .filter(|((k, _), _)| k == key)
+        .fold((i64::from(i32::MAX), 0), |(low, n), (_, count)| {
+            (low.min(*count), n + 1)
+        })
+}
+
 /// What the filter needs, computed once per pod: the matching pods per domain, and each key's lowest count.
-#[derive(Debug, Default)]
+/// Preemption updates it as it takes pods away and gives them back.
+#[derive(Debug, Clone, Default)]
 pub struct SpreadFilter {
     constraints: Vec<SpreadConstraint>,
     counts: HashMap<Domain, i64>,
@@ -159,13 +172,7 @@ impl SpreadFilter {
         }
         let lowest = constraints
             .iter()
-            .map(|c| {
-                let domains = counts.iter().filter(|((key, _), _)| *key == c.topology_key);
-                let (lowest, n) = domains.fold((i64::from(i32::MAX), 0), |(low, n), (_, count)| {
-                    (low.min(*count), n + 1)
-                });
-                (lowest, n)
-            })
+            .map(|c| lowest_count(&counts, &c.topology_key))
             .collect();
         let self_match = constraints
             .iter()
@@ -183,19 +190,49 @@ impl SpreadFilter {
         }
     }
 
+    /// Counts (`sign` 1) or stops counting (-1) a pod on `node` for the constraints that select it
+    /// (kube-scheduler's AddPod/RemovePod extensions); `incoming` is the pod being placed.
+    pub fn update(&mut self, incoming: &Pod, pod: &Placed, node: &NodeInfo, sign: i64) {
+        let Some(object) = node.node.as_deref() else {
+            return;
+        };
+        let namespace = incoming.metadata.namespace.as_deref().unwrap_or_default();
+        if pod.terminating
+            || pod.labels.namespace != namespace
+            || !has_all_keys(node, &self.constraints)
+        {
+            return;
+        }
+        for (i, constraint) in self.constraints.iter().enumerate() {
+            let selects = constraint
+                .selector
+                .as_ref()
+                .is_some_and(|s| s.matches(&pod.labels.labels));
+            if !selects || !constraint.counts_node(incoming, object) {
+                continue;
+            }
+            *self
+                .counts
+                .entry(domain(node, &constraint.topology_key))
+                .or_default() += sign;
+            self.lowest[i] = lowest_count(&self.counts, &constraint.topology_key);
+        }
+    }
+
     /// Whether the pod has no DoNotSchedule constraints.
     pub fn is_empty(&self) -> bool {
         self.constraints.is_empty()
     }
 
-    /// The filter for one node: placing the pod there keeps every constraint's skew within maxSkew.
-    pub fn check(&self, node: &NodeInfo) -> Result<(), Reason> {
+    /// The filter for one node: placing the pod there keeps every constraint's skew within maxSkew. A skew
+    /// too large is resolvable by removing pods; a node without the topology key is not.
+    pub fn check(&self, node: &NodeInfo) -> Result<(), Rejection> {
         for (i, constraint) in self.constraints.iter().enumerate() {
             let Some(value) = node.label(&constraint.topology_key) else {
-                return Err(
+                return unresolvable(Err(
                     "node(s) didn't match pod topology spread constraints (missing required label)"
                         .into(),
-                );
+                ));
             };
             let (mut lowest, domains) = self.lowest[i];
             if constraint.min_domains.is_some_and(|min| domains < min) {
@@ -208,7 +245,9 @@ impl SpreadFilter {
                 .unwrap_or(0);
             let skew = matching + i64::from(self.self_match[i]) - lowest;
             if skew > constraint.max_skew {
-                return Err("node(s) didn't match pod topology spread constraints".into());
+                return resolvable(Err(
+                    "node(s) didn't match pod topology spread constraints".into()
+                ));
             }
         }
         Ok(())
