@@ -170,6 +170,10 @@ struct NodeArgs {
     /// Where pod logs, volumes and compiled modules live.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Where the directories of local persistent volumes live (k3s' local-path root); a volume is mounted
+    /// only from under it. Default: `storage` in the data dir.
+    #[arg(long)]
+    local_path_root: Option<PathBuf>,
     /// The address other nodes reach this one at.
     #[arg(long, default_value = "127.0.0.1")]
     address: String,
@@ -292,9 +296,15 @@ async fn run_node(client_args: &cli::ClientArgs, args: NodeArgs) -> anyhow::Resu
         None => None,
     };
     let initial = std::time::Duration::from_secs_f64(args.crash_backoff_seconds.max(0.0));
+    let local_path_root = match args.local_path_root {
+        Some(root) => std::path::absolute(&root)
+            .with_context(|| format!("invalid local path root {}", root.display()))?,
+        None => wasmkube_node::data_dir::DataDir::new(&data_dir).local_volumes(),
+    };
     let config = wasmkube_node::agent::AgentConfig {
         node_name: args.name,
         data_dir,
+        local_path_root,
         address: args.address,
         backoff: wasmkube_node::pod::Backoff {
             initial,

@@ -675,8 +675,8 @@ pub fn write_private(path: &std::path::Path, contents: &[u8]) -> anyhow::Result<
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-/// Creates the default ClusterRoles and ClusterRoleBindings and the system PriorityClasses that are missing
-/// (changed ones are kept).
+/// Creates the default ClusterRoles and ClusterRoleBindings, the system PriorityClasses and the `local-path`
+/// StorageClass that are missing (changed ones are kept).
 async fn create_bootstrap_policy(api: &ApiServer) -> anyhow::Result<()> {
     let rbac = |plural| {
         resources::by_path("rbac.authorization.k8s.io", "v1", plural)
@@ -701,6 +701,13 @@ async fn create_bootstrap_policy(api: &ApiServer) -> anyhow::Result<()> {
             resources::by_path("scheduling.k8s.io", "v1", "priorityclasses")
                 .context("priorityclasses are not served")?,
             priority_classes.collect::<Result<Vec<_>, _>>()?,
+        ),
+        (
+            resources::by_path("storage.k8s.io", "v1", "storageclasses")
+                .context("storageclasses are not served")?,
+            vec![serde_json::to_value(
+                wasmkube_control::api::storage::local_path_class(),
+            )?],
         ),
     ] {
         let plural = resource.plural;

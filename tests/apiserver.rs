@@ -864,6 +864,7 @@ async fn discovery_lists_every_resource_with_its_subresources() {
             "discovery.k8s.io",
             "certificates.k8s.io",
             "autoscaling",
+            "storage.k8s.io",
             "scheduling.k8s.io",
             "policy",
             "authorization.k8s.io",

@@ -43,6 +43,8 @@ pub struct AgentConfig {
     pub node_name: String,
     /// Where pod logs, volumes and the compilation cache live.
     pub data_dir: PathBuf,
+    /// Where the directories of local persistent volumes live.
+    pub local_path_root: PathBuf,
     /// The address other nodes reach this one at.
     pub address: String,
     /// Container restart delays.
@@ -110,6 +112,13 @@ fn node_object(config: &AgentConfig, port: u16, pod_cidr: Option<&str>) -> Node 
             "pods".to_owned(),
             Quantity(pod_capacity(config, pod_cidr).to_string()),
         ),
+        (
+            "ephemeral-storage".to_owned(),
+            Quantity(format!(
+                "{}Ki",
+                filesystem_bytes(&config.local_path_root) / 1024
+            )),
+        ),
     ]);
     let labels = BTreeMap::from([
         (
@@ -127,6 +136,7 @@ fn node_object(config: &AgentConfig, port: u16, pod_cidr: Option<&str>) -> Node 
         metadata: ObjectMeta {
             name: Some(config.node_name.clone()),
             labels: Some(labels),
+            annotations: Some(local_path_annotation(config)),
             ..Default::default()
         },
         spec: None,
@@ -165,6 +175,19 @@ fn node_object(config: &AgentConfig, port: u16, pod_cidr: Option<&str>) -> Node 
             ..Default::default()
         }),
     }
+}
+
+/// The Node's annotation naming its local volume root, for the local-path provisioner.
+fn local_path_annotation(config: &AgentConfig) -> BTreeMap<String, String> {
+    BTreeMap::from([(
+        wasmkube_core::local_volumes::LOCAL_PATH_ROOT.to_owned(),
+        config.local_path_root.display().to_string(),
+    )])
+}
+
+/// The size of the file system holding `path` (the node's `ephemeral-storage`, which local volumes share).
+fn filesystem_bytes(path: &std::path::Path) -> u64 {
+    rustix::fs::statvfs(path).map_or(0, |fs| fs.f_blocks.saturating_mul(fs.f_frsize))
 }
 
 fn total_memory_bytes() -> u64 {
@@ -235,7 +258,17 @@ async fn register(
     }
     match nodes.create(&PostParams::default(), &node).await {
         Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let annotations =
+                serde_json::json!({"metadata": {"annotations": local_path_annotation(config)}});
+            nodes
+                .patch(
+                    &config.node_name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&annotations),
+                )
+                .await?;
+        }
         Err(e) => return Err(e.into()),
     }
     let status = serde_json::json!({"status": node.status});
@@ -446,6 +479,16 @@ async fn follow_nodes(
 /// Runs the node agent until the process ends.
 pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)?;
+    let local_volumes = crate::pod::claims::LocalVolumes::new(&config.local_path_root)?;
+    // The canonical root is what the Node announces and what volume paths are checked against.
+    let config = AgentConfig {
+        local_path_root: local_volumes.root().to_path_buf(),
+        ..config
+    };
+    tokio::spawn(crate::pod::claims::remove_deleted(
+        client.clone(),
+        local_volumes.clone(),
+    ));
     let data_dir = DataDir::new(&config.data_dir);
     // Guests may take the node's memory but a reserve for the agent and the system (a tenth, at least
     // 100 MiB, as the kubelet's default eviction threshold).
@@ -594,6 +637,7 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
         infrastructure: infrastructure.clone(),
         containers,
         token_refreshes: Default::default(),
+        local_volumes,
     });
     let agent = Arc::new(Agent {
         ctx,

@@ -10,6 +10,7 @@
 //!                                            is made at its first output
 //!     volumes/VOLUME/                        emptyDir volumes and the files of configMap, secret... volumes
 //!     workdir/CONTAINER/                     a container's own working directory (not in a volume)
+//!   storage/pvc-UID_NAMESPACE_CLAIM/         local persistent volumes (the default `--local-path-root`)
 //! ```
 //!
 //! Every segment that comes from an object (namespace, names, uid) is checked to be one plain path segment.
@@ -57,6 +58,11 @@ impl DataDir {
     /// Pulled images.
     pub fn images(&self) -> PathBuf {
         self.root.join("images")
+    }
+
+    /// The default root of local persistent volumes.
+    pub fn local_volumes(&self) -> PathBuf {
+        self.root.join("storage")
     }
 
     fn pods(&self) -> PathBuf {

@@ -27,6 +27,8 @@ const VIEWABLE: [(&str, &[&str]); 8] = [
             "namespaces",
             "namespaces/status",
             "serviceaccounts",
+            "persistentvolumeclaims",
+            "persistentvolumeclaims/status",
         ],
     ),
     (
@@ -87,6 +89,7 @@ const EDITABLE: [(&str, &[&str]); 6] = [
             "serviceaccounts",
             "serviceaccounts/token",
             "services/proxy",
+            "persistentvolumeclaims",
         ],
     ),
     (

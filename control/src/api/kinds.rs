@@ -419,6 +419,27 @@ impl KindRules for StatefulSet {
                 .get_or_insert(0);
         }
         default_template(&mut spec.template);
+        let retention = spec
+            .persistent_volume_claim_retention_policy
+            .get_or_insert_with(Default::default);
+        retention
+            .when_deleted
+            .get_or_insert_with(|| "Retain".to_owned());
+        retention
+            .when_scaled
+            .get_or_insert_with(|| "Retain".to_owned());
+        for claim in spec.volume_claim_templates.iter_mut().flatten() {
+            claim
+                .spec
+                .get_or_insert_with(Default::default)
+                .volume_mode
+                .get_or_insert_with(|| "Filesystem".to_owned());
+            claim
+                .status
+                .get_or_insert_with(Default::default)
+                .phase
+                .get_or_insert_with(|| "Pending".to_owned());
+        }
     }
 
     fn validate(&self) -> Vec<Cause> {
@@ -428,7 +449,23 @@ impl KindRules for StatefulSet {
     }
 
     fn validate_update(&self, old: &Self) -> Vec<Cause> {
-        immutable_selector(&self.spec.selector, &old.spec.selector)
+        let mut causes = immutable_selector(&self.spec.selector, &old.spec.selector);
+        let templates = |s: &Self| {
+            s.spec
+                .volume_claim_templates
+                .iter()
+                .flatten()
+                .map(|t| (t.metadata.name.clone(), t.spec.clone()))
+                .collect::<Vec<_>>()
+        };
+        if templates(self) != templates(old) {
+            causes.push(Cause::forbidden(
+                "spec",
+                "updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', \
+                 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden",
+            ));
+        }
+        causes
     }
 }
 
@@ -833,6 +870,94 @@ impl KindRules for k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler {
     fn validate(&self) -> Vec<Cause> {
         let mut causes = Vec::new();
         super::autoscaling::validate(&self.spec, &mut causes);
+        causes
+    }
+}
+
+impl KindRules for k8s_openapi::api::core::v1::PersistentVolume {
+    fn defaults(&mut self) {
+        let spec = self.spec.get_or_insert_with(Default::default);
+        spec.persistent_volume_reclaim_policy
+            .get_or_insert_with(|| "Retain".to_owned());
+        spec.volume_mode
+            .get_or_insert_with(|| "Filesystem".to_owned());
+    }
+
+    fn prepare_create(&mut self, _uid: &str) {
+        let status = self.status.get_or_insert_with(Default::default);
+        status.phase.get_or_insert_with(|| "Pending".to_owned());
+    }
+
+    fn validate(&self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        validation::storage::persistent_volume(&self.spec.clone().unwrap_or_default(), &mut causes);
+        causes
+    }
+
+    fn validate_update(&self, old: &Self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        validation::storage::persistent_volume_update(
+            &self.spec.clone().unwrap_or_default(),
+            &old.spec.clone().unwrap_or_default(),
+            &mut causes,
+        );
+        causes
+    }
+}
+
+impl KindRules for k8s_openapi::api::core::v1::PersistentVolumeClaim {
+    fn defaults(&mut self) {
+        self.spec
+            .get_or_insert_with(Default::default)
+            .volume_mode
+            .get_or_insert_with(|| "Filesystem".to_owned());
+    }
+
+    fn prepare_create(&mut self, _uid: &str) {
+        let status = self.status.get_or_insert_with(Default::default);
+        status.phase.get_or_insert_with(|| "Pending".to_owned());
+    }
+
+    fn validate(&self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        validation::storage::persistent_volume_claim(
+            "spec",
+            &self.spec.clone().unwrap_or_default(),
+            &mut causes,
+        );
+        causes
+    }
+
+    fn validate_update(&self, old: &Self) -> Vec<Cause> {
+        let bound = self.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+        let mut causes = Vec::new();
+        validation::storage::persistent_volume_claim_update(
+            &self.spec.clone().unwrap_or_default(),
+            &old.spec.clone().unwrap_or_default(),
+            bound,
+            &mut causes,
+        );
+        causes
+    }
+}
+
+impl KindRules for k8s_openapi::api::storage::v1::StorageClass {
+    fn defaults(&mut self) {
+        self.reclaim_policy
+            .get_or_insert_with(|| "Delete".to_owned());
+        self.volume_binding_mode
+            .get_or_insert_with(|| "Immediate".to_owned());
+    }
+
+    fn validate(&self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        validation::storage::storage_class(self, &mut causes);
+        causes
+    }
+
+    fn validate_update(&self, old: &Self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        validation::storage::storage_class_update(self, old, &mut causes);
         causes
     }
 }

@@ -21,6 +21,7 @@ pub mod schedule;
 pub mod schema;
 pub mod selector;
 pub mod service_account_tokens;
+pub mod storage;
 pub mod table;
 pub mod tokens;
 pub mod validation;

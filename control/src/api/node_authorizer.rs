@@ -1,7 +1,8 @@
 //! The Node authorizer, as Kubernetes' (with its NodeRestriction admission): a node agent (user
 //! `system:node:NAME` in group `system:nodes`) may read what every node reads (nodes, pods, Services and
 //! their endpoints), change only its own Node and Lease and the pods bound to it, write Events, and read only
-//! the Secrets and ConfigMaps its pods use. Pure: the apiserver answers the questions about pods.
+//! the Secrets, ConfigMaps and claims its pods use (and volumes, which hold no secrets). Pure: the apiserver
+//! answers the questions about pods.
 
 use super::rbac::{Request, ResourceRequest, User};
 use k8s_openapi::api::core::v1::Pod;
@@ -72,6 +73,11 @@ pub fn authorize(
         ("", "secrets" | "configmaps") => {
             verb == "get" && asked.subresource.is_none() && used_here(node, asked, graph)
         }
+        ("", "persistentvolumeclaims") => {
+            verb == "get" && asked.subresource.is_none() && claimed_here(node, asked, graph)
+        }
+        // What a claim is bound to, and the local volumes whose directories the node removes once deleted.
+        ("", "persistentvolumes") => reads && asked.subresource.is_none(),
         // Tokens for the accounts its pods run as (mounted into them).
         ("", "serviceaccounts") => {
             verb == "create"
@@ -107,6 +113,16 @@ fn used_here(node: &str, asked: &ResourceRequest, graph: &impl PodGraph) -> bool
         .pods_on(node, namespace)
         .iter()
         .any(|pod| references(pod, secret).any(|used| used == name))
+}
+
+fn claimed_here(node: &str, asked: &ResourceRequest, graph: &impl PodGraph) -> bool {
+    let (Some(namespace), Some(name)) = (&asked.namespace, &asked.name) else {
+        return false;
+    };
+    graph
+        .pods_on(node, namespace)
+        .iter()
+        .any(|pod| super::storage::pod_claims(pod).any(|c| c == name))
 }
 
 fn runs_as_here(node: &str, asked: &ResourceRequest, graph: &impl PodGraph) -> bool {
@@ -230,6 +246,7 @@ mod tests {
                     {"name": "A", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}],
                     "envFrom": [{"configMapRef": {"name": "settings"}}]}],
                     "volumes": [{"name": "c", "secret": {"secretName": "tls"}},
+                                {"name": "d", "persistentVolumeClaim": {"claimName": "data"}},
                                 {"name": "api", "projected": {"sources": [
                                     {"serviceAccountToken": {"path": "token"}},
                                     {"configMap": {"name": "kube-root-ca.crt"}}]}}],
@@ -340,6 +357,39 @@ mod tests {
             "endpointslices",
             None,
             None
+        )));
+    }
+
+    #[test]
+    fn a_node_reads_only_the_claims_its_pods_use_and_reads_volumes() {
+        assert!(allowed(ask(
+            "get",
+            "",
+            "persistentvolumeclaims",
+            Some("dev"),
+            Some("data")
+        )));
+        assert!(!allowed(ask(
+            "get",
+            "",
+            "persistentvolumeclaims",
+            Some("dev"),
+            Some("other")
+        )));
+        assert!(!allowed(ask(
+            "list",
+            "",
+            "persistentvolumeclaims",
+            Some("dev"),
+            None
+        )));
+        assert!(allowed(ask("watch", "", "persistentvolumes", None, None)));
+        assert!(!allowed(ask(
+            "delete",
+            "",
+            "persistentvolumes",
+            None,
+            Some("pv-1")
         )));
     }
 

@@ -15,13 +15,15 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{
-    ComponentStatus, ConfigMap, Endpoints, Event, LimitRange, Namespace, Node, Pod,
-    ReplicationController, ResourceQuota, Secret, Service, ServiceAccount,
+    ComponentStatus, ConfigMap, Endpoints, Event, LimitRange, Namespace, Node, PersistentVolume,
+    PersistentVolumeClaim, Pod, ReplicationController, ResourceQuota, Secret, Service,
+    ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::{Metadata, Resource};
 use serde::Serialize;
@@ -367,6 +369,9 @@ pub fn all() -> &'static [ResourceType] {
             resource!(EndpointSlice, "endpointslices", "endpointslice", [], all: false, [], fields: [], table: &table::ENDPOINT_SLICES),
             resource!(CertificateSigningRequest, "certificatesigningrequests", "certificatesigningrequest", ["csr"], all: false, [Status, Approval], fields: ["spec.signerName"], table: &table::CERTIFICATE_SIGNING_REQUESTS),
             resource!(HorizontalPodAutoscaler, "horizontalpodautoscalers", "horizontalpodautoscaler", ["hpa"], all: true, [Status], fields: [], table: &table::HORIZONTAL_POD_AUTOSCALERS),
+            resource!(PersistentVolume, "persistentvolumes", "persistentvolume", ["pv"], all: false, [Status], fields: [], table: &table::PERSISTENT_VOLUMES),
+            resource!(PersistentVolumeClaim, "persistentvolumeclaims", "persistentvolumeclaim", ["pvc"], all: false, [Status], fields: [], table: &table::PERSISTENT_VOLUME_CLAIMS),
+            resource!(StorageClass, "storageclasses", "storageclass", ["sc"], all: false, [], fields: [], table: &table::STORAGE_CLASSES),
             resource!(PriorityClass, "priorityclasses", "priorityclass", ["pc"], all: false, [], fields: [], table: &table::PRIORITY_CLASSES),
             resource!(PodDisruptionBudget, "poddisruptionbudgets", "poddisruptionbudget", ["pdb"], all: false, [Status], fields: [], table: &table::DISRUPTION_BUDGETS),
             resource!(SelfSubjectAccessReview, "selfsubjectaccessreviews", "", [], all: false, [], fields: [], table: &table::CREATED, review: true),

@@ -15,6 +15,8 @@ pub struct Column {
 
 /// The columns of a kind and how to fill a row.
 pub struct TableSpec {
+    /// The NAME cell of an object.
+    pub name: fn(&Value) -> String,
     /// Columns after NAME.
     pub columns: &'static [Column],
     /// The cells after NAME for one object.
@@ -27,6 +29,11 @@ const fn col(name: &'static str, kind: &'static str, priority: u8) -> Column {
         kind,
         priority,
     }
+}
+
+/// An object's name, as most kinds show it.
+fn plain_name(v: &Value) -> String {
+    s(v, "metadata.name").to_owned()
 }
 
 fn s<'a>(v: &'a Value, path: &str) -> &'a str {
@@ -123,6 +130,7 @@ fn containers_and_images(v: &Value, template: &str) -> [Value; 2] {
 
 /// namespaces
 pub static NAMESPACES: TableSpec = TableSpec {
+    name: plain_name,
     columns: &[col("Status", "string", 0), col("Age", "string", 0)],
     row: |v, now| vec![s(v, "status.phase").into(), created(v, now)],
 };
@@ -152,6 +160,7 @@ fn node_address(v: &Value, kind: &str) -> Value {
 
 /// nodes
 pub static NODES: TableSpec = TableSpec {
+    name: plain_name,
     columns: &[
         col("Status", "string", 0),
         col("Roles", "string", 0),
@@ -250,6 +259,7 @@ fn pod_status(v: &Value) -> String {
 
 /// pods
 pub static PODS: TableSpec = TableSpec {
+    name: plain_name,
     columns: &[
         col("Ready", "string", 0),
         col("Status", "string", 0),
@@ -302,6 +312,7 @@ fn service_ports(v: &Value) -> String {
 
 /// services
 pub static SERVICES: TableSpec = TableSpec {
+    name: plain_name,
     columns: &[
         col("Type", "string", 0),
         col("Cluster-IP", "string", 0),
@@ -329,6 +340,7 @@ pub static SERVICES: TableSpec = TableSpec {
 
 /// endpoints
 pub static ENDPOINTS: TableSpec = TableSpec {
+    name: plain_name,
     columns: &[col("Endpoints", "string", 0), col("Age", "string", 0)],
     row: |v, now| {
         let mut all = Vec::new();
@@ -350,6 +362,7 @@ pub static ENDPOINTS: TableSpec = TableSpec {
 
 /// configmaps
 pub static CONFIGMAPS: TableSpec = TableSpec {
+    name: plain_name,
     columns: &[col("Data", "integer", 0), col("Age", "string", 0)],
     row: |v, now| {
         let count = at(v, "data").as_object().map_or(0, |m| m.len())
@@ -360,6 +373,7 @@ pub static CONFIGMAPS: TableSpec = TableSpec {
 
 /// secrets
 pub static SECRETS: TableSpec = TableSpec {
+    name: plain_name,
     columns: &[
         col("Type", "string", 0),
         col("Data", "integer", 0),
@@ -376,6 +390,7 @@ pub static SECRETS: TableSpec = TableSpec {
 
 /// events
 pub static EVENTS: TableSpec = TableSpec {
+    name: plain_name,
     columns: &[
         col("Last Seen", "string", 0),
         col("Type", "string", 0),
@@ -413,6 +428,7 @@ pub static EVENTS: TableSpec = TableSpec {
 /// horizontalpodautoscalers: their target, each metric's current and target value, bounds and replicas, as
 /// kubectl's printer shows them (`cpu: 250%/50%`).
 pub static HORIZONTAL_POD_AUTOSCALERS: TableSpec = TableSpec {
+    name: plain_name,
     columns: &[
         col("Reference", "string", 0),
         col("Targets", "string", 0),
@@ -471,14 +487,147 @@ pub static HORIZONTAL_POD_AUTOSCALERS: TableSpec = TableSpec {
     },
 };
 
+/// Access modes as kubectl abbreviates them, in its order: `RWO,ROX,RWX,RWOP`.
+fn access_modes(v: &Value, path: &str) -> Value {
+    let modes = list(v, path);
+    let has = |mode: &str| modes.iter().any(|m| m.as_str() == Some(mode));
+    let short: Vec<&str> = [
+        ("ReadWriteOnce", "RWO"),
+        ("ReadOnlyMany", "ROX"),
+        ("ReadWriteMany", "RWX"),
+        ("ReadWriteOncePod", "RWOP"),
+    ]
+    .into_iter()
+    .filter(|(mode, _)| has(mode))
+    .map(|(_, short)| short)
+    .collect();
+    short.join(",").into()
+}
+
+/// persistentvolumes: as kubectl shows them (CLAIM is the bound claim's namespace/name).
+pub static PERSISTENT_VOLUMES: TableSpec = TableSpec {
+    name: plain_name,
+    columns: &[
+        col("Capacity", "string", 0),
+        col("Access Modes", "string", 0),
+        col("Reclaim Policy", "string", 0),
+        col("Status", "string", 0),
+        col("Claim", "string", 0),
+        col("StorageClass", "string", 0),
+        col("VolumeAttributesClass", "string", 0),
+        col("Reason", "string", 0),
+        col("Age", "string", 0),
+        col("VolumeMode", "string", 1),
+    ],
+    row: |v, now| {
+        let claim = match s(v, "spec.claimRef.name") {
+            "" => String::new(),
+            name => format!("{}/{name}", s(v, "spec.claimRef.namespace")),
+        };
+        vec![
+            s(v, "spec.capacity.storage").into(),
+            access_modes(v, "spec.accessModes"),
+            s(v, "spec.persistentVolumeReclaimPolicy").into(),
+            s(v, "status.phase").into(),
+            claim.into(),
+            s(v, "spec.storageClassName").into(),
+            or_unset(s(v, "spec.volumeAttributesClassName")),
+            s(v, "status.reason").into(),
+            created(v, now),
+            s(v, "spec.volumeMode").into(),
+        ]
+    },
+};
+
+fn or_unset(text: &str) -> Value {
+    if text.is_empty() { "<unset>" } else { text }.into()
+}
+
+/// persistentvolumeclaims: as kubectl shows them (capacity and access modes once bound).
+pub static PERSISTENT_VOLUME_CLAIMS: TableSpec = TableSpec {
+    name: plain_name,
+    columns: &[
+        col("Status", "string", 0),
+        col("Volume", "string", 0),
+        col("Capacity", "string", 0),
+        col("Access Modes", "string", 0),
+        col("StorageClass", "string", 0),
+        col("VolumeAttributesClass", "string", 0),
+        col("Age", "string", 0),
+        col("VolumeMode", "string", 1),
+    ],
+    row: |v, now| {
+        let phase = if at(v, "metadata.deletionTimestamp").is_null() {
+            s(v, "status.phase")
+        } else {
+            "Terminating"
+        };
+        vec![
+            phase.into(),
+            s(v, "spec.volumeName").into(),
+            s(v, "status.capacity.storage").into(),
+            access_modes(v, "status.accessModes"),
+            s(v, "spec.storageClassName").into(),
+            or_unset(s(v, "spec.volumeAttributesClassName")),
+            created(v, now),
+            s(v, "spec.volumeMode").into(),
+        ]
+    },
+};
+
+/// storageclasses: as kubectl shows them, the default one named `NAME (default)`.
+pub static STORAGE_CLASSES: TableSpec = TableSpec {
+    name: |v| {
+        let default = [
+            "storageclass.kubernetes.io/is-default-class",
+            "storageclass.beta.kubernetes.io/is-default-class",
+        ]
+        .iter()
+        .any(|key| {
+            at(v, "metadata.annotations")
+                .get(key)
+                .and_then(Value::as_str)
+                == Some("true")
+        });
+        let name = s(v, "metadata.name");
+        if default {
+            format!("{name} (default)")
+        } else {
+            name.to_owned()
+        }
+    },
+    columns: &[
+        col("Provisioner", "string", 0),
+        col("ReclaimPolicy", "string", 0),
+        col("VolumeBindingMode", "string", 0),
+        col("AllowVolumeExpansion", "string", 0),
+        col("Age", "string", 0),
+    ],
+    row: |v, now| {
+        vec![
+            s(v, "provisioner").into(),
+            s(v, "reclaimPolicy").into(),
+            s(v, "volumeBindingMode").into(),
+            at(v, "allowVolumeExpansion")
+                .as_bool()
+                .unwrap_or(false)
+                .to_string()
+                .into(),
+            created(v, now),
+        ]
+    },
+};
+
 /// limitranges, roles and clusterroles: when they were made.
 pub static CREATED: TableSpec = TableSpec {
+    name: plain_name,
     columns: &[col("Created At", "date", 0)],
     row: |v, _| vec![s(v, "metadata.creationTimestamp").into()],
 };
 
 /// rolebindings and clusterrolebindings: the role and age, as kubectl shows them.
 pub static BINDINGS: TableSpec = TableSpec {
+    name: plain_name,
     columns: &[col("Role", "string", 0), col("Age", "string", 0)],
     row: |v, now| {
         vec![
@@ -490,6 +639,7 @@ pub static BINDINGS: TableSpec = TableSpec {
 
 /// resourcequotas
 pub static RESOURCE_QUOTAS: TableSpec = TableSpec {
+    name: plain_name,
     columns: &[
         col("Age", "string", 0),
         col("Request", "string", 0),
@@ -521,6 +671,7 @@ pub static RESOURCE_QUOTAS: TableSpec = TableSpec {
 
 /// deployments
 pub static DEPLOYMENTS: TableSpec = TableSpec {
+    name: plain_name,
     columns: &[
         col("Ready", "string", 0),
         col("Up-to-date", "string", 0),
@@ -546,6 +697,7 @@ pub static DEPLOYMENTS: TableSpec = TableSpec {
 
 /// replicasets
 pub static REPLICA_SETS: TableSpec = TableSpec {
+    name: plain_name,
     columns: &[
         col("Desired", "integer", 0),
         col("Current", "integer", 0),
@@ -571,6 +723,7 @@ pub static REPLICA_SETS: TableSpec = TableSpec {
 
 /// replicationcontrollers
 pub static REPLICATION_CONTROLLERS: TableSpec = TableSpec {
+    name: plain_name,
     columns: REPLICA_SETS.columns,
     row: |v, now| {
         let [containers, images] = containers_and_images(v, "spec.template.spec");
@@ -588,6 +741,7 @@ pub static REPLICATION_CONTROLLERS: TableSpec = TableSpec {
 
 /// componentstatuses
 pub static COMPONENT_STATUSES: TableSpec = TableSpec {
+    name: plain_name,
     columns: &[
         col("Status", "string", 0),
         col("Message", "string", 0),
@@ -612,6 +766,7 @@ pub static COMPONENT_STATUSES: TableSpec = TableSpec {
 
 /// daemonsets
 pub static DAEMON_SETS: TableSpec = TableSpec {
+    name: plain_name,
     columns: &[
         col("Desired", "integer", 0),
         col("Current", "integer", 0),
@@ -643,6 +798,7 @@ pub static DAEMON_SETS: TableSpec = TableSpec {
 
 /// statefulsets
 pub static STATEFUL_SETS: TableSpec = TableSpec {
+    name: plain_name,
     columns: &[
         col("Ready", "string", 0),
         col("Age", "string", 0),
@@ -682,6 +838,7 @@ fn job_status(v: &Value) -> &'static str {
 
 /// jobs
 pub static JOBS: TableSpec = TableSpec {
+    name: plain_name,
     columns: &[
         col("Status", "string", 0),
         col("Completions", "string", 0),
@@ -723,6 +880,7 @@ pub static JOBS: TableSpec = TableSpec {
 
 /// cronjobs
 pub static CRON_JOBS: TableSpec = TableSpec {
+    name: plain_name,
     columns: &[
         col("Schedule", "string", 0),
         col("Timezone", "string", 0),
@@ -757,12 +915,14 @@ pub static CRON_JOBS: TableSpec = TableSpec {
 
 /// serviceaccounts: the Secrets they list (none, since tokens are requested), and age.
 pub static SERVICE_ACCOUNTS: TableSpec = TableSpec {
+    name: plain_name,
     columns: &[col("Secrets", "string", 0), col("Age", "string", 0)],
     row: |v, now| vec![list(v, "secrets").len().into(), created(v, now)],
 };
 
 /// poddisruptionbudgets: kubectl's columns.
 pub static DISRUPTION_BUDGETS: TableSpec = TableSpec {
+    name: plain_name,
     columns: &[
         col("Min Available", "string", 0),
         col("Max Unavailable", "string", 0),
@@ -786,6 +946,7 @@ pub static DISRUPTION_BUDGETS: TableSpec = TableSpec {
 
 /// priorityclasses: as kubectl shows them.
 pub static PRIORITY_CLASSES: TableSpec = TableSpec {
+    name: plain_name,
     columns: &[
         col("Value", "integer", 0),
         col("Global-Default", "boolean", 0),
@@ -804,12 +965,14 @@ pub static PRIORITY_CLASSES: TableSpec = TableSpec {
 
 /// leases
 pub static LEASES: TableSpec = TableSpec {
+    name: plain_name,
     columns: &[col("Holder", "string", 0), col("Age", "string", 0)],
     row: |v, now| vec![s(v, "spec.holderIdentity").into(), created(v, now)],
 };
 
 /// certificatesigningrequests: as kubectl shows them, with the condition `Approved,Issued` once signed.
 pub static CERTIFICATE_SIGNING_REQUESTS: TableSpec = TableSpec {
+    name: plain_name,
     columns: &[
         col("Age", "string", 0),
         col("SignerName", "string", 0),
@@ -849,6 +1012,7 @@ pub static CERTIFICATE_SIGNING_REQUESTS: TableSpec = TableSpec {
 
 /// endpointslices
 pub static ENDPOINT_SLICES: TableSpec = TableSpec {
+    name: plain_name,
     columns: &[
         col("AddressType", "string", 0),
         col("Ports", "string", 0),
@@ -917,7 +1081,7 @@ pub fn build(
     let rows: Vec<Value> = objects
         .iter()
         .map(|object| {
-            let mut cells = vec![Value::String(s(object, "metadata.name").to_owned())];
+            let mut cells = vec![Value::String((spec.name)(object))];
             cells.extend((spec.row)(object, now));
             let mut row = json!({"cells": cells});
             match include {

@@ -95,12 +95,14 @@ trait Plugin: Sync {
 }
 
 /// The plugins, in the order they run.
-const CHAIN: [&dyn Plugin; 9] = [
+const CHAIN: [&dyn Plugin; 11] = [
     &NamespaceLifecycle,
     &CertificateSigningRequester,
     &LimitRanger,
     &ServiceAccount,
     &Priority,
+    &DefaultStorageClass,
+    &StorageObjectInUseProtection,
     &ServiceAddresses,
     &PodSecurity,
     &RbacEscalation,
@@ -215,6 +217,39 @@ impl Plugin for Priority {
             server.check_one_global_default(write, object)?;
         }
         Ok(Vec::new())
+    }
+}
+
+/// DefaultStorageClass: a new claim that names no class (and has no beta class annotation) gets the default
+/// StorageClass's name; an explicit `""` keeps it classless.
+struct DefaultStorageClass;
+
+impl Plugin for DefaultStorageClass {
+    fn mutate(&self, server: &ApiServer, write: &Write<'_>, object: &mut Value) -> Mutation {
+        if write.is("", "PersistentVolumeClaim") && write.creates() {
+            server.admit_default_storage_class(object)?;
+        }
+        Ok(())
+    }
+}
+
+/// StorageObjectInUseProtection: new claims and volumes carry the finalizer their protection controller
+/// removes once nothing uses them (`kubernetes.io/pvc-protection`, `kubernetes.io/pv-protection`).
+struct StorageObjectInUseProtection;
+
+impl Plugin for StorageObjectInUseProtection {
+    fn mutate(&self, _server: &ApiServer, write: &Write<'_>, object: &mut Value) -> Mutation {
+        let finalizer = if write.is("", "PersistentVolumeClaim") {
+            crate::api::storage::PVC_PROTECTION
+        } else if write.is("", "PersistentVolume") {
+            crate::api::storage::PV_PROTECTION
+        } else {
+            return Ok(());
+        };
+        if write.creates() {
+            crate::api::storage::add_finalizer(object, finalizer);
+        }
+        Ok(())
     }
 }
 

@@ -112,6 +112,27 @@ impl ApiServer {
         Ok(())
     }
 
+    /// DefaultStorageClass: a new claim without a class (nor the beta annotation) gets the default one's
+    /// name; with no default class it stays without.
+    pub(super) fn admit_default_storage_class(&self, object: &mut Value) -> Result<(), ApiError> {
+        let has_class = !object["spec"]["storageClassName"].is_null()
+            || !object["metadata"]["annotations"][crate::api::storage::BETA_CLASS].is_null();
+        if has_class {
+            return Ok(());
+        }
+        let resource = resources::by_path("storage.k8s.io", "v1", "storageclasses")
+            .ok_or_else(|| ApiError::Internal("storageclasses are not served".into()))?;
+        let classes: Vec<k8s_openapi::api::storage::v1::StorageClass> =
+            self.list_of(resource, None)?;
+        if let Some(name) =
+            crate::api::storage::default_class(&classes).and_then(|c| c.metadata.name.clone())
+            && let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut)
+        {
+            spec.insert("storageClassName".into(), name.into());
+        }
+        Ok(())
+    }
+
     fn priority_classes(&self) -> Result<Vec<PriorityClass>, ApiError> {
         let resource = resources::by_path("scheduling.k8s.io", "v1", "priorityclasses")
             .ok_or_else(|| ApiError::Internal("priorityclasses are not served".into()))?;

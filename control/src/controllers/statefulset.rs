@@ -1,6 +1,9 @@
 //! The StatefulSet controller: pods with stable names `<set>-<ordinal>`, started in order (each one Running and
 //! Ready before the next, or all at once with `Parallel`), removed from the highest ordinal down, and updated
-//! from the highest ordinal down to `partition`, one pod at a time.
+//! from the highest ordinal down to `partition`, one pod at a time. Each pod's claims, one per
+//! volumeClaimTemplate (`<template>-<set>-<ordinal>`), are made before it and outlive it, so a replacement pod
+//! finds its data; the set's persistentVolumeClaimRetentionPolicy says whether they go with the set or when
+//! the set scales down.
 
 use super::Informers;
 use super::daemonset::REVISION_LABEL;
@@ -10,12 +13,17 @@ use super::{
     ControllerError, Expectations, cached_in, drive, ownership, retry_after, write_status,
 };
 use crate::cache::Cache;
-use crate::events::Recorder;
+use crate::events::{EventType, Recorder};
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{
+    PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, Volume,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
+use serde_json::json;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -146,7 +154,157 @@ fn pod_for(sts: &StatefulSet, ordinal: i32, update: &str) -> Pod {
     let spec = pod.spec.get_or_insert_with(Default::default);
     spec.hostname = Some(name);
     spec.subdomain = sts.spec.service_name.clone().filter(|s| !s.is_empty());
+    // Each claim template becomes the volume of that name (replacing one the pod template has).
+    let templates = sts.spec.volume_claim_templates.iter().flatten();
+    let claimed: Vec<String> = templates.clone().map(|t| t.name_any()).collect();
+    let volumes = spec.volumes.get_or_insert_with(Vec::new);
+    volumes.retain(|v| !claimed.contains(&v.name));
+    volumes.extend(templates.map(|t| Volume {
+        name: t.name_any(),
+        persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+            claim_name: claim_name(sts, t, ordinal),
+            read_only: None,
+        }),
+        ..Default::default()
+    }));
+    if volumes.is_empty() {
+        spec.volumes = None;
+    }
     pod
+}
+
+/// The claim of one template for one ordinal: `<template>-<set>-<ordinal>`.
+fn claim_name(sts: &StatefulSet, template: &PersistentVolumeClaim, ordinal: i32) -> String {
+    format!("{}-{}-{ordinal}", template.name_any(), sts.name_any())
+}
+
+/// The claims an ordinal's pod needs, as made from the templates: labelled with the set's selector labels,
+/// owned by the set when its retention policy deletes them with it.
+pub fn claims_for(sts: &StatefulSet, ordinal: i32) -> Vec<PersistentVolumeClaim> {
+    let deleted_with_set = sts
+        .spec
+        .persistent_volume_claim_retention_policy
+        .as_ref()
+        .and_then(|p| p.when_deleted.as_deref())
+        == Some("Delete");
+    sts.spec
+        .volume_claim_templates
+        .iter()
+        .flatten()
+        .map(|template| {
+            let mut labels = template.metadata.labels.clone().unwrap_or_default();
+            labels.extend(sts.spec.selector.match_labels.clone().unwrap_or_default());
+            let owner = deleted_with_set.then(|| {
+                vec![OwnerReference {
+                    api_version: "apps/v1".into(),
+                    kind: "StatefulSet".into(),
+                    name: sts.name_any(),
+                    uid: sts.uid().unwrap_or_default(),
+                    block_owner_deletion: Some(true),
+                    controller: Some(true),
+                }]
+            });
+            PersistentVolumeClaim {
+                metadata: ObjectMeta {
+                    name: Some(claim_name(sts, template, ordinal)),
+                    namespace: sts.namespace(),
+                    labels: Some(labels),
+                    annotations: template.metadata.annotations.clone(),
+                    owner_references: owner,
+                    ..Default::default()
+                },
+                spec: template.spec.clone(),
+                status: None,
+            }
+        })
+        .collect()
+}
+
+/// Makes the claims of an ordinal that do not exist yet (kube-controller-manager's createPersistentVolumeClaims).
+async fn create_claims(
+    api: &Api<PersistentVolumeClaim>,
+    sts: &StatefulSet,
+    ordinal: i32,
+    events: &Recorder,
+) -> Result<(), ControllerError> {
+    for claim in claims_for(sts, ordinal) {
+        let name = claim.name_any();
+        match api.get_opt(&name).await? {
+            Some(existing) if existing.metadata.deletion_timestamp.is_some() => {
+                return Err(ControllerError::Invalid(format!(
+                    "pvc {name} is being deleted"
+                )));
+            }
+            Some(_) => {}
+            None => match api.create(&PostParams::default(), &claim).await {
+                Ok(_) => events.record(
+                    sts,
+                    EventType::Normal,
+                    "SuccessfulCreate",
+                    &format!(
+                        "create Claim {name} Pod {}-{ordinal} in StatefulSet {} success",
+                        sts.name_any(),
+                        sts.name_any()
+                    ),
+                ),
+                Err(kube::Error::Api(e)) if e.code == 409 => {}
+                Err(e) => {
+                    events.record(
+                        sts,
+                        EventType::Warning,
+                        "FailedCreate",
+                        &format!("create Claim {name} for Pod {}-{ordinal} in StatefulSet {} failed error: {e}", sts.name_any(), sts.name_any()),
+                    );
+                    return Err(e.into());
+                }
+            },
+        }
+    }
+    Ok(())
+}
+
+/// With `whenScaled: Delete`, the claims of a pod removed by scaling down are given to that pod, so they go
+/// with it (kube-controller-manager's updateClaimOwnerRefForSetAndPod).
+async fn hand_claims_to(
+    api: &Api<PersistentVolumeClaim>,
+    sts: &StatefulSet,
+    pod: &Pod,
+    ordinal: i32,
+) -> Result<(), ControllerError> {
+    let scaled_away = sts
+        .spec
+        .persistent_volume_claim_retention_policy
+        .as_ref()
+        .and_then(|p| p.when_scaled.as_deref())
+        == Some("Delete");
+    if !scaled_away || ordinal < sts.spec.replicas.unwrap_or(1) {
+        return Ok(());
+    }
+    for claim in claims_for(sts, ordinal) {
+        let mut owners = claim.metadata.owner_references.clone().unwrap_or_default();
+        owners.push(OwnerReference {
+            api_version: "v1".into(),
+            kind: "Pod".into(),
+            name: pod.name_any(),
+            uid: pod.uid().unwrap_or_default(),
+            block_owner_deletion: Some(true),
+            controller: Some(false),
+        });
+        let owner = json!({"metadata": {"ownerReferences": owners}});
+        match api
+            .patch(
+                &claim.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&owner),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 fn status(sts: &StatefulSet, pods: &BTreeMap<i32, &Pod>, update: &str) -> StatefulSetStatus {
@@ -213,13 +371,22 @@ async fn reconcile(sts: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action, C
             expectations: &ctx.expectations,
             events: &ctx.events,
         };
+        let claims: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &namespace);
         match plan(&sts, &by_ordinal, &update) {
             Step::Create(ordinals) => {
                 for i in ordinals {
+                    create_claims(&claims, &sts, i, &ctx.events).await?;
                     control.create_copies(&pod_for(&sts, i, &update), 1).await?;
                 }
             }
-            Step::Delete(names) => control.delete(&names).await?,
+            Step::Delete(names) => {
+                for (i, pod) in &by_ordinal {
+                    if names.contains(&pod.name_any()) {
+                        hand_claims_to(&claims, &sts, pod, *i).await?;
+                    }
+                }
+                control.delete(&names).await?
+            }
             Step::Wait | Step::Done => {}
         }
     }
@@ -288,6 +455,45 @@ mod tests {
         pods.iter()
             .map(|p| (p.name_any().rsplit('-').next().unwrap().parse().unwrap(), p))
             .collect()
+    }
+
+    #[test]
+    fn each_ordinal_gets_its_own_claim_per_template_as_a_volume() {
+        let mut sts = set(3, "OrderedReady");
+        sts.spec.volume_claim_templates = Some(vec![
+            serde_json::from_value(json!({"metadata": {"name": "data", "labels": {"tier": "db"}},
+                "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}))
+            .unwrap(),
+        ]);
+        sts.spec.template.spec.as_mut().unwrap().volumes = Some(vec![
+            serde_json::from_value(json!({"name": "data", "emptyDir": {}})).unwrap(),
+            serde_json::from_value(json!({"name": "scratch", "emptyDir": {}})).unwrap(),
+        ]);
+        let pod = pod_for(&sts, 2, "rev");
+        let volumes = serde_json::to_value(pod.spec.unwrap().volumes).unwrap();
+        assert_eq!(
+            volumes,
+            json!([{"name": "scratch", "emptyDir": {}},
+                   {"name": "data", "persistentVolumeClaim": {"claimName": "data-db-2"}}])
+        );
+        let claims = claims_for(&sts, 2);
+        assert_eq!(claims[0].metadata.name.as_deref(), Some("data-db-2"));
+        let labels = claims[0].metadata.labels.clone().unwrap();
+        assert_eq!(labels.get("tier").map(String::as_str), Some("db"));
+        assert_eq!(labels.get("app").map(String::as_str), Some("db"));
+        assert!(
+            claims[0].metadata.owner_references.is_none(),
+            "kept by default"
+        );
+        sts.spec.persistent_volume_claim_retention_policy = Some(
+            serde_json::from_value(json!({"whenDeleted": "Delete", "whenScaled": "Retain"}))
+                .unwrap(),
+        );
+        let owned = claims_for(&sts, 0);
+        assert_eq!(
+            owned[0].metadata.owner_references.as_ref().unwrap()[0].kind,
+            "StatefulSet"
+        );
     }
 
     #[test]

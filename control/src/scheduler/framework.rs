@@ -7,6 +7,7 @@ use super::cache::{Cache, NodeInfo, Placed};
 pub use super::plugins::Rejection;
 use super::plugins::inter_pod_affinity::{self, AffinityFilter, AffinityScore};
 use super::plugins::pod_topology_spread::{self, SpreadFilter, SpreadScore};
+use super::plugins::volume_binding::VolumeFilter;
 use super::plugins::{
     Reason, Resources, count_reasons, default_normalize, node_affinity, node_ports, node_resources,
     node_unschedulable, resolvable, taint_toleration, unresolvable,
@@ -34,11 +35,16 @@ pub struct FitError {
     pub nodes: usize,
     /// Each node that was tried and why it cannot take the pod.
     pub rejections: Vec<(String, Rejection)>,
+    /// Why the pod fits no node before any node is looked at (a PreFilter's refusal), if so.
+    pub pre_filter: Option<Reason>,
 }
 
 impl FitError {
     /// Kubernetes' message: "0/3 nodes are available: 1 node(s) were not ready, 2 Insufficient cpu."
     pub fn message(&self) -> String {
+        if let Some(reason) = &self.pre_filter {
+            return format!("0/{} nodes are available: {reason}.", self.nodes);
+        }
         let reasons: Vec<Reason> = self
             .rejections
             .iter()
@@ -71,6 +77,8 @@ pub struct Incoming<'a> {
     pub placed: Placed,
     /// The selector of its default spreading (its Services' and controller's), when it has no constraints.
     pub default_selector: LabelSelector,
+    /// What its claims ask of nodes.
+    pub volumes: VolumeFilter,
 }
 
 impl<'a> Incoming<'a> {
@@ -81,7 +89,13 @@ impl<'a> Incoming<'a> {
             uid: pod.metadata.uid.clone().unwrap_or_default(),
             placed: Placed::new(pod, String::new()),
             default_selector,
+            volumes: VolumeFilter::default(),
         }
+    }
+
+    /// The same pod with what its claims ask of nodes.
+    pub fn with_volumes(self, volumes: VolumeFilter) -> Self {
+        Self { volumes, ..self }
     }
 }
 
@@ -169,6 +183,9 @@ pub fn filter(
     unresolvable(node_affinity::node_selector_matches(pod, object))?;
     let reserved = cache.nominated_ahead_of(&incoming.uid, &incoming.placed, node_name(node));
     fits_resources(&incoming.placed, node, reserved)?;
+    if !incoming.volumes.is_empty() {
+        incoming.volumes.check(object)?;
+    }
     cluster.check(node)
 }
 
@@ -290,6 +307,7 @@ pub fn find_node(cache: &mut Cache, incoming: &Incoming) -> Result<String, FitEr
             return Err(FitError {
                 nodes: all,
                 rejections,
+                pre_filter: incoming.volumes.refused().cloned(),
             });
         }
         let chosen = if let [(only, _)] = feasible.as_slice() {

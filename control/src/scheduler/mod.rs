@@ -20,8 +20,11 @@ use framework::{FitError, Incoming};
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, ReplicationController, Service};
+use k8s_openapi::api::core::v1::{
+    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, ReplicationController, Service,
+};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
@@ -61,6 +64,27 @@ struct Listers {
     stateful_sets: crate::cache::Cache<StatefulSet>,
     replication_controllers: crate::cache::Cache<ReplicationController>,
     budgets: crate::cache::Cache<PodDisruptionBudget>,
+    claims: crate::cache::Cache<PersistentVolumeClaim>,
+    volumes: crate::cache::Cache<PersistentVolume>,
+    classes: crate::cache::Cache<StorageClass>,
+}
+
+impl plugins::volume_binding::Volumes for Listers {
+    fn claim(&self, namespace: &str, name: &str) -> Option<Arc<PersistentVolumeClaim>> {
+        self.claims.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    fn volume(&self, name: &str) -> Option<Arc<PersistentVolume>> {
+        self.volumes.get(&ObjectRef::new(name))
+    }
+
+    fn volumes(&self) -> Vec<Arc<PersistentVolume>> {
+        self.volumes.state()
+    }
+
+    fn class(&self, name: &str) -> Option<Arc<StorageClass>> {
+        self.classes.get(&ObjectRef::new(name))
+    }
 }
 
 impl Listers {
@@ -70,6 +94,9 @@ impl Listers {
             && self.stateful_sets.ready().await.is_ok()
             && self.replication_controllers.ready().await.is_ok()
             && self.budgets.ready().await.is_ok()
+            && self.claims.ready().await.is_ok()
+            && self.volumes.ready().await.is_ok()
+            && self.classes.ready().await.is_ok()
     }
 
     /// Every PodDisruptionBudget, as preemption weighs them.
@@ -157,15 +184,16 @@ struct Context {
 
 /// What one scheduling attempt decided.
 enum Decision {
-    /// Bind to this node.
-    Bind(String),
+    /// Write these choices for its claims, then bind to this node.
+    Bind(String, Vec<plugins::volume_binding::VolumeBinding>),
     /// Fits nowhere; preempt these pods, or explain why preemption does not help.
     Unschedulable(FitError, Result<Preemption, String>),
 }
 
 /// Picks the node for a pod and assumes the pod there, or plans a preemption.
 fn decide(ctx: &Context, pod: &Pod) -> Decision {
-    let incoming = Incoming::new(pod, ctx.listers.default_selector(pod));
+    let volumes = plugins::volume_binding::VolumeFilter::new(pod, &ctx.listers);
+    let incoming = Incoming::new(pod, ctx.listers.default_selector(pod)).with_volumes(volumes);
     // Choosing and assuming under one lock: pods scheduled at once see each other.
     let mut cache = ctx.cache.lock().unwrap_or_else(|e| e.into_inner());
     match framework::find_node(&mut cache, &incoming) {
@@ -177,7 +205,12 @@ fn decide(ctx: &Context, pod: &Pod) -> Decision {
                 };
                 cache.assume(&incoming.uid, placed);
             }
-            Decision::Bind(node)
+            let bindings = cache
+                .node(&node)
+                .and_then(|n| n.node.as_deref())
+                .map(|n| incoming.volumes.bindings(n))
+                .unwrap_or_default();
+            Decision::Bind(node, bindings)
         }
         Err(error) => {
             let preemption = preemption::plan(&cache, &incoming, &error, &ctx.listers.budgets());
@@ -229,6 +262,45 @@ async fn bind(ctx: &Context, pod: &Pod, node: &str) -> Result<(), SchedulerError
             Err(e.into())
         }
     }
+}
+
+/// The VolumeBinding plugin's PreBind: reserves the chosen volumes for their claims and tells provisioners
+/// the node of the claims they are to make volumes for.
+async fn bind_volumes(
+    ctx: &Context,
+    node: &str,
+    bindings: &[plugins::volume_binding::VolumeBinding],
+) -> Result<(), SchedulerError> {
+    use plugins::volume_binding::VolumeBinding;
+    for binding in bindings {
+        match binding {
+            VolumeBinding::Reserve {
+                volume,
+                namespace,
+                claim,
+                uid,
+                resource_version,
+            } => {
+                let volumes: Api<PersistentVolume> = Api::all(ctx.client.clone());
+                let patch = serde_json::json!({"metadata": {"resourceVersion": resource_version},
+                    "spec": {"claimRef": {"apiVersion": "v1",
+                    "kind": "PersistentVolumeClaim", "namespace": namespace, "name": claim, "uid": uid}}});
+                volumes
+                    .patch(volume, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+            }
+            VolumeBinding::SelectNode { namespace, claim } => {
+                let claims: Api<PersistentVolumeClaim> =
+                    Api::namespaced(ctx.client.clone(), namespace);
+                let patch = serde_json::json!({"metadata": {"annotations": {
+                    crate::api::storage::SELECTED_NODE: node}}});
+                claims
+                    .patch(claim, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Deletes one victim as kube-scheduler does: a DisruptionTarget condition first, then the deletion (only of
@@ -333,7 +405,11 @@ async fn mark_unschedulable(
 /// Carries out a decision: binds, or marks the pod unschedulable and preempts its victims.
 async fn act(ctx: &Context, pod: &Pod, decision: Decision) -> Result<Outcome, SchedulerError> {
     match decision {
-        Decision::Bind(node) => {
+        Decision::Bind(node, bindings) => {
+            if let Err(error) = bind_volumes(ctx, &node, &bindings).await {
+                forget(ctx, pod);
+                return Err(error);
+            }
             bind(ctx, pod, &node).await?;
             Ok(Outcome::Scheduled)
         }
@@ -582,6 +658,9 @@ pub async fn run(client: kube::Client) {
         stateful_sets: reflected(Api::all(client.clone())),
         replication_controllers: reflected(Api::all(client.clone())),
         budgets: reflected(Api::all(client.clone())),
+        claims: reflected(Api::all(client.clone())),
+        volumes: reflected(Api::all(client.clone())),
+        classes: reflected(Api::all(client.clone())),
     };
     let ctx = Arc::new(Context {
         client: client.clone(),

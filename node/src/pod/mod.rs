@@ -2,6 +2,7 @@
 //! CrashLoopBackOff, and every change of their state written to the pod's status.
 
 pub mod admission;
+pub mod claims;
 pub mod eviction;
 pub mod images;
 pub mod probes;
@@ -96,6 +97,8 @@ pub struct NodeContext {
     pub containers: crate::streams::running::RunningContainers,
     /// The mounted tokens kept fresh.
     pub token_refreshes: crate::pod::token_refresh::Refreshes,
+    /// Where claims' volumes live on this node.
+    pub local_volumes: claims::LocalVolumes,
 }
 
 /// A running pod: stop it by dropping or calling [`PodWorker::stop`].
@@ -772,12 +775,20 @@ impl ContainerWorker {
                     if let State::Waiting { reason, message } = &waiting {
                         let message = message.clone().unwrap_or_default();
                         let image = self.spec.image.as_deref().unwrap_or_default();
-                        let text = if reason.starts_with("ErrImage") {
-                            format!("Failed to pull image {image:?}: {message}")
+                        let (event, text) = if reason.starts_with("ErrImage") {
+                            (
+                                "Failed",
+                                format!("Failed to pull image {image:?}: {message}"),
+                            )
+                        } else if reason == "ContainerCreating" {
+                            (
+                                "FailedMount",
+                                format!("Unable to attach or mount volumes: {message}"),
+                            )
                         } else {
-                            format!("Error: {message}")
+                            ("Failed", format!("Error: {message}"))
                         };
-                        self.event(Warning, "Failed", text);
+                        self.event(Warning, event, text);
                     }
                     self.report(waiting).await;
                     None
@@ -875,10 +886,10 @@ impl ContainerWorker {
             .await
             .map_err(|e| waiting("CreateContainerConfigError", e))?;
         let environment = pulling.elapsed();
-        let mut mounts = self
-            .mounts()
-            .await
-            .map_err(|e| waiting("CreateContainerConfigError", e))?;
+        let mut mounts = self.mounts().await.map_err(|e| match e {
+            MountError::Config(message) => waiting("CreateContainerConfigError", message),
+            MountError::Volume(message) => waiting("ContainerCreating", message),
+        })?;
         let mounting = pulling.elapsed();
         if let Some(dir) = self.spec.working_dir.as_deref().filter(|d| !d.is_empty()) {
             let own = self
@@ -1094,7 +1105,7 @@ impl ContainerWorker {
         Ok(env)
     }
 
-    async fn mounts(&self) -> Result<Vec<Mount>, String> {
+    async fn mounts(&self) -> Result<Vec<Mount>, MountError> {
         let volumes = self
             .pod
             .spec
@@ -1142,12 +1153,24 @@ impl ContainerWorker {
                 write_volume(&own_dir, files, &[])?;
                 self.keep_tokens_fresh(&own_dir, &namespace, source)?;
                 (own_dir, true)
+            } else if let Some(source) = &volume.persistent_volume_claim {
+                let dir = claims::directory(
+                    &self.ctx.client,
+                    &self.ctx.local_volumes,
+                    &namespace,
+                    &source.claim_name,
+                    &self.stopped,
+                )
+                .await
+                .map_err(|e| MountError::Volume(format!("volume {:?}: {e}", volume.name)))?;
+                (dir, source.read_only.unwrap_or(false))
             } else {
                 return Err(format!(
-                    "volume {:?}: only emptyDir, hostPath, configMap, secret, downwardAPI and projected \
-                     volumes are supported",
+                    "volume {:?}: only emptyDir, hostPath, configMap, secret, downwardAPI, projected and \
+                     persistentVolumeClaim volumes are supported",
                     volume.name
-                ));
+                )
+                .into());
             };
             let read_only = forced_read_only || mount.read_only.unwrap_or(false);
             let host_path = match mount.sub_path.as_deref().filter(|p| !p.is_empty()) {
@@ -1165,6 +1188,21 @@ impl ContainerWorker {
             });
         }
         Ok(mounts)
+    }
+}
+
+/// Why a container's volumes cannot be set up.
+#[derive(Debug)]
+enum MountError {
+    /// Its configuration cannot be used (a missing key, a bad subPath): CreateContainerConfigError.
+    Config(String),
+    /// A claim's volume is not there (yet): the container stays ContainerCreating, with a FailedMount Event.
+    Volume(String),
+}
+
+impl From<String> for MountError {
+    fn from(message: String) -> Self {
+        Self::Config(message)
     }
 }
 

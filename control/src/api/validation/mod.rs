@@ -5,6 +5,7 @@
 pub mod access;
 pub mod core;
 pub mod pod;
+pub mod storage;
 pub mod workloads;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;

@@ -9,7 +9,7 @@ use super::{
 };
 use crate::api::quantity::Quantity;
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, EnvVar, KeyToPath, NodeAffinity, NodeSelectorRequirement,
+    Affinity, Container, EnvVar, KeyToPath, NodeAffinity, NodeSelector, NodeSelectorRequirement,
     NodeSelectorTerm, PodAffinityTerm, PodSchedulingGate, PodSpec, Probe, ResourceRequirements,
     SecurityContext, Toleration, Volume,
 };
@@ -1047,21 +1047,29 @@ fn weight(field: &str, weight: i32, causes: &mut Vec<Cause>) {
     }
 }
 
+/// A required node selector: at least one term, each valid (ValidateNodeSelector).
+pub fn node_selector(field: &str, selector: &NodeSelector, causes: &mut Vec<Cause>) {
+    let terms_at = format!("{field}.nodeSelectorTerms");
+    if selector.node_selector_terms.is_empty() {
+        causes.push(Cause::required_because(
+            terms_at.clone(),
+            "must have at least one node selector term",
+        ));
+    }
+    for (i, term) in selector.node_selector_terms.iter().enumerate() {
+        node_selector_term(&format!("{terms_at}[{i}]"), term, causes);
+    }
+}
+
 fn affinity(field: &str, affinity: &Affinity, causes: &mut Vec<Cause>) {
     if let Some(node) = &affinity.node_affinity {
         let at = format!("{field}.nodeAffinity");
         if let Some(required) = &node.required_during_scheduling_ignored_during_execution {
-            let terms_at =
-                format!("{at}.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms");
-            if required.node_selector_terms.is_empty() {
-                causes.push(Cause::required_because(
-                    terms_at.clone(),
-                    "must have at least one node selector term",
-                ));
-            }
-            for (i, term) in required.node_selector_terms.iter().enumerate() {
-                node_selector_term(&format!("{terms_at}[{i}]"), term, causes);
-            }
+            node_selector(
+                &format!("{at}.requiredDuringSchedulingIgnoredDuringExecution"),
+                required,
+                causes,
+            );
         }
         for (i, preferred) in node
             .preferred_during_scheduling_ignored_during_execution

@@ -341,13 +341,33 @@ pub fn daemon_set(spec: &DaemonSetSpec, causes: &mut Vec<Cause>) {
 
 /// A StatefulSet's spec.
 pub fn stateful_set(spec: &StatefulSetSpec, causes: &mut Vec<Cause>) {
+    // The pods get a volume per claim template: the template is valid with them (its mounts may name them).
+    let mut template = spec.template.clone();
+    if let Some(pod) = template.spec.as_mut() {
+        let volumes = pod.volumes.get_or_insert_with(Vec::new);
+        for claim in spec.volume_claim_templates.iter().flatten() {
+            let name = claim.metadata.name.clone().unwrap_or_default();
+            if !volumes.iter().any(|v| v.name == name) {
+                volumes.push(k8s_openapi::api::core::v1::Volume {
+                    persistent_volume_claim: Some(
+                        k8s_openapi::api::core::v1::PersistentVolumeClaimVolumeSource {
+                            claim_name: name.clone(),
+                            read_only: None,
+                        },
+                    ),
+                    name,
+                    ..Default::default()
+                });
+            }
+        }
+    }
     long_running(
         &LongRunning {
             replicas: spec.replicas,
             min_ready_seconds: spec.min_ready_seconds,
             revision_history_limit: spec.revision_history_limit,
             selector: &spec.selector,
-            template: &spec.template,
+            template: &template,
         },
         causes,
     );
@@ -361,6 +381,35 @@ pub fn stateful_set(spec: &StatefulSetSpec, causes: &mut Vec<Cause>) {
         && let Some(detail) = super::dns1123_label(name)
     {
         causes.push(Cause::invalid("spec.serviceName", name, &detail));
+    }
+    if let Some(policy) = &spec.persistent_volume_claim_retention_policy {
+        for (field, value) in [
+            ("whenDeleted", &policy.when_deleted),
+            ("whenScaled", &policy.when_scaled),
+        ] {
+            one_of(
+                &format!("spec.persistentVolumeClaimRetentionPolicy.{field}"),
+                value.as_deref(),
+                &["Retain", "Delete"],
+                causes,
+            );
+        }
+    }
+    for (i, claim) in spec.volume_claim_templates.iter().flatten().enumerate() {
+        let at = format!("spec.volumeClaimTemplates[{i}]");
+        match claim.metadata.name.as_deref() {
+            None | Some("") => causes.push(Cause::required(format!("{at}.metadata.name"))),
+            Some(name) => {
+                if let Some(detail) = super::dns1123_subdomain(name) {
+                    causes.push(Cause::invalid(format!("{at}.metadata.name"), name, &detail));
+                }
+            }
+        }
+        super::storage::persistent_volume_claim(
+            &format!("{at}.spec"),
+            &claim.spec.clone().unwrap_or_default(),
+            causes,
+        );
     }
     if let Some(strategy) = &spec.update_strategy {
         match strategy.type_.as_deref() {

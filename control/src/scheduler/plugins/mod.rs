@@ -10,6 +10,7 @@ pub mod node_unschedulable;
 pub mod pod_topology_spread;
 pub mod selection;
 pub mod taint_toleration;
+pub mod volume_binding;
 
 pub use node_affinity::node_selector_matches;
 pub use node_resources::{Resources, allocatable, fits, requests};

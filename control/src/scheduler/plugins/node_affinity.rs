@@ -2,7 +2,9 @@
 //! scores them (the sum of the weights of the terms a node matches).
 
 use super::Reason;
-use k8s_openapi::api::core::v1::{Node, NodeSelectorTerm, Pod, PreferredSchedulingTerm};
+use k8s_openapi::api::core::v1::{
+    Node, NodeSelector, NodeSelectorTerm, Pod, PreferredSchedulingTerm,
+};
 
 /// Whether a node satisfies one node selector term: every expression and field requirement holds (an empty
 /// term matches nothing).
@@ -20,6 +22,14 @@ fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
         requirement_holds(&e.operator, value, e.values.as_deref().unwrap_or_default())
     });
     !empty && fields && expressions
+}
+
+/// Whether a node satisfies a required node selector: any of its terms (a volume's node affinity).
+pub fn selector_matches(selector: &NodeSelector, node: &Node) -> bool {
+    selector
+        .node_selector_terms
+        .iter()
+        .any(|t| term_matches(t, node))
 }
 
 /// The node has every label of the pod's nodeSelector and satisfies its required node affinity.

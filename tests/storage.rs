@@ -1,0 +1,485 @@
+//! Storage with real agents: a StatefulSet of the key-value app keeps every replica's data in its own claim
+//! (the built-in local-path provisioner) across pod deletion, scaling down and up, and agent restarts; reclaim
+//! policies remove or keep a volume's directory; claims nothing can serve say why and make nothing.
+
+mod common;
+
+use common::{NodeAgent, Server, event_reasons, get_json, get_pod, kubectl, wait_for, wait_until};
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const CLAIMS: &str = "/api/v1/namespaces/default/persistentvolumeclaims";
+const VOLUMES: &str = "/api/v1/persistentvolumes";
+
+fn running(pod: &Value) -> bool {
+    pod["status"]["phase"] == "Running" && common::ready_status(pod) == "True"
+}
+
+/// The kv app of a running pod at `path`: (status, body), retried while the pod's server is not up yet.
+fn kv(pod: &Value, method: reqwest::Method, path: &str, body: &str) -> (u16, String) {
+    let url = format!(
+        "http://{}:8080{path}",
+        pod["status"]["podIP"].as_str().unwrap()
+    );
+    let client = reqwest::blocking::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match client
+            .request(method.clone(), &url)
+            .body(body.to_owned())
+            .timeout(Duration::from_secs(5))
+            .send()
+        {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                return (status, response.text().unwrap_or_default());
+            }
+            Err(error) if Instant::now() > deadline => panic!("{url}: {error}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// Waits for a running pod of that name other than `old` (a replacement), returning it.
+fn replacement(server: &Server, name: &str, old: &Value) -> Value {
+    wait_for(server, name, "replaced and running", |p| {
+        p["metadata"]["uid"] != old["metadata"]["uid"] && running(p)
+    })
+}
+
+fn claim(server: &Server, name: &str) -> Value {
+    get_json(server, &format!("{CLAIMS}/{name}"))
+}
+
+/// The directory of a claim's volume on its node.
+fn volume_dir(server: &Server, claim_name: &str) -> std::path::PathBuf {
+    let volume = claim(server, claim_name)["spec"]["volumeName"]
+        .as_str()
+        .expect("bound")
+        .to_owned();
+    let pv = get_json(server, &format!("{VOLUMES}/{volume}"));
+    pv["spec"]["local"]["path"].as_str().unwrap().into()
+}
+
+fn apply_kv(server: &Server, replicas: u32) {
+    common::wasm_app("wasm32-wasip2", "kv_http");
+    let manifest = std::fs::read_to_string("manifests/kv-statefulset.yaml")
+        .unwrap()
+        .replace("replicas: 3", &format!("replicas: {replicas}"));
+    let (ok, out, err) = kubectl(server, None, &["apply", "-f", "-"], Some(&manifest));
+    assert!(ok, "{out}{err}");
+}
+
+#[test]
+fn a_stateful_sets_replicas_keep_their_data_across_deletion_scaling_and_agent_restarts() {
+    let server = Server::start();
+    let mut agents = [
+        NodeAgent::start(&server, "n1"),
+        NodeAgent::start(&server, "n2"),
+    ];
+    apply_kv(&server, 3);
+    let pods: Vec<Value> = ["kv-0", "kv-1", "kv-2"]
+        .iter()
+        .map(|name| wait_for(&server, name, "running", running))
+        .collect();
+
+    // Each replica has its claim, bound to a volume the provisioner made on the replica's node.
+    let (ok, table, _) = kubectl(&server, None, &["get", "pvc"], None);
+    assert!(ok);
+    for name in ["data-kv-0", "data-kv-1", "data-kv-2"] {
+        let line = table
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_default();
+        assert!(
+            line.contains("Bound")
+                && line.contains("64Mi")
+                && line.contains("RWO")
+                && line.contains("local-path"),
+            "{table}"
+        );
+    }
+    let (_, classes, _) = kubectl(&server, None, &["get", "storageclass"], None);
+    assert!(classes.contains("local-path (default)"), "{classes}");
+    for pod in &pods {
+        let name = pod["metadata"]["name"].as_str().unwrap();
+        let node = pod["spec"]["nodeName"].as_str().unwrap();
+        let claim_name = format!("data-{name}");
+        let volume = claim(&server, &claim_name)["spec"]["volumeName"].clone();
+        let pv = get_json(&server, &format!("{VOLUMES}/{}", volume.as_str().unwrap()));
+        assert_eq!(
+            pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"][0]["matchExpressions"][0]["values"],
+            json!([node])
+        );
+        assert_eq!(
+            pv["metadata"]["annotations"]["pv.kubernetes.io/provisioned-by"],
+            "wasmkube.io/local-path"
+        );
+        let agent = agents.iter().find(|a| a.name == node).unwrap();
+        let dir = volume_dir(&server, &claim_name);
+        assert!(
+            dir.starts_with(agent.data_dir.canonicalize().unwrap().join("storage")),
+            "{}",
+            dir.display()
+        );
+    }
+
+    // A value written through kv-1 is read back from its replacement (same node: the volume is pinned).
+    assert_eq!(
+        kv(&pods[1], reqwest::Method::PUT, "/greeting", "remember me").0,
+        201
+    );
+    let (ok, out, err) = kubectl(&server, None, &["delete", "pod", "kv-1"], None);
+    assert!(ok, "{out}{err}");
+    let kv1 = replacement(&server, "kv-1", &pods[1]);
+    assert_eq!(kv1["spec"]["nodeName"], pods[1]["spec"]["nodeName"]);
+    assert_eq!(
+        kv(&kv1, reqwest::Method::GET, "/greeting", ""),
+        (200, "remember me".into())
+    );
+
+    // Scaled to 1, the claims of ordinals 1 and 2 stay (retention Retain); scaled to 3 again, kv-1 reads its data.
+    let (ok, out, err) = kubectl(
+        &server,
+        None,
+        &["scale", "statefulset", "kv", "--replicas=1"],
+        None,
+    );
+    assert!(ok, "{out}{err}");
+    wait_until(
+        &server,
+        "/api/v1/namespaces/default/pods?labelSelector=app%3Dkv",
+        "one pod",
+        |list| {
+            list["items"]
+                .as_array()
+                .is_some_and(|items| items.len() == 1)
+        },
+    );
+    assert_eq!(claim(&server, "data-kv-2")["status"]["phase"], "Bound");
+    let (ok, out, err) = kubectl(
+        &server,
+        None,
+        &["scale", "statefulset", "kv", "--replicas=3"],
+        None,
+    );
+    assert!(ok, "{out}{err}");
+    let kv1 = replacement(&server, "kv-1", &kv1);
+    assert_eq!(
+        kv(&kv1, reqwest::Method::GET, "/greeting", ""),
+        (200, "remember me".into())
+    );
+    wait_for(&server, "kv-2", "running", running);
+
+    // The agent of kv-0's node restarts: kv-0 runs again with what it had.
+    let kv0 = get_pod(&server, "kv-0").unwrap();
+    assert_eq!(kv(&kv0, reqwest::Method::PUT, "/counter", "41").0, 201);
+    let node = kv0["spec"]["nodeName"].as_str().unwrap().to_owned();
+    let agent = agents.iter_mut().find(|a| a.name == node).unwrap();
+    agent.restart(&server);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pod = get_pod(&server, "kv-0").unwrap();
+        if running(&pod) && kv(&pod, reqwest::Method::GET, "/counter", "") == (200, "41".into()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "kv-0 lost its data across the agent restart: {pod}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (_, listing) = kv(
+        &get_pod(&server, "kv-0").unwrap(),
+        reqwest::Method::GET,
+        "/",
+        "",
+    );
+    assert_eq!(listing, "kv-0: counter\n");
+}
+
+fn pod_with_claim(name: &str, claim: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"containers": [{"name": "kv",
+            "image": format!("file://{}", common::wasm_app("wasm32-wasip2", "kv_http").display()),
+            "ports": [{"containerPort": 8080}],
+            "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+          "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}]}})
+}
+
+fn claim_of(name: &str, class: Option<&str>, modes: &[&str], size: &str) -> Value {
+    let mut claim = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
+        "spec": {"accessModes": modes, "resources": {"requests": {"storage": size}}}});
+    if let Some(class) = class {
+        claim["spec"]["storageClassName"] = json!(class);
+    }
+    claim
+}
+
+fn delete(server: &Server, path: &str) {
+    let response = server
+        .http()
+        .delete(format!("{}{path}", server.url))
+        .send()
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{}",
+        response.text().unwrap()
+    );
+}
+
+fn gone(server: &Server, path: &str) -> bool {
+    server
+        .http()
+        .get(format!("{}{path}", server.url))
+        .send()
+        .unwrap()
+        .status()
+        == 404
+}
+
+fn wait_gone(server: &Server, path: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !gone(server, path) {
+        assert!(Instant::now() < deadline, "{path} was never deleted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn wait_path(path: &Path, exists: bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while path.exists() != exists {
+        assert!(
+            Instant::now() < deadline,
+            "{} exists: {}",
+            path.display(),
+            path.exists()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn deleting_a_claim_removes_or_keeps_its_volume_by_reclaim_policy() {
+    let server = Server::start();
+    let _agent = NodeAgent::start(&server, "n1");
+    common::post(
+        &server,
+        "/apis/storage.k8s.io/v1/storageclasses",
+        &json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "keep"},
+            "provisioner": "wasmkube.io/local-path", "reclaimPolicy": "Retain",
+            "volumeBindingMode": "WaitForFirstConsumer"}),
+    );
+    common::post(
+        &server,
+        CLAIMS,
+        &claim_of("scratch", None, &["ReadWriteOnce"], "1Mi"),
+    );
+    common::post(
+        &server,
+        CLAIMS,
+        &claim_of("kept", Some("keep"), &["ReadWriteOncePod"], "1Mi"),
+    );
+    assert_eq!(
+        claim(&server, "scratch")["metadata"]["finalizers"],
+        json!(["kubernetes.io/pvc-protection"])
+    );
+    assert_eq!(
+        claim(&server, "scratch")["spec"]["storageClassName"],
+        "local-path",
+        "the default class"
+    );
+    common::create_pod(&server, pod_with_claim("uses-scratch", "scratch"));
+    common::create_pod(&server, pod_with_claim("uses-kept", "kept"));
+    let scratch_pod = wait_for(&server, "uses-scratch", "running", running);
+    let kept_pod = wait_for(&server, "uses-kept", "running", running);
+    assert_eq!(kv(&scratch_pod, reqwest::Method::PUT, "/a", "1").0, 201);
+    assert_eq!(kv(&kept_pod, reqwest::Method::PUT, "/b", "2").0, 201);
+    let scratch_dir = volume_dir(&server, "scratch");
+    let kept_dir = volume_dir(&server, "kept");
+    assert_eq!(std::fs::read_to_string(scratch_dir.join("a")).unwrap(), "1");
+    let kept_volume = claim(&server, "kept")["spec"]["volumeName"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let volume = get_json(&server, &format!("{VOLUMES}/{kept_volume}"));
+    assert_eq!(
+        volume["metadata"]["finalizers"],
+        json!(["kubernetes.io/pv-protection"])
+    );
+
+    // A claim in use is kept (Terminating) until its pod is gone.
+    delete(&server, &format!("{CLAIMS}/scratch"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!claim(&server, "scratch")["metadata"]["deletionTimestamp"].is_null());
+    assert_eq!(
+        kv(&scratch_pod, reqwest::Method::GET, "/a", ""),
+        (200, "1".into())
+    );
+    delete(&server, "/api/v1/namespaces/default/pods/uses-scratch");
+    wait_gone(&server, &format!("{CLAIMS}/scratch"));
+    // Reclaim policy Delete: the volume goes, and its node's agent removes the directory.
+    wait_path(&scratch_dir, false);
+
+    // Retain: the volume stays Released, with its data.
+    delete(&server, "/api/v1/namespaces/default/pods/uses-kept");
+    delete(&server, &format!("{CLAIMS}/kept"));
+    wait_gone(&server, &format!("{CLAIMS}/kept"));
+    wait_until(
+        &server,
+        &format!("{VOLUMES}/{kept_volume}"),
+        "Released",
+        |v| v["status"]["phase"] == "Released",
+    );
+    assert_eq!(std::fs::read_to_string(kept_dir.join("b")).unwrap(), "2");
+}
+
+#[test]
+fn claims_that_cannot_be_served_say_why_and_nothing_is_made() {
+    let server = Server::start();
+    let agent = NodeAgent::start(&server, "n1");
+    let root = agent.data_dir.join("storage");
+
+    // Refused at the API, with Kubernetes' words.
+    for (path, body, expected) in [
+        (
+            CLAIMS,
+            claim_of("negative", None, &["ReadWriteOnce"], "-1Gi"),
+            "spec.resources[storage]: Invalid value: \"-1Gi\": must be greater than zero",
+        ),
+        (
+            CLAIMS,
+            claim_of("modes", None, &["ReadWriteOncePod", "ReadWriteMany"], "1Gi"),
+            "spec.accessModes: Forbidden: may not use ReadWriteOncePod with other access modes",
+        ),
+        (
+            VOLUMES,
+            json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "up"},
+                "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                         "hostPath": {"path": "/data/../../etc"}}}),
+            "spec.hostPath.path: Invalid value: \"/data/../../etc\": must not contain '..'",
+        ),
+    ] {
+        let response = server
+            .http()
+            .post(format!("{}{path}", server.url))
+            .json(&body)
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 422);
+        let status: Value = response.json().unwrap();
+        assert!(
+            status["message"].as_str().unwrap().contains(expected),
+            "{status}"
+        );
+    }
+
+    // No volume and no class: Pending, saying so.
+    common::post(
+        &server,
+        CLAIMS,
+        &claim_of("nothing", Some(""), &["ReadWriteOnce"], "1Gi"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !event_reasons(&server, "nothing")
+        .iter()
+        .any(|r| r == "FailedBinding")
+    {
+        assert!(Instant::now() < deadline, "no FailedBinding event");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(claim(&server, "nothing")["status"]["phase"], "Pending");
+
+    // More than the node has: its pod is unschedulable, as Kubernetes words it.
+    common::post(
+        &server,
+        CLAIMS,
+        &claim_of("huge", None, &["ReadWriteOnce"], "100Pi"),
+    );
+    common::create_pod(&server, pod_with_claim("uses-huge", "huge"));
+    let pending = wait_for(&server, "uses-huge", "unschedulable", |p| {
+        p["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["reason"] == "Unschedulable")
+    });
+    let message = pending["status"]["conditions"][0]["message"]
+        .as_str()
+        .unwrap();
+    assert!(
+        message.starts_with("0/1 nodes are available: 1 node(s) did not have enough free storage."),
+        "{message}"
+    );
+
+    // An access mode a node directory cannot give: the provisioner says why and makes nothing.
+    common::post(
+        &server,
+        CLAIMS,
+        &claim_of("shared", None, &["ReadWriteMany"], "1Gi"),
+    );
+    common::create_pod(&server, pod_with_claim("uses-shared", "shared"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !event_reasons(&server, "shared")
+        .iter()
+        .any(|r| r == "ProvisioningFailed")
+    {
+        assert!(Instant::now() < deadline, "no ProvisioningFailed event");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let events = get_json(
+        &server,
+        "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dshared,reason%3DProvisioningFailed",
+    );
+    assert_eq!(
+        events["items"][0]["message"],
+        "failed to provision volume with StorageClass \"local-path\": wasmkube.io/local-path supports only the \
+         ReadWriteOnce and ReadWriteOncePod access modes, not ReadWriteMany"
+    );
+
+    // A volume an admin points outside the node's root is never mounted, and nothing is made there.
+    common::post(
+        &server,
+        VOLUMES,
+        &json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "outside"},
+            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "manual",
+                     "hostPath": {"path": agent.data_dir.join("elsewhere").display().to_string(),
+                                  "type": "DirectoryOrCreate"}}}),
+    );
+    common::post(
+        &server,
+        CLAIMS,
+        &claim_of("outside", Some("manual"), &["ReadWriteOnce"], "1Gi"),
+    );
+    common::create_pod(&server, pod_with_claim("uses-outside", "outside"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !event_reasons(&server, "uses-outside")
+        .iter()
+        .any(|r| r == "FailedMount")
+    {
+        assert!(Instant::now() < deadline, "no FailedMount event");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let waiting = get_pod(&server, "uses-outside").unwrap();
+    let state = &waiting["status"]["containerStatuses"][0]["state"]["waiting"];
+    assert_eq!(state["reason"], "ContainerCreating");
+    assert!(
+        state["message"]
+            .as_str()
+            .unwrap()
+            .contains("is outside this node's local volume root"),
+        "{state}"
+    );
+    assert!(!agent.data_dir.join("elsewhere").exists());
+    let volumes = get_json(&server, VOLUMES);
+    let names: Vec<&str> = volumes["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["outside"], "no volume was provisioned");
+    assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
+}
