@@ -864,6 +864,7 @@ async fn discovery_lists_every_resource_with_its_subresources() {
             "discovery.k8s.io",
             "certificates.k8s.io",
             "autoscaling",
+            "networking.k8s.io",
             "storage.k8s.io",
             "scheduling.k8s.io",
             "policy",

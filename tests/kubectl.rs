@@ -882,3 +882,69 @@ fn get_cs_and_cluster_info_dump_work_and_replication_controllers_are_served() {
             .exists()
     );
 }
+
+#[test]
+fn kubectl_apply_prune_removes_what_the_manifest_no_longer_has() {
+    // kubectl's default prune list holds claims, volumes and Ingresses: every kind of it must be served.
+    let server = Server::api_only();
+    let manifest = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: kept, labels: {app: demo}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data, labels: {app: demo}}
+spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web, labels: {app: demo}}
+spec:
+  rules:
+  - host: hello.example.com
+    http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: hello, port: {number: 80}}}}]}
+"#;
+    let first_only = manifest.split("---").next().unwrap();
+    for binary in [current_kubectl(), kubectl_1_37()] {
+        let kubectl = Kubectl {
+            binary,
+            server: &server,
+        };
+        let (ok, out, err) = kubectl.run(
+            &["apply", "--prune", "-l", "app=demo", "-f", "-"],
+            Some(manifest),
+        );
+        assert!(ok, "{out}{err}");
+        assert!(out.contains("ingress.networking.k8s.io/web"), "{out}");
+        let table = kubectl.ok(&["get", "ingress"]);
+        assert!(
+            table.contains("hello.example.com") && table.contains("80"),
+            "{table}"
+        );
+        let (ok, out, err) = kubectl.run(
+            &["apply", "--prune", "-l", "app=demo", "-f", "-"],
+            Some(first_only),
+        );
+        assert!(ok, "{out}{err}");
+        assert!(out.contains("persistentvolumeclaim/data pruned"), "{out}");
+        assert!(
+            out.contains("ingress.networking.k8s.io/web pruned"),
+            "{out}"
+        );
+        assert!(out.contains("configmap/kept unchanged"), "{out}");
+    }
+    let kubectl = Kubectl {
+        binary: kubectl_1_37(),
+        server: &server,
+    };
+    let (ok, _, err) = kubectl.run(
+        &["apply", "-f", "-"],
+        Some(&manifest.replace("pathType: Prefix", "pathType: Regex")),
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("spec.rules[0].http.paths[0].pathType: Unsupported value: \"Regex\""),
+        "{err}"
+    );
+}

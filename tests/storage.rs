@@ -62,6 +62,12 @@ fn volume_dir(server: &Server, claim_name: &str) -> std::path::PathBuf {
     pv["spec"]["local"]["path"].as_str().unwrap().into()
 }
 
+/// Runs kubectl as the admin, asserting it succeeds.
+fn kubectl_ok(server: &Server, args: &[&str]) {
+    let (ok, out, err) = kubectl(server, None, args, None);
+    assert!(ok, "kubectl {args:?}: {out}{err}");
+}
+
 fn apply_kv(server: &Server, replicas: u32) {
     common::wasm_app("wasm32-wasip2", "kv_http");
     let manifest = std::fs::read_to_string("manifests/kv-statefulset.yaml")
@@ -130,8 +136,7 @@ fn a_stateful_sets_replicas_keep_their_data_across_deletion_scaling_and_agent_re
         kv(&pods[1], reqwest::Method::PUT, "/greeting", "remember me").0,
         201
     );
-    let (ok, out, err) = kubectl(&server, None, &["delete", "pod", "kv-1"], None);
-    assert!(ok, "{out}{err}");
+    kubectl_ok(&server, &["delete", "pod", "kv-1"]);
     let kv1 = replacement(&server, "kv-1", &pods[1]);
     assert_eq!(kv1["spec"]["nodeName"], pods[1]["spec"]["nodeName"]);
     assert_eq!(
@@ -139,14 +144,9 @@ fn a_stateful_sets_replicas_keep_their_data_across_deletion_scaling_and_agent_re
         (200, "remember me".into())
     );
 
-    // Scaled to 1, the claims of ordinals 1 and 2 stay (retention Retain); scaled to 3 again, kv-1 reads its data.
-    let (ok, out, err) = kubectl(
-        &server,
-        None,
-        &["scale", "statefulset", "kv", "--replicas=1"],
-        None,
-    );
-    assert!(ok, "{out}{err}");
+    // Scaled to 1, the claims of ordinals 1 and 2 stay (retention Retain); scaled to 3 again, they read their data.
+    assert_eq!(kv(&pods[2], reqwest::Method::PUT, "/ordinal", "two").0, 201);
+    kubectl_ok(&server, &["scale", "statefulset", "kv", "--replicas=1"]);
     wait_until(
         &server,
         "/api/v1/namespaces/default/pods?labelSelector=app%3Dkv",
@@ -158,19 +158,36 @@ fn a_stateful_sets_replicas_keep_their_data_across_deletion_scaling_and_agent_re
         },
     );
     assert_eq!(claim(&server, "data-kv-2")["status"]["phase"], "Bound");
-    let (ok, out, err) = kubectl(
-        &server,
-        None,
-        &["scale", "statefulset", "kv", "--replicas=3"],
-        None,
-    );
-    assert!(ok, "{out}{err}");
+    kubectl_ok(&server, &["scale", "statefulset", "kv", "--replicas=3"]);
     let kv1 = replacement(&server, "kv-1", &kv1);
     assert_eq!(
         kv(&kv1, reqwest::Method::GET, "/greeting", ""),
         (200, "remember me".into())
     );
-    wait_for(&server, "kv-2", "running", running);
+    let kv2 = replacement(&server, "kv-2", &pods[2]);
+    assert_eq!(
+        kv(&kv2, reqwest::Method::GET, "/ordinal", ""),
+        (200, "two".into())
+    );
+
+    // A rolling update replaces every pod, highest ordinal first; each new pod has its predecessor's data.
+    let patch = r#"{"spec":{"template":{"metadata":{"annotations":{"version":"2"}}}}}"#;
+    kubectl_ok(&server, &["patch", "statefulset", "kv", "-p", patch]);
+    kubectl_ok(
+        &server,
+        &["rollout", "status", "statefulset/kv", "--timeout=60s"],
+    );
+    let kv1 = get_pod(&server, "kv-1").unwrap();
+    assert_eq!(kv1["metadata"]["annotations"]["version"], "2");
+    assert_eq!(
+        kv(&kv1, reqwest::Method::GET, "/greeting", ""),
+        (200, "remember me".into())
+    );
+    let kv2 = get_pod(&server, "kv-2").unwrap();
+    assert_eq!(
+        kv(&kv2, reqwest::Method::GET, "/ordinal", ""),
+        (200, "two".into())
+    );
 
     // The agent of kv-0's node restarts: kv-0 runs again with what it had.
     let kv0 = get_pod(&server, "kv-0").unwrap();
@@ -309,6 +326,20 @@ fn deleting_a_claim_removes_or_keeps_its_volume_by_reclaim_policy() {
         volume["metadata"]["finalizers"],
         json!(["kubernetes.io/pv-protection"])
     );
+
+    // Mounted read-only, the same claim shows its data and refuses writes.
+    let mut reader = pod_with_claim("reader", "scratch");
+    reader["spec"]["volumes"][0]["persistentVolumeClaim"]["readOnly"] = json!(true);
+    common::create_pod(&server, reader);
+    let reader = wait_for(&server, "reader", "running", running);
+    assert_eq!(
+        kv(&reader, reqwest::Method::GET, "/a", ""),
+        (200, "1".into())
+    );
+    let (status, body) = kv(&reader, reqwest::Method::PUT, "/a", "overwritten");
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(std::fs::read_to_string(scratch_dir.join("a")).unwrap(), "1");
+    delete(&server, "/api/v1/namespaces/default/pods/reader");
 
     // A claim in use is kept (Terminating) until its pod is gone.
     delete(&server, &format!("{CLAIMS}/scratch"));
@@ -482,4 +513,26 @@ fn claims_that_cannot_be_served_say_why_and_nothing_is_made() {
         .collect();
     assert_eq!(names, ["outside"], "no volume was provisioned");
     assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
+}
+
+#[test]
+fn a_stateful_sets_retention_policy_deletes_claims_when_it_scales_down_or_goes() {
+    let server = Server::start();
+    let _agent = NodeAgent::start(&server, "n1");
+    common::wasm_app("wasm32-wasip2", "kv_http");
+    let manifest = std::fs::read_to_string("manifests/kv-statefulset.yaml")
+        .unwrap()
+        .replace("replicas: 3", "replicas: 2\n  persistentVolumeClaimRetentionPolicy:\n    whenDeleted: Delete\n    whenScaled: Delete");
+    let (ok, out, err) = kubectl(&server, None, &["apply", "-f", "-"], Some(&manifest));
+    assert!(ok, "{out}{err}");
+    wait_for(&server, "kv-1", "running", running);
+    let second = volume_dir(&server, "data-kv-1");
+    kubectl_ok(&server, &["scale", "statefulset", "kv", "--replicas=1"]);
+    wait_gone(&server, &format!("{CLAIMS}/data-kv-1"));
+    wait_path(&second, false);
+    assert_eq!(claim(&server, "data-kv-0")["status"]["phase"], "Bound");
+    let first = volume_dir(&server, "data-kv-0");
+    kubectl_ok(&server, &["delete", "statefulset", "kv"]);
+    wait_gone(&server, &format!("{CLAIMS}/data-kv-0"));
+    wait_path(&first, false);
 }

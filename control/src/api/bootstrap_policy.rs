@@ -7,7 +7,7 @@ use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use serde_json::{Value, json};
 
 /// What `view` may read: everything of a namespace but its Secrets and its roles, and what pods and nodes use.
-const VIEWABLE: [(&str, &[&str]); 8] = [
+const VIEWABLE: [(&str, &[&str]); 9] = [
     (
         "",
         &[
@@ -60,6 +60,7 @@ const VIEWABLE: [(&str, &[&str]); 8] = [
     ),
     ("discovery.k8s.io", &["endpointslices"]),
     ("events.k8s.io", &["events"]),
+    ("networking.k8s.io", &["ingresses", "ingresses/status"]),
     // Kubernetes' system:aggregated-metrics-reader, aggregated into view, edit and admin.
     ("metrics.k8s.io", &["pods", "nodes"]),
     (
@@ -70,7 +71,7 @@ const VIEWABLE: [(&str, &[&str]); 8] = [
 
 /// What `edit` may change besides: the workloads, their configuration and Secrets, exec, attach and port
 /// forwarding, evictions, disruption budgets and autoscalers.
-const EDITABLE: [(&str, &[&str]); 6] = [
+const EDITABLE: [(&str, &[&str]); 7] = [
     (
         "",
         &[
@@ -107,6 +108,7 @@ const EDITABLE: [(&str, &[&str]); 6] = [
     ("autoscaling", &["horizontalpodautoscalers"]),
     ("batch", &["jobs", "cronjobs"]),
     ("coordination.k8s.io", &["leases"]),
+    ("networking.k8s.io", &["ingresses"]),
     ("policy", &["poddisruptionbudgets"]),
 ];
 

@@ -962,6 +962,32 @@ impl KindRules for k8s_openapi::api::storage::v1::StorageClass {
     }
 }
 
+impl KindRules for k8s_openapi::api::networking::v1::Ingress {
+    fn validate(&self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        validation::networking::ingress(&self.spec.clone().unwrap_or_default(), &mut causes);
+        causes
+    }
+}
+
+impl KindRules for k8s_openapi::api::networking::v1::IngressClass {
+    fn validate(&self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        validation::networking::ingress_class(&self.spec.clone().unwrap_or_default(), &mut causes);
+        causes
+    }
+
+    fn validate_update(&self, old: &Self) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        validation::networking::ingress_class_update(
+            &self.spec.clone().unwrap_or_default(),
+            &old.spec.clone().unwrap_or_default(),
+            &mut causes,
+        );
+        causes
+    }
+}
+
 // Reviews are answered and never stored; the apiserver's review handler checks them.
 impl KindRules for k8s_openapi::api::authorization::v1::SelfSubjectAccessReview {}
 impl KindRules for k8s_openapi::api::authorization::v1::SubjectAccessReview {}

@@ -20,6 +20,7 @@ use k8s_openapi::api::core::v1::{
     ServiceAccount,
 };
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
@@ -369,6 +370,8 @@ pub fn all() -> &'static [ResourceType] {
             resource!(EndpointSlice, "endpointslices", "endpointslice", [], all: false, [], fields: [], table: &table::ENDPOINT_SLICES),
             resource!(CertificateSigningRequest, "certificatesigningrequests", "certificatesigningrequest", ["csr"], all: false, [Status, Approval], fields: ["spec.signerName"], table: &table::CERTIFICATE_SIGNING_REQUESTS),
             resource!(HorizontalPodAutoscaler, "horizontalpodautoscalers", "horizontalpodautoscaler", ["hpa"], all: true, [Status], fields: [], table: &table::HORIZONTAL_POD_AUTOSCALERS),
+            resource!(Ingress, "ingresses", "ingress", ["ing"], all: false, [Status], fields: [], table: &table::INGRESSES),
+            resource!(IngressClass, "ingressclasses", "ingressclass", [], all: false, [], fields: [], table: &table::INGRESS_CLASSES),
             resource!(PersistentVolume, "persistentvolumes", "persistentvolume", ["pv"], all: false, [Status], fields: [], table: &table::PERSISTENT_VOLUMES),
             resource!(PersistentVolumeClaim, "persistentvolumeclaims", "persistentvolumeclaim", ["pvc"], all: false, [Status], fields: [], table: &table::PERSISTENT_VOLUME_CLAIMS),
             resource!(StorageClass, "storageclasses", "storageclass", ["sc"], all: false, [], fields: [], table: &table::STORAGE_CLASSES),

@@ -487,6 +487,71 @@ pub static HORIZONTAL_POD_AUTOSCALERS: TableSpec = TableSpec {
     },
 };
 
+/// ingresses: as kubectl shows them (HOSTS `*` for a rule without one; PORTS 80, and 443 with TLS).
+pub static INGRESSES: TableSpec = TableSpec {
+    name: plain_name,
+    columns: &[
+        col("Class", "string", 0),
+        col("Hosts", "string", 0),
+        col("Address", "string", 0),
+        col("Ports", "string", 0),
+        col("Age", "string", 0),
+    ],
+    row: |v, now| {
+        let hosts: Vec<&str> = list(v, "spec.rules")
+            .iter()
+            .map(|r| match s(r, "host") {
+                "" => "*",
+                host => host,
+            })
+            .collect();
+        let addresses: Vec<&str> = list(v, "status.loadBalancer.ingress")
+            .iter()
+            .map(|i| match s(i, "ip") {
+                "" => s(i, "hostname"),
+                ip => ip,
+            })
+            .collect();
+        let ports = if list(v, "spec.tls").is_empty() {
+            "80"
+        } else {
+            "80, 443"
+        };
+        let class = match s(v, "spec.ingressClassName") {
+            "" => "<none>",
+            class => class,
+        };
+        vec![
+            class.into(),
+            or_none(hosts.join(",")),
+            addresses.join(",").into(),
+            ports.into(),
+            created(v, now),
+        ]
+    },
+};
+
+/// ingressclasses: their controller and parameters.
+pub static INGRESS_CLASSES: TableSpec = TableSpec {
+    name: plain_name,
+    columns: &[
+        col("Controller", "string", 0),
+        col("Parameters", "string", 0),
+        col("Age", "string", 0),
+    ],
+    row: |v, now| {
+        let parameters = match s(v, "spec.parameters.name") {
+            "" => "<none>".to_owned(),
+            name => format!("{}/{name}", s(v, "spec.parameters.kind")),
+        };
+        vec![
+            s(v, "spec.controller").into(),
+            parameters.into(),
+            created(v, now),
+        ]
+    },
+};
+
 /// Access modes as kubectl abbreviates them, in its order: `RWO,ROX,RWX,RWOP`.
 fn access_modes(v: &Value, path: &str) -> Value {
     let modes = list(v, path);

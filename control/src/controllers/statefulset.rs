@@ -263,8 +263,8 @@ async fn create_claims(
     Ok(())
 }
 
-/// With `whenScaled: Delete`, the claims of a pod removed by scaling down are given to that pod, so they go
-/// with it (kube-controller-manager's updateClaimOwnerRefForSetAndPod).
+/// With `whenScaled: Delete`, the claims of a pod removed by scaling down are given to that pod (and taken from
+/// the set), so they go with it (kube-controller-manager's updateClaimOwnerRefForSetAndPod).
 async fn hand_claims_to(
     api: &Api<PersistentVolumeClaim>,
     sts: &StatefulSet,
@@ -280,17 +280,17 @@ async fn hand_claims_to(
     if !scaled_away || ordinal < sts.spec.replicas.unwrap_or(1) {
         return Ok(());
     }
+    // The pod alone owns them now (the set no longer does): they go when it goes.
+    let owners = [OwnerReference {
+        api_version: "v1".into(),
+        kind: "Pod".into(),
+        name: pod.name_any(),
+        uid: pod.uid().unwrap_or_default(),
+        block_owner_deletion: Some(true),
+        controller: Some(false),
+    }];
+    let owner = json!({"metadata": {"ownerReferences": owners}});
     for claim in claims_for(sts, ordinal) {
-        let mut owners = claim.metadata.owner_references.clone().unwrap_or_default();
-        owners.push(OwnerReference {
-            api_version: "v1".into(),
-            kind: "Pod".into(),
-            name: pod.name_any(),
-            uid: pod.uid().unwrap_or_default(),
-            block_owner_deletion: Some(true),
-            controller: Some(false),
-        });
-        let owner = json!({"metadata": {"ownerReferences": owners}});
         match api
             .patch(
                 &claim.name_any(),

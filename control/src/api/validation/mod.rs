@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod core;
+pub mod networking;
 pub mod pod;
 pub mod storage;
 pub mod workloads;
