@@ -35,6 +35,8 @@ pub struct Placed {
     pub priority: i32,
     /// Its inter-pod affinity terms, if it has any.
     pub affinity: Option<Arc<PodAffinityTerms>>,
+    /// The claims its volumes name (in its namespace).
+    pub claims: Vec<String>,
     /// Placed by this scheduler, not yet seen bound.
     pub assumed: bool,
 }
@@ -53,6 +55,9 @@ impl Placed {
             terminating: pod.metadata.deletion_timestamp.is_some(),
             priority: pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0),
             affinity: (!affinity.is_empty()).then(|| Arc::new(affinity)),
+            claims: crate::api::storage::pod_claims(pod)
+                .map(str::to_owned)
+                .collect(),
             assumed: false,
         }
     }
@@ -221,6 +226,18 @@ impl Cache {
         self.with_affinity
             .iter()
             .filter_map(|uid| Some((uid.as_str(), self.pods.get(uid)?)))
+    }
+
+    /// How many placed pods other than `uid` use the claim `namespace/name`.
+    pub fn claim_users(&self, uid: &str, namespace: &str, name: &str) -> i64 {
+        self.pods
+            .iter()
+            .filter(|(other, p)| {
+                *other != uid
+                    && p.labels.namespace == namespace
+                    && p.claims.iter().any(|c| c == name)
+            })
+            .count() as i64
     }
 
     /// Every namespace and label set of placed pods (not terminating), with how many carry it on each node.

@@ -1,9 +1,13 @@
 //! Nodes, pods and caches for the scheduler's unit tests.
 
 use super::cache::Cache;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use super::plugins::volume_binding::Volumes;
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::runtime::watcher::Event;
 use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A Ready node with 1 cpu, 1 GiB and 110 pods, its hostname label and `labels`.
 pub fn node(name: &str, labels: Value) -> Node {
@@ -40,4 +44,36 @@ pub fn cluster(nodes: Vec<Node>, pods: Vec<(Pod, &str)>) -> Cache {
         cache.apply_pod(&Event::Apply(pod));
     }
     cache
+}
+
+/// Claims (of any namespace, by name), volumes and classes, as the scheduler's listers give them.
+#[derive(Default)]
+pub struct Storage {
+    pub claims: HashMap<String, Arc<PersistentVolumeClaim>>,
+    pub volumes: Vec<Arc<PersistentVolume>>,
+    pub classes: Vec<Arc<StorageClass>>,
+}
+
+impl Volumes for Storage {
+    fn claim(&self, _namespace: &str, name: &str) -> Option<Arc<PersistentVolumeClaim>> {
+        self.claims.get(name).cloned()
+    }
+
+    fn volume(&self, name: &str) -> Option<Arc<PersistentVolume>> {
+        self.volumes
+            .iter()
+            .find(|v| v.metadata.name.as_deref() == Some(name))
+            .cloned()
+    }
+
+    fn volumes(&self) -> Vec<Arc<PersistentVolume>> {
+        self.volumes.clone()
+    }
+
+    fn class(&self, name: &str) -> Option<Arc<StorageClass>> {
+        self.classes
+            .iter()
+            .find(|c| c.metadata.name.as_deref() == Some(name))
+            .cloned()
+    }
 }

@@ -104,6 +104,9 @@ impl<'a> Incoming<'a> {
 pub struct ClusterFilters {
     affinity: AffinityFilter,
     spread: SpreadFilter,
+    /// Other pods using the pod's ReadWriteOncePod claims (kube-scheduler's VolumeRestrictions).
+    once_pod_users: i64,
+    once_pod_claims: Vec<String>,
 }
 
 impl ClusterFilters {
@@ -118,6 +121,13 @@ impl ClusterFilters {
         Self {
             affinity: AffinityFilter::new(&incoming.placed.labels, &terms, cache),
             spread: SpreadFilter::new(incoming.pod, &incoming.placed.labels, cache),
+            once_pod_users: incoming
+                .volumes
+                .once_pod_claims()
+                .iter()
+                .map(|c| cache.claim_users(&incoming.uid, &incoming.placed.labels.namespace, c))
+                .sum(),
+            once_pod_claims: incoming.volumes.once_pod_claims().to_vec(),
         }
     }
 
@@ -132,10 +142,25 @@ impl ClusterFilters {
     ) {
         self.spread.update(incoming.pod, pod, node, sign);
         self.affinity.update(pod, node, cache.namespaces(), sign);
+        if pod.labels.namespace == incoming.placed.labels.namespace {
+            let uses = pod
+                .claims
+                .iter()
+                .filter(|c| self.once_pod_claims.contains(c))
+                .count() as i64;
+            self.once_pod_users += sign * uses;
+        }
     }
 
-    /// The spreading and inter-pod affinity filters for one node.
+    /// The filters whose answer depends on other pods: ReadWriteOncePod claims in use, spreading and
+    /// inter-pod affinity.
     pub fn check(&self, node: &NodeInfo) -> Result<(), Rejection> {
+        if self.once_pod_users > 0 {
+            return resolvable(Err(
+                "node has pod using PersistentVolumeClaim with the same name and ReadWriteOncePod access mode"
+                    .into(),
+            ));
+        }
         if !self.spread.is_empty() {
             self.spread.check(node)?;
         }

@@ -237,6 +237,8 @@ mod tests {
     use crate::api::selector::LabelSelector;
     use crate::scheduler::fixtures::{cluster, node, pod};
     use crate::scheduler::framework::find_node;
+    use crate::scheduler::plugins::volume_binding::VolumeFilter;
+    use k8s_openapi::api::core::v1::PersistentVolumeClaim;
     use serde_json::json;
 
     fn priority(value: i32) -> serde_json::Value {
@@ -453,6 +455,55 @@ mod tests {
         );
         let plan = plan(&cache, &incoming, &error, &[]).unwrap();
         assert_eq!((plan.node.as_str(), victims(&plan)), ("n1", vec!["web-2"]));
+    }
+
+    #[test]
+    fn a_read_write_once_pod_claim_in_use_keeps_others_out_unless_they_preempt_its_user() {
+        let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+            "metadata": {"name": "solo", "namespace": "ns"},
+            "spec": {"accessModes": ["ReadWriteOncePod"], "volumeName": "pv-1",
+                     "resources": {"requests": {"storage": "1Gi"}}}}))
+        .unwrap();
+        let storage = crate::scheduler::fixtures::Storage {
+            claims: [("solo".to_owned(), std::sync::Arc::new(claim))].into(),
+            volumes: vec![std::sync::Arc::new(
+                serde_json::from_value(json!({"metadata": {"name": "pv-1"}})).unwrap(),
+            )],
+            ..Default::default()
+        };
+        let with_claim = |value: i32| {
+            let mut spec = priority(value);
+            spec["volumes"] =
+                json!([{"name": "d", "persistentVolumeClaim": {"claimName": "solo"}}]);
+            spec
+        };
+        let mut cache = cluster(
+            vec![node("n1", json!({}))],
+            vec![(pod("holder", json!({}), "100m", with_claim(0)), "n1")],
+        );
+        for (name, value, preempts) in [("peer", 0, false), ("urgent", 100, true)] {
+            let second = pod(name, json!({}), "100m", with_claim(value));
+            let incoming = Incoming::new(&second, LabelSelector::default())
+                .with_volumes(VolumeFilter::new(&second, &storage));
+            let error = find_node(&mut cache, &incoming).unwrap_err();
+            assert_eq!(
+                error.message(),
+                "0/1 nodes are available: 1 node has pod using PersistentVolumeClaim with the same name and ReadWriteOncePod access mode."
+            );
+            match plan(&cache, &incoming, &error, &[]) {
+                Ok(plan) => {
+                    assert!(preempts);
+                    assert_eq!(victims(&plan), ["holder"]);
+                }
+                Err(why) => {
+                    assert!(!preempts);
+                    assert_eq!(
+                        why,
+                        "preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod."
+                    );
+                }
+            }
+        }
     }
 
     #[test]

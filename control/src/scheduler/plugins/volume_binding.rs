@@ -49,6 +49,8 @@ pub struct VolumeFilter {
     /// The node affinity of each volume its bound claims use.
     pinned: Vec<NodeSelector>,
     delayed: Vec<Delayed>,
+    /// Its claims with the ReadWriteOncePod access mode: no other pod may use them.
+    once_pod: Vec<String>,
 }
 
 /// A write the scheduler makes before binding the pod to its node.
@@ -90,6 +92,12 @@ impl VolumeFilter {
             if claim.metadata.deletion_timestamp.is_some() {
                 filter.refused = Some(format!("persistentvolumeclaim {name:?} is being deleted"));
                 return filter;
+            }
+            if crate::api::storage::claim_modes(&claim)
+                .iter()
+                .any(|m| m == "ReadWriteOncePod")
+            {
+                filter.once_pod.push(name.to_owned());
             }
             if let Some(volume_name) = claim
                 .spec
@@ -147,6 +155,11 @@ impl VolumeFilter {
     /// Whether the pod's claims ask nothing of nodes.
     pub fn is_empty(&self) -> bool {
         self.refused.is_none() && self.pinned.is_empty() && self.delayed.is_empty()
+    }
+
+    /// Its ReadWriteOncePod claims (kube-scheduler's VolumeRestrictions counts the other pods using them).
+    pub fn once_pod_claims(&self) -> &[String] {
+        &self.once_pod
     }
 
     /// Why every node is refused (the PreFilter's message), if so.
@@ -250,36 +263,9 @@ fn has_room(node: &Node, claim: &PersistentVolumeClaim) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scheduler::fixtures::Storage as Cluster;
     use serde_json::json;
     use std::collections::HashMap;
-
-    #[derive(Default)]
-    struct Cluster {
-        claims: HashMap<String, Arc<PersistentVolumeClaim>>,
-        volumes: Vec<Arc<PersistentVolume>>,
-        classes: Vec<Arc<StorageClass>>,
-    }
-
-    impl Volumes for Cluster {
-        fn claim(&self, _namespace: &str, name: &str) -> Option<Arc<PersistentVolumeClaim>> {
-            self.claims.get(name).cloned()
-        }
-        fn volume(&self, name: &str) -> Option<Arc<PersistentVolume>> {
-            self.volumes
-                .iter()
-                .find(|v| v.metadata.name.as_deref() == Some(name))
-                .cloned()
-        }
-        fn volumes(&self) -> Vec<Arc<PersistentVolume>> {
-            self.volumes.clone()
-        }
-        fn class(&self, name: &str) -> Option<Arc<StorageClass>> {
-            self.classes
-                .iter()
-                .find(|c| c.metadata.name.as_deref() == Some(name))
-                .cloned()
-        }
-    }
 
     fn pod(claim: &str) -> Pod {
         serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "ns"},
