@@ -504,6 +504,37 @@ fn claims_that_cannot_be_served_say_why_and_nothing_is_made() {
         "{state}"
     );
     assert!(!agent.data_dir.join("elsewhere").exists());
+
+    // A pod bound by hand to a node its volume's node affinity leaves out is refused there too.
+    let root_path = root.canonicalize().unwrap().join("static");
+    std::fs::create_dir_all(&root_path).unwrap();
+    common::post(
+        &server,
+        VOLUMES,
+        &json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pinned"},
+            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "pinned",
+                     "local": {"path": root_path.display().to_string()},
+                     "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                         {"key": "kubernetes.io/hostname", "operator": "In", "values": ["n2"]}]}]}}}}),
+    );
+    common::post(
+        &server,
+        CLAIMS,
+        &claim_of("pinned", Some("pinned"), &["ReadWriteOnce"], "1Gi"),
+    );
+    let mut by_hand = pod_with_claim("by-hand", "pinned");
+    by_hand["spec"]["nodeName"] = json!("n1");
+    common::create_pod(&server, by_hand);
+    let refused = wait_for(&server, "by-hand", "refused its volume", |p| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("its node affinity does not allow node \"n1\""))
+    });
+    assert_eq!(
+        refused["status"]["containerStatuses"][0]["state"]["waiting"]["reason"],
+        "ContainerCreating"
+    );
+    std::fs::remove_dir(&root_path).unwrap();
     let volumes = get_json(&server, VOLUMES);
     let names: Vec<&str> = volumes["items"]
         .as_array()
@@ -511,7 +542,7 @@ fn claims_that_cannot_be_served_say_why_and_nothing_is_made() {
         .iter()
         .map(|v| v["metadata"]["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["outside"], "no volume was provisioned");
+    assert_eq!(names, ["outside", "pinned"], "no volume was provisioned");
     assert_eq!(std::fs::read_dir(&root).unwrap().count(), 0);
 }
 

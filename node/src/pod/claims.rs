@@ -5,7 +5,7 @@
 
 use super::safe_path::{self, UnsafePath};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim};
 use kube::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -13,6 +13,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use wasmkube_core::local_volumes::{LOCAL_PATH_PROVISIONER, PROVISIONED_BY};
+use wasmkube_core::node_selection::selector_matches;
 
 /// The prefix of the directories the provisioner's volumes get (`pvc-UID_NAMESPACE_CLAIM`).
 const PROVISIONED_PREFIX: &str = "pvc-";
@@ -185,11 +186,38 @@ async fn bound_volume(
     })
 }
 
+/// Refuses a volume whose node affinity leaves this node out (the scheduler keeps pods away from it; a pod
+/// bound to a node by hand is not).
+async fn check_node_affinity(
+    client: &kube::Client,
+    node_name: &str,
+    volume: &PersistentVolume,
+) -> Result<(), ClaimError> {
+    let Some(required) = volume
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_affinity.as_ref())
+        .and_then(|a| a.required.as_ref())
+    else {
+        return Ok(());
+    };
+    let node = Api::<Node>::all(client.clone()).get(node_name).await?;
+    if selector_matches(required, &node) {
+        Ok(())
+    } else {
+        Err(ClaimError::Refused(format!(
+            "PersistentVolume {:?}: its node affinity does not allow node {node_name:?}",
+            volume.metadata.name.as_deref().unwrap_or_default()
+        )))
+    }
+}
+
 /// The directory of a claim's volume, waiting (up to the kubelet's two minutes, while `stopped` says not) for
 /// the claim to be bound.
 pub async fn directory(
     client: &kube::Client,
     local: &LocalVolumes,
+    node_name: &str,
     namespace: &str,
     claim: &str,
     stopped: &tokio::sync::watch::Receiver<bool>,
@@ -198,7 +226,10 @@ pub async fn directory(
     let mut pause = Duration::from_millis(50);
     loop {
         match bound_volume(client, namespace, claim).await {
-            Ok(volume) => return local.directory(&volume),
+            Ok(volume) => {
+                check_node_affinity(client, node_name, &volume).await?;
+                return local.directory(&volume);
+            }
             Err(ClaimError::NotReady(why))
                 if started.elapsed() < BINDING_WAIT && !*stopped.borrow() =>
             {

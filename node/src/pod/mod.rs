@@ -1157,6 +1157,7 @@ impl ContainerWorker {
                 let dir = claims::directory(
                     &self.ctx.client,
                     &self.ctx.local_volumes,
+                    &self.ctx.node_name,
                     &namespace,
                     &source.claim_name,
                     &self.stopped,
