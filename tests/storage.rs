@@ -41,6 +41,17 @@ fn kv(pod: &Value, method: reqwest::Method, path: &str, body: &str) -> (u16, Str
     }
 }
 
+/// Waits until the scheduler marks the pod Unschedulable, returning it.
+fn unschedulable(server: &Server, name: &str) -> Value {
+    wait_for(server, name, "unschedulable", |p| {
+        p["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["reason"] == "Unschedulable")
+    })
+}
+
 /// Waits for a running pod of that name other than `old` (a replacement), returning it.
 fn replacement(server: &Server, name: &str, old: &Value) -> Value {
     wait_for(server, name, "replaced and running", |p| {
@@ -136,7 +147,9 @@ fn a_stateful_sets_replicas_keep_their_data_across_deletion_scaling_and_agent_re
         kv(&pods[1], reqwest::Method::PUT, "/greeting", "remember me").0,
         201
     );
-    kubectl_ok(&server, &["delete", "pod", "kv-1"]);
+    // Not --wait: kubectl waits for the name to go, and the StatefulSet may make the new kv-1 before kubectl lists
+    // (a Wasm pod stops in milliseconds), so kubectl would wait on the replacement.
+    kubectl_ok(&server, &["delete", "pod", "kv-1", "--wait=false"]);
     let kv1 = replacement(&server, "kv-1", &pods[1]);
     assert_eq!(kv1["spec"]["nodeName"], pods[1]["spec"]["nodeName"]);
     assert_eq!(
@@ -430,13 +443,7 @@ fn claims_that_cannot_be_served_say_why_and_nothing_is_made() {
         &claim_of("huge", None, &["ReadWriteOnce"], "100Pi"),
     );
     common::create_pod(&server, pod_with_claim("uses-huge", "huge"));
-    let pending = wait_for(&server, "uses-huge", "unschedulable", |p| {
-        p["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["reason"] == "Unschedulable")
-    });
+    let pending = unschedulable(&server, "uses-huge");
     let message = pending["status"]["conditions"][0]["message"]
         .as_str()
         .unwrap();
@@ -445,13 +452,19 @@ fn claims_that_cannot_be_served_say_why_and_nothing_is_made() {
         "{message}"
     );
 
-    // An access mode a node directory cannot give: the provisioner says why and makes nothing.
-    common::post(
-        &server,
-        CLAIMS,
-        &claim_of("shared", None, &["ReadWriteMany"], "1Gi"),
-    );
+    // An access mode a node directory cannot give: its pod stays Pending, saying why; the provisioner, asked
+    // for it on a node (the annotation the scheduler would set), says why too and makes nothing.
+    let mut shared = claim_of("shared", None, &["ReadWriteMany"], "1Gi");
+    shared["metadata"]["annotations"] = json!({"volume.kubernetes.io/selected-node": "n1"});
+    common::post(&server, CLAIMS, &shared);
     common::create_pod(&server, pod_with_claim("uses-shared", "shared"));
+    let pending = unschedulable(&server, "uses-shared");
+    assert_eq!(
+        pending["status"]["conditions"][0]["message"],
+        "0/1 nodes are available: persistentvolumeclaim \"shared\" cannot be provisioned: wasmkube.io/local-path \
+         supports only the ReadWriteOnce and ReadWriteOncePod access modes, not ReadWriteMany. preemption: 0/1 \
+         nodes are available: 1 Preemption is not helpful for scheduling.."
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     while !event_reasons(&server, "shared")
         .iter()

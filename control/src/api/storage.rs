@@ -45,6 +45,42 @@ pub fn local_path_class() -> StorageClass {
     }
 }
 
+/// The access modes a directory on one node can serve.
+const LOCAL_PATH_MODES: [&str; 2] = ["ReadWriteOnce", "ReadWriteOncePod"];
+
+/// Why the local-path provisioner can never serve a claim of a class, whatever node is chosen (the scheduler asks too, to
+/// keep such a claim's pod Pending rather than bound and waiting).
+pub fn local_path_refusal(claim: &PersistentVolumeClaim, class: &StorageClass) -> Option<String> {
+    let spec = claim.spec.clone().unwrap_or_default();
+    if let Some(mode) = claim_modes(claim)
+        .iter()
+        .find(|m| !LOCAL_PATH_MODES.contains(&m.as_str()))
+    {
+        return Some(format!(
+            "{LOCAL_PATH_PROVISIONER} supports only the ReadWriteOnce and ReadWriteOncePod access modes, not {mode}"
+        ));
+    }
+    if spec
+        .volume_mode
+        .as_deref()
+        .is_some_and(|m| m != "Filesystem")
+    {
+        return Some(format!(
+            "{LOCAL_PATH_PROVISIONER} supports only volumeMode Filesystem"
+        ));
+    }
+    if spec.selector.is_some() {
+        return Some("claim Selector is not supported".into());
+    }
+    if class.volume_binding_mode.as_deref() != Some("WaitForFirstConsumer") {
+        return Some(format!(
+            "{LOCAL_PATH_PROVISIONER} needs volumeBindingMode WaitForFirstConsumer: a directory lives on the node \
+             of the claim's first pod"
+        ));
+    }
+    None
+}
+
 /// Adds a finalizer to an object (as JSON) that does not have it yet.
 pub fn add_finalizer(object: &mut Value, finalizer: &str) {
     let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) else {

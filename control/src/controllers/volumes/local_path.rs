@@ -4,7 +4,7 @@
 //! directory when a pod mounts it and removes it when the volume is deleted.
 
 use crate::api::storage::{
-    LOCAL_PATH_PROVISIONER, LOCAL_PATH_ROOT, PROVISIONED_BY, claim_request, local_room,
+    LOCAL_PATH_ROOT, PROVISIONED_BY, claim_modes, claim_request, local_path_refusal, local_room,
 };
 use k8s_openapi::api::core::v1::{
     LocalVolumeSource, Node, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm,
@@ -14,9 +14,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use std::collections::BTreeMap;
-
-/// The access modes a directory on one node can serve.
-const SUPPORTED_MODES: [&str; 2] = ["ReadWriteOnce", "ReadWriteOncePod"];
+use wasmkube_core::local_volumes::LOCAL_PATH_PROVISIONER;
 
 /// The name of the volume provisioned for a claim (what Kubernetes' provisioners call it).
 pub fn volume_name(claim: &PersistentVolumeClaim) -> String {
@@ -32,34 +30,10 @@ pub fn volume_for(
     node: Option<&Node>,
     node_name: &str,
 ) -> Result<PersistentVolume, String> {
-    let spec = claim.spec.clone().unwrap_or_default();
-    let modes = spec.access_modes.clone().unwrap_or_default();
-    if let Some(mode) = modes
-        .iter()
-        .find(|m| !SUPPORTED_MODES.contains(&m.as_str()))
-    {
-        return Err(format!(
-            "{LOCAL_PATH_PROVISIONER} supports only the ReadWriteOnce and ReadWriteOncePod access modes, not {mode}"
-        ));
+    if let Some(reason) = local_path_refusal(claim, class) {
+        return Err(reason);
     }
-    if spec
-        .volume_mode
-        .as_deref()
-        .is_some_and(|m| m != "Filesystem")
-    {
-        return Err(format!(
-            "{LOCAL_PATH_PROVISIONER} supports only volumeMode Filesystem"
-        ));
-    }
-    if spec.selector.is_some() {
-        return Err("claim Selector is not supported".into());
-    }
-    if class.volume_binding_mode.as_deref() != Some("WaitForFirstConsumer") {
-        return Err(format!(
-            "{LOCAL_PATH_PROVISIONER} needs volumeBindingMode WaitForFirstConsumer: a directory lives on the node \
-             of the claim's first pod"
-        ));
-    }
+    let modes = claim_modes(claim).to_vec();
     let node = node.ok_or_else(|| format!("node {node_name:?} not found"))?;
     let root = node
         .metadata

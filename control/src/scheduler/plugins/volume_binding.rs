@@ -7,8 +7,8 @@
 use super::node_affinity::selector_matches;
 use super::{Reason, Rejection, unresolvable};
 use crate::api::storage::{
-    LOCAL_PATH_PROVISIONER, LOCAL_PATH_ROOT, SELECTED_NODE, claim_class, claim_request, local_room,
-    pod_claims, satisfies,
+    LOCAL_PATH_PROVISIONER, LOCAL_PATH_ROOT, SELECTED_NODE, claim_class, claim_request,
+    local_path_refusal, local_room, pod_claims, satisfies,
 };
 use k8s_openapi::api::core::v1::{
     Node, NodeSelector, PersistentVolume, PersistentVolumeClaim, Pod,
@@ -140,6 +140,16 @@ impl VolumeFilter {
                         && satisfies(v, &claim)
                 })
                 .collect();
+            if let Some(reason) = class
+                .as_deref()
+                .filter(|c| c.provisioner == LOCAL_PATH_PROVISIONER)
+                .and_then(|c| local_path_refusal(&claim, c))
+            {
+                filter.refused = Some(format!(
+                    "persistentvolumeclaim {name:?} cannot be provisioned: {reason}"
+                ));
+                return filter;
+            }
             let provisioner = class
                 .map(|c| c.provisioner.clone())
                 .filter(|p| p != NO_PROVISIONER);
@@ -348,12 +358,22 @@ mod tests {
     }
 
     #[test]
-    fn missing_or_immediate_unbound_claims_refuse_every_node() {
-        let cluster = cluster(claim(json!({})));
-        let missing = VolumeFilter::new(&pod("other"), &cluster);
+    fn missing_unprovisionable_or_immediate_unbound_claims_refuse_every_node() {
+        let plain = cluster(claim(json!({})));
+        let missing = VolumeFilter::new(&pod("other"), &plain);
         assert_eq!(
             missing.refused().map(String::as_str),
             Some("persistentvolumeclaim \"other\" not found")
+        );
+        let shared = cluster(claim(json!({"spec": {"accessModes": ["ReadWriteMany"]}})));
+        assert_eq!(
+            VolumeFilter::new(&pod("data"), &shared)
+                .refused()
+                .map(String::as_str),
+            Some(
+                "persistentvolumeclaim \"data\" cannot be provisioned: wasmkube.io/local-path supports only the \
+                 ReadWriteOnce and ReadWriteOncePod access modes, not ReadWriteMany"
+            )
         );
         let immediate = cluster_immediate();
         assert_eq!(
