@@ -41,6 +41,32 @@ fn kv(pod: &Value, method: reqwest::Method, path: &str, body: &str) -> (u16, Str
     }
 }
 
+/// Creates a pod using `claim` bound by hand to n1 (no scheduler), and waits until its container waits in
+/// ContainerCreating with a message that has `words`.
+fn refused_on_n1(server: &Server, name: &str, claim: &str, words: &str) {
+    let mut pod = pod_with_claim(name, claim);
+    pod["spec"]["nodeName"] = json!("n1");
+    common::create_pod(server, pod);
+    let refused = wait_for(server, name, "refused its volume", |p| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(words))
+    });
+    assert_eq!(
+        refused["status"]["containerStatuses"][0]["state"]["waiting"]["reason"],
+        "ContainerCreating"
+    );
+}
+
+/// Waits for an Event with `reason` about the object `name`.
+fn wait_event(server: &Server, name: &str, reason: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !event_reasons(server, name).iter().any(|r| r == reason) {
+        assert!(Instant::now() < deadline, "no {reason} event about {name}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Waits until the scheduler marks the pod Unschedulable, returning it.
 fn unschedulable(server: &Server, name: &str) -> Value {
     wait_for(server, name, "unschedulable", |p| {
@@ -426,14 +452,7 @@ fn claims_that_cannot_be_served_say_why_and_nothing_is_made() {
         CLAIMS,
         &claim_of("nothing", Some(""), &["ReadWriteOnce"], "1Gi"),
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !event_reasons(&server, "nothing")
-        .iter()
-        .any(|r| r == "FailedBinding")
-    {
-        assert!(Instant::now() < deadline, "no FailedBinding event");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_event(&server, "nothing", "FailedBinding");
     assert_eq!(claim(&server, "nothing")["status"]["phase"], "Pending");
 
     // More than the node has: its pod is unschedulable, as Kubernetes words it.
@@ -465,14 +484,7 @@ fn claims_that_cannot_be_served_say_why_and_nothing_is_made() {
          supports only the ReadWriteOnce and ReadWriteOncePod access modes, not ReadWriteMany. preemption: 0/1 \
          nodes are available: 1 Preemption is not helpful for scheduling.."
     );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !event_reasons(&server, "shared")
-        .iter()
-        .any(|r| r == "ProvisioningFailed")
-    {
-        assert!(Instant::now() < deadline, "no ProvisioningFailed event");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_event(&server, "shared", "ProvisioningFailed");
     let events = get_json(
         &server,
         "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3Dshared,reason%3DProvisioningFailed",
@@ -498,14 +510,7 @@ fn claims_that_cannot_be_served_say_why_and_nothing_is_made() {
         &claim_of("outside", Some("manual"), &["ReadWriteOnce"], "1Gi"),
     );
     common::create_pod(&server, pod_with_claim("uses-outside", "outside"));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !event_reasons(&server, "uses-outside")
-        .iter()
-        .any(|r| r == "FailedMount")
-    {
-        assert!(Instant::now() < deadline, "no FailedMount event");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_event(&server, "uses-outside", "FailedMount");
     let waiting = get_pod(&server, "uses-outside").unwrap();
     let state = &waiting["status"]["containerStatuses"][0]["state"]["waiting"];
     assert_eq!(state["reason"], "ContainerCreating");
@@ -517,6 +522,25 @@ fn claims_that_cannot_be_served_say_why_and_nothing_is_made() {
         "{state}"
     );
     assert!(!agent.data_dir.join("elsewhere").exists());
+
+    // A pod bound by hand (no scheduler) to a claim that does not exist, or is not bound, waits in
+    // ContainerCreating; the missing claim is a FailedMount Event at once.
+    refused_on_n1(
+        &server,
+        "no-claim",
+        "absent",
+        "persistentvolumeclaim \"absent\" not found",
+    );
+    wait_event(&server, "no-claim", "FailedMount");
+    let mut unbound = pod_with_claim("unbound-claim", "nothing");
+    unbound["spec"]["nodeName"] = json!("n1");
+    common::create_pod(&server, unbound);
+    std::thread::sleep(Duration::from_secs(1));
+    let waiting = get_pod(&server, "unbound-claim").unwrap();
+    assert_eq!(
+        waiting["status"]["containerStatuses"][0]["state"]["waiting"]["reason"],
+        "ContainerCreating"
+    );
 
     // A pod bound by hand to a node its volume's node affinity leaves out is refused there too.
     let root_path = root.canonicalize().unwrap().join("static");
@@ -535,17 +559,11 @@ fn claims_that_cannot_be_served_say_why_and_nothing_is_made() {
         CLAIMS,
         &claim_of("pinned", Some("pinned"), &["ReadWriteOnce"], "1Gi"),
     );
-    let mut by_hand = pod_with_claim("by-hand", "pinned");
-    by_hand["spec"]["nodeName"] = json!("n1");
-    common::create_pod(&server, by_hand);
-    let refused = wait_for(&server, "by-hand", "refused its volume", |p| {
-        p["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
-            .as_str()
-            .is_some_and(|m| m.contains("its node affinity does not allow node \"n1\""))
-    });
-    assert_eq!(
-        refused["status"]["containerStatuses"][0]["state"]["waiting"]["reason"],
-        "ContainerCreating"
+    refused_on_n1(
+        &server,
+        "by-hand",
+        "pinned",
+        "its node affinity does not allow node \"n1\"",
     );
     std::fs::remove_dir(&root_path).unwrap();
     let volumes = get_json(&server, VOLUMES);
