@@ -106,7 +106,6 @@ pub struct ClusterFilters {
     spread: SpreadFilter,
     /// Other pods using the pod's ReadWriteOncePod claims (kube-scheduler's VolumeRestrictions).
     once_pod_users: i64,
-    once_pod_claims: Vec<String>,
 }
 
 impl ClusterFilters {
@@ -127,7 +126,6 @@ impl ClusterFilters {
                 .iter()
                 .map(|c| cache.claim_users(&incoming.uid, &incoming.placed.labels.namespace, c))
                 .sum(),
-            once_pod_claims: incoming.volumes.once_pod_claims().to_vec(),
         }
     }
 
@@ -146,7 +144,7 @@ impl ClusterFilters {
             let uses = pod
                 .claims
                 .iter()
-                .filter(|c| self.once_pod_claims.contains(c))
+                .filter(|c| incoming.volumes.once_pod_claims().contains(c))
                 .count() as i64;
             self.once_pod_users += sign * uses;
         }
