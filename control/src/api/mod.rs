@@ -25,5 +25,6 @@ pub mod storage;
 pub mod table;
 pub mod tokens;
 pub mod validation;
+pub mod value;
 
 pub use wasmkube_core::{csr, qos, quantity, stream_options};

@@ -21,6 +21,7 @@ mod reviews;
 pub mod service_account_admission;
 pub mod service_network;
 mod shared_events;
+mod stored_json;
 mod watch;
 
 use crate::api::request_info::{ApiPath, RequestInfo, ResourcePath};

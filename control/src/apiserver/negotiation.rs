@@ -96,7 +96,10 @@ impl Negotiated {
                 }
             }
         }
-        with_type(code, object.to_string(), "application/json")
+        match serde_json::to_vec(object) {
+            Ok(json) => with_type(code, json, "application/json"),
+            Err(error) => ApiError::Internal(error.to_string()).into_response(),
+        }
     }
 
     /// `error` as a Status, in the negotiated encoding.

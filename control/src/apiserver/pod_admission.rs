@@ -11,6 +11,7 @@ use crate::api::resources::{self, ResourceType};
 use crate::store::ListRequest;
 use k8s_openapi::api::core::v1::{LimitRange, Pod, ResourceQuota};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -92,16 +93,20 @@ impl ApiServer {
     /// Priority admission: sets a new pod's `priorityClassName`, `priority` and `preemptionPolicy` from its
     /// class, refusing a missing class or a priority of its own.
     pub(super) fn admit_pod_priority(&self, object: &mut Value) -> Result<(), ApiError> {
-        let pod = typed_pod(object)?;
-        let spec = pod.spec.as_ref();
         let classes: Vec<PriorityClass> = self.priority_classes()?;
+        let spec = &object["spec"];
         let resolved = resolve_pod_priority(
-            spec.and_then(|s| s.priority_class_name.as_deref()),
-            spec.and_then(|s| s.priority),
-            spec.and_then(|s| s.preemption_policy.as_deref()),
+            spec["priorityClassName"].as_str(),
+            spec["priority"]
+                .as_i64()
+                .and_then(|p| i32::try_from(p).ok()),
+            spec["preemptionPolicy"].as_str(),
             &classes,
         )
-        .map_err(|message| forbidden(&pod, message))?;
+        .map_err(|message| {
+            let name = object["metadata"]["name"].as_str().unwrap_or_default();
+            ApiError::Forbidden(format!("pods {name:?} is forbidden: {message}"))
+        })?;
         if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
             if !resolved.class_name.is_empty() {
                 spec.insert("priorityClassName".into(), resolved.class_name.into());
@@ -162,7 +167,7 @@ impl ApiServer {
 }
 
 fn typed_pod(object: &Value) -> Result<Pod, ApiError> {
-    serde_json::from_value(object.clone())
+    Pod::deserialize(object)
         .map_err(|e| ApiError::Internal(format!("admitted Pod is malformed: {e}")))
 }
 

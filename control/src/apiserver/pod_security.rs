@@ -13,6 +13,7 @@ use crate::api::resources::{self, ResourceType};
 use crate::api::validation::Cause;
 use k8s_openapi::api::core::v1::PodSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -30,7 +31,7 @@ fn pod_of<'a>(resource: &ResourceType, object: &'a Value) -> Option<&'a Value> {
 }
 
 fn labels_of(object: &Value) -> BTreeMap<String, String> {
-    serde_json::from_value(object["metadata"]["labels"].clone()).unwrap_or_default()
+    BTreeMap::deserialize(&object["metadata"]["labels"]).unwrap_or_default()
 }
 
 impl ApiServer {
@@ -79,8 +80,8 @@ impl ApiServer {
         if !errors.is_empty() {
             tracing::warn!(namespace, errors = ?errors, "pod-security labels cannot be read: restricted");
         }
-        let meta: ObjectMeta = serde_json::from_value(pod["metadata"].clone()).unwrap_or_default();
-        let Ok(spec) = serde_json::from_value::<PodSpec>(pod["spec"].clone()) else {
+        let meta = ObjectMeta::deserialize(&pod["metadata"]).unwrap_or_default();
+        let Ok(spec) = PodSpec::deserialize(&pod["spec"]) else {
             return Ok(Vec::new());
         };
         let is_pod = resource.group.is_empty();

@@ -2,7 +2,8 @@
 //! them (as kube-apiserver's watch cache shares one decoded object and one serialization per event): a pod
 //! change seen by the scheduler, the controllers, its node's agent and a user's `kubectl get -w` is read once.
 
-use super::objects::served;
+use super::objects::{Filter, served};
+use super::stored_json::served_json;
 use crate::store::{Event, Revision};
 use serde_json::Value;
 use std::collections::{HashMap, VecDeque};
@@ -57,15 +58,34 @@ impl SharedEvent {
         self.event.prev.is_some()
     }
 
-    /// The object as JSON.
+    /// The object as JSON: the stored bytes with the revision put in (decoded and written again only when
+    /// they are not plain JSON).
     pub fn json(&self) -> Option<&bytes::Bytes> {
         self.json
             .get_or_init(|| {
-                serde_json::to_vec(self.object()?)
-                    .ok()
-                    .map(bytes::Bytes::from)
+                match served_json(&self.event.value, self.event.revision) {
+                    Some(json) => Some(json),
+                    None => serde_json::to_vec(self.object()?).ok(),
+                }
+                .map(bytes::Bytes::from)
             })
             .as_ref()
+    }
+
+    /// Whether the object passes `filter` (false when it cannot be read).
+    pub fn matches(&self, filter: &Filter) -> bool {
+        filter
+            .matches_stored(&self.event.value)
+            .or_else(|| self.object().map(|object| filter.matches(object)))
+            .unwrap_or(false)
+    }
+
+    /// Whether the object before a put passed `filter`; `None` for a create, a delete, or unreadable bytes.
+    pub fn matched_before(&self, filter: &Filter) -> Option<bool> {
+        let prev = self.event.prev.as_ref()?;
+        filter
+            .matches_stored(prev)
+            .or_else(|| self.before().map(|before| filter.matches(before)))
     }
 }
 
@@ -132,7 +152,7 @@ mod tests {
         assert_eq!(first.object().unwrap()["metadata"]["resourceVersion"], "7");
         assert_eq!(
             first.json().unwrap().as_ref(),
-            br#"{"metadata":{"name":"a","resourceVersion":"7"}}"#
+            br#"{"metadata":{"resourceVersion":"7","name":"a"}}"#
         );
         assert!(first.replaced() && first.before().is_some());
     }

@@ -236,17 +236,20 @@ impl ApiServer {
                 last = event.revision;
                 let kind = event.kind;
                 let change = shared.get(event);
-                let Some(object) = change.object() else {
-                    continue;
+                let readable = match how {
+                    Render::Object(Encoding::Json) => change.json().is_some(),
+                    Render::Object(Encoding::Protobuf) | Render::Table(_) => {
+                        change.object().is_some()
+                    }
                 };
+                if !readable {
+                    continue;
+                }
                 // Without selectors every object matches: the one before need not be read.
                 let (before, now) = if filter.selects_everything() {
                     (change.replaced().then_some(true), true)
                 } else {
-                    (
-                        change.before().map(|b| filter.matches(b)),
-                        filter.matches(object),
-                    )
+                    (change.matched_before(&filter), change.matches(&filter))
                 };
                 let kind = match (kind, before, now) {
                     (EventKind::Delete, _, true) => "DELETED",

@@ -90,6 +90,24 @@ impl FieldSet {
         result
     }
 
+    /// Removes the members of `other`, as [`FieldSet::difference`] without copying what stays; whether
+    /// anything was removed.
+    pub fn subtract(&mut self, other: &FieldSet) -> bool {
+        let mut removed = self.member && other.member;
+        self.member &= !other.member;
+        for (element, theirs) in &other.children {
+            if let Some(child) = self.children.get_mut(element)
+                && child.subtract(theirs)
+            {
+                removed = true;
+                if child.is_empty() {
+                    self.children.remove(element);
+                }
+            }
+        }
+        removed
+    }
+
     /// The members of both.
     pub fn intersection(&self, other: &FieldSet) -> FieldSet {
         let mut result = FieldSet {
@@ -200,6 +218,9 @@ pub fn fields_of(field: &str, value: &Value) -> FieldSet {
 pub fn changes(field: &str, old: &Value, new: &Value) -> (FieldSet, FieldSet) {
     let mut changed = FieldSet::default();
     let mut removed = FieldSet::default();
+    if old == new {
+        return (changed, removed);
+    }
     match (old, new) {
         (Value::Object(a), Value::Object(b))
             if !a.is_empty() && !b.is_empty() && !schema::is_atomic_object(field) =>
@@ -338,6 +359,28 @@ mod tests {
                 ".spec.containers[name=\"web\"].name",
             ]
         );
+    }
+
+    #[test]
+    fn subtracting_in_place_leaves_what_the_difference_leaves() {
+        let set = FieldSet::from_fields_v1(&json!({
+            "f:metadata": {"f:labels": {"f:app": {}, "f:tier": {}}},
+            "f:spec": {"f:containers": {"k:{\"name\":\"web\"}": {".": {}, "f:image": {}}}, "f:replicas": {}}
+        }));
+        let others = [
+            json!({"f:metadata": {"f:labels": {"f:app": {}}}}),
+            json!({"f:spec": {"f:containers": {"k:{\"name\":\"web\"}": {".": {}, "f:image": {}}}}}),
+            json!({"f:spec": {"f:replicas": {}, "f:paused": {}}, "f:status": {"f:phase": {}}}),
+            json!({"f:status": {"f:phase": {}}}),
+            json!({}),
+        ];
+        for other in others {
+            let other = FieldSet::from_fields_v1(&other);
+            let mut subtracted = set.clone();
+            let removed = subtracted.subtract(&other);
+            assert_eq!(subtracted, set.difference(&other), "{other:?}");
+            assert_eq!(removed, subtracted != set, "{other:?}");
+        }
     }
 
     #[test]

@@ -52,10 +52,13 @@ struct Entry {
     time: String,
     subresource: String,
     fields: FieldSet,
+    /// While `fields` is as read: the entry's index in the record it was read from (whose `fieldsV1` is
+    /// then written again as it was).
+    source: Option<usize>,
 }
 
 impl Entry {
-    fn from_json(entry: &Value) -> Self {
+    fn from_json(index: usize, entry: &Value) -> Self {
         let text = |key: &str| entry[key].as_str().unwrap_or_default().to_owned();
         Entry {
             manager: text("manager"),
@@ -64,18 +67,32 @@ impl Entry {
             time: text("time"),
             subresource: text("subresource"),
             fields: FieldSet::from_fields_v1(&entry["fieldsV1"]),
+            source: Some(index),
         }
     }
 
-    fn to_json(&self) -> Value {
+    /// The entry as JSON; `record` is the managedFields it was read from.
+    fn to_json(&self, record: Option<&Vec<Value>>) -> Value {
+        let fields = match (self.source, record) {
+            (Some(index), Some(record)) => record.get(index).map(|e| e["fieldsV1"].clone()),
+            _ => None,
+        };
         let mut entry = json!({
             "manager": self.manager, "operation": self.operation, "apiVersion": self.api_version,
-            "time": self.time, "fieldsType": "FieldsV1", "fieldsV1": self.fields.to_fields_v1(),
+            "time": self.time, "fieldsType": "FieldsV1",
+            "fieldsV1": fields.unwrap_or_else(|| self.fields.to_fields_v1()),
         });
         if !self.subresource.is_empty() {
             entry["subresource"] = self.subresource.clone().into();
         }
         entry
+    }
+
+    /// The entry without the members of `gone`.
+    fn lose(&mut self, gone: &FieldSet) {
+        if self.fields.subtract(gone) {
+            self.source = None;
+        }
     }
 
     /// Whether this is the entry `writer` writes to.
@@ -123,7 +140,12 @@ pub enum ApplyError {
 fn entries(object: Option<&Value>) -> Vec<Entry> {
     object
         .and_then(|o| o["metadata"]["managedFields"].as_array())
-        .map(|list| list.iter().map(Entry::from_json).collect())
+        .map(|list| {
+            list.iter()
+                .enumerate()
+                .map(|(index, entry)| Entry::from_json(index, entry))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -174,6 +196,7 @@ fn cap_update_managers(entries: &mut Vec<Entry>) {
         }
         let fields = entries[i].fields.clone();
         entries[bucket].fields.union(&fields);
+        entries[bucket].source = None;
         entries[bucket].time = entries[i].time.clone();
         merged.insert(i);
         remaining -= 1;
@@ -186,9 +209,10 @@ fn cap_update_managers(entries: &mut Vec<Entry>) {
     });
 }
 
-/// Writes `entries` into `object`, in Kubernetes' order (applies first, then by time, manager and
-/// subresource), leaving out managers that own nothing and merging the oldest updates past the cap.
-fn store_entries(object: &mut Value, mut entries: Vec<Entry>) {
+/// Writes `entries` (read from the managedFields of `read_from`) into `object`, in Kubernetes' order
+/// (applies first, then by time, manager and subresource), leaving out managers that own nothing and
+/// merging the oldest updates past the cap.
+fn store_entries(object: &mut Value, mut entries: Vec<Entry>, read_from: Option<&Value>) {
     entries.retain(|e| !e.fields.is_empty());
     cap_update_managers(&mut entries);
     entries.sort_by(|a, b| {
@@ -205,21 +229,15 @@ fn store_entries(object: &mut Value, mut entries: Vec<Entry>) {
     if entries.is_empty() {
         metadata.remove("managedFields");
     } else {
-        let list = entries.iter().map(Entry::to_json).collect();
+        let record = read_from.and_then(|o| o["metadata"]["managedFields"].as_array());
+        let list = entries.iter().map(|e| e.to_json(record)).collect();
         metadata.insert("managedFields".into(), Value::Array(list));
     }
 }
 
 /// Whether `a` and `b` are the same but for their managedFields.
 pub fn same_content(a: &Value, b: &Value) -> bool {
-    let without = |object: &Value| {
-        let mut object = object.clone();
-        if let Some(metadata) = object["metadata"].as_object_mut() {
-            metadata.remove("managedFields");
-        }
-        object
-    };
-    without(a) == without(b)
+    crate::api::value::equal_except(a, b, &[], &["managedFields"])
 }
 
 /// Whether `a` and `b` have the same managers owning the same fields, whatever their times.
@@ -228,6 +246,7 @@ pub fn same_owners(a: &Value, b: &Value) -> bool {
         let mut list = entries(Some(object));
         for entry in &mut list {
             entry.time.clear();
+            entry.source = None;
         }
         list.sort_by(|x, y| (&x.manager, &x.operation).cmp(&(&y.manager, &y.operation)));
         list
@@ -286,7 +305,8 @@ fn owned_part(object: &Value, subresource: &str, separate_status: bool) -> Value
 /// field never lose it).
 pub fn with_sent_owners(old: &Value, sent: &Value) -> Option<Value> {
     let list = sent.as_array().filter(|list| !list.is_empty())?;
-    if !list.iter().all(Value::is_object) {
+    // A patch carries the stored record unchanged: that is no takeover.
+    if !list.iter().all(Value::is_object) || *sent == old["metadata"]["managedFields"] {
         return None;
     }
     let mut base = old.clone();
@@ -305,7 +325,8 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, writer: &Writer, sepa
     let after = owned_part(new, &writer.subresource, separate_status);
     let (changed, removed) = changes("", &before, &after);
     for entry in all.iter_mut().filter(|e| !e.is_of(writer)) {
-        entry.fields = entry.fields.difference(&changed).difference(&removed);
+        entry.lose(&changed);
+        entry.lose(&removed);
     }
     let (mut mine, owned_since) = match all.iter().position(|e| e.is_of(writer)) {
         Some(at) => {
@@ -329,8 +350,9 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, writer: &Writer, sepa
         time,
         subresource: writer.subresource.clone(),
         fields,
+        source: None,
     });
-    store_entries(new, all);
+    store_entries(new, all, old);
 }
 
 /// Applies `config` by `writer` over `live` (`None` when the object does not exist yet): the merged object,
@@ -343,6 +365,7 @@ pub fn apply(
     separate_status: bool,
 ) -> Result<Value, ApplyError> {
     let mut all = entries(live);
+    let read_from = live;
     let live = live.cloned().unwrap_or_else(|| Value::Object(Map::new()));
     let part = |object: &Value| owned_part(object, &writer.subresource, separate_status);
     let applied = fields_of("", &part(config));
@@ -373,9 +396,9 @@ pub fn apply(
                     .into_iter()
                     .map(|p| (entry.describe(), display(&p))),
             );
-            entry.fields = entry.fields.difference(&taken);
+            entry.lose(&taken);
         }
-        entry.fields = entry.fields.difference(&removed);
+        entry.lose(&removed);
     }
     if !conflicts.is_empty() && !force {
         return Err(ApplyError::Conflicts(conflict_report(conflicts)));
@@ -388,8 +411,9 @@ pub fn apply(
         time: writer.time.clone(),
         subresource: writer.subresource.clone(),
         fields: applied,
+        source: None,
     });
-    store_entries(&mut merged, all);
+    store_entries(&mut merged, all, read_from);
     Ok(merged)
 }
 

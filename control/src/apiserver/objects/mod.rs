@@ -123,11 +123,7 @@ pub fn served(value: &[u8], revision: Revision) -> Result<Value, ApiError> {
 }
 
 fn stored(object: &Value) -> Result<Vec<u8>, ApiError> {
-    let mut object = object.clone();
-    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.remove("resourceVersion");
-    }
-    serde_json::to_vec(&object).map_err(|e| ApiError::Internal(e.to_string()))
+    super::stored_json::to_stored(object).map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 /// Now, to the second as Kubernetes writes times, truncated: never in the future.
@@ -419,6 +415,19 @@ impl Filter {
             && self.fields.matches(object)
     }
 
+    /// Whether a stored object passes both selectors, reading only the fields they name; `None` when its
+    /// bytes are not JSON.
+    pub fn matches_stored(&self, stored: &[u8]) -> Option<bool> {
+        let mut paths = vec![vec!["metadata", "labels"]];
+        paths.extend(
+            self.fields
+                .0
+                .iter()
+                .map(|(field, _, _)| field.split('.').collect()),
+        );
+        super::stored_json::project(stored, &paths).map(|fields| self.matches(&fields))
+    }
+
     /// Whether every object passes (no selector was given).
     pub fn selects_everything(&self) -> bool {
         self.labels.0.is_empty() && self.fields.0.is_empty()
@@ -673,15 +682,6 @@ fn query_clone(query: &Query) -> Query {
 }
 
 /// Everything of an object that counts for `metadata.generation`: all but metadata and status.
-fn spec_of(object: &Value) -> Value {
-    let mut rest = object.clone();
-    if let Some(map) = rest.as_object_mut() {
-        map.remove("metadata");
-        map.remove("status");
-    }
-    rest
-}
-
 /// The autoscaling/v1 Scale view of a workload.
 fn scale_of(resource: &ResourceType, object: &Value) -> Result<Value, ApiError> {
     let selector = LabelSelector::from_object(&object["spec"]["selector"])

@@ -41,11 +41,12 @@ impl ApiServer {
                 other => other?,
             };
             let old = served(&current.value, current.mod_revision)?;
-            let base = if subresource == Some(Subresource::Scale) {
-                scale_of(target.resource, &old)?
+            let scale = if subresource == Some(Subresource::Scale) {
+                Some(scale_of(target.resource, &old)?)
             } else {
-                old.clone()
+                None
             };
+            let base = scale.as_ref().unwrap_or(&old);
             let mut patched = base.clone();
             match media.as_str() {
                 "application/json-patch+json" => {
@@ -61,8 +62,7 @@ impl ApiServer {
                 }
                 "application/apply-patch+yaml" if subresource != Some(Subresource::Scale) => {
                     require_object(&patch)?;
-                    patched =
-                        applied(Some(&base), &patch, &writer, query.force(), separate_status)?;
+                    patched = applied(Some(base), &patch, &writer, query.force(), separate_status)?;
                 }
                 "application/strategic-merge-patch+json" | "application/apply-patch+yaml" => {
                     strategic_merge(&mut patched, &patch)

@@ -48,7 +48,7 @@ impl ApiServer {
         let resource = target.resource;
         if subresource.is_some_and(Subresource::writes_status) {
             // A status write changes the status and nothing else.
-            let status = new.get("status").cloned();
+            let status = new.as_object_mut().and_then(|o| o.remove("status"));
             new = old.clone();
             match status {
                 Some(status) => new["status"] = status,
@@ -124,7 +124,9 @@ impl ApiServer {
         let held = self.hold_for_admission(&write).await?;
         let (mut new, warnings) = self.admit(&write, new, None, query)?;
         new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
-        if resource.tracks_generation() && spec_of(&new) != spec_of(&old) {
+        if resource.tracks_generation()
+            && !crate::api::value::equal_except(&new, &old, &["metadata", "status"], &[])
+        {
             let generation = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
             new["metadata"]["generation"] = generation.into();
         }
