@@ -65,7 +65,8 @@ impl ApiServer {
             return Ok(());
         }
         let mut pod = typed_pod(object)?;
-        apply_limit_ranges(&mut pod, &ranges).map_err(|m| forbidden(&pod, m))?;
+        apply_limit_ranges(&mut pod, &ranges)
+            .map_err(|m| forbidden(pod.metadata.name.as_deref(), m))?;
         let class = crate::api::qos::QosClass::of(&pod.spec.clone().unwrap_or_default());
         pod.status.get_or_insert_with(Default::default).qos_class = Some(class.name().to_owned());
         *object = serde_json::to_value(&pod)
@@ -83,7 +84,8 @@ impl ApiServer {
         let pod = typed_pod(object)?;
         let others: Vec<Pod> = self.list_in("pods", namespace)?;
         for quota in &quotas {
-            check_quota(quota, &pod, &others).map_err(|m| forbidden(&pod, m))?;
+            check_quota(quota, &pod, &others)
+                .map_err(|m| forbidden(pod.metadata.name.as_deref(), m))?;
         }
         Ok(())
     }
@@ -103,10 +105,7 @@ impl ApiServer {
             spec["preemptionPolicy"].as_str(),
             &classes,
         )
-        .map_err(|message| {
-            let name = object["metadata"]["name"].as_str().unwrap_or_default();
-            ApiError::Forbidden(format!("pods {name:?} is forbidden: {message}"))
-        })?;
+        .map_err(|message| forbidden(object["metadata"]["name"].as_str(), message))?;
         if let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) {
             if !resolved.class_name.is_empty() {
                 spec.insert("priorityClassName".into(), resolved.class_name.into());
@@ -171,8 +170,8 @@ fn typed_pod(object: &Value) -> Result<Pod, ApiError> {
         .map_err(|e| ApiError::Internal(format!("admitted Pod is malformed: {e}")))
 }
 
-/// Kubernetes' 403 for a pod refused by LimitRanger or ResourceQuota.
-fn forbidden(pod: &Pod, message: String) -> ApiError {
-    let name = pod.metadata.name.as_deref().unwrap_or_default();
+/// Kubernetes' 403 for a pod refused by LimitRanger, Priority or ResourceQuota.
+fn forbidden(name: Option<&str>, message: String) -> ApiError {
+    let name = name.unwrap_or_default();
     ApiError::Forbidden(format!("pods {name:?} is forbidden: {message}"))
 }

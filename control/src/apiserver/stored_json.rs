@@ -115,35 +115,44 @@ fn skip_space(bytes: &[u8], mut at: usize) -> usize {
 }
 
 /// The fields of a stored object a selector reads: each path kept whole, everything else left out (a
-/// path through something other than an object finds nothing). `None` when the bytes are not JSON.
-pub fn project(stored: &[u8], paths: &[Vec<&str>]) -> Option<Value> {
-    let mut keep = Keep::default();
-    for path in paths {
-        keep.insert(path);
-    }
-    let mut deserializer = serde_json::Deserializer::from_slice(stored);
-    let value = keep.deserialize(&mut deserializer).ok()?;
-    deserializer.end().ok()?;
-    Some(value)
-}
-
-/// What of a value is kept: all of it, or some of its fields.
-#[derive(Default)]
-struct Keep<'p> {
+/// path through something other than an object finds nothing).
+#[derive(Debug, Default)]
+pub struct Projection {
     whole: bool,
-    fields: BTreeMap<&'p str, Keep<'p>>,
+    fields: BTreeMap<String, Projection>,
 }
 
-impl<'p> Keep<'p> {
-    fn insert(&mut self, path: &[&'p str]) {
+impl Projection {
+    /// The projection that keeps `paths` (each outermost field first).
+    pub fn of<'p>(paths: impl IntoIterator<Item = Vec<&'p str>>) -> Self {
+        let mut projection = Projection::default();
+        for path in paths {
+            projection.insert(&path);
+        }
+        projection
+    }
+
+    fn insert(&mut self, path: &[&str]) {
         match path.split_first() {
             None => self.whole = true,
-            Some((first, rest)) => self.fields.entry(first).or_default().insert(rest),
+            Some((first, rest)) => self
+                .fields
+                .entry((*first).to_owned())
+                .or_default()
+                .insert(rest),
         }
+    }
+
+    /// The kept fields of `stored`; `None` when the bytes are not JSON.
+    pub fn read(&self, stored: &[u8]) -> Option<Value> {
+        let mut deserializer = serde_json::Deserializer::from_slice(stored);
+        let value = self.deserialize(&mut deserializer).ok()?;
+        deserializer.end().ok()?;
+        Some(value)
     }
 }
 
-impl<'de> DeserializeSeed<'de> for &Keep<'_> {
+impl<'de> DeserializeSeed<'de> for &Projection {
     type Value = Value;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
@@ -155,7 +164,7 @@ impl<'de> DeserializeSeed<'de> for &Keep<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for &Keep<'_> {
+impl<'de> Visitor<'de> for &Projection {
     type Value = Value;
 
     fn expecting(&self, formatter: &mut fmt::Formatter) -> fmt::Result {
@@ -262,20 +271,20 @@ mod tests {
     fn a_projection_keeps_the_named_fields_whole_and_nothing_else() {
         let stored = br#"{"metadata":{"name":"a","labels":{"app":"web"},"annotations":{"x":"y"}},
             "spec":{"nodeName":"n1","containers":[{"name":"c"}],"priority":7},"status":{"phase":"Running"}}"#;
-        let paths = [
+        let projection = Projection::of([
             vec!["metadata", "labels"],
             vec!["metadata", "name"],
             vec!["spec", "nodeName"],
             vec!["spec", "priority"],
             vec!["spec", "containers", "name"],
             vec!["status", "phase", "deeper"],
-        ];
+        ]);
         assert_eq!(
-            project(stored, &paths).unwrap(),
+            projection.read(stored).unwrap(),
             json!({"metadata": {"name": "a", "labels": {"app": "web"}},
                 "spec": {"nodeName": "n1", "priority": 7, "containers": null}, "status": {"phase": null}})
         );
-        assert_eq!(project(b"{\"metadata\":", &paths), None);
-        assert_eq!(project(b"{} {}", &paths), None);
+        assert_eq!(projection.read(b"{\"metadata\":"), None);
+        assert_eq!(projection.read(b"{} {}"), None);
     }
 }

@@ -4,6 +4,7 @@
 use super::admission::{Operation, Write};
 use super::error::{ApiError, qualified_kind};
 use super::service_network::Taken;
+use super::stored_json::Projection;
 use super::{ApiServer, Target};
 use crate::api::managed_fields;
 use crate::api::patch::strategic_merge;
@@ -392,6 +393,8 @@ impl Deletion {
 pub struct Filter {
     labels: LabelSelector,
     fields: FieldSelector,
+    /// The fields the selectors read.
+    read: Projection,
 }
 
 impl Filter {
@@ -404,7 +407,19 @@ impl Filter {
             &resource.supported_field_selectors(),
         )
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        Ok(Self { labels, fields })
+        let read = Projection::of(
+            std::iter::once(vec!["metadata", "labels"]).chain(
+                fields
+                    .0
+                    .iter()
+                    .map(|(field, _, _)| field.split('.').collect()),
+            ),
+        );
+        Ok(Self {
+            labels,
+            fields,
+            read,
+        })
     }
 
     /// Whether an object passes both selectors.
@@ -418,14 +433,7 @@ impl Filter {
     /// Whether a stored object passes both selectors, reading only the fields they name; `None` when its
     /// bytes are not JSON.
     pub fn matches_stored(&self, stored: &[u8]) -> Option<bool> {
-        let mut paths = vec![vec!["metadata", "labels"]];
-        paths.extend(
-            self.fields
-                .0
-                .iter()
-                .map(|(field, _, _)| field.split('.').collect()),
-        );
-        super::stored_json::project(stored, &paths).map(|fields| self.matches(&fields))
+        self.read.read(stored).map(|fields| self.matches(&fields))
     }
 
     /// Whether every object passes (no selector was given).
@@ -681,7 +689,6 @@ fn query_clone(query: &Query) -> Query {
     }
 }
 
-/// Everything of an object that counts for `metadata.generation`: all but metadata and status.
 /// The autoscaling/v1 Scale view of a workload.
 fn scale_of(resource: &ResourceType, object: &Value) -> Result<Value, ApiError> {
     let selector = LabelSelector::from_object(&object["spec"]["selector"])
