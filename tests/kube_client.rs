@@ -8,6 +8,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher::{self, Event};
 use kube::{Client, Config};
 use std::collections::BTreeMap;
@@ -202,5 +203,39 @@ async fn one_shared_informer_feeds_every_subscriber_even_one_that_joins_late() {
     assert!(
         ended.is_ok(),
         "a subscriber of a dropped informer did not end"
+    );
+}
+
+#[tokio::test]
+async fn an_informer_hands_its_subscribers_the_cached_object_itself_not_a_copy() {
+    let server = Server::api_only();
+    let configmaps: Api<ConfigMap> = Api::namespaced(client(&server), "default");
+    let informer =
+        wasmkube_control::cache::Informer::start(configmaps.clone(), watcher::Config::default());
+    let (cache, changes) = informer.follow();
+    let mut changes = Box::pin(changes);
+    cache.ready().await.unwrap();
+    configmaps
+        .create(&PostParams::default(), &configmap("shared"))
+        .await
+        .unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match changes.next().await {
+                Some(object) if object.metadata.name.as_deref() == Some("shared") => break object,
+                Some(_) => {}
+                None => panic!("the subscription ended"),
+            }
+        }
+    })
+    .await
+    .expect("the subscriber never saw the new ConfigMap");
+    let cached = cache
+        .get(&ObjectRef::new("shared").within("default"))
+        .expect("the ConfigMap is cached");
+    // With 10,000 pods a second copy per subscriber-held object was ~12 KiB a pod.
+    assert!(
+        std::sync::Arc::ptr_eq(&seen, &cached),
+        "the subscriber got a copy of the cached object"
     );
 }

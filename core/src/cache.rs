@@ -8,7 +8,7 @@
 
 use futures::{Stream, StreamExt};
 use kube::runtime::WatchStreamExt;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Resource};
 use std::ops::Deref;
@@ -132,12 +132,23 @@ impl<K: Cacheable> Informer<K> {
         let (cache, events) = reflect(api, config);
         let subscribers: Subscribers<K> = Arc::default();
         let fan_out = subscribers.clone();
+        let cached = cache.store.clone();
         let watch = tokio::spawn(events.for_each(move |event| {
             match event {
                 Ok(Event::Apply(object) | Event::Delete(object) | Event::InitApply(object)) => {
                     // One copy for all: a burst of 10,000 pod changes waiting in nine subscriptions took 700 MB
-                    // as a copy each.
-                    let object = Arc::new(object);
+                    // as a copy each. An applied object is the one the store just took (the reflector stores a
+                    // copy of what it watched): subscribers share it, so an object a subscriber holds on to is
+                    // not kept twice. Deleted objects, and those of a first list (buffered by the reflector
+                    // until the list is complete), are not in the store.
+                    let object = match cached.get(&ObjectRef::from_obj(&object)) {
+                        Some(stored)
+                            if stored.meta().resource_version == object.meta().resource_version =>
+                        {
+                            stored
+                        }
+                        _ => Arc::new(object),
+                    };
                     fan_out
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
