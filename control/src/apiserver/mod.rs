@@ -39,6 +39,7 @@ use negotiation::{Encoding, Negotiated};
 use objects::{Deletion, Query, Written, decode_body, list_object, read_body};
 use serde_json::Value;
 use service_network::ServiceNetwork;
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// The apiserver's shared state: a cheap handle to the store.
@@ -221,26 +222,57 @@ impl ApiServer {
     }
 }
 
-/// A JSON list response: `envelope` (a list without items) with `items`, a JSON array already written.
-fn with_items(mut envelope: Value, items: &[u8]) -> Response {
+/// A JSON list response: `envelope` (a list without items) with `items`, a JSON array already written. The
+/// items are sent as they are, not copied behind the envelope (a list of every pod is tens of megabytes).
+fn with_items(mut envelope: Value, items: Vec<u8>) -> Response {
     if let Some(list) = envelope.as_object_mut() {
         list.remove("items");
     }
-    let mut body = envelope.to_string().into_bytes();
+    let mut head = envelope.to_string().into_bytes();
     // `{...}` becomes `{...,"items":[...]}`.
-    body.pop();
-    if body.len() > 1 {
-        body.push(b',');
+    head.pop();
+    if head.len() > 1 {
+        head.push(b',');
     }
-    body.extend_from_slice(b"\"items\":");
-    body.extend_from_slice(items);
-    body.push(b'}');
-    let mut response = (StatusCode::OK, body).into_response();
+    head.extend_from_slice(b"\"items\":");
+    let body = Chunks(VecDeque::from([
+        Bytes::from(head),
+        Bytes::from(items),
+        Bytes::from_static(b"}"),
+    ]));
+    let mut response = (StatusCode::OK, Body::new(body)).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
     response
+}
+
+/// A response body of a few chunks sent in turn, its whole length known (so it goes with a Content-Length).
+struct Chunks(VecDeque<Bytes>);
+
+impl hyper::body::Body for Chunks {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        std::task::Poll::Ready(
+            self.0
+                .pop_front()
+                .map(|chunk| Ok(hyper::body::Frame::data(chunk))),
+        )
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        hyper::body::SizeHint::with_exact(self.0.iter().map(|chunk| chunk.len() as u64).sum())
+    }
 }
 
 fn json(code: StatusCode, body: Value) -> Response {
@@ -533,18 +565,19 @@ async fn serve(
             },
         ),
         (Method::GET, None, None) if !table && negotiated.encoding == Encoding::Json => {
-            // Each item is written as it is read: a list of 10,000 pods is never held decoded at once.
+            // Each item is its stored JSON with its revision put in, as it is read: a list of 10,000 pods is
+            // never held decoded.
             let mut items = vec![b'['];
-            let (revision, token) = server.list_each(target, query, |object| {
+            let (revision, token) = server.list_stored(target, query, |stored, revision| {
                 if items.len() > 1 {
                     items.push(b',');
                 }
-                serde_json::to_writer(&mut items, &object)
-                    .map_err(|e| ApiError::Internal(e.to_string()))
+                items.extend_from_slice(&objects::served_bytes(stored, revision)?);
+                Ok(())
             })?;
             items.push(b']');
             let envelope = list_object(resource, Vec::new(), revision, token);
-            Ok(with_items(envelope, &items))
+            Ok(with_items(envelope, items))
         }
         (Method::GET, None, None) => {
             let (items, revision, token) = server.list(target, query)?;

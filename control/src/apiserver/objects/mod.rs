@@ -123,6 +123,16 @@ pub fn served(value: &[u8], revision: Revision) -> Result<Value, ApiError> {
     Ok(object)
 }
 
+/// [`served`], written as JSON: the stored bytes with the revision put in, decoded and written again only when
+/// they are not plain JSON.
+pub fn served_bytes(value: &[u8], revision: Revision) -> Result<Vec<u8>, ApiError> {
+    match super::stored_json::served_json(value, revision) {
+        Some(json) => Ok(json),
+        None => serde_json::to_vec(&served(value, revision)?)
+            .map_err(|e| ApiError::Internal(e.to_string())),
+    }
+}
+
 fn stored(object: &Value) -> Result<Vec<u8>, ApiError> {
     super::stored_json::to_stored(object).map_err(|e| ApiError::Internal(e.to_string()))
 }

@@ -44,6 +44,19 @@ impl ApiServer {
         query: &Query,
         mut each: impl FnMut(Value) -> Result<(), ApiError>,
     ) -> Result<(Revision, Option<String>), ApiError> {
+        self.list_stored(target, query, |stored, revision| {
+            each(served(stored, revision)?)
+        })
+    }
+
+    /// [`Self::list_each`] of the stored bytes of each matching object and the revision it was written at:
+    /// the selectors read only the fields they name, nothing else is decoded.
+    pub fn list_stored(
+        &self,
+        target: &Target,
+        query: &Query,
+        mut each: impl FnMut(&[u8], Revision) -> Result<(), ApiError>,
+    ) -> Result<(Revision, Option<String>), ApiError> {
         let filter = Filter::new(target.resource, query)?;
         let prefix = prefix(target.resource, target.namespace.as_deref());
         let (mut start_after, mut revision) = match &query.continue_token {
@@ -82,9 +95,13 @@ impl ApiServer {
             revision = Some(page.revision);
             for kv in &page.items {
                 start_after = Some(kv.key.clone());
-                let object = served(&kv.value, kv.mod_revision)?;
-                if filter.matches(&object) {
-                    each(object)?;
+                let matches = filter.selects_everything()
+                    || match filter.matches_stored(&kv.value) {
+                        Some(matches) => matches,
+                        None => filter.matches(&served(&kv.value, kv.mod_revision)?),
+                    };
+                if matches {
+                    each(&kv.value, kv.mod_revision)?;
                     listed += 1;
                     if limit > 0 && listed == limit {
                         let more = page.more
