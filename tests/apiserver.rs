@@ -619,6 +619,19 @@ async fn label_and_field_selectors_filter_lists_and_deletecollection() {
     assert_eq!(status, StatusCode::OK);
     let (_, list) = api.get(CMS).await;
     assert_eq!(names(&list), ["b"]);
+    // A list is sent with its length, and each item carries its own resourceVersion, as a GET serves it.
+    let response = api
+        .http
+        .get(format!("{}{CMS}", api.url))
+        .send()
+        .await
+        .unwrap();
+    let length = response.content_length();
+    let body = response.bytes().await.unwrap();
+    assert_eq!(length, Some(body.len() as u64));
+    let list: Value = serde_json::from_slice(&body).unwrap();
+    let (_, b) = api.get(&format!("{CMS}/b")).await;
+    assert_eq!(list["items"][0], b);
 }
 
 #[tokio::test]
