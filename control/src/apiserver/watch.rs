@@ -3,7 +3,7 @@
 
 use super::error::ApiError;
 use super::negotiation::Encoding;
-use super::objects::{Filter, Query, prefix};
+use super::objects::{Filter, Query, prefix, served, served_bytes};
 use super::shared_events::SharedEvent;
 use super::{ApiServer, Target};
 use crate::api::protobuf;
@@ -67,16 +67,7 @@ impl Render {
         resource: &ResourceType,
     ) -> Option<bytes::Bytes> {
         match self {
-            Render::Object(Encoding::Json) => {
-                let object = change.json()?;
-                let mut line = Vec::with_capacity(object.len() + kind.len() + 24);
-                line.extend_from_slice(b"{\"type\":\"");
-                line.extend_from_slice(kind.as_bytes());
-                line.extend_from_slice(b"\",\"object\":");
-                line.extend_from_slice(object);
-                line.extend_from_slice(b"}\n");
-                Some(line.into())
-            }
+            Render::Object(Encoding::Json) => Some(json_event(kind, change.json()?)),
             Render::Object(Encoding::Protobuf) | Render::Table(_) => {
                 let object = change.object()?.clone();
                 self.event(kind, &self.object(resource, object, change.revision()))
@@ -97,6 +88,17 @@ impl Render {
             ),
         }
     }
+}
+
+/// A JSON watch event line around an object already written as JSON.
+fn json_event(kind: &str, object: &[u8]) -> bytes::Bytes {
+    let mut line = Vec::with_capacity(object.len() + kind.len() + 24);
+    line.extend_from_slice(b"{\"type\":\"");
+    line.extend_from_slice(kind.as_bytes());
+    line.extend_from_slice(b"\",\"object\":");
+    line.extend_from_slice(object);
+    line.extend_from_slice(b"}\n");
+    line.into()
 }
 
 fn bookmark(resource: &ResourceType, revision: Revision, initial_events_end: bool) -> Value {
@@ -134,17 +136,21 @@ impl ApiServer {
         let mut initial: Vec<Value> = Vec::new();
         let mut rendered: Vec<Option<bytes::Bytes>> = Vec::new();
         let start = if initial_state {
-            let (revision, _) = self.list_each(
+            let (revision, _) = self.list_stored(
                 target,
                 &Query {
                     label_selector: query.label_selector.clone(),
                     field_selector: query.field_selector.clone(),
                     ..Query::default()
                 },
-                |object| {
+                |stored, revision| {
                     match how {
-                        Render::Object(_) => rendered.push(how.event("ADDED", &object)),
-                        Render::Table(_) => initial.push(object),
+                        Render::Object(Encoding::Json) => rendered
+                            .push(Some(json_event("ADDED", &served_bytes(stored, revision)?))),
+                        Render::Object(Encoding::Protobuf) => {
+                            rendered.push(how.event("ADDED", &served(stored, revision)?))
+                        }
+                        Render::Table(_) => initial.push(served(stored, revision)?),
                     }
                     Ok(())
                 },

@@ -28,29 +28,17 @@ impl ApiServer {
         query: &Query,
     ) -> Result<(Vec<Value>, Revision, Option<String>), ApiError> {
         let mut items = Vec::new();
-        let (revision, token) = self.list_each(target, query, |object| {
-            items.push(object);
+        let (revision, token) = self.list_stored(target, query, |stored, revision| {
+            items.push(served(stored, revision)?);
             Ok(())
         })?;
         Ok((items, revision, token))
     }
 
-    /// A list given to `each` one matching object at a time, read from the store a page at a time, so that a
-    /// list of every pod never holds them all decoded; returns the revision of the snapshot and the continue
-    /// token of the next page.
-    pub fn list_each(
-        &self,
-        target: &Target,
-        query: &Query,
-        mut each: impl FnMut(Value) -> Result<(), ApiError>,
-    ) -> Result<(Revision, Option<String>), ApiError> {
-        self.list_stored(target, query, |stored, revision| {
-            each(served(stored, revision)?)
-        })
-    }
-
-    /// [`Self::list_each`] of the stored bytes of each matching object and the revision it was written at:
-    /// the selectors read only the fields they name, nothing else is decoded.
+    /// A list given to `each` one matching object at a time — its stored bytes and the revision it was written
+    /// at —, read from the store a page at a time, so that a list of every pod is never held decoded (the
+    /// selectors read only the fields they name); returns the revision of the snapshot and the continue token
+    /// of the next page.
     pub fn list_stored(
         &self,
         target: &Target,
