@@ -537,6 +537,27 @@ async fn bound_pods_and_finalized_objects_are_deleted_gracefully() {
         StatusCode::OK,
         "the node agent finishes a graceful deletion"
     );
+    // Writes during the grace period (a status, a label) leave the pod to its agent.
+    let (status, body) = api
+        .patch(
+            &format!("{PODS}/graceful/status"),
+            "application/merge-patch+json",
+            json!({"status": {"conditions": [{"type": "DisruptionTarget", "status": "True"}]}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = api
+        .patch(
+            &format!("{PODS}/graceful"),
+            "application/merge-patch+json",
+            json!({"metadata": {"labels": {"seen": "yes"}}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, still) = api.get(&format!("{PODS}/graceful")).await;
+    assert_eq!(status, StatusCode::OK, "{still}");
+    assert_eq!(still["metadata"]["labels"]["seen"], "yes");
+    assert_eq!(still["status"]["conditions"][0]["type"], "DisruptionTarget");
     let (status, _) = api
         .delete(
             &format!("{PODS}/graceful"),

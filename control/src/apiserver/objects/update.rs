@@ -155,11 +155,7 @@ impl ApiServer {
             });
         }
         let key = key(resource, target.namespace.as_deref(), name);
-        let finalized = !new["metadata"]["deletionTimestamp"].is_null()
-            && new["metadata"]["finalizers"]
-                .as_array()
-                .is_none_or(Vec::is_empty);
-        if finalized {
+        if deleted_by_update(&old, &new) {
             // The last finalizer of an object being deleted is gone: the object goes with it.
             let (deleted_at, _) = self
                 .store
@@ -186,4 +182,19 @@ impl ApiServer {
             created: false,
         })
     }
+}
+
+/// Whether an update finishes its object's deletion, as Kubernetes' `ShouldDeleteDuringUpdate`: the object was
+/// being deleted with no grace period left to honour (none, or 0) and the update leaves it no finalizer. A pod
+/// in its graceful termination stays until its agent deletes it, however its status changes meanwhile.
+fn deleted_by_update(old: &Value, new: &Value) -> bool {
+    let metadata = &old["metadata"];
+    let being_deleted = !metadata["deletionTimestamp"].is_null();
+    let no_grace_left = metadata["deletionGracePeriodSeconds"]
+        .as_i64()
+        .is_none_or(|grace| grace == 0);
+    let finalized = new["metadata"]["finalizers"]
+        .as_array()
+        .is_none_or(Vec::is_empty);
+    being_deleted && no_grace_left && finalized
 }
