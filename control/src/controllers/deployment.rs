@@ -153,6 +153,14 @@ async fn ensure_new(
             Ok((created, Step::Created))
         }
         Err(kube::Error::Api(e)) if e.code == 409 => {
+            // This Deployment's own ReplicaSet, made by an earlier sync the cache has not shown yet, is the new one.
+            if let Some(existing) = api.get_opt(&rs.name_any()).await?
+                && super::ownership::controller_of(&existing.metadata)
+                    .is_some_and(|owner| Some(&owner.uid) == deployment.metadata.uid.as_ref())
+                && runs_template(&existing, deployment)
+            {
+                return Ok((existing, Step::Found));
+            }
             // A ReplicaSet of that name that is not this template's: count a collision so the next hash differs.
             let patch =
                 serde_json::json!({"status": {"collisionCount": collisions.unwrap_or(0) + 1}});
