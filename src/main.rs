@@ -81,6 +81,8 @@ fn main() -> ExitCode {
             }),
         )
         .with_writer(std::io::stderr)
+        // Colours for a terminal only: a log written to a file (`2> server.log`) stays plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     raise_open_files_limit();
     // Two TLS providers are linked in (through dependencies): name the one every TLS client and server uses.

@@ -1188,6 +1188,20 @@ fn the_hello_app_scales_out_under_http_load_and_back_when_it_ends() {
     wait_until(&server, &format!("{deployments}/hello"), "available", |d| {
         d["status"]["availableReplicas"] == 1
     });
+    // The node's proxy serves the Service once it has seen the ready endpoint (as kube-proxy, a moment after).
+    let client = reqwest::blocking::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !client
+        .get(&url)
+        .send()
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the Service never answered"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     // Load through the Service until the autoscaler adds replicas; every request is answered.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load: Vec<_> = (0..4)
@@ -1195,14 +1209,24 @@ fn the_hello_app_scales_out_under_http_load_and_back_when_it_ends() {
             let (url, stop) = (url.clone(), stop.clone());
             std::thread::spawn(move || {
                 let client = reqwest::blocking::Client::new();
-                let (mut answered, mut failed) = (0u64, 0u64);
+                let (mut answered, mut failed, mut errors) = (0u64, 0u64, Vec::new());
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    match client.get(&url).send().and_then(|r| r.error_for_status()) {
-                        Ok(_) => answered += 1,
-                        Err(_) => failed += 1,
+                    match client.get(&url).send() {
+                        Ok(response) if response.status().is_success() => answered += 1,
+                        outcome => {
+                            failed += 1;
+                            if errors.len() < 3 {
+                                errors.push(match outcome {
+                                    Ok(response) => {
+                                        format!("{}: {:?}", response.status(), response.text())
+                                    }
+                                    Err(error) => format!("{error:?}"),
+                                });
+                            }
+                        }
                     }
                 }
-                (answered, failed)
+                (answered, failed, errors)
             })
         })
         .collect();
@@ -1219,13 +1243,15 @@ fn the_hello_app_scales_out_under_http_load_and_back_when_it_ends() {
         |d| d["status"]["availableReplicas"].as_i64() > Some(1),
     );
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (answered, failed) = load
-        .into_iter()
-        .map(|t| t.join().unwrap())
-        .fold((0, 0), |(a, f), (x, y)| (a + x, f + y));
+    let (mut answered, mut failed, mut errors) = (0, 0, Vec::new());
+    for thread in load {
+        let (a, f, e) = thread.join().unwrap();
+        (answered, failed) = (answered + a, failed + f);
+        errors.extend(e);
+    }
     assert!(
         answered > 0 && failed == 0,
-        "{answered} answered, {failed} failed"
+        "{answered} answered, {failed} failed: {errors:#?}"
     );
     assert!(scaled["spec"]["replicas"].as_i64() <= Some(4), "{scaled}");
     // Load gone: back to one replica.

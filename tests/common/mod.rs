@@ -216,7 +216,26 @@ fn defaults_not_in(extra: &[&str], defaults: &[(&str, &str)]) -> Vec<String> {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() {
+            print_log_tail("server", &self.data_dir.join("server.log"));
+        }
     }
+}
+
+/// Lines of a component's log a failing test prints, so a failure in CI shows what the cluster did.
+const LOG_TAIL_LINES: usize = 80;
+
+/// Prints the end of a log to the test's output (shown when the test fails).
+fn print_log_tail(component: &str, path: &Path) {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(LOG_TAIL_LINES)..];
+    eprintln!(
+        "--- the last {} lines of {component}'s log ({}) ---\n{}",
+        tail.len(),
+        path.display(),
+        tail.join("\n")
+    );
 }
 
 /// Runs the wasmkube CLI against a server; returns (success, stdout, stderr).
@@ -412,6 +431,12 @@ impl NodeAgent {
 impl Drop for NodeAgent {
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() {
+            print_log_tail(
+                &format!("node {}", self.name),
+                &self.data_dir.join("agent.log"),
+            );
+        }
     }
 }
 
