@@ -561,12 +561,14 @@ fn a_services_endpoints_and_slices_follow_its_ready_pods() {
     expected.sort();
     assert_eq!(endpoint_addresses(&endpoints), expected);
     assert_eq!(endpoints["subsets"][0]["ports"][0]["appProtocol"], "http");
-    let slices = get(
+    // The slice is written after the Endpoints object.
+    let slices = wait_until(
         &server,
         "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices?labelSelector=kubernetes.io%2Fservice-name%3Dweb",
+        "a slice of 3 endpoints",
+        |s| s["items"][0]["endpoints"].as_array().map(Vec::len) == Some(3),
     );
     let slice = &slices["items"][0];
-    assert_eq!(slice["endpoints"].as_array().unwrap().len(), 3, "{slice}");
     assert_eq!(slice["ports"][0]["port"], 8080);
     assert!(
         slice["endpoints"]
