@@ -492,6 +492,123 @@ fn an_http_service_without_ready_endpoints_answers_503_at_once() {
     );
 }
 
+/// The value of the sample `series` (name and labels, as the exposition writes them) in a metrics text.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
+}
+
+#[test]
+fn the_agent_counts_each_pods_and_each_services_requests_in_its_metrics() {
+    let server = Server::start();
+    let _node = NodeAgent::start(&server, "metrics-node");
+    let service = post(
+        &server,
+        "/api/v1/namespaces/default/services",
+        &hello_service(),
+    );
+    let url = format!("http://{}/", service["spec"]["clusterIP"].as_str().unwrap());
+    let mut deployment = hello_deployment(1);
+    let container = &mut deployment["spec"]["template"]["spec"]["containers"][0];
+    // No probe: every request the pod answers comes through the Service.
+    container.as_object_mut().unwrap().remove("readinessProbe");
+    post(
+        &server,
+        "/apis/apps/v1/namespaces/default/deployments",
+        &deployment,
+    );
+    // 503s from the proxy until the pod is an endpoint, then answers from the pod.
+    let client = reqwest::blocking::Client::new();
+    let (mut unavailable, mut answered) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while answered < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "the hello app never answered 20 times through {url}"
+        );
+        match client.get(&url).send().map(|r| r.status().as_u16()) {
+            Ok(200) => answered += 1,
+            Ok(503) => unavailable += 1,
+            Ok(other) => panic!("{url} answered {other}"),
+            // The proxy listens once it has seen the Service.
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    let pods = get(
+        &server,
+        "/api/v1/namespaces/default/pods?labelSelector=app%3Dhello",
+    );
+    let pod = pods["items"][0]["metadata"]["name"].as_str().unwrap();
+
+    // Through the apiserver's node proxy, as Prometheus' kubernetes_sd scrapes a kubelet.
+    let response = reqwest::blocking::get(format!(
+        "{}/api/v1/nodes/metrics-node/proxy/metrics",
+        server.url
+    ))
+    .unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.text().unwrap();
+    let value =
+        |series: &str| sample(&text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"));
+    assert_eq!(value("kubelet_running_pods"), 1.0);
+    assert_eq!(
+        value("kubelet_running_containers{container_state=\"running\"}"),
+        1.0
+    );
+    let of_pod = format!("namespace=\"default\",pod=\"{pod}\",container=\"hello\"");
+    assert_eq!(
+        value(&format!(
+            "wasmkube_pod_http_requests_total{{{of_pod},code_class=\"2xx\"}}"
+        )),
+        f64::from(answered)
+    );
+    assert_eq!(
+        value(&format!(
+            "wasmkube_pod_http_request_duration_seconds_count{{{of_pod}}}"
+        )),
+        f64::from(answered)
+    );
+    assert!(
+        value(&format!(
+            "wasmkube_pod_http_request_duration_seconds_sum{{{of_pod}}}"
+        )) > 0.0
+    );
+    let service = "service=\"default/hello:http\"";
+    assert_eq!(
+        value(&format!(
+            "wasmkube_proxy_requests_total{{{service},code_class=\"2xx\"}}"
+        )),
+        f64::from(answered)
+    );
+    if unavailable > 0 {
+        assert_eq!(
+            value(&format!(
+                "wasmkube_proxy_requests_total{{{service},code_class=\"5xx\"}}"
+            )),
+            f64::from(unavailable)
+        );
+    }
+    assert_eq!(
+        value(&format!(
+            "wasmkube_proxy_request_duration_seconds_bucket{{le=\"+Inf\",{service}}}"
+        )),
+        f64::from(answered + unavailable)
+    );
+    assert_eq!(
+        value(&format!("wasmkube_proxy_retries_total{{{service}}}")),
+        0.0
+    );
+    // kubectl reaches the same endpoint.
+    let (ok, out, err) = common::kubectl(
+        &server,
+        None,
+        &["get", "--raw", "/api/v1/nodes/metrics-node/proxy/metrics"],
+        None,
+    );
+    assert!(ok && out.contains("kubelet_running_pods 1"), "{out}{err}");
+}
+
 /// The `kubernetes` Service of the default namespace is the API's address inside the cluster: the first
 /// address of the Service range, port 443, whose endpoints are the apiserver, served with a certificate
 /// that names it.

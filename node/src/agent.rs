@@ -503,6 +503,7 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
     let port = listener.local_addr()?.port();
     let pod_addresses = PodAddressBook::default();
     let containers = crate::streams::running::RunningContainers::default();
+    let proxy_stats = crate::metrics::ProxyStats::default();
     let endpoint = crate::logs::log_server::router(data_dir.clone())
         // As a kubelet's: what `nodes/NAME/proxy/healthz` reaches.
         .route("/healthz", axum::routing::get(|| async { "ok" }))
@@ -510,6 +511,10 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
         .merge(crate::stats::router(crate::stats::Sources {
             node_name: config.node_name.clone(),
             containers: containers.clone(),
+        }))
+        .merge(crate::metrics::router(crate::metrics::Sources {
+            containers: containers.clone(),
+            proxy: proxy_stats.clone(),
         }))
         .merge(crate::streams::exec::router(
             crate::streams::exec::Sessions {
@@ -615,7 +620,7 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
         let mut node_ips: Vec<std::net::IpAddr> = config.address.parse().into_iter().collect();
         node_ips.extend(addresses.node_address().map(std::net::IpAddr::from));
         tokio::spawn(crate::network::proxy::run(
-            Proxy::new(node_ips),
+            Proxy::new(node_ips, proxy_stats),
             services.clone(),
             service_changes,
         ));

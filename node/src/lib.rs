@@ -11,6 +11,7 @@ pub mod data_dir;
 pub mod endpoint_tls;
 pub mod join;
 pub mod logs;
+pub mod metrics;
 pub mod network;
 pub mod pod;
 pub mod runtime;

@@ -55,6 +55,7 @@ async fn run(
         network: loopback(&[]),
         pod_memory: Default::default(),
         usage: Default::default(),
+        requests: Default::default(),
     };
     let exit = runtime.run(&loaded, spec, None).await.expect("runs");
     log.finish();
@@ -292,6 +293,7 @@ async fn an_http_component_gets_a_fresh_instance_per_request_and_a_trap_costs_on
         network: loopback(&[]),
         pod_memory: Default::default(),
         usage: Default::default(),
+        requests: Default::default(),
     };
     let (drain, draining) = tokio::sync::watch::channel(false);
     let serving = Serving {
@@ -352,6 +354,7 @@ async fn heartbeats(
         network: loopback(&[]),
         pod_memory: Default::default(),
         usage: Default::default(),
+        requests: Default::default(),
     };
     let _ = tokio::time::timeout(time, runtime.run(&loaded, spec, None)).await;
     parse(&std::fs::read_to_string(&log_path).unwrap()).len()

@@ -951,6 +951,7 @@ impl ContainerWorker {
             network: self.network.clone(),
             pod_memory: self.memory.clone(),
             usage: Arc::default(),
+            requests: Arc::default(),
         };
         let listener = if loaded.serves_http() {
             Some(self.listen().await.map_err(|message| {

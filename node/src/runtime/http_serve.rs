@@ -65,8 +65,14 @@ pub(crate) async fn serve(serving: Serving, handler: Arc<Handler>) {
                         let service = hyper::service::service_fn(move |request| {
                             let (handler, slots) = (handler.clone(), slots.clone());
                             async move {
+                                let arrived = std::time::Instant::now();
                                 let _slot = slots.acquire_owned().await;
-                                Ok::<_, std::convert::Infallible>(handle(&handler, request).await)
+                                let response = handle(&handler, request).await;
+                                handler
+                                    .spec
+                                    .requests
+                                    .observe(response.status().as_u16(), arrived.elapsed());
+                                Ok::<_, std::convert::Infallible>(response)
                             }
                         });
                         let connection = hyper::server::conn::http1::Builder::new()

@@ -197,6 +197,8 @@ pub struct RunSpec {
     pub pod_memory: Arc<std::sync::atomic::AtomicUsize>,
     /// What this run's guests use, for the node's metrics.
     pub usage: Arc<usage::Usage>,
+    /// The HTTP requests an HTTP component answered, for the node's metrics.
+    pub requests: Arc<crate::metrics::RequestStats>,
 }
 
 /// Caps linear memory growth and remembers whether it had to refuse.

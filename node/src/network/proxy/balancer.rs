@@ -4,6 +4,7 @@
 //! the kernel still accepts its connections) is left out until it answers again or for a few seconds.
 
 use super::table::{Balance, Behaviour};
+use crate::metrics::FrontendStats;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -192,6 +193,8 @@ fn client_slot(client: IpAddr, count: usize) -> usize {
 /// The endpoints of one frontend.
 #[derive(Debug)]
 pub struct Backends {
+    /// What it served, for the node's metrics.
+    stats: Arc<FrontendStats>,
     behaviour: Behaviour,
     /// The frontend's name, shared with its endpoints for their logs.
     service: Arc<str>,
@@ -201,9 +204,14 @@ pub struct Backends {
 }
 
 impl Backends {
-    /// Backends with the given endpoints.
-    pub fn new(behaviour: Behaviour, addresses: &[SocketAddr]) -> Arc<Self> {
+    /// Backends with the given endpoints, counting what they serve in `stats`.
+    pub fn new(
+        stats: Arc<FrontendStats>,
+        behaviour: Behaviour,
+        addresses: &[SocketAddr],
+    ) -> Arc<Self> {
         let backends = Arc::new(Self {
+            stats,
             service: behaviour.service.as_str().into(),
             behaviour,
             endpoints: RwLock::new(Arc::new(Vec::new())),
@@ -217,6 +225,11 @@ impl Backends {
     /// How the frontend behaves.
     pub fn behaviour(&self) -> &Behaviour {
         &self.behaviour
+    }
+
+    /// What the frontend served, for the node's metrics.
+    pub fn stats(&self) -> &FrontendStats {
+        &self.stats
     }
 
     fn snapshot(&self) -> Arc<Vec<Arc<Endpoint>>> {
@@ -389,7 +402,11 @@ mod tests {
 
     #[test]
     fn round_robin_takes_every_endpoint_in_turn() {
-        let backends = Backends::new(behaviour(Balance::RoundRobin, None), &addresses(3));
+        let backends = Backends::new(
+            Arc::default(),
+            behaviour(Balance::RoundRobin, None),
+            &addresses(3),
+        );
         let picked: Vec<SocketAddr> = (0..6)
             .map(|_| backends.pick(CLIENT, &[]).unwrap().address())
             .collect();
@@ -399,7 +416,11 @@ mod tests {
 
     #[test]
     fn least_requests_avoids_the_busy_endpoint() {
-        let backends = Backends::new(behaviour(Balance::LeastRequests, None), &addresses(2));
+        let backends = Backends::new(
+            Arc::default(),
+            behaviour(Balance::LeastRequests, None),
+            &addresses(2),
+        );
         let busy = backends.pick(CLIENT, &[]).unwrap();
         for _ in 0..4 {
             let lease = backends.pick(CLIENT, &[]).unwrap();
@@ -409,7 +430,11 @@ mod tests {
 
     #[test]
     fn tried_endpoints_are_skipped_and_none_is_left_after_all() {
-        let backends = Backends::new(behaviour(Balance::RoundRobin, None), &addresses(2));
+        let backends = Backends::new(
+            Arc::default(),
+            behaviour(Balance::RoundRobin, None),
+            &addresses(2),
+        );
         let all = addresses(2);
         assert_eq!(backends.pick(CLIENT, &all[..1]).unwrap().address(), all[1]);
         assert!(backends.pick(CLIENT, &all).is_none());
@@ -418,6 +443,7 @@ mod tests {
     #[test]
     fn client_ip_affinity_keeps_a_client_on_one_endpoint() {
         let backends = Backends::new(
+            Arc::default(),
             behaviour(Balance::RoundRobin, Some(Duration::from_secs(60))),
             &addresses(3),
         );
@@ -427,6 +453,7 @@ mod tests {
         }
         // Another node's proxy, with its own table, sends the client to the same endpoint; clients spread.
         let elsewhere = Backends::new(
+            Arc::default(),
             behaviour(Balance::RoundRobin, Some(Duration::from_secs(60))),
             &addresses(3).into_iter().rev().collect::<Vec<_>>(),
         );
@@ -442,7 +469,11 @@ mod tests {
 
     #[test]
     fn an_endpoint_that_answers_nothing_is_left_out_until_it_answers() {
-        let backends = Backends::new(behaviour(Balance::RoundRobin, None), &addresses(2));
+        let backends = Backends::new(
+            Arc::default(),
+            behaviour(Balance::RoundRobin, None),
+            &addresses(2),
+        );
         let [frozen, alive] = [0, 1].map(|i| addresses(2)[i]);
         let lease = backends.pick(CLIENT, &[]).unwrap();
         assert_eq!(lease.address(), frozen);
@@ -467,7 +498,11 @@ mod tests {
     #[test]
     fn work_given_up_unanswered_after_the_stall_time_stalls_the_endpoint() {
         // A client that times out drops its request before anyone placed new work.
-        let backends = Backends::new(behaviour(Balance::RoundRobin, None), &addresses(2));
+        let backends = Backends::new(
+            Arc::default(),
+            behaviour(Balance::RoundRobin, None),
+            &addresses(2),
+        );
         let lease = backends.pick(CLIENT, &[]).unwrap();
         let frozen = lease.address();
         let quick = lease.awaiting();
@@ -489,7 +524,11 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         }));
-        let backends = Backends::new(behaviour(Balance::RoundRobin, None), &[alive, dead]);
+        let backends = Backends::new(
+            Arc::default(),
+            behaviour(Balance::RoundRobin, None),
+            &[alive, dead],
+        );
         backends.mark_down(dead);
         for _ in 0..4 {
             assert_eq!(backends.pick(CLIENT, &[]).unwrap().address(), alive);

@@ -63,7 +63,19 @@ pub async fn serve(listener: TcpListener, backends: Arc<Backends>, client: Upstr
                 let (backends, client) = (backends.clone(), client.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request| {
-                        forward(request, peer.ip(), backends.clone(), client.clone())
+                        let (backends, client) = (backends.clone(), client.clone());
+                        async move {
+                            let arrived = std::time::Instant::now();
+                            let response =
+                                forward(request, peer.ip(), backends.clone(), client).await;
+                            if let Ok(response) = &response {
+                                backends
+                                    .stats()
+                                    .requests
+                                    .observe(response.status().as_u16(), arrived.elapsed());
+                            }
+                            response
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .keep_alive(true)
@@ -126,6 +138,9 @@ async fn forward(
                 )
             });
         };
+        if !tried.is_empty() {
+            backends.stats().retry();
+        }
         let address = lease.address();
         let body = match (&replay, streaming.take()) {
             (Some(bytes), _) => Full::new(bytes.clone())

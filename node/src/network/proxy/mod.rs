@@ -14,10 +14,11 @@ pub mod http;
 pub mod table;
 pub mod tcp;
 
+use crate::metrics::ProxyStats;
 use crate::network::services::ServiceView;
 use balancer::Backends;
 use futures::{FutureExt, Stream, StreamExt};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,16 +49,19 @@ pub struct Proxy {
     client: http::UpstreamClient,
     /// Listen addresses that failed, so the failure is logged once.
     failed: HashMap<SocketAddr, String>,
+    /// What each Service port served, for the node's metrics.
+    stats: ProxyStats,
 }
 
 impl Proxy {
-    /// A proxy serving NodePorts on `node_ips`.
-    pub fn new(node_ips: Vec<IpAddr>) -> Self {
+    /// A proxy serving NodePorts on `node_ips`, counting what it serves in `stats`.
+    pub fn new(node_ips: Vec<IpAddr>, stats: ProxyStats) -> Self {
         Self {
             node_ips,
             running: HashMap::new(),
             client: http::upstream_client(),
             failed: HashMap::new(),
+            stats,
         }
     }
 
@@ -76,6 +80,11 @@ impl Proxy {
         });
         self.failed
             .retain(|address, _| desired.contains_key(address));
+        let services: BTreeSet<&str> = desired
+            .values()
+            .map(|f| f.behaviour.service.as_str())
+            .collect();
+        self.stats.retain(&services);
         for (address, frontend) in desired {
             if !listened(&frontend) {
                 continue;
@@ -90,7 +99,9 @@ impl Proxy {
             match listen(address) {
                 Ok(listener) => {
                     self.failed.remove(&address);
-                    let backends = Backends::new(frontend.behaviour.clone(), &frontend.endpoints);
+                    let stats = self.stats.frontend(&frontend.behaviour.service);
+                    let backends =
+                        Backends::new(stats, frontend.behaviour.clone(), &frontend.endpoints);
                     let task = match frontend.behaviour.mode {
                         Mode::Tcp => tokio::spawn(tcp::serve(listener, backends.clone())),
                         Mode::Http => tokio::spawn(http::serve(
@@ -164,7 +175,12 @@ pub async fn run_for_nodes(client: kube::Client, nodes: &[String]) {
     }
     tracing::info!(nodes = ?nodes, addresses = ?node_ips, "proxy serving");
     let (services, changes) = crate::network::services::watch(&client);
-    run(Proxy::new(node_ips), services, changes).await;
+    run(
+        Proxy::new(node_ips, ProxyStats::default()),
+        services,
+        changes,
+    )
+    .await;
 }
 
 /// A listener that other agents on this machine may share.

@@ -40,10 +40,14 @@ pub async fn serve(listener: TcpListener, backends: Arc<Backends>) {
 async fn join(mut client: TcpStream, peer: std::net::IpAddr, backends: &Arc<Backends>) {
     let mut tried = Vec::new();
     while let Some(lease) = backends.pick(peer, &tried) {
+        if !tried.is_empty() {
+            backends.stats().retry();
+        }
         let address = lease.address();
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await {
             Ok(Ok(upstream)) => {
                 let _ = upstream.set_nodelay(true);
+                backends.stats().connection(true);
                 let mut upstream = Watched {
                     stream: upstream,
                     lease: &lease,
@@ -65,6 +69,7 @@ async fn join(mut client: TcpStream, peer: std::net::IpAddr, backends: &Arc<Back
             }
         }
     }
+    backends.stats().connection(false);
     tracing::debug!(service = %backends.behaviour().service, "no endpoint answered; connection closed");
 }
 
