@@ -22,6 +22,7 @@ use wasmkube_control::leader_election::{ElectionConfig, run_while_leading};
 use wasmkube_control::pki;
 use wasmkube_control::store::{
     EtcdStore, EtcdStoreConfig, Expect, ListRequest, RedbStore, RedbStoreConfig, Store, StoreError,
+    metered,
 };
 
 /// The control plane's settings.
@@ -292,14 +293,14 @@ async fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
         )
         .with_context(|| format!("cannot open the store {}", path.display()))?;
         move_legacy_keys(&store).await?;
-        return Ok(Arc::new(store));
+        return Ok(metered(Arc::new(store)));
     }
     let mut etcd = EtcdStoreConfig::new(config.etcd_servers.clone());
     etcd.history_window = history_window;
     etcd.compaction_interval = compaction_interval;
     loop {
         match EtcdStore::connect(etcd.clone()).await {
-            Ok(store) => return Ok(Arc::new(store)),
+            Ok(store) => return Ok(metered(Arc::new(store))),
             Err(error) => {
                 tracing::error!(servers = %config.etcd_servers.join(","), %error, "cannot reach etcd; retrying in 2 s");
                 tokio::time::sleep(Duration::from_secs(2)).await;

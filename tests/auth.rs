@@ -1156,9 +1156,35 @@ fn the_apiserver_serves_its_metrics_to_admins_and_the_monitoring_group_only() {
         "# TYPE apiserver_request_duration_seconds histogram",
         r#"apiserver_request_duration_seconds_bucket{le="60.0",verb="POST",group="",version="v1",resource="configmaps",subresource="",scope="resource",component="apiserver",dry_run=""} "#,
         "# TYPE apiserver_longrunning_requests gauge",
+        // The store's requests, by kube-apiserver's storage metric.
+        r#"etcd_request_duration_seconds_count{operation="create",type="/registry/configmaps/"} "#,
+        r#"etcd_request_duration_seconds_count{operation="list",type="/registry/pods/"} "#,
+        "# TYPE wasmkube_store_compacted_revision gauge",
     ] {
         assert!(metrics.contains(line), "{line} in {metrics}");
     }
+    let (ok, version, err) = kubectl(
+        &server,
+        None,
+        &[
+            "get",
+            "configmap",
+            "counted",
+            "-o",
+            "jsonpath={.metadata.resourceVersion}",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let revision: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("wasmkube_store_revision "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no store revision in {metrics}"));
+    assert!(
+        revision >= version.parse::<u64>().unwrap(),
+        "{revision} < {version}"
+    );
 
     for (token, code) in [("prom-token", 200), ("alice-token", 403)] {
         let response = server

@@ -9,6 +9,7 @@
 mod etcd_endpoints;
 mod etcd_store;
 pub mod lock;
+mod metered;
 mod mirror;
 mod redb_store;
 
@@ -18,6 +19,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 
 pub use etcd_store::{EtcdStore, EtcdStoreConfig};
+pub use metered::metered;
 pub use redb_store::{RedbStore, RedbStoreConfig};
 
 /// A store revision: 0 before the first write, then +1 per committed write.
