@@ -220,7 +220,7 @@ impl Scrape {
 }
 
 /// Writes one family: its descriptor, then a sample per label set.
-fn family<'a, M: 'a>(
+fn family<M>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
