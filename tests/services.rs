@@ -492,6 +492,46 @@ fn an_http_service_without_ready_endpoints_answers_503_at_once() {
     );
 }
 
+/// GETs `url` until it answered 200 `times`; returns how many 503s (no endpoint yet) came before.
+fn answer_through(url: &str, times: u32) -> u32 {
+    let client = reqwest::blocking::Client::new();
+    let (mut unavailable, mut answered) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while answered < times {
+        assert!(
+            Instant::now() < deadline,
+            "the hello app never answered {times} times through {url}"
+        );
+        match client.get(url).send().map(|r| r.status().as_u16()) {
+            Ok(200) => answered += 1,
+            Ok(503) => unavailable += 1,
+            Ok(other) => panic!("{url} answered {other}"),
+            // The proxy listens once it has seen the Service.
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    unavailable
+}
+
+/// The hello app as one replica without a probe (every request it answers comes through its Service), and
+/// its Service's cluster IP URL.
+fn lone_hello(server: &Server) -> String {
+    let service = post(
+        server,
+        "/api/v1/namespaces/default/services",
+        &hello_service(),
+    );
+    let mut deployment = hello_deployment(1);
+    let container = &mut deployment["spec"]["template"]["spec"]["containers"][0];
+    container.as_object_mut().unwrap().remove("readinessProbe");
+    post(
+        server,
+        "/apis/apps/v1/namespaces/default/deployments",
+        &deployment,
+    );
+    format!("http://{}/", service["spec"]["clusterIP"].as_str().unwrap())
+}
+
 /// The value of the sample `series` (name and labels, as the exposition writes them) in a metrics text.
 fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
@@ -503,38 +543,9 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 fn the_agent_counts_each_pods_and_each_services_requests_in_its_metrics() {
     let server = Server::start();
     let _node = NodeAgent::start(&server, "metrics-node");
-    let service = post(
-        &server,
-        "/api/v1/namespaces/default/services",
-        &hello_service(),
-    );
-    let url = format!("http://{}/", service["spec"]["clusterIP"].as_str().unwrap());
-    let mut deployment = hello_deployment(1);
-    let container = &mut deployment["spec"]["template"]["spec"]["containers"][0];
-    // No probe: every request the pod answers comes through the Service.
-    container.as_object_mut().unwrap().remove("readinessProbe");
-    post(
-        &server,
-        "/apis/apps/v1/namespaces/default/deployments",
-        &deployment,
-    );
-    // 503s from the proxy until the pod is an endpoint, then answers from the pod.
-    let client = reqwest::blocking::Client::new();
-    let (mut unavailable, mut answered) = (0, 0);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while answered < 20 {
-        assert!(
-            Instant::now() < deadline,
-            "the hello app never answered 20 times through {url}"
-        );
-        match client.get(&url).send().map(|r| r.status().as_u16()) {
-            Ok(200) => answered += 1,
-            Ok(503) => unavailable += 1,
-            Ok(other) => panic!("{url} answered {other}"),
-            // The proxy listens once it has seen the Service.
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    }
+    let url = lone_hello(&server);
+    let answered = 20;
+    let unavailable = answer_through(&url, answered);
     let pods = get(
         &server,
         "/api/v1/namespaces/default/pods?labelSelector=app%3Dhello",
@@ -607,6 +618,56 @@ fn the_agent_counts_each_pods_and_each_services_requests_in_its_metrics() {
         None,
     );
     assert!(ok && out.contains("kubelet_running_pods 1"), "{out}{err}");
+}
+
+#[test]
+fn the_machines_own_proxy_serves_its_metrics_where_asked_and_refuses_a_busy_address() {
+    let server = Server::start();
+    let _node = NodeAgent::start_with(&server, "own-proxy-node", &["--proxy", "false"]);
+    let metrics = format!("127.0.0.1:{}", common::free_port());
+    let proxy = |address: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wasmkube"))
+            .args(["--server", &server.url, "proxy", "--node", "own-proxy-node"])
+            .args(["--metrics-bind-address", address])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let _proxy = common::Killed(proxy(&metrics));
+    let url = lone_hello(&server);
+    let unavailable = answer_through(&url, 10);
+    let text = reqwest::blocking::get(format!("http://{metrics}/metrics"))
+        .unwrap()
+        .text()
+        .unwrap();
+    let service = "service=\"default/hello:http\"";
+    assert_eq!(
+        sample(
+            &text,
+            &format!("wasmkube_proxy_requests_total{{{service},code_class=\"2xx\"}}")
+        ),
+        Some(10.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!("wasmkube_proxy_request_duration_seconds_count{{{service}}}")
+        ),
+        Some(f64::from(10 + unavailable)),
+        "{text}"
+    );
+    assert!(!text.contains("kubelet_running_pods"), "{text}");
+
+    // An address already taken: one line and a non-zero exit, at once.
+    let output = proxy(&metrics).wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains(&format!("cannot serve metrics on {metrics}")),
+        "{stderr}"
+    );
 }
 
 /// The `kubernetes` Service of the default namespace is the API's address inside the cluster: the first

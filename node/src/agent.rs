@@ -513,7 +513,7 @@ pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()
             containers: containers.clone(),
         }))
         .merge(crate::metrics::router(crate::metrics::Sources {
-            containers: containers.clone(),
+            containers: Some(containers.clone()),
             proxy: proxy_stats.clone(),
         }))
         .merge(crate::streams::exec::router(

@@ -142,8 +142,8 @@ impl ProxyStats {
 /// What `/metrics` reads.
 #[derive(Clone)]
 pub struct Sources {
-    /// The container runs of the node.
-    pub containers: RunningContainers,
+    /// The container runs of the node (none for `wasmkube proxy`, which runs no pods).
+    pub containers: Option<RunningContainers>,
     /// The Service proxy's statistics.
     pub proxy: ProxyStats,
 }
@@ -171,8 +171,8 @@ type Labels = Vec<(&'static str, String)>;
 /// What one scrape reads: the node's runs and the proxy's frontends at that moment.
 #[derive(Debug, Default)]
 struct Scrape {
-    pods: usize,
-    containers: usize,
+    /// An agent's running pods and containers (a proxy alone has none).
+    node: Option<(usize, usize)>,
     /// The HTTP components' runs, labelled with their pod and container.
     http: Vec<(Labels, Arc<RequestStats>)>,
     frontends: Vec<(String, Arc<FrontendStats>)>,
@@ -180,7 +180,13 @@ struct Scrape {
 
 impl Scrape {
     fn of(sources: &Sources) -> Self {
-        let runs = sources.containers.all();
+        let Some(containers) = &sources.containers else {
+            return Self {
+                frontends: sources.proxy.all(),
+                ..Self::default()
+            };
+        };
+        let runs = containers.all();
         let pods: BTreeSet<&PodReference> = runs.iter().map(|(pod, _, _)| pod).collect();
         let http = runs
             .iter()
@@ -195,8 +201,7 @@ impl Scrape {
             })
             .collect();
         Self {
-            pods: pods.len(),
-            containers: runs.len(),
+            node: Some((pods.len(), runs.len())),
             http,
             frontends: sources.proxy.all(),
         }
@@ -263,27 +268,42 @@ fn by_class<'a>(samples: impl Iterator<Item = (Labels, &'a RequestStats)>) -> Ve
 
 impl Collector for Scrape {
     fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        if let Some((pods, containers)) = self.node {
+            self.encode_node(&mut encoder, pods, containers)?;
+        }
+        self.encode_proxy(&mut encoder)
+    }
+}
+
+impl Scrape {
+    /// An agent's own families: its pods, containers and their HTTP requests.
+    fn encode_node(
+        &self,
+        encoder: &mut DescriptorEncoder,
+        pods: usize,
+        containers: usize,
+    ) -> std::fmt::Result {
         family(
-            &mut encoder,
+            encoder,
             "kubelet_running_pods",
             "Number of pods that have a running pod sandbox",
             MetricType::Gauge,
-            [(Labels::new(), self.pods as i64)],
+            [(Labels::new(), pods as i64)],
             gauge,
         )?;
         family(
-            &mut encoder,
+            encoder,
             "kubelet_running_containers",
             "Number of containers currently running",
             MetricType::Gauge,
             [(
                 vec![("container_state", "running".to_owned())],
-                self.containers as i64,
+                containers as i64,
             )],
             gauge,
         )?;
         family(
-            &mut encoder,
+            encoder,
             "wasmkube_pod_http_requests",
             "HTTP requests an HTTP component answered, by status class",
             MetricType::Counter,
@@ -291,20 +311,24 @@ impl Collector for Scrape {
             counter,
         )?;
         family(
-            &mut encoder,
+            encoder,
             "wasmkube_pod_http_request_duration_seconds",
             "Time from an HTTP request's arrival at its pod to its response head",
             MetricType::Histogram,
             self.http_runs(),
             histogram,
-        )?;
+        )
+    }
+
+    /// The Service proxy's families.
+    fn encode_proxy(&self, encoder: &mut DescriptorEncoder) -> std::fmt::Result {
         let frontends = || {
             self.frontends
                 .iter()
                 .map(|(service, stats)| (vec![("service", service.clone())], stats.as_ref()))
         };
         family(
-            &mut encoder,
+            encoder,
             "wasmkube_proxy_requests",
             "HTTP requests the Service proxy answered, by status class (its own 502 and 503 included)",
             MetricType::Counter,
@@ -312,7 +336,7 @@ impl Collector for Scrape {
             counter,
         )?;
         family(
-            &mut encoder,
+            encoder,
             "wasmkube_proxy_request_duration_seconds",
             "Time from an HTTP request's arrival at the Service proxy to its response head",
             MetricType::Histogram,
@@ -322,7 +346,7 @@ impl Collector for Scrape {
             histogram,
         )?;
         family(
-            &mut encoder,
+            encoder,
             "wasmkube_proxy_connections",
             "TCP connections the Service proxy took, by whether an endpoint was reached",
             MetricType::Counter,
@@ -342,7 +366,7 @@ impl Collector for Scrape {
             counter,
         )?;
         family(
-            &mut encoder,
+            encoder,
             "wasmkube_proxy_retries",
             "Requests and connections the Service proxy sent to another endpoint after one failed",
             MetricType::Counter,
@@ -387,7 +411,6 @@ mod tests {
         }
         .text();
         for line in [
-            "kubelet_running_pods 0",
             "wasmkube_proxy_requests_total{service=\"default/web:80\",code_class=\"2xx\"} 1",
             "wasmkube_proxy_request_duration_seconds_count{service=\"default/web:80\"} 1",
             "wasmkube_proxy_request_duration_seconds_bucket{le=\"0.005\",service=\"default/web:80\"} 1",
@@ -401,6 +424,10 @@ mod tests {
         assert!(
             !text.contains("duration_seconds_count{service=\"default/db:5432\"}"),
             "{text}"
+        );
+        assert!(
+            !text.contains("kubelet_running_pods"),
+            "a proxy alone runs no pods: {text}"
         );
         proxy.retain(&BTreeSet::from(["default/db:5432"]));
         assert_eq!(proxy.all().len(), 1);

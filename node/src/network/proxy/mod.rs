@@ -148,8 +148,25 @@ pub fn node_port_addresses(node: &k8s_openapi::api::core::v1::Node) -> Vec<IpAdd
 }
 
 /// Runs a proxy of its own for the named nodes of this machine (`wasmkube proxy`) until the process ends:
-/// cluster IPs, and NodePorts on those nodes' addresses once each has its podCIDR.
-pub async fn run_for_nodes(client: kube::Client, nodes: &[String]) {
+/// cluster IPs, and NodePorts on those nodes' addresses once each has its podCIDR; with `metrics`, its
+/// `/metrics` on that listener (kube-proxy's `--metrics-bind-address`).
+pub async fn run_for_nodes(
+    client: kube::Client,
+    nodes: &[String],
+    metrics: Option<tokio::net::TcpListener>,
+) {
+    let stats = ProxyStats::default();
+    if let Some(listener) = metrics {
+        let router = crate::metrics::router(crate::metrics::Sources {
+            containers: None,
+            proxy: stats.clone(),
+        });
+        tokio::spawn(async move {
+            if let Err(error) = axum::serve(listener, router).await {
+                tracing::error!(%error, "the proxy's metrics endpoint failed");
+            }
+        });
+    }
     let api: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
     let mut node_ips = Vec::new();
     for name in nodes {
@@ -175,12 +192,7 @@ pub async fn run_for_nodes(client: kube::Client, nodes: &[String]) {
     }
     tracing::info!(nodes = ?nodes, addresses = ?node_ips, "proxy serving");
     let (services, changes) = crate::network::services::watch(&client);
-    run(
-        Proxy::new(node_ips, ProxyStats::default()),
-        services,
-        changes,
-    )
-    .await;
+    run(Proxy::new(node_ips, stats), services, changes).await;
 }
 
 /// A listener that other agents on this machine may share.
