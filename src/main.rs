@@ -47,7 +47,7 @@ enum Command {
     /// Issue, list or revoke bearer tokens (bootstrap tokens for nodes, user tokens with --user).
     Token(tokens::TokenArgs),
     /// Run the scheduler on its own against an apiserver.
-    Scheduler(server::ElectionArgs),
+    Scheduler(server::SchedulerArgs),
     /// Run the controllers on their own against an apiserver.
     ControllerManager(server::ControllerManagerArgs),
     /// Run a node agent: register this node and run the pods bound to it as WebAssembly.
@@ -100,8 +100,9 @@ fn main() -> ExitCode {
             Command::Down(down) => local_cluster::down(down).await,
             Command::Server(config) => server::run(config).await,
             Command::Token(token) => tokens::token(&args.client, token).await,
-            Command::Scheduler(election) => {
-                let election = election.election("kube-scheduler", true)?;
+            Command::Scheduler(scheduler) => {
+                let election = scheduler.election.election("kube-scheduler", true)?;
+                scheduler.metrics.serve().await?;
                 let (client, _) = cli::client_as(&args.client, "kube-scheduler").await?;
                 server::run_component(
                     client,
@@ -117,6 +118,7 @@ fn main() -> ExitCode {
                 let election = controllers
                     .election
                     .election("kube-controller-manager", true)?;
+                controllers.metrics.serve().await?;
                 let (client, _) = cli::client_as(&args.client, "kube-controller-manager").await?;
                 server::run_component(
                     client,

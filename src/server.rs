@@ -177,6 +177,45 @@ pub async fn terminated() {
     }
 }
 
+/// `wasmkube scheduler`: its leader election and metrics.
+#[derive(clap::Args, Debug, Clone)]
+pub struct SchedulerArgs {
+    /// Leader election.
+    #[command(flatten)]
+    pub election: ElectionArgs,
+    /// Metrics.
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
+}
+
+/// Where a component on its own serves its `/metrics`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct MetricsArgs {
+    /// Where to serve `/metrics` (plain HTTP, as kube-proxy's flag), e.g. 127.0.0.1:10259; not served without it.
+    #[arg(long)]
+    pub metrics_bind_address: Option<std::net::SocketAddr>,
+}
+
+impl MetricsArgs {
+    /// Starts serving the process's component metrics, if asked; a busy address is an error.
+    pub async fn serve(&self) -> anyhow::Result<()> {
+        let Some(address) = self.metrics_bind_address else {
+            return Ok(());
+        };
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("cannot serve metrics on {address}"))?;
+        tokio::spawn(async move {
+            if let Err(error) =
+                axum::serve(listener, wasmkube_control::component_metrics::router()).await
+            {
+                tracing::error!(%error, "the metrics endpoint failed");
+            }
+        });
+        Ok(())
+    }
+}
+
 /// `wasmkube controller-manager`: the controllers' settings and their leader election.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ControllerManagerArgs {
@@ -186,6 +225,9 @@ pub struct ControllerManagerArgs {
     /// Leader election.
     #[command(flatten)]
     pub election: ElectionArgs,
+    /// Metrics.
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
 }
 
 /// Settings of the controllers, for `server` and `controller-manager`.

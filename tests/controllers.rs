@@ -1017,10 +1017,20 @@ fn the_scheduler_and_controllers_also_run_as_their_own_processes() {
                 .expect("start wasmkube"),
         )
     };
+    let (scheduler_metrics, controller_metrics) = (
+        format!("127.0.0.1:{}", common::free_port()),
+        format!("127.0.0.1:{}", common::free_port()),
+    );
     // 127.250/16 is outside the ranges the test servers use.
     let _processes = [
-        spawn(&["scheduler"]),
-        spawn(&["controller-manager", "--cluster-cidr", "127.250.0.0/16"]),
+        spawn(&["scheduler", "--metrics-bind-address", &scheduler_metrics]),
+        spawn(&[
+            "controller-manager",
+            "--cluster-cidr",
+            "127.250.0.0/16",
+            "--metrics-bind-address",
+            &controller_metrics,
+        ]),
     ];
     let _node = NodeAgent::start(&server, "apart");
     let deployments = "/apis/apps/v1/namespaces/default/deployments";
@@ -1036,6 +1046,25 @@ fn the_scheduler_and_controllers_also_run_as_their_own_processes() {
             .unwrap_or_default()
             .starts_with("127.250.")
     }));
+    // Each serves its own metrics where asked, as kube-scheduler and kube-controller-manager do.
+    for (address, series) in [
+        (
+            &scheduler_metrics,
+            "scheduler_schedule_attempts_total{result=\"scheduled\",profile=\"default-scheduler\"} ",
+        ),
+        (
+            &controller_metrics,
+            "# TYPE controller_runtime_reconcile counter",
+        ),
+    ] {
+        let text = reqwest::blocking::get(format!("http://{address}/metrics"))
+            .and_then(|r| r.text())
+            .unwrap_or_default();
+        assert!(
+            text.contains(series) && text.ends_with("# EOF\n"),
+            "{series} in {text}"
+        );
+    }
 }
 
 #[test]

@@ -21,3 +21,24 @@ pub fn encode(text: &mut String) {
         let _ = prometheus_client::encoding::text::encode_registry(text, &registry);
     }
 }
+
+/// `GET /metrics` of a component running on its own (`wasmkube scheduler`, `controller-manager`): its metrics
+/// in the text exposition.
+pub fn router() -> axum::Router {
+    axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(|| async {
+            let mut text = String::new();
+            encode(&mut text);
+            // Writing to a String cannot fail.
+            let _ = prometheus_client::encoding::text::encode_eof(&mut text);
+            (
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )],
+                text,
+            )
+        }),
+    )
+}
