@@ -131,14 +131,7 @@ fn main() -> ExitCode {
             }
             Command::Node(node) => run_node(&args.client, node).await,
             Command::Proxy(proxy) => {
-                let metrics = match proxy.metrics_bind_address {
-                    Some(address) => Some(
-                        tokio::net::TcpListener::bind(address)
-                            .await
-                            .with_context(|| format!("cannot serve metrics on {address}"))?,
-                    ),
-                    None => None,
-                };
+                let metrics = proxy.metrics.bind().await?;
                 let (client, _) = cli::client_as(&args.client, "kube-proxy").await?;
                 wasmkube_node::network::proxy::run_for_nodes(client, &proxy.node, metrics).await;
                 Ok(())
@@ -237,9 +230,9 @@ struct ProxyArgs {
     /// regardless).
     #[arg(long)]
     node: Vec<String>,
-    /// Where to serve the proxy's `/metrics` (kube-proxy's flag), e.g. 127.0.0.1:10249; not served without it.
-    #[arg(long)]
-    metrics_bind_address: Option<std::net::SocketAddr>,
+    /// Where to serve the proxy's `/metrics` (kube-proxy's flag).
+    #[command(flatten)]
+    metrics: server::MetricsArgs,
 }
 
 /// Raises the limit on open files (the soft one to the hard one, both to the kernel's ceiling when privileged):

@@ -197,14 +197,22 @@ pub struct MetricsArgs {
 }
 
 impl MetricsArgs {
-    /// Starts serving the process's component metrics, if asked; a busy address is an error.
-    pub async fn serve(&self) -> anyhow::Result<()> {
+    /// The listener for `/metrics`, if asked for; a busy address is an error.
+    pub async fn bind(&self) -> anyhow::Result<Option<tokio::net::TcpListener>> {
         let Some(address) = self.metrics_bind_address else {
-            return Ok(());
+            return Ok(None);
         };
         let listener = tokio::net::TcpListener::bind(address)
             .await
             .with_context(|| format!("cannot serve metrics on {address}"))?;
+        Ok(Some(listener))
+    }
+
+    /// Starts serving the process's component metrics, if asked; a busy address is an error.
+    pub async fn serve(&self) -> anyhow::Result<()> {
+        let Some(listener) = self.bind().await? else {
+            return Ok(());
+        };
         tokio::spawn(async move {
             if let Err(error) =
                 axum::serve(listener, wasmkube_control::component_metrics::router()).await
