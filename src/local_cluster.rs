@@ -781,6 +781,11 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         record.context(),
         record.logs_dir().display()
     );
+    let api = record.api_urls();
+    println!(
+        "Dashboard: {}/ui/ (`wasmkube dashboard` prints a one-time login link)",
+        api.split(',').next().unwrap_or_default()
+    );
     Ok(())
 }
 

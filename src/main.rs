@@ -2,6 +2,7 @@
 //! kubectl-like client of it.
 
 mod cli;
+mod dashboard;
 mod failover;
 mod local_cluster;
 mod port_forward;
@@ -46,6 +47,8 @@ enum Command {
     Server(server::ServerConfig),
     /// Issue, list or revoke bearer tokens (bootstrap tokens for nodes, user tokens with --user).
     Token(tokens::TokenArgs),
+    /// Print a one-time link that logs you in to the cluster's web dashboard.
+    Dashboard,
     /// Run the scheduler on its own against an apiserver.
     Scheduler(server::SchedulerArgs),
     /// Run the controllers on their own against an apiserver.
@@ -100,6 +103,7 @@ fn main() -> ExitCode {
             Command::Down(down) => local_cluster::down(down).await,
             Command::Server(config) => server::run(config).await,
             Command::Token(token) => tokens::token(&args.client, token).await,
+            Command::Dashboard => dashboard::dashboard(&args.client).await,
             Command::Scheduler(scheduler) => {
                 let election = scheduler.election.election("kube-scheduler", true)?;
                 scheduler.metrics.serve().await?;

@@ -6,7 +6,6 @@ use anyhow::{Context, bail};
 use k8s_openapi::api::core::v1::Secret;
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, PostParams};
-use rand::Rng;
 use wasmkube_control::api::resources;
 use wasmkube_control::api::tokens::{
     self, BOOTSTRAP_TOKEN_TYPE, NewToken, TOKEN_NAMESPACE, USER_TOKEN_TYPE,
@@ -51,14 +50,6 @@ enum TokenCommand {
     },
 }
 
-fn random(len: usize) -> String {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    (0..len)
-        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
-        .collect()
-}
-
 /// `24h`, `30m`, `7d` (jiff's friendly durations; `0`: never) as a lifetime.
 fn parse_ttl(text: &str) -> anyhow::Result<Option<jiff::SignedDuration>> {
     if text.trim() == "0" {
@@ -79,8 +70,8 @@ fn parse_ttl(text: &str) -> anyhow::Result<Option<jiff::SignedDuration>> {
 /// A new bootstrap token that works for a day.
 fn new_bootstrap_token() -> NewToken {
     NewToken {
-        id: random(6),
-        secret: random(16),
+        id: tokens::random_part(6),
+        secret: tokens::random_part(16),
         user: None,
         groups: Vec::new(),
         expiration: Some(jiff::Timestamp::now() + jiff::SignedDuration::from_hours(24)),
@@ -130,8 +121,8 @@ pub async fn token(args: &ClientArgs, command: TokenArgs) -> anyhow::Result<()> 
             let default_ttl = if user.is_some() { "0" } else { "24h" };
             let lifetime = parse_ttl(ttl.as_deref().unwrap_or(default_ttl))?;
             let new = NewToken {
-                id: random(6),
-                secret: random(16),
+                id: tokens::random_part(6),
+                secret: tokens::random_part(16),
                 user,
                 groups: groups.into_iter().filter(|g| !g.is_empty()).collect(),
                 expiration: lifetime.map(|d| jiff::Timestamp::now() + d),
@@ -237,7 +228,7 @@ mod tests {
         for bad in ["", "h", "-1h", "soon"] {
             assert!(parse_ttl(bad).is_err(), "{bad}");
         }
-        let token = format!("{}.{}", random(6), random(16));
+        let token = format!("{}.{}", tokens::random_part(6), tokens::random_part(16));
         assert!(tokens::split_token(&token).is_some(), "{token}");
     }
 }

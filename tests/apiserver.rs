@@ -904,7 +904,8 @@ async fn discovery_lists_every_resource_with_its_subresources() {
             "policy",
             "authorization.k8s.io",
             "authentication.k8s.io",
-            "metrics.k8s.io"
+            "metrics.k8s.io",
+            "custom.metrics.k8s.io"
         ]
     );
     let (_, index) = api.get("/openapi/v3").await;

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{NodeAgent, PODS, Server, echo_pod, kubectl, wait_for, wasmkube};
+use common::{NodeAgent, PODS, Server, echo_pod, kubectl, wait_for, wait_until, wasmkube};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::process::Command;
@@ -434,6 +434,18 @@ fn issued_tokens_authenticate_as_their_user_until_revoked_or_expired() {
     assert_eq!(status(&brief), 200);
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert_eq!(status(&brief), 401);
+    // ... and the token cleaner deletes its Secret.
+    let dave = format!("user-token-{}", brief.split('.').next().unwrap());
+    wait_until(
+        &server,
+        "/api/v1/namespaces/kube-system/secrets",
+        "without dave's expired token",
+        |list| {
+            list["items"]
+                .as_array()
+                .is_some_and(|items| items.iter().all(|s| s["metadata"]["name"] != dave.as_str()))
+        },
+    );
 
     // Bad input: one line and a non-zero exit.
     let (ok, _, err) = wasmkube(&server, &["token", "create", "--ttl", "soon"]);

@@ -1184,41 +1184,31 @@ fn an_autoscaler_made_by_kubectl_autoscale_scales_a_busy_deployment_up_and_back_
     );
 }
 
-#[test]
-fn the_hello_app_scales_out_under_http_load_and_back_when_it_ends() {
-    let server = Server::start_with(&["--horizontal-pod-autoscaler-sync-period-seconds", "1"]);
-    let _agent = NodeAgent::start(&server, "n1");
-    let deployments = "/apis/apps/v1/namespaces/default/deployments";
+/// The hello app (one replica requesting 10m of CPU) behind a Service; once the Service answers, its URL.
+fn hello_behind_a_service(server: &Server) -> String {
     let mut hello = template("hello");
     hello["spec"]["containers"][0]["resources"] = json!({"requests": {"cpu": "10m"}});
     send(
-        &server,
+        server,
         "POST",
-        deployments,
+        "/apis/apps/v1/namespaces/default/deployments",
         json!({"metadata": {"name": "hello"}, "spec": {"replicas": 1,
         "selector": {"matchLabels": {"app": "hello"}}, "template": hello}}),
     );
     let service = send(
-        &server,
+        server,
         "POST",
         "/api/v1/namespaces/default/services",
         json!({
         "metadata": {"name": "hello"}, "spec": {"selector": {"app": "hello"}, "ports": [{"port": 80, "targetPort": 8080}]}}),
     );
     let url = format!("http://{}/", service["spec"]["clusterIP"].as_str().unwrap());
-    send(
-        &server,
-        "POST",
-        "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers",
-        json!({
-        "metadata": {"name": "hello"}, "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "hello"},
-        "minReplicas": 1, "maxReplicas": 4,
-        "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}],
-        "behavior": {"scaleDown": {"stabilizationWindowSeconds": 0}}}}),
+    wait_until(
+        server,
+        "/apis/apps/v1/namespaces/default/deployments/hello",
+        "available",
+        |d| d["status"]["availableReplicas"] == 1,
     );
-    wait_until(&server, &format!("{deployments}/hello"), "available", |d| {
-        d["status"]["availableReplicas"] == 1
-    });
     // The node's proxy serves the Service once it has seen the ready endpoint (as kube-proxy, a moment after).
     let client = reqwest::blocking::Client::new();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -1233,63 +1223,163 @@ fn the_hello_app_scales_out_under_http_load_and_back_when_it_ends() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    // Load through the Service until the autoscaler adds replicas; every request is answered.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load: Vec<_> = (0..4)
-        .map(|_| {
-            let (url, stop) = (url.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let client = reqwest::blocking::Client::new();
-                let (mut answered, mut failed, mut errors) = (0u64, 0u64, Vec::new());
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    match client.get(&url).send() {
-                        Ok(response) if response.status().is_success() => answered += 1,
-                        outcome => {
-                            failed += 1;
-                            if errors.len() < 3 {
-                                errors.push(match outcome {
-                                    Ok(response) => {
-                                        format!("{}: {:?}", response.status(), response.text())
-                                    }
-                                    Err(error) => format!("{error:?}"),
-                                });
+    url
+}
+
+/// Clients calling a URL in a loop, each pausing between requests, until stopped.
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    clients: Vec<std::thread::JoinHandle<(u64, u64, Vec<String>)>>,
+}
+
+impl Load {
+    fn start(url: &str, clients: usize, pause: std::time::Duration) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let clients = (0..clients)
+            .map(|_| {
+                let (url, stop) = (url.to_owned(), stop.clone());
+                std::thread::spawn(move || {
+                    let client = reqwest::blocking::Client::new();
+                    let (mut answered, mut failed, mut errors) = (0u64, 0u64, Vec::new());
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        match client.get(&url).send() {
+                            Ok(response) if response.status().is_success() => answered += 1,
+                            outcome => {
+                                failed += 1;
+                                if errors.len() < 3 {
+                                    errors.push(match outcome {
+                                        Ok(response) => {
+                                            format!("{}: {:?}", response.status(), response.text())
+                                        }
+                                        Err(error) => format!("{error:?}"),
+                                    });
+                                }
                             }
                         }
+                        std::thread::sleep(pause);
                     }
-                }
-                (answered, failed, errors)
+                    (answered, failed, errors)
+                })
             })
-        })
-        .collect();
-    let scaled = wait_until(
-        &server,
-        &format!("{deployments}/hello"),
-        "scaled out",
-        |d| d["spec"]["replicas"].as_i64() > Some(1),
-    );
-    wait_until(
-        &server,
-        &format!("{deployments}/hello"),
-        "serving with more replicas",
-        |d| d["status"]["availableReplicas"].as_i64() > Some(1),
-    );
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (mut answered, mut failed, mut errors) = (0, 0, Vec::new());
-    for thread in load {
-        let (a, f, e) = thread.join().unwrap();
-        (answered, failed) = (answered + a, failed + f);
-        errors.extend(e);
+            .collect();
+        Self { stop, clients }
     }
-    assert!(
-        answered > 0 && failed == 0,
-        "{answered} answered, {failed} failed: {errors:#?}"
+
+    /// Stops the clients; asserts every request was answered.
+    fn stop(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let (mut answered, mut failed, mut errors) = (0, 0, Vec::new());
+        for client in self.clients {
+            let (a, f, e) = client.join().unwrap();
+            (answered, failed) = (answered + a, failed + f);
+            errors.extend(e);
+        }
+        assert!(
+            answered > 0 && failed == 0,
+            "{answered} answered, {failed} failed: {errors:#?}"
+        );
+    }
+}
+
+fn autoscale_hello(server: &Server, metric: Value) {
+    send(
+        server,
+        "POST",
+        "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers",
+        json!({
+        "metadata": {"name": "hello"}, "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "hello"},
+        "minReplicas": 1, "maxReplicas": 4, "metrics": [metric],
+        "behavior": {"scaleDown": {"stabilizationWindowSeconds": 0}}}}),
     );
+}
+
+#[test]
+fn the_hello_app_scales_out_under_http_load_and_back_when_it_ends() {
+    let server = Server::start_with(&["--horizontal-pod-autoscaler-sync-period-seconds", "1"]);
+    let _agent = NodeAgent::start(&server, "n1");
+    let hello = "/apis/apps/v1/namespaces/default/deployments/hello";
+    autoscale_hello(
+        &server,
+        json!({"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}),
+    );
+    let url = hello_behind_a_service(&server);
+    // Load through the Service until the autoscaler adds replicas; every request is answered.
+    let load = Load::start(&url, 4, std::time::Duration::ZERO);
+    let scaled = wait_until(&server, hello, "scaled out", |d| {
+        d["spec"]["replicas"].as_i64() > Some(1)
+    });
+    wait_until(&server, hello, "serving with more replicas", |d| {
+        d["status"]["availableReplicas"].as_i64() > Some(1)
+    });
+    load.stop();
     assert!(scaled["spec"]["replicas"].as_i64() <= Some(4), "{scaled}");
     // Load gone: back to one replica.
-    wait_until(
-        &server,
-        &format!("{deployments}/hello"),
-        "scaled back to 1",
-        |d| d["spec"]["replicas"] == 1,
+    wait_until(&server, hello, "scaled back to 1", |d| {
+        d["spec"]["replicas"] == 1
+    });
+}
+
+#[test]
+fn the_hello_app_scales_on_the_http_requests_per_second_of_its_pods_and_back() {
+    let server = Server::start_with(&["--horizontal-pod-autoscaler-sync-period-seconds", "1"]);
+    let _agent = NodeAgent::start(&server, "n1");
+    let hello = "/apis/apps/v1/namespaces/default/deployments/hello";
+    let metrics = "/apis/custom.metrics.k8s.io/v1beta2/namespaces/default/pods";
+    // The metric is listed in discovery; another one is not served.
+    let discovery = common::get_json(&server, "/apis/custom.metrics.k8s.io/v1beta2");
+    assert_eq!(
+        discovery["resources"][0]["name"], "pods/http_requests_per_second",
+        "{discovery}"
     );
+    let unknown = server
+        .http()
+        .get(format!("{}{metrics}/*/cpu_seconds", server.url))
+        .send()
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    // 2 requests per second per pod is the target.
+    autoscale_hello(
+        &server,
+        json!({"type": "Pods", "pods": {"metric": {"name": "http_requests_per_second"},
+                                         "target": {"type": "AverageValue", "averageValue": "2"}}}),
+    );
+    let url = hello_behind_a_service(&server);
+    // Up to 80 requests per second (4 clients, each pausing 50 ms; at least 8 on a busy machine): 4 replicas,
+    // the most allowed.
+    let load = Load::start(&url, 4, std::time::Duration::from_millis(50));
+    let measured = wait_until(
+        &server,
+        &format!("{metrics}/*/http_requests_per_second?labelSelector=app%3Dhello"),
+        "measuring the pod's requests",
+        |list| {
+            list["items"][0]["value"]
+                .as_str()
+                .is_some_and(|v| v.trim_end_matches('m').parse::<f64>().unwrap_or(0.0) > 0.0)
+        },
+    );
+    assert_eq!(
+        measured["items"][0]["describedObject"]["kind"], "Pod",
+        "{measured}"
+    );
+    let hpa = wait_until(
+        &server,
+        "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers/hello",
+        "asking for 4 replicas from its pods metric",
+        |h| {
+            h["status"]["desiredReplicas"] == 4
+                && h["status"]["currentMetrics"][0]["type"] == "Pods"
+        },
+    );
+    wait_until(&server, hello, "scaled to 4", |d| {
+        d["spec"]["replicas"] == 4
+    });
+    assert_eq!(
+        hpa["status"]["currentMetrics"][0]["pods"]["metric"]["name"], "http_requests_per_second",
+        "{hpa}"
+    );
+    load.stop();
+    // No requests: back to one replica.
+    wait_until(&server, hello, "scaled back to 1", |d| {
+        d["spec"]["replicas"] == 1
+    });
 }

@@ -270,8 +270,10 @@ pub fn server_config(
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(clients)
         .with_single_cert(certs, key)?;
-    // HTTP/1.1 only: upgrades (port forwarding) need it, as kubectl's do.
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // HTTP/2 for clients that offer it (browsers, client-go's plain requests), so that many watches share one
+    // connection (a browser opens at most six HTTP/1.1 connections to a server); HTTP/1.1 for the rest, and
+    // for the upgrades of port forwarding and exec, whose clients offer only it, as kube-apiserver does.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 

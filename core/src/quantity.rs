@@ -154,6 +154,15 @@ fn scale(mantissa: i128, ten: i64, two: u32) -> Result<i128, QuantityError> {
     Ok(value)
 }
 
+/// A value in thousandths of its unit written as Kubernetes writes such a quantity: `2`, `1500m`.
+pub fn milli_text(milli: i64) -> String {
+    if milli % 1000 == 0 {
+        (milli / 1000).to_string()
+    } else {
+        format!("{milli}m")
+    }
+}
+
 /// A quantity's thousandths (millicores of a CPU amount), saturating; 0 for a malformed one, which the
 /// apiserver never admits.
 pub fn milli_of(text: &str) -> i64 {

@@ -66,6 +66,20 @@ pub struct ContainerStats {
     pub cpu: Option<CpuStats>,
     /// Memory held.
     pub memory: Option<MemoryStats>,
+    /// HTTP requests answered (wasmkube's addition to the kubelet's Summary API, behind custom.metrics.k8s.io's
+    /// `http_requests_per_second`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpStats>,
+}
+
+/// HTTP requests a container's run has answered, at a moment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpStats {
+    /// When they were counted (RFC 3339).
+    pub time: String,
+    /// Requests answered since the run started, whatever their status.
+    pub requests_total: u64,
 }
 
 /// Cumulative CPU time at a moment.

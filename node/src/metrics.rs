@@ -51,6 +51,14 @@ impl RequestStats {
         self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
+    /// Requests answered so far, whatever their status.
+    pub fn total(&self) -> u64 {
+        self.classes
+            .iter()
+            .map(|count| count.load(Ordering::Relaxed))
+            .fold(0, u64::saturating_add)
+    }
+
     /// The classes answered so far (`2xx`, ...) with their counts; classes never seen are left out.
     fn classes(&self) -> Vec<(&'static str, u64)> {
         ["1xx", "2xx", "3xx", "4xx", "5xx"]

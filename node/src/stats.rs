@@ -16,7 +16,7 @@ use prometheus_client::registry::Registry;
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 use wasmkube_core::stats::{
-    ContainerStats, CpuStats, MemoryStats, NodeStats, PodReference, PodStats, Summary,
+    ContainerStats, CpuStats, HttpStats, MemoryStats, NodeStats, PodReference, PodStats, Summary,
 };
 
 /// What the endpoints read.
@@ -83,6 +83,10 @@ pub fn take(sources: &Sources) -> Summary {
             start_time: usage.started().to_string(),
             cpu: cpu(Some(used)),
             memory: memory(Some(held)),
+            http: Some(HttpStats {
+                time: now.clone(),
+                requests_total: run.spec.requests.total(),
+            }),
         });
     }
     Summary {
@@ -287,6 +291,7 @@ mod tests {
                         time: at.clone(),
                         working_set_bytes: Some(65536),
                     }),
+                    http: None,
                 }],
                 cpu: None,
                 memory: None,

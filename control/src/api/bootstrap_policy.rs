@@ -114,6 +114,8 @@ const EDITABLE: [(&str, &[&str]); 7] = [
 
 /// The user a node proxy (`wasmkube proxy`, kube-proxy) runs as; `system:node-proxier` lets it follow Services.
 pub const PROXY_USER: &str = "system:kube-proxy";
+/// The ClusterRole (and binding) that lets every authenticated user log in to the dashboard as themselves.
+const DASHBOARD_USER: &str = "wasmkube:dashboard-user";
 
 const READ: [&str; 3] = ["get", "list", "watch"];
 const WRITE: [&str; 5] = ["create", "update", "patch", "delete", "deletecollection"];
@@ -200,6 +202,14 @@ pub fn cluster_roles() -> Vec<ClusterRole> {
             "system:public-info-viewer",
             vec![json!({"nonResourceURLs": public_info, "verbs": ["get"]})],
         ),
+        // Logging in to the dashboard as oneself, and out again.
+        cluster_role(
+            DASHBOARD_USER,
+            vec![
+                json!({"nonResourceURLs": ["/ui/login-codes"], "verbs": ["post"]}),
+                json!({"nonResourceURLs": ["/ui/session"], "verbs": ["delete"]}),
+            ],
+        ),
         // Full access to the metrics and health endpoints.
         cluster_role(
             "system:monitoring",
@@ -251,6 +261,12 @@ pub fn cluster_role_bindings() -> Vec<ClusterRoleBinding> {
         binding(
             "system:basic-user",
             "system:basic-user",
+            "Group",
+            &["system:authenticated"],
+        ),
+        binding(
+            DASHBOARD_USER,
+            DASHBOARD_USER,
             "Group",
             &["system:authenticated"],
         ),

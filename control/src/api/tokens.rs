@@ -19,8 +19,21 @@ pub const TOKEN_NAMESPACE: &str = "kube-system";
 pub const BOOTSTRAP_TOKEN_TYPE: &str = "bootstrap.kubernetes.io/token";
 /// The Secret type of a user token.
 pub const USER_TOKEN_TYPE: &str = "wasmkube.io/user-token";
+/// The Secret type of a dashboard's one-time login code (`wasmkube dashboard`): it is never a bearer token,
+/// only exchanged once for a session's user token.
+pub const LOGIN_CODE_TYPE: &str = "wasmkube.io/dashboard-login-code";
 /// The group of every bootstrap token's user.
 pub const BOOTSTRAPPERS: &str = "system:bootstrappers";
+
+/// `len` random characters of `[a-z0-9]`: a token's ID (6) or secret (16).
+pub fn random_part(len: usize) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..len)
+        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
+        .collect()
+}
 
 /// The name of the Secret of a bootstrap token.
 pub fn bootstrap_secret_name(id: &str) -> String {
@@ -30,6 +43,11 @@ pub fn bootstrap_secret_name(id: &str) -> String {
 /// The name of the Secret of a user token.
 pub fn user_secret_name(id: &str) -> String {
     format!("user-token-{id}")
+}
+
+/// The name of the Secret of a dashboard login code.
+pub fn login_code_secret_name(id: &str) -> String {
+    format!("login-code-{id}")
 }
 
 fn text(secret: &Secret, key: &str) -> Option<String> {
@@ -42,6 +60,19 @@ fn sha256_hex(text: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// When a token Secret (bootstrap, user token or login code) stops working: none for other Secrets, a token
+/// that works for ever, or an expiration that does not parse (such a token never authenticates, but what is
+/// not understood is not deleted either).
+pub fn expiration(secret: &Secret) -> Option<jiff::Timestamp> {
+    let is_token = matches!(
+        secret.type_.as_deref(),
+        Some(BOOTSTRAP_TOKEN_TYPE | USER_TOKEN_TYPE | LOGIN_CODE_TYPE)
+    );
+    is_token
+        .then(|| text(secret, "expiration")?.parse().ok())
+        .flatten()
 }
 
 fn expired(secret: &Secret, now: jiff::Timestamp) -> bool {
@@ -82,18 +113,32 @@ pub fn user_of_secret(secret: &Secret, token_secret: &str, now: jiff::Timestamp)
                 }
             })
         }
-        Some(USER_TOKEN_TYPE) => {
-            let matches =
-                text(secret, "token-secret-sha256").as_deref() == Some(&sha256_hex(token_secret));
-            matches
-                .then(|| User {
-                    name: text(secret, "user").unwrap_or_default(),
-                    groups: groups(secret, "groups"),
-                })
-                .filter(|user| !user.name.is_empty())
-        }
+        Some(USER_TOKEN_TYPE) => user_of_hashed_secret(secret, token_secret),
         _ => None,
     }
+}
+
+/// The user a dashboard login code stands for, given its Secret: none if the secret part is wrong or the
+/// code expired.
+pub fn user_of_login_code(
+    secret: &Secret,
+    code_secret: &str,
+    now: jiff::Timestamp,
+) -> Option<User> {
+    (secret.type_.as_deref() == Some(LOGIN_CODE_TYPE) && !expired(secret, now))
+        .then(|| user_of_hashed_secret(secret, code_secret))
+        .flatten()
+}
+
+/// The user of a Secret that keeps a token's SHA-256 (a user token, a login code).
+fn user_of_hashed_secret(secret: &Secret, token_secret: &str) -> Option<User> {
+    let matches = text(secret, "token-secret-sha256").as_deref() == Some(&sha256_hex(token_secret));
+    matches
+        .then(|| User {
+            name: text(secret, "user").unwrap_or_default(),
+            groups: groups(secret, "groups"),
+        })
+        .filter(|user| !user.name.is_empty())
 }
 
 /// What a new token Secret holds.
@@ -153,6 +198,14 @@ pub fn token_secret(token: &NewToken) -> Secret {
         data: Some(data),
         ..Default::default()
     }
+}
+
+/// The Secret that makes a dashboard login code valid: a user token's, under its own name and type.
+pub fn login_code_secret(code: &NewToken) -> Secret {
+    let mut secret = token_secret(code);
+    secret.metadata.name = Some(login_code_secret_name(&code.id));
+    secret.type_ = Some(LOGIN_CODE_TYPE.to_owned());
+    secret
 }
 
 /// Token file errors.

@@ -3,6 +3,7 @@
 //! (AlwaysAllow, Node, RBAC); a request none allows gets 403 with Kubernetes' wording.
 
 use super::ApiServer;
+use super::dashboard;
 use super::error::ApiError;
 use super::metrics::RequestKind;
 use super::objects::{decode_body, decode_stored, read_body};
@@ -184,7 +185,10 @@ pub(super) async fn guard(
             .extensions()
             .get::<ClientCertificate>()
             .is_none_or(|c| c.0.is_none());
-    if PUBLIC_PATHS.contains(&path) || anonymous_info {
+    if PUBLIC_PATHS.contains(&path)
+        || anonymous_info
+        || dashboard::is_public(request.method(), path)
+    {
         return next.run(request).await;
     }
     let certified = request

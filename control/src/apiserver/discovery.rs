@@ -45,14 +45,20 @@ fn group_object(group: &str) -> Value {
 
 /// `GET /apis`
 pub fn api_groups() -> Value {
-    let groups: Vec<Value> = groups().into_iter().map(group_object).collect();
+    let mut groups: Vec<Value> = groups().into_iter().map(group_object).collect();
+    groups.push(super::custom_metrics::group_object());
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 /// `GET /apis/<group>`, if the group is served.
 pub fn api_group(group: &str) -> Option<Value> {
-    groups().contains(&group).then(|| {
-        let mut object = group_object(group);
+    let served = groups().contains(&group) || group == super::custom_metrics::GROUP;
+    served.then(|| {
+        let mut object = if group == super::custom_metrics::GROUP {
+            super::custom_metrics::group_object()
+        } else {
+            group_object(group)
+        };
         object["kind"] = "APIGroup".into();
         object["apiVersion"] = "v1".into();
         object

@@ -4,6 +4,8 @@
 mod admission;
 pub mod auth;
 mod component_statuses;
+mod custom_metrics;
+mod dashboard;
 mod discovery;
 pub mod error;
 mod logs;
@@ -212,6 +214,7 @@ impl ApiServer {
             .route("/api/{*rest}", any(api_request))
             .route("/apis", any(api_request))
             .route("/apis/{*rest}", any(api_request))
+            .merge(dashboard::routes())
             .layer(axum::extract::DefaultBodyLimit::disable())
             .fallback(|| async { ApiError::PathNotFound })
             .layer(axum::middleware::from_fn_with_state(
@@ -352,6 +355,11 @@ async fn api_request(state: State<ApiServer>, request: axum::extract::Request) -
             Some(object) => json(StatusCode::OK, object),
             None => not_found_path(),
         },
+        ApiPath::Resources { group, version }
+            if group == custom_metrics::GROUP && version == custom_metrics::VERSION =>
+        {
+            json(StatusCode::OK, custom_metrics::resource_list())
+        }
         ApiPath::Resources { group, version } => match discovery::resource_list(&group, &version) {
             Some(list) => json(StatusCode::OK, list),
             None => not_found_path(),
@@ -382,6 +390,9 @@ async fn route(server: &ApiServer, path: ResourcePath, connection: Connection) -
         raw_query,
         body,
     } = connection;
+    if path.group == custom_metrics::GROUP && path.version == custom_metrics::VERSION {
+        return server.custom_metrics(&method, &path, raw_query.as_deref().unwrap_or_default());
+    }
     let Some(resource) = resources::by_path(&path.group, &path.version, &path.resource) else {
         return not_found_path();
     };

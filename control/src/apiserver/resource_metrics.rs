@@ -21,7 +21,9 @@ use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
-use wasmkube_core::stats::{CpuStats, MemoryStats, PodReference, Summary};
+use wasmkube_core::stats::{
+    ContainerStats, CpuStats, HttpStats, MemoryStats, PodReference, Summary,
+};
 
 /// How often every node is read (metrics-server's `--metric-resolution`, 15 s by default there).
 pub const RESOLUTION: Duration = Duration::from_secs(5);
@@ -105,9 +107,13 @@ fn node_use(pair: &Pair) -> Option<Measured> {
     )
 }
 
-/// Each pod's containers' use between a node's two newest summaries. A container that (re)started between
-/// them has no rate yet; a pod is left out until all its containers have one (as metrics-server does).
-fn pod_uses(pair: &Pair) -> Vec<(PodReference, Vec<(String, Measured)>)> {
+/// Each pod's containers compared between a node's two newest summaries by `between` (earlier run, later
+/// run). A container that (re)started between them compares with nothing; a pod is left out until all its
+/// containers compare (as metrics-server does with their use).
+fn per_container<T>(
+    pair: &Pair,
+    between: impl Fn(&ContainerStats, &ContainerStats) -> Option<T>,
+) -> Vec<(PodReference, Vec<(String, T)>)> {
     let Some(previous) = &pair.previous else {
         return Vec::new();
     };
@@ -124,14 +130,70 @@ fn pod_uses(pair: &Pair) -> Vec<(PodReference, Vec<(String, Measured)>)> {
                         .containers
                         .iter()
                         .find(|b| b.name == c.name && b.start_time == c.start_time)?;
-                    let measured =
-                        measure(earlier.cpu.as_ref(), c.cpu.as_ref(), c.memory.as_ref())?;
-                    Some((c.name.clone(), measured))
+                    Some((c.name.clone(), between(earlier, c)?))
                 })
                 .collect::<Option<Vec<_>>>()?;
             (!containers.is_empty()).then(|| (pod.pod_ref.clone(), containers))
         })
         .collect()
+}
+
+/// Each pod's containers' use between a node's two newest summaries.
+fn pod_uses(pair: &Pair) -> Vec<(PodReference, Vec<(String, Measured)>)> {
+    per_container(pair, |earlier, later| {
+        measure(
+            earlier.cpu.as_ref(),
+            later.cpu.as_ref(),
+            later.memory.as_ref(),
+        )
+    })
+}
+
+/// A pod's rate of HTTP requests answered over a window.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct RequestRate {
+    /// Requests per second, all its containers together.
+    pub per_second: f64,
+    /// When the window ended.
+    pub timestamp: jiff::Timestamp,
+    /// How long the window was.
+    pub window: Duration,
+}
+
+/// The rate of two counts of one container's run, taken at two moments; `None` unless they are of one counter
+/// going forward.
+fn request_rate(before: &HttpStats, after: &HttpStats) -> Option<RequestRate> {
+    let (t0, t1) = (
+        before.time.parse::<jiff::Timestamp>().ok()?,
+        after.time.parse::<jiff::Timestamp>().ok()?,
+    );
+    let window = Duration::try_from(t1.duration_since(t0)).ok()?;
+    let answered = after.requests_total.checked_sub(before.requests_total)?;
+    (!window.is_zero()).then(|| RequestRate {
+        per_second: answered as f64 / window.as_secs_f64(),
+        timestamp: t1,
+        window,
+    })
+}
+
+/// Each pod's HTTP request rate between a node's two newest summaries: the sum of its containers' rates.
+fn pod_request_rates(pair: &Pair) -> Vec<(PodReference, RequestRate)> {
+    per_container(pair, |earlier, later| {
+        request_rate(earlier.http.as_ref()?, later.http.as_ref()?)
+    })
+    .into_iter()
+    .filter_map(|(pod, containers)| {
+        let per_second = containers.iter().map(|(_, rate)| rate.per_second).sum();
+        let (_, first) = containers.into_iter().next()?;
+        Some((
+            pod,
+            RequestRate {
+                per_second,
+                ..first
+            },
+        ))
+    })
+    .collect()
 }
 
 /// A window as Kubernetes writes a duration (Go's `time.Duration`): `5s`, `1.5s`, `1m5s`, to the millisecond.
@@ -299,6 +361,14 @@ impl ApiServer {
         Ok(items)
     }
 
+    /// Every measured pod's HTTP request rate (custom.metrics.k8s.io), starting the nodes' reading if nothing
+    /// reads them yet.
+    pub(super) fn request_rates(&self) -> Result<Vec<(PodReference, RequestRate)>, ApiError> {
+        self.wants_resource_metrics();
+        let state = self.summaries.state.lock().map_err(poisoned)?;
+        Ok(state.by_node.values().flat_map(pod_request_rates).collect())
+    }
+
     /// Notes a request for metrics, and starts reading the nodes if nothing does.
     fn wants_resource_metrics(&self) {
         let Ok(mut state) = self.summaries.state.lock() else {
@@ -407,7 +477,7 @@ fn poisoned<T>(_: std::sync::PoisonError<T>) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use wasmkube_core::stats::{ContainerStats, NodeStats, PodStats};
+    use wasmkube_core::stats::{NodeStats, PodStats};
 
     fn cpu(time: &str, nanos: u64) -> Option<CpuStats> {
         Some(CpuStats {
@@ -424,6 +494,16 @@ mod tests {
     }
 
     fn summary(time: &str, node_cpu: u64, started: &str, container_cpu: u64) -> Summary {
+        answered(time, node_cpu, started, container_cpu, 0)
+    }
+
+    fn answered(
+        time: &str,
+        node_cpu: u64,
+        started: &str,
+        container_cpu: u64,
+        requests: u64,
+    ) -> Summary {
         Summary {
             node: NodeStats {
                 node_name: "n1".into(),
@@ -441,11 +521,41 @@ mod tests {
                     start_time: started.into(),
                     cpu: cpu(time, container_cpu),
                     memory: memory(time, 3 << 20),
+                    http: Some(HttpStats {
+                        time: time.into(),
+                        requests_total: requests,
+                    }),
                 }],
                 cpu: cpu(time, container_cpu),
                 memory: memory(time, 3 << 20),
             }],
         }
+    }
+
+    #[test]
+    fn a_pods_request_rate_is_its_answers_between_two_summaries_over_their_window() {
+        // 50 requests answered in 5 s: 10 per second; a container that restarted in between has no rate yet.
+        let at = |time, requests| answered(time, 0, "2026-12-06T09:00:00Z", 0, requests);
+        let pair = Pair {
+            previous: Some(at("2026-12-06T10:00:00Z", 120)),
+            latest: at("2026-12-06T10:00:05Z", 170),
+        };
+        let rates = pod_request_rates(&pair);
+        assert_eq!(rates.len(), 1);
+        assert_eq!(rates[0].0.name, "web");
+        assert_eq!(
+            rates[0].1,
+            RequestRate {
+                per_second: 10.0,
+                timestamp: "2026-12-06T10:00:05Z".parse().unwrap(),
+                window: Duration::from_secs(5),
+            }
+        );
+        let restarted = Pair {
+            previous: Some(at("2026-12-06T10:00:00Z", 120)),
+            latest: answered("2026-12-06T10:00:05Z", 0, "2026-12-06T10:00:03Z", 0, 4),
+        };
+        assert!(pod_request_rates(&restarted).is_empty());
     }
 
     #[test]

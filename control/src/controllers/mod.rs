@@ -25,6 +25,7 @@ pub mod rollout;
 pub mod root_ca;
 pub mod service_accounts;
 pub mod statefulset;
+pub mod token_cleaner;
 pub mod volumes;
 
 use crate::cache::{Cache, Cacheable, Informer};
@@ -111,6 +112,7 @@ pub async fn run(client: kube::Client, config: ControllersConfig) {
         disruption::run(client.clone(), &informers),
         autoscaling::run(client.clone(), &informers, config.hpa_sync_period),
         service_accounts::run(client.clone()),
+        token_cleaner::run(client.clone()),
         volumes::run(client.clone(), &informers),
         async {
             if let Some(ca) = config.signer.clone() {

@@ -13,21 +13,23 @@ use crate::cache::Cache;
 use crate::events::{EventType, Recorder};
 use k8s_openapi::api::autoscaling::v2::{
     HorizontalPodAutoscaler, HorizontalPodAutoscalerCondition, HorizontalPodAutoscalerStatus,
-    MetricSpec, MetricStatus, MetricValueStatus, ResourceMetricStatus,
+    MetricIdentifier, MetricSpec, MetricStatus, MetricValueStatus, PodsMetricStatus,
+    ResourceMetricStatus,
 };
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use normalize::{History, Limit};
-use replicas::{CalculationError, PodSample, Recommendation, Target};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use replicas::{PodSample, Recommendation, Target};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use wasmkube_core::quantity::milli_of;
+use wasmkube_core::quantity::{milli_of, milli_text};
 
 struct Context {
     client: kube::Client,
@@ -66,8 +68,24 @@ fn target_resource(api_version: Option<&str>, kind: &str) -> Option<ApiResource>
     })
 }
 
-/// A pod as the replica calculation needs it, with its use of `resource` from `metrics`.
-fn sample(pod: &Pod, resource: &str, metrics: Option<&PodMetrics>) -> PodSample {
+/// A pod's use of `resource` from its PodMetrics, in milli-units, with the end and length of their window.
+fn resource_usage(
+    metrics: Option<&PodMetrics>,
+    resource: &str,
+) -> Option<(i64, jiff::Timestamp, Duration)> {
+    metrics.map(|m| {
+        let used = m
+            .containers
+            .iter()
+            .filter_map(|c| c.usage.get(resource))
+            .map(|q| milli_of(&q.0))
+            .fold(0i64, i64::saturating_add);
+        (used, m.timestamp.0, window_of(&m.window))
+    })
+}
+
+/// A pod as the replica calculation needs it: its requests of `resource` and its measured `usage`.
+fn sample(pod: &Pod, resource: &str, usage: Option<(i64, jiff::Timestamp, Duration)>) -> PodSample {
     let status = pod.status.clone().unwrap_or_default();
     let phase = status.phase.as_deref().unwrap_or("Pending");
     let ready = status
@@ -98,16 +116,6 @@ fn sample(pod: &Pod, resource: &str, metrics: Option<&PodMetrics>) -> PodSample 
         })
         // Saturating: requests are whatever users wrote.
         .try_fold(0i64, |sum, request| Some(sum.saturating_add(request?)));
-    let usage = metrics.map(|m| {
-        let used = m
-            .containers
-            .iter()
-            .filter_map(|c| c.usage.get(resource))
-            .map(|q| milli_of(&q.0))
-            .fold(0i64, i64::saturating_add);
-        let window = window_of(&m.window);
-        (used, m.timestamp.0, window)
-    });
     PodSample {
         name: pod.name_any(),
         gone: pod.metadata.deletion_timestamp.is_some() || phase == "Failed",
@@ -127,37 +135,175 @@ fn window_of(text: &str) -> Duration {
     Duration::try_from_secs_f64(minutes * 60.0 + seconds).unwrap_or_default()
 }
 
-/// A resource metric's name and target; `None` for other metric sources, which are not supported yet.
-fn resource_target(metric: &MetricSpec) -> Option<(String, Target)> {
-    let resource = metric.resource.as_ref()?;
-    let target = &resource.target;
+/// Where a metric's values come from.
+#[derive(Debug, Clone, PartialEq)]
+enum Source {
+    /// A resource of the pods' containers (metrics.k8s.io): `cpu` or `memory`.
+    Resource(String),
+    /// A metric of each pod (custom.metrics.k8s.io), and the selector of its series.
+    Pods(MetricIdentifier),
+}
+
+impl Source {
+    fn name(&self) -> &str {
+        match self {
+            Source::Resource(name) => name,
+            Source::Pods(metric) => &metric.name,
+        }
+    }
+
+    /// What the metric is called in the HPA's conditions and events.
+    fn described(&self, target: Target) -> String {
+        match (self, target) {
+            (Source::Resource(name), Target::Utilization(_)) => {
+                format!("{name} resource utilization (percentage of request)")
+            }
+            (Source::Resource(name), Target::AverageValue(_)) => format!("{name} resource"),
+            (Source::Pods(metric), _) => format!("pods metric {}", metric.name),
+        }
+    }
+
+    /// What one metric measured, for the status.
+    fn status(&self, recommendation: &Recommendation) -> MetricStatus {
+        let average = if self.name() == "cpu" {
+            format!("{}m", recommendation.average)
+        } else if matches!(self, Source::Pods(_)) {
+            milli_text(recommendation.average)
+        } else {
+            (recommendation.average / 1000).to_string()
+        };
+        let current = MetricValueStatus {
+            average_utilization: recommendation.utilization,
+            average_value: Some(Quantity(average)),
+            value: None,
+        };
+        match self {
+            Source::Resource(name) => MetricStatus {
+                type_: "Resource".into(),
+                resource: Some(ResourceMetricStatus {
+                    name: name.clone(),
+                    current,
+                }),
+                ..Default::default()
+            },
+            Source::Pods(metric) => MetricStatus {
+                type_: "Pods".into(),
+                pods: Some(PodsMetricStatus {
+                    metric: metric.clone(),
+                    current,
+                }),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// A metric's source and target; `None` for the sources not supported yet (Object, External,
+/// ContainerResource).
+fn metric_target(metric: &MetricSpec) -> Option<(Source, Target)> {
+    let (source, target) = match metric.type_.as_str() {
+        "Resource" => {
+            let resource = metric.resource.as_ref()?;
+            (Source::Resource(resource.name.clone()), &resource.target)
+        }
+        "Pods" => {
+            let pods = metric.pods.as_ref()?;
+            (Source::Pods(pods.metric.clone()), &pods.target)
+        }
+        _ => return None,
+    };
     let target = match target.type_.as_str() {
         "Utilization" => Target::Utilization(target.average_utilization?),
         "AverageValue" => Target::AverageValue(milli_of(&target.average_value.as_ref()?.0)),
         _ => return None,
     };
-    Some((resource.name.clone(), target))
+    Some((source, target))
 }
 
-/// What one metric measured, for the status.
-fn metric_status(name: &str, recommendation: &Recommendation) -> MetricStatus {
-    let average = if name == "cpu" {
-        format!("{}m", recommendation.average)
-    } else {
-        (recommendation.average / 1000).to_string()
-    };
-    MetricStatus {
-        type_: "Resource".into(),
-        resource: Some(ResourceMetricStatus {
-            name: name.to_owned(),
-            current: MetricValueStatus {
-                average_utilization: recommendation.utilization,
-                average_value: Some(Quantity(average)),
-                value: None,
-            },
-        }),
-        ..Default::default()
+/// Each pod's value of a pods metric (custom.metrics.k8s.io) among the pods `selector` picks, by pod name, in
+/// milli-units with the end and length of their window.
+async fn pods_metric(
+    client: &kube::Client,
+    namespace: &str,
+    metric: &MetricIdentifier,
+    selector: &str,
+) -> Result<HashMap<String, (i64, jiff::Timestamp, Duration)>, String> {
+    let mut query = vec![("labelSelector", selector.to_owned())];
+    if let Some(series) = &metric.selector {
+        query.push(("metricLabelSelector", label_selector_text(series)));
     }
+    let query = serde_urlencoded::to_string(query).map_err(|e| e.to_string())?;
+    let path = format!(
+        "/apis/custom.metrics.k8s.io/v1beta2/namespaces/{}/pods/*/{}?{query}",
+        utf8_percent_encode(namespace, PATH_SEGMENT),
+        utf8_percent_encode(&metric.name, PATH_SEGMENT)
+    );
+    let request = http::Request::get(path)
+        .body(Vec::new())
+        .map_err(|e| e.to_string())?;
+    let list: MetricValueList = client.request(request).await.map_err(|e| match e {
+        kube::Error::Api(status) => status.message,
+        other => other.to_string(),
+    })?;
+    Ok(list
+        .items
+        .into_iter()
+        .map(|item| {
+            let window =
+                Duration::from_secs(item.window_seconds.unwrap_or(0).max(0).unsigned_abs());
+            (
+                item.described_object.name,
+                (milli_of(&item.value.0), item.timestamp.0, window),
+            )
+        })
+        .collect())
+}
+
+/// What a path segment escapes: all but letters, digits and `-._~` (Go's `url.PathEscape`, as client-go).
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// custom.metrics.k8s.io's MetricValueList, as far as the autoscaler reads it.
+#[derive(serde::Deserialize)]
+struct MetricValueList {
+    items: Vec<MetricValue>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct MetricValue {
+    described_object: DescribedObject,
+    timestamp: Time,
+    window_seconds: Option<i64>,
+    value: Quantity,
+}
+
+#[derive(serde::Deserialize)]
+struct DescribedObject {
+    name: String,
+}
+
+/// A label selector as a query writes it (`a=b,c in (d,e)`).
+fn label_selector_text(selector: &LabelSelector) -> String {
+    let mut terms: Vec<String> = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect();
+    for expression in selector.match_expressions.iter().flatten() {
+        let values = expression.values.clone().unwrap_or_default().join(",");
+        terms.push(match expression.operator.as_str() {
+            "In" => format!("{} in ({values})", expression.key),
+            "NotIn" => format!("{} notin ({values})", expression.key),
+            "Exists" => expression.key.clone(),
+            _ => format!("!{}", expression.key),
+        });
+    }
+    terms.join(",")
 }
 
 fn condition(
@@ -289,7 +435,7 @@ async fn reconcile(
         let mut measured = Vec::new();
         let mut failure = None;
         for metric in spec.metrics.iter().flatten() {
-            let Some((resource, goal)) = resource_target(metric) else {
+            let Some((source, goal)) = metric_target(metric) else {
                 failure = Some((
                     "InvalidMetricSourceType",
                     format!(
@@ -299,36 +445,58 @@ async fn reconcile(
                 ));
                 continue;
             };
-            let samples: Vec<PodSample> = pods
-                .iter()
-                .map(|p| sample(p, &resource, metrics.get(&p.name_any())))
-                .collect();
-            match replicas::recommend(current, &samples, &resource, goal, now) {
-                Ok(recommendation) => {
-                    measured.push(metric_status(&resource, &recommendation));
-                    let what = match goal {
-                        Target::Utilization(_) => {
-                            format!("{resource} resource utilization (percentage of request)")
+            let (samples, failed_reason): (Vec<PodSample>, &str) = match &source {
+                Source::Resource(resource) => (
+                    pods.iter()
+                        .map(|p| {
+                            let usage = resource_usage(metrics.get(&p.name_any()), resource);
+                            sample(p, resource, usage)
+                        })
+                        .collect(),
+                    "FailedGetResourceMetric",
+                ),
+                Source::Pods(metric) => {
+                    match pods_metric(&ctx.client, &namespace, metric, &selector).await {
+                        Ok(values) => (
+                            pods.iter()
+                                .map(|p| {
+                                    sample(p, &metric.name, values.get(&p.name_any()).copied())
+                                })
+                                .collect(),
+                            "FailedGetPodsMetric",
+                        ),
+                        Err(error) => {
+                            failure = Some((
+                                "FailedGetPodsMetric",
+                                format!(
+                                    "the HPA was unable to compute the replica count: unable to get metric {}: {error}",
+                                    metric.name
+                                ),
+                            ));
+                            continue;
                         }
-                        Target::AverageValue(_) => format!("{resource} resource"),
-                    };
+                    }
+                }
+            };
+            match replicas::recommend(current, &samples, source.name(), goal, now) {
+                Ok(recommendation) => {
+                    measured.push(source.status(&recommendation));
                     if best
                         .as_ref()
                         .is_none_or(|(r, _)| recommendation.replicas > *r)
                     {
-                        best = Some((recommendation.replicas, what));
+                        best = Some((recommendation.replicas, source.described(goal)));
                     }
                 }
                 Err(error) => {
-                    let reason = match error {
-                        CalculationError::MissingRequest { .. }
-                        | CalculationError::NoMetrics
-                        | CalculationError::NoPods => "FailedGetResourceMetric",
+                    let what = match &source {
+                        Source::Resource(resource) => format!("{resource} utilization"),
+                        Source::Pods(metric) => format!("pods metric {}", metric.name),
                     };
                     failure = Some((
-                        reason,
+                        failed_reason,
                         format!(
-                            "the HPA was unable to compute the replica count: failed to get {resource} utilization: {error}"
+                            "the HPA was unable to compute the replica count: failed to get {what}: {error}"
                         ),
                     ));
                 }
@@ -530,5 +698,45 @@ mod tests {
         assert_eq!(window_of("1.5s"), Duration::from_millis(1500));
         assert_eq!(window_of("1m5s"), Duration::from_secs(65));
         assert_eq!(window_of("nonsense"), Duration::ZERO);
+    }
+
+    #[test]
+    fn pods_metrics_are_read_with_their_target_and_series_selector() {
+        let metric: MetricSpec = serde_json::from_value(serde_json::json!({
+            "type": "Pods",
+            "pods": {"metric": {"name": "http_requests_per_second",
+                                "selector": {"matchLabels": {"code": "2xx"},
+                                             "matchExpressions": [{"key": "path", "operator": "In", "values": ["/a", "/b"]},
+                                                                  {"key": "debug", "operator": "DoesNotExist"}]}},
+                     "target": {"type": "AverageValue", "averageValue": "1500m"}},
+        }))
+        .unwrap();
+        let (source, target) = metric_target(&metric).unwrap();
+        assert_eq!(target, Target::AverageValue(1500));
+        assert_eq!(source.name(), "http_requests_per_second");
+        let Source::Pods(identifier) = &source else {
+            panic!("{source:?}")
+        };
+        assert_eq!(
+            label_selector_text(identifier.selector.as_ref().unwrap()),
+            "code=2xx,path in (/a,/b),!debug"
+        );
+        let status = source.status(&Recommendation {
+            replicas: 4,
+            utilization: None,
+            average: 2500,
+        });
+        assert_eq!(status.type_, "Pods");
+        assert_eq!(
+            status.pods.unwrap().current.average_value,
+            Some(Quantity("2500m".into()))
+        );
+        let object: MetricSpec = serde_json::from_value(serde_json::json!({
+            "type": "Object",
+            "object": {"metric": {"name": "hits"}, "describedObject": {"kind": "Service", "name": "web"},
+                       "target": {"type": "Value", "value": "10"}},
+        }))
+        .unwrap();
+        assert_eq!(metric_target(&object), None);
     }
 }

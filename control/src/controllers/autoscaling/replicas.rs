@@ -285,6 +285,45 @@ mod tests {
     }
 
     #[test]
+    fn a_pods_metric_averages_its_values_against_an_average_value() {
+        // http_requests_per_second of 12, 9 and 15 against 5 per pod: an average of 12 is 2.4x, so
+        // ceil(2.4 x 3) = 8. No requests are needed, and a pod not yet ready counts as 0 on the way up:
+        // (12 + 9 + 15 + 0) / 4 = 9 is 1.8x of 4 pods, 8 again.
+        let rates = [12_000, 9_000, 15_000];
+        let mut pods: Vec<PodSample> = rates
+            .iter()
+            .enumerate()
+            .map(|(i, used)| PodSample {
+                request: None,
+                ..pod(&format!("p{i}"), 0, Some(*used))
+            })
+            .collect();
+        let metric = "http_requests_per_second";
+        let r = recommend(3, &pods, metric, Target::AverageValue(5_000), at(0)).unwrap();
+        assert_eq!((r.replicas, r.utilization, r.average), (8, None, 12_000));
+        pods.push(PodSample {
+            pending: true,
+            ready: None,
+            request: None,
+            usage: None,
+            ..pod("new", 0, None)
+        });
+        let r = recommend(4, &pods, metric, Target::AverageValue(5_000), at(0)).unwrap();
+        assert_eq!(r.replicas, 8);
+        // 4.8 per pod against 5 is within the tolerance; 1 per pod is ceil(0.2 x 3) = 1.
+        let steady: Vec<PodSample> = (0..3)
+            .map(|i| pod(&format!("q{i}"), 0, Some(4_800)))
+            .collect();
+        let r = recommend(3, &steady, metric, Target::AverageValue(5_000), at(0)).unwrap();
+        assert_eq!(r.replicas, 3);
+        let idle: Vec<PodSample> = (0..3)
+            .map(|i| pod(&format!("q{i}"), 0, Some(1_000)))
+            .collect();
+        let r = recommend(3, &idle, metric, Target::AverageValue(5_000), at(0)).unwrap();
+        assert_eq!(r.replicas, 1);
+    }
+
+    #[test]
     fn pods_without_metrics_hold_back_the_change() {
         // 2 pods at 100% of a 50% target and one without metrics. Scaling up counts it at 0%: 200/300 = 66% is
         // 1.33x over 3 pods, 4 replicas.
