@@ -269,6 +269,19 @@ fn in_a_browser_the_dashboard_logs_in_shows_pods_turn_running_and_scales_a_deplo
         "the node's 3 hello pods",
         |n| n == 3,
     );
+    // Its CPU comes from metrics.k8s.io while a pod on the card keeps the keyboard focus.
+    let card = r#"article[data-node="ui-node"]"#;
+    browser.script(&format!(
+        "document.querySelector('{card} .chip').focus(); return 1"
+    ));
+    browser.wait_for_script(
+        &format!("return /[0-9]+m of/.test(document.querySelector('{card}').textContent)"),
+        "the node's CPU use",
+    );
+    assert_eq!(
+        browser.script("return document.activeElement.classList.contains('chip')"),
+        true
+    );
     let screenshot = browser.screenshot("dashboard-nodes");
     assert!(std::fs::metadata(&screenshot).unwrap().len() > 1000);
 

@@ -248,8 +248,8 @@ function setText(element, text) {
 }
 
 /**
- * Keeps a table body's rows those of `items`, in order: a row is made once per key by `make` and brought up to
- * date by `update`, so focus and a half-typed input survive redraws.
+ * Keeps a container's children (a table body's rows, the node cards) those of `items`, in order: a child is made
+ * once per key by `make` and brought up to date by `update`, so focus and a half-typed input survive redraws.
  */
 function syncRows(body, items, make, update) {
   const existing = new Map([...body.children].map((row) => [row.dataset.key, row]));
@@ -286,14 +286,37 @@ function showError(view, informers) {
 function drawNodes() {
   const nodes = state.informers.nodes;
   showError("nodes", [nodes]);
-  const container = $("nodes");
-  const pods = [...(state.informers.pods?.items.values() || [])];
-  const cards = visible(nodes).map(([name, node]) => {
+  const placedOn = new Map();
+  for (const pod of state.informers.pods?.items.values() || []) {
+    if (!pod.spec.nodeName) continue;
+    if (!placedOn.has(pod.spec.nodeName)) placedOn.set(pod.spec.nodeName, []);
+    placedOn.get(pod.spec.nodeName).push(pod);
+  }
+  // A card's summary and its pods are drawn again only when what they show changed, so a focused pod keeps its
+  // focus while the node's CPU and memory move.
+  const make = (name) => el("article", { class: "card", "data-node": name }, el("div"), el("div", { class: "chips" }));
+  syncRows($("nodes"), visible(nodes), make, (card, node) => {
+    const name = node.metadata.name;
     const ready = (node.status?.conditions || []).find((c) => c.type === "Ready");
     const readyText = ready?.status === "True" ? "Ready" : "NotReady";
     const allocatable = node.status?.allocatable || {};
     const usage = state.metrics.nodes.get(name)?.usage || {};
-    const placed = pods.filter((p) => p.spec.nodeName === name).sort((a, b) => keyOf(a).localeCompare(keyOf(b)));
+    const placed = (placedOn.get(name) || []).sort((a, b) => keyOf(a).localeCompare(keyOf(b)));
+    const statuses = placed.map((pod) => [keyOf(pod), podStatus(pod)]);
+    const cpu = quantity(usage.cpu);
+    const memory = quantity(usage.memory);
+    const [summary, chips] = card.children;
+    const pods = JSON.stringify(statuses);
+    if (chips.dataset.shown !== pods) {
+      chips.dataset.shown = pods;
+      chips.replaceChildren(...statuses.map(([key, status]) => el("button", {
+        type: "button", class: `chip ${statusClass(status)}`, title: `${key}: ${status}`, "data-pod": key,
+        onclick: () => select(key),
+      }, key.split("/")[1])));
+    }
+    const shown = JSON.stringify([readyText, node.spec?.unschedulable, allocatable, cpu, memory, placed.length]);
+    if (summary.dataset.shown === shown) return;
+    summary.dataset.shown = shown;
     const meter = (label, used, total, text) => {
       const share = Math.min(1, used / total || 0);
       // Through the CSSOM: the page's Content-Security-Policy refuses style attributes.
@@ -305,20 +328,12 @@ function drawNodes() {
                     "aria-valuemax": 100, "aria-valuenow": Math.round(share * 100) }, fill),
       ];
     };
-    const cpu = quantity(usage.cpu);
-    const memory = quantity(usage.memory);
-    return el("article", { class: "card", "data-node": name },
+    summary.replaceChildren(
       el("h2", {}, name, el("span", { class: statusClass(readyText) }, node.spec?.unschedulable ? `${readyText}, cordoned` : readyText)),
       ...meter("CPU", cpu, quantity(allocatable.cpu), `${cpuText(cpu)} of ${cpuText(quantity(allocatable.cpu))}`),
       ...meter("Memory", memory, quantity(allocatable.memory), `${bytesText(memory)} of ${bytesText(quantity(allocatable.memory))}`),
-      ...meter("Pods", placed.length, quantity(allocatable.pods), `${placed.length} of ${allocatable.pods ?? "?"}`),
-      el("div", { class: "chips" }, ...placed.map((pod) => {
-        const status = podStatus(pod);
-        return el("button", { type: "button", class: `chip ${statusClass(status)}`, title: `${keyOf(pod)}: ${status}`,
-                              "data-pod": keyOf(pod), onclick: () => select(keyOf(pod)) }, pod.metadata.name);
-      })));
+      ...meter("Pods", placed.length, quantity(allocatable.pods), `${placed.length} of ${allocatable.pods ?? "?"}`));
   });
-  container.replaceChildren(...cards);
 }
 
 function rolloutText(deployment) {
