@@ -1,5 +1,7 @@
-//! Headless Chromium driven through chromedriver (WebDriver), for tests of the dashboard: each call blocks
-//! until the browser answered, as the rest of the tests' helpers do.
+//! Headless Chromium driven through chromedriver (WebDriver), for tests and benchmarks of the dashboard: each
+//! call blocks until the browser answered, as the rest of the tests' helpers do.
+
+#![allow(dead_code)]
 
 use fantoccini::{ClientBuilder, Locator};
 use std::path::{Path, PathBuf};
