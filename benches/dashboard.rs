@@ -8,7 +8,7 @@
 mod browser;
 mod common;
 
-use common::{hello_image, resident_kib, spawn_node_with, start_server, wait_healthy};
+use common::{get, hello_image, one_node_cluster, resident_kib};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -18,10 +18,6 @@ const CREATORS: usize = 16;
 const POLL: Duration = Duration::from_millis(10);
 /// Runs of the page, each in a fresh browser.
 const RUNS: usize = 3;
-
-async fn get(client: &reqwest::Client, url: &str) -> Value {
-    client.get(url).send().await.unwrap().json().await.unwrap()
-}
 
 fn main() {
     if std::env::args().any(|a| a == "--list") {
@@ -33,24 +29,11 @@ fn main() {
         .unwrap_or(1_000);
     let image = hello_image();
     let dir = tempfile::tempdir().unwrap();
-    let (url, server) = start_server(dir.path(), &["--node-cidr-mask-size", "18"]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let client = reqwest::Client::new();
-    runtime.block_on(wait_healthy(&client, &url));
-    let max_pods = (pods + 1).to_string();
-    let _agent = spawn_node_with(
-        &url,
-        "bench",
-        &dir.path().join("node"),
-        &["--max-pods", &max_pods],
-    );
+    let (url, server, _agent) = one_node_cluster(dir.path(), &runtime, &client, pods);
     let started = Instant::now();
     runtime.block_on(async {
-        while !get(&client, &format!("{url}/api/v1/nodes/bench")).await["spec"]["podCIDR"]
-            .is_string()
-        {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
         let names: Vec<String> = (0..pods).map(|i| format!("hello-{i:05}")).collect();
         for batch in names.chunks(CREATORS) {
             let created = batch.iter().map(|name| {

@@ -7,9 +7,7 @@
 
 mod common;
 
-use common::{
-    cpu_seconds, get, hello_image, resident_kib, spawn_node_with, start_server, wait_healthy,
-};
+use common::{cpu_seconds, get, hello_image, one_node_cluster, resident_kib};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -80,23 +78,11 @@ fn main() {
         .max(START_PODS);
     let image = hello_image();
     let dir = tempfile::tempdir().unwrap();
-    // A /18 per node: room for 16,381 pod addresses on one node.
-    let (url, server) = start_server(dir.path(), &["--node-cidr-mask-size", "18"]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let client = reqwest::Client::new();
-    runtime.block_on(wait_healthy(&client, &url));
-    let max_pods = (idle_pods + 1).to_string();
-    let agent = spawn_node_with(
-        &url,
-        "bench",
-        &dir.path().join("node"),
-        &["--max-pods", &max_pods],
-    );
+    let (url, server, agent) = one_node_cluster(dir.path(), &runtime, &client, idle_pods);
     let pid = agent.0.id();
     runtime.block_on(async {
-        while !get(&client, &format!("{url}/api/v1/nodes/bench")).await["spec"]["podCIDR"].is_string() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
         let pod = |name: String| json!({"metadata": {"name": name, "labels": {"app": "hello"}}, "spec": {"nodeName": "bench", "containers": [{"name": "hello",
             "image": image, "ports": [{"containerPort": 8080}], "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}]}});
         // One pod first: compiles the app once (cached on disk after), as a node that ran it before.

@@ -162,3 +162,24 @@ pub fn resident_kib(pid: u32) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// A development server and one agent, `bench`, that takes `pods` pods (a /18 per node: room for 16,381 pod
+/// addresses), once the node has its podCIDR; returns the server's URL, the server and the agent.
+pub fn one_node_cluster(
+    dir: &std::path::Path,
+    runtime: &tokio::runtime::Runtime,
+    client: &reqwest::Client,
+    pods: usize,
+) -> (String, Process, Process) {
+    let (url, server) = start_server(dir, &["--node-cidr-mask-size", "18"]);
+    runtime.block_on(wait_healthy(client, &url));
+    let max_pods = (pods + 1).to_string();
+    let agent = spawn_node_with(&url, "bench", &dir.join("node"), &["--max-pods", &max_pods]);
+    runtime.block_on(async {
+        let node = format!("{url}/api/v1/nodes/bench");
+        while !get(client, &node).await["spec"]["podCIDR"].is_string() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    });
+    (url, server, agent)
+}
