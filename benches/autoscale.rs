@@ -1,10 +1,14 @@
-//! Benchmark of autoscaling and of what resource metrics cost, on one agent with the HTTP hello app:
-//! (1) the hello app's requests/s (wrk, one pod) while nothing reads metrics, then while metrics.k8s.io is read
-//! every second (the apiserver then reads the agent's summary every 5 s), alternated;
-//! (2) an HPA (CPU 50% of a 10m request, 1 to 4 replicas, no scale-down window) on a 1-replica Deployment behind
-//! a Service: the time from the start of HTTP load (wrk through the Service) to the autoscaler's decision and to
-//! a second replica serving, and from the end of the load to one replica again; with Kubernetes' 15 s sync period
-//! and with a 1 s one. Run with `cargo bench --bench autoscale` (needs `wrk`: scripts/setup-test-tools).
+//! Benchmark of autoscaling and of what metrics cost, on one agent with the HTTP hello app:
+//! (1) the hello app's requests/s (wrk, one pod) while nothing reads metrics, while metrics.k8s.io is read
+//! every second (the apiserver then reads the agent's summary every 5 s), and while a Prometheus-like scraper
+//! reads every second the apiserver's `/metrics` and the agent's `/metrics` and `/metrics/resource` (through
+//! the apiserver's node proxy), in turn;
+//! (2) an HPA (1 to 4 replicas, no scale-down window) on a 1-replica Deployment behind a Service: the time from
+//! the start of HTTP load (wrk through the Service) to the autoscaler's decision and to a second replica
+//! serving, and from the end of the load to one replica again; on CPU (50% of a 10m request) with Kubernetes'
+//! 15 s sync period and with a 1 s one, and on the requests per second each pod answers (a Pods metric from
+//! custom.metrics.k8s.io, 1,000/s per pod) with a 1 s one. Run with `cargo bench --bench autoscale` (needs
+//! `wrk`: scripts/setup-test-tools).
 
 mod common;
 
@@ -68,8 +72,9 @@ async fn until(client: &reqwest::Client, url: &str, check: impl Fn(&Value) -> bo
     }
 }
 
-/// One cluster with the hello Deployment, its Service and an HPA; the times of a scale out and back.
-async fn scale_out_and_back(sync_seconds: &str) {
+/// One cluster with the hello Deployment, its Service and an HPA on `metric`; the times of a scale out and
+/// back.
+async fn scale_out_and_back(sync_seconds: &str, label: &str, metric: Value) {
     let dir = tempfile::tempdir().unwrap();
     let (url, _server) = start_server(
         dir.path(),
@@ -98,7 +103,7 @@ async fn scale_out_and_back(sync_seconds: &str) {
     post(&client, &url, "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers", json!({
         "metadata": {"name": "hello"}, "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "hello"},
         "minReplicas": 1, "maxReplicas": 4,
-        "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}],
+        "metrics": [metric],
         "behavior": {"scaleDown": {"stabilizationWindowSeconds": 0}}}}))
     .await;
     until(&client, &url, |d| d["status"]["availableReplicas"] == 1).await;
@@ -119,17 +124,42 @@ async fn scale_out_and_back(sync_seconds: &str) {
     let _ = load.wait();
     let back = until(&client, &url, |d| d["spec"]["replicas"] == 1).await;
     println!(
-        "autoscale (sync period {sync_seconds} s): load start -> scaled to {replicas} in {:.1} s, a second replica serving after {:.1} s; load end -> 1 replica in {:.1} s",
+        "autoscale on {label} (sync period {sync_seconds} s): load start -> scaled to {replicas} in {:.1} s, a second replica serving after {:.1} s; load end -> 1 replica in {:.1} s",
         decided.as_secs_f64(),
         serving.as_secs_f64(),
         back.as_secs_f64()
     );
 }
 
-/// The hello app's requests/s with and without someone reading metrics.k8s.io every second: a fresh cluster
-/// for each pair, since the apiserver goes on reading the nodes for 10 minutes after the last request.
+/// Reads `paths` of the server at `url` every second, for ever.
+fn read_every_second(
+    client: &reqwest::Client,
+    url: &str,
+    paths: &'static [&'static str],
+) -> tokio::task::JoinHandle<()> {
+    let (client, url) = (client.clone(), url.to_owned());
+    tokio::spawn(async move {
+        loop {
+            for path in paths {
+                let response = client.get(format!("{url}{path}")).send().await;
+                let ok = match response {
+                    Ok(response) => {
+                        response.status().is_success() && response.bytes().await.is_ok()
+                    }
+                    Err(_) => false,
+                };
+                assert!(ok, "GET {path} failed");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })
+}
+
+/// The hello app's requests/s with nothing reading metrics, with metrics.k8s.io read every second, and with
+/// Prometheus' scrapes every second: a fresh cluster for each round, since the apiserver goes on reading the
+/// nodes for 10 minutes after the last metrics.k8s.io request.
 async fn metrics_cost() {
-    let (mut quiet, mut read) = (Vec::new(), Vec::new());
+    let (mut quiet, mut read, mut scraped) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..3 {
         let dir = tempfile::tempdir().unwrap();
         let (url, _server) = start_server(dir.path(), &[]);
@@ -154,27 +184,33 @@ async fn metrics_cost() {
         let rate = |target: String| tokio::task::spawn_blocking(move || wrk_rate(&target, 8));
         wrk_rate(&target, 2);
         quiet.push(rate(target.clone()).await.unwrap());
-        let reader = tokio::spawn({
-            let (client, url) = (client.clone(), url.clone());
-            async move {
-                loop {
-                    get(
-                        &client,
-                        &format!("{url}/apis/metrics.k8s.io/v1beta1/namespaces/default/pods"),
-                    )
-                    .await;
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
-        });
+        let scraper = read_every_second(
+            &client,
+            &url,
+            &[
+                "/metrics",
+                "/api/v1/nodes/n1/proxy/metrics",
+                "/api/v1/nodes/n1/proxy/metrics/resource",
+            ],
+        );
+        scraped.push(rate(target.clone()).await.unwrap());
+        scraper.abort();
+        let reader = read_every_second(
+            &client,
+            &url,
+            &["/apis/metrics.k8s.io/v1beta1/namespaces/default/pods"],
+        );
         read.push(rate(target).await.unwrap());
         reader.abort();
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let rounded = |v: &[f64]| v.iter().map(|r| r.round()).collect::<Vec<_>>();
     println!(
-        "metrics cost: hello app, one pod, wrk -t2 -c16, 8 s each, alternated: nothing reading {:?} requests/s, metrics.k8s.io read every second {:?} requests/s; ratio {:.2}",
-        quiet.iter().map(|r| r.round()).collect::<Vec<_>>(),
-        read.iter().map(|r| r.round()).collect::<Vec<_>>(),
+        "metrics cost: hello app, one pod, wrk -t2 -c16, 8 s each, in turn: nothing reading {:?} requests/s, Prometheus scraping every second {:?} requests/s (ratio {:.2}), metrics.k8s.io read every second {:?} requests/s (ratio {:.2})",
+        rounded(&quiet),
+        rounded(&scraped),
+        mean(&scraped) / mean(&quiet),
+        rounded(&read),
         mean(&read) / mean(&quiet)
     );
 }
@@ -186,7 +222,12 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         metrics_cost().await;
-        scale_out_and_back("15").await;
-        scale_out_and_back("1").await;
+        let cpu = json!({"type": "Resource", "resource": {"name": "cpu",
+            "target": {"type": "Utilization", "averageUtilization": 50}}});
+        let requests = json!({"type": "Pods", "pods": {"metric": {"name": "http_requests_per_second"},
+            "target": {"type": "AverageValue", "averageValue": "1k"}}});
+        scale_out_and_back("15", "CPU", cpu.clone()).await;
+        scale_out_and_back("1", "CPU", cpu).await;
+        scale_out_and_back("1", "requests/s", requests).await;
     });
 }

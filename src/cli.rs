@@ -36,6 +36,13 @@ pub struct ApplyArgs {
     /// Files, directories or `-`.
     #[arg(short = 'f', long = "filename", required = true)]
     pub files: Vec<String>,
+    /// Then wait until what was applied is ready (Deployments, DaemonSets and StatefulSets rolled out, Pods
+    /// ready, Jobs complete), printing each one's progress.
+    #[arg(long)]
+    pub wait: bool,
+    /// How long `--wait` waits (`30s`, `5m`); 0 waits for ever.
+    #[arg(long, default_value = "5m", requires = "wait")]
+    pub timeout: String,
 }
 
 /// `get` arguments.
@@ -423,6 +430,8 @@ fn object_target(
 pub async fn apply(client: &ClientArgs, args: ApplyArgs) -> anyhow::Result<()> {
     let session = session(client).await?;
     let objects = read_objects(&args.files)?;
+    let limit = crate::rollout::parse_duration(&args.timeout)?;
+    let mut applied = Vec::new();
     for mut object in objects {
         let (resource, name, namespace) = object_target(&session, &object)?;
         if let Some(ns) = &namespace {
@@ -470,6 +479,49 @@ pub async fn apply(client: &ClientArgs, args: ApplyArgs) -> anyhow::Result<()> {
             }
             Err(e) => return Err(e),
         }
+        if crate::rollout::awaited(resource.kind) {
+            applied.push((display, item));
+        }
+    }
+    if args.wait {
+        wait_ready(&session, applied, limit, &args.timeout).await?;
+    }
+    Ok(())
+}
+
+/// Waits until every object is ready, printing each one's progress when it changes; an error when one fails
+/// or `limit` (unless zero) passes first.
+async fn wait_ready(
+    session: &Session,
+    mut waiting: Vec<(String, String)>,
+    limit: std::time::Duration,
+    timeout: &str,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let mut last: std::collections::HashMap<String, String> = Default::default();
+    while !waiting.is_empty() {
+        let mut still = Vec::new();
+        for (display, path) in waiting {
+            let object = session.call("GET", &path, None, None, None).await?;
+            let (message, ready) = crate::rollout::readiness(&object)
+                .with_context(|| format!("{display} will not be ready"))?;
+            if last.get(&display) != Some(&message) {
+                println!("{display}: {message}");
+                last.insert(display.clone(), message);
+            }
+            if !ready {
+                still.push((display, path));
+            }
+        }
+        waiting = still;
+        if waiting.is_empty() {
+            break;
+        }
+        if !limit.is_zero() && started.elapsed() > limit {
+            let names: Vec<&str> = waiting.iter().map(|(d, _)| d.as_str()).collect();
+            bail!("timed out after {timeout} waiting for {}", names.join(", "));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     Ok(())
 }

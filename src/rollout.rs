@@ -3,6 +3,8 @@
 
 use anyhow::{Context, anyhow, bail};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
@@ -234,6 +236,103 @@ pub fn daemonset_state(set: &DaemonSet) -> anyhow::Result<(String, bool)> {
     } else {
         (format!("daemon set {name:?} successfully rolled out"), true)
     })
+}
+
+/// Whether `apply --wait` waits for objects of this kind.
+pub fn awaited(kind: &str) -> bool {
+    matches!(
+        kind,
+        "Deployment" | "DaemonSet" | "StatefulSet" | "Pod" | "Job"
+    )
+}
+
+/// Whether an object `apply --wait` waits for is ready, in words: kubectl's rollout status for Deployments,
+/// DaemonSets and StatefulSets, the Ready condition (or success) for a Pod, the Complete condition for a Job;
+/// an error when it never will be (a failed Pod or Job, a rollout past its deadline).
+pub fn readiness(object: &serde_json::Value) -> anyhow::Result<(String, bool)> {
+    match object["kind"].as_str().unwrap_or_default() {
+        "Deployment" => rollout_state(&decoded(object)?),
+        "DaemonSet" => daemonset_state(&decoded(object)?),
+        "StatefulSet" => Ok(statefulset_state(&decoded(object)?)),
+        "Pod" => pod_readiness(&decoded(object)?),
+        "Job" => job_readiness(&decoded(object)?),
+        _ => Ok((String::new(), true)),
+    }
+}
+
+fn decoded<K: serde::de::DeserializeOwned>(object: &serde_json::Value) -> anyhow::Result<K> {
+    serde_json::from_value(object.clone()).context("the object cannot be read")
+}
+
+fn condition_true<'a>(
+    mut conditions: impl Iterator<Item = (&'a str, &'a str)>,
+    wanted: &str,
+) -> bool {
+    conditions.any(|(kind, status)| kind == wanted && status == "True")
+}
+
+/// A Pod: ready, succeeded, failed, or what its containers wait for.
+fn pod_readiness(pod: &Pod) -> anyhow::Result<(String, bool)> {
+    let name = pod.name_any();
+    let status = pod.status.clone().unwrap_or_default();
+    match status.phase.as_deref() {
+        Some("Succeeded") => return Ok((format!("pod {name:?} succeeded"), true)),
+        Some("Failed") => bail!(
+            "pod {name:?} failed{}",
+            status.reason.map(|r| format!(": {r}")).unwrap_or_default()
+        ),
+        _ => {}
+    }
+    let conditions = status.conditions.iter().flatten();
+    if condition_true(
+        conditions.map(|c| (c.type_.as_str(), c.status.as_str())),
+        "Ready",
+    ) {
+        return Ok((format!("pod {name:?} is ready"), true));
+    }
+    let waiting = status.container_statuses.iter().flatten().find_map(|c| {
+        let waiting = c.state.as_ref()?.waiting.as_ref()?;
+        let reason = waiting.reason.as_deref()?;
+        Some(match waiting.message.as_deref().filter(|m| !m.is_empty()) {
+            Some(message) => format!("container {:?} is {reason}: {message}", c.name),
+            None => format!("container {:?} is {reason}", c.name),
+        })
+    });
+    let phase = status.phase.unwrap_or_else(|| "Pending".into());
+    Ok(match waiting {
+        Some(waiting) => (format!("Waiting for pod {name:?}: {waiting}"), false),
+        None => (
+            format!("Waiting for pod {name:?} to be ready ({phase})..."),
+            false,
+        ),
+    })
+}
+
+/// A Job: complete, failed, or how many completions it has.
+fn job_readiness(job: &Job) -> anyhow::Result<(String, bool)> {
+    let name = job.name_any();
+    let status = job.status.clone().unwrap_or_default();
+    let conditions = || {
+        status
+            .conditions
+            .iter()
+            .flatten()
+            .map(|c| (c.type_.as_str(), c.status.as_str()))
+    };
+    if condition_true(conditions(), "Complete") {
+        return Ok((format!("job {name:?} complete"), true));
+    }
+    if condition_true(conditions(), "Failed") {
+        bail!("job {name:?} failed");
+    }
+    let completions = job.spec.as_ref().and_then(|s| s.completions).unwrap_or(1);
+    Ok((
+        format!(
+            "Waiting for job {name:?} to complete: {} of {completions} succeeded...",
+            status.succeeded.unwrap_or(0)
+        ),
+        false,
+    ))
 }
 
 /// kubectl's verdict on a StatefulSet's rolling update.

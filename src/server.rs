@@ -765,6 +765,7 @@ async fn create_bootstrap_policy(api: &ApiServer) -> anyhow::Result<()> {
         let target = Target {
             resource,
             namespace: None,
+            conversion: None,
         };
         for object in objects {
             match api.create_by(&target, object, "kube-apiserver").await {
@@ -831,6 +832,7 @@ async fn publish_apiserver(
             resource: resources::by_path(group, "v1", plural)
                 .with_context(|| format!("{plural} are not served"))?,
             namespace: Some("default".into()),
+            conversion: None,
         };
         match api.create_by(&target, object.clone(), MANAGER).await {
             Ok(_) => {}
@@ -854,6 +856,7 @@ async fn publish_root_ca(api: &ApiServer, ca_pem: &str) -> anyhow::Result<()> {
         resource: resources::by_path("", "v1", "configmaps")
             .context("configmaps are not served")?,
         namespace: Some("default".into()),
+        conversion: None,
     };
     let map = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kube-root-ca.crt"},
                      "data": {"ca.crt": ca_pem}});
@@ -869,6 +872,7 @@ async fn create_system_namespaces(api: &ApiServer) -> anyhow::Result<()> {
     let target = Target {
         resource: namespaces,
         namespace: None,
+        conversion: None,
     };
     for name in SYSTEM_NAMESPACES {
         let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});

@@ -86,6 +86,7 @@ pub async fn create_join_token(api: &ApiServer, ca_pem: &str) -> anyhow::Result<
     let target = Target {
         resource: secrets,
         namespace: Some(TOKEN_NAMESPACE.to_owned()),
+        conversion: None,
     };
     api.create_by(
         &target,

@@ -1172,6 +1172,8 @@ fn the_apiserver_serves_its_metrics_to_admins_and_the_monitoring_group_only() {
         r#"etcd_request_duration_seconds_count{operation="create",type="/registry/configmaps/"} "#,
         r#"etcd_request_duration_seconds_count{operation="list",type="/registry/pods/"} "#,
         "# TYPE wasmkube_store_compacted_revision gauge",
+        // The embedded store's commits, by etcd's name for its backend's.
+        "etcd_disk_backend_commit_duration_seconds_bucket{le=\"0.001\"} ",
     ] {
         assert!(metrics.contains(line), "{line} in {metrics}");
     }

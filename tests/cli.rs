@@ -179,3 +179,90 @@ fn the_misbehaving_examples_are_valid_manifests() {
         assert!(out.contains(&format!("pod/{pod} created")), "{out}");
     }
 }
+
+#[test]
+fn apply_wait_prints_progress_until_ready_and_fails_on_a_timeout_with_the_reason() {
+    let server = Server::start();
+    let _node = NodeAgent::start(&server, "wait-node");
+    common::wasm_app("wasm32-wasip2", "hello_http");
+    let hello = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/hello-deployment.yaml");
+    let (ok, out, err) = wasmkube(
+        &server,
+        &[
+            "apply",
+            "-f",
+            &hello.display().to_string(),
+            "--wait",
+            "--timeout",
+            "60s",
+        ],
+    );
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "deployment.apps/hello created", "{out}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("deployment.apps/hello: Waiting for deployment")),
+        "{out}"
+    );
+    assert_eq!(
+        lines.last().copied(),
+        Some("deployment.apps/hello: deployment \"hello\" successfully rolled out"),
+        "{out}"
+    );
+    let pods = common::get_json(
+        &server,
+        "/api/v1/namespaces/default/pods?labelSelector=app%3Dhello",
+    );
+    let ready = pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| common::ready_status(p) == "True")
+        .count();
+    assert_eq!(ready, 3, "{pods}");
+
+    // A pod whose image is not there never gets ready: the wait says why, and gives up at its timeout.
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("missing.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: missing\nspec:\n  containers:\n  - name: app\n    image: /no/such/app.wasm\n",
+    )
+    .unwrap();
+    let (ok, out, err) = wasmkube(
+        &server,
+        &[
+            "apply",
+            "-f",
+            &manifest.display().to_string(),
+            "--wait",
+            "--timeout",
+            "3s",
+        ],
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("pod/missing: Waiting for pod \"missing\": container \"app\" is ErrImagePull")
+            || out.contains("container \"app\" is ImagePullBackOff"),
+        "{out}"
+    );
+    assert_eq!(
+        err.trim(),
+        "error: timed out after 3s waiting for pod/missing",
+        "{err}"
+    );
+    let (ok, _, err) = wasmkube(
+        &server,
+        &[
+            "apply",
+            "-f",
+            &manifest.display().to_string(),
+            "--timeout",
+            "3s",
+        ],
+    );
+    assert!(!ok);
+    assert!(err.contains("--wait"), "{err}");
+}

@@ -948,3 +948,237 @@ spec:
         "{err}"
     );
 }
+
+#[test]
+fn kubectl_1_20_autoscale_makes_an_autoscaling_v1_autoscaler_that_v2_clients_see_whole() {
+    let server = Server::start();
+    let deployments = "/apis/apps/v1/namespaces/default/deployments";
+    let v1 = "/apis/autoscaling/v1/namespaces/default/horizontalpodautoscalers";
+    let v2 = "/apis/autoscaling/v2/namespaces/default/horizontalpodautoscalers";
+    post_json(
+        &server,
+        deployments,
+        &json!({"metadata": {"name": "web"}, "spec": {"replicas": 0,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "hello.wasm"}]}}}}),
+    );
+    // Discovery offers v1 beside the preferred v2.
+    let group = get_json(&server, "/apis/autoscaling");
+    assert_eq!(group["preferredVersion"]["version"], "v2", "{group}");
+    assert_eq!(
+        group["versions"][1]["groupVersion"], "autoscaling/v1",
+        "{group}"
+    );
+    let listed = get_json(&server, "/apis/autoscaling/v1");
+    assert_eq!(listed["resources"][0]["name"], "horizontalpodautoscalers");
+
+    // kubectl 1.20 writes autoscaling/v1, with the CPU target as v1's one field.
+    let old = Kubectl {
+        binary: kubectl_1_20(),
+        server: &server,
+    };
+    let out = old.ok(&[
+        "autoscale",
+        "deployment",
+        "web",
+        "--cpu-percent=60",
+        "--min=2",
+        "--max=5",
+    ]);
+    assert!(
+        out.contains("horizontalpodautoscaler.autoscaling/web autoscaled"),
+        "{out}"
+    );
+    let stored = get_json(&server, &format!("{v2}/web"));
+    assert_eq!(stored["apiVersion"], "autoscaling/v2");
+    assert_eq!(
+        stored["spec"]["metrics"],
+        json!([{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}}}])
+    );
+    assert_eq!(stored["spec"]["minReplicas"], 2);
+
+    // What only v2 can say (a Pods metric, a behavior) travels through v1 in annotations.
+    let client = reqwest::blocking::Client::new();
+    let patched = client
+        .patch(format!("{}{v2}/web", server.url))
+        .header("Content-Type", "application/merge-patch+json")
+        .body(
+            json!({"spec": {"metrics": [
+                {"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}}},
+                {"type": "Pods", "pods": {"metric": {"name": "http_requests_per_second"}, "target": {"type": "AverageValue", "averageValue": "20"}}}],
+                "behavior": {"scaleDown": {"stabilizationWindowSeconds": 30}}}})
+            .to_string(),
+        )
+        .send()
+        .expect("patch");
+    assert!(
+        patched.status().is_success(),
+        "{}",
+        patched.text().unwrap_or_default()
+    );
+    let shown: Value = serde_json::from_str(&old.ok(&[
+        "get",
+        "horizontalpodautoscalers.v1.autoscaling",
+        "web",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(shown["apiVersion"], "autoscaling/v1", "{shown}");
+    assert_eq!(
+        shown["spec"]["targetCPUUtilizationPercentage"], 60,
+        "{shown}"
+    );
+    assert!(shown["spec"].get("metrics").is_none(), "{shown}");
+    let annotations = &shown["metadata"]["annotations"];
+    assert!(
+        annotations["autoscaling.alpha.kubernetes.io/metrics"]
+            .as_str()
+            .is_some_and(|m| m.contains(r#""metricName":"http_requests_per_second""#)),
+        "{shown}"
+    );
+    assert!(
+        annotations["autoscaling.alpha.kubernetes.io/behavior"].is_string(),
+        "{shown}"
+    );
+    // kubectl 1.37 reads it too.
+    let new = Kubectl {
+        binary: kubectl_1_37(),
+        server: &server,
+    };
+    let yaml = new.ok(&[
+        "get",
+        "horizontalpodautoscalers.v1.autoscaling",
+        "web",
+        "-o",
+        "yaml",
+    ]);
+    assert!(
+        yaml.contains("apiVersion: autoscaling/v1")
+            && yaml.contains("targetCPUUtilizationPercentage: 60"),
+        "{yaml}"
+    );
+
+    // In protobuf too, as Kubernetes' autoscaling/v1 message.
+    let encoded = client
+        .get(format!("{}{v1}/web", server.url))
+        .header("Accept", "application/vnd.kubernetes.protobuf")
+        .send()
+        .and_then(|r| r.bytes())
+        .expect("protobuf");
+    assert!(encoded.starts_with(b"k8s\0"), "{encoded:?}");
+    assert!(
+        encoded.windows(14).any(|w| w == b"autoscaling/v1"),
+        "{encoded:?}"
+    );
+
+    // A v1 client that sends back what it read keeps what it could not see; its own change lands.
+    let mut edited = shown.clone();
+    edited["spec"]["maxReplicas"] = json!(7);
+    let replaced = client
+        .put(format!("{}{v1}/web", server.url))
+        .json(&edited)
+        .send()
+        .expect("put");
+    assert!(
+        replaced.status().is_success(),
+        "{}",
+        replaced.text().unwrap_or_default()
+    );
+    let merged = client
+        .patch(format!("{}{v1}/web", server.url))
+        .header("Content-Type", "application/merge-patch+json")
+        .body(r#"{"spec": {"targetCPUUtilizationPercentage": 70}}"#)
+        .send()
+        .expect("patch")
+        .json::<Value>()
+        .expect("json");
+    assert_eq!(merged["apiVersion"], "autoscaling/v1", "{merged}");
+    assert_eq!(
+        merged["spec"]["targetCPUUtilizationPercentage"], 70,
+        "{merged}"
+    );
+    let stored = get_json(&server, &format!("{v2}/web"));
+    assert_eq!(stored["spec"]["maxReplicas"], 7, "{stored}");
+    assert!(stored["metadata"].get("annotations").is_none(), "{stored}");
+    assert_eq!(
+        stored["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"],
+        30
+    );
+    let metrics = stored["spec"]["metrics"].as_array().expect("metrics");
+    assert_eq!(metrics.len(), 2, "{stored}");
+    assert_eq!(
+        metrics[0]["pods"]["target"]["averageValue"], "20",
+        "{stored}"
+    );
+    assert_eq!(
+        metrics[1]["resource"]["target"]["averageUtilization"], 70,
+        "{stored}"
+    );
+
+    // Lists and watches of v1 are v1 too.
+    let list = get_json(&server, v1);
+    assert_eq!(list["kind"], "HorizontalPodAutoscalerList");
+    assert_eq!(list["apiVersion"], "autoscaling/v1");
+    assert_eq!(
+        list["items"][0]["spec"]["targetCPUUtilizationPercentage"],
+        70
+    );
+    let mut watch = client
+        .get(format!("{}{v1}?watch=true&timeoutSeconds=1", server.url))
+        .send()
+        .expect("watch");
+    let mut events = String::new();
+    std::io::Read::read_to_string(&mut watch, &mut events).expect("watch events");
+    let event: Value = serde_json::from_str(events.lines().next().unwrap_or("{}")).unwrap();
+    assert_eq!(event["type"], "ADDED", "{events}");
+    assert_eq!(event["object"]["apiVersion"], "autoscaling/v1", "{events}");
+    assert_eq!(
+        event["object"]["spec"]["targetCPUUtilizationPercentage"], 70,
+        "{events}"
+    );
+
+    // A body of another version, or a broken round-trip annotation, is refused with the reason.
+    let refused = client
+        .post(format!("{}{v1}", server.url))
+        .json(&json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "other"}, "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "maxReplicas": 2}}))
+        .send()
+        .expect("post");
+    assert_eq!(refused.status(), 400);
+    let status: Value = refused.json().expect("status");
+    assert_eq!(
+        status["message"],
+        "the API version in the data (autoscaling/v2) does not match the expected API version (autoscaling/v1)"
+    );
+    let refused = client
+        .post(format!("{}{v1}", server.url))
+        .json(&json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "other", "annotations": {"autoscaling.alpha.kubernetes.io/metrics": "[{"}},
+            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "maxReplicas": 2}}))
+        .send()
+        .expect("post");
+    assert_eq!(refused.status(), 400);
+    let status: Value = refused.json().expect("status");
+    assert!(
+        status["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("autoscaling.alpha.kubernetes.io/metrics")),
+        "{status}"
+    );
+    // v1's validation is v2's, on the converted object.
+    let (ok, _, err) = old.run(
+        &[
+            "autoscale",
+            "deployment",
+            "web",
+            "--name=zero",
+            "--cpu-percent=0",
+            "--max=3",
+        ],
+        None,
+    );
+    assert!(!ok);
+    assert!(err.contains("must be greater than 0"), "{err}");
+}

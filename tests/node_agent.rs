@@ -1012,6 +1012,39 @@ fn images_are_pulled_from_an_oci_registry() {
             .unwrap()
             .starts_with("sha256:")
     );
+    // The kubelet's words: what was pulled, how long it took, its size in bytes; and then that it is there.
+    let pulled_message = |pod: &str| {
+        let url = format!(
+            "{}/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3D{pod},reason%3DPulled",
+            server.url
+        );
+        let events: Value = server.http().get(&url).send().unwrap().json().unwrap();
+        events["items"][0]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let size = std::fs::metadata(wasm_app("wasm32-wasip2", "hello_http"))
+        .unwrap()
+        .len();
+    let message = pulled_message("pulled");
+    assert!(
+        message.starts_with(&format!("Successfully pulled image {image:?} in "))
+            && message.ends_with(&format!(" including waiting). Image size: {size} bytes.")),
+        "{message}"
+    );
+    let mut again = http_pod("pulled-again", "web-node", 8082);
+    again["spec"]["containers"][0]["image"] = json!(image);
+    create_pod(&server, again);
+    wait_for(&server, "pulled-again", "Ready", |p| {
+        container(p)["ready"] == true
+    });
+    assert_eq!(
+        pulled_message("pulled-again"),
+        format!(
+            "Container image {image:?} already present on machine and can be accessed by the pod"
+        )
+    );
 
     let mut missing = http_pod("missing-tag", "web-node", 8081);
     missing["spec"]["containers"][0]["image"] = json!(format!("{address}/wasm/hello:v9"));

@@ -1,12 +1,13 @@
 //! What wasmkube's control plane and node agent share, so that the agent does not build the control plane:
 //! Kubernetes' resource arithmetic (quantities, pod requests, QoS classes, tolerations), the cluster's
-//! certificate authority and join tokens, the options of exec/attach/port-forward streams, the agent's usage
+//! certificate authority and join tokens, Go's duration format, the options of exec/attach/port-forward streams, the agent's usage
 //! summary, the names of local volumes, node selector matching, and two client helpers (an Event recorder and
 //! watch-fed caches).
 
 pub mod cache;
 pub mod csr;
 pub mod events;
+pub mod go_duration;
 pub mod join_token;
 pub mod local_volumes;
 pub mod node_selection;

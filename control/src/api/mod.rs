@@ -3,6 +3,7 @@
 
 pub mod autoscaling;
 pub mod bootstrap_policy;
+pub mod conversion;
 pub mod disruption;
 pub mod impersonation;
 pub mod kinds;

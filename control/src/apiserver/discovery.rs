@@ -1,7 +1,8 @@
 //! What clients read before they talk about objects: `/version`, legacy discovery (`/api`, `/apis`, resource
 //! lists) and OpenAPI v3 documents that declare server-side field validation.
 
-use crate::api::resources::{self, ResourceType, Subresource};
+use crate::api::conversion;
+use crate::api::resources::{self, ResourceType, SchemaFn, Subresource};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,13 +35,44 @@ fn groups() -> Vec<&'static str> {
     groups
 }
 
-fn group_object(group: &str) -> Value {
-    let version = resources::all()
+/// The resource types served at a group version, each with the schema of the kind as that version writes it:
+/// the stored ones and those served from another version's objects.
+fn served_at(group: &str, version: &str) -> Vec<(&'static ResourceType, SchemaFn)> {
+    let stored = resources::all()
         .iter()
-        .find(|r| r.group == group)
-        .map_or("v1", |r| r.version);
-    let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
-    json!({"name": group, "versions": [gv], "preferredVersion": gv})
+        .filter(|r| r.group == group && r.version == version)
+        .map(|r| (r, r.schema));
+    let converted = conversion::all()
+        .iter()
+        .filter(|c| c.group == group && c.version == version)
+        .filter_map(|c| Some((c.stored()?, c.schema)));
+    stored.chain(converted).collect()
+}
+
+/// A group's versions, the preferred (stored) one first.
+fn versions(group: &str) -> Vec<&'static str> {
+    let mut versions: Vec<&str> = resources::all()
+        .iter()
+        .filter(|r| r.group == group)
+        .map(|r| r.version)
+        .chain(
+            conversion::all()
+                .iter()
+                .filter(|c| c.group == group)
+                .map(|c| c.version),
+        )
+        .collect();
+    versions.dedup();
+    versions
+}
+
+fn group_object(group: &str) -> Value {
+    let versions: Vec<Value> = versions(group)
+        .into_iter()
+        .map(|version| json!({"groupVersion": format!("{group}/{version}"), "version": version}))
+        .collect();
+    let preferred = versions.first().cloned().unwrap_or(Value::Null);
+    json!({"name": group, "versions": versions, "preferredVersion": preferred})
 }
 
 /// `GET /apis`
@@ -145,10 +177,9 @@ fn resource_entries(resource: &ResourceType) -> Vec<Value> {
 
 /// `GET /api/v1` or `/apis/<group>/<version>`, if served.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
-    let entries: Vec<Value> = resources::all()
-        .iter()
-        .filter(|r| r.group == group && r.version == version)
-        .flat_map(resource_entries)
+    let entries: Vec<Value> = served_at(group, version)
+        .into_iter()
+        .flat_map(|(resource, _)| resource_entries(resource))
         .collect();
     let group_version = if group.is_empty() {
         version.to_owned()
@@ -161,13 +192,15 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
 fn group_version_paths() -> Vec<(String, &'static str, &'static str)> {
     let mut paths: Vec<(String, &str, &str)> = resources::all()
         .iter()
-        .map(|r| {
-            let path = if r.group.is_empty() {
-                format!("api/{}", r.version)
+        .map(|r| (r.group, r.version))
+        .chain(conversion::all().iter().map(|c| (c.group, c.version)))
+        .map(|(group, version)| {
+            let path = if group.is_empty() {
+                format!("api/{version}")
             } else {
-                format!("apis/{}/{}", r.group, r.version)
+                format!("apis/{group}/{version}")
             };
-            (path, r.group, r.version)
+            (path, group, version)
         })
         .collect();
     paths.dedup();
@@ -210,11 +243,8 @@ pub fn openapi_document(path: &str) -> Option<Value> {
 fn schemas(group: &str, version: &str) -> serde_json::Map<String, Value> {
     let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
     let mut kinds = Vec::new();
-    for resource in resources::all()
-        .iter()
-        .filter(|r| r.group == group && r.version == version)
-    {
-        let reference = (resource.schema)(&mut generator);
+    for (resource, schema) in served_at(group, version) {
+        let reference = schema(&mut generator);
         let name = reference
             .get("$ref")
             .and_then(Value::as_str)
@@ -289,10 +319,7 @@ fn build_openapi_document(path: &str) -> Option<Value> {
         .into_iter()
         .find(|(p, _, _)| p == path)?;
     let mut paths = serde_json::Map::new();
-    for resource in resources::all()
-        .iter()
-        .filter(|r| r.group == group && r.version == version)
-    {
+    for (resource, _) in served_at(group, version) {
         let base = if group.is_empty() {
             format!("/api/{version}")
         } else {

@@ -5,9 +5,9 @@
 //! what the apiserver serves: a path naming a resource or subresource that does not exist is labelled with
 //! empty ones, so no client can grow the number of series.
 
+use crate::api::conversion;
 use crate::api::rbac::Request;
 use crate::api::request_info::{ApiPath, RequestInfo};
-use crate::api::resources;
 use axum::body::Body;
 use axum::response::Response;
 use futures::StreamExt;
@@ -63,7 +63,8 @@ impl RequestKind {
         };
         match &info.request {
             Request::Resource(request) => {
-                let served = resources::by_path(&request.group, &version, &request.resource);
+                let served = conversion::served(&request.group, &version, &request.resource)
+                    .map(|(resource, _)| resource);
                 let subresource = request
                     .subresource
                     .as_deref()

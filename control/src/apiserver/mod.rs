@@ -26,8 +26,9 @@ mod shared_events;
 mod stored_json;
 mod watch;
 
+use crate::api::conversion::{self, Conversion};
 use crate::api::request_info::{ApiPath, RequestInfo, ResourcePath};
-use crate::api::resources::{self, ResourceType, Subresource};
+use crate::api::resources::{ResourceType, Subresource};
 use crate::api::table;
 use crate::store::Store;
 use axum::Router;
@@ -96,6 +97,26 @@ pub struct Target {
     pub resource: &'static ResourceType,
     /// The namespace of the request path, if any.
     pub namespace: Option<String>,
+    /// The version the request addresses, when it is served from the stored version's objects.
+    pub conversion: Option<&'static Conversion>,
+}
+
+impl Target {
+    /// A written object as it is stored: converted from the version the request addresses.
+    pub fn to_stored(&self, object: Value) -> Result<Value, ApiError> {
+        match self.conversion {
+            None => Ok(object),
+            Some(conversion) => conversion.to_stored(object).map_err(ApiError::BadRequest),
+        }
+    }
+
+    /// A stored object as the version the request addresses shows it.
+    pub fn to_served(&self, object: Value) -> Value {
+        match self.conversion {
+            None => object,
+            Some(conversion) => conversion.served(object, self.resource.kind),
+        }
+    }
 }
 
 impl ApiServer {
@@ -393,7 +414,9 @@ async fn route(server: &ApiServer, path: ResourcePath, connection: Connection) -
     if path.group == custom_metrics::GROUP && path.version == custom_metrics::VERSION {
         return server.custom_metrics(&method, &path, raw_query.as_deref().unwrap_or_default());
     }
-    let Some(resource) = resources::by_path(&path.group, &path.version, &path.resource) else {
+    let Some((resource, conversion)) =
+        conversion::served(&path.group, &path.version, &path.resource)
+    else {
         return not_found_path();
     };
     if path.namespace.is_some() && !resource.namespaced {
@@ -415,6 +438,7 @@ async fn route(server: &ApiServer, path: ResourcePath, connection: Connection) -
         let target = Target {
             resource,
             namespace: path.namespace,
+            conversion,
         };
         let proxied = proxy::Proxied {
             method,
@@ -446,9 +470,10 @@ async fn route(server: &ApiServer, path: ResourcePath, connection: Connection) -
     let target = Target {
         resource,
         namespace: path.namespace,
+        conversion,
     };
     let negotiated = match Negotiated::from_headers(&headers) {
-        Ok(negotiated) => negotiated,
+        Ok(negotiated) => negotiated.converting(conversion, resource.kind),
         Err(error) => return error.into_response(),
     };
     let request = ApiRequest {
@@ -575,7 +600,9 @@ async fn serve(
                 watch::Render::Object(negotiated.encoding)
             },
         ),
-        (Method::GET, None, None) if !table && negotiated.encoding == Encoding::Json => {
+        (Method::GET, None, None)
+            if !table && negotiated.encoding == Encoding::Json && target.conversion.is_none() =>
+        {
             // Each item is its stored JSON with its revision put in, as it is read: a list of 10,000 pods is
             // never held decoded.
             let mut items = vec![b'['];
@@ -653,7 +680,8 @@ async fn serve(
             Ok(negotiated.respond(StatusCode::OK, &server.get_scale(target, name)?))
         }
         (Method::POST, None, None) => {
-            let object = decode_body(content_type(&request.headers), &request.body)?;
+            let object =
+                target.to_stored(decode_body(content_type(&request.headers), &request.body)?)?;
             let writer = query.writer(
                 resource,
                 crate::api::managed_fields::Operation::Update,
@@ -693,7 +721,8 @@ async fn serve(
             None
             | Some(Subresource::Status | Subresource::Approval | Subresource::EphemeralContainers),
         ) => {
-            let object = decode_body(content_type(&request.headers), &request.body)?;
+            let object =
+                target.to_stored(decode_body(content_type(&request.headers), &request.body)?)?;
             Ok(written(
                 negotiated,
                 StatusCode::OK,

@@ -3,6 +3,7 @@
 //! protobuf message (tables, custom resources) are written as JSON when the client accepts it.
 
 use super::error::ApiError;
+use crate::api::conversion::Conversion;
 use crate::api::protobuf;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -24,6 +25,9 @@ pub struct Negotiated {
     pub encoding: Encoding,
     /// Whether the client also accepts JSON, the fallback for kinds protobuf cannot write.
     json_acceptable: bool,
+    /// The version objects of a kind are converted to before they are written, when the request addresses
+    /// one served from another version's objects.
+    conversion: Option<(&'static Conversion, &'static str)>,
 }
 
 /// The media types the server writes.
@@ -34,6 +38,7 @@ impl Negotiated {
     pub const JSON: Negotiated = Negotiated {
         encoding: Encoding::Json,
         json_acceptable: true,
+        conversion: None,
     };
 
     /// The encoding the request's Accept header prefers; JSON without one.
@@ -72,13 +77,31 @@ impl Negotiated {
             Some(encoding) => Ok(Self {
                 encoding,
                 json_acceptable,
+                conversion: None,
             }),
             None => Err(ApiError::NotAcceptable(SERVED)),
         }
     }
 
+    /// These responses, with objects of `kind` (and lists of them) converted to the version `conversion`
+    /// serves.
+    pub fn converting(self, conversion: Option<&'static Conversion>, kind: &'static str) -> Self {
+        Self {
+            conversion: conversion.map(|c| (c, kind)),
+            ..self
+        }
+    }
+
     /// `object` with `code`, in the negotiated encoding.
     pub fn respond(self, code: StatusCode, object: &Value) -> Response {
+        if let Some((conversion, kind)) = self.conversion {
+            let converted = conversion.served(object.clone(), kind);
+            return Self {
+                conversion: None,
+                ..self
+            }
+            .respond(code, &converted);
+        }
         if self.encoding == Encoding::Protobuf {
             match protobuf::encode(object) {
                 Ok(bytes) => return with_type(code, bytes, protobuf::MEDIA_TYPE),

@@ -145,11 +145,10 @@ impl ApiServer {
                 },
                 |stored, revision| {
                     match how {
-                        Render::Object(Encoding::Json) => rendered
+                        Render::Object(Encoding::Json) if target.conversion.is_none() => rendered
                             .push(Some(json_event("ADDED", &served_bytes(stored, revision)?))),
-                        Render::Object(Encoding::Protobuf) => {
-                            rendered.push(how.event("ADDED", &served(stored, revision)?))
-                        }
+                        Render::Object(_) => rendered
+                            .push(how.event("ADDED", &target.to_served(served(stored, revision)?))),
                         Render::Table(_) => initial.push(served(stored, revision)?),
                     }
                     Ok(())
@@ -175,10 +174,20 @@ impl ApiServer {
                 }
             }
         };
-        // Sends one event; false when the stream has ended.
+        // Sends one event, its object as the version the request addresses shows it; false when the stream
+        // has ended.
+        let served_as = Target {
+            resource,
+            namespace: None,
+            conversion: target.conversion,
+        };
+        let converts = served_as.conversion.is_some();
         let send = {
             let send_bytes = send_bytes.clone();
-            move |kind: &'static str, object: Value| send_bytes(how.event(kind, &object))
+            let served_as = served_as.clone();
+            move |kind: &'static str, object: Value| {
+                send_bytes(how.event(kind, &served_as.to_served(object)))
+            }
         };
         let shared = self.shared_events.clone();
         let events = self
@@ -243,10 +252,8 @@ impl ApiServer {
                 let kind = event.kind;
                 let change = shared.get(event);
                 let readable = match how {
-                    Render::Object(Encoding::Json) => change.json().is_some(),
-                    Render::Object(Encoding::Protobuf) | Render::Table(_) => {
-                        change.object().is_some()
-                    }
+                    Render::Object(Encoding::Json) if !converts => change.json().is_some(),
+                    Render::Object(_) | Render::Table(_) => change.object().is_some(),
                 };
                 if !readable {
                     continue;
@@ -264,7 +271,13 @@ impl ApiServer {
                     (EventKind::Put, Some(true), false) => "DELETED",
                     _ => continue,
                 };
-                if !send_bytes(how.shared_event(kind, &change, resource)).await {
+                let event = match (converts, change.object()) {
+                    (true, Some(object)) if matches!(how, Render::Object(_)) => {
+                        how.event(kind, &served_as.to_served(object.clone()))
+                    }
+                    _ => how.shared_event(kind, &change, resource),
+                };
+                if !send_bytes(event).await {
                     return;
                 }
             }

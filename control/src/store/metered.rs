@@ -1,7 +1,9 @@
 //! The store as the apiserver uses it, timed for its `/metrics` with kube-apiserver's storage metric,
 //! `etcd_request_duration_seconds{operation, type}` (its name whatever the backend; `type` is the key prefix of
-//! the resource, `/registry/pods/`), and the store's revisions: `wasmkube_store_revision` (the newest) and
-//! `wasmkube_store_compacted_revision` (history at or before it is gone).
+//! the resource, `/registry/pods/`), the store's revisions: `wasmkube_store_revision` (the newest) and
+//! `wasmkube_store_compacted_revision` (history at or before it is gone), and for the embedded store the
+//! latency of its commits (each a batch of writes made durable) under etcd's own name for its backend's,
+//! `etcd_disk_backend_commit_duration_seconds`.
 
 use super::{Expect, KeyValue, ListRequest, ListResult, Revision, Store, StoreError, WatchStream};
 use futures::future::BoxFuture;
@@ -32,6 +34,17 @@ struct StoreMetrics {
     requests: Family<Request, Histogram, fn() -> Histogram>,
     revision: Gauge,
     compacted: Gauge,
+    commits: Histogram,
+}
+
+/// etcd's buckets for backend commits: 1 ms to 8 s, doubling.
+fn commit_buckets() -> impl Iterator<Item = f64> {
+    prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 14)
+}
+
+/// Records one commit of the embedded store, which took `took`.
+pub fn backend_committed(took: std::time::Duration) {
+    metrics().commits.observe(took.as_secs_f64());
 }
 
 fn request_histogram() -> Histogram {
@@ -45,7 +58,13 @@ fn metrics() -> &'static StoreMetrics {
             requests: Family::new_with_constructor(request_histogram),
             revision: Gauge::default(),
             compacted: Gauge::default(),
+            commits: Histogram::new(commit_buckets()),
         };
+        crate::component_metrics::register(
+            "etcd_disk_backend_commit_duration_seconds",
+            "The latency distributions of commit called by backend.",
+            metrics.commits.clone(),
+        );
         crate::component_metrics::register(
             "etcd_request_duration_seconds",
             "Etcd request latency in seconds for each operation and object type.",

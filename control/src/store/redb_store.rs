@@ -344,7 +344,9 @@ fn commit_batch(shared: &Shared, batch: Vec<WriteRequest>) {
             meta.insert("revision", revision).map_err(backend)?;
             revision
         };
+        let committing = std::time::Instant::now();
         txn.commit().map_err(backend)?;
+        super::metered::backend_committed(committing.elapsed());
         Ok(revision)
     })();
     match outcome {

@@ -68,6 +68,8 @@ pub struct Image {
     pub digest: String,
     /// The Wasm binary.
     pub bytes: Arc<Vec<u8>>,
+    /// Whether the node had it already: nothing was downloaded or read again.
+    pub present: bool,
 }
 
 impl Image {
@@ -75,6 +77,7 @@ impl Image {
         Self {
             digest: format!("sha256:{}", hex_digest(&bytes)),
             bytes: Arc::new(bytes),
+            present: false,
         }
     }
 }
@@ -109,10 +112,10 @@ impl Images {
 
     fn known(&self, image: &str, file: Option<(std::time::SystemTime, u64)>) -> Option<Image> {
         let known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
-        known
-            .get(image)
-            .filter(|k| k.file == file)
-            .map(|k| k.image.clone())
+        known.get(image).filter(|k| k.file == file).map(|k| Image {
+            present: true,
+            ..k.image.clone()
+        })
     }
 
     fn remember(
@@ -171,7 +174,10 @@ impl Images {
                 return Ok(known);
             }
             if let Ok(bytes) = tokio::fs::read(&kept).await {
-                return Ok(self.remember(image, None, bytes));
+                return Ok(Image {
+                    present: true,
+                    ..self.remember(image, None, bytes)
+                });
             }
         }
         if policy == "Never" {

@@ -33,6 +33,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use wasmkube_core::events::EventType::{Normal, Warning};
 use wasmkube_core::events::{EventType, Recorder};
+use wasmkube_core::go_duration::go_duration;
 use wasmkube_core::quantity::Quantity;
 use wasmkube_core::resources::Resources;
 use wasmkube_core::stats::PodReference;
@@ -865,15 +866,23 @@ impl ContainerWorker {
             .fetch(&image, policy, &pull_secrets)
             .await
             .map_err(|e| waiting(e.reason(), e.to_string()))?;
-        self.event(
-            Normal,
-            "Pulled",
+        // The kubelet's words: the size of what was pulled, in bytes, and how long it took.
+        let message = if pulled.present {
             format!(
-                "Image {image:?} ready ({} KiB) in {} ms",
-                pulled.bytes.len() / 1024,
-                pulling.elapsed().as_millis()
-            ),
-        );
+                "Container image {image:?} already present on machine and can be accessed by the pod"
+            )
+        } else {
+            let took = go_duration(
+                i64::try_from(pulling.elapsed().as_millis())
+                    .unwrap_or(i64::MAX)
+                    .saturating_mul(1_000_000),
+            );
+            format!(
+                "Successfully pulled image {image:?} in {took} ({took} including waiting). Image size: {} bytes.",
+                pulled.bytes.len()
+            )
+        };
+        self.event(Normal, "Pulled", message);
         let fetched = pulling.elapsed();
         let loaded = self
             .ctx

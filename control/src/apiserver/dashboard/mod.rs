@@ -120,6 +120,7 @@ fn token_secrets() -> Result<Target, ApiError> {
         resource: resources::by_path("", "v1", "secrets")
             .ok_or_else(|| ApiError::Internal("secrets are not served".into()))?,
         namespace: Some(tokens::TOKEN_NAMESPACE.to_owned()),
+        conversion: None,
     })
 }
 

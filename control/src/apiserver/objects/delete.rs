@@ -246,6 +246,7 @@ impl ApiServer {
             let one = Target {
                 resource: target.resource,
                 namespace,
+                conversion: None,
             };
             match self.delete_object(&one, &name, deletion).await {
                 Ok(outcome) => deleted.push(outcome.into_object()),

@@ -22,6 +22,14 @@ impl ApiServer {
             .to_owned();
         let patch = decode_body(Some(&media), body)?;
         let applying = media == "application/apply-patch+yaml";
+        // An applied configuration of a converted version is applied as the stored version; other patches
+        // change the object as the request's version shows it.
+        let patch = if applying {
+            target.to_stored(patch)?
+        } else {
+            patch
+        };
+        let converts = target.conversion.is_some() && !applying;
         let writer = query.writer(
             target.resource,
             if applying {
@@ -46,7 +54,8 @@ impl ApiServer {
             } else {
                 None
             };
-            let base = scale.as_ref().unwrap_or(&old);
+            let shown = converts.then(|| target.to_served(old.clone()));
+            let base = scale.as_ref().or(shown.as_ref()).unwrap_or(&old);
             let mut patched = base.clone();
             match media.as_str() {
                 "application/json-patch+json" => {
@@ -84,6 +93,10 @@ impl ApiServer {
             }
             let new = if subresource == Some(Subresource::Scale) {
                 with_scale(&old, &patched)?
+            } else if converts {
+                let mut patched = target.to_stored(patched)?;
+                align_with_target(&mut patched, target, Some(name))?;
+                patched
             } else {
                 align_with_target(&mut patched, target, Some(name))?;
                 patched

@@ -1,6 +1,8 @@
 //! HorizontalPodAutoscaler (autoscaling/v2): its defaults and validation, ported from Kubernetes'
 //! pkg/apis/autoscaling (v2 defaults, validation.go) with its messages.
 
+pub mod v1;
+
 use super::validation::{self, Cause};
 use k8s_openapi::api::autoscaling::v2::{
     HPAScalingRules, HorizontalPodAutoscalerBehavior, HorizontalPodAutoscalerSpec, MetricSpec,
