@@ -107,6 +107,11 @@ impl ClusterRecord {
         format!("127.{}.255.{}:6443", self.octet(), 255 - i.min(254))
     }
 
+    /// Where the Service proxy serves its `/metrics` (kube-proxy's port).
+    pub fn proxy_metrics_address(&self) -> String {
+        format!("127.{}.255.1:10249", self.octet())
+    }
+
     /// The (first) API's URL: the one kubeconfig names.
     pub fn api_url(&self) -> String {
         format!("https://{}", self.api_address())
@@ -552,6 +557,8 @@ fn proxy_args(record: &ClusterRecord) -> Vec<String> {
         "--certificate-authority".into(),
         record.ca_file().display().to_string(),
         PROXY.into(),
+        "--metrics-bind-address".into(),
+        record.proxy_metrics_address(),
     ];
     for i in 1..=record.nodes {
         args.extend(["--node".into(), record.node_name(i)]);
@@ -782,9 +789,11 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         record.logs_dir().display()
     );
     let api = record.api_urls();
+    let first_api = api.split(',').next().unwrap_or_default();
+    println!("Dashboard: {first_api}/ui/ (`wasmkube dashboard` prints a one-time login link)");
     println!(
-        "Dashboard: {}/ui/ (`wasmkube dashboard` prints a one-time login link)",
-        api.split(',').next().unwrap_or_default()
+        "Metrics: {first_api}/metrics, each node's through {first_api}/api/v1/nodes/NODE/proxy/metrics, the Service proxy's at http://{}/metrics",
+        record.proxy_metrics_address()
     );
     Ok(())
 }

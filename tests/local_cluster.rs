@@ -184,6 +184,20 @@ fn up_runs_a_named_cluster_that_down_stops_and_up_restarts_with_its_objects() {
         .filter_map(|p| p["spec"]["nodeName"].as_str())
         .collect();
     assert!(spread.len() >= 2, "replicas on {spread:?}");
+    // The Service proxy counts what it carried, at the address `up` printed.
+    let proxy_metrics = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Metrics: "))
+        .and_then(|l| l.rsplit(" at ").next())
+        .unwrap_or_else(|| panic!("no metrics address in {out}"))
+        .to_owned();
+    let text = reqwest::blocking::get(&proxy_metrics)
+        .and_then(|r| r.text())
+        .unwrap_or_default();
+    assert!(
+        text.contains("wasmkube_proxy_requests_total{service=\"default/hello:http\",code_class=\"2xx\"}"),
+        "{proxy_metrics}: {text}"
+    );
 
     // Running already: nothing to do.
     let again = home.ok(&["up", "--name", "dev"]);
