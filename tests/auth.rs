@@ -1168,6 +1168,11 @@ fn the_apiserver_serves_its_metrics_to_admins_and_the_monitoring_group_only() {
         "# TYPE apiserver_request_duration_seconds histogram",
         r#"apiserver_request_duration_seconds_bucket{le="60.0",verb="POST",group="",version="v1",resource="configmaps",subresource="",scope="resource",component="apiserver",dry_run=""} "#,
         "# TYPE apiserver_longrunning_requests gauge",
+        // The controllers' work queues, with client-go's names.
+        r#"workqueue_adds_total{name="namespace"} "#,
+        "# TYPE workqueue_depth gauge",
+        // The events sent to watchers (the controllers of this process watch namespaces).
+        r#"apiserver_watch_events_total{group="",version="v1",resource="namespaces"} "#,
         // The store's requests, by kube-apiserver's storage metric.
         r#"etcd_request_duration_seconds_count{operation="create",type="/registry/configmaps/"} "#,
         r#"etcd_request_duration_seconds_count{operation="list",type="/registry/pods/"} "#,

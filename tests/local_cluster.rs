@@ -195,7 +195,9 @@ fn up_runs_a_named_cluster_that_down_stops_and_up_restarts_with_its_objects() {
         .and_then(|r| r.text())
         .unwrap_or_default();
     assert!(
-        text.contains("wasmkube_proxy_requests_total{service=\"default/hello:http\",code_class=\"2xx\"}"),
+        text.contains(
+            "wasmkube_proxy_requests_total{service=\"default/hello:http\",code_class=\"2xx\"}"
+        ),
         "{proxy_metrics}: {text}"
     );
 

@@ -1,5 +1,6 @@
 //! The apiserver's Prometheus metrics at `/metrics`, with kube-apiserver's names and labels:
-//! `apiserver_request_total`, `apiserver_request_duration_seconds` and `apiserver_longrunning_requests`.
+//! `apiserver_request_total`, `apiserver_request_duration_seconds`, `apiserver_longrunning_requests` and
+//! `apiserver_watch_events_total`.
 //! A long-running request (a watch, exec, attach, port-forward, proxy) counts while its response streams and
 //! is recorded when it ends, as kube-apiserver records a watch when it closes. Label values come only from
 //! what the apiserver serves: a path naming a resource or subresource that does not exist is labelled with
@@ -8,6 +9,7 @@
 use crate::api::conversion;
 use crate::api::rbac::Request;
 use crate::api::request_info::{ApiPath, RequestInfo};
+use crate::api::resources::ResourceType;
 use axum::body::Body;
 use axum::response::Response;
 use futures::StreamExt;
@@ -142,11 +144,20 @@ fn method_label(method: &http::Method) -> &'static str {
         .unwrap_or("other")
 }
 
+/// The resource of a watch, as kube-apiserver labels its events.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Watched {
+    group: String,
+    version: String,
+    resource: String,
+}
+
 /// The apiserver's metrics.
 pub struct ApiMetrics {
     registry: Registry,
     answers: Answers,
     long_running: Family<RequestKind, Gauge>,
+    watch_events: Family<Watched, Counter>,
 }
 
 /// The count and durations of the requests answered.
@@ -176,6 +187,7 @@ impl Default for ApiMetrics {
         let durations: Family<RequestKind, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(|| Histogram::new(DURATION_BUCKETS));
         let long_running = Family::<RequestKind, Gauge>::default();
+        let watch_events = Family::<Watched, Counter>::default();
         registry.register(
             "apiserver_request",
             "Counter of apiserver requests broken out for each verb, dry run value, group, version, resource, \
@@ -194,6 +206,11 @@ impl Default for ApiMetrics {
              scope and component.",
             long_running.clone(),
         );
+        registry.register(
+            "apiserver_watch_events",
+            "Number of events sent in watch clients",
+            watch_events.clone(),
+        );
         Self {
             registry,
             answers: Answers {
@@ -201,6 +218,7 @@ impl Default for ApiMetrics {
                 durations,
             },
             long_running,
+            watch_events,
         }
     }
 }
@@ -221,6 +239,17 @@ impl ApiMetrics {
             chunk
         });
         Response::from_parts(parts, Body::from_stream(body))
+    }
+
+    /// The count of events sent to the watchers of `resource` served at `version`.
+    pub fn watch_events(&self, resource: &ResourceType, version: &str) -> Counter {
+        self.watch_events
+            .get_or_create(&Watched {
+                group: resource.group.to_owned(),
+                version: version.to_owned(),
+                resource: resource.plural.to_owned(),
+            })
+            .clone()
     }
 
     /// The text exposition of every metric: the apiserver's and those of the components in its process.

@@ -161,16 +161,22 @@ impl ApiServer {
                 .map_err(|_| ApiError::BadRequest(format!("invalid resource version: {rv:?}")))?
         };
         let (tx, rx) = mpsc::channel::<Result<bytes::Bytes, std::convert::Infallible>>(64);
-        // Sends one rendered event; false when the stream has ended.
+        // Sends one rendered event, counted; false when the stream has ended.
+        let sent = self.metrics.watch_events(
+            resource,
+            target.conversion.map_or(resource.version, |c| c.version),
+        );
         let send_bytes = {
             let tx = tx.clone();
             move |bytes: Option<bytes::Bytes>| {
-                let tx = tx.clone();
+                let (tx, sent) = (tx.clone(), sent.clone());
                 async move {
-                    match bytes {
-                        Some(bytes) => tx.send(Ok(bytes)).await.is_ok(),
-                        None => false,
+                    let Some(bytes) = bytes else { return false };
+                    let delivered = tx.send(Ok(bytes)).await.is_ok();
+                    if delivered {
+                        sent.inc();
                     }
+                    delivered
                 }
             }
         };

@@ -2,12 +2,13 @@
 //! requests (`api::csr` decides), csrsigning issues the certificate of every approved request for the
 //! signers it holds the CA of (node and apiserver client certificates, signed by the cluster CA).
 
-use super::{ControllerError, drive, retry_after};
+use super::controller_loop::ControllerLoop;
+use super::{ControllerError, retry_after};
 use crate::api::csr::{KUBELET_CLIENT_SIGNER, has_condition, node_client_request, request_pem};
 use crate::pki::ClusterCa;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
@@ -99,13 +100,7 @@ fn error_policy(
 /// Runs the controller until the process ends.
 pub async fn run(client: kube::Client, ca: Arc<ClusterCa>) {
     let requests = Api::<CertificateSigningRequest>::all(client.clone());
-    drive(
-        "certificates",
-        Controller::new(requests, watcher::Config::default()).run(
-            super::metrics::timed("certificates", reconcile),
-            error_policy,
-            Arc::new(Context { client, ca }),
-        ),
-    )
-    .await;
+    ControllerLoop::new("certificates", requests, watcher::Config::default())
+        .run(reconcile, error_policy, Arc::new(Context { client, ca }))
+        .await;
 }

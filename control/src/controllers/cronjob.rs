@@ -3,8 +3,9 @@
 //! and keeps successfulJobsHistoryLimit / failedJobsHistoryLimit finished Jobs. Schedules are standard five-field
 //! cron lines or `@hourly`-style names; a sixth, leading seconds field is accepted as a wasmkube extension.
 
+use super::controller_loop::ControllerLoop;
 use super::ownership::controller_reference;
-use super::{ControllerError, drive, reflect, retry_after, write_status};
+use super::{ControllerError, reflect, retry_after, write_status};
 use crate::api::schedule::{MAX_MISSED, Schedule};
 use crate::cache::Cache;
 use crate::events::{EventType, Recorder};
@@ -12,7 +13,7 @@ use k8s_openapi::api::batch::v1::{CronJob, CronJobStatus, Job};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{DeleteParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
@@ -243,7 +244,8 @@ fn error_policy(cronjob: Arc<CronJob>, error: &ControllerError, _ctx: Arc<Contex
 /// Runs the controller until the process ends.
 pub async fn run(client: kube::Client) {
     let (jobs, job_changes) = reflect(Api::<Job>::all(client.clone()));
-    let controller = Controller::new(
+    let controller = ControllerLoop::new(
+        "cronjob",
         Api::<CronJob>::all(client.clone()),
         watcher::Config::default(),
     );
@@ -258,13 +260,5 @@ pub async fn run(client: kube::Client) {
             .filter(|r| r.kind == "CronJob")
             .map(|r| ObjectRef::new(&r.name).within(&namespace))
     });
-    drive(
-        "cronjob",
-        controller.run(
-            super::metrics::timed("cronjob", reconcile),
-            error_policy,
-            ctx,
-        ),
-    )
-    .await;
+    controller.run(reconcile, error_policy, ctx).await;
 }

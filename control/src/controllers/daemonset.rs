@@ -3,11 +3,10 @@
 //! scheduler, as in Kubernetes; RollingUpdate replaces them at most `maxUnavailable` at a time.
 
 use super::Informers;
+use super::controller_loop::ControllerLoop;
 use super::pods::{self, is_active};
 use super::rollout::{scaled_value, template_hash};
-use super::{
-    ControllerError, Expectations, cached_in, drive, ownership, retry_after, write_status,
-};
+use super::{ControllerError, Expectations, cached_in, ownership, retry_after, write_status};
 use crate::cache::Cache;
 use crate::events::Recorder;
 use crate::scheduler::plugins::{node_selector_matches, tolerates_taints};
@@ -16,7 +15,7 @@ use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
     Toleration,
 };
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
@@ -288,7 +287,8 @@ fn error_policy(ds: Arc<DaemonSet>, error: &ControllerError, _ctx: Arc<Context>)
 pub async fn run(client: kube::Client, informers: &Informers) {
     let (pods, pod_changes) = informers.pods().follow();
     let (nodes, node_changes) = informers.nodes().follow();
-    let controller = Controller::new(
+    let controller = ControllerLoop::new(
+        "daemonset",
         Api::<DaemonSet>::all(client.clone()),
         watcher::Config::default(),
     );
@@ -314,15 +314,7 @@ pub async fn run(client: kube::Client, informers: &Informers) {
                 .map(|ds| ObjectRef::from_obj(ds.as_ref()))
                 .collect::<Vec<_>>()
         });
-    drive(
-        "daemonset",
-        controller.run(
-            super::metrics::timed("daemonset", reconcile),
-            error_policy,
-            ctx,
-        ),
-    )
-    .await;
+    controller.run(reconcile, error_policy, ctx).await;
 }
 
 #[cfg(test)]

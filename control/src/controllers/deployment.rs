@@ -3,19 +3,20 @@
 //! `rollout undo` work, old ReplicaSets pruned to revisionHistoryLimit, and a status `rollout status` trusts.
 //! The arithmetic lives in [`super::rollout`].
 
+use super::controller_loop::ControllerLoop;
 use super::merge_patch;
 use super::ownership::{self, controller_reference};
 use super::rollout::{
     self, DESIRED_REPLICAS_ANNOTATION, MAX_REPLICAS_ANNOTATION, OldReplicaSet, REVISION_ANNOTATION,
     Step, TEMPLATE_HASH_LABEL, spec_replicas,
 };
-use super::{ControllerError, cached_in, drive, reflect, retry_after, write_status};
+use super::{ControllerError, cached_in, reflect, retry_after, write_status};
 use crate::cache::Cache;
 use crate::events::{EventType, Recorder};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, ReplicaSetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use std::collections::BTreeMap;
@@ -419,7 +420,8 @@ fn error_policy(
 /// Runs the controller until the process ends.
 pub async fn run(client: kube::Client) {
     let (replicasets, changes) = reflect(Api::<ReplicaSet>::all(client.clone()));
-    let controller = Controller::new(
+    let controller = ControllerLoop::new(
+        "deployment",
         Api::<Deployment>::all(client.clone()),
         watcher::Config::default(),
     );
@@ -432,13 +434,5 @@ pub async fn run(client: kube::Client) {
     let controller = controller.watches_stream(changes, move |rs| {
         ownership::owners_of(&rs, &deployments, |d: &Deployment| Some(&d.spec.selector))
     });
-    drive(
-        "deployment",
-        controller.run(
-            super::metrics::timed("deployment", reconcile),
-            error_policy,
-            ctx,
-        ),
-    )
-    .await;
+    controller.run(reconcile, error_policy, ctx).await;
 }

@@ -3,14 +3,15 @@
 //! reports.
 
 use super::Informers;
-use super::{ControllerError, cached_in, drive, retry_after};
+use super::controller_loop::ControllerLoop;
+use super::{ControllerError, cached_in, retry_after};
 use crate::api::disruption::{self, DISRUPTION_WINDOW_SECONDS};
 use crate::cache::Cache;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
@@ -192,7 +193,7 @@ fn error_policy(
 pub async fn run(client: kube::Client, informers: &Informers) {
     let (pods, pod_changes) = informers.pods().follow();
     let budgets = Api::<PodDisruptionBudget>::all(client.clone());
-    let controller = Controller::new(budgets, watcher::Config::default());
+    let controller = ControllerLoop::new("disruption", budgets, watcher::Config::default());
     let all_budgets = controller.store();
     // A pod's change concerns the budgets that select it.
     let controller = controller.watches_shared_stream(pod_changes, move |pod: Arc<Pod>| {
@@ -203,13 +204,7 @@ pub async fn run(client: kube::Client, informers: &Informers) {
             .map(|b| ObjectRef::from_obj(b.as_ref()))
             .collect::<Vec<_>>()
     });
-    drive(
-        "disruption",
-        controller.run(
-            super::metrics::timed("disruption", reconcile),
-            error_policy,
-            Arc::new(Context { client, pods }),
-        ),
-    )
-    .await;
+    controller
+        .run(reconcile, error_policy, Arc::new(Context { client, pods }))
+        .await;
 }

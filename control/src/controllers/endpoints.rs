@@ -3,8 +3,9 @@
 //! notReadyAddresses, a targetPort by name resolves to each pod's own container port of that name.
 
 use super::Informers;
+use super::controller_loop::ControllerLoop;
 use super::ownership::controller_reference;
-use super::{ControllerError, cached_in, drive, retry_after};
+use super::{ControllerError, cached_in, retry_after};
 use crate::cache::Cache;
 use k8s_openapi::api::core::v1::{
     EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
@@ -15,7 +16,7 @@ use k8s_openapi::api::discovery::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{DeleteParams, ListParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
@@ -342,7 +343,8 @@ fn error_policy(service: Arc<Service>, error: &ControllerError, _ctx: Arc<Contex
 /// Runs the controller until the process ends.
 pub async fn run(client: kube::Client, informers: &Informers) {
     let (pods, pod_changes) = informers.pods().follow();
-    let controller = Controller::new(
+    let controller = ControllerLoop::new(
+        "endpoints",
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
     );
@@ -359,15 +361,7 @@ pub async fn run(client: kube::Client, informers: &Informers) {
             .map(|s| ObjectRef::from_obj(s.as_ref()))
             .collect::<Vec<_>>()
     });
-    drive(
-        "endpoints",
-        controller.run(
-            super::metrics::timed("endpoints", reconcile),
-            error_policy,
-            ctx,
-        ),
-    )
-    .await;
+    controller.run(reconcile, error_policy, ctx).await;
 }
 
 #[cfg(test)]

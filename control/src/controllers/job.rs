@@ -3,17 +3,16 @@
 //! honours `suspend`, reports Complete or Failed, and deletes finished Jobs after `ttlSecondsAfterFinished`.
 
 use super::Informers;
+use super::controller_loop::ControllerLoop;
 use super::pods::{self, is_active};
-use super::{
-    ControllerError, Expectations, cached_in, drive, ownership, retry_after, write_status,
-};
+use super::{ControllerError, Expectations, cached_in, ownership, retry_after, write_status};
 use crate::cache::Cache;
 use crate::events::{EventType, Recorder};
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::DeleteParams;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use std::sync::Arc;
@@ -357,7 +356,11 @@ fn error_policy(job: Arc<Job>, error: &ControllerError, _ctx: Arc<Context>) -> A
 /// Runs the controller until the process ends; `backoff` is the first delay after a failed pod.
 pub async fn run(client: kube::Client, informers: &Informers, backoff: Duration) {
     let (pods, pod_changes) = informers.pods().follow();
-    let controller = Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default());
+    let controller = ControllerLoop::new(
+        "job",
+        Api::<Job>::all(client.clone()),
+        watcher::Config::default(),
+    );
     let jobs = controller.store();
     let ctx = Arc::new(Context {
         events: Recorder::new(client.clone(), "job-controller"),
@@ -371,11 +374,7 @@ pub async fn run(client: kube::Client, informers: &Informers, backoff: Duration)
             job.spec.as_ref().and_then(|s| s.selector.as_ref())
         })
     });
-    drive(
-        "job",
-        controller.run(super::metrics::timed("job", reconcile), error_policy, ctx),
-    )
-    .await;
+    controller.run(reconcile, error_policy, ctx).await;
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 
 pub mod autoscaling;
 pub mod certificates;
+mod controller_loop;
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
@@ -29,7 +30,7 @@ pub mod token_cleaner;
 pub mod volumes;
 
 use crate::cache::{Cache, Cacheable, Informer};
-use futures::{Stream, StreamExt};
+use futures::Stream;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::controller::Action;
@@ -327,18 +328,4 @@ fn retry_after(error: &ControllerError) -> Action {
         }
         _ => Action::requeue(Duration::from_secs(1)),
     }
-}
-
-/// Drives a controller's output, logging what failed (the retry is already queued by its error policy).
-async fn drive<T, E: std::fmt::Display>(
-    name: &'static str,
-    results: impl Stream<Item = Result<T, E>>,
-) {
-    results
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(controller = name, %error, "reconcile failed");
-            }
-        })
-        .await;
 }

@@ -1,11 +1,12 @@
 //! The namespace controller: a namespace being deleted (phase Terminating) has everything in it deleted; once
 //! it is empty, the namespace itself goes.
 
-use super::{ControllerError, api_resource, drive, retry_after};
+use super::controller_loop::ControllerLoop;
+use super::{ControllerError, api_resource, retry_after};
 use crate::api::resources;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{DeleteParams, DynamicObject, ListParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use std::sync::Arc;
@@ -61,17 +62,12 @@ fn error_policy(
 
 /// Runs the controller until the process ends.
 pub async fn run(client: kube::Client) {
-    let controller = Controller::new(
+    let controller = ControllerLoop::new(
+        "namespace",
         Api::<Namespace>::all(client.clone()),
         watcher::Config::default(),
     );
-    drive(
-        "namespace",
-        controller.run(
-            super::metrics::timed("namespace", reconcile),
-            error_policy,
-            Arc::new(client),
-        ),
-    )
-    .await;
+    controller
+        .run(reconcile, error_policy, Arc::new(client))
+        .await;
 }

@@ -1,12 +1,13 @@
 //! The loop behind controllers that keep one named object in every namespace that is not being deleted (the
 //! `default` ServiceAccount, the `kube-root-ca.crt` ConfigMap): made again if deleted, put right if changed.
 
-use super::{ControllerError, drive, reflect_with, retry_after};
+use super::controller_loop::ControllerLoop;
+use super::{ControllerError, reflect_with, retry_after};
 use crate::cache::Cache;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
@@ -93,7 +94,8 @@ fn error_policy<N: NamespaceObject>(
 pub(super) async fn run<N: NamespaceObject>(client: kube::Client, spec: N) {
     let only_ours = watcher::Config::default().fields(&format!("metadata.name={}", N::NAME));
     let (objects, changes) = reflect_with(Api::<N::Object>::all(client.clone()), only_ours);
-    let controller = Controller::new(
+    let controller = ControllerLoop::new(
+        N::CONTROLLER,
         Api::<Namespace>::all(client.clone()),
         watcher::Config::default(),
     )
@@ -102,17 +104,15 @@ pub(super) async fn run<N: NamespaceObject>(client: kube::Client, spec: N) {
             .namespace()
             .map(|ns| ObjectRef::<Namespace>::new(&ns))
     });
-    drive(
-        N::CONTROLLER,
-        controller.run(
-            super::metrics::timed(N::CONTROLLER, reconcile),
+    controller
+        .run(
+            reconcile,
             error_policy,
             Arc::new(Context {
                 client,
                 objects,
                 spec,
             }),
-        ),
-    )
-    .await;
+        )
+        .await;
 }

@@ -1,11 +1,12 @@
 //! Node IPAM: gives every Node a podCIDR, a slice of the cluster's pod range, from which its agent hands out pod
 //! addresses (kube-controller-manager's `--allocate-node-cidrs`).
 
-use super::{ControllerError, ControllersConfig, drive, retry_after};
+use super::controller_loop::ControllerLoop;
+use super::{ControllerError, ControllersConfig, retry_after};
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
@@ -85,22 +86,18 @@ fn error_policy(node: Arc<Node>, error: &ControllerError, _ctx: Arc<Context>) ->
 
 /// Runs the controller until the process ends.
 pub async fn run(client: kube::Client, config: ControllersConfig) {
-    let controller = Controller::new(Api::<Node>::all(client.clone()), watcher::Config::default());
+    let controller = ControllerLoop::new(
+        "node-ipam",
+        Api::<Node>::all(client.clone()),
+        watcher::Config::default(),
+    );
     let ctx = Arc::new(Context {
         client,
         config,
         nodes: controller.store(),
         assigned: tokio::sync::Mutex::new(HashMap::new()),
     });
-    drive(
-        "node-ipam",
-        controller.run(
-            super::metrics::timed("node-ipam", reconcile),
-            error_policy,
-            ctx,
-        ),
-    )
-    .await;
+    controller.run(reconcile, error_policy, ctx).await;
 }
 
 #[cfg(test)]

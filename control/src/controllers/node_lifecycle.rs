@@ -5,7 +5,8 @@
 //! agent writes its pods' readiness again.
 
 use super::Informers;
-use super::{ControllerError, drive, reflect, retry_after};
+use super::controller_loop::ControllerLoop;
+use super::{ControllerError, reflect, retry_after};
 use crate::cache::Cache;
 use crate::events::{EventType, Recorder};
 use crate::scheduler::plugins::tolerates;
@@ -13,7 +14,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
@@ -324,17 +325,21 @@ pub async fn run(client: kube::Client, informers: &Informers, grace: Duration) {
     let (leases, lease_changes) =
         reflect(Api::<Lease>::namespaced(client.clone(), "kube-node-lease"));
     let (pods, pod_changes) = informers.pods().follow();
-    let controller = Controller::new(Api::<Node>::all(client.clone()), watcher::Config::default())
-        .watches_stream(lease_changes, |lease: Lease| {
-            Some(ObjectRef::new(&lease.name_any()))
-        })
-        .watches_shared_stream(pod_changes, |pod: Arc<Pod>| {
-            pod.spec
-                .as_ref()
-                .and_then(|s| s.node_name.as_deref())
-                .filter(|n| !n.is_empty())
-                .map(ObjectRef::new)
-        });
+    let controller = ControllerLoop::new(
+        "node-lifecycle",
+        Api::<Node>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .watches_stream(lease_changes, |lease: Lease| {
+        Some(ObjectRef::new(&lease.name_any()))
+    })
+    .watches_shared_stream(pod_changes, |pod: Arc<Pod>| {
+        pod.spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .filter(|n| !n.is_empty())
+            .map(ObjectRef::new)
+    });
     let ctx = Arc::new(Context {
         events: Recorder::new(client.clone(), "node-controller"),
         client,
@@ -343,15 +348,7 @@ pub async fn run(client: kube::Client, informers: &Informers, grace: Duration) {
         grace,
         observed: Mutex::new(HashMap::new()),
     });
-    drive(
-        "node-lifecycle",
-        controller.run(
-            super::metrics::timed("node-lifecycle", reconcile),
-            error_policy,
-            ctx,
-        ),
-    )
-    .await;
+    controller.run(reconcile, error_policy, ctx).await;
 }
 
 #[cfg(test)]

@@ -2,14 +2,15 @@
 //! that match and releasing pods that stop matching, and reports replicas, ready and available counts.
 
 use super::Informers;
+use super::controller_loop::ControllerLoop;
 use super::ownership;
 use super::pods::{self, is_active};
-use super::{ControllerError, Expectations, cached_in, drive, retry_after, write_status};
+use super::{ControllerError, Expectations, cached_in, retry_after, write_status};
 use crate::cache::Cache;
 use crate::events::Recorder;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use std::sync::Arc;
@@ -149,7 +150,8 @@ fn error_policy(rs: Arc<ReplicaSet>, error: &ControllerError, _ctx: Arc<Context>
 /// Runs the controller until the process ends.
 pub async fn run(client: kube::Client, informers: &Informers) {
     let (pods, pod_changes) = informers.pods().follow();
-    let controller = Controller::new(
+    let controller = ControllerLoop::new(
+        "replicaset",
         Api::<ReplicaSet>::all(client.clone()),
         watcher::Config::default(),
     );
@@ -165,15 +167,7 @@ pub async fn run(client: kube::Client, informers: &Informers) {
             Some(&rs.spec.selector)
         })
     });
-    drive(
-        "replicaset",
-        controller.run(
-            super::metrics::timed("replicaset", reconcile),
-            error_policy,
-            ctx,
-        ),
-    )
-    .await;
+    controller.run(reconcile, error_policy, ctx).await;
 }
 
 #[cfg(test)]

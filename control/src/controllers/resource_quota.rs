@@ -2,12 +2,13 @@
 //! come and go (admission refuses what would exceed `hard`; this reports what is used).
 
 use super::Informers;
-use super::{ControllerError, cached_in, drive, retry_after};
+use super::controller_loop::ControllerLoop;
+use super::{ControllerError, cached_in, retry_after};
 use crate::api::quota::{used, used_quantities};
 use crate::cache::Cache;
 use k8s_openapi::api::core::v1::{Pod, ResourceQuota};
 use kube::api::{Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
@@ -58,7 +59,7 @@ fn error_policy(quota: Arc<ResourceQuota>, error: &ControllerError, _ctx: Arc<Co
 pub async fn run(client: kube::Client, informers: &Informers) {
     let (pods, pod_changes) = informers.pods().follow();
     let quotas = Api::<ResourceQuota>::all(client.clone());
-    let controller = Controller::new(quotas, watcher::Config::default());
+    let controller = ControllerLoop::new("resource-quota", quotas, watcher::Config::default());
     let all_quotas = controller.store();
     // A pod's change concerns every quota of its namespace.
     let controller = controller.watches_shared_stream(pod_changes, move |pod: Arc<Pod>| {
@@ -70,13 +71,7 @@ pub async fn run(client: kube::Client, informers: &Informers) {
             .map(|q| ObjectRef::from_obj(q.as_ref()))
             .collect::<Vec<_>>()
     });
-    drive(
-        "resource-quota",
-        controller.run(
-            super::metrics::timed("resource-quota", reconcile),
-            error_policy,
-            Arc::new(Context { client, pods }),
-        ),
-    )
-    .await;
+    controller
+        .run(reconcile, error_policy, Arc::new(Context { client, pods }))
+        .await;
 }

@@ -6,12 +6,11 @@
 //! the set scales down.
 
 use super::Informers;
+use super::controller_loop::ControllerLoop;
 use super::daemonset::REVISION_LABEL;
 use super::pods::{self, is_active};
 use super::rollout::template_hash;
-use super::{
-    ControllerError, Expectations, cached_in, drive, ownership, retry_after, write_status,
-};
+use super::{ControllerError, Expectations, cached_in, ownership, retry_after, write_status};
 use crate::cache::Cache;
 use crate::events::{EventType, Recorder};
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
@@ -20,7 +19,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use serde_json::json;
@@ -404,7 +403,8 @@ fn error_policy(sts: Arc<StatefulSet>, error: &ControllerError, _ctx: Arc<Contex
 /// Runs the controller until the process ends.
 pub async fn run(client: kube::Client, informers: &Informers) {
     let (pods, pod_changes) = informers.pods().follow();
-    let controller = Controller::new(
+    let controller = ControllerLoop::new(
+        "statefulset",
         Api::<StatefulSet>::all(client.clone()),
         watcher::Config::default(),
     );
@@ -420,15 +420,7 @@ pub async fn run(client: kube::Client, informers: &Informers) {
             Some(&sts.spec.selector)
         })
     });
-    drive(
-        "statefulset",
-        controller.run(
-            super::metrics::timed("statefulset", reconcile),
-            error_policy,
-            ctx,
-        ),
-    )
-    .await;
+    controller.run(reconcile, error_policy, ctx).await;
 }
 
 #[cfg(test)]

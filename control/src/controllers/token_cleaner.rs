@@ -2,11 +2,12 @@
 //! token, dashboard login code or session) is deleted once it has expired, so the ones nobody used do not pile
 //! up. An expired token already fails authentication; this only removes it.
 
-use super::{ControllerError, drive, retry_after};
+use super::controller_loop::ControllerLoop;
+use super::{ControllerError, retry_after};
 use crate::api::tokens;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Preconditions};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use std::sync::Arc;
@@ -69,19 +70,14 @@ fn error_policy(secret: Arc<Secret>, error: &ControllerError, _: Arc<kube::Clien
 
 /// Runs the cleaner until the process ends.
 pub async fn run(client: kube::Client) {
-    let controller = Controller::new(
+    let controller = ControllerLoop::new(
+        "tokencleaner",
         Api::<Secret>::namespaced(client.clone(), tokens::TOKEN_NAMESPACE),
         watcher::Config::default(),
     );
-    drive(
-        "tokencleaner",
-        controller.run(
-            super::metrics::timed("tokencleaner", reconcile),
-            error_policy,
-            Arc::new(client),
-        ),
-    )
-    .await;
+    controller
+        .run(reconcile, error_policy, Arc::new(client))
+        .await;
 }
 
 #[cfg(test)]

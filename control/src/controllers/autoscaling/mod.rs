@@ -7,7 +7,8 @@
 pub mod normalize;
 pub mod replicas;
 
-use super::{ControllerError, Informers, cached_in, drive};
+use super::controller_loop::ControllerLoop;
+use super::{ControllerError, Informers, cached_in};
 use crate::api::resource_metrics::PodMetrics;
 use crate::cache::Cache;
 use crate::events::{EventType, Recorder};
@@ -20,7 +21,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use normalize::{History, Limit};
@@ -677,14 +678,12 @@ pub async fn run(client: kube::Client, informers: &Informers, sync: Duration) {
         sync,
         histories: Mutex::default(),
     });
-    drive(
+    ControllerLoop::new(
         "horizontal-pod-autoscaler",
-        Controller::new(hpas, watcher::Config::default()).run(
-            super::metrics::timed("horizontal-pod-autoscaler", reconcile),
-            error_policy,
-            context,
-        ),
+        hpas,
+        watcher::Config::default(),
     )
+    .run(reconcile, error_policy, context)
     .await;
 }
 

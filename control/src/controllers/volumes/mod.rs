@@ -7,7 +7,8 @@
 pub mod binder;
 pub mod local_path;
 
-use super::{ControllerError, Informers, drive, retry_after};
+use super::controller_loop::ControllerLoop;
+use super::{ControllerError, Informers, retry_after};
 use crate::api::storage::{
     BIND_COMPLETED, BOUND_BY_CONTROLLER, LOCAL_PATH_PROVISIONER, PV_PROTECTION, PVC_PROTECTION,
     STORAGE_PROVISIONER, pod_claims,
@@ -18,7 +19,7 @@ use binder::{ClaimStep, VolumeStep, Waiting};
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
@@ -384,41 +385,33 @@ pub async fn run(client: kube::Client, informers: &Informers) {
         nodes: informers.nodes().cache(),
         pods,
     });
-    let claim_loop =
-        Controller::for_shared_stream(claims.subscribe(), claims.cache().store().clone())
-            // A volume's change concerns the claim it refers to.
-            .watches_shared_stream(volumes.subscribe(), |volume: Arc<PersistentVolume>| {
-                let reference = volume.spec.as_ref()?.claim_ref.as_ref()?;
-                Some(
-                    ObjectRef::new(reference.name.as_deref()?)
-                        .within(reference.namespace.as_deref()?),
-                )
-            })
-            // A pod that goes (or comes) concerns the claims it names: protection, and a first consumer.
-            .watches_shared_stream(pod_changes, |pod: Arc<Pod>| {
-                let namespace = pod.namespace().unwrap_or_default();
-                pod_claims(&pod)
-                    .map(|c| ObjectRef::new(c).within(&namespace))
-                    .collect::<Vec<_>>()
-            })
-            .run(
-                super::metrics::timed("persistentvolume-binder-claims", reconcile_claim),
-                error_policy,
-                ctx.clone(),
-            );
-    let volume_loop =
-        Controller::for_shared_stream(volumes.subscribe(), volumes.cache().store().clone())
-            // A claim's change (its deletion above all) concerns the volume it is bound to.
-            .watches_shared_stream(claims.subscribe(), |claim: Arc<PersistentVolumeClaim>| {
-                binder::claim_volume(&claim).map(ObjectRef::new)
-            })
-            .run(
-                super::metrics::timed("persistentvolume-binder-volumes", reconcile_volume),
-                error_policy,
-                ctx,
-            );
-    tokio::join!(
-        drive("persistentvolume-binder-claims", claim_loop),
-        drive("persistentvolume-binder-volumes", volume_loop),
-    );
+    let claim_loop = ControllerLoop::for_shared_stream(
+        "persistentvolume-binder-claims",
+        claims.subscribe(),
+        claims.cache().store().clone(),
+    )
+    // A volume's change concerns the claim it refers to.
+    .watches_shared_stream(volumes.subscribe(), |volume: Arc<PersistentVolume>| {
+        let reference = volume.spec.as_ref()?.claim_ref.as_ref()?;
+        Some(ObjectRef::new(reference.name.as_deref()?).within(reference.namespace.as_deref()?))
+    })
+    // A pod that goes (or comes) concerns the claims it names: protection, and a first consumer.
+    .watches_shared_stream(pod_changes, |pod: Arc<Pod>| {
+        let namespace = pod.namespace().unwrap_or_default();
+        pod_claims(&pod)
+            .map(|c| ObjectRef::new(c).within(&namespace))
+            .collect::<Vec<_>>()
+    })
+    .run(reconcile_claim, error_policy, ctx.clone());
+    let volume_loop = ControllerLoop::for_shared_stream(
+        "persistentvolume-binder-volumes",
+        volumes.subscribe(),
+        volumes.cache().store().clone(),
+    )
+    // A claim's change (its deletion above all) concerns the volume it is bound to.
+    .watches_shared_stream(claims.subscribe(), |claim: Arc<PersistentVolumeClaim>| {
+        binder::claim_volume(&claim).map(ObjectRef::new)
+    })
+    .run(reconcile_volume, error_policy, ctx);
+    tokio::join!(claim_loop, volume_loop);
 }
