@@ -124,6 +124,22 @@ fn a_crashing_container_restarts_with_backoff_and_a_failed_one_stays_failed() {
     wait_for(&server, "loop", "in CrashLoopBackOff", |p| {
         container(p)["state"]["waiting"]["reason"] == "CrashLoopBackOff"
     });
+    // Its restarts are counted at the agent's /metrics (between runs too), as kube-state-metrics names them.
+    let metrics = server
+        .http()
+        .get(format!("{}/api/v1/nodes/n1/proxy/metrics", server.url))
+        .send()
+        .and_then(|r| r.text())
+        .unwrap_or_default();
+    let restarts = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                r#"kube_pod_container_status_restarts_total{namespace="default",pod="loop",container="main"} "#,
+            )
+        })
+        .and_then(|count| count.parse::<u64>().ok());
+    assert!(restarts >= Some(2), "{metrics}");
     let failed = wait_for(&server, "once", "Failed", |p| {
         p["status"]["phase"] == "Failed"
     });

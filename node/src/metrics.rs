@@ -1,6 +1,7 @@
 //! The agent's own Prometheus metrics at `GET /metrics`, the kubelet's endpoint (and, through the apiserver,
 //! `/api/v1/nodes/NAME/proxy/metrics`): the pods and containers it runs, the HTTP requests each HTTP component
-//! answered, and what the Service proxy did for each Service port. Counters live with what they count (a
+//! answered, each container's restarts (kube-state-metrics' `kube_pod_container_status_restarts_total`), and
+//! what the Service proxy did for each Service port. Counters live with what they count (a
 //! container's run, a proxy frontend) and are read at each scrape: a pod's series go when the pod goes.
 
 use crate::streams::running::RunningContainers;
@@ -183,6 +184,8 @@ struct Scrape {
     node: Option<(usize, usize)>,
     /// The HTTP components' runs, labelled with their pod and container.
     http: Vec<(Labels, Arc<RequestStats>)>,
+    /// Each container's restarts, labelled with its pod and container.
+    restarts: Vec<(Labels, u64)>,
     frontends: Vec<(String, Arc<FrontendStats>)>,
 }
 
@@ -194,23 +197,32 @@ impl Scrape {
                 ..Self::default()
             };
         };
+        let labels = |pod: &PodReference, container: &str| -> Labels {
+            vec![
+                ("namespace", pod.namespace.clone()),
+                ("pod", pod.name.clone()),
+                ("container", container.to_owned()),
+            ]
+        };
         let runs = containers.all();
         let pods: BTreeSet<&PodReference> = runs.iter().map(|(pod, _, _)| pod).collect();
         let http = runs
             .iter()
             .filter(|(_, _, run)| run.loaded.serves_http())
-            .map(|(pod, container, run)| {
-                let labels = vec![
-                    ("namespace", pod.namespace.clone()),
-                    ("pod", pod.name.clone()),
-                    ("container", container.clone()),
-                ];
-                (labels, run.spec.requests.clone())
+            .map(|(pod, container, run)| (labels(pod, container), run.spec.requests.clone()))
+            .collect();
+        let mut restarts: Vec<(Labels, u64)> = containers
+            .restarts()
+            .into_iter()
+            .map(|(pod, container, count)| {
+                (labels(&pod, &container), u64::try_from(count).unwrap_or(0))
             })
             .collect();
+        restarts.sort();
         Self {
             node: Some((pods.len(), runs.len())),
             http,
+            restarts,
             frontends: sources.proxy.all(),
         }
     }
@@ -309,6 +321,14 @@ impl Scrape {
                 containers as i64,
             )],
             gauge,
+        )?;
+        family(
+            encoder,
+            "kube_pod_container_status_restarts",
+            "The number of container restarts per container.",
+            MetricType::Counter,
+            self.restarts.iter().cloned(),
+            counter,
         )?;
         family(
             encoder,

@@ -639,10 +639,24 @@ impl ContainerWorker {
         }
     }
 
+    /// The pod as the node's tables name it.
+    fn pod_reference(&self) -> PodReference {
+        PodReference {
+            name: self.pod.metadata.name.clone().unwrap_or_default(),
+            namespace: self.pod.metadata.namespace.clone().unwrap_or_default(),
+            uid: self.pod.metadata.uid.clone().unwrap_or_default(),
+        }
+    }
+
     /// Runs the container through its restarts; returns whether its last run succeeded (an init container
     /// returns as soon as one run succeeds).
     async fn run(mut self) -> bool {
         let mut backoff = self.ctx.backoff.initial;
+        let restarts = self.ctx.containers.count_restarts(
+            self.pod_reference(),
+            &self.spec.name,
+            self.state.restart_count,
+        );
         loop {
             let started = jiff::Timestamp::now();
             // Boxed, as the run below: the container's task keeps only the size of the step it is in.
@@ -654,11 +668,7 @@ impl ContainerWorker {
                         stdin
                     });
                     let _registration = self.ctx.containers.register(
-                        PodReference {
-                            name: self.pod.metadata.name.clone().unwrap_or_default(),
-                            namespace: self.pod.metadata.namespace.clone().unwrap_or_default(),
-                            uid: self.pod.metadata.uid.clone().unwrap_or_default(),
-                        },
+                        self.pod_reference(),
                         &self.spec.name,
                         loaded.clone(),
                         spec.clone(),
@@ -811,6 +821,7 @@ impl ContainerWorker {
                 }
                 self.state.last_state = Some(self.state.state.clone());
                 self.state.restart_count += 1;
+                restarts.set(self.state.restart_count);
                 let message = format!(
                     "back-off {}s restarting failed container={} pod={}",
                     backoff.as_secs(),

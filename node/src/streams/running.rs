@@ -75,12 +75,41 @@ impl Stdin {
 }
 
 /// Runs by pod uid and container name, with the pod they are of.
+/// Each container's restarts, by pod uid and container name, with its pod.
+type Restarts = HashMap<(String, String), (PodReference, i32)>;
+
 type Runs = HashMap<(String, String), (PodReference, Arc<Running>)>;
 
-/// The runs of this node's containers, by pod uid and container name.
+/// The runs of this node's containers, by pod uid and container name, and the restarts of its containers.
 #[derive(Clone, Default)]
 pub struct RunningContainers {
     runs: Arc<Mutex<Runs>>,
+    restarts: Arc<Mutex<Restarts>>,
+}
+
+/// A container's restarts in the table, kept while its worker holds this (between runs too).
+pub struct RestartCount {
+    table: RunningContainers,
+    key: (String, String),
+}
+
+impl RestartCount {
+    /// The container's restarts so far.
+    pub fn set(&self, restarts: i32) {
+        if let Ok(mut table) = self.table.restarts.lock()
+            && let Some((_, count)) = table.get_mut(&self.key)
+        {
+            *count = restarts;
+        }
+    }
+}
+
+impl Drop for RestartCount {
+    fn drop(&mut self) {
+        if let Ok(mut table) = self.table.restarts.lock() {
+            table.remove(&self.key);
+        }
+    }
 }
 
 /// A run's place in the table: dropping it (when the run ends) removes the run and wakes its attached clients.
@@ -133,6 +162,29 @@ impl RunningContainers {
             run,
             ended,
         }
+    }
+
+    /// Counts the restarts of container `name` of `pod` (from `restarts`) until the returned count is dropped.
+    pub fn count_restarts(&self, pod: PodReference, name: &str, restarts: i32) -> RestartCount {
+        let key = (pod.uid.clone(), name.to_owned());
+        if let Ok(mut table) = self.restarts.lock() {
+            table.insert(key.clone(), (pod, restarts));
+        }
+        RestartCount {
+            table: self.clone(),
+            key,
+        }
+    }
+
+    /// Every container's restarts: its pod, its name and the count.
+    pub fn restarts(&self) -> Vec<(PodReference, String, i32)> {
+        let Ok(table) = self.restarts.lock() else {
+            return Vec::new();
+        };
+        table
+            .iter()
+            .map(|((_, name), (pod, count))| (pod.clone(), name.clone(), *count))
+            .collect()
     }
 
     /// The current run of container `name` of pod `uid`.
