@@ -489,8 +489,9 @@ pub async fn apply(client: &ClientArgs, args: ApplyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits until every object is ready, printing each one's progress when it changes; an error when one fails
-/// or `limit` (unless zero) passes first.
+/// Waits until every object is ready, printing each one's progress when it changes and its pods' image pulls
+/// (the kubelet's `Pulled` events: how long, how many bytes); an error when one fails or `limit` (unless zero)
+/// passes first.
 async fn wait_ready(
     session: &Session,
     mut waiting: Vec<(String, String)>,
@@ -499,10 +500,12 @@ async fn wait_ready(
 ) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let mut last: std::collections::HashMap<String, String> = Default::default();
+    let mut pulls_seen = std::collections::HashSet::new();
     while !waiting.is_empty() {
         let mut still = Vec::new();
         for (display, path) in waiting {
             let object = session.call("GET", &path, None, None, None).await?;
+            print_pulls(session, &object, &mut pulls_seen).await?;
             let (message, ready) = crate::rollout::readiness(&object)
                 .with_context(|| format!("{display} will not be ready"))?;
             if last.get(&display) != Some(&message) {
@@ -522,6 +525,64 @@ async fn wait_ready(
             bail!("timed out after {timeout} waiting for {}", names.join(", "));
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// Prints the image pulls of the pods of `object` (a Pod, or a workload's pods by its selector's labels) not
+/// printed yet.
+async fn print_pulls(
+    session: &Session,
+    object: &Value,
+    seen: &mut std::collections::HashSet<String>,
+) -> anyhow::Result<()> {
+    let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default();
+    let pods: Vec<String> = if object["kind"] == "Pod" {
+        vec![
+            object["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        ]
+    } else {
+        let Some(labels) = object["spec"]["selector"]["matchLabels"].as_object() else {
+            return Ok(());
+        };
+        let selector: Vec<String> = labels
+            .iter()
+            .map(|(key, value)| format!("{key}={}", value.as_str().unwrap_or_default()))
+            .collect();
+        let path = format!(
+            "/api/v1/namespaces/{}/pods?labelSelector={}",
+            encode(namespace),
+            encode(&selector.join(","))
+        );
+        let listed = session.call("GET", &path, None, None, None).await?;
+        listed["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|pod| pod["metadata"]["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    if pods.is_empty() {
+        return Ok(());
+    }
+    let path = format!(
+        "/api/v1/namespaces/{}/events?fieldSelector={}",
+        encode(namespace),
+        encode("reason=Pulled,involvedObject.kind=Pod")
+    );
+    let events = session.call("GET", &path, None, None, None).await?;
+    for event in events["items"].as_array().into_iter().flatten() {
+        let pod = event["involvedObject"]["name"].as_str().unwrap_or_default();
+        let uid = event["metadata"]["uid"].as_str().unwrap_or_default();
+        if pods.iter().any(|p| p == pod) && seen.insert(uid.to_owned()) {
+            println!(
+                "pod/{pod}: {}",
+                event["message"].as_str().unwrap_or_default()
+            );
+        }
     }
     Ok(())
 }

@@ -253,6 +253,36 @@ fn apply_wait_prints_progress_until_ready_and_fails_on_a_timeout_with_the_reason
         "error: timed out after 3s waiting for pod/missing",
         "{err}"
     );
+    // While it waits it shows its pods' image pulls, with their size in bytes.
+    let image = common::wasm_app("wasm32-wasip2", "hello_http");
+    let unready = dir.path().join("unready.yaml");
+    std::fs::write(
+        &unready,
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: unready\nspec:\n  containers:\n  - name: app\n    image: file://{}\n    readinessProbe:\n      tcpSocket:\n        port: 9\n",
+            image.display()
+        ),
+    )
+    .unwrap();
+    let (ok, out, _) = wasmkube(
+        &server,
+        &[
+            "apply",
+            "-f",
+            &unready.display().to_string(),
+            "--wait",
+            "--timeout",
+            "3s",
+        ],
+    );
+    assert!(!ok, "{out}");
+    let size = std::fs::metadata(&image).unwrap().len();
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("pod/unready: Successfully pulled image")
+                && l.ends_with(&format!("Image size: {size} bytes."))),
+        "{out}"
+    );
     let (ok, _, err) = wasmkube(
         &server,
         &[
