@@ -72,4 +72,26 @@ deleted = core.delete_namespaced_config_map("watched", "default")
 assert deleted["status"] == "Success" and deleted["details"]["name"] == "watched", deleted
 watcher.join(timeout=15)
 assert seen == [("ADDED", "watched"), ("DELETED", "watched")], seen
+# The client writes a name's ":" as "%3A" in the path; the server reads it back.
+role = client.RbacAuthorizationV1Api().read_cluster_role("system:monitoring")
+assert role.metadata.name == "system:monitoring", role.metadata.name
+
+# autoscaling/v1, as older code writes autoscalers: one CPU target, read back by v2 clients whole.
+autoscaling_v1 = client.AutoscalingV1Api()
+autoscaling_v1.create_namespaced_horizontal_pod_autoscaler(
+    "default",
+    client.V1HorizontalPodAutoscaler(
+        metadata=client.V1ObjectMeta(name="py-web"),
+        spec=client.V1HorizontalPodAutoscalerSpec(
+            scale_target_ref=client.V1CrossVersionObjectReference(api_version="apps/v1", kind="Deployment", name="py-web"),
+            min_replicas=1,
+            max_replicas=4,
+            target_cpu_utilization_percentage=70,
+        ),
+    ),
+)
+v2 = client.AutoscalingV2Api().read_namespaced_horizontal_pod_autoscaler("py-web", "default")
+assert v2.spec.metrics[0].resource.target.average_utilization == 70, v2.spec.metrics
+assert autoscaling_v1.read_namespaced_horizontal_pod_autoscaler("py-web", "default").spec.target_cpu_utilization_percentage == 70
+
 print("python client: ok")

@@ -66,9 +66,16 @@ pub struct ResourcePath {
     pub proxy_path: Option<String>,
 }
 
-/// What a request is about.
+/// What a request is about. The path's segments are percent-decoded, as Go's server decodes a path before
+/// Kubernetes reads it (clients such as the official Python one write `system:node` as `system%3Anode`); what
+/// follows a `proxy` subresource is passed on as it came.
 pub fn resolve(method: &Method, path: &str, query: QueryFacts<'_>) -> RequestInfo {
-    let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let raw: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let decoded: Vec<std::borrow::Cow<'_, str>> = raw
+        .iter()
+        .map(|segment| percent_encoding::percent_decode_str(segment).decode_utf8_lossy())
+        .collect();
+    let parts: Vec<&str> = decoded.iter().map(AsRef::as_ref).collect();
     let discovery = match parts.as_slice() {
         ["api"] => Some(ApiPath::CoreVersions),
         ["apis"] => Some(ApiPath::Groups),
@@ -108,7 +115,8 @@ pub fn resolve(method: &Method, path: &str, query: QueryFacts<'_>) -> RequestInf
     };
     // What follows `proxy` is the path to request there, its trailing slash kept.
     let proxy_path = (subresource == Some("proxy")).then(|| {
-        let tail = rest.get(3..).unwrap_or_default().join("/");
+        let tail_segments = rest.len().saturating_sub(3);
+        let tail = raw[raw.len() - tail_segments..].join("/");
         let slash = if path.ends_with('/') && !tail.is_empty() {
             "/"
         } else {
@@ -202,6 +210,41 @@ mod tests {
             namespace: namespace.map(Into::into),
             name: name.map(Into::into),
         })
+    }
+
+    #[test]
+    fn segments_are_percent_decoded_but_a_proxied_path_is_passed_on_as_it_came() {
+        let plain = QueryFacts::default();
+        assert_eq!(
+            asked(
+                &Method::GET,
+                "/apis/rbac.authorization.k8s.io/v1/clusterroles/system%3Amonitoring",
+                plain
+            ),
+            resource(
+                "get",
+                "rbac.authorization.k8s.io",
+                "clusterroles",
+                None,
+                None,
+                Some("system:monitoring")
+            )
+        );
+        // A slash written as %2F stays inside its segment: a name no object can have.
+        assert_eq!(
+            asked(&Method::GET, "/api/v1/namespaces/a%2Fb/pods", plain),
+            resource("list", "", "pods", None, Some("a/b"), None)
+        );
+        let info = resolve(
+            &Method::GET,
+            "/api/v1/namespaces/dev/pods/web%3A1/proxy/a%20b/c%2Fd/",
+            plain,
+        );
+        let ApiPath::Resource(path) = info.path else {
+            panic!("{info:?}")
+        };
+        assert_eq!(path.name.as_deref(), Some("web:1"));
+        assert_eq!(path.proxy_path.as_deref(), Some("/a%20b/c%2Fd/"));
     }
 
     #[test]

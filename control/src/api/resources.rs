@@ -180,14 +180,24 @@ impl ResourceType {
     }
 
     /// The status a new object of the type carries before anyone reports one, as Go writes its empty status
-    /// struct: `{}` (`{"loadBalancer": {}}` for Services); `None` for kinds without a status.
+    /// struct: the fields Kubernetes' types write even when zero (no `omitempty`), which clients generated from
+    /// them require (the official Python client refuses a DaemonSet status without `numberReady`); `None` for
+    /// kinds without a status.
     pub fn empty_status(&self) -> Option<serde_json::Value> {
+        use serde_json::json;
         if !self.has(Subresource::Status) {
             return None;
         }
         Some(match self.kind {
-            "Service" => serde_json::json!({"loadBalancer": {}}),
-            _ => serde_json::json!({}),
+            "Service" => json!({"loadBalancer": {}}),
+            "ReplicaSet" | "ReplicationController" => json!({"replicas": 0}),
+            "StatefulSet" => json!({"replicas": 0, "availableReplicas": 0}),
+            "DaemonSet" => json!({"currentNumberScheduled": 0, "numberMisscheduled": 0,
+                "desiredNumberScheduled": 0, "numberReady": 0}),
+            "PodDisruptionBudget" => json!({"disruptionsAllowed": 0, "currentHealthy": 0,
+                "desiredHealthy": 0, "expectedPods": 0}),
+            "HorizontalPodAutoscaler" => json!({"desiredReplicas": 0}),
+            _ => json!({}),
         })
     }
 
@@ -442,6 +452,21 @@ mod tests {
         assert!(!by_user_name("Namespace").unwrap().namespaced);
         assert_eq!(by_user_name("deployments.apps").unwrap().kind, "Deployment");
         assert!(by_user_name("deployments.batch").is_none());
+    }
+
+    #[test]
+    fn a_new_status_holds_the_counts_go_writes_even_when_zero() {
+        let status = |api_version, kind| by_kind(api_version, kind).unwrap().empty_status();
+        assert_eq!(
+            status("apps/v1", "DaemonSet").unwrap()["numberReady"],
+            json!(0)
+        );
+        assert_eq!(
+            status("autoscaling/v2", "HorizontalPodAutoscaler").unwrap(),
+            json!({"desiredReplicas": 0})
+        );
+        assert_eq!(status("apps/v1", "Deployment").unwrap(), json!({}));
+        assert!(status("v1", "ConfigMap").is_none());
     }
 
     #[test]

@@ -57,6 +57,10 @@ pub fn to_v1(mut hpa: Value) -> Value {
         }
     }
     if let Some(status) = object.get_mut("status").and_then(Value::as_object_mut) {
+        // v1 writes both counts even when zero.
+        for count in ["currentReplicas", "desiredReplicas"] {
+            status.entry(count).or_insert(0.into());
+        }
         let current = match status.remove("currentMetrics") {
             Some(Value::Array(current)) => current,
             _ => Vec::new(),
