@@ -71,8 +71,21 @@ pub fn healthy(client_url: &str) -> bool {
 }
 
 impl EtcdCluster {
-    /// Starts `size` members and waits until every one of them serves with a leader.
+    /// Starts `size` members and waits until every one of them serves with a leader. A member that dies
+    /// before it serves (a port picked for it was taken meanwhile by another process) makes the whole cluster
+    /// start again on other ports, three times at most.
     pub fn start(size: usize) -> Self {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Self::try_start(size) {
+                Ok(cluster) => return cluster,
+                Err(failure) => failures.push(failure),
+            }
+        }
+        panic!("etcd did not start: {}", failures.join("; "));
+    }
+
+    fn try_start(size: usize) -> Result<Self, String> {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let mut members: Vec<Member> = (0..size)
             .map(|i| Member {
@@ -98,9 +111,9 @@ impl EtcdCluster {
         }
         cluster.members = members;
         for i in 0..size {
-            cluster.wait_healthy(i);
+            cluster.serving(i)?;
         }
-        cluster
+        Ok(cluster)
     }
 
     fn launch(&self, member: &mut Member) {
@@ -126,17 +139,40 @@ impl EtcdCluster {
     }
 
     /// Waits (at most 30 s) until member `i` serves with a leader.
-    pub fn wait_healthy(&self, i: usize) {
+    pub fn wait_healthy(&mut self, i: usize) {
+        if let Err(failure) = self.serving(i) {
+            panic!("{failure}");
+        }
+    }
+
+    /// Waits (at most 30 s) until member `i` serves with a leader; why not, with its log's end, when it dies
+    /// or the time is up.
+    fn serving(&mut self, i: usize) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !healthy(&self.members[i].client_url) {
-            assert!(
-                Instant::now() < deadline,
-                "etcd member {} did not become healthy (log: {}.log)",
-                self.members[i].name,
-                self.members[i].data_dir.display()
-            );
+            let member = &mut self.members[i];
+            let exited = member
+                .process
+                .as_mut()
+                .and_then(|p| p.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() >= deadline {
+                let log = std::fs::read_to_string(format!("{}.log", member.data_dir.display()))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(5).collect();
+                return Err(format!(
+                    "etcd member {} {} (its log ends: {})",
+                    member.name,
+                    if exited.is_some() {
+                        "exited"
+                    } else {
+                        "did not become healthy in 30 s"
+                    },
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                ));
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
+        Ok(())
     }
 
     /// The index of the member that leads the cluster (asked of each member's status endpoint).
