@@ -1139,6 +1139,14 @@ fn kubectl_1_20_autoscale_makes_an_autoscaling_v1_autoscaler_that_v2_clients_see
         "{events}"
     );
 
+    // kubectl 1.20's describe, which falls back to autoscaling/v1 when v2beta2 is not served (as on Kubernetes
+    // since 1.26).
+    let described = old.ok(&["describe", "hpa", "web"]);
+    assert!(
+        described.contains("Reference:") && described.contains("Target CPU utilization:   70%"),
+        "{described}"
+    );
+
     // A body of another version, or a broken round-trip annotation, is refused with the reason.
     let refused = client
         .post(format!("{}{v1}", server.url))
