@@ -326,6 +326,17 @@ fn in_a_browser_the_dashboard_logs_in_shows_pods_turn_running_and_scales_a_deplo
     );
     browser.screenshot("dashboard-pods");
 
+    // The cluster's Events, newest first: the Deployment's scaling and the scheduler's placements.
+    browser.press("5");
+    browser.wait_for_script(
+        "const rows = [...document.querySelectorAll('#events tr')]; \
+         return rows.some(r => r.dataset.reason === 'ScalingReplicaSet' && r.cells[4].textContent === 'Deployment/hello') \
+           && rows.some(r => r.dataset.reason === 'Scheduled' && r.cells[4].textContent.startsWith('Pod/hello-'))",
+        "the Deployment's and the scheduler's Events",
+    );
+    browser.screenshot("dashboard-events");
+    browser.press("4");
+
     // A pod's details show its Events; deleting it from the page (confirmed) has the Deployment replace it.
     let victim = browser
         .script("return document.querySelector('#pods tr[data-pod]').dataset.pod")

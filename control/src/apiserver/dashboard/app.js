@@ -4,7 +4,9 @@
 // Everything from the cluster is put on the page as text, never as markup.
 
 const $ = (id) => document.getElementById(id);
-const VIEWS = ["nodes", "deployments", "services", "pods"];
+const VIEWS = ["nodes", "deployments", "services", "pods", "events"];
+/** The most Events the Events view shows: the newest. */
+const EVENT_ROWS = 500;
 const METRICS_PERIOD_MS = 5000;
 const LOG_LIMIT = 200000;
 
@@ -446,6 +448,37 @@ function drawPods() {
   });
 }
 
+/** When an Event last happened: its series' last time, its last timestamp, or when it was made. */
+function lastSeen(event) {
+  return event.series?.lastObservedTime || event.lastTimestamp || event.eventTime || event.metadata.creationTimestamp || "";
+}
+
+function drawEvents() {
+  const events = state.informers.events;
+  showError("events", [events]);
+  const filter = state.filter.toLowerCase();
+  const shown = [...(events?.items.entries() || [])]
+    .filter(([, e]) => !filter || [e.involvedObject.name, e.reason, e.message]
+      .some((text) => (text || "").toLowerCase().includes(filter)))
+    .sort(([, a], [, b]) => lastSeen(b).localeCompare(lastSeen(a))
+      || Number(b.metadata.resourceVersion) - Number(a.metadata.resourceVersion))
+    .slice(0, EVENT_ROWS);
+  syncRows($("events"), shown, (key) => el("tr", { "data-event": key },
+    el("td", { class: "num" }), el("td"), el("td"), el("td"), el("td"), el("td")),
+  (row, event) => {
+    const [seen, namespace, type, reason, object, message] = cells(row);
+    const count = event.series?.count || event.count || 1;
+    setText(seen, `${age(lastSeen(event))}${count > 1 ? ` (x${count})` : ""}`);
+    setText(namespace, event.metadata.namespace || "");
+    setText(type, event.type || "");
+    type.className = event.type === "Warning" ? "bad" : "muted";
+    setText(reason, event.reason || "");
+    setText(object, `${event.involvedObject.kind || ""}/${event.involvedObject.name || ""}`);
+    setText(message, event.message || "");
+    row.dataset.reason = event.reason || "";
+  });
+}
+
 function drawDetails() {
   if (!state.selected) return;
   const pod = state.informers.pods?.items.get(state.selected);
@@ -484,7 +517,7 @@ function changed() {
 
 function draw() {
   if (!state.token) return;
-  ({ nodes: drawNodes, deployments: drawDeployments, services: drawServices, pods: drawPods })[state.view]();
+  ({ nodes: drawNodes, deployments: drawDeployments, services: drawServices, pods: drawPods, events: drawEvents })[state.view]();
   drawDetails();
 }
 
@@ -619,6 +652,7 @@ const SOURCES = {
   deployments: () => listPath("apps/v1", "deployments"),
   services: () => listPath("", "services"),
   endpointslices: () => listPath("discovery.k8s.io/v1", "endpointslices"),
+  events: () => listPath("", "events"),
 };
 
 function watchedIn(view) {
