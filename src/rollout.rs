@@ -264,13 +264,6 @@ fn decoded<K: serde::de::DeserializeOwned>(object: &serde_json::Value) -> anyhow
     serde_json::from_value(object.clone()).context("the object cannot be read")
 }
 
-fn condition_true<'a>(
-    mut conditions: impl Iterator<Item = (&'a str, &'a str)>,
-    wanted: &str,
-) -> bool {
-    conditions.any(|(kind, status)| kind == wanted && status == "True")
-}
-
 /// A Pod: ready, succeeded, failed, or what its containers wait for.
 fn pod_readiness(pod: &Pod) -> anyhow::Result<(String, bool)> {
     let name = pod.name_any();
@@ -283,11 +276,7 @@ fn pod_readiness(pod: &Pod) -> anyhow::Result<(String, bool)> {
         ),
         _ => {}
     }
-    let conditions = status.conditions.iter().flatten();
-    if condition_true(
-        conditions.map(|c| (c.type_.as_str(), c.status.as_str())),
-        "Ready",
-    ) {
+    if wasmkube_control::controllers::pods::is_ready(pod) {
         return Ok((format!("pod {name:?} is ready"), true));
     }
     let waiting = status.container_statuses.iter().flatten().find_map(|c| {
@@ -311,28 +300,27 @@ fn pod_readiness(pod: &Pod) -> anyhow::Result<(String, bool)> {
 /// A Job: complete, failed, or how many completions it has.
 fn job_readiness(job: &Job) -> anyhow::Result<(String, bool)> {
     let name = job.name_any();
-    let status = job.status.clone().unwrap_or_default();
-    let conditions = || {
-        status
-            .conditions
-            .iter()
-            .flatten()
-            .map(|c| (c.type_.as_str(), c.status.as_str()))
-    };
-    if condition_true(conditions(), "Complete") {
-        return Ok((format!("job {name:?} complete"), true));
-    }
-    if condition_true(conditions(), "Failed") {
-        bail!("job {name:?} failed");
-    }
-    let completions = job.spec.as_ref().and_then(|s| s.completions).unwrap_or(1);
-    Ok((
-        format!(
-            "Waiting for job {name:?} to complete: {} of {completions} succeeded...",
-            status.succeeded.unwrap_or(0)
+    match wasmkube_control::controllers::job::finished(job) {
+        Some(ended) if ended.type_ == "Complete" => Ok((format!("job {name:?} complete"), true)),
+        Some(ended) => bail!(
+            "job {name:?} failed{}",
+            ended
+                .reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
         ),
-        false,
-    ))
+        None => {
+            let completions = job.spec.as_ref().and_then(|s| s.completions).unwrap_or(1);
+            let succeeded = job.status.as_ref().and_then(|s| s.succeeded).unwrap_or(0);
+            Ok((
+                format!(
+                    "Waiting for job {name:?} to complete: {succeeded} of {completions} succeeded..."
+                ),
+                false,
+            ))
+        }
+    }
 }
 
 /// kubectl's verdict on a StatefulSet's rolling update.

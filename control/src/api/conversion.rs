@@ -15,12 +15,20 @@ pub struct Conversion {
     pub version: &'static str,
     /// The plural resource name, the stored resource's.
     pub plural: &'static str,
+    /// The kind it converts, the stored resource's.
+    kind: &'static str,
     /// The stored resource's version.
     stored_version: &'static str,
+    /// Whether a written object decodes as the served version's type (why not, when it does not).
+    decodes: fn(&Value) -> Result<(), String>,
     to_stored: fn(Value) -> Result<Value, String>,
     to_served: fn(Value) -> Value,
     /// The served kind's OpenAPI schema.
     pub schema: SchemaFn,
+}
+
+fn decodes_as<K: serde::de::DeserializeOwned>(object: &Value) -> Result<(), String> {
+    K::deserialize(object).map(drop).map_err(|e| e.to_string())
 }
 
 fn schema_of<K: schemars::JsonSchema>(
@@ -35,7 +43,9 @@ pub fn all() -> &'static [Conversion] {
         group: "autoscaling",
         version: "v1",
         plural: "horizontalpodautoscalers",
+        kind: "HorizontalPodAutoscaler",
         stored_version: "v2",
+        decodes: decodes_as::<k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler>,
         to_stored: autoscaling::v1::from_v1,
         to_served: autoscaling::v1::to_v1,
         schema: schema_of::<k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler>,
@@ -79,7 +89,8 @@ impl Conversion {
 
     /// A response body as the served version writes it: an object of the kind or a list of them converted,
     /// anything else (a Status, a Table) as it is.
-    pub fn served(&self, mut body: Value, kind: &str) -> Value {
+    pub fn served(&self, mut body: Value) -> Value {
+        let kind = self.kind;
         let body_kind = body.get("kind").and_then(Value::as_str).unwrap_or_default();
         if body_kind == kind {
             return (self.to_served)(body);
@@ -97,7 +108,8 @@ impl Conversion {
     }
 
     /// A written object of the served version as it is stored; its `apiVersion`, when given, must be the
-    /// served one (as Kubernetes' own check words it).
+    /// served one, and it must decode as the served version's type (both refused in Kubernetes' words, with
+    /// the served version's field names).
     pub fn to_stored(&self, object: Value) -> Result<Value, String> {
         let expected = self.api_version();
         match object.get("apiVersion").and_then(Value::as_str) {
@@ -109,6 +121,12 @@ impl Conversion {
                 ));
             }
         }
+        (self.decodes)(&object).map_err(|detail| {
+            format!(
+                "{} in version {:?} cannot be handled as a {}: {detail}",
+                self.kind, self.version, self.kind
+            )
+        })?;
         (self.to_stored)(object)
     }
 }
@@ -125,17 +143,26 @@ mod tests {
         assert!(by_path("autoscaling", "v2", "horizontalpodautoscalers").is_none());
         let list = json!({"kind": "HorizontalPodAutoscalerList", "apiVersion": "autoscaling/v2",
             "items": [{"metadata": {"name": "a"}, "spec": {"metrics": []}}]});
-        let served = v1.served(list, "HorizontalPodAutoscaler");
+        let served = v1.served(list);
         assert_eq!(served["apiVersion"], "autoscaling/v1");
         assert_eq!(served["items"][0]["apiVersion"], "autoscaling/v1");
         let status = json!({"kind": "Status", "apiVersion": "v1", "code": 404});
-        assert_eq!(v1.served(status.clone(), "HorizontalPodAutoscaler"), status);
+        assert_eq!(v1.served(status.clone()), status);
         let error = v1
             .to_stored(json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler"}))
             .unwrap_err();
         assert_eq!(
             error,
             "the API version in the data (autoscaling/v2) does not match the expected API version (autoscaling/v1)"
+        );
+        let error = v1
+            .to_stored(json!({"spec": {"targetCPUUtilizationPercentage": "abc"}}))
+            .unwrap_err();
+        assert!(
+            error.starts_with(
+                "HorizontalPodAutoscaler in version \"v1\" cannot be handled as a HorizontalPodAutoscaler: invalid type: string \"abc\""
+            ),
+            "{error}"
         );
     }
 }

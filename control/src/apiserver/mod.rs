@@ -114,7 +114,7 @@ impl Target {
     pub fn to_served(&self, object: Value) -> Value {
         match self.conversion {
             None => object,
-            Some(conversion) => conversion.served(object, self.resource.kind),
+            Some(conversion) => conversion.served(object),
         }
     }
 }
@@ -473,7 +473,7 @@ async fn route(server: &ApiServer, path: ResourcePath, connection: Connection) -
         conversion,
     };
     let negotiated = match Negotiated::from_headers(&headers) {
-        Ok(negotiated) => negotiated.converting(conversion, resource.kind),
+        Ok(negotiated) => negotiated.converting(conversion),
         Err(error) => return error.into_response(),
     };
     let request = ApiRequest {

@@ -27,7 +27,7 @@ pub struct Negotiated {
     json_acceptable: bool,
     /// The version objects of a kind are converted to before they are written, when the request addresses
     /// one served from another version's objects.
-    conversion: Option<(&'static Conversion, &'static str)>,
+    conversion: Option<&'static Conversion>,
 }
 
 /// The media types the server writes.
@@ -83,19 +83,15 @@ impl Negotiated {
         }
     }
 
-    /// These responses, with objects of `kind` (and lists of them) converted to the version `conversion`
-    /// serves.
-    pub fn converting(self, conversion: Option<&'static Conversion>, kind: &'static str) -> Self {
-        Self {
-            conversion: conversion.map(|c| (c, kind)),
-            ..self
-        }
+    /// These responses, with objects (and lists of them) converted to the version `conversion` serves.
+    pub fn converting(self, conversion: Option<&'static Conversion>) -> Self {
+        Self { conversion, ..self }
     }
 
     /// `object` with `code`, in the negotiated encoding.
     pub fn respond(self, code: StatusCode, object: &Value) -> Response {
-        if let Some((conversion, kind)) = self.conversion {
-            let converted = conversion.served(object.clone(), kind);
+        if let Some(conversion) = self.conversion {
+            let converted = conversion.served(object.clone());
             return Self {
                 conversion: None,
                 ..self

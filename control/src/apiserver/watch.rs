@@ -182,11 +182,7 @@ impl ApiServer {
         };
         // Sends one event, its object as the version the request addresses shows it; false when the stream
         // has ended.
-        let served_as = Target {
-            resource,
-            namespace: None,
-            conversion: target.conversion,
-        };
+        let served_as = target.clone();
         let converts = served_as.conversion.is_some();
         let send = {
             let send_bytes = send_bytes.clone();

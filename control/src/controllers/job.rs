@@ -139,7 +139,8 @@ pub fn backoff_delay(base: Duration, failures: i32) -> Duration {
     (base * 2u32.pow(doublings)).min(MAX_BACKOFF)
 }
 
-fn finished(job: &Job) -> Option<&JobCondition> {
+/// The condition that ended the Job (Complete or Failed, true), if it has ended.
+pub fn finished(job: &Job) -> Option<&JobCondition> {
     job.status
         .as_ref()?
         .conditions
