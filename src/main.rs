@@ -88,8 +88,7 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     raise_open_files_limit();
-    // Two TLS providers are linked in (through dependencies): name the one every TLS client and server uses.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    wasmkube_core::pki::use_ring();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {

@@ -247,7 +247,11 @@ const CONFLICT_RETRY: Duration = Duration::from_millis(100);
 
 /// Keeps this server (listening at `address`) in the `kubernetes` Service's endpoints, renewing its Lease,
 /// until the task is dropped.
-pub async fn run(client: kube::Client, address: SocketAddr) {
+pub fn run(client: kube::Client, address: SocketAddr) -> wasmkube_core::EntryFuture<'static, ()> {
+    Box::pin(keep_listed(client, address))
+}
+
+async fn keep_listed(client: kube::Client, address: SocketAddr) {
     loop {
         let pause = match reconcile(&client, address, true).await {
             Ok(()) => RENEW_PERIOD,
@@ -263,7 +267,11 @@ pub async fn run(client: kube::Client, address: SocketAddr) {
 }
 
 /// Takes this server out of the endpoints and deletes its Lease (at shutdown, while it still serves).
-pub async fn withdraw(client: &kube::Client, address: SocketAddr) {
+pub fn withdraw(client: &kube::Client, address: SocketAddr) -> wasmkube_core::EntryFuture<'_, ()> {
+    Box::pin(take_out(client, address))
+}
+
+async fn take_out(client: &kube::Client, address: SocketAddr) {
     if let Err(error) = reconcile(client, address, false).await {
         tracing::warn!(%error, "cannot take this apiserver out of the endpoints");
     }

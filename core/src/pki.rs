@@ -207,6 +207,12 @@ impl std::fmt::Debug for ClusterCa {
     }
 }
 
+/// Makes ring the process's TLS provider, once (later calls do nothing): the registry client (oci-client), the
+/// kube client and the TLS servers take the process's provider, and ring is the only one built in.
+pub fn use_ring() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// The DER certificates of a PEM bundle (e.g. a CA file).
 pub fn certificates_der(pem: &str) -> Vec<Vec<u8>> {
     use rustls_pki_types::pem::PemObject;

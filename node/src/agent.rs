@@ -477,7 +477,14 @@ async fn follow_nodes(
 }
 
 /// Runs the node agent until the process ends.
-pub async fn run(client: kube::Client, config: AgentConfig) -> anyhow::Result<()> {
+pub fn run(
+    client: kube::Client,
+    config: AgentConfig,
+) -> wasmkube_core::EntryFuture<'static, anyhow::Result<()>> {
+    Box::pin(run_agent(client, config))
+}
+
+async fn run_agent(client: kube::Client, config: AgentConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)?;
     let local_volumes = crate::pod::claims::LocalVolumes::new(&config.local_path_root)?;
     // The canonical root is what the Node announces and what volume paths are checked against.

@@ -128,7 +128,16 @@ pub fn is_join_token(token: &str) -> bool {
 }
 
 /// The agent's client configuration: its kept certificate, or a new one obtained with the join token.
-pub async fn node_credentials(
+pub fn node_credentials<'a>(
+    server: &'a http::Uri,
+    join_token: Option<&'a str>,
+    node: &'a str,
+    data_dir: &'a Path,
+) -> wasmkube_core::EntryFuture<'a, Result<kube::Config, JoinError>> {
+    Box::pin(obtain_credentials(server, join_token, node, data_dir))
+}
+
+async fn obtain_credentials(
     server: &http::Uri,
     join_token: Option<&str>,
     node: &str,

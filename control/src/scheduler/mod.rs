@@ -651,7 +651,11 @@ fn reflected<K: crate::cache::Cacheable>(api: Api<K>) -> crate::cache::Cache<K> 
 }
 
 /// Runs the scheduler until the process ends.
-pub async fn run(client: kube::Client) {
+pub fn run(client: kube::Client) -> wasmkube_core::EntryFuture<'static, ()> {
+    Box::pin(run_scheduler(client))
+}
+
+async fn run_scheduler(client: kube::Client) {
     let listers = Listers {
         services: reflected(Api::all(client.clone())),
         replica_sets: reflected(Api::all(client.clone())),

@@ -91,7 +91,13 @@ fn key_value(kv: &etcd_client::KeyValue) -> Option<KeyValue> {
 impl EtcdStore {
     /// Connects to etcd, reads the keyspace into the mirror and starts following it. Fails if etcd cannot be
     /// reached within the request timeout.
-    pub async fn connect(config: EtcdStoreConfig) -> Result<Self, StoreError> {
+    pub fn connect(
+        config: EtcdStoreConfig,
+    ) -> wasmkube_core::EntryFuture<'static, Result<Self, StoreError>> {
+        Box::pin(Self::connect_now(config))
+    }
+
+    async fn connect_now(config: EtcdStoreConfig) -> Result<Self, StoreError> {
         let options = ConnectOptions::new()
             .with_connect_timeout(config.request_timeout)
             .with_timeout(config.request_timeout)

@@ -268,8 +268,7 @@ async fn pull_oci(image: &str, pull_secrets: &[Secret]) -> Result<Vec<u8>, Strin
         },
         ..Default::default()
     };
-    // The registry client takes the process's TLS provider: ring, the only one built in.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    wasmkube_core::pki::use_ring();
     let client = oci_client::Client::new(config);
     let auth = match credentials_for(&registry, pull_secrets) {
         Some(c) => oci_client::secrets::RegistryAuth::Basic(c.username, c.password),

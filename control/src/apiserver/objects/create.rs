@@ -88,7 +88,16 @@ impl ApiServer {
     }
 
     /// Creates an object on behalf of a component of the server itself (bootstrap objects), as `manager`.
-    pub async fn create_by(
+    pub fn create_by<'a>(
+        &'a self,
+        target: &'a Target,
+        object: Value,
+        manager: &'a str,
+    ) -> wasmkube_core::EntryFuture<'a, Result<Written, ApiError>> {
+        Box::pin(self.create_as(target, object, manager))
+    }
+
+    async fn create_as(
         &self,
         target: &Target,
         object: Value,

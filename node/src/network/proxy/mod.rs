@@ -150,7 +150,15 @@ pub fn node_port_addresses(node: &k8s_openapi::api::core::v1::Node) -> Vec<IpAdd
 /// Runs a proxy of its own for the named nodes of this machine (`wasmkube proxy`) until the process ends:
 /// cluster IPs, and NodePorts on those nodes' addresses once each has its podCIDR; with `metrics`, its
 /// `/metrics` on that listener (kube-proxy's `--metrics-bind-address`).
-pub async fn run_for_nodes(
+pub fn run_for_nodes(
+    client: kube::Client,
+    nodes: &[String],
+    metrics: Option<tokio::net::TcpListener>,
+) -> wasmkube_core::EntryFuture<'_, ()> {
+    Box::pin(proxy_for_nodes(client, nodes, metrics))
+}
+
+async fn proxy_for_nodes(
     client: kube::Client,
     nodes: &[String],
     metrics: Option<tokio::net::TcpListener>,
