@@ -97,25 +97,12 @@ pub fn reflect<K: Cacheable>(
     Cache<K>,
     impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static,
 ) {
-    reflect_slimmed(api, config, |_| {})
-}
-
-/// [`reflect`], with `slim` taking out of each object what no reader of the cache needs before it is cached.
-pub fn reflect_slimmed<K: Cacheable>(
-    api: Api<K>,
-    config: watcher::Config,
-    slim: fn(&mut K),
-) -> (
-    Cache<K>,
-    impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static,
-) {
     let (store, writer) = reflector::store();
     let (ready_tx, ready) = tokio::sync::watch::channel(false);
     // No component reads managedFields, often the largest part of an object: as kube-controller-manager's
     // informers, the cache drops them (unset, so an update sent from a cached object keeps the stored ones).
-    let watched = watcher::watcher(api, config).modify(move |object: &mut K| {
+    let watched = watcher::watcher(api, config).modify(|object: &mut K| {
         object.meta_mut().managed_fields = None;
-        slim(object);
     });
     let events = reflector::reflector(writer, watched)
         .default_backoff()
@@ -142,13 +129,7 @@ type Subscribers<K> = Arc<Mutex<Vec<mpsc::UnboundedSender<Arc<K>>>>>;
 impl<K: Cacheable> Informer<K> {
     /// Starts watching `api` (on the current tokio runtime).
     pub fn start(api: Api<K>, config: watcher::Config) -> Self {
-        Self::start_slimmed(api, config, |_| {})
-    }
-
-    /// [`Informer::start`], with `slim` taking out of each object what no subscriber needs before it is cached
-    /// and shared.
-    pub fn start_slimmed(api: Api<K>, config: watcher::Config, slim: fn(&mut K)) -> Self {
-        let (cache, events) = reflect_slimmed(api, config, slim);
+        let (cache, events) = reflect(api, config);
         let subscribers: Subscribers<K> = Arc::default();
         let fan_out = subscribers.clone();
         let cached = cache.store.clone();

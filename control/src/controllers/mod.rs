@@ -155,11 +155,7 @@ impl Informers {
     /// Every pod of the cluster.
     pub fn pods(&self) -> &Informer<Pod> {
         self.pods.get_or_init(|| {
-            Informer::start_slimmed(
-                Api::all(self.client.clone()),
-                watcher::Config::default(),
-                slim_pod,
-            )
+            Informer::start(Api::all(self.client.clone()), watcher::Config::default())
         })
     }
 
@@ -168,35 +164,6 @@ impl Informers {
         self.nodes.get_or_init(|| {
             Informer::start(Api::all(self.client.clone()), watcher::Config::default())
         })
-    }
-}
-
-/// Takes out of a cached pod what no controller reads, as the objects of the shared pod informer are kept for
-/// every pod of the cluster: volumes other than claims (the ServiceAccount token volume every pod gets is ~5 KiB
-/// of k8s-openapi's structs alone, a third of a cached pod), and the containers' volume mounts, environment,
-/// commands and probes. Controllers never write a cached pod back whole: they patch what they change.
-fn slim_pod(pod: &mut Pod) {
-    let Some(spec) = pod.spec.as_mut() else {
-        return;
-    };
-    if let Some(volumes) = spec.volumes.as_mut() {
-        volumes.retain(|v| v.persistent_volume_claim.is_some() || v.ephemeral.is_some());
-        volumes.shrink_to_fit();
-    }
-    for container in spec
-        .containers
-        .iter_mut()
-        .chain(spec.init_containers.iter_mut().flatten())
-    {
-        container.volume_mounts = None;
-        container.env = None;
-        container.env_from = None;
-        container.command = None;
-        container.args = None;
-        container.liveness_probe = None;
-        container.readiness_probe = None;
-        container.startup_probe = None;
-        container.lifecycle = None;
     }
 }
 
@@ -367,60 +334,5 @@ fn retry_after(error: &ControllerError) -> Action {
             Action::requeue(Duration::from_millis(50))
         }
         _ => Action::requeue(Duration::from_secs(1)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::api::storage::pod_claims;
-
-    #[test]
-    fn a_slimmed_pod_keeps_what_controllers_read() {
-        let mut pod: Pod = serde_json::from_value(serde_json::json!({
-            "metadata": {"name": "web-1", "namespace": "default", "labels": {"app": "web"}},
-            "spec": {
-                "nodeName": "n1",
-                "containers": [{
-                    "name": "web", "image": "hello.wasm",
-                    "ports": [{"name": "http", "containerPort": 8080}],
-                    "resources": {"requests": {"cpu": "100m"}},
-                    "env": [{"name": "A", "value": "1"}],
-                    "command": ["serve"],
-                    "readinessProbe": {"httpGet": {"port": 8080}},
-                    "volumeMounts": [{"name": "kube-api-access-x", "mountPath": "/var/run/secrets"}]
-                }],
-                "volumes": [
-                    {"name": "kube-api-access-x", "projected": {"sources": [
-                        {"serviceAccountToken": {"path": "token"}},
-                        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}
-                    ]}},
-                    {"name": "data", "persistentVolumeClaim": {"claimName": "data-web-1"}},
-                    {"name": "scratch", "ephemeral": {"volumeClaimTemplate": {"spec": {}}}},
-                    {"name": "cache", "emptyDir": {}}
-                ]
-            },
-            "status": {"phase": "Running", "podIP": "10.0.0.5",
-                "conditions": [{"type": "Ready", "status": "True"}]}
-        }))
-        .unwrap();
-        slim_pod(&mut pod);
-        let spec = pod.spec.as_ref().unwrap();
-        let names: Vec<&str> = spec
-            .volumes
-            .iter()
-            .flatten()
-            .map(|v| v.name.as_str())
-            .collect();
-        assert_eq!(names, ["data", "scratch"]);
-        assert_eq!(pod_claims(&pod).collect::<Vec<_>>(), ["data-web-1"]);
-        let container = &spec.containers[0];
-        assert_eq!(container.ports.as_ref().unwrap()[0].container_port, 8080);
-        assert!(container.resources.as_ref().unwrap().requests.is_some());
-        assert!(container.env.is_none() && container.command.is_none());
-        assert!(container.readiness_probe.is_none() && container.volume_mounts.is_none());
-        assert_eq!(spec.node_name.as_deref(), Some("n1"));
-        assert!(pods::is_ready(&pod));
-        assert_eq!(pod.metadata.labels.as_ref().unwrap()["app"], "web");
     }
 }
