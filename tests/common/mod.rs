@@ -720,7 +720,7 @@ pub fn push_wasm(path: &Path, image: &str, auth: oci_client::secrets::RegistryAu
     let bytes = std::fs::read(path).unwrap();
     tokio::runtime::Runtime::new().unwrap().block_on(async {
         use oci_client::client::{ClientConfig, ClientProtocol, Config, ImageLayer};
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        wasmkube_core::pki::use_ring();
         let client = oci_client::Client::new(ClientConfig {
             protocol: ClientProtocol::Http,
             ..Default::default()
