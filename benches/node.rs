@@ -1,5 +1,6 @@
 //! Benchmark of one node agent with pods of the HTTP hello app bound to it directly: (1) pod start: 1,000 pods
-//! created 16 at a time, from each `POST` to the first watch event that shows it Running (p50/p99) and pods/s;
+//! created 16 at a time, from each `POST` to the first watch event that shows it Running (p50/p99), pods/s and the
+//! server's and the agent's CPU per pod;
 //! (2) density: more pods up to 10,000 idle ones on the node (`BENCH_IDLE_PODS` for another number): the time
 //! until all run, the agent's resident memory per pod, its CPU while they idle, and every pod answering HTTP;
 //! (3), measured first, requests/s and latency of one pod (keep-alive clients) and the agent's memory after them.
@@ -23,14 +24,15 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-/// Creates pods `range` (named hello-NNNNN), `concurrency` at a time, noting when each POST was sent.
+/// Creates pods `range` (named hello-NNNNN), `concurrency` at a time, noting when each POST was sent and how long
+/// it took to be answered.
 async fn create_pods(
     client: &reqwest::Client,
     url: &str,
     body: &(dyn Fn(String) -> Value + Sync),
     range: std::ops::Range<usize>,
     concurrency: usize,
-    created: &Mutex<HashMap<String, Instant>>,
+    created: &Mutex<HashMap<String, (Instant, Duration)>>,
 ) {
     futures::stream::iter(range)
         .for_each_concurrent(concurrency, |i| {
@@ -39,13 +41,14 @@ async fn create_pods(
                 .post(format!("{url}/api/v1/namespaces/default/pods"))
                 .json(&body(name.clone()));
             async move {
-                created.lock().unwrap().insert(name, Instant::now());
+                let sent = Instant::now();
                 let response = request.send().await.unwrap();
                 assert!(
                     response.status().is_success(),
                     "{}",
                     response.text().await.unwrap_or_default()
                 );
+                created.lock().unwrap().insert(name, (sent, sent.elapsed()));
             }
         })
         .await;
@@ -129,7 +132,7 @@ fn main() {
         let idle_before = resident_kib(pid);
 
         // A watch notes the first time it shows each pod Running.
-        let created: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+        let created: Arc<Mutex<HashMap<String, (Instant, Duration)>>> = Arc::default();
         let running: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
         let watch_url = format!("{url}/api/v1/namespaces/default/pods?watch=1&labelSelector=app%3Dhello");
         let watcher = {
@@ -154,18 +157,23 @@ fn main() {
         tokio::time::sleep(Duration::from_millis(200)).await;
 
         // (1) Pod start: 1,000 pods, 16 at a time.
+        let cpu_before = (cpu_seconds(server.0.id()), cpu_seconds(pid));
         let started = Instant::now();
         create_pods(&client, &url, &pod, 0..START_PODS, 16, &created).await;
         wait_running(&running, START_PODS).await;
         let all_running = started.elapsed().as_secs_f64();
-        let mut latencies: Vec<f64> = {
+        let cpu_ms_per_pod = |pid: u32, before: f64| (cpu_seconds(pid) - before) * 1000.0 / START_PODS as f64;
+        let (server_cpu, agent_cpu) = (cpu_ms_per_pod(server.0.id(), cpu_before.0), cpu_ms_per_pod(pid, cpu_before.1));
+        let (mut latencies, mut posts): (Vec<f64>, Vec<f64>) = {
             let (created, running) = (created.lock().unwrap(), running.lock().unwrap());
-            created.iter().map(|(name, at)| running[name].duration_since(*at).as_secs_f64() * 1000.0).collect()
+            created.iter().map(|(name, (at, post))| (running[name].duration_since(*at).as_secs_f64() * 1000.0, post.as_secs_f64() * 1000.0)).unzip()
         };
         latencies.sort_by(f64::total_cmp);
+        posts.sort_by(f64::total_cmp);
         println!(
-            "pod start: {START_PODS} pods on one node, 16 created at a time, create -> Running p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; all Running after {all_running:.2} s ({:.0} pods/s)",
+            "pod start: {START_PODS} pods on one node, 16 created at a time, create -> Running p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms (the POST itself p50 {:.1} ms, p99 {:.1} ms); all Running after {all_running:.2} s ({:.0} pods/s); CPU per pod: server {server_cpu:.2} ms, agent {agent_cpu:.2} ms",
             percentile(&latencies, 0.5), percentile(&latencies, 0.99), latencies.last().copied().unwrap_or(0.0),
+            percentile(&posts, 0.5), percentile(&posts, 0.99),
             START_PODS as f64 / all_running
         );
 

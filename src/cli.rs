@@ -226,10 +226,14 @@ pub fn each_server(config: Config, servers: &[http::Uri]) -> Vec<Config> {
         .collect()
 }
 
-/// Sets the User-Agent of a client configuration to `component/VERSION (wasmkube)`.
+/// The User-Agent of a component's requests: `component/VERSION (wasmkube)`.
+pub fn user_agent(component: &str) -> String {
+    format!("{component}/v{} (wasmkube)", env!("CARGO_PKG_VERSION"))
+}
+
+/// Sets the User-Agent of a client configuration to [`user_agent`].
 pub fn identify(config: &mut Config, component: &str) {
-    let agent = format!("{component}/v{} (wasmkube)", env!("CARGO_PKG_VERSION"));
-    if let Ok(value) = http::HeaderValue::from_str(&agent) {
+    if let Ok(value) = http::HeaderValue::from_str(&user_agent(component)) {
         config
             .headers
             .retain(|(name, _)| name != http::header::USER_AGENT);

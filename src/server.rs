@@ -168,6 +168,34 @@ pub async fn run_component<F, Fut>(
     }
 }
 
+/// A client of this server's own API for a component running in its process (`component` names it, as its
+/// user agent): each request goes straight to the API's routes as the server's loopback user, with no socket,
+/// TLS or HTTP framing between them; authentication, authorization, admission and metrics are the same as for
+/// any client.
+fn in_process_client(
+    routes: axum::Router,
+    loopback_token: &str,
+    component: &str,
+) -> anyhow::Result<kube::Client> {
+    let authorization = http::HeaderValue::from_str(&format!("Bearer {loopback_token}"))
+        .context("the loopback token")?;
+    let user_agent = http::HeaderValue::from_str(&crate::cli::user_agent(component))
+        .context("the component's name")?;
+    let service = tower::ServiceBuilder::new()
+        .map_request(move |request: http::Request<kube::client::Body>| {
+            let (mut parts, body) = request.into_parts();
+            parts
+                .headers
+                .insert(http::header::AUTHORIZATION, authorization.clone());
+            parts
+                .headers
+                .insert(http::header::USER_AGENT, user_agent.clone());
+            http::Request::from_parts(parts, axum::body::Body::new(body))
+        })
+        .service(routes);
+    Ok(kube::Client::new(service, "default"))
+}
+
 /// Completes on Ctrl-C or SIGTERM.
 pub async fn terminated() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -482,14 +510,9 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let scheme = if tls.is_some() { "https" } else { "http" };
     let url = format!("{scheme}://{address}");
     let kubeconfig = write_kubeconfig(&config.data_dir, &url, &admin_token, ca_pem.as_deref())?;
-    let mut loopback = kube::Config::new(url.parse()?);
-    loopback.auth_info.token = Some(loopback_token.into());
-    loopback.root_cert = ca_pem.as_deref().map(pki::certificates_der);
-    let client_as = |component: &str| {
-        let mut config = loopback.clone();
-        crate::cli::identify(&mut config, component);
-        kube::Client::try_from(config)
-    };
+    let in_process_router = api.clone().router();
+    let client_as =
+        |component: &str| in_process_client(in_process_router.clone(), &loopback_token, component);
     let mut in_process = tokio::task::JoinSet::new();
     // Set at shutdown: the components stop and give up their Leases.
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
