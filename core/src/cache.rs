@@ -11,6 +11,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Resource};
+use std::collections::HashMap;
 use std::ops::Deref;
 use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::mpsc;
@@ -124,7 +125,53 @@ pub struct Informer<K: Cacheable> {
     watch: tokio::task::AbortHandle,
 }
 
-type Subscribers<K> = Arc<Mutex<Vec<mpsc::UnboundedSender<Arc<K>>>>>;
+type Subscribers<K> = Arc<Mutex<Vec<Subscription<K>>>>;
+
+/// What one subscriber has not taken yet: each changed object once, at its newest version, in the order the
+/// objects first changed. A change to an object already waiting replaces it there, so a subscriber that falls
+/// behind holds one version of each object it has yet to see (level-triggered controllers read the newest
+/// state anyway), not every version the watch saw.
+struct Subscription<K: Cacheable> {
+    waiting: Arc<Mutex<HashMap<Identity<K>, Arc<K>>>>,
+    /// The order the waiting objects changed in: an identity is sent when its object starts waiting.
+    order: mpsc::UnboundedSender<Identity<K>>,
+}
+
+/// An object as subscriptions tell objects apart: its reference and its uid, so an object deleted and made
+/// again under its name is handed over as both.
+type Identity<K> = (ObjectRef<K>, Option<String>);
+
+impl<K: Cacheable> Subscription<K> {
+    /// A subscription, and the stream of the objects it hands over.
+    fn new() -> (Self, impl Stream<Item = Arc<K>> + Send + 'static) {
+        let (order, changes) = mpsc::unbounded_channel();
+        let waiting: Arc<Mutex<HashMap<Identity<K>, Arc<K>>>> = Arc::default();
+        let taken = waiting.clone();
+        let changed = tokio_stream::wrappers::UnboundedReceiverStream::new(changes).filter_map(
+            move |identity| {
+                let object = taken
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&identity);
+                futures::future::ready(object)
+            },
+        );
+        (Self { waiting, order }, changed)
+    }
+
+    /// Hands `object` over; false once the subscriber is gone.
+    fn offer(&self, object: &Arc<K>) -> bool {
+        let identity = (
+            ObjectRef::from_obj(object.as_ref()),
+            object.meta().uid.clone(),
+        );
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        match waiting.insert(identity.clone(), object.clone()) {
+            Some(_) => !self.order.is_closed(),
+            None => self.order.send(identity).is_ok(),
+        }
+    }
+}
 
 impl<K: Cacheable> Informer<K> {
     /// Starts watching `api` (on the current tokio runtime).
@@ -152,7 +199,7 @@ impl<K: Cacheable> Informer<K> {
                     fan_out
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
-                        .retain(|subscriber| subscriber.send(object.clone()).is_ok());
+                        .retain(|subscriber| subscriber.offer(&object));
                 }
                 Ok(Event::Init | Event::InitDone) => {}
                 Err(error) => {
@@ -179,20 +226,19 @@ impl<K: Cacheable> Informer<K> {
         (self.cache(), self.subscribe())
     }
 
-    /// The objects cached now, then every object that changes (or is deleted) from now on.
+    /// The objects cached now, then every object that changes (or is deleted) from now on: each at least once
+    /// after it changes, at the newest version it has when the subscriber takes it.
     pub fn subscribe(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
-        let (sender, changes) = mpsc::unbounded_channel();
+        let (subscription, changed) = Subscription::new();
         // Under the lock the watch fans out with: an object cached after this look is sent to the new subscriber.
         let mut subscribers = self
             .subscribers
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let cached = self.cache.state();
-        subscribers.push(sender);
+        subscribers.push(subscription);
         drop(subscribers);
-        futures::stream::iter(cached).chain(tokio_stream::wrappers::UnboundedReceiverStream::new(
-            changes,
-        ))
+        futures::stream::iter(cached).chain(changed)
     }
 }
 
@@ -207,6 +253,58 @@ mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::Pod;
     use std::time::Duration;
+
+    fn pod(name: &str, version: &str) -> Arc<Pod> {
+        let mut pod = Pod::default();
+        pod.metadata.uid = Some(format!("uid-{name}"));
+        pod.metadata.name = Some(name.into());
+        pod.metadata.namespace = Some("default".into());
+        pod.metadata.resource_version = Some(version.into());
+        Arc::new(pod)
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_behind_gets_each_changed_object_once_at_its_newest_version_in_order() {
+        let (subscription, changed) = Subscription::new();
+        for (name, version) in [("a", "1"), ("b", "2"), ("a", "3"), ("c", "4"), ("b", "5")] {
+            assert!(subscription.offer(&pod(name, version)));
+        }
+        assert_eq!(subscription.waiting.lock().unwrap().len(), 3);
+        let mut changed = Box::pin(changed);
+        let mut taken = Vec::new();
+        for _ in 0..3 {
+            let pod = changed.next().await.unwrap();
+            taken.push(format!(
+                "{}@{}",
+                pod.metadata.name.clone().unwrap(),
+                pod.metadata.resource_version.clone().unwrap()
+            ));
+        }
+        assert_eq!(taken, ["a@3", "b@5", "c@4"]);
+        // Once taken, an object waits again at its next change.
+        assert!(subscription.offer(&pod("a", "6")));
+        assert_eq!(
+            changed
+                .next()
+                .await
+                .unwrap()
+                .metadata
+                .resource_version
+                .as_deref(),
+            Some("6")
+        );
+        // An object made again under its name is another one: both are handed over.
+        let mut again = Pod::clone(&pod("c", "8"));
+        again.metadata.uid = Some("uid-c2".into());
+        assert!(subscription.offer(&pod("c", "7")));
+        assert!(subscription.offer(&Arc::new(again)));
+        let versions = [changed.next().await.unwrap(), changed.next().await.unwrap()]
+            .map(|p| p.metadata.resource_version.clone().unwrap_or_default());
+        assert_eq!(versions, ["7", "8"]);
+        // The subscriber gone, the informer lets it go.
+        drop(changed);
+        assert!(!subscription.offer(&pod("a", "9")));
+    }
 
     #[tokio::test]
     async fn every_task_waiting_for_a_cache_is_woken_when_it_fills() {
