@@ -16,6 +16,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use wasmkube_control::informers::Informers;
 use wasmkube_node::join;
 
 /// mimalloc rather than glibc's malloc: the apiserver and agents allocate and free many small objects per request
@@ -110,7 +112,10 @@ fn main() -> ExitCode {
                 server::run_component(
                     client,
                     election,
-                    wasmkube_control::scheduler::run,
+                    |client| {
+                        let informers = Informers::new(client.clone());
+                        wasmkube_control::scheduler::run(client, Arc::new(informers))
+                    },
                     server::terminated(),
                 )
                 .await;
@@ -126,7 +131,14 @@ fn main() -> ExitCode {
                 server::run_component(
                     client,
                     election,
-                    move |client| wasmkube_control::controllers::run(client, config.clone()),
+                    move |client| {
+                        let informers = Informers::new(client.clone());
+                        wasmkube_control::controllers::run(
+                            client,
+                            config.clone(),
+                            Arc::new(informers),
+                        )
+                    },
                     server::terminated(),
                 )
                 .await;

@@ -513,6 +513,10 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
     let in_process_router = api.clone().router();
     let client_as =
         |component: &str| in_process_client(in_process_router.clone(), &loopback_token, component);
+    // One watch per kind for the scheduler and the controllers alike, started by the first that asks.
+    let informers = Arc::new(wasmkube_control::informers::Informers::new(client_as(
+        "kube-controller-manager",
+    )?));
     let mut in_process = tokio::task::JoinSet::new();
     // Set at shutdown: the components stop and give up their Leases.
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
@@ -531,7 +535,10 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         in_process.spawn(run_component(
             client_as("kube-scheduler")?,
             election,
-            wasmkube_control::scheduler::run,
+            {
+                let informers = informers.clone();
+                move |client| wasmkube_control::scheduler::run(client, informers.clone())
+            },
             stopped(),
         ));
     }
@@ -542,7 +549,9 @@ pub async fn run(config: ServerConfig) -> anyhow::Result<()> {
         in_process.spawn(run_component(
             client_as("kube-controller-manager")?,
             election,
-            move |client| wasmkube_control::controllers::run(client, controllers.clone()),
+            move |client| {
+                wasmkube_control::controllers::run(client, controllers.clone(), informers.clone())
+            },
             stopped(),
         ));
     }

@@ -6,6 +6,7 @@ pub mod apiserver;
 pub mod component_metrics;
 pub mod controllers;
 pub mod endpoint_reconciler;
+pub mod informers;
 pub mod leader_election;
 pub mod scheduler;
 pub mod store;

@@ -2,13 +2,13 @@
 //! following nodes as they join and leave; pods are pinned by node affinity on `metadata.name` and bound by the
 //! scheduler, as in Kubernetes; RollingUpdate replaces them at most `maxUnavailable` at a time.
 
-use super::Informers;
 use super::controller_loop::ControllerLoop;
 use super::pods::{self, is_active};
 use super::rollout::{scaled_value, template_hash};
 use super::{ControllerError, Expectations, cached_in, ownership, retry_after, write_status};
 use crate::cache::Cache;
 use crate::events::Recorder;
+use crate::informers::Informers;
 use crate::scheduler::plugins::{node_selector_matches, tolerates_taints};
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{

@@ -2,11 +2,11 @@
 //! may be evicted now) current as its pods come, go and change readiness. The eviction API spends what it
 //! reports.
 
-use super::Informers;
 use super::controller_loop::ControllerLoop;
 use super::{ControllerError, cached_in, retry_after};
 use crate::api::disruption::{self, DISRUPTION_WINDOW_SECONDS};
 use crate::cache::Cache;
+use crate::informers::Informers;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;

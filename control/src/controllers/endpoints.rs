@@ -2,11 +2,11 @@
 //! object and an EndpointSlice (one per set of resolved ports): ready pods serve, others wait in
 //! notReadyAddresses, a targetPort by name resolves to each pod's own container port of that name.
 
-use super::Informers;
 use super::controller_loop::ControllerLoop;
 use super::ownership::controller_reference;
 use super::{ControllerError, cached_in, retry_after};
 use crate::cache::Cache;
+use crate::informers::Informers;
 use k8s_openapi::api::core::v1::{
     EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
 };

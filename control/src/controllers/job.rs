@@ -2,12 +2,12 @@
 //! retries failures with Kubernetes' exponential delay until `backoffLimit`, stops at `activeDeadlineSeconds`,
 //! honours `suspend`, reports Complete or Failed, and deletes finished Jobs after `ttlSecondsAfterFinished`.
 
-use super::Informers;
 use super::controller_loop::ControllerLoop;
 use super::pods::{self, is_active};
 use super::{ControllerError, Expectations, cached_in, ownership, retry_after, write_status};
 use crate::cache::Cache;
 use crate::events::{EventType, Recorder};
+use crate::informers::Informers;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;

@@ -29,15 +29,15 @@ pub mod statefulset;
 pub mod token_cleaner;
 pub mod volumes;
 
-use crate::cache::{Cache, Cacheable, Informer};
+use crate::cache::{Cache, Cacheable};
+use crate::informers::Informers;
 use futures::Stream;
 use ipnet::Ipv4Net;
-use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::controller::Action;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource};
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use std::time::Instant;
 
@@ -96,13 +96,13 @@ pub enum ControllerError {
 pub fn run(
     client: kube::Client,
     config: ControllersConfig,
+    informers: Arc<Informers>,
 ) -> wasmkube_core::EntryFuture<'static, ()> {
-    Box::pin(run_all(client, config))
+    Box::pin(run_all(client, config, informers))
 }
 
-async fn run_all(client: kube::Client, config: ControllersConfig) {
+async fn run_all(client: kube::Client, config: ControllersConfig, informers: Arc<Informers>) {
     tracing::info!("controllers running");
-    let informers = Informers::new(client.clone());
     tokio::join!(
         node_ipam::run(client.clone(), config.clone()),
         replicaset::run(client.clone(), &informers),
@@ -131,40 +131,6 @@ async fn run_all(client: kube::Client, config: ControllersConfig) {
             }
         },
     );
-}
-
-/// The watches the controllers of one controller-manager share: one per kind, however many controllers follow
-/// it (kube-controller-manager's shared informer factory). With 10,000 pods, the pods are held once rather than
-/// once per controller.
-pub struct Informers {
-    client: kube::Client,
-    pods: OnceLock<Informer<Pod>>,
-    nodes: OnceLock<Informer<Node>>,
-}
-
-impl Informers {
-    /// Informers that start watching a kind when a controller first asks for it.
-    pub fn new(client: kube::Client) -> Self {
-        Self {
-            client,
-            pods: OnceLock::new(),
-            nodes: OnceLock::new(),
-        }
-    }
-
-    /// Every pod of the cluster.
-    pub fn pods(&self) -> &Informer<Pod> {
-        self.pods.get_or_init(|| {
-            Informer::start(Api::all(self.client.clone()), watcher::Config::default())
-        })
-    }
-
-    /// Every node of the cluster.
-    pub fn nodes(&self) -> &Informer<Node> {
-        self.nodes.get_or_init(|| {
-            Informer::start(Api::all(self.client.clone()), watcher::Config::default())
-        })
-    }
 }
 
 /// A cache of every object of one kind, and the stream of its changes (which keeps the cache current while a

@@ -4,11 +4,11 @@
 //! out) are evicted, so their owners replace them on live nodes. When the agent is back, the taints go and the
 //! agent writes its pods' readiness again.
 
-use super::Informers;
 use super::controller_loop::ControllerLoop;
 use super::{ControllerError, reflect, retry_after};
 use crate::cache::Cache;
 use crate::events::{EventType, Recorder};
+use crate::informers::Informers;
 use crate::scheduler::plugins::tolerates;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod, Taint};

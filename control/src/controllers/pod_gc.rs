@@ -2,7 +2,7 @@
 //! they are deleted for good (grace 0) once the node has been missing for the quarantine time (Kubernetes: 40 s),
 //! so pods bound to a node that has not registered yet are not lost.
 
-use super::Informers;
+use crate::informers::Informers;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::DeleteParams;
 use kube::{Api, ResourceExt};

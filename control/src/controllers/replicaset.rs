@@ -1,13 +1,13 @@
 //! The ReplicaSet controller: keeps exactly `replicas` active pods matching each ReplicaSet, adopting orphans
 //! that match and releasing pods that stop matching, and reports replicas, ready and available counts.
 
-use super::Informers;
 use super::controller_loop::ControllerLoop;
 use super::ownership;
 use super::pods::{self, is_active};
 use super::{ControllerError, Expectations, cached_in, retry_after, write_status};
 use crate::cache::Cache;
 use crate::events::Recorder;
+use crate::informers::Informers;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::Action;

@@ -1,11 +1,11 @@
 //! The resource quota controller: keeps each ResourceQuota's `status.hard` and `status.used` current as pods
 //! come and go (admission refuses what would exceed `hard`; this reports what is used).
 
-use super::Informers;
 use super::controller_loop::ControllerLoop;
 use super::{ControllerError, cached_in, retry_after};
 use crate::api::quota::{used, used_quantities};
 use crate::cache::Cache;
+use crate::informers::Informers;
 use k8s_openapi::api::core::v1::{Pod, ResourceQuota};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;

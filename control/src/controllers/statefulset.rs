@@ -5,7 +5,6 @@
 //! finds its data; the set's persistentVolumeClaimRetentionPolicy says whether they go with the set or when
 //! the set scales down.
 
-use super::Informers;
 use super::controller_loop::ControllerLoop;
 use super::daemonset::REVISION_LABEL;
 use super::pods::{self, is_active};
@@ -13,6 +12,7 @@ use super::rollout::template_hash;
 use super::{ControllerError, Expectations, cached_in, ownership, retry_after, write_status};
 use crate::cache::Cache;
 use crate::events::{EventType, Recorder};
+use crate::informers::Informers;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::{
     PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, Volume,

@@ -8,6 +8,7 @@ use super::plugins::node_ports::host_ports;
 use super::plugins::node_resources::nonzero_requests;
 use super::plugins::selection::{NamespaceLabels, PodLabels};
 use super::plugins::{self, Resources};
+use crate::cache::Change;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::ResourceExt;
 use kube::runtime::watcher::Event;
@@ -175,7 +176,6 @@ pub struct Cache {
     with_affinity: BTreeSet<String>,
     /// Unbound pods that preempted others, by uid: their nominated node and what they will take there.
     nominated: HashMap<String, Placed>,
-    relisted_pods: Option<HashSet<String>>,
     relisted_nodes: Option<HashSet<String>>,
     relisted_namespaces: Option<HashSet<String>>,
     /// Where the next search through the nodes starts (kube-scheduler's nextStartNodeIndex).
@@ -279,32 +279,12 @@ impl Cache {
         &self.namespaces
     }
 
-    /// Takes one event of the pod watch.
-    pub fn apply_pod(&mut self, event: &Event<Pod>) {
-        match event {
-            Event::Init => self.relisted_pods = Some(HashSet::new()),
-            Event::InitApply(pod) => {
-                if let (Some(seen), Some(uid)) = (self.relisted_pods.as_mut(), pod.uid()) {
-                    seen.insert(uid);
-                }
-                self.update_pod(pod);
-            }
-            Event::InitDone => {
-                // Pods that vanished while the watch was down; assumed ones stay until their binding answers.
-                let seen = self.relisted_pods.take().unwrap_or_default();
-                self.nominated.retain(|uid, _| seen.contains(uid));
-                let gone: Vec<String> = self
-                    .pods
-                    .iter()
-                    .filter(|(uid, p)| !p.assumed && !seen.contains(*uid))
-                    .map(|(uid, _)| uid.clone())
-                    .collect();
-                for uid in gone {
-                    self.remove(&uid);
-                }
-            }
-            Event::Apply(pod) => self.update_pod(pod),
-            Event::Delete(pod) => {
+    /// Takes one change of the shared pod informer (which reports pods that vanished while its watch was down as
+    /// deleted).
+    pub fn pod_changed(&mut self, change: &Change<Pod>) {
+        match change {
+            Change::Applied(pod) => self.update_pod(pod),
+            Change::Deleted(pod) => {
                 if let Some(uid) = pod.uid() {
                     self.nominated.remove(&uid);
                     self.remove(&uid);
@@ -514,7 +494,7 @@ mod tests {
     #[test]
     fn loads_follow_bindings_assumptions_and_finished_pods() {
         let mut cache = Cache::default();
-        cache.apply_pod(&Event::Apply(pod("a", Some("n1"), "Running")));
+        cache.pod_changed(&Change::Applied(Arc::new(pod("a", Some("n1"), "Running"))));
         let load = cache.node("n1").unwrap();
         assert_eq!((load.requested.cpu_milli, load.requested.pods), (100, 1));
         assert_eq!(load.count_matching("ns", &web()), 1);
@@ -523,21 +503,25 @@ mod tests {
 
         // An assumed pod counts at once and survives status updates that do not show the binding yet.
         cache.assume("b", placed(&pod("b", Some("n1"), "Pending")).unwrap());
-        cache.apply_pod(&Event::Apply(pod("b", None, "Pending")));
+        cache.pod_changed(&Change::Applied(Arc::new(pod("b", None, "Pending"))));
         assert_eq!(cache.node("n1").unwrap().requested.pods, 2);
-        cache.apply_pod(&Event::Apply(pod("b", Some("n1"), "Running")));
+        cache.pod_changed(&Change::Applied(Arc::new(pod("b", Some("n1"), "Running"))));
         let load = cache.node("n1").unwrap();
         assert_eq!(load.requested.pods, 2, "seen bound: counted once");
         assert_eq!(load.count_matching("ns", &web()), 2);
 
-        cache.apply_pod(&Event::Apply(pod("a", Some("n1"), "Succeeded")));
+        cache.pod_changed(&Change::Applied(Arc::new(pod(
+            "a",
+            Some("n1"),
+            "Succeeded",
+        ))));
         cache.forget("b");
         assert_eq!(
             cache.node("n1").unwrap().requested.pods,
             1,
             "b was confirmed, so forget leaves it"
         );
-        cache.apply_pod(&Event::Delete(pod("b", Some("n1"), "Running")));
+        cache.pod_changed(&Change::Deleted(Arc::new(pod("b", Some("n1"), "Running"))));
         assert!(
             cache.node("n1").is_none(),
             "a name with neither a Node nor pods is dropped"
@@ -554,7 +538,7 @@ mod tests {
         let mut cache = Cache::default();
         cache.apply_node(&Event::Apply(node("n2")));
         cache.apply_node(&Event::Apply(node("n1")));
-        cache.apply_pod(&Event::Apply(pod("a", Some("n2"), "Running")));
+        cache.pod_changed(&Change::Applied(Arc::new(pod("a", Some("n2"), "Running"))));
         assert_eq!(cache.node_names(), ["n1", "n2"]);
         assert_eq!(cache.node("n1").unwrap().allocatable.cpu_milli, 2000);
         cache.apply_node(&Event::Init);

@@ -41,7 +41,7 @@ pub fn cluster(nodes: Vec<Node>, pods: Vec<(Pod, &str)>) -> Cache {
         if let Some(spec) = pod.spec.as_mut() {
             spec.node_name = Some(node.to_owned());
         }
-        cache.apply_pod(&Event::Apply(pod));
+        cache.pod_changed(&crate::cache::Change::Applied(std::sync::Arc::new(pod)));
     }
     cache
 }

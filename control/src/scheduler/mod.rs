@@ -14,7 +14,9 @@ pub mod preemption;
 pub mod queue;
 
 use crate::api::selector::{LabelSelector, Requirement};
+use crate::cache::{Change, Informer};
 use crate::events::{EventType, Recorder};
+use crate::informers::Informers;
 use cache::Cache;
 use framework::{FitError, Incoming};
 use futures::stream::FuturesUnordered;
@@ -32,7 +34,6 @@ use kube::{Api, ResourceExt};
 use plugins::selection::{PodLabels, selector};
 use preemption::Preemption;
 use queue::{Outcome, SchedulingQueue};
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -466,16 +467,27 @@ fn is_ours(pod: &Pod) -> bool {
     ours && pod.metadata.deletion_timestamp.is_none()
 }
 
-/// Puts a pending pod into the queue, or takes it out when it is no longer this scheduler's to place.
-fn enqueue(queue: &mut SchedulingQueue<Arc<Pod>>, pod: Pod, now: Instant) {
+/// Puts a pending pod into the queue, or takes it out when it is no longer this scheduler's to place (bound,
+/// deleted, or naming another scheduler).
+fn enqueue(queue: &mut SchedulingQueue<Arc<Pod>>, change: Change<Pod>, now: Instant) {
+    let (pod, exists) = match change {
+        Change::Applied(pod) => (pod, true),
+        Change::Deleted(pod) => (pod, false),
+    };
     let key = key_of(&pod);
     let known = queue.get(&key);
-    if !is_ours(&pod) || known.is_some_and(|old| old.metadata.uid != pod.metadata.uid) {
-        // Gone from this scheduler's hands, or deleted and made anew under the same name.
-        queue.remove(&key);
-        if !is_ours(&pod) {
-            return;
+    let pending = exists && is_ours(&pod) && !is_bound(&pod);
+    let another = known.is_some_and(|old| old.metadata.uid != pod.metadata.uid);
+    if !pending {
+        // A deletion of an earlier pod of the same name leaves the new one queued.
+        if exists || !another {
+            queue.remove(&key);
         }
+        return;
+    }
+    if another {
+        // Deleted and made anew under the same name.
+        queue.remove(&key);
     }
     // Its own status written (by this scheduler, say) is no reason to try it again; its spec or labels are.
     let changed = queue
@@ -484,60 +496,32 @@ fn enqueue(queue: &mut SchedulingQueue<Arc<Pod>>, pod: Pod, now: Instant) {
     let priority = pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
     // kube-scheduler's SchedulingGates PreEnqueue plugin: a gated pod waits apart, never tried.
     let gated = crate::api::kinds::is_scheduling_gated(pod.spec.as_ref());
-    queue.upsert(&key, Arc::new(pod), priority, gated, changed, now);
+    queue.upsert(&key, pod, priority, gated, changed, now);
 }
 
-/// Feeds one event of the pending-pod watch into the queue; after a relist, pods it no longer lists leave.
-fn apply_pending(
-    queue: &mut SchedulingQueue<Arc<Pod>>,
-    relisted: &mut Option<HashSet<String>>,
-    event: watcher::Event<Pod>,
-    now: Instant,
-) {
-    match event {
-        watcher::Event::Init => *relisted = Some(HashSet::new()),
-        watcher::Event::InitApply(pod) => {
-            if let Some(seen) = relisted.as_mut() {
-                seen.insert(key_of(&pod));
-            }
-            enqueue(queue, pod, now);
-        }
-        watcher::Event::InitDone => {
-            if let Some(seen) = relisted.take() {
-                let gone: Vec<String> = queue
-                    .keys()
-                    .filter(|k| !seen.contains(*k))
-                    .cloned()
-                    .collect();
-                for key in gone {
-                    queue.remove(&key);
-                }
-            }
-        }
-        watcher::Event::Apply(pod) => enqueue(queue, pod, now),
-        watcher::Event::Delete(pod) => queue.remove(&key_of(&pod)),
-    }
+/// Whether a pod has its node.
+fn is_bound(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty())
 }
 
 /// The scheduling loop: pops pods in priority order and decides for each in turn (one cache, so pods decided
 /// one after another see each other), while up to BINDINGS_IN_FLIGHT decisions are carried out at once.
 async fn schedule(
     ctx: Arc<Context>,
-    pending: impl futures::Stream<Item = Result<watcher::Event<Pod>, watcher::Error>>,
+    pending: impl futures::Stream<Item = Change<Pod>>,
     mut woken: tokio::sync::mpsc::UnboundedReceiver<()>,
 ) {
     let mut pending = std::pin::pin!(pending);
     let mut queue: SchedulingQueue<Arc<Pod>> = SchedulingQueue::default();
-    let mut relisted = None;
     let mut attempts = FuturesUnordered::new();
-    // Nothing is tried before the first list is in (kube-scheduler waits for its informers' sync): the
-    // pods that were waiting are then taken by priority, not in the order the list happens to give them.
-    let mut listed = false;
     let (mut counted, mut stale) = (Instant::now() - METRICS_INTERVAL, true);
     loop {
         let now = Instant::now();
         queue.flush_unschedulable(now, RETRY);
-        while listed && attempts.len() < BINDINGS_IN_FLIGHT {
+        while attempts.len() < BINDINGS_IN_FLIGHT {
             let Some((key, pod)) = queue.pop(now) else {
                 break;
             };
@@ -566,21 +550,18 @@ async fn schedule(
             }
         };
         tokio::select! {
-            event = pending.next() => {
-                let mut event = event;
-                // Every change already delivered goes in before the next decision.
+            change = pending.next() => {
+                let mut change = change;
+                // Every change already delivered goes in before the next decision: at the start, every pod
+                // the informer holds, so the pods that were waiting are taken by priority, not in the order a
+                // list happens to give them.
                 loop {
-                    match event {
-                        Some(Ok(event)) => {
-                            listed |= matches!(event, watcher::Event::InitDone);
-                            apply_pending(&mut queue, &mut relisted, event, Instant::now());
-                        }
-                        // The watch backs off and lists again by itself.
-                        Some(Err(error)) => tracing::warn!(%error, "pending pods' watch failed"),
+                    match change {
+                        Some(change) => enqueue(&mut queue, change, Instant::now()),
                         None => return,
                     }
                     match pending.next().now_or_never() {
-                        Some(next) => event = next,
+                        Some(next) => change = next,
                         None => break,
                     }
                 }
@@ -627,19 +608,49 @@ fn feed<K: crate::cache::Cacheable>(
     }));
 }
 
-/// A pod event that can free room: a deletion, or a pod that finished.
-fn frees_room(event: &watcher::Event<Pod>) -> bool {
-    match event {
-        watcher::Event::Delete(_) => true,
-        watcher::Event::Apply(pod) => {
-            cache::placed(pod).is_none()
-                && pod
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.node_name.as_deref())
-                    .is_some_and(|n| !n.is_empty())
+/// Feeds the shared pod informer's changes into the scheduler's cache, marking `synced[0]` once the pods it
+/// held are in, and calling `wake` on every change that may let a waiting pod fit.
+fn follow_pods(
+    ctx: Arc<Context>,
+    informer: &Informer<Pod>,
+    wake: tokio::sync::mpsc::UnboundedSender<()>,
+) {
+    let pods = informer.cache();
+    let changes = informer.subscribe_changes();
+    tokio::spawn(async move {
+        if pods.ready().await.is_err() {
+            return;
         }
-        _ => false,
+        let mut changes = std::pin::pin!(changes);
+        let apply = |change: Change<Pod>| {
+            ctx.cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pod_changed(&change);
+            if frees_room(&change) {
+                let _ = wake.send(());
+            }
+        };
+        loop {
+            // Everything delivered so far goes in at once; the first time, every pod the informer held.
+            while let Some(Some(change)) = changes.next().now_or_never() {
+                apply(change);
+            }
+            ctx.synced
+                .send_if_modified(|synced| !std::mem::replace(&mut synced[0], true));
+            match changes.next().await {
+                Some(change) => apply(change),
+                None => return,
+            }
+        }
+    });
+}
+
+/// A pod change that can free room: a deletion, or a pod that finished.
+fn frees_room(change: &Change<Pod>) -> bool {
+    match change {
+        Change::Deleted(_) => true,
+        Change::Applied(pod) => cache::placed(pod).is_none() && is_bound(pod),
     }
 }
 
@@ -651,11 +662,14 @@ fn reflected<K: crate::cache::Cacheable>(api: Api<K>) -> crate::cache::Cache<K> 
 }
 
 /// Runs the scheduler until the process ends.
-pub fn run(client: kube::Client) -> wasmkube_core::EntryFuture<'static, ()> {
-    Box::pin(run_scheduler(client))
+pub fn run(
+    client: kube::Client,
+    informers: Arc<Informers>,
+) -> wasmkube_core::EntryFuture<'static, ()> {
+    Box::pin(run_scheduler(client, informers))
 }
 
-async fn run_scheduler(client: kube::Client) {
+async fn run_scheduler(client: kube::Client, informers: Arc<Informers>) {
     let listers = Listers {
         services: reflected(Api::all(client.clone())),
         replica_sets: reflected(Api::all(client.clone())),
@@ -675,14 +689,7 @@ async fn run_scheduler(client: kube::Client) {
     });
     // Unschedulable pods are tried again when a node changes or a pod frees room, and every RETRY anyway.
     let (wake, woken) = tokio::sync::mpsc::unbounded_channel::<()>();
-    feed(
-        ctx.clone(),
-        Api::<Pod>::all(client.clone()),
-        0,
-        Cache::apply_pod,
-        frees_room,
-        wake.clone(),
-    );
+    follow_pods(ctx.clone(), informers.pods(), wake.clone());
     feed(
         ctx.clone(),
         Api::<Node>::all(client.clone()),
@@ -705,12 +712,44 @@ async fn run_scheduler(client: kube::Client) {
         return;
     }
     tracing::info!("scheduler running");
-    // The pending pods, without managedFields (no cache here reads them).
-    let pending = watcher(
-        Api::<Pod>::all(client),
-        watcher::Config::default().fields("spec.nodeName="),
-    )
-    .modify(|pod| pod.metadata.managed_fields = None)
-    .default_backoff();
+    // The pending pods come from the same informer: a subscription of the scheduling loop's own.
+    let pending = informers.pods().subscribe_changes();
     schedule(ctx, pending, woken).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(uid: &str, node: Option<&str>) -> Arc<Pod> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "web", "namespace": "default", "uid": uid},
+                "spec": {"nodeName": node, "containers": [{"name": "c"}]}
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[test]
+    fn the_queue_holds_a_pod_while_it_waits_for_a_node() {
+        let now = Instant::now();
+        let mut queue = SchedulingQueue::default();
+        let queued = |queue: &SchedulingQueue<Arc<Pod>>| {
+            queue
+                .get("default/web")
+                .map(|p| p.metadata.uid.clone().unwrap_or_default())
+        };
+        enqueue(&mut queue, Change::Applied(pod("1", None)), now);
+        assert_eq!(queued(&queue).as_deref(), Some("1"));
+        // Bound (by this scheduler or another): no longer waiting.
+        enqueue(&mut queue, Change::Applied(pod("1", Some("n1"))), now);
+        assert_eq!(queued(&queue), None);
+        // Made again under its name; the earlier pod's deletion, seen after, leaves the new one waiting.
+        enqueue(&mut queue, Change::Applied(pod("2", None)), now);
+        enqueue(&mut queue, Change::Deleted(pod("1", Some("n1"))), now);
+        assert_eq!(queued(&queue).as_deref(), Some("2"));
+        enqueue(&mut queue, Change::Deleted(pod("2", None)), now);
+        assert_eq!(queued(&queue), None);
+    }
 }

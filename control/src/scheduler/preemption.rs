@@ -511,7 +511,9 @@ mod tests {
         let mut nominated = pod("urgent", json!({}), "600m", priority(100));
         nominated.status = serde_json::from_value(json!({"nominatedNodeName": "n1"})).unwrap();
         let mut cache = cluster(vec![node("n1", json!({}))], vec![]);
-        cache.apply_pod(&kube::runtime::watcher::Event::Apply(nominated));
+        cache.pod_changed(&crate::cache::Change::Applied(std::sync::Arc::new(
+            nominated,
+        )));
         let lesser = pod("lesser", json!({}), "600m", priority(0));
         let error = find_node(
             &mut cache,

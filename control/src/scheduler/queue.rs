@@ -105,11 +105,6 @@ impl<P: Clone> SchedulingQueue<P> {
         self.entries.get(key).map(|e| e.place)
     }
 
-    /// Every queued key.
-    pub fn keys(&self) -> impl Iterator<Item = &String> {
-        self.entries.keys()
-    }
-
     /// Where each queued pod waits.
     pub fn places(&self) -> impl Iterator<Item = Place> + '_ {
         self.entries.values().map(|e| e.place)
@@ -446,6 +441,6 @@ mod tests {
         queue.move_all(t0 + secs(60));
         assert!(popped(&mut queue, t0 + secs(60)).is_empty());
         assert_eq!(queue.next_deadline(secs(10)), None);
-        assert_eq!(queue.keys().count(), 0);
+        assert_eq!(queue.places().count(), 0);
     }
 }

@@ -33,8 +33,9 @@ const KIND_PUT: u8 = 0;
 const KIND_DELETE: u8 = 1;
 /// Largest number of requests committed in one transaction.
 const MAX_BATCH: usize = 512;
-/// Log entries read per step of a watch replay, so a long replay does not hold one huge read.
-const REPLAY_CHUNK: usize = 1024;
+/// Log entries read per step of a watch replay: each lagging watcher holds a copy of one step (value and value
+/// before) while its consumer takes them, so steps are short.
+const REPLAY_CHUNK: usize = 64;
 /// Log entries removed per compaction transaction, so compaction never stalls writers for long.
 const COMPACT_CHUNK: usize = 10_000;
 

@@ -8,10 +8,11 @@ pub mod normalize;
 pub mod replicas;
 
 use super::controller_loop::ControllerLoop;
-use super::{ControllerError, Informers, cached_in};
+use super::{ControllerError, cached_in};
 use crate::api::resource_metrics::PodMetrics;
 use crate::cache::Cache;
 use crate::events::{EventType, Recorder};
+use crate::informers::Informers;
 use k8s_openapi::api::autoscaling::v2::{
     HorizontalPodAutoscaler, HorizontalPodAutoscalerCondition, HorizontalPodAutoscalerStatus,
     MetricIdentifier, MetricSpec, MetricStatus, MetricValueStatus, PodsMetricStatus,

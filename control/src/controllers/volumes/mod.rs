@@ -8,13 +8,14 @@ pub mod binder;
 pub mod local_path;
 
 use super::controller_loop::ControllerLoop;
-use super::{ControllerError, Informers, retry_after};
+use super::{ControllerError, retry_after};
 use crate::api::storage::{
     BIND_COMPLETED, BOUND_BY_CONTROLLER, LOCAL_PATH_PROVISIONER, PV_PROTECTION, PVC_PROTECTION,
     STORAGE_PROVISIONER, pod_claims,
 };
 use crate::cache::{Cache, Informer};
 use crate::events::{EventType, Recorder};
+use crate::informers::Informers;
 use binder::{ClaimStep, VolumeStep, Waiting};
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
