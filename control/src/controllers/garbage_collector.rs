@@ -1,16 +1,18 @@
-//! The garbage collector: keeps a graph of every object's owner references, fed by watches of every kind, and
-//! plans from it, purely, what Kubernetes' collector does: dependents whose owners are all gone are deleted
+//! The garbage collector: keeps a graph of every object's owner references, fed by watches of every kind (the
+//! pods by the process's shared pod informer, which has decoded them already), and plans from it, purely, what Kubernetes' collector does: dependents whose owners are all gone are deleted
 //! (background propagation), dangling references are dropped, an owner deleted with `Foreground` waits for its
 //! dependents to go first, and one deleted with `Orphan` lets them go free.
 
 use super::api_resource;
 use crate::api::resources::{self, ResourceType};
-use futures::{StreamExt, stream};
+use crate::cache::Change;
+use crate::informers::Informers;
+use futures::{FutureExt, StreamExt, stream};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{DeleteParams, DynamicObject, Preconditions, PropagationPolicy};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -109,17 +111,33 @@ impl Graph {
         }
     }
 
-    fn put(&mut self, kind: usize, object: &DynamicObject) {
+    /// Takes one change of an informer of kind `kind` (which reports objects that vanished while its watch was
+    /// down as deleted).
+    pub fn changed<K: Resource>(&mut self, kind: usize, change: &Change<K>) {
+        match change {
+            Change::Applied(object) => self.put(kind, object.as_ref()),
+            Change::Deleted(object) => {
+                self.objects.remove(&object.uid().unwrap_or_default());
+            }
+        }
+    }
+
+    fn put<K: Resource>(&mut self, kind: usize, object: &K) {
         let Some(uid) = object.uid() else { return };
         let node = Node {
             kind,
             namespace: object.namespace(),
             name: object.name_any(),
             owners: object.owner_references().to_vec(),
-            deleting: object.metadata.deletion_timestamp.is_some(),
+            deleting: object.meta().deletion_timestamp.is_some(),
             finalizers: object.finalizers().to_vec(),
         };
         self.objects.insert(uid, node);
+    }
+
+    /// Marks kind `kind` listed (its informer is ready and its objects are in).
+    fn kind_synced(&mut self, kind: usize) {
+        self.synced.insert(kind);
     }
 
     /// Inserts an object directly (for tests and tools).
@@ -312,13 +330,24 @@ async fn execute(
 /// pods, a quarter of a core while idle). Deletions, relists and everything else can.
 fn may_change_the_plan(event: &Event<DynamicObject>) -> bool {
     match event {
-        Event::Apply(object) | Event::InitApply(object) => {
-            !object.owner_references().is_empty()
-                || !object.finalizers().is_empty()
-                || object.metadata.deletion_timestamp.is_some()
-        }
+        Event::Apply(object) | Event::InitApply(object) => may_act_on(object),
         Event::Delete(_) | Event::Init | Event::InitDone => true,
     }
+}
+
+/// [`may_change_the_plan`] for an informer's change.
+fn change_may_change_the_plan<K: Resource>(change: &Change<K>) -> bool {
+    match change {
+        Change::Applied(object) => may_act_on(object.as_ref()),
+        Change::Deleted(_) => true,
+    }
+}
+
+/// Whether the collector could act on this object as it is: it has owners, finalizers or a deletion.
+fn may_act_on<K: Resource>(object: &K) -> bool {
+    !object.owner_references().is_empty()
+        || !object.finalizers().is_empty()
+        || object.meta().deletion_timestamp.is_some()
 }
 
 fn uid_of(action: &Action) -> &str {
@@ -330,10 +359,18 @@ fn uid_of(action: &Action) -> &str {
 }
 
 /// Runs the collector until the process ends.
-pub async fn run(client: kube::Client) {
+pub async fn run(client: kube::Client, informers: &Informers) {
+    let pod_kind = resources::stored()
+        .iter()
+        .position(|r| r.group.is_empty() && r.kind == "Pod");
+    let pods = informers.pods();
+    let (pod_cache, pod_changes) = (pods.cache(), pods.subscribe_changes());
+    let mut pod_changes = std::pin::pin!(pod_changes);
+    let mut pods_synced = pod_kind.is_none();
     let watches = resources::stored()
         .iter()
         .enumerate()
+        .filter(|(kind, _)| Some(*kind) != pod_kind)
         .map(|(kind, resource)| {
             watcher::watcher(
                 Api::<DynamicObject>::all_with(client.clone(), &api_resource(resource)),
@@ -358,6 +395,23 @@ pub async fn run(client: kube::Client) {
                     }
                     Err(error) => tracing::debug!(%error, "garbage collector watch failed; retrying"),
                 }
+            }
+            Some(change) = pod_changes.next(), if pod_kind.is_some() => {
+                if let Some(kind) = pod_kind {
+                    dirty |= change_may_change_the_plan(&change);
+                    graph.changed(kind, &change);
+                }
+            }
+            Ok(()) = pod_cache.ready(), if !pods_synced => {
+                // Every pod the informer held is waiting in the subscription by now: in before the kind counts
+                // as listed, or a pod's owner could look gone.
+                if let Some(kind) = pod_kind {
+                    while let Some(Some(change)) = pod_changes.next().now_or_never() {
+                        graph.changed(kind, &change);
+                    }
+                    graph.kind_synced(kind);
+                }
+                (pods_synced, dirty) = (true, true);
             }
             _ = tick.tick() => {
                 if !(dirty || last_scan.elapsed() > RESYNC) {
@@ -393,6 +447,39 @@ pub async fn run(client: kube::Client) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::Pod;
+    use std::sync::Arc;
+
+    #[test]
+    fn pods_from_the_shared_informer_enter_and_leave_the_graph() {
+        let pod = |owners: serde_json::Value| -> Arc<Pod> {
+            Arc::new(
+                serde_json::from_value(
+                    serde_json::json!({"metadata": {"name": "p", "namespace": "ns",
+                    "uid": "u", "ownerReferences": owners}}),
+                )
+                .unwrap(),
+            )
+        };
+        let owned = pod(
+            serde_json::json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "name": "rs", "uid": "o"}]),
+        );
+        let mut graph = Graph::default();
+        assert!(change_may_change_the_plan(&Change::Applied(owned.clone())));
+        graph.changed(3, &Change::Applied(owned.clone()));
+        let node = graph.get("u").unwrap();
+        assert_eq!(
+            (node.kind, node.name.as_str(), node.owners.len()),
+            (3, "p", 1)
+        );
+        assert!(!change_may_change_the_plan(&Change::Applied(pod(
+            serde_json::json!([])
+        ))));
+        assert!(change_may_change_the_plan(&Change::Deleted(owned.clone())));
+        graph.changed(3, &Change::Deleted(owned));
+        assert!(graph.get("u").is_none());
+    }
 
     #[test]
     fn only_changes_of_owned_finalized_or_deleted_objects_call_for_a_scan() {

@@ -107,7 +107,7 @@ async fn run_all(client: kube::Client, config: ControllersConfig, informers: Arc
         node_ipam::run(client.clone(), config.clone()),
         replicaset::run(client.clone(), &informers),
         deployment::run(client.clone()),
-        garbage_collector::run(client.clone()),
+        garbage_collector::run(client.clone(), &informers),
         namespace::run(client.clone()),
         endpoints::run(client.clone(), &informers),
         node_lifecycle::run(client.clone(), &informers, config.node_monitor_grace),
