@@ -176,7 +176,6 @@ pub struct Cache {
     with_affinity: BTreeSet<String>,
     /// Unbound pods that preempted others, by uid: their nominated node and what they will take there.
     nominated: HashMap<String, Placed>,
-    relisted_nodes: Option<HashSet<String>>,
     relisted_namespaces: Option<HashSet<String>>,
     /// Where the next search through the nodes starts (kube-scheduler's nextStartNodeIndex).
     pub next_start: usize,
@@ -293,30 +292,12 @@ impl Cache {
         }
     }
 
-    /// Takes one event of the node watch.
-    pub fn apply_node(&mut self, event: &Event<Node>) {
-        match event {
-            Event::Init => self.relisted_nodes = Some(HashSet::new()),
-            Event::InitApply(node) => {
-                if let Some(seen) = self.relisted_nodes.as_mut() {
-                    seen.insert(node.name_any());
-                }
-                self.set_node(node.name_any(), Some(node));
-            }
-            Event::InitDone => {
-                let seen = self.relisted_nodes.take().unwrap_or_default();
-                let gone: Vec<String> = self
-                    .order
-                    .iter()
-                    .filter(|n| !seen.contains(*n))
-                    .cloned()
-                    .collect();
-                for name in gone {
-                    self.set_node(name, None);
-                }
-            }
-            Event::Apply(node) => self.set_node(node.name_any(), Some(node)),
-            Event::Delete(node) => self.set_node(node.name_any(), None),
+    /// Takes one change of the shared node informer (which reports nodes that vanished while its watch was
+    /// down as deleted).
+    pub fn node_changed(&mut self, change: &Change<Node>) {
+        match change {
+            Change::Applied(node) => self.set_node(node.name_any(), Some(node)),
+            Change::Deleted(node) => self.set_node(node.name_any(), None),
         }
     }
 
@@ -536,15 +517,13 @@ mod tests {
             .unwrap()
         };
         let mut cache = Cache::default();
-        cache.apply_node(&Event::Apply(node("n2")));
-        cache.apply_node(&Event::Apply(node("n1")));
+        cache.node_changed(&Change::Applied(Arc::new(node("n2"))));
+        cache.node_changed(&Change::Applied(Arc::new(node("n1"))));
         cache.pod_changed(&Change::Applied(Arc::new(pod("a", Some("n2"), "Running"))));
         assert_eq!(cache.node_names(), ["n1", "n2"]);
         assert_eq!(cache.node("n1").unwrap().allocatable.cpu_milli, 2000);
-        cache.apply_node(&Event::Init);
-        cache.apply_node(&Event::InitApply(node("n1")));
-        cache.apply_node(&Event::InitDone);
-        assert_eq!(cache.node_names(), ["n1"], "n2 was gone at the relist");
+        cache.node_changed(&Change::Deleted(Arc::new(node("n2"))));
+        assert_eq!(cache.node_names(), ["n1"], "n2 was deleted");
         assert_eq!(
             cache.node("n2").unwrap().requested.pods,
             1,

@@ -2,9 +2,9 @@
 
 use super::cache::Cache;
 use super::plugins::volume_binding::Volumes;
+use crate::cache::Change;
 use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::runtime::watcher::Event;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -35,13 +35,13 @@ pub fn pod(name: &str, labels: Value, cpu: &str, spec: Value) -> Pod {
 pub fn cluster(nodes: Vec<Node>, pods: Vec<(Pod, &str)>) -> Cache {
     let mut cache = Cache::default();
     for node in nodes {
-        cache.apply_node(&Event::Apply(node));
+        cache.node_changed(&Change::Applied(Arc::new(node)));
     }
     for (mut pod, node) in pods {
         if let Some(spec) = pod.spec.as_mut() {
             spec.node_name = Some(node.to_owned());
         }
-        cache.pod_changed(&crate::cache::Change::Applied(std::sync::Arc::new(pod)));
+        cache.pod_changed(&Change::Applied(Arc::new(pod)));
     }
     cache
 }

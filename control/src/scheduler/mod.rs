@@ -23,7 +23,7 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::{ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{
-    Namespace, Node, PersistentVolume, PersistentVolumeClaim, Pod, ReplicationController, Service,
+    Namespace, PersistentVolume, PersistentVolumeClaim, Pod, ReplicationController, Service,
 };
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::storage::v1::StorageClass;
@@ -608,38 +608,41 @@ fn feed<K: crate::cache::Cacheable>(
     }));
 }
 
-/// Feeds the shared pod informer's changes into the scheduler's cache, marking `synced[0]` once the pods it
+/// Feeds a shared informer's changes into the scheduler's cache, marking `synced[slot]` once the objects it
 /// held are in, and calling `wake` on every change that may let a waiting pod fit.
-fn follow_pods(
+fn follow<K: crate::cache::Cacheable>(
     ctx: Arc<Context>,
-    informer: &Informer<Pod>,
+    informer: &Informer<K>,
+    slot: usize,
+    apply: fn(&mut Cache, &Change<K>),
+    wakes: fn(&Change<K>) -> bool,
     wake: tokio::sync::mpsc::UnboundedSender<()>,
 ) {
-    let pods = informer.cache();
+    let cached = informer.cache();
     let changes = informer.subscribe_changes();
     tokio::spawn(async move {
-        if pods.ready().await.is_err() {
+        if cached.ready().await.is_err() {
             return;
         }
         let mut changes = std::pin::pin!(changes);
-        let apply = |change: Change<Pod>| {
-            ctx.cache
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pod_changed(&change);
-            if frees_room(&change) {
+        let take = |change: Change<K>| {
+            apply(
+                &mut ctx.cache.lock().unwrap_or_else(|e| e.into_inner()),
+                &change,
+            );
+            if wakes(&change) {
                 let _ = wake.send(());
             }
         };
         loop {
-            // Everything delivered so far goes in at once; the first time, every pod the informer held.
+            // Everything delivered so far goes in at once; the first time, every object the informer held.
             while let Some(Some(change)) = changes.next().now_or_never() {
-                apply(change);
+                take(change);
             }
             ctx.synced
-                .send_if_modified(|synced| !std::mem::replace(&mut synced[0], true));
+                .send_if_modified(|synced| !std::mem::replace(&mut synced[slot], true));
             match changes.next().await {
-                Some(change) => apply(change),
+                Some(change) => take(change),
                 None => return,
             }
         }
@@ -689,13 +692,20 @@ async fn run_scheduler(client: kube::Client, informers: Arc<Informers>) {
     });
     // Unschedulable pods are tried again when a node changes or a pod frees room, and every RETRY anyway.
     let (wake, woken) = tokio::sync::mpsc::unbounded_channel::<()>();
-    follow_pods(ctx.clone(), informers.pods(), wake.clone());
-    feed(
+    follow(
         ctx.clone(),
-        Api::<Node>::all(client.clone()),
+        informers.pods(),
+        0,
+        Cache::pod_changed,
+        frees_room,
+        wake.clone(),
+    );
+    follow(
+        ctx.clone(),
+        informers.nodes(),
         1,
-        Cache::apply_node,
-        |e| matches!(e, watcher::Event::Apply(_)),
+        Cache::node_changed,
+        |change| matches!(change, Change::Applied(_)),
         wake.clone(),
     );
     feed(
