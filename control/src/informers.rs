@@ -16,7 +16,7 @@ pub struct Informers {
 }
 
 impl Informers {
-    /// Informers that start watching a kind when a controller first asks for it.
+    /// Informers that start watching a kind when a component first asks for it.
     pub fn new(client: kube::Client) -> Self {
         Self {
             client,

@@ -1,5 +1,6 @@
 //! The garbage collector: keeps a graph of every object's owner references, fed by watches of every kind (the
-//! pods by the process's shared pod informer, which has decoded them already), and plans from it, purely, what Kubernetes' collector does: dependents whose owners are all gone are deleted
+//! pods by the process's shared pod informer, which has decoded them already), and plans from it, purely,
+//! what Kubernetes' collector does: dependents whose owners are all gone are deleted
 //! (background propagation), dangling references are dropped, an owner deleted with `Foreground` waits for its
 //! dependents to go first, and one deleted with `Orphan` lets them go free.
 
@@ -360,17 +361,21 @@ fn uid_of(action: &Action) -> &str {
 
 /// Runs the collector until the process ends.
 pub async fn run(client: kube::Client, informers: &Informers) {
-    let pod_kind = resources::stored()
+    let Some(pod_kind) = resources::stored()
         .iter()
-        .position(|r| r.group.is_empty() && r.kind == "Pod");
+        .position(|r| r.group.is_empty() && r.kind == "Pod")
+    else {
+        tracing::error!("garbage collector stopped: pods are not a stored kind");
+        return;
+    };
     let pods = informers.pods();
     let (pod_cache, pod_changes) = (pods.cache(), pods.subscribe_changes());
     let mut pod_changes = std::pin::pin!(pod_changes);
-    let mut pods_synced = pod_kind.is_none();
+    let mut pods_synced = false;
     let watches = resources::stored()
         .iter()
         .enumerate()
-        .filter(|(kind, _)| Some(*kind) != pod_kind)
+        .filter(|(kind, _)| *kind != pod_kind)
         .map(|(kind, resource)| {
             watcher::watcher(
                 Api::<DynamicObject>::all_with(client.clone(), &api_resource(resource)),
@@ -396,21 +401,17 @@ pub async fn run(client: kube::Client, informers: &Informers) {
                     Err(error) => tracing::debug!(%error, "garbage collector watch failed; retrying"),
                 }
             }
-            Some(change) = pod_changes.next(), if pod_kind.is_some() => {
-                if let Some(kind) = pod_kind {
-                    dirty |= change_may_change_the_plan(&change);
-                    graph.changed(kind, &change);
-                }
+            Some(change) = pod_changes.next() => {
+                dirty |= change_may_change_the_plan(&change);
+                graph.changed(pod_kind, &change);
             }
             Ok(()) = pod_cache.ready(), if !pods_synced => {
                 // Every pod the informer held is waiting in the subscription by now: in before the kind counts
                 // as listed, or a pod's owner could look gone.
-                if let Some(kind) = pod_kind {
-                    while let Some(Some(change)) = pod_changes.next().now_or_never() {
-                        graph.changed(kind, &change);
-                    }
-                    graph.kind_synced(kind);
+                while let Some(Some(change)) = pod_changes.next().now_or_never() {
+                    graph.changed(pod_kind, &change);
                 }
+                graph.kind_synced(pod_kind);
                 (pods_synced, dirty) = (true, true);
             }
             _ = tick.tick() => {
