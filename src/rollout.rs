@@ -260,8 +260,10 @@ pub fn readiness(object: &serde_json::Value) -> anyhow::Result<(String, bool)> {
     }
 }
 
+/// The object as its type, read from JSON text as the client reads its responses: the binary then compiles one
+/// deserializer of each kind, not a second one from `serde_json::Value`.
 fn decoded<K: serde::de::DeserializeOwned>(object: &serde_json::Value) -> anyhow::Result<K> {
-    serde_json::from_value(object.clone()).context("the object cannot be read")
+    serde_json::from_str(&object.to_string()).context("the object cannot be read")
 }
 
 /// A Pod: ready, succeeded, failed, or what its containers wait for.

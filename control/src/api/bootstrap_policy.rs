@@ -4,6 +4,7 @@
 //! `view` roles to bind in a namespace.
 
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 /// What `view` may read: everything of a namespace but its Secrets and its roles, and what pods and nodes use.
@@ -239,7 +240,7 @@ pub fn cluster_roles() -> Vec<ClusterRole> {
         cluster_role("view", view),
     ]
     .into_iter()
-    .map(|role| serde_json::from_value(role).expect("bootstrap ClusterRoles are well-formed"))
+    .map(|role| ClusterRole::deserialize(&role).expect("bootstrap ClusterRoles are well-formed"))
     .collect()
 }
 
@@ -296,7 +297,9 @@ pub fn cluster_role_bindings() -> Vec<ClusterRoleBinding> {
         ),
     ]
     .into_iter()
-    .map(|b| serde_json::from_value(b).expect("bootstrap ClusterRoleBindings are well-formed"))
+    .map(|b| {
+        ClusterRoleBinding::deserialize(&b).expect("bootstrap ClusterRoleBindings are well-formed")
+    })
     .collect()
 }
 

@@ -3,7 +3,7 @@
 //! version on the way in and every object it answers with converted back on the way out.
 
 use super::autoscaling;
-use super::resources::{self, ResourceType, SchemaFn};
+use super::resources::{self, ResourceType};
 use serde_json::Value;
 
 /// One version of a resource served from another one's objects.
@@ -23,18 +23,13 @@ pub struct Conversion {
     decodes: fn(&Value) -> Result<(), String>,
     to_stored: fn(Value) -> Result<Value, String>,
     to_served: fn(Value) -> Value,
-    /// The served kind's OpenAPI schema.
-    pub schema: SchemaFn,
+    /// The served kind's OpenAPI schema (for the generated documents under `control/openapi/`).
+    #[cfg(test)]
+    pub schema: resources::SchemaFn,
 }
 
 fn decodes_as<K: serde::de::DeserializeOwned>(object: &Value) -> Result<(), String> {
     K::deserialize(object).map(drop).map_err(|e| e.to_string())
-}
-
-fn schema_of<K: schemars::JsonSchema>(
-    generator: &mut schemars::SchemaGenerator,
-) -> schemars::Schema {
-    generator.subschema_for::<K>()
 }
 
 /// Every version served from another one's objects.
@@ -48,7 +43,8 @@ pub fn all() -> &'static [Conversion] {
         decodes: decodes_as::<k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler>,
         to_stored: autoscaling::v1::from_v1,
         to_served: autoscaling::v1::to_v1,
-        schema: schema_of::<k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler>,
+        #[cfg(test)]
+        schema: resources::schema_of::<k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler>,
     }];
     &ALL
 }

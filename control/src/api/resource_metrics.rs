@@ -14,7 +14,8 @@ const API_VERSION: &str = "metrics.k8s.io/v1beta1";
 pub type Usage = BTreeMap<String, Quantity>;
 
 /// A node's use of CPU and memory over `window`, ending at `timestamp`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct NodeMetrics {
     /// The node's name and labels.
     pub metadata: ObjectMeta,
@@ -27,7 +28,8 @@ pub struct NodeMetrics {
 }
 
 /// A pod's use of CPU and memory over `window`, ending at `timestamp`, by container.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct PodMetrics {
     /// The pod's name, namespace and labels.
     pub metadata: ObjectMeta,
@@ -40,7 +42,8 @@ pub struct PodMetrics {
 }
 
 /// One container's use of CPU and memory.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
 pub struct ContainerMetrics {
     /// The container's name.
     pub name: String,

@@ -108,9 +108,12 @@ type DecodeFn = fn(Value, Option<&str>) -> Result<Decoded, AdmitError>;
 type ValidateFn = fn(&Value, Option<&Value>) -> Result<(), AdmitError>;
 
 /// Registers a kind's OpenAPI schema (and those it refers to) with a generator; returns its reference.
+#[cfg(test)]
 pub type SchemaFn = fn(&mut schemars::SchemaGenerator) -> schemars::Schema;
 
-fn schema_of<K: schemars::JsonSchema>(
+/// [`SchemaFn`] of a type.
+#[cfg(test)]
+pub fn schema_of<K: schemars::JsonSchema>(
     generator: &mut schemars::SchemaGenerator,
 ) -> schemars::Schema {
     generator.subschema_for::<K>()
@@ -148,7 +151,9 @@ pub struct ResourceType {
     pub computed: bool,
     decode: DecodeFn,
     validate: ValidateFn,
-    /// Its OpenAPI schema, as k8s-openapi carries Kubernetes' own.
+    /// Its OpenAPI schema, as k8s-openapi carries Kubernetes' own (for the generated documents under
+    /// `control/openapi/`).
+    #[cfg(test)]
     pub schema: SchemaFn,
 }
 
@@ -274,7 +279,7 @@ where
     K: KindRules + Serialize + DeserializeOwned,
 {
     let mut unknown_fields = Vec::new();
-    let mut decoded: K = serde_ignored::deserialize(object, |path| {
+    let mut note_unknown = |path: serde_ignored::Path| {
         // serde_ignored writes `?` for the Option layers it passes through.
         let path = path.to_string();
         unknown_fields.push(
@@ -283,8 +288,11 @@ where
                 .collect::<Vec<_>>()
                 .join("."),
         );
-    })
-    .map_err(malformed)?;
+    };
+    // One callback type for every kind: a closure's own type would make serde_ignored's deserializer, and every
+    // type the kind contains, compile again for each kind (PodSpec eight times).
+    let callback: &mut dyn FnMut(serde_ignored::Path) = &mut note_unknown;
+    let mut decoded: K = serde_ignored::deserialize(object, callback).map_err(malformed)?;
     if let Some(uid) = new_uid {
         decoded.prepare_create(uid);
     }
@@ -344,6 +352,7 @@ macro_rules! resource {
             computed: false $(|| $computed)?,
             decode: decode::<$ty>,
             validate: validate::<$ty>,
+            #[cfg(test)]
             schema: schema_of::<$ty>,
         }
     };

@@ -1,8 +1,10 @@
 //! What clients read before they talk about objects: `/version`, legacy discovery (`/api`, `/apis`, resource
 //! lists) and OpenAPI v3 documents that declare server-side field validation.
 
+use super::openapi_schemas;
 use crate::api::conversion;
-use crate::api::resources::{self, ResourceType, SchemaFn, Subresource};
+use crate::api::conversion::Conversion;
+use crate::api::resources::{self, ResourceType, Subresource};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,17 +37,20 @@ fn groups() -> Vec<&'static str> {
     groups
 }
 
-/// The resource types served at a group version, each with the schema of the kind as that version writes it:
-/// the stored ones and those served from another version's objects.
-fn served_at(group: &str, version: &str) -> Vec<(&'static ResourceType, SchemaFn)> {
+/// The resource types served at a group version: the stored ones, and those served from another version's
+/// objects with the conversion that serves them.
+pub(super) fn served_at(
+    group: &str,
+    version: &str,
+) -> Vec<(&'static ResourceType, Option<&'static Conversion>)> {
     let stored = resources::all()
         .iter()
         .filter(|r| r.group == group && r.version == version)
-        .map(|r| (r, r.schema));
+        .map(|r| (r, None));
     let converted = conversion::all()
         .iter()
         .filter(|c| c.group == group && c.version == version)
-        .filter_map(|c| Some((c.stored()?, c.schema)));
+        .filter_map(|c| Some((c.stored()?, Some(c))));
     stored.chain(converted).collect()
 }
 
@@ -189,7 +194,8 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     (!entries.is_empty()).then(|| json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": entries}))
 }
 
-fn group_version_paths() -> Vec<(String, &'static str, &'static str)> {
+/// Every group version served, with the path of its documents (`api/v1`, `apis/apps/v1`).
+pub(super) fn group_version_paths() -> Vec<(String, &'static str, &'static str)> {
     let mut paths: Vec<(String, &str, &str)> = resources::all()
         .iter()
         .map(|r| (r.group, r.version))
@@ -235,83 +241,6 @@ pub fn openapi_document(path: &str) -> Option<Value> {
         .ok()?
         .insert(path.to_owned(), document.clone());
     Some(Value::clone(&document))
-}
-
-/// The components of a group version's document: the schemas of its kinds and of everything they hold,
-/// Kubernetes' own as k8s-openapi carries them, each kind's marked with its group, version and kind (which
-/// `kubectl explain` looks for).
-fn schemas(group: &str, version: &str) -> serde_json::Map<String, Value> {
-    let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
-    let mut kinds = Vec::new();
-    for (resource, schema) in served_at(group, version) {
-        let reference = schema(&mut generator);
-        let name = reference
-            .get("$ref")
-            .and_then(Value::as_str)
-            .and_then(|r| r.rsplit('/').next())
-            .map(str::to_owned);
-        if let Some(name) = name {
-            kinds.push((name, resource.kind));
-        }
-    }
-    let mut schemas = generator.take_definitions(true);
-    mark_lists(&mut schemas);
-    for (name, kind) in kinds {
-        if let Some(schema) = schemas.get_mut(&name) {
-            schema["x-kubernetes-group-version-kind"] =
-                json!([{"group": group, "version": version, "kind": kind}]);
-        }
-    }
-    schemas
-}
-
-/// Adds Kubernetes' list and patch markers, which k8s-openapi's schemas lack, from the merge rules this server
-/// applies itself (`api::schema`): kubectl computes client-side apply patches from them (without them a
-/// list would be replaced whole, and an item removed from a manifest would stay).
-fn mark_lists(schemas: &mut serde_json::Map<String, Value>) {
-    use crate::api::schema::{ListType, list_type};
-    for schema in schemas.values_mut() {
-        let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) else {
-            continue;
-        };
-        for (field, property) in properties.iter_mut() {
-            if property["type"] != "array" {
-                continue;
-            }
-            let item = property["items"]["$ref"]
-                .as_str()
-                .and_then(|r| r.rsplit('/').next())
-                .unwrap_or_default()
-                .to_owned();
-            // The same field name means other lists in other kinds.
-            let listed = match (field.as_str(), item.as_str()) {
-                ("ports", "io.k8s.api.core.v1.ContainerPort") => {
-                    ListType::Map(&["containerPort", "protocol"])
-                }
-                ("ports", "io.k8s.api.core.v1.ServicePort") => ListType::Map(&["port", "protocol"]),
-                ("addresses", "io.k8s.api.core.v1.NodeAddress") => ListType::Map(&["type"]),
-                ("ports" | "addresses", _) => ListType::Atomic,
-                _ => list_type(field, &[]),
-            };
-            match listed {
-                ListType::Map(keys) => {
-                    property["x-kubernetes-list-type"] = "map".into();
-                    property["x-kubernetes-list-map-keys"] = json!(keys);
-                    property["x-kubernetes-patch-strategy"] = if field == "volumes" {
-                        "merge,retainKeys".into()
-                    } else {
-                        "merge".into()
-                    };
-                    property["x-kubernetes-patch-merge-key"] = keys[0].into();
-                }
-                ListType::Set => {
-                    property["x-kubernetes-list-type"] = "set".into();
-                    property["x-kubernetes-patch-strategy"] = "merge".into();
-                }
-                ListType::Atomic => property["x-kubernetes-list-type"] = "atomic".into(),
-            }
-        }
-    }
 }
 
 fn build_openapi_document(path: &str) -> Option<Value> {
@@ -364,7 +293,7 @@ fn build_openapi_document(path: &str) -> Option<Value> {
         "openapi": "3.0.0",
         "info": {"title": "wasmkube", "version": format!("v1.{KUBERNETES_MINOR}.0")},
         "paths": paths,
-        "components": {"schemas": schemas(group, version)},
+        "components": {"schemas": openapi_schemas::schemas(path)?},
     }))
 }
 

@@ -13,6 +13,7 @@ mod metrics;
 mod negotiation;
 mod node_agent;
 pub mod objects;
+mod openapi_schemas;
 mod pod_admission;
 mod pod_security;
 mod pod_streams;

@@ -9,6 +9,7 @@ use super::error::ApiError;
 use crate::api::rbac::{MASTERS, Request, ResourceRequest, User};
 use crate::api::resources::ResourceType;
 use k8s_openapi::api::rbac::v1::PolicyRule;
+use serde::Deserialize;
 use serde_json::Value;
 
 const RBAC_GROUP: &str = "rbac.authorization.k8s.io";
@@ -35,7 +36,7 @@ impl ApiServer {
         let (rules, exempting_verb, role_plural, role_name) = match resource.kind {
             "Role" | "ClusterRole" => {
                 let rules: Vec<PolicyRule> =
-                    serde_json::from_value(object["rules"].clone()).unwrap_or_default();
+                    Vec::<PolicyRule>::deserialize(&object["rules"]).unwrap_or_default();
                 (rules, "escalate", resource.plural, name.to_owned())
             }
             _ => {

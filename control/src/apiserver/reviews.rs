@@ -9,6 +9,7 @@ use crate::api::validation::Cause;
 use k8s_openapi::api::authorization::v1::{
     NonResourceAttributes, ResourceAttributes, SubjectAccessReviewSpec,
 };
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 impl ApiServer {
@@ -146,7 +147,7 @@ impl ApiServer {
 }
 
 fn spec_of(object: &Value) -> Result<SubjectAccessReviewSpec, ApiError> {
-    serde_json::from_value(object["spec"].clone())
+    SubjectAccessReviewSpec::deserialize(&object["spec"])
         .map_err(|e| ApiError::BadRequest(format!("the review's spec is not valid: {e}")))
 }
 

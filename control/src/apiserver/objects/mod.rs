@@ -112,7 +112,7 @@ pub fn stored_object(value: &[u8]) -> Result<Value, ApiError> {
 
 /// A stored object as its Kubernetes type.
 pub fn decode_stored<T: serde::de::DeserializeOwned>(value: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_value(stored_object(value)?)
+    T::deserialize(&stored_object(value)?)
         .map_err(|e| ApiError::Internal(format!("stored object is corrupt: {e}")))
 }
 
@@ -342,7 +342,7 @@ impl Deletion {
         let options: DeleteOptions = if body.is_null() {
             DeleteOptions::default()
         } else {
-            serde_json::from_value(body.clone()).map_err(|e| {
+            DeleteOptions::deserialize(body).map_err(|e| {
                 ApiError::BadRequest(format!("the body of the request is not DeleteOptions: {e}"))
             })?
         };
@@ -652,7 +652,7 @@ impl ApiServer {
             return Ok(());
         }
         let typed = |value: &Value| {
-            serde_json::from_value::<Service>(value.clone())
+            Service::deserialize(value)
                 .map_err(|e| ApiError::Internal(format!("admitted Service is malformed: {e}")))
         };
         let mut service = typed(object)?;

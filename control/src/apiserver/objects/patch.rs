@@ -59,7 +59,7 @@ impl ApiServer {
             let mut patched = base.clone();
             match media.as_str() {
                 "application/json-patch+json" => {
-                    let operations: json_patch::Patch = serde_json::from_value(patch.clone())
+                    let operations: json_patch::Patch = json_patch::Patch::deserialize(&patch)
                         .map_err(|e| ApiError::BadRequest(format!("invalid JSON patch: {e}")))?;
                     json_patch::patch(&mut patched, &operations).map_err(|e| {
                         ApiError::BadRequest(format!("the JSON patch could not be applied: {e}"))

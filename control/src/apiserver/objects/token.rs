@@ -38,7 +38,8 @@ impl ApiServer {
         let account = served(&current.value, current.mod_revision)?;
         // The spec as Kubernetes types it: a wrong type (a string of seconds, a number as audience) is a 400.
         let spec: k8s_openapi::api::authentication::v1::TokenRequestSpec =
-            serde_json::from_value(request["spec"].clone()).map_err(|e| {
+            k8s_openapi::api::authentication::v1::TokenRequestSpec::deserialize(&request["spec"])
+                .map_err(|e| {
                 ApiError::BadRequest(format!("the TokenRequest's spec is not valid: {e}"))
             })?;
         let expiration = spec
