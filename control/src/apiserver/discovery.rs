@@ -2,8 +2,7 @@
 //! lists) and OpenAPI v3 documents that declare server-side field validation.
 
 use super::openapi_schemas;
-use crate::api::conversion;
-use crate::api::conversion::Conversion;
+use crate::api::conversion::{self, Conversion};
 use crate::api::resources::{self, ResourceType, Subresource};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;

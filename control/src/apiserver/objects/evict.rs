@@ -122,7 +122,7 @@ impl ApiServer {
         // Record the disruption for the controller, compare-and-swap on the budget as read.
         let current = self.read(budgets_resource, Some(namespace), &budget_name)?;
         let mut stored_budget = stored_object(&current.value)?;
-        let seen: PodDisruptionBudget = PodDisruptionBudget::deserialize(&stored_budget)
+        let seen = PodDisruptionBudget::deserialize(&stored_budget)
             .map_err(|e| ApiError::Internal(format!("stored budget {budget_name}: {e}")))?;
         if seen.status.unwrap_or_default().disruptions_allowed != Some(allowed) {
             return Ok(false);
